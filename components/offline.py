@@ -1,0 +1,329 @@
+"""Evaluate the Pulumi program in-process, offline, under mocks; record what it would send.
+
+`run_stack("dev")` loads `Pulumi.dev.yaml`, applies overrides, evaluates `__main__.py` with
+`pulumi.runtime.set_mocks` and returns a `Plan`: every resource with its type, logical name,
+parent, inputs (wire names, as the provider receives them), options (protect, ignoreChanges,
+dependsOn) and which inputs were secret, plus the stack exports resolved to plain values.
+
+The mocks answer provider calls with realistic values (AZs, account, region, ECR token, SSM
+parameters) and give each resource the outputs AWS would (ids, ARNs, URLs, digests), derived from
+its inputs so tests can follow references between resources.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import runpy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from google.protobuf import json_format
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import settings as pulumi_settings
+from pulumi.runtime.sync_await import _sync_await
+from pulumi.runtime.stack import run_pulumi_func
+
+ROOT = Path(__file__).resolve().parent.parent
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+AZS = ["us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d"]
+SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+SSM_VALUES = {
+    "/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id": (
+        "ami-0a1b2c3d4e5f60718"
+    ),
+}
+
+
+@dataclass
+class Resource:
+    type: str
+    name: str
+    urn: str
+    parent: str
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+    protect: bool = False
+    ignore_changes: list[str] = field(default_factory=list)
+    depends_on: list[str] = field(default_factory=list)
+    secret_inputs: set[str] = field(default_factory=set)
+    """Top-level input names whose value (or part of it) is a secret."""
+
+
+@dataclass
+class Plan:
+    stack: str
+    resources: list[Resource]
+    exports: dict[str, Any]
+    calls: list[tuple[str, dict[str, Any]]]
+
+    def of_type(self, type_: str) -> list[Resource]:
+        return [r for r in self.resources if r.type == type_]
+
+    def one(self, type_: str, name_contains: str = "") -> Resource:
+        found = [r for r in self.of_type(type_) if name_contains in r.name]
+        assert len(found) == 1, f"expected one {type_} ~{name_contains!r}, got {found!r}"
+        return found[0]
+
+    def by_urn(self, urn: str) -> Resource:
+        return next(r for r in self.resources if r.urn == urn)
+
+    def children_of(self, urn: str) -> list[Resource]:
+        return [r for r in self.resources if r.parent == urn]
+
+
+def _has_secret(value: Any) -> bool:
+    if isinstance(value, dict):
+        if value.get("4dabf18193072939515e22adb298388d") == SECRET_SIG:
+            return True
+        return any(_has_secret(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_secret(v) for v in value)
+    return False
+
+
+def _digest(text: str, n: int = 17) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    """Answers calls and resources like AWS would, and remembers every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        self.calls.append((args.token, dict(args.args)))
+        token = args.token
+        if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
+            return {"names": AZS, "zoneIds": [f"use1-az{i}" for i in range(1, 5)]}
+        if token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {
+                "accountId": ACCOUNT,
+                "arn": f"arn:aws:iam::{ACCOUNT}:user/ci",
+                "userId": "AIDAEXAMPLE",
+                "id": ACCOUNT,
+            }
+        if token == "aws:index/getRegion:getRegion":
+            return {"name": REGION, "region": REGION, "id": REGION}
+        if token == "aws:index/getPartition:getPartition":
+            return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}
+        if token == "aws:ecr/getAuthorizationToken:getAuthorizationToken":
+            return {
+                "userName": "AWS",
+                "password": "ecr-token-" + _digest("password", 32),
+                "authorizationToken": "QVdTOmVjci10b2tlbg==",
+                "proxyEndpoint": f"https://{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com",
+                "expiresAt": "2026-11-23T00:00:00Z",
+                "id": REGION,
+            }
+        if token == "aws:ssm/getParameter:getParameter":
+            name = args.args["name"]
+            if name not in SSM_VALUES:
+                raise ValueError(f"ParameterNotFound: {name}")
+            return {"name": name, "value": SSM_VALUES[name], "type": "String", "id": name}
+        if token == "aws:elb/getServiceAccount:getServiceAccount":
+            return {"arn": "arn:aws:iam::127311923021:root", "id": "127311923021"}
+        raise NotImplementedError(f"the mocks do not answer {token}")
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        inputs = copy.deepcopy(args.inputs)
+        outputs = dict(inputs)
+        name = args.name
+        typ = args.typ
+        service = typ.split(":")[1].split("/")[0] if ":" in typ else "x"
+        kind = typ.rsplit(":", 1)[-1]
+        rid = f"{name}-{_digest(typ + name, 8)}"
+        arn = f"arn:aws:{service}:{REGION}:{ACCOUNT}:{kind.lower()}/{rid}"
+        outputs.setdefault("arn", arn)
+        outputs.setdefault("name", inputs.get("name", rid))
+
+        if typ.startswith("awsx:"):
+            outputs = {}  # remote components: their outputs are not their inputs
+        if typ == "awsx:ec2:Vpc":
+            azs = int(inputs.get("numberOfAvailabilityZones", 2))
+            specs = [s["type"] for s in inputs.get("subnetSpecs", [])]
+            outputs.update(
+                vpcId=f"vpc-{_digest(name)}",
+                publicSubnetIds=[f"subnet-pub{i}{_digest(name, 9)}" for i in range(azs)]
+                if "Public" in specs
+                else [],
+                privateSubnetIds=[f"subnet-prv{i}{_digest(name, 9)}" for i in range(azs)]
+                if "Private" in specs
+                else [],
+                isolatedSubnetIds=[],
+            )
+            rid = outputs["vpcId"]
+        elif typ == "aws:ec2/securityGroup:SecurityGroup":
+            rid = f"sg-{_digest(name)}"
+        elif typ == "aws:efs/fileSystem:FileSystem":
+            rid = f"fs-{_digest(name)}"
+            outputs["dnsName"] = f"{rid}.efs.{REGION}.amazonaws.com"
+            outputs["arn"] = f"arn:aws:elasticfilesystem:{REGION}:{ACCOUNT}:file-system/{rid}"
+        elif typ == "aws:efs/accessPoint:AccessPoint":
+            rid = f"fsap-{_digest(name)}"
+            outputs["arn"] = f"arn:aws:elasticfilesystem:{REGION}:{ACCOUNT}:access-point/{rid}"
+        elif typ == "aws:efs/mountTarget:MountTarget":
+            rid = f"fsmt-{_digest(name)}"
+        elif typ == "aws:ecr/repository:Repository":
+            repo = inputs.get("name") or f"{name}-{_digest(name, 7)}"
+            outputs.update(
+                name=repo,
+                repositoryUrl=f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{repo}",
+                registryId=ACCOUNT,
+                arn=f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/{repo}",
+            )
+            rid = repo
+        elif typ == "docker:index/image:Image":
+            image_name = inputs.get("imageName", "")
+            repo = image_name.rsplit(":", 1)[0] if ":" in image_name.split("/")[-1] else image_name
+            outputs["repoDigest"] = f"{repo}@sha256:{hashlib.sha256(image_name.encode()).hexdigest()}"
+            outputs["baseImageName"] = image_name
+            rid = outputs["repoDigest"]
+        elif typ == "aws:kms/key:Key":
+            rid = f"{_digest(name, 8)}-1234-4abc-9def-{_digest(name + 'k', 12)}"
+            outputs["arn"] = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{rid}"
+            outputs["keyId"] = rid
+        elif typ == "aws:iam/role:Role":
+            role = inputs.get("name") or rid
+            outputs.update(name=role, arn=f"arn:aws:iam::{ACCOUNT}:role/{role}")
+            rid = role
+        elif typ == "aws:iam/instanceProfile:InstanceProfile":
+            outputs["arn"] = f"arn:aws:iam::{ACCOUNT}:instance-profile/{rid}"
+        elif typ == "aws:cloudwatch/logGroup:LogGroup":
+            group = inputs.get("name") or f"/mlops/{rid}"
+            outputs.update(name=group, arn=f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{group}")
+            rid = group
+        elif typ == "aws:ecs/cluster:Cluster":
+            outputs["arn"] = f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/{rid}"
+            outputs["name"] = inputs.get("name", rid)
+        elif typ == "aws:ecs/taskDefinition:TaskDefinition":
+            family = inputs.get("family", rid)
+            outputs["arn"] = f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{family}:1"
+            outputs["arnWithoutRevision"] = (
+                f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{family}"
+            )
+            outputs["revision"] = 1
+        elif typ == "aws:ecs/service:Service":
+            outputs["name"] = inputs.get("name", rid)
+        elif typ == "aws:ecs/capacityProvider:CapacityProvider":
+            outputs["name"] = inputs.get("name", rid)
+        elif typ in ("aws:lb/loadBalancer:LoadBalancer", "aws:alb/loadBalancer:LoadBalancer"):
+            outputs.update(
+                dnsName=f"{rid}-1234567890.{REGION}.elb.amazonaws.com",
+                arn=f"arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT}:loadbalancer/app/{rid}/50dc6c495c0c9188",
+                arnSuffix=f"app/{rid}/50dc6c495c0c9188",
+                zoneId="Z35SXDOTRQ7X7K",
+            )
+        elif typ in ("aws:lb/targetGroup:TargetGroup", "aws:alb/targetGroup:TargetGroup"):
+            outputs.update(
+                arn=f"arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT}:targetgroup/{rid}/6d0ecf831eec9f09",
+                arnSuffix=f"targetgroup/{rid}/6d0ecf831eec9f09",
+            )
+        elif typ == "aws:sns/topic:Topic":
+            outputs["arn"] = f"arn:aws:sns:{REGION}:{ACCOUNT}:{rid}"
+        elif typ == "aws:sqs/queue:Queue":
+            outputs["arn"] = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{rid}"
+            outputs["url"] = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{rid}"
+        elif typ == "aws:sfn/stateMachine:StateMachine":
+            outputs["arn"] = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{rid}"
+        elif typ == "aws:cloudwatch/eventRule:EventRule":
+            outputs["arn"] = f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{rid}"
+        elif typ == "aws:s3/bucket:Bucket" or typ == "aws:s3/bucketV2:BucketV2":
+            bucket = inputs.get("bucket") or rid
+            outputs.update(bucket=bucket, arn=f"arn:aws:s3:::{bucket}")
+            rid = bucket
+        elif typ == "aws:wafv2/webAcl:WebAcl":
+            outputs["arn"] = f"arn:aws:wafv2:{REGION}:{ACCOUNT}:regional/webacl/{rid}/a1b2c3"
+        elif typ == "aws:ec2/launchTemplate:LaunchTemplate":
+            rid = f"lt-{_digest(name)}"
+            outputs["latestVersion"] = 1
+        elif typ == "aws:autoscaling/group:Group":
+            outputs["arn"] = (
+                f"arn:aws:autoscaling:{REGION}:{ACCOUNT}:autoScalingGroup:"
+                f"{_digest(name, 8)}-aaaa-bbbb-cccc-{_digest(name, 12)}:autoScalingGroupName/{rid}"
+            )
+            outputs["name"] = inputs.get("name", rid)
+        elif typ == "aws:appautoscaling/target:Target":
+            rid = f"{inputs.get('serviceNamespace')}/{inputs.get('resourceId')}"
+        return rid, outputs
+
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    """The SDK's mock monitor, also keeping what `Mocks.new_resource` is not told: options."""
+
+    def __init__(self, mocks: RecordingMocks):
+        super().__init__(mocks)
+        self.recorded: list[Resource] = []
+
+    def RegisterResource(self, request):  # noqa: N802 (gRPC method name)
+        response = super().RegisterResource(request)
+        if request.type == "pulumi:pulumi:Stack":
+            return response
+        raw = json_format.MessageToDict(request.object)
+        registration = self.resources.get(response.urn)
+        self.recorded.append(
+            Resource(
+                type=request.type,
+                name=request.name,
+                urn=response.urn,
+                parent=request.parent,
+                inputs=pulumi.runtime.rpc.deserialize_properties(request.object),
+                outputs=dict(registration.state) if registration else {},
+                protect=bool(request.protect),
+                ignore_changes=list(request.ignoreChanges),
+                depends_on=list(request.dependencies),
+                secret_inputs={key for key, value in raw.items() if _has_secret(value)},
+            )
+        )
+        return response
+
+
+def stack_config(stack: str) -> dict[str, Any]:
+    """The `config:` block of `Pulumi.<stack>.yaml`, as YAML values."""
+    path = ROOT / f"Pulumi.{stack}.yaml"
+    if not path.exists():
+        raise FileNotFoundError(f"no stack file {path.name}")
+    return yaml.safe_load(path.read_text())["config"]
+
+
+def _resolve(value: Any) -> Any:
+    if isinstance(value, pulumi.Output):
+        return _sync_await(value.future())
+    return value
+
+
+def run_stack(stack: str, overrides: dict[str, dict[str, Any]] | None = None) -> Plan:
+    """Evaluate `__main__.py` for `stack` under mocks.
+
+    `overrides` maps a section (`inference`) to keys merged over the stack file's values.
+    A config error raised by the program propagates as `pulumi.RunError`.
+    """
+    config = stack_config(stack)
+    for section, values in (overrides or {}).items():
+        key = section if ":" in section else f"mlops:{section}"
+        merged = dict(config.get(key) or {})
+        merged.update(values)
+        config[key] = merged
+    flat = {
+        key: value if isinstance(value, str) else json.dumps(value)
+        for key, value in config.items()
+    }
+    pulumi.runtime.set_all_config(flat)
+    mocks = RecordingMocks()
+    monitor = RecordingMonitor(mocks)
+    pulumi_settings.set_root_resource(None)  # type: ignore[arg-type]
+    pulumi.runtime.set_mocks(mocks, project="mlops", stack=stack, preview=False, monitor=monitor)
+    root = pulumi_settings.get_root_resource()
+
+    def program() -> None:
+        runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
+
+    _sync_await(run_pulumi_func(program))
+    exports = {name: _resolve(value) for name, value in root.outputs.items()}
+    return Plan(stack=stack, resources=monitor.recorded, exports=exports, calls=mocks.calls)
