@@ -16,6 +16,7 @@ import copy
 import hashlib
 import json
 import runpy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,8 @@ import yaml
 from google.protobuf import json_format
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import settings as pulumi_settings
-from pulumi.runtime.sync_await import _sync_await
 from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
 
 ROOT = Path(__file__).resolve().parent.parent
 ACCOUNT = "123456789012"
@@ -53,6 +54,8 @@ class Resource:
     depends_on: list[str] = field(default_factory=list)
     secret_inputs: set[str] = field(default_factory=set)
     """Top-level input names whose value (or part of it) is a secret."""
+    id: str = ""
+    """The physical id the mocks gave it (`sg-...`, `fs-...`), as other resources' inputs see it."""
 
 
 @dataclass
@@ -182,7 +185,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
         elif typ == "docker:index/image:Image":
             image_name = inputs.get("imageName", "")
             repo = image_name.rsplit(":", 1)[0] if ":" in image_name.split("/")[-1] else image_name
-            outputs["repoDigest"] = f"{repo}@sha256:{hashlib.sha256(image_name.encode()).hexdigest()}"
+            digest = hashlib.sha256(image_name.encode()).hexdigest()
+            outputs["repoDigest"] = f"{repo}@sha256:{digest}"
             outputs["baseImageName"] = image_name
             rid = outputs["repoDigest"]
         elif typ == "aws:kms/key:Key":
@@ -209,9 +213,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{family}"
             )
             outputs["revision"] = 1
-        elif typ == "aws:ecs/service:Service":
-            outputs["name"] = inputs.get("name", rid)
-        elif typ == "aws:ecs/capacityProvider:CapacityProvider":
+        elif typ in ("aws:ecs/service:Service", "aws:ecs/capacityProvider:CapacityProvider"):
             outputs["name"] = inputs.get("name", rid)
         elif typ in ("aws:lb/loadBalancer:LoadBalancer", "aws:alb/loadBalancer:LoadBalancer"):
             outputs.update(
@@ -261,7 +263,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         super().__init__(mocks)
         self.recorded: list[Resource] = []
 
-    def RegisterResource(self, request):  # noqa: N802 (gRPC method name)
+    def RegisterResource(self, request):  # the gRPC method's name
         response = super().RegisterResource(request)
         if request.type == "pulumi:pulumi:Stack":
             return response
@@ -279,6 +281,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 ignore_changes=list(request.ignoreChanges),
                 depends_on=list(request.dependencies),
                 secret_inputs={key for key, value in raw.items() if _has_secret(value)},
+                id=response.id,
             )
         )
         return response
@@ -311,19 +314,27 @@ def run_stack(stack: str, overrides: dict[str, dict[str, Any]] | None = None) ->
         merged.update(values)
         config[key] = merged
     flat = {
-        key: value if isinstance(value, str) else json.dumps(value)
-        for key, value in config.items()
+        key: value if isinstance(value, str) else json.dumps(value) for key, value in config.items()
     }
     pulumi.runtime.set_all_config(flat)
+
+    def program() -> None:
+        runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
+
+    return run_program(program, stack)
+
+
+def run_program(program: Callable[[], None], stack: str = "dev") -> Plan:
+    """Evaluate `program` (any function declaring resources) under the recording mocks.
+
+    For tests of one component outside `__main__.py`; the config set by the last `run_stack`
+    stays in place.
+    """
     mocks = RecordingMocks()
     monitor = RecordingMonitor(mocks)
     pulumi_settings.set_root_resource(None)  # type: ignore[arg-type]
     pulumi.runtime.set_mocks(mocks, project="mlops", stack=stack, preview=False, monitor=monitor)
     root = pulumi_settings.get_root_resource()
-
-    def program() -> None:
-        runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
-
     _sync_await(run_pulumi_func(program))
     exports = {name: _resolve(value) for name, value in root.outputs.items()}
     return Plan(stack=stack, resources=monitor.recorded, exports=exports, calls=mocks.calls)

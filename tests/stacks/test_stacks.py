@@ -45,5 +45,5 @@ def test_logical_names_are_unique_per_type(plan):
 
 
 def test_unknown_stack_file_is_reported():
-    with pytest.raises(FileNotFoundError, match="Pulumi.staging.yaml"):
+    with pytest.raises(FileNotFoundError, match=r"Pulumi\.staging\.yaml"):
         run_stack("staging")
