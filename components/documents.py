@@ -83,6 +83,7 @@ class ContainerSpec:
     """Seconds of failed checks ignored at start: covers the EFS wait and the model load."""
     environment: Mapping[str, str] = field(default_factory=dict)
     essential: bool = True
+    """False for a sidecar whose exit must not stop the task (restarted in place instead)."""
     cpu: int = 0
     memory: int | None = None
     gpus: int = 0
@@ -140,6 +141,10 @@ def container_definition(spec: ContainerSpec) -> dict[str, Any]:
         },
         "stopTimeout": spec.stop_timeout,
     }
+    if not spec.essential:
+        # A sidecar that exits is restarted in place instead of replacing the whole task (ECS
+        # "container restart policies"; restartAttemptPeriod is 60..1800 s).
+        definition["restartPolicy"] = {"enabled": True, "restartAttemptPeriod": 60}
     if spec.cpu:
         definition["cpu"] = spec.cpu
     if spec.memory:

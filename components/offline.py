@@ -12,6 +12,7 @@ its inputs so tests can follow references between resources.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import hashlib
 import json
@@ -335,6 +336,23 @@ def run_program(program: Callable[[], None], stack: str = "dev") -> Plan:
     pulumi_settings.set_root_resource(None)  # type: ignore[arg-type]
     pulumi.runtime.set_mocks(mocks, project="mlops", stack=stack, preview=False, monitor=monitor)
     root = pulumi_settings.get_root_resource()
-    _sync_await(run_pulumi_func(program))
+    try:
+        _sync_await(run_pulumi_func(program))
+    except BaseException:
+        _cancel_leftover_tasks()
+        raise
     exports = {name: _resolve(value) for name, value in root.outputs.items()}
     return Plan(stack=stack, resources=monitor.recorded, exports=exports, calls=mocks.calls)
+
+
+def _cancel_leftover_tasks() -> None:
+    """A failed program leaves its other registrations and applies on the shared event loop and
+    in the SDK's set of outstanding outputs (which `set_mocks` does not reset); the next
+    evaluation in this process would await them and fail with the old error."""
+    loop = asyncio.get_event_loop()
+    leftovers = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in leftovers:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
+    with pulumi_settings.SETTINGS.lock:
+        pulumi_settings.SETTINGS.outputs.clear()

@@ -218,6 +218,8 @@ class ImageSettings:
     """Tagged images the ECR lifecycle policy keeps."""
     pin: str = ""
     """"sha256:..." deploys that already-pushed image and builds nothing (image rollback)."""
+    gpu_pin: str = ""
+    """"sha256:..." of the gpu image; required with `pin` on a gpu-ec2 stack, else ""."""
 
 
 @dataclass(frozen=True)
@@ -438,6 +440,9 @@ def _image(raw: Any) -> ImageSettings:
     return ImageSettings(
         keep_images=s.int("keep_images", lo=1, hi=1000),
         pin=s.str("pin", SHA256_DIGEST, 'it must be "" or "sha256:" followed by 64 hex digits'),
+        gpu_pin=s.str(
+            "gpu_pin", SHA256_DIGEST, 'it must be "" or "sha256:" followed by 64 hex digits'
+        ),
     )
 
 
@@ -620,7 +625,32 @@ def parse(raw: Mapping[str, Any], stack: str = "dev", region: str = "us-east-1")
             "gpu-ec2 needs mlops:network.egress single-nat or nat-per-az (GPU instances run in "
             "private subnets), got public-ip",
         )
+    _check_pins(settings)
     return settings
+
+
+def _check_pins(settings: Settings) -> None:
+    """A pinned (rollback) stack builds nothing, so every flavour it runs needs its own digest:
+    the cpu image has no CUDA-enabled XGBoost, and one digest cannot be both flavours."""
+    image = settings.image
+    if image.gpu_pin and not settings.gpu_training:
+        raise _fail(
+            "image.gpu_pin",
+            image.gpu_pin,
+            f"only a gpu-ec2 stack runs the gpu image (training.capacity is "
+            f'{settings.training.capacity.value}); leave it ""',
+        )
+    if image.gpu_pin and not image.pin:
+        raise _fail(
+            "image.gpu_pin", image.gpu_pin, "it only applies with image.pin; set both or neither"
+        )
+    if image.pin and settings.gpu_training and not image.gpu_pin:
+        raise _fail(
+            "image.gpu_pin",
+            image.gpu_pin,
+            "a gpu-ec2 stack pinned with image.pin also needs the gpu image's digest "
+            '("sha256:" followed by 64 hex digits, an image tagged gpu-...)',
+        )
 
 
 def _config_keys() -> set[str]:

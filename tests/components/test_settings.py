@@ -276,3 +276,31 @@ def test_empty_schedule_disables_retraining():
 def test_config_error_stops_the_program_before_any_resource():
     with pytest.raises(pulumi.RunError, match=r"mlops:inference.cpu: 300"):
         run_stack("dev", {"inference": {"cpu": 300}})
+
+
+GPU_PIN = "sha256:" + "b" * 64
+
+
+def test_pinned_gpu_stack_needs_a_gpu_digest_too():
+    raw = with_value("prod", "image", "pin", "sha256:" + "a" * 64)
+    with pytest.raises(pulumi.RunError) as caught:
+        parse(raw)
+    message = str(caught.value)
+    assert message.startswith("mlops:image.gpu_pin: ''")
+    assert "gpu-ec2 stack pinned with image.pin" in message
+    raw["image"]["gpu_pin"] = GPU_PIN
+    assert parse(raw).image.gpu_pin == GPU_PIN
+
+
+def test_gpu_pin_is_refused_without_pin_or_without_gpu_training():
+    with pytest.raises(pulumi.RunError, match=r"mlops:image.gpu_pin: 'sha256:b+' .*image.pin"):
+        parse(with_value("prod", "image", "gpu_pin", GPU_PIN))
+    raw = with_value("dev", "image", "gpu_pin", GPU_PIN)
+    raw["image"]["pin"] = "sha256:" + "a" * 64
+    with pytest.raises(pulumi.RunError, match=r"mlops:image.gpu_pin: .*fargate-spot"):
+        parse(raw)
+
+
+def test_gpu_pin_must_be_a_digest():
+    with pytest.raises(pulumi.RunError, match=r"mlops:image.gpu_pin: 'latest' .*64 hex digits"):
+        parse(with_value("prod", "image", "gpu_pin", "latest"))

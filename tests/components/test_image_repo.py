@@ -1,0 +1,286 @@
+"""ImageRepo: the ECR repository, the content-tagged image builds and the digest references."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pulumi
+import pytest
+
+from components import settings as stack_settings
+from components.image_repo import (
+    APP_DIR,
+    ImageRepo,
+    ImageRepoArgs,
+    context_files,
+    context_tag,
+)
+from components.offline import (
+    ACCOUNT,
+    SECRET_SIG,
+    Plan,
+    Resource,
+    run_program,
+    run_stack,
+    stack_config,
+)
+
+REPO = "aws:ecr/repository:Repository"
+LIFECYCLE = "aws:ecr/lifecyclePolicy:LifecyclePolicy"
+IMAGE = "docker:index/image:Image"
+DIGEST_REF = re.compile(r"^\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com/[^@]+@sha256:[0-9a-f]{64}$")
+PIN = "sha256:" + "a" * 64
+SECRET_KEY = "4dabf18193072939515e22adb298388d"  # the Pulumi wire marker of a secret value
+
+
+def release(plan: Plan, flavour: str) -> Resource:
+    (image,) = [r for r in plan.of_type(IMAGE) if r.name == f"image-{flavour}"]
+    return image
+
+
+def cache_image(plan: Plan, flavour: str) -> Resource:
+    (image,) = [r for r in plan.of_type(IMAGE) if r.name == f"image-{flavour}-cache"]
+    return image
+
+
+def unwrap_secret(value: dict) -> dict:
+    """The plain value inside a secret as the mock monitor records it."""
+    assert value.get(SECRET_KEY) == SECRET_SIG, f"not a secret: {value!r}"
+    return value["value"]
+
+
+def stack_settings_for(stack: str, **image) -> stack_settings.Settings:
+    raw = {k.split(":", 1)[1]: v for k, v in stack_config(stack).items() if k.startswith("mlops:")}
+    raw["image"] = {**raw.get("image", {}), **image}
+    return stack_settings.parse(raw, stack=stack)
+
+
+def repo_program(settings: stack_settings.Settings, context: Path = APP_DIR, calls=()):
+    def program() -> None:
+        repo = ImageRepo("image", ImageRepoArgs(settings=settings, context=context))
+        for call in calls:
+            call(repo)
+
+    return program
+
+
+# ----------------------------------------------------------------------------- repository
+
+
+def test_repository_is_scanned_encrypted_and_keeps_release_tags_immutable(plan: Plan):
+    inputs = plan.one(REPO).inputs
+    assert inputs["imageScanningConfiguration"] == {"scanOnPush": True}
+    assert inputs["encryptionConfigurations"] == [{"encryptionType": "KMS"}]
+    # Every tag is immutable except the build-cache tags.
+    assert inputs["imageTagMutability"] == "IMMUTABLE_WITH_EXCLUSION"
+    assert inputs["imageTagMutabilityExclusionFilters"] == [
+        {"filter": "cache-*", "filterType": "WILDCARD"}
+    ]
+    assert "name" not in inputs  # auto-named
+
+
+def test_only_the_unprotected_stack_can_delete_a_repository_with_images(dev_plan, prod_plan):
+    assert dev_plan.one(REPO).inputs["forceDelete"] is True
+    assert prod_plan.one(REPO).inputs["forceDelete"] is False
+
+
+@pytest.mark.parametrize(("stack", "keep"), [("dev", 20), ("prod", 50)])
+def test_lifecycle_policy_is_attached_and_keeps_the_configured_count(stack, keep, request):
+    plan = request.getfixturevalue(f"{stack}_plan")
+    lifecycle = plan.one(LIFECYCLE)
+    assert lifecycle.inputs["repository"] == plan.one(REPO).outputs["name"]
+    rules = json.loads(lifecycle.inputs["policy"])["rules"]
+    assert rules[0]["selection"]["tagStatus"] == "untagged"
+    assert {r["selection"]["countNumber"] for r in rules[1:]} == {keep}
+
+
+# ---------------------------------------------------------------------------------- images
+
+
+@pytest.mark.parametrize(("stack", "flavours"), [("dev", ["cpu"]), ("prod", ["cpu", "gpu"])])
+def test_gpu_flavour_is_built_only_for_gpu_ec2_training(stack, flavours, request):
+    plan = request.getfixturevalue(f"{stack}_plan")
+    built = sorted(r.inputs["build"]["args"]["FLAVOUR"] for r in plan.of_type(IMAGE))
+    assert built == sorted(flavours * 2)  # a release image and a cache-tag image each
+
+
+@pytest.mark.parametrize("flavour", ["cpu", "gpu"])
+def test_release_image_builds_app_for_amd64_with_its_flavour(prod_plan, flavour):
+    image = release(prod_plan, flavour)
+    url = prod_plan.one(REPO).outputs["repositoryUrl"]
+    assert image.inputs["imageName"] == f"{url}:{context_tag(APP_DIR, flavour)}"
+    build = image.inputs["build"]
+    # Relative to the project directory: the same inputs on every machine.
+    assert build["context"] == "app"
+    assert build["dockerfile"] == "app/Dockerfile"
+    assert build["platform"] == "linux/amd64"
+    assert build["args"] == {"FLAVOUR": flavour, "BUILDKIT_INLINE_CACHE": "1"}
+    assert build["cacheFrom"] == {"images": [f"{url}:cache-{flavour}"]}
+    assert image.inputs.get("skipPush", False) is False
+
+
+def test_cache_tag_moves_only_after_the_release_is_pushed(prod_plan):
+    for flavour in ("cpu", "gpu"):
+        cache = cache_image(prod_plan, flavour)
+        url = prod_plan.one(REPO).outputs["repositoryUrl"]
+        assert cache.inputs["imageName"] == f"{url}:cache-{flavour}"
+        assert release(prod_plan, flavour).urn in cache.depends_on
+        assert cache.inputs["build"]["args"]["FLAVOUR"] == flavour
+
+
+def test_registry_login_uses_a_secret_ecr_token(plan: Plan):
+    url = plan.one(REPO).outputs["repositoryUrl"]
+    for image in plan.of_type(IMAGE):
+        assert "registry" in image.secret_inputs
+        registry = unwrap_secret(image.inputs["registry"])
+        assert registry["server"] == url
+        assert registry["username"] == "AWS"
+        assert registry["password"].startswith("ecr-token-")
+    tokens = [args for token, args in plan.calls if token.startswith("aws:ecr/getAuthorization")]
+    assert tokens and all(args.get("registryId") == ACCOUNT for args in tokens)
+
+
+def test_exports_the_cpu_release_digest(plan: Plan):
+    assert plan.exports["repository_url"] == plan.one(REPO).outputs["repositoryUrl"]
+    assert DIGEST_REF.fullmatch(plan.exports["image_ref"])
+    assert plan.exports["image_ref"] == release(plan, "cpu").outputs["repoDigest"]
+
+
+def export_refs(repo: ImageRepo) -> None:
+    for flavour in ("cpu", "gpu"):
+        pulumi.export(flavour, repo.image_ref(flavour))
+
+
+def test_image_refs_are_the_release_digests_per_flavour():
+    plan = run_program(repo_program(stack_settings_for("prod"), calls=[export_refs]))
+    for flavour in ("cpu", "gpu"):
+        assert DIGEST_REF.fullmatch(plan.exports[flavour])
+        assert plan.exports[flavour] == release(plan, flavour).outputs["repoDigest"]
+    assert plan.exports["cpu"] != plan.exports["gpu"]
+
+
+@pytest.mark.parametrize("flavour", ["arm", "GPU", ""])
+def test_unknown_flavours_are_refused(flavour):
+    def ask(repo: ImageRepo) -> None:
+        repo.image_ref(flavour)
+
+    with pytest.raises(ValueError, match="use one of cpu, gpu"):
+        run_program(repo_program(stack_settings_for("dev", pin=PIN), calls=[ask]))
+
+
+def test_asking_for_gpu_without_gpu_training_names_the_setting():
+    def ask(repo: ImageRepo) -> None:
+        repo.image_ref("gpu")
+
+    with pytest.raises(ValueError, match=r"mlops:training\.capacity is gpu-ec2.*fargate-spot"):
+        run_program(repo_program(stack_settings_for("dev"), calls=[ask]))
+
+
+# -------------------------------------------------------------------------------------- pin
+
+
+def test_a_pin_builds_nothing_and_deploys_the_pinned_digest():
+    plan = run_stack("dev", {"image": {"pin": PIN}})
+    assert plan.of_type(IMAGE) == []
+    assert not [c for c, _ in plan.calls if c.startswith("aws:ecr/getAuthorization")]
+    url = plan.one(REPO).outputs["repositoryUrl"]
+    assert plan.exports["image_ref"] == f"{url}@{PIN}"
+    assert DIGEST_REF.fullmatch(plan.exports["image_ref"])
+    assert plan.one(LIFECYCLE)  # the repository and its policy stay
+
+
+def test_a_gpu_stack_pins_each_flavour_to_its_own_digest():
+    gpu_pin = "sha256:" + "b" * 64
+    settings = stack_settings_for("prod", pin=PIN, gpu_pin=gpu_pin)
+    plan = run_program(repo_program(settings, calls=[export_refs]))
+    assert plan.of_type(IMAGE) == []
+    url = plan.one(REPO).outputs["repositoryUrl"]
+    assert plan.exports == {"cpu": f"{url}@{PIN}", "gpu": f"{url}@{gpu_pin}"}
+
+
+# ------------------------------------------------------------------------- content-hash tags
+
+
+@pytest.fixture
+def app_copy(tmp_path: Path) -> Path:
+    copy = tmp_path / "app"
+    shutil.copytree(APP_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    return copy
+
+
+def test_same_context_gives_the_same_tag_anywhere(app_copy: Path):
+    for flavour in ("cpu", "gpu"):
+        assert context_tag(app_copy, flavour) == context_tag(APP_DIR, flavour)
+    assert context_tag(app_copy, "cpu") != context_tag(app_copy, "gpu")
+    assert re.fullmatch(r"cpu-[0-9a-f]{16}", context_tag(app_copy, "cpu"))
+
+
+def test_a_changed_or_added_file_gives_a_new_tag(app_copy: Path):
+    before = context_tag(app_copy, "cpu")
+    (app_copy / "requirements.txt").write_text(
+        (app_copy / "requirements.txt").read_text() + "\n# bump\n"
+    )
+    changed = context_tag(app_copy, "cpu")
+    assert changed != before
+    (app_copy / "extra.py").write_text("x = 1\n")
+    assert context_tag(app_copy, "cpu") not in (before, changed)
+
+
+def test_renaming_a_file_gives_a_new_tag(app_copy: Path):
+    before = context_tag(app_copy, "cpu")
+    (app_copy / "batcher.py").rename(app_copy / "batcher2.py")
+    assert context_tag(app_copy, "cpu") != before
+
+
+def test_ignored_files_never_change_the_tag(app_copy: Path):
+    before = context_tag(app_copy, "cpu")
+    for junk in (
+        ".git/HEAD",
+        "tests/test_x.py",
+        "venv/bin/python",
+        ".mlops-store/models/CURRENT",
+        "__pycache__/model.cpython-312.pyc",
+        "data/__pycache__/x.pyc",
+        "test_model.py",
+        ".pytest_cache/v/cache",
+    ):
+        path = app_copy / junk
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("junk")
+    assert context_tag(app_copy, "cpu") == before
+
+
+def test_dockerignore_follows_docker_matching_rules(tmp_path: Path):
+    (tmp_path / ".dockerignore").write_text(
+        "# comment\n/logs\n*.tmp\n**/cache\n!keep.tmp\ndocs/?.md\nDockerfile\n"
+    )
+    for name in (
+        "Dockerfile",
+        "logs/a.txt",
+        "a.tmp",
+        "keep.tmp",
+        "sub/b.tmp",
+        "sub/deep/cache/c",
+        "docs/a.md",
+        "docs/ab.md",
+        "main.py",
+    ):
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(name)
+    sent = [relative for relative, _ in context_files(tmp_path)]
+    # `*.tmp` matches only at the root (Go filepath.Match: `*` stops at `/`); the Dockerfile
+    # and .dockerignore are always sent to the daemon.
+    assert sent == [".dockerignore", "Dockerfile", "keep.tmp", "main.py", "docs/ab.md", "sub/b.tmp"]
+
+
+def test_component_tags_the_context_it_is_given(app_copy: Path):
+    (app_copy / "extra.py").write_text("x = 2\n")
+    plan = run_program(repo_program(stack_settings_for("dev"), context=app_copy))
+    image = release(plan, "cpu")
+    assert image.inputs["imageName"].endswith(":" + context_tag(app_copy, "cpu"))
+    assert image.inputs["build"]["context"].endswith("/app")
+    assert image.inputs["build"]["dockerfile"] == image.inputs["build"]["context"] + "/Dockerfile"
