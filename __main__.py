@@ -3,9 +3,12 @@
 import pulumi
 
 from components import settings as stack_settings
+from components.cluster import Cluster, ClusterArgs
 from components.image_repo import ImageRepo, ImageRepoArgs
+from components.inference_service import InferenceService, InferenceServiceArgs
 from components.network import Network, NetworkArgs
 from components.shared_store import SharedStore, SharedStoreArgs
+from components.training_task import TrainingTask, TrainingTaskArgs
 
 settings = stack_settings.load()
 
@@ -20,9 +23,49 @@ store = SharedStore(
         subnet_count=settings.network.azs,
     ),
 )
+cluster = Cluster(
+    "cluster",
+    ClusterArgs(
+        settings=settings,
+        network=network,
+        gpu_instance_security_group_ids=[store.client_security_group_id],
+    ),
+)
+inference = InferenceService(
+    "inference",
+    InferenceServiceArgs(
+        settings=settings,
+        network=network,
+        cluster=cluster,
+        store=store,
+        image_ref=images.image_ref("cpu"),
+    ),
+)
+training = TrainingTask(
+    "training",
+    TrainingTaskArgs(
+        settings=settings,
+        network=network,
+        cluster=cluster,
+        store=store,
+        image_repo=images,
+        alarm_topic_arn=inference.alarm_topic_arn,
+        alarm_topic_key_arn=inference.alarm_topic_key_arn,
+    ),
+)
+# Once, after every store client exists: the file system policy names their task roles.
+store.authorize_clients([inference.task_role_arn, training.task_role_arn])
 
 pulumi.export("vpc_id", network.vpc_id)
 pulumi.export("task_subnet_ids", network.task_subnet_ids)
 pulumi.export("file_system_id", store.file_system_id)
 pulumi.export("repository_url", images.repository_url)
 pulumi.export("image_ref", images.image_ref("cpu"))
+pulumi.export("cluster_name", cluster.cluster_name)
+pulumi.export("url", inference.url)
+pulumi.export("service_name", inference.service_name)
+pulumi.export("inference_log_groups", inference.log_group_names)
+pulumi.export("state_machine_arn", training.state_machine_arn)
+pulumi.export("validate_task_definition_arn", training.task_definition_arns["validate"])
+pulumi.export("train_task_definition_arn", training.task_definition_arns["train"])
+pulumi.export("gate_task_definition_arn", training.task_definition_arns["gate"])

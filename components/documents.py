@@ -320,3 +320,1016 @@ def ecr_lifecycle_policy(
             }
         )
     return {"rules": rules}
+
+
+# --- inference: containers, ALB access logs, alarm topic, scaling, dashboard -------------------
+
+API_CONTAINER = "api"
+DASHBOARD_CONTAINER = "dashboard"
+FORECASTER_CONTAINER = "forecaster"
+API_PORT = 8080
+DASHBOARD_PORT = 8050
+API_LIVENESS_PATH = "/health"
+"""Container health check: 200 while the process runs, model or not (see `inference_containers`)."""
+API_READINESS_PATH = "/ready"
+"""Load balancer health check: 200 only once a model is loaded."""
+DASHBOARD_PATH = "/dashboard/"
+STORE_WAIT_SECONDS = 60
+"""How long a container waits at start for the EFS mount (the app's `STORE_WAIT_SECONDS`)."""
+INFERENCE_START_PERIOD = 120
+"""Container health-check grace: the store wait plus imports and the model load, which run before
+the server listens (`app/serve.py`); also the service's load-balancer grace period."""
+ALB_LOG_PREFIX = "alb"
+
+
+def inference_containers(
+    image: str,
+    log_groups: Mapping[str, str],
+    region: str,
+    *,
+    dashboard: bool,
+    forecast_interval_seconds: int,
+    log_level: str = "INFO",
+) -> list[dict[str, Any]]:
+    """The inference task's container definitions: api, optional dashboard, forecaster.
+
+    `log_groups` maps each container name to its CloudWatch log group. The api's container health
+    check probes `/health` (liveness), not `/ready`: with `/ready`, every task of a stack whose
+    first model is not promoted yet, or whose promoted model fails to load, would be killed and
+    replaced in a loop although it is healthy and keeps serving the last good model. Readiness is
+    the load balancer's job (`API_READINESS_PATH`). Only the api is essential: the dashboard and
+    the forecaster are restarted in place when they exit (container restart policy), so a crash
+    in either never costs serving capacity.
+    """
+    if forecast_interval_seconds < 1:
+        raise ValueError(f"forecast interval {forecast_interval_seconds} must be at least 1 s")
+    names = [API_CONTAINER, *([DASHBOARD_CONTAINER] if dashboard else []), FORECASTER_CONTAINER]
+    missing = [n for n in names if not log_groups.get(n)]
+    if missing:
+        raise ValueError(f"no log group for container(s) {', '.join(missing)}")
+    common = {"LOG_LEVEL": log_level, "STORE_WAIT_SECONDS": str(STORE_WAIT_SECONDS)}
+    specs = [
+        ContainerSpec(
+            name=API_CONTAINER,
+            image=image,
+            command=["serve"],
+            log_group=log_groups[API_CONTAINER],
+            region=region,
+            port=API_PORT,
+            health_path=API_LIVENESS_PATH,
+            health_start_period=INFERENCE_START_PERIOD,
+            environment={**common, "PORT": str(API_PORT)},
+        )
+    ]
+    if dashboard:
+        specs.append(
+            ContainerSpec(
+                name=DASHBOARD_CONTAINER,
+                image=image,
+                command=["dashboard"],
+                log_group=log_groups[DASHBOARD_CONTAINER],
+                region=region,
+                port=DASHBOARD_PORT,
+                health_path=DASHBOARD_PATH,
+                health_start_period=INFERENCE_START_PERIOD,
+                environment={**common, "DASHBOARD_PORT": str(DASHBOARD_PORT)},
+                essential=False,
+            )
+        )
+    specs.append(
+        ContainerSpec(
+            name=FORECASTER_CONTAINER,
+            image=image,
+            command=["forecast"],
+            log_group=log_groups[FORECASTER_CONTAINER],
+            region=region,
+            environment={**common, "FORECAST_INTERVAL_SECONDS": str(forecast_interval_seconds)},
+            essential=False,
+        )
+    )
+    return [container_definition(spec) for spec in specs]
+
+
+def capacity_provider_strategy(
+    on_demand_base: int, on_demand_weight: int, spot_weight: int
+) -> list[dict[str, Any]]:
+    """The service's capacity provider strategy (pulumi-aws input shape).
+
+    FARGATE carries the base (tasks that always run on demand); a provider with weight 0 and no
+    base would never get a task, so it is left out. ECS allows a base on one provider only and
+    needs a positive weight somewhere.
+    """
+    if min(on_demand_base, on_demand_weight, spot_weight) < 0:
+        raise ValueError("capacity base and weights must not be negative")
+    if on_demand_weight == 0 and spot_weight == 0:
+        raise ValueError("on_demand_weight and spot_weight cannot both be 0")
+    strategy: list[dict[str, Any]] = []
+    if on_demand_base or on_demand_weight:
+        strategy.append(
+            {"capacity_provider": "FARGATE", "base": on_demand_base, "weight": on_demand_weight}
+        )
+    if spot_weight:
+        strategy.append({"capacity_provider": "FARGATE_SPOT", "base": 0, "weight": spot_weight})
+    return strategy
+
+
+def alb_access_log_bucket_policy(
+    bucket_arn: str, account_id: str, elb_account_arn: str, prefix: str = ALB_LOG_PREFIX
+) -> dict[str, Any]:
+    """Bucket policy letting the region's ELB account write this account's ALB access logs.
+
+    ELB User Guide, "Enable access logs for your Application Load Balancer": in Regions available
+    before August 2022 (us-east-1: `arn:aws:iam::127311923021:root`, from
+    `aws.elb.get_service_account`) the ELB account gets `s3:PutObject` on
+    `bucket/prefix/AWSLogs/ACCOUNT/*`. Plus a deny of plain-HTTP access to the bucket.
+    """
+    if not bucket_arn.startswith("arn:aws") or ":s3:::" not in bucket_arn:
+        raise ValueError(f"{bucket_arn!r} is not an S3 bucket ARN")
+    if not re.fullmatch(r"\d{12}", account_id):
+        raise ValueError(f"{account_id!r} is not an AWS account id")
+    if not re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:root", elb_account_arn):
+        raise ValueError(f"{elb_account_arn!r} is not an ELB account principal")
+    if not prefix or "AWSLogs" in prefix or prefix.startswith("/") or prefix.endswith("/"):
+        raise ValueError(f"log prefix {prefix!r}: non-empty, no AWSLogs, no leading/trailing /")
+    return policy_document(
+        [
+            {
+                "Sid": "ElbLogDelivery",
+                "Effect": "Allow",
+                "Principal": {"AWS": elb_account_arn},
+                "Action": "s3:PutObject",
+                "Resource": f"{bucket_arn}/{prefix}/AWSLogs/{account_id}/*",
+            },
+            {
+                "Sid": "DenyInsecureTransport",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": [bucket_arn, f"{bucket_arn}/*"],
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            },
+        ]
+    )
+
+
+def alarm_topic_key_policy(account_id: str) -> dict[str, Any]:
+    """Key policy of the CMK encrypting the alarm topic.
+
+    The account root statement is the KMS default: it lets IAM policies grant the key (the
+    training state machine role publishes failures with `alarm_publisher_statements`) and keeps
+    the key manageable. CloudWatch alarms publish as the `cloudwatch.amazonaws.com` service,
+    which needs `kms:Decrypt` and `kms:GenerateDataKey*` in the key policy itself (SNS Developer
+    Guide, "Encryption at rest": compatibility between event sources from AWS services and
+    encrypted topics); `aws:SourceAccount` limits it to this account's alarms.
+    """
+    if not re.fullmatch(r"\d{12}", account_id):
+        raise ValueError(f"{account_id!r} is not an AWS account id")
+    # In a key policy, "Resource": "*" means this key (KMS Developer Guide, "Key policies").
+    return policy_document(
+        [
+            {
+                "Sid": "AccountAdministersAndDelegatesThroughIam",
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{account_id}:root"},
+                "Action": "kms:*",
+                "Resource": "*",
+            },
+            {
+                "Sid": "CloudWatchAlarmsEncryptNotifications",
+                "Effect": "Allow",
+                "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
+                "Resource": "*",
+                "Condition": {"StringEquals": {"aws:SourceAccount": account_id}},
+            },
+        ]
+    )
+
+
+def alarm_topic_policy(topic_arn: str, account_id: str) -> dict[str, Any]:
+    """SNS topic policy: this account's CloudWatch alarms may publish; plain HTTP is refused.
+
+    Principals of the account (the training state machine role) publish through their own IAM
+    policies (`alarm_publisher_statements`), which suffice within one account.
+    """
+    if not topic_arn.startswith("arn:aws") or ":sns:" not in topic_arn:
+        raise ValueError(f"{topic_arn!r} is not an SNS topic ARN")
+    if not re.fullmatch(r"\d{12}", account_id):
+        raise ValueError(f"{account_id!r} is not an AWS account id")
+    return policy_document(
+        [
+            {
+                "Sid": "CloudWatchAlarmsPublish",
+                "Effect": "Allow",
+                "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                "Action": "sns:Publish",
+                "Resource": topic_arn,
+                "Condition": {"StringEquals": {"aws:SourceAccount": account_id}},
+            },
+            {
+                "Sid": "DenyInsecureTransport",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "sns:Publish",
+                "Resource": topic_arn,
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            },
+        ]
+    )
+
+
+def alarm_publisher_statements(topic_arn: str, key_arn: str) -> list[dict[str, Any]]:
+    """IAM statements for a role that publishes to the KMS-encrypted alarm topic.
+
+    Publishing to an encrypted topic needs `kms:GenerateDataKey*` and `kms:Decrypt` on its key
+    (SNS Developer Guide, "Encryption at rest"); the key policy delegates to IAM.
+    """
+    if ":sns:" not in topic_arn or ":kms:" not in key_arn:
+        raise ValueError(f"need an SNS topic ARN and a KMS key ARN, got {topic_arn}, {key_arn}")
+    return [
+        {"Sid": "PublishAlarms", "Effect": "Allow", "Action": "sns:Publish", "Resource": topic_arn},
+        {
+            "Sid": "EncryptAlarmMessages",
+            "Effect": "Allow",
+            "Action": ["kms:GenerateDataKey*", "kms:Decrypt"],
+            "Resource": key_arn,
+        },
+    ]
+
+
+@dataclass(frozen=True)
+class AlarmSpec:
+    """One CloudWatch metric alarm of the inference service."""
+
+    role: str
+    """Stable suffix of the alarm's resource name."""
+    description: str
+    namespace: str
+    metric_name: str
+    scope: str
+    """Which dimensions: `target_group` (LoadBalancer + TargetGroup ARN suffixes of the api) or
+    `service` (ClusterName + ServiceName)."""
+    comparison_operator: str
+    threshold: float
+    statistic: str | None = None
+    extended_statistic: str | None = None
+    period: int = 60
+    evaluation_periods: int = 3
+    datapoints_to_alarm: int = 2
+    treat_missing_data: str = "notBreaching"
+    deployment: bool = False
+    """Watched by ECS during a deployment: in ALARM, the deployment fails."""
+
+    def args(self) -> dict[str, Any]:
+        """Keyword arguments for `aws.cloudwatch.MetricAlarm`, without dimensions and actions."""
+        values: dict[str, Any] = {
+            "alarm_description": self.description,
+            "namespace": self.namespace,
+            "metric_name": self.metric_name,
+            "comparison_operator": self.comparison_operator,
+            "threshold": self.threshold,
+            "period": self.period,
+            "evaluation_periods": self.evaluation_periods,
+            "datapoints_to_alarm": self.datapoints_to_alarm,
+            "treat_missing_data": self.treat_missing_data,
+        }
+        if self.statistic:
+            values["statistic"] = self.statistic
+        if self.extended_statistic:
+            values["extended_statistic"] = self.extended_statistic
+        return values
+
+
+ALARM_SCOPES = ("target_group", "service")
+P99_LATENCY_SECONDS = 1.0
+CPU_HIGH_PERCENT = 90
+TARGET_5XX_PER_MINUTE = 5
+
+
+def inference_alarms(min_tasks: int) -> list[AlarmSpec]:
+    """The service's alarms: target 5xx, unhealthy hosts, p99 latency, CPU, tasks below min.
+
+    The 5xx and unhealthy-host alarms double as deployment alarms. The tasks-below-min alarm
+    exists only when `min_tasks > 0` (pass the lowest minimum any schedule sets, so a scheduled
+    scale-to-zero does not page); missing data there means no task reports at all, so it breaches.
+    """
+    if min_tasks < 0:
+        raise ValueError(f"min_tasks {min_tasks} must not be negative")
+    alarms = [
+        AlarmSpec(
+            role="target-5xx",
+            description=f"api targets answered over {TARGET_5XX_PER_MINUTE} 5xx a minute",
+            namespace="AWS/ApplicationELB",
+            metric_name="HTTPCode_Target_5XX_Count",
+            scope="target_group",
+            statistic="Sum",
+            comparison_operator="GreaterThanThreshold",
+            threshold=TARGET_5XX_PER_MINUTE,
+            deployment=True,
+        ),
+        AlarmSpec(
+            role="unhealthy-hosts",
+            description="an api target fails the load balancer's /ready check",
+            namespace="AWS/ApplicationELB",
+            metric_name="UnHealthyHostCount",
+            scope="target_group",
+            statistic="Maximum",
+            comparison_operator="GreaterThanThreshold",
+            threshold=0,
+            deployment=True,
+        ),
+        AlarmSpec(
+            role="p99-latency",
+            description=f"p99 target response time above {P99_LATENCY_SECONDS:g} s",
+            namespace="AWS/ApplicationELB",
+            metric_name="TargetResponseTime",
+            scope="target_group",
+            extended_statistic="p99",
+            comparison_operator="GreaterThanThreshold",
+            threshold=P99_LATENCY_SECONDS,
+            evaluation_periods=5,
+            datapoints_to_alarm=3,
+        ),
+        AlarmSpec(
+            role="cpu-high",
+            description=f"service CPU above {CPU_HIGH_PERCENT}%: scaling is not keeping up",
+            namespace="AWS/ECS",
+            metric_name="CPUUtilization",
+            scope="service",
+            statistic="Average",
+            comparison_operator="GreaterThanThreshold",
+            threshold=CPU_HIGH_PERCENT,
+            evaluation_periods=5,
+            datapoints_to_alarm=5,
+        ),
+    ]
+    if min_tasks > 0:
+        alarms.append(
+            AlarmSpec(
+                role="tasks-below-min",
+                description=f"fewer than {min_tasks} running tasks",
+                namespace="ECS/ContainerInsights",
+                metric_name="RunningTaskCount",
+                scope="service",
+                statistic="Minimum",
+                comparison_operator="LessThanThreshold",
+                threshold=min_tasks,
+                evaluation_periods=3,
+                datapoints_to_alarm=3,
+                treat_missing_data="breaching",
+            )
+        )
+    return alarms
+
+
+def inference_dashboard(
+    region: str,
+    load_balancer: str,
+    target_group: str,
+    cluster_name: str,
+    service_name: str,
+) -> dict[str, Any]:
+    """CloudWatch dashboard body: requests, latency p50/p99, 5xx, CPU/memory, task count."""
+    if not load_balancer.startswith("app/") or not target_group.startswith("targetgroup/"):
+        raise ValueError("load_balancer and target_group must be ALB and target group ARN suffixes")
+    alb = ["LoadBalancer", load_balancer, "TargetGroup", target_group]
+    svc = ["ClusterName", cluster_name, "ServiceName", service_name]
+
+    def widget(title: str, metrics: list[list[Any]], x: int, y: int, stat: str) -> dict[str, Any]:
+        return {
+            "type": "metric",
+            "x": x,
+            "y": y,
+            "width": 12,
+            "height": 6,
+            "properties": {
+                "title": title,
+                "region": region,
+                "view": "timeSeries",
+                "stat": stat,
+                "period": 60,
+                "metrics": metrics,
+            },
+        }
+
+    elb = "AWS/ApplicationELB"
+    return {
+        "widgets": [
+            widget("Requests", [[elb, "RequestCount", *alb]], 0, 0, "Sum"),
+            widget(
+                "Latency p50 / p99 (s)",
+                [
+                    [elb, "TargetResponseTime", *alb, {"stat": "p50", "label": "p50"}],
+                    [elb, "TargetResponseTime", *alb, {"stat": "p99", "label": "p99"}],
+                ],
+                12,
+                0,
+                "p99",
+            ),
+            widget(
+                "5xx",
+                [
+                    [elb, "HTTPCode_Target_5XX_Count", *alb, {"label": "targets"}],
+                    [elb, "HTTPCode_ELB_5XX_Count", *alb[:2], {"label": "ALB"}],
+                ],
+                0,
+                6,
+                "Sum",
+            ),
+            widget(
+                "CPU / memory (%)",
+                [
+                    ["AWS/ECS", "CPUUtilization", *svc, {"label": "CPU"}],
+                    ["AWS/ECS", "MemoryUtilization", *svc, {"label": "memory"}],
+                ],
+                12,
+                6,
+                "Average",
+            ),
+            widget(
+                "Tasks",
+                [
+                    ["ECS/ContainerInsights", "RunningTaskCount", *svc, {"label": "running"}],
+                    ["ECS/ContainerInsights", "DesiredTaskCount", *svc, {"label": "desired"}],
+                    [elb, "HealthyHostCount", *alb, {"label": "healthy targets"}],
+                ],
+                0,
+                12,
+                "Average",
+            ),
+        ]
+    }
+
+
+# --- training: ASL, event patterns and inputs, IAM for Step Functions and EventBridge, GPU hosts -
+
+TRAINING_STEPS = ("validate", "train", "gate")
+"""The pipeline's ECS tasks, in order; each is its own task definition family and container."""
+FARGATE = "FARGATE"
+FARGATE_SPOT = "FARGATE_SPOT"
+ECS_SYNC_RESOURCE = "arn:aws:states:::ecs:runTask.sync"
+SNS_PUBLISH_RESOURCE = "arn:aws:states:::sns:publish"
+ECS_EVENTS_RULE = "StepFunctionsGetEventsForECSTaskRule"
+"""The managed rule `.sync` ECS integrations create to learn when a task stops (Step Functions
+Developer Guide, "IAM policies for Amazon ECS/AWS Fargate")."""
+DEFAULT_TRIGGER = {"reason": "manual", "image_digest": "deployed"}
+"""Merged under every execution input: a console or CLI start without input still runs."""
+AWAIT_DEPLOY_SECONDS = 120
+"""After an image push, wait for `pulumi up` to register the task definitions that use it."""
+STEP_TIMEOUT_SECONDS = {"validate": 1800, "train": 4 * 3600, "gate": 1800}
+"""Per-step ceiling, including capacity provisioning (a GPU instance takes minutes to join)."""
+DRIFT_SOURCE = "mlops.monitoring"
+DRIFT_DETAIL_TYPE = "DataDriftDetected"
+
+# Error names (Step Functions Developer Guide, "Handling errors in Step Functions" and "Run
+# Amazon ECS or Fargate tasks with Step Functions"):
+# - `ECS.AmazonECSException`: the ECS API refused or failed the call (throttling, a server
+#   error): transient, retried with backoff on every step.
+# - `AmazonECS.Unknown`: RunTask answered 200 with a non-empty `Failures` list, i.e. no capacity
+#   to place the task right now: retried with a longer backoff, except on Spot, where it is the
+#   signal to fall back to on-demand.
+# - `States.TaskFailed`: the task ran and stopped unsuccessfully (an essential container exited
+#   non-zero: bad data, a bug, or SIGTERM from a Spot interruption). Deterministic for validate
+#   and gate (exit 1 on bad data must stop the pipeline), so never retried there; train
+#   checkpoints on SIGTERM and resumes with the same RUN_ID, so it gets one more attempt. In a
+#   Retry or Catch, `States.TaskFailed` matches every error but `States.Timeout`, so it always
+#   comes after the specific retriers.
+# - `States.Timeout`: the step ran past TimeoutSeconds; not retried: a run that took too long
+#   once would double the bill and likely time out again.
+ECS_API_ERRORS = ["ECS.AmazonECSException"]
+ECS_CAPACITY_ERRORS = ["AmazonECS.Unknown"]
+TASK_FAILED = "States.TaskFailed"
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """What the training state machine needs, as plain values (see `training_state_machine`)."""
+
+    cluster_arn: str
+    families: Mapping[str, str]
+    """Task definition family per step. RunTask with a family runs its latest ACTIVE revision,
+    so a `pulumi up` that registers a new image is picked up by executions already started."""
+    subnets: Sequence[str]
+    security_groups: Sequence[str]
+    assign_public_ip: bool
+    """Fargate tasks in public subnets need one to reach ECR and CloudWatch (no NAT)."""
+    train_capacity: str
+    """Capacity provider of the first Train attempt: FARGATE, FARGATE_SPOT or the GPU provider."""
+    topic_arn: str
+    """SNS topic a failed run is reported to."""
+    step_capacity: str = FARGATE
+    """Capacity provider of validate and gate: short, small, on-demand."""
+
+
+STEP_ENVIRONMENT = {"LOG_LEVEL": "INFO", "STORE_WAIT_SECONDS": str(STORE_WAIT_SECONDS)}
+"""Static settings of every step (app/settings.py); per-run values come as RunTask overrides."""
+
+
+def training_container(
+    step: str,
+    image: str,
+    log_group: str,
+    region: str,
+    *,
+    promote_margin: float = 0.0,
+    gpus: int = 0,
+) -> dict[str, Any]:
+    """The one container of a pipeline step's task definition: `python -m app <step>`.
+
+    The image's ENTRYPOINT is `python -m app`, so the command is the step. Only `train` may
+    reserve GPUs, and only on EC2 (the caller checks the capacity).
+    """
+    if step not in TRAINING_STEPS:
+        raise ValueError(f"step {step!r}: use one of {', '.join(TRAINING_STEPS)}")
+    if gpus and step != "train":
+        raise ValueError(f"{step} needs no GPU; only train reserves them")
+    if not 0.0 <= promote_margin < 1.0:
+        raise ValueError(f"promote_margin {promote_margin!r} must be at least 0 and below 1")
+    environment = dict(STEP_ENVIRONMENT)
+    if step == "gate":
+        environment["PROMOTE_MARGIN"] = str(promote_margin)
+    return container_definition(
+        ContainerSpec(
+            name=step,
+            image=image,
+            command=[step],
+            log_group=log_group,
+            region=region,
+            environment=environment,
+            gpus=gpus,
+        )
+    )
+
+
+def _retry(errors: Sequence[str], interval: int, attempts: int) -> dict[str, Any]:
+    return {
+        "ErrorEquals": list(errors),
+        "IntervalSeconds": interval,
+        "MaxAttempts": attempts,
+        "BackoffRate": 2.0,
+        "JitterStrategy": "FULL",
+    }
+
+
+def _run_task(
+    spec: PipelineSpec,
+    step: str,
+    capacity: str,
+    next_state: str,
+    retry: Sequence[Mapping[str, Any]],
+    catch: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
+    """One `ecs:runTask.sync` Task state (Step Functions parameters are PascalCase).
+
+    No `LaunchType`: it and `CapacityProviderStrategy` are mutually exclusive (ECS RunTask API),
+    and only the strategy can choose Fargate Spot or the GPU provider.
+    """
+    if capacity not in (FARGATE, FARGATE_SPOT) and spec.assign_public_ip:
+        # ECS RunTask: assignPublicIp is Fargate-only; EC2 tasks reach out through NAT.
+        raise ValueError(f"{step}: EC2 capacity {capacity!r} cannot assign a public IP")
+    return {
+        "Type": "Task",
+        "Resource": ECS_SYNC_RESOURCE,
+        "Parameters": {
+            "Cluster": spec.cluster_arn,
+            "TaskDefinition": spec.families[step],
+            "CapacityProviderStrategy": [{"CapacityProvider": capacity, "Weight": 1}],
+            "NetworkConfiguration": {
+                "AwsvpcConfiguration": {
+                    "Subnets": list(spec.subnets),
+                    "SecurityGroups": list(spec.security_groups),
+                    "AssignPublicIp": "ENABLED" if spec.assign_public_ip else "DISABLED",
+                }
+            },
+            "Overrides": {
+                "ContainerOverrides": [
+                    {
+                        # RunTask overrides cannot change a container's image (ECS API
+                        # "ContainerOverride" has no image field): the digest that triggered
+                        # the run is recorded for provenance; the image is the deployed one.
+                        "Name": step,
+                        "Environment": [
+                            # Fixed once per execution (Prepare): the same on every retry
+                            # and on the on-demand fallback, so train resumes from
+                            # models/<RUN_ID>/checkpoint.
+                            {"Name": "RUN_ID", "Value.$": "$.run.id"},
+                            {"Name": "RUN_DATE", "Value.$": "$.run.date"},
+                            {"Name": "TRIGGER", "Value.$": "$.trigger.reason"},
+                            {"Name": "TRIGGER_IMAGE_DIGEST", "Value.$": "$.trigger.image_digest"},
+                        ],
+                    }
+                ]
+            },
+        },
+        # Discard the task description: the next step gets the same input, the trigger.
+        "ResultPath": None,
+        "TimeoutSeconds": STEP_TIMEOUT_SECONDS[step],
+        "Retry": [dict(r) for r in retry],
+        "Catch": [dict(c) for c in catch],
+        "Next": next_state,
+    }
+
+
+def training_state_machine(spec: PipelineSpec) -> dict[str, Any]:
+    """The training pipeline in Amazon States Language (JSONPath).
+
+    Prepare (defaults under the trigger) → [AwaitDeploy after an image push] → Validate →
+    Train (→ TrainOnDemand when a Spot attempt fails) → Gate → Succeeded. Any step that fails
+    for good goes to NotifyFailure (SNS) and then Failed.
+    """
+    if set(spec.families) != set(TRAINING_STEPS):
+        raise ValueError(f"families must name exactly the steps {TRAINING_STEPS}")
+    if not spec.subnets or not spec.security_groups:
+        raise ValueError("tasks need at least one subnet and one security group")
+    if not spec.topic_arn.startswith("arn:aws") or ":sns:" not in spec.topic_arn:
+        raise ValueError(f"{spec.topic_arn!r} is not an SNS topic ARN")
+    if spec.step_capacity == FARGATE_SPOT:
+        raise ValueError("validate and gate run on-demand: a Spot interruption would fail them")
+
+    notify = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "NotifyFailure"}]
+    api_retry = _retry(ECS_API_ERRORS, interval=10, attempts=3)
+    capacity_retry = _retry(ECS_CAPACITY_ERRORS, interval=60, attempts=3)
+    spot = spec.train_capacity == FARGATE_SPOT
+
+    states: dict[str, Any] = {
+        "Defaults": {
+            "Type": "Pass",
+            "Parameters": {
+                "defaults": dict(DEFAULT_TRIGGER),
+                "input.$": "$",
+                # 2026-11-22T03:00:00.123Z -> [2026, 11, 22T03, 00, 00, 123]; each character of
+                # the second argument is a delimiter (Step Functions Developer Guide, "Intrinsic
+                # functions": States.StringSplit).
+                "start.$": "States.StringSplit($$.Execution.StartTime, '-:.Z')",
+            },
+            "Next": "Prepare",
+        },
+        "Prepare": {
+            "Type": "Pass",
+            "Comment": "The trigger over the defaults; the run's id and as-of date",
+            "Parameters": {
+                "trigger.$": "States.JsonMerge($.defaults, $.input, false)",
+                "run": {
+                    # `<start, app's new_run_id format>-<execution name>`: unique per execution,
+                    # and run ids sort by time in the store and the dashboard.
+                    "id.$": (
+                        "States.Format('{}{}{}{}{}Z-{}', "
+                        + ", ".join(f"States.ArrayGetItem($.start, {i})" for i in range(5))
+                        + ", $$.Execution.Name)"
+                    ),
+                    "date.$": (
+                        "States.ArrayGetItem(States.StringSplit($$.Execution.StartTime, 'T'), 0)"
+                    ),
+                },
+            },
+            "Next": "PushedImage",
+        },
+        "PushedImage": {
+            "Type": "Choice",
+            "Choices": [
+                {
+                    "Variable": "$.trigger.reason",
+                    "StringEquals": "image-push",
+                    "Next": "AwaitDeploy",
+                }
+            ],
+            "Default": "Validate",
+        },
+        "AwaitDeploy": {
+            "Type": "Wait",
+            "Comment": "The push event fires while `pulumi up` is still registering the task "
+            "definitions that use the new image",
+            "Seconds": AWAIT_DEPLOY_SECONDS,
+            "Next": "Validate",
+        },
+        "Validate": _run_task(
+            spec, "validate", spec.step_capacity, "Train", [api_retry, capacity_retry], notify
+        ),
+    }
+    if spot:
+        # Spot: no capacity (`AmazonECS.Unknown`) or an interruption (`States.TaskFailed`) goes
+        # straight to on-demand, once; only API errors are retried in place.
+        states["Train"] = _run_task(
+            spec,
+            "train",
+            FARGATE_SPOT,
+            "Gate",
+            [api_retry],
+            [
+                {
+                    "ErrorEquals": [TASK_FAILED],
+                    "ResultPath": "$.spot_error",
+                    "Next": "TrainOnDemand",
+                },
+                *notify,
+            ],
+        )
+        states["TrainOnDemand"] = _run_task(
+            spec, "train", FARGATE, "Gate", [api_retry, capacity_retry], notify
+        )
+    else:
+        # On-demand Fargate or the GPU provider: a stopped task (host drained, container
+        # killed) resumes from its checkpoint once.
+        states["Train"] = _run_task(
+            spec,
+            "train",
+            spec.train_capacity,
+            "Gate",
+            [api_retry, capacity_retry, _retry([TASK_FAILED], interval=30, attempts=1)],
+            notify,
+        )
+    states["Gate"] = _run_task(
+        spec, "gate", spec.step_capacity, "Succeeded", [api_retry, capacity_retry], notify
+    )
+    states["NotifyFailure"] = {
+        "Type": "Task",
+        "Resource": SNS_PUBLISH_RESOURCE,
+        "Parameters": {
+            "TopicArn": spec.topic_arn,
+            "Subject": "mlops training run failed",
+            "Message.$": (
+                "States.Format('Training run {} failed with {}. Trigger: {}. Cause: {}', "
+                "$$.Execution.Name, $.error.Error, States.JsonToString($.trigger), "
+                "$.error.Cause)"
+            ),
+        },
+        "ResultPath": None,
+        "TimeoutSeconds": 60,
+        "Retry": [_retry(["States.TaskFailed"], interval=5, attempts=3)],
+        # The run fails either way; a lost notification must not hide the original error.
+        "Catch": [
+            {"ErrorEquals": ["States.ALL"], "ResultPath": "$.notify_error", "Next": "Failed"}
+        ],
+        "Next": "Failed",
+    }
+    states["Failed"] = {"Type": "Fail", "ErrorPath": "$.error.Error", "CausePath": "$.error.Cause"}
+    states["Succeeded"] = {"Type": "Succeed"}
+    return {
+        "Comment": "mlops training: validate, train (Spot falls back to on-demand once), gate",
+        "StartAt": "Defaults",
+        "States": states,
+    }
+
+
+def task_definition_arn_patterns(region: str, account: str, family: str) -> list[str]:
+    """Every revision of one task definition family, and the family itself.
+
+    RunTask is given the family (latest ACTIVE revision); IAM evaluates the revision ARN, so
+    `family:*` is what grants it; the bare family ARN covers the request as written.
+    """
+    base = f"arn:aws:ecs:{region}:{account}:task-definition/{family}"
+    return [base, f"{base}:*"]
+
+
+def state_machine_role_statements(
+    *,
+    region: str,
+    account: str,
+    cluster_name: str,
+    families: Sequence[str],
+    pass_role_arns: Sequence[str],
+    topic_arn: str,
+    topic_key_arn: str,
+) -> list[dict[str, Any]]:
+    """The state machine role's permissions: run these tasks, follow them, report, log, trace.
+
+    Sources: Step Functions Developer Guide, "IAM policies for Amazon ECS/AWS Fargate" (RunTask on
+    the task definitions; StopTask/DescribeTasks; the events actions on the managed rule), "IAM
+    policies for Amazon SNS", "Logging using CloudWatch Logs" and "AWS X-Ray and Step Functions".
+    The guide grants StopTask/DescribeTasks on "*" because task ids are unknown in advance; the
+    Service Authorization Reference lets both take a `task` resource
+    (`arn:aws:ecs:REGION:ACCOUNT:task/CLUSTER/ID`), so they are limited to this cluster's tasks.
+    """
+    if not families or not pass_role_arns:
+        raise ValueError("the state machine role needs task definition families and roles to pass")
+    for role in pass_role_arns:
+        if not re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+", role):
+            raise ValueError(f"{role!r} is not an IAM role ARN")
+    task_definitions = [
+        arn for family in families for arn in task_definition_arn_patterns(region, account, family)
+    ]
+    return [
+        {
+            "Sid": "RunPipelineTasks",
+            "Effect": "Allow",
+            "Action": "ecs:RunTask",
+            "Resource": task_definitions,
+            "Condition": {
+                "ArnEquals": {
+                    "ecs:cluster": f"arn:aws:ecs:{region}:{account}:cluster/{cluster_name}"
+                }
+            },
+        },
+        {
+            "Sid": "FollowPipelineTasks",
+            "Effect": "Allow",
+            "Action": ["ecs:DescribeTasks", "ecs:StopTask"],
+            "Resource": f"arn:aws:ecs:{region}:{account}:task/{cluster_name}/*",
+        },
+        {
+            "Sid": "PassTaskRoles",
+            "Effect": "Allow",
+            "Action": "iam:PassRole",
+            "Resource": sorted(set(pass_role_arns)),
+            "Condition": {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}},
+        },
+        {
+            "Sid": "SyncEcsTaskEvents",
+            "Effect": "Allow",
+            "Action": ["events:PutTargets", "events:PutRule", "events:DescribeRule"],
+            "Resource": f"arn:aws:events:{region}:{account}:rule/{ECS_EVENTS_RULE}",
+        },
+        # The failure topic is the KMS-encrypted alarm topic: Publish plus its key.
+        *alarm_publisher_statements(topic_arn, topic_key_arn),
+        {
+            # Documented exception: the CloudWatch Logs vended-log delivery actions take no
+            # resource ARN, Resource must be "*" (Step Functions Developer Guide, "Logging using
+            # CloudWatch Logs": IAM policy for logging to CloudWatch Logs).
+            "Sid": "DeliverExecutionLogs",
+            "Effect": "Allow",
+            "Action": [
+                "logs:CreateLogDelivery",
+                "logs:GetLogDelivery",
+                "logs:UpdateLogDelivery",
+                "logs:DeleteLogDelivery",
+                "logs:ListLogDeliveries",
+                "logs:PutResourcePolicy",
+                "logs:DescribeResourcePolicies",
+                "logs:DescribeLogGroups",
+            ],
+            "Resource": "*",
+        },
+        {
+            # Documented exception: X-Ray trace and sampling actions take no resource ARN
+            # (Step Functions Developer Guide, "AWS X-Ray and Step Functions": IAM policy).
+            "Sid": "TraceExecutions",
+            "Effect": "Allow",
+            "Action": [
+                "xray:PutTraceSegments",
+                "xray:PutTelemetryRecords",
+                "xray:GetSamplingRules",
+                "xray:GetSamplingTargets",
+            ],
+            "Resource": "*",
+        },
+    ]
+
+
+STAR_RESOURCE_SIDS = ("DeliverExecutionLogs", "TraceExecutions", "PullImagesToken")
+"""Statements AWS documents as needing `Resource: "*"`; every other statement names its ARNs."""
+
+
+def start_execution_statements(state_machine_arn: str) -> list[dict[str, Any]]:
+    """EventBridge's role for the training targets: start this state machine, nothing else."""
+    if ":states:" not in state_machine_arn or ":stateMachine:" not in state_machine_arn:
+        raise ValueError(f"{state_machine_arn!r} is not a state machine ARN")
+    return [
+        {
+            "Sid": "StartTraining",
+            "Effect": "Allow",
+            "Action": "states:StartExecution",
+            "Resource": state_machine_arn,
+        }
+    ]
+
+
+def training_execution_role_statements(
+    repository_arn: str, log_group_arn: str
+) -> list[dict[str, Any]]:
+    """The task execution role: pull this repository's images and write this log group.
+
+    Narrower than the managed AmazonECSTaskExecutionRolePolicy (ECR and Logs on "*"). The
+    repository uses the AWS-managed `aws/ecr` key, which ECR uses through its own grants, so
+    pulling needs no KMS permission (ECR User Guide, "Encryption at rest").
+    """
+    if ":ecr:" not in repository_arn or ":repository/" not in repository_arn:
+        raise ValueError(f"{repository_arn!r} is not an ECR repository ARN")
+    if ":logs:" not in log_group_arn or ":log-group:" not in log_group_arn:
+        raise ValueError(f"{log_group_arn!r} is not a CloudWatch Logs log group ARN")
+    group = log_group_arn.removesuffix(":*")
+    return [
+        {
+            # Documented exception: GetAuthorizationToken is account-wide and takes no resource
+            # ARN (Service Authorization Reference, Amazon ECR).
+            "Sid": "PullImagesToken",
+            "Effect": "Allow",
+            "Action": "ecr:GetAuthorizationToken",
+            "Resource": "*",
+        },
+        {
+            "Sid": "PullImages",
+            "Effect": "Allow",
+            "Action": [
+                "ecr:BatchCheckLayerAvailability",
+                "ecr:BatchGetImage",
+                "ecr:GetDownloadUrlForLayer",
+            ],
+            "Resource": repository_arn,
+        },
+        {
+            "Sid": "WriteTaskLogs",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": f"{group}:log-stream:*",
+        },
+    ]
+
+
+def ecr_push_pattern(repository_name: str, tag_prefix: str) -> dict[str, Any]:
+    """EventBridge pattern: a successful push of a release image to this repository.
+
+    Field names and values from the ECR User Guide, "Amazon ECR events and EventBridge" (event
+    for a completed image push). `image-tag` narrows it to the release tag of one flavour: a
+    deploy also pushes the `cache-<flavour>` tags (and the other flavour), and each push is an
+    event; without the prefix one deploy would start several identical runs.
+    """
+    if not repository_name or not tag_prefix:
+        raise ValueError("the push pattern needs a repository name and a tag prefix")
+    return {
+        "source": ["aws.ecr"],
+        "detail-type": ["ECR Image Action"],
+        "detail": {
+            "action-type": ["PUSH"],
+            "result": ["SUCCESS"],
+            "repository-name": [repository_name],
+            "image-tag": [{"prefix": tag_prefix}],
+        },
+    }
+
+
+def drift_pattern() -> dict[str, Any]:
+    """EventBridge pattern: the monitoring job reports data drift (a custom event)."""
+    return {"source": [DRIFT_SOURCE], "detail-type": [DRIFT_DETAIL_TYPE]}
+
+
+ECR_PUSH_INPUT_PATHS = {"digest": "$.detail.image-digest"}
+"""Input transformer variables for push events (`InputPathsMap`)."""
+
+
+def trigger_input(reason: str) -> dict[str, str]:
+    """The constant execution input of a trigger whose event carries no image (schedule, drift)."""
+    if not re.fullmatch(r"[a-z][a-z-]*", reason):
+        raise ValueError(f"reason {reason!r}: use lowercase words joined by '-'")
+    return {"reason": reason, "image_digest": DEFAULT_TRIGGER["image_digest"]}
+
+
+def trigger_input_template(reason: str, digest_variable: str) -> str:
+    """An input transformer `InputTemplate`: `{"reason": ..., "image_digest": <variable>}`.
+
+    The placeholder sits in quotes, as EventBridge expects for a string value (EventBridge User
+    Guide, "Amazon EventBridge input transformation"; API reference, "InputTransformer").
+    """
+    trigger_input(reason)
+    if digest_variable not in ECR_PUSH_INPUT_PATHS:
+        raise ValueError(f"{digest_variable!r} is not one of {sorted(ECR_PUSH_INPUT_PATHS)}")
+    return f'{{"reason": "{reason}", "image_digest": "<{digest_variable}>"}}'
+
+
+def dead_letter_queue_policy(queue_arn: str, rule_arns: Sequence[str]) -> dict[str, Any]:
+    """The DLQ's queue policy: EventBridge may send to it, for these rules only.
+
+    EventBridge User Guide, "Using dead-letter queues to process undelivered events": grant
+    `events.amazonaws.com` `sqs:SendMessage` with `aws:SourceArn` set to the rule ARN.
+    """
+    if ":sqs:" not in queue_arn:
+        raise ValueError(f"{queue_arn!r} is not an SQS queue ARN")
+    if not rule_arns:
+        raise ValueError("the dead-letter queue policy needs at least one rule ARN")
+    return {
+        "Version": IAM_VERSION,
+        "Statement": [
+            {
+                "Sid": "EventBridgeDeadLetters",
+                "Effect": "Allow",
+                "Principal": {"Service": "events.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": {"ArnEquals": {"aws:SourceArn": sorted(set(rule_arns))}},
+            }
+        ],
+    }
+
+
+def gpu_user_data(cluster_name: str) -> str:
+    """User data for GPU container instances: join the cluster with GPU support on.
+
+    ECS agent configuration (ECS Developer Guide, "Amazon ECS container agent configuration"):
+    - `ECS_ENABLE_GPU_SUPPORT`: advertise the GPUs so tasks can reserve them;
+    - `ECS_ENABLE_SPOT_INSTANCE_DRAINING`: drain on a Spot interruption notice, should the group
+      ever use Spot;
+    - `ECS_IMAGE_PULL_BEHAVIOR=prefer-cached`: reuse the multi-GB CUDA image already on the host
+      (tasks reference digests, so a cached image is the right one);
+    - `ECS_AWSVPC_BLOCK_IMDS`: awsvpc tasks cannot reach the instance metadata service, so they
+      never see the instance role's credentials.
+    """
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,255}", cluster_name):
+        raise ValueError(f"{cluster_name!r} is not an ECS cluster name")
+    settings = {
+        "ECS_CLUSTER": cluster_name,
+        "ECS_ENABLE_GPU_SUPPORT": "true",
+        "ECS_ENABLE_SPOT_INSTANCE_DRAINING": "true",
+        "ECS_IMAGE_PULL_BEHAVIOR": "prefer-cached",
+        "ECS_AWSVPC_BLOCK_IMDS": "true",
+    }
+    lines = "\n".join(f"{key}={value}" for key, value in settings.items())
+    return f"#!/bin/bash\ncat >> /etc/ecs/ecs.config <<'EOF'\n{lines}\nEOF\n"

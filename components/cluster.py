@@ -1,0 +1,104 @@
+"""Cluster: the ECS cluster every service and task runs in.
+
+Creates, as children of the component:
+
+- `<name>-cluster`: an ECS cluster with Container Insights (per-service CPU, memory and task count
+  metrics; the inference alarms and dashboard read `ECS/ContainerInsights`);
+- `<name>-providers`: the cluster's capacity providers, FARGATE and FARGATE_SPOT, with an
+  on-demand default strategy for tasks started without one;
+- `<name>-gpu` (GpuCapacity, only when `training.capacity` is gpu-ec2): GPU container instances
+  and their EC2 capacity provider, attached with the Fargate ones.
+
+`capacity_provider_names` resolves only once the providers are attached, so a service or task
+whose strategy is built from it cannot be created before the cluster can place it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+
+from components.gpu_capacity import GpuCapacity, GpuCapacityArgs
+from components.network import Network
+from components.settings import Settings
+
+FARGATE = "FARGATE"
+FARGATE_SPOT = "FARGATE_SPOT"
+
+
+@dataclass
+class ClusterArgs:
+    settings: Settings
+    """The whole stack config (training capacity decides which extra providers attach)."""
+    network: Network
+    """The VPC and subnets capacity that runs on EC2 instances lives in."""
+    gpu_instance_security_group_ids: Sequence[pulumi.Input[str]] = field(default_factory=list)
+    """Extra security groups for GPU container instances (the shared store's client group)."""
+
+
+class Cluster(pulumi.ComponentResource):
+    cluster_arn: pulumi.Output[str]
+    cluster_name: pulumi.Output[str]
+    capacity_provider_names: pulumi.Output[list[str]]
+    gpu_capacity_provider_name: pulumi.Output[str] | None
+    """The GPU provider's name once attached to the cluster; None unless training is gpu-ec2."""
+
+    def __init__(self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("mlops:index:Cluster", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        cluster = aws.ecs.Cluster(
+            f"{name}-cluster",
+            settings=[{"name": "containerInsights", "value": "enabled"}],
+            opts=child,
+        )
+
+        # Every provider the cluster offers; EC2 capacity providers are appended to this list.
+        providers: list[pulumi.Input[str]] = [FARGATE, FARGATE_SPOT]
+        gpu: GpuCapacity | None = None
+        if args.settings.gpu_training:
+            gpu = GpuCapacity(
+                f"{name}-gpu",
+                GpuCapacityArgs(
+                    settings=args.settings.training,
+                    cluster_name=cluster.name,
+                    vpc_id=args.network.vpc_id,
+                    subnet_ids=args.network.private_subnet_ids,
+                    security_group_ids=list(args.gpu_instance_security_group_ids),
+                ),
+                opts=child,
+            )
+            providers.append(gpu.capacity_provider_name)
+
+        attachment = aws.ecs.ClusterCapacityProviders(
+            f"{name}-providers",
+            cluster_name=cluster.name,
+            capacity_providers=providers,
+            # Tasks started without a strategy run on demand: Spot is an explicit choice.
+            default_capacity_provider_strategies=[
+                {"capacity_provider": FARGATE, "base": 0, "weight": 1}
+            ],
+            opts=child,
+        )
+
+        self.cluster_arn = cluster.arn
+        self.cluster_name = cluster.name
+        self.capacity_provider_names = attachment.capacity_providers.apply(
+            lambda names: list(names or [])
+        )
+        self.gpu_capacity_provider_name = (
+            pulumi.Output.all(gpu.capacity_provider_name, attachment.id).apply(lambda v: v[0])
+            if gpu is not None
+            else None
+        )
+        self.register_outputs(
+            {
+                "cluster_arn": self.cluster_arn,
+                "cluster_name": self.cluster_name,
+                "capacity_provider_names": self.capacity_provider_names,
+                "gpu_capacity_provider_name": self.gpu_capacity_provider_name,
+            }
+        )

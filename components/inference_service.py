@@ -1,0 +1,700 @@
+"""InferenceService: the model served behind an Application Load Balancer on ECS Fargate.
+
+Creates, as children of the component:
+
+- `<name>-logs-<container>`: a log group per container, with the stack's retention;
+- `<name>-execution-role` (the ECS task execution managed policy only) and `<name>-task-role`
+  (only the shared store's client statements, inline);
+- `<name>-alb-sg` (80/443 from `inference.allowed_cidrs`, out only to the tasks) and
+  `<name>-task-sg` (the container ports from the ALB's group only, HTTPS out for ECR and logs);
+- with `inference.access_logs`: `<name>-access-logs`, an SSE-S3 bucket (ALB access logs support
+  no other encryption) with public access blocked, ownership enforced, expiry and the ELB
+  log-delivery bucket policy;
+- `<name>-alb` with target groups `<name>-api` (`/ready`) and `<name>-dashboard` (`/dashboard/`),
+  listener `<name>-http` (forward, or a 301 to HTTPS with a certificate), `<name>-https` with a
+  certificate, and the `/dashboard*` rule; with `inference.waf`, `<name>-waf` and its association;
+- `<name>-task`: the task definition (api, dashboard, forecaster) and `<name>-service`;
+- `<name>-alarms-key`, `<name>-alarms` (KMS-encrypted SNS topic, email subscription when
+  `observability.alarm_email` is set) and the `<name>-alarm-<role>` alarms;
+- `<name>-scaling-target`, CPU and request-count target tracking, one scheduled action per
+  `inference.schedules` entry, and the `<name>-dashboard-view` CloudWatch dashboard.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from components import documents as docs
+from components.cluster import Cluster
+from components.network import Network
+from components.settings import Settings
+from components.shared_store import SharedStore
+
+TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+"""TLS 1.3 and 1.2: the ELB-recommended policy for HTTPS listeners."""
+EXECUTION_POLICY_ARN = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
+DEREGISTRATION_DELAY = 30
+"""Seconds: longer than the api's graceful shutdown (25 s), short enough for quick deploys."""
+SCALE_IN_COOLDOWN = 300
+SCALE_OUT_COOLDOWN = 60
+HTTPS_PORT = 443
+HTTP_PORT = 80
+
+
+@dataclass
+class InferenceServiceArgs:
+    settings: Settings
+    """The whole stack config: `inference`, `observability`, `store.protect`, `region`."""
+    network: Network
+    """Public subnets for the ALB, task subnets and public-IP mode for the tasks."""
+    cluster: Cluster
+    """The ECS cluster and its capacity providers."""
+    store: SharedStore
+    """The EFS store every container mounts at /mnt/store."""
+    image_ref: pulumi.Input[str]
+    """The cpu image by digest (`repo@sha256:...`)."""
+
+
+class InferenceService(pulumi.ComponentResource):
+    url: pulumi.Output[str]
+    service_name: pulumi.Output[str]
+    log_group_names: pulumi.Output[dict[str, str]]
+    task_role_arn: pulumi.Output[str]
+    execution_role_arn: pulumi.Output[str]
+    alarm_topic_arn: pulumi.Output[str]
+    alarm_topic_key_arn: pulumi.Output[str]
+    """The alarm topic's CMK: a publisher's role needs `documents.alarm_publisher_statements`."""
+    task_security_group_id: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: InferenceServiceArgs, opts: pulumi.ResourceOptions | None = None
+    ):
+        super().__init__("mlops:index:InferenceService", name, None, opts)
+        self._name = name
+        self._child = pulumi.ResourceOptions(parent=self)
+        settings = args.settings
+        inference = settings.inference
+        self._account = aws.get_caller_identity_output(
+            opts=pulumi.InvokeOutputOptions(parent=self)
+        ).account_id
+        ports = {docs.API_CONTAINER: docs.API_PORT}
+        if inference.dashboard:
+            ports[docs.DASHBOARD_CONTAINER] = docs.DASHBOARD_PORT
+
+        log_groups = self._log_groups(settings)
+        execution_role, task_role = self._roles(args.store)
+        alb_group, task_group = self._security_groups(args, ports)
+        alb, target_groups, listeners = self._load_balancer(args, alb_group, ports)
+        if inference.waf:
+            self._waf(alb)
+        task_definition = self._task_definition(args, log_groups, execution_role, task_role)
+
+        key, topic = self._alarm_topic(settings)
+        alarm_specs = docs.inference_alarms(
+            min([inference.min, *(schedule.min for schedule in inference.schedules)])
+        )
+        target_group_dims = {
+            "LoadBalancer": alb.arn_suffix,
+            "TargetGroup": target_groups[docs.API_CONTAINER].arn_suffix,
+        }
+        deployment_alarms = [
+            self._alarm(spec, target_group_dims, topic) for spec in alarm_specs if spec.deployment
+        ]
+
+        service = aws.ecs.Service(
+            f"{name}-service",
+            cluster=args.cluster.cluster_arn,
+            task_definition=task_definition.arn,
+            desired_count=inference.desired,
+            capacity_provider_strategies=args.cluster.capacity_provider_names.apply(
+                lambda names: _strategy(names, settings)
+            ),
+            platform_version="LATEST",
+            deployment_minimum_healthy_percent=100,
+            deployment_maximum_percent=200,
+            deployment_circuit_breaker={"enable": True, "rollback": True},
+            # Deployment alarms always mark a bad deployment failed; they roll it back only on
+            # a protected (production) stack: dev leaves the failed deployment up to debug.
+            alarms={
+                "alarm_names": [alarm.name for alarm in deployment_alarms],
+                "enable": True,
+                "rollback": settings.store.protect,
+            },
+            # Covers the container start period (store wait + model load) before the ALB's
+            # failing /ready checks count against a new task.
+            health_check_grace_period_seconds=docs.INFERENCE_START_PERIOD,
+            availability_zone_rebalancing="ENABLED",
+            enable_execute_command=False,
+            enable_ecs_managed_tags=True,
+            propagate_tags="SERVICE",
+            load_balancers=[
+                {
+                    "target_group_arn": target_groups[container].arn,
+                    "container_name": container,
+                    "container_port": port,
+                }
+                for container, port in ports.items()
+            ],
+            network_configuration={
+                "subnets": args.network.task_subnet_ids,
+                "assign_public_ip": args.network.assign_public_ip,
+                "security_groups": [task_group.id, args.store.client_security_group_id],
+            },
+            # pulumi-aws: updating the capacity provider strategy requires a forced deployment.
+            force_new_deployment=True,
+            # Not waiting for steady state keeps `pulumi up` (and CI) short: a rolling deploy
+            # takes minutes, the circuit breaker and deployment alarms judge it, and a stack's
+            # first deploy has no promoted model yet, so /ready cannot pass until training runs.
+            wait_for_steady_state=False,
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                # Tasks mount EFS at start (a mount target must exist in their subnet) and the
+                # target groups must be attached to the ALB (listeners and rule) before ECS
+                # registers targets.
+                depends_on=[*args.store.mount_targets, *listeners],
+                # Autoscaling owns the desired count after creation.
+                ignore_changes=["desired_count"],
+            ),
+        )
+        service_dims = {"ClusterName": args.cluster.cluster_name, "ServiceName": service.name}
+        for spec in alarm_specs:
+            if not spec.deployment:
+                dims = target_group_dims if spec.scope == "target_group" else service_dims
+                self._alarm(spec, dims, topic)
+
+        self._autoscaling(args, service, alb, target_groups[docs.API_CONTAINER])
+        self._dashboard(args, service, alb, target_groups[docs.API_CONTAINER])
+
+        self.url = pulumi.Output.concat(
+            "https://" if inference.certificate_arn else "http://", alb.dns_name
+        )
+        self.service_name = service.name
+        self.log_group_names = pulumi.Output.all(
+            **{container: group.name for container, group in log_groups.items()}
+        )
+        self.task_role_arn = task_role.arn
+        self.execution_role_arn = execution_role.arn
+        self.alarm_topic_arn = topic.arn
+        self.alarm_topic_key_arn = key.arn
+        self.task_security_group_id = task_group.id
+        self.register_outputs(
+            {
+                "url": self.url,
+                "service_name": self.service_name,
+                "log_group_names": self.log_group_names,
+                "task_role_arn": self.task_role_arn,
+                "execution_role_arn": self.execution_role_arn,
+                "alarm_topic_arn": self.alarm_topic_arn,
+                "alarm_topic_key_arn": self.alarm_topic_key_arn,
+                "task_security_group_id": self.task_security_group_id,
+            }
+        )
+
+    # ------------------------------------------------------------------------------ pieces
+
+    def _log_groups(self, settings: Settings) -> dict[str, aws.cloudwatch.LogGroup]:
+        containers = [docs.API_CONTAINER, docs.FORECASTER_CONTAINER]
+        if settings.inference.dashboard:
+            containers.insert(1, docs.DASHBOARD_CONTAINER)
+        return {
+            container: aws.cloudwatch.LogGroup(
+                f"{self._name}-logs-{container}",
+                retention_in_days=settings.observability.log_retention_days,
+                opts=self._child,
+            )
+            for container in containers
+        }
+
+    def _roles(self, store: SharedStore) -> tuple[aws.iam.Role, aws.iam.Role]:
+        trust = self._account.apply(
+            lambda account: json.dumps(docs.assume_role_policy("ecs-tasks.amazonaws.com", account))
+        )
+        execution_role = aws.iam.Role(
+            f"{self._name}-execution-role",
+            assume_role_policy=trust,
+            description="Pulls the image and writes container logs for the inference tasks",
+            opts=self._child,
+        )
+        aws.iam.RolePolicyAttachment(
+            f"{self._name}-execution-policy",
+            role=execution_role.name,
+            policy_arn=EXECUTION_POLICY_ARN,
+            opts=self._child,
+        )
+        task_role = aws.iam.Role(
+            f"{self._name}-task-role",
+            assume_role_policy=trust,
+            description="What the inference containers may do: mount and write the shared store",
+            opts=self._child,
+        )
+        aws.iam.RolePolicy(
+            f"{self._name}-task-store",
+            role=task_role.id,
+            policy=store.client_policy_statements(write=True).apply(
+                lambda statements: json.dumps(docs.policy_document(statements))
+            ),
+            opts=self._child,
+        )
+        return execution_role, task_role
+
+    def _security_groups(
+        self, args: InferenceServiceArgs, ports: dict[str, int]
+    ) -> tuple[aws.ec2.SecurityGroup, aws.ec2.SecurityGroup]:
+        name = self._name
+        inference = args.settings.inference
+        alb_group = aws.ec2.SecurityGroup(
+            f"{name}-alb-sg",
+            vpc_id=args.network.vpc_id,
+            description="Inference ALB: HTTP(S) from the allowed CIDRs, out to the tasks only",
+            opts=self._child,
+        )
+        task_group = aws.ec2.SecurityGroup(
+            f"{name}-task-sg",
+            vpc_id=args.network.vpc_id,
+            description="Inference tasks: container ports from the ALB only",
+            opts=self._child,
+        )
+        # Standalone rules (pulumi-aws recommends aws.vpc.SecurityGroup{Ingress,Egress}Rule over
+        # inline rules); the provider drops AWS's default allow-all egress of a new group.
+        listener_ports = [HTTP_PORT] + ([HTTPS_PORT] if inference.certificate_arn else [])
+        for port in listener_ports:
+            for index, cidr in enumerate(inference.allowed_cidrs):
+                aws.vpc.SecurityGroupIngressRule(
+                    f"{name}-alb-in-{port}-{index}",
+                    security_group_id=alb_group.id,
+                    cidr_ipv4=cidr,
+                    ip_protocol="tcp",
+                    from_port=port,
+                    to_port=port,
+                    description=f"Port {port} from an allowed CIDR",
+                    opts=self._child,
+                )
+        for container, port in ports.items():
+            aws.vpc.SecurityGroupEgressRule(
+                f"{name}-alb-to-{container}",
+                security_group_id=alb_group.id,
+                referenced_security_group_id=task_group.id,
+                ip_protocol="tcp",
+                from_port=port,
+                to_port=port,
+                description=f"To the {container} containers",
+                opts=self._child,
+            )
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-task-from-alb-{container}",
+                security_group_id=task_group.id,
+                referenced_security_group_id=alb_group.id,
+                ip_protocol="tcp",
+                from_port=port,
+                to_port=port,
+                description=f"{container} from the load balancer",
+                opts=self._child,
+            )
+        aws.vpc.SecurityGroupEgressRule(
+            f"{name}-task-out-https",
+            security_group_id=task_group.id,
+            cidr_ipv4="0.0.0.0/0",
+            ip_protocol="tcp",
+            from_port=HTTPS_PORT,
+            to_port=HTTPS_PORT,
+            description="HTTPS to ECR, S3 (image layers) and CloudWatch Logs",
+            opts=self._child,
+        )
+        return alb_group, task_group
+
+    def _access_log_bucket(self, settings: Settings) -> tuple[aws.s3.Bucket, list[pulumi.Resource]]:
+        name = self._name
+        bucket = aws.s3.Bucket(
+            f"{name}-access-logs",
+            force_destroy=not settings.store.protect,
+            opts=self._child,
+        )
+        public_access = aws.s3.BucketPublicAccessBlock(
+            f"{name}-access-logs-public",
+            bucket=bucket.id,
+            block_public_acls=True,
+            block_public_policy=True,
+            ignore_public_acls=True,
+            restrict_public_buckets=True,
+            opts=self._child,
+        )
+        ownership = aws.s3.BucketOwnershipControls(
+            f"{name}-access-logs-ownership",
+            bucket=bucket.id,
+            rule={"object_ownership": "BucketOwnerEnforced"},
+            opts=self._child,
+        )
+        # ELB User Guide, "Enable access logs for your Application Load Balancer": the only
+        # server-side encryption access logs support is SSE-S3 (AES256), not SSE-KMS.
+        encryption = aws.s3.BucketServerSideEncryptionConfiguration(
+            f"{name}-access-logs-encryption",
+            bucket=bucket.id,
+            rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"}}],
+            opts=self._child,
+        )
+        aws.s3.BucketLifecycleConfiguration(
+            f"{name}-access-logs-expiry",
+            bucket=bucket.id,
+            rules=[
+                {
+                    "id": "expire-access-logs",
+                    "status": "Enabled",
+                    "filter": {"prefix": f"{docs.ALB_LOG_PREFIX}/"},
+                    "expiration": {"days": settings.observability.log_retention_days},
+                    "abort_incomplete_multipart_upload": {"days_after_initiation": 1},
+                }
+            ],
+            opts=self._child,
+        )
+        elb_account = aws.elb.get_service_account_output(
+            opts=pulumi.InvokeOutputOptions(parent=self)
+        ).arn
+        policy = aws.s3.BucketPolicy(
+            f"{name}-access-logs-policy",
+            bucket=bucket.id,
+            policy=pulumi.Output.all(bucket.arn, self._account, elb_account).apply(
+                lambda v: json.dumps(docs.alb_access_log_bucket_policy(v[0], v[1], v[2]))
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[public_access]),
+        )
+        # ELB checks that it can write to the bucket when logging is turned on.
+        return bucket, [policy, ownership, encryption]
+
+    def _load_balancer(
+        self, args: InferenceServiceArgs, alb_group: aws.ec2.SecurityGroup, ports: dict[str, int]
+    ) -> tuple[aws.lb.LoadBalancer, dict[str, aws.lb.TargetGroup], list[pulumi.Resource]]:
+        name = self._name
+        settings = args.settings
+        inference = settings.inference
+        access_logs = None
+        log_dependencies: list[pulumi.Resource] = []
+        if inference.access_logs:
+            bucket, log_dependencies = self._access_log_bucket(settings)
+            access_logs = {"bucket": bucket.bucket, "prefix": docs.ALB_LOG_PREFIX, "enabled": True}
+        alb = aws.lb.LoadBalancer(
+            f"{name}-alb",
+            load_balancer_type="application",
+            internal=False,
+            subnets=args.network.public_subnet_ids,
+            security_groups=[alb_group.id],
+            drop_invalid_header_fields=True,
+            desync_mitigation_mode="defensive",
+            enable_deletion_protection=settings.store.protect,
+            access_logs=access_logs,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=log_dependencies),
+        )
+
+        health = {
+            docs.API_CONTAINER: docs.API_READINESS_PATH,
+            docs.DASHBOARD_CONTAINER: docs.DASHBOARD_PATH,
+        }
+        target_groups = {
+            container: aws.lb.TargetGroup(
+                f"{name}-{container}",
+                target_type="ip",
+                port=port,
+                protocol="HTTP",
+                vpc_id=args.network.vpc_id,
+                deregistration_delay=DEREGISTRATION_DELAY,
+                health_check={
+                    "path": health[container],
+                    "port": "traffic-port",
+                    "protocol": "HTTP",
+                    "matcher": "200",
+                    "interval": 10,
+                    "timeout": 5,
+                    "healthy_threshold": 2,
+                    "unhealthy_threshold": 3,
+                },
+                opts=self._child,
+            )
+            for container, port in ports.items()
+        }
+        forward_api = [
+            {"type": "forward", "target_group_arn": target_groups[docs.API_CONTAINER].arn}
+        ]
+
+        listeners: list[pulumi.Resource] = []
+        if inference.certificate_arn:
+            front = aws.lb.Listener(
+                f"{name}-https",
+                load_balancer_arn=alb.arn,
+                port=HTTPS_PORT,
+                protocol="HTTPS",
+                ssl_policy=TLS_POLICY,
+                certificate_arn=inference.certificate_arn,
+                default_actions=forward_api,
+                opts=self._child,
+            )
+            http_actions: list[dict[str, Any]] = [
+                {
+                    "type": "redirect",
+                    "redirect": {
+                        "port": str(HTTPS_PORT),
+                        "protocol": "HTTPS",
+                        "status_code": "HTTP_301",
+                    },
+                }
+            ]
+            listeners.append(front)
+        else:
+            http_actions = forward_api
+        http = aws.lb.Listener(
+            f"{name}-http",
+            load_balancer_arn=alb.arn,
+            port=HTTP_PORT,
+            protocol="HTTP",
+            default_actions=http_actions,
+            opts=self._child,
+        )
+        listeners.append(http)
+        if not inference.certificate_arn:
+            front = http
+        if docs.DASHBOARD_CONTAINER in target_groups:
+            listeners.append(
+                aws.lb.ListenerRule(
+                    f"{name}-dashboard-rule",
+                    listener_arn=front.arn,
+                    priority=10,
+                    conditions=[{"path_pattern": {"values": ["/dashboard*"]}}],
+                    actions=[
+                        {
+                            "type": "forward",
+                            "target_group_arn": target_groups[docs.DASHBOARD_CONTAINER].arn,
+                        }
+                    ],
+                    opts=self._child,
+                )
+            )
+        return alb, target_groups, listeners
+
+    def _waf(self, alb: aws.lb.LoadBalancer) -> None:
+        def visibility(metric: str) -> dict[str, Any]:
+            return {
+                "cloudwatch_metrics_enabled": True,
+                "metric_name": metric,
+                "sampled_requests_enabled": True,
+            }
+
+        def managed(
+            group: str, priority: int, overrides: list[dict[str, Any]] | None = None
+        ) -> dict[str, Any]:
+            statement: dict[str, Any] = {"vendor_name": "AWS", "name": group}
+            if overrides:
+                statement["rule_action_overrides"] = overrides
+            return {
+                "name": group,
+                "priority": priority,
+                "override_action": {"none": {}},
+                "statement": {"managed_rule_group_statement": statement},
+                "visibility_config": visibility(group),
+            }
+
+        acl = aws.wafv2.WebAcl(
+            f"{self._name}-waf",
+            scope="REGIONAL",
+            default_action={"allow": {}},
+            rules=[
+                # The common rule set blocks bodies over 8 KB (SizeRestrictions_BODY); a /predict
+                # batch of long histories is bigger, so that rule only counts.
+                managed(
+                    "AWSManagedRulesCommonRuleSet",
+                    0,
+                    [{"name": "SizeRestrictions_BODY", "action_to_use": {"count": {}}}],
+                ),
+                managed("AWSManagedRulesKnownBadInputsRuleSet", 1),
+            ],
+            visibility_config=visibility("inference-alb"),
+            opts=self._child,
+        )
+        aws.wafv2.WebAclAssociation(
+            f"{self._name}-waf-association",
+            resource_arn=alb.arn,
+            web_acl_arn=acl.arn,
+            opts=self._child,
+        )
+
+    def _task_definition(
+        self,
+        args: InferenceServiceArgs,
+        log_groups: dict[str, aws.cloudwatch.LogGroup],
+        execution_role: aws.iam.Role,
+        task_role: aws.iam.Role,
+    ) -> aws.ecs.TaskDefinition:
+        settings = args.settings
+        inference = settings.inference
+        names = list(log_groups)
+        containers = pulumi.Output.all(args.image_ref, *(log_groups[n].name for n in names)).apply(
+            lambda values: json.dumps(
+                docs.inference_containers(
+                    values[0],
+                    dict(zip(names, values[1:], strict=True)),
+                    settings.region,
+                    dashboard=inference.dashboard,
+                    forecast_interval_seconds=inference.forecast_interval_seconds,
+                )
+            )
+        )
+        return aws.ecs.TaskDefinition(
+            f"{self._name}-task",
+            # `family` is required; one per project, stack and service.
+            family=f"{pulumi.get_project()}-{settings.stack}-{self._name}",
+            requires_compatibilities=["FARGATE"],
+            network_mode="awsvpc",
+            cpu=str(inference.cpu),
+            memory=str(inference.memory),
+            runtime_platform={"operating_system_family": "LINUX", "cpu_architecture": "X86_64"},
+            execution_role_arn=execution_role.arn,
+            task_role_arn=task_role.arn,
+            container_definitions=containers,
+            volumes=[args.store.volume(docs.STORE_VOLUME), docs.scratch_volume()],
+            opts=self._child,
+        )
+
+    def _alarm_topic(self, settings: Settings) -> tuple[aws.kms.Key, aws.sns.Topic]:
+        name = self._name
+        key = aws.kms.Key(
+            f"{name}-alarms-key",
+            description="Encrypts the inference alarm topic",
+            enable_key_rotation=True,
+            deletion_window_in_days=30,
+            policy=self._account.apply(lambda a: json.dumps(docs.alarm_topic_key_policy(a))),
+            opts=self._child,
+        )
+        topic = aws.sns.Topic(f"{name}-alarms", kms_master_key_id=key.arn, opts=self._child)
+        aws.sns.TopicPolicy(
+            f"{name}-alarms-policy",
+            arn=topic.arn,
+            policy=pulumi.Output.all(topic.arn, self._account).apply(
+                lambda v: json.dumps(docs.alarm_topic_policy(v[0], v[1]))
+            ),
+            opts=self._child,
+        )
+        if settings.observability.alarm_email:
+            aws.sns.TopicSubscription(
+                f"{name}-alarms-email",
+                topic=topic.arn,
+                protocol="email",
+                endpoint=settings.observability.alarm_email,
+                opts=self._child,
+            )
+        return key, topic
+
+    def _alarm(
+        self, spec: docs.AlarmSpec, dimensions: dict[str, Any], topic: aws.sns.Topic
+    ) -> aws.cloudwatch.MetricAlarm:
+        return aws.cloudwatch.MetricAlarm(
+            f"{self._name}-alarm-{spec.role}",
+            dimensions=dimensions,
+            alarm_actions=[topic.arn],
+            ok_actions=[topic.arn],
+            **spec.args(),
+            opts=self._child,
+        )
+
+    def _autoscaling(
+        self,
+        args: InferenceServiceArgs,
+        service: aws.ecs.Service,
+        alb: aws.lb.LoadBalancer,
+        api_targets: aws.lb.TargetGroup,
+    ) -> None:
+        name = self._name
+        inference = args.settings.inference
+        target = aws.appautoscaling.Target(
+            f"{name}-scaling-target",
+            service_namespace="ecs",
+            scalable_dimension="ecs:service:DesiredCount",
+            resource_id=pulumi.Output.concat(
+                "service/", args.cluster.cluster_name, "/", service.name
+            ),
+            min_capacity=inference.min,
+            max_capacity=inference.max,
+            opts=self._child,
+        )
+        scaled = {
+            "resource_id": target.resource_id,
+            "scalable_dimension": target.scalable_dimension,
+            "service_namespace": target.service_namespace,
+        }
+        metrics = {
+            "cpu": (inference.cpu_target, "ECSServiceAverageCPUUtilization", None),
+            "requests": (
+                inference.requests_per_target,
+                "ALBRequestCountPerTarget",
+                # Application Auto Scaling "PredefinedMetricSpecification": the ALB's and the
+                # target group's ARN suffixes joined by "/".
+                pulumi.Output.concat(alb.arn_suffix, "/", api_targets.arn_suffix),
+            ),
+        }
+        for role, (target_value, metric, label) in metrics.items():
+            predefined: dict[str, Any] = {"predefined_metric_type": metric}
+            if label is not None:
+                predefined["resource_label"] = label
+            aws.appautoscaling.Policy(
+                f"{name}-scale-{role}",
+                policy_type="TargetTrackingScaling",
+                target_tracking_scaling_policy_configuration={
+                    "target_value": target_value,
+                    "predefined_metric_specification": predefined,
+                    "scale_in_cooldown": SCALE_IN_COOLDOWN,
+                    "scale_out_cooldown": SCALE_OUT_COOLDOWN,
+                },
+                **scaled,
+                opts=self._child,
+            )
+        for schedule in inference.schedules:
+            aws.appautoscaling.ScheduledAction(
+                f"{name}-schedule-{schedule.name}",
+                schedule=schedule.cron,
+                timezone="UTC",
+                scalable_target_action={
+                    "min_capacity": schedule.min,
+                    "max_capacity": schedule.max,
+                },
+                **scaled,
+                opts=self._child,
+            )
+
+    def _dashboard(
+        self,
+        args: InferenceServiceArgs,
+        service: aws.ecs.Service,
+        alb: aws.lb.LoadBalancer,
+        api_targets: aws.lb.TargetGroup,
+    ) -> None:
+        settings = args.settings
+        body = pulumi.Output.all(
+            alb.arn_suffix, api_targets.arn_suffix, args.cluster.cluster_name, service.name
+        ).apply(
+            lambda v: json.dumps(docs.inference_dashboard(settings.region, v[0], v[1], v[2], v[3]))
+        )
+        aws.cloudwatch.Dashboard(
+            f"{self._name}-dashboard-view",
+            # `dashboard_name` is required.
+            dashboard_name=f"{pulumi.get_project()}-{settings.stack}-{self._name}",
+            dashboard_body=body,
+            opts=self._child,
+        )
+
+
+def _strategy(
+    available: list[str], settings: Settings
+) -> list[aws.ecs.ServiceCapacityProviderStrategyArgs]:
+    """The capacity provider strategy, checked against the providers the cluster offers."""
+    inference = settings.inference
+    strategy = docs.capacity_provider_strategy(
+        inference.on_demand_base, inference.on_demand_weight, inference.spot_weight
+    )
+    for entry in strategy:
+        if entry["capacity_provider"] not in available:
+            raise ValueError(
+                f"capacity provider {entry['capacity_provider']} is not attached to the cluster "
+                f"(it offers {', '.join(available)})"
+            )
+    return [aws.ecs.ServiceCapacityProviderStrategyArgs(**entry) for entry in strategy]

@@ -1,0 +1,469 @@
+"""TrainingTask: the retraining pipeline: ECS task definitions, a Step Functions state machine and
+the EventBridge triggers that start it.
+
+Creates, as children of the component:
+
+- `<name>-logs`: the tasks' log group (one stream prefix per step), with the stack's retention;
+- `<name>-execution-role` (+ `-execution-policy`): pulls this repository's images and writes
+  that log group, nothing else; `<name>-task-role` (+ `-task-store`): mounts and writes the
+  shared store through its access point;
+- `<name>-task-sg` (+ `-https-out`): the tasks' group, HTTPS out only (ECR, CloudWatch); the
+  tasks also attach the store's client group for NFS;
+- `<name>-validate`, `<name>-train`, `<name>-gate`: task definitions, all from the same image
+  digest, non-root, read-only root, `/tmp` scratch and the store volume. validate and gate are
+  small Fargate tasks on the cpu image; train runs on Fargate (cpu image, `training.cpu` and
+  `training.memory`) or, with `gpu-ec2`, on the GPU instances (gpu image, EC2-only, reserving
+  `training.gpus` GPUs);
+- `<name>-sfn-logs`, `<name>-sfn-role` (+ `-sfn-policy`), `<name>-pipeline`: the state machine
+  (components/documents.py `training_state_machine`), logging ALL with execution data and traced
+  with X-Ray;
+- `<name>-events-role` (+ `-events-policy`), `<name>-dlq` (+ `-dlq-policy`) and per enabled
+  trigger `<name>-on-<push|schedule|drift>` with its target: an ECR push of a release image, the
+  `training.schedule`, a `DataDriftDetected` event.
+
+The ECS RunTask API cannot override a container's image, so a run always uses the task
+definitions' image: `pulumi up` builds and pushes the image and registers new task definition
+revisions, and its push event starts a retraining run that waits briefly for that registration
+and records the pushed digest (`TRIGGER_IMAGE_DIGEST`) for provenance.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from components import documents as docs
+from components.cluster import Cluster
+from components.image_repo import ImageRepo
+from components.network import Network
+from components.settings import Capacity, Settings
+from components.shared_store import SharedStore
+
+STEP_CPU = 512
+STEP_MEMORY = 1024
+"""validate and gate: a small Fargate size (MiB); the dataset is a few thousand rows."""
+HTTPS = 443
+EVENT_MAX_AGE_SECONDS = 3600
+"""EventBridge stops retrying a failed delivery after an hour and dead-letters the event."""
+EVENT_MAX_RETRIES = 10
+DLQ_RETENTION_SECONDS = 14 * 24 * 3600
+"""The SQS maximum: two weeks to look at an undelivered trigger."""
+
+
+@dataclass
+class TrainingTaskArgs:
+    settings: Settings
+    """The whole stack config: `training`, `observability.log_retention_days`, `region`."""
+    network: Network
+    """Where tasks run (`task_subnet_ids`) and whether they need a public IP."""
+    cluster: Cluster
+    """The ECS cluster; its GPU capacity provider with `gpu-ec2`."""
+    store: SharedStore
+    """The shared EFS store every step mounts."""
+    image_repo: ImageRepo
+    """The image (`image_ref("cpu"|"gpu")`) and the repository whose pushes trigger retraining."""
+    alarm_topic_arn: pulumi.Input[str]
+    """The KMS-encrypted SNS topic failed runs are reported to."""
+    alarm_topic_key_arn: pulumi.Input[str]
+    """The topic's KMS key (publishing needs a data key from it)."""
+
+
+class TrainingTask(pulumi.ComponentResource):
+    state_machine_arn: pulumi.Output[str]
+    task_definition_arns: dict[str, pulumi.Output[str]]
+    """Per step (validate, train, gate): the registered revision's ARN."""
+    task_role_arn: pulumi.Output[str]
+    execution_role_arn: pulumi.Output[str]
+    dead_letter_queue_url: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: TrainingTaskArgs, opts: pulumi.ResourceOptions | None = None
+    ):
+        super().__init__("mlops:index:TrainingTask", name, None, opts)
+        self._name = name
+        self._child = pulumi.ResourceOptions(parent=self)
+        settings = args.settings
+        if settings.gpu_training and args.cluster.gpu_capacity_provider_name is None:
+            raise ValueError(f"TrainingTask {name}: gpu-ec2 needs the cluster's GPU capacity")
+        self._account = aws.get_caller_identity_output(
+            opts=pulumi.InvokeOutputOptions(parent=self)
+        ).account_id
+        self._families = {
+            step: f"{pulumi.get_project()}-{settings.stack}-{name}-{step}"
+            for step in docs.TRAINING_STEPS
+        }
+
+        log_group = aws.cloudwatch.LogGroup(
+            f"{name}-logs",
+            retention_in_days=settings.observability.log_retention_days,
+            opts=self._child,
+        )
+        execution_role, task_role = self._task_roles(args, log_group)
+        task_group = self._task_security_group(args)
+        definitions = {
+            step: self._task_definition(args, step, log_group, execution_role, task_role)
+            for step in docs.TRAINING_STEPS
+        }
+        state_machine = self._state_machine(args, task_group, execution_role, task_role)
+        dead_letter_queue = self._triggers(args, state_machine)
+
+        self.state_machine_arn = state_machine.arn
+        self.task_definition_arns = {step: td.arn for step, td in definitions.items()}
+        self.task_role_arn = task_role.arn
+        self.execution_role_arn = execution_role.arn
+        self.dead_letter_queue_url = dead_letter_queue.url
+        self.register_outputs(
+            {
+                "state_machine_arn": self.state_machine_arn,
+                "task_definition_arns": dict(self.task_definition_arns),
+                "task_role_arn": self.task_role_arn,
+                "execution_role_arn": self.execution_role_arn,
+                "dead_letter_queue_url": self.dead_letter_queue_url,
+            }
+        )
+
+    # ------------------------------------------------------------------------------ pieces
+
+    def _trust(self, service: str) -> pulumi.Output[str]:
+        return self._account.apply(
+            lambda account: json.dumps(docs.assume_role_policy(service, account))
+        )
+
+    def _task_roles(
+        self, args: TrainingTaskArgs, log_group: aws.cloudwatch.LogGroup
+    ) -> tuple[aws.iam.Role, aws.iam.Role]:
+        name = self._name
+        trust = self._trust("ecs-tasks.amazonaws.com")
+        execution_role = aws.iam.Role(
+            f"{name}-execution-role",
+            assume_role_policy=trust,
+            description="Pulls the training image and writes the training task logs",
+            opts=self._child,
+        )
+        aws.iam.RolePolicy(
+            f"{name}-execution-policy",
+            role=execution_role.id,
+            policy=pulumi.Output.all(args.image_repo.repository_arn, log_group.arn).apply(
+                lambda arns: json.dumps(
+                    docs.policy_document(docs.training_execution_role_statements(*arns))
+                )
+            ),
+            opts=self._child,
+        )
+        task_role = aws.iam.Role(
+            f"{name}-task-role",
+            assume_role_policy=trust,
+            description="What the training steps may do: mount and write the shared store",
+            opts=self._child,
+        )
+        aws.iam.RolePolicy(
+            f"{name}-task-store",
+            role=task_role.id,
+            policy=args.store.client_policy_statements(write=True).apply(
+                lambda statements: json.dumps(docs.policy_document(statements))
+            ),
+            opts=self._child,
+        )
+        return execution_role, task_role
+
+    def _task_security_group(self, args: TrainingTaskArgs) -> aws.ec2.SecurityGroup:
+        group = aws.ec2.SecurityGroup(
+            f"{self._name}-task-sg",
+            vpc_id=args.network.vpc_id,
+            description="Training tasks: HTTPS out to ECR and CloudWatch, nothing in",
+            opts=self._child,
+        )
+        aws.vpc.SecurityGroupEgressRule(
+            f"{self._name}-https-out",
+            security_group_id=group.id,
+            cidr_ipv4="0.0.0.0/0",
+            ip_protocol="tcp",
+            from_port=HTTPS,
+            to_port=HTTPS,
+            description="ECR, S3 (image layers) and CloudWatch Logs",
+            opts=self._child,
+        )
+        return group
+
+    def _task_definition(
+        self,
+        args: TrainingTaskArgs,
+        step: str,
+        log_group: aws.cloudwatch.LogGroup,
+        execution_role: aws.iam.Role,
+        task_role: aws.iam.Role,
+    ) -> aws.ecs.TaskDefinition:
+        training = args.settings.training
+        on_gpu = step == "train" and args.settings.gpu_training
+        is_train = step == "train"
+        image = args.image_repo.image_ref("gpu" if on_gpu else "cpu")
+        containers = pulumi.Output.all(image, log_group.name).apply(
+            lambda values: json.dumps(
+                [
+                    docs.training_container(
+                        step,
+                        values[0],
+                        values[1],
+                        args.settings.region,
+                        promote_margin=training.promote_margin,
+                        gpus=training.gpus if on_gpu else 0,
+                    )
+                ]
+            )
+        )
+        placement: dict[str, Any] = (
+            # GPUs exist only on EC2 capacity: the GPU instances of the cluster's provider.
+            {"requires_compatibilities": ["EC2"]}
+            if on_gpu
+            else {
+                "requires_compatibilities": ["FARGATE"],
+                "runtime_platform": {
+                    "operating_system_family": "LINUX",
+                    "cpu_architecture": "X86_64",
+                },
+            }
+        )
+        return aws.ecs.TaskDefinition(
+            f"{self._name}-{step}",
+            # `family` is required; one per project, stack, component and step.
+            family=self._families[step],
+            network_mode="awsvpc",
+            cpu=str(training.cpu if is_train else STEP_CPU),
+            memory=str(training.memory if is_train else STEP_MEMORY),
+            execution_role_arn=execution_role.arn,
+            task_role_arn=task_role.arn,
+            container_definitions=containers,
+            volumes=[args.store.volume(docs.STORE_VOLUME), docs.scratch_volume()],
+            **placement,
+            opts=self._child,
+        )
+
+    def _state_machine(
+        self,
+        args: TrainingTaskArgs,
+        task_group: aws.ec2.SecurityGroup,
+        execution_role: aws.iam.Role,
+        task_role: aws.iam.Role,
+    ) -> aws.sfn.StateMachine:
+        name = self._name
+        settings = args.settings
+        train_capacity = self._train_capacity(args)
+        # The `/aws/vendedlogs/` prefix keeps the account's CloudWatch Logs resource policy under
+        # its 5,120-character limit (Step Functions Developer Guide, "Avoiding Amazon CloudWatch
+        # Logs resource policy size restrictions"); a prefix needs an explicit name.
+        log_group = aws.cloudwatch.LogGroup(
+            f"{name}-sfn-logs",
+            name=f"/aws/vendedlogs/states/{pulumi.get_project()}-{settings.stack}-{name}",
+            retention_in_days=settings.observability.log_retention_days,
+            opts=self._child,
+        )
+        role = aws.iam.Role(
+            f"{name}-sfn-role",
+            assume_role_policy=self._trust("states.amazonaws.com"),
+            description="Runs the training tasks, reports failures, delivers logs and traces",
+            opts=self._child,
+        )
+        policy = aws.iam.RolePolicy(
+            f"{name}-sfn-policy",
+            role=role.id,
+            policy=pulumi.Output.all(
+                self._account,
+                args.cluster.cluster_name,
+                execution_role.arn,
+                task_role.arn,
+                args.alarm_topic_arn,
+                args.alarm_topic_key_arn,
+            ).apply(
+                lambda v: json.dumps(
+                    docs.policy_document(
+                        docs.state_machine_role_statements(
+                            region=settings.region,
+                            account=v[0],
+                            cluster_name=v[1],
+                            families=list(self._families.values()),
+                            pass_role_arns=[v[2], v[3]],
+                            topic_arn=v[4],
+                            topic_key_arn=v[5],
+                        )
+                    )
+                )
+            ),
+            opts=self._child,
+        )
+        definition = pulumi.Output.all(
+            args.cluster.cluster_arn,
+            args.network.task_subnet_ids,
+            task_group.id,
+            args.store.client_security_group_id,
+            train_capacity,
+            args.alarm_topic_arn,
+        ).apply(
+            lambda v: json.dumps(
+                docs.training_state_machine(
+                    docs.PipelineSpec(
+                        cluster_arn=v[0],
+                        families=self._families,
+                        subnets=v[1],
+                        security_groups=[v[2], v[3]],
+                        assign_public_ip=args.network.assign_public_ip,
+                        train_capacity=v[4],
+                        topic_arn=v[5],
+                    )
+                )
+            )
+        )
+        return aws.sfn.StateMachine(
+            f"{name}-pipeline",
+            role_arn=role.arn,
+            definition=definition,
+            type="STANDARD",  # .sync integrations and runs of hours need a Standard workflow
+            logging_configuration={
+                "level": "ALL",
+                "include_execution_data": True,
+                "log_destination": log_group.arn.apply(lambda arn: f"{arn}:*"),
+            },
+            tracing_configuration={"enabled": True},
+            # Creating the state machine checks the role can deliver logs, so the policy comes
+            # first; runs mount the store, so its mount targets must exist before any run.
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[policy, *args.store.mount_targets]
+            ),
+        )
+
+    @staticmethod
+    def _train_capacity(args: TrainingTaskArgs) -> pulumi.Input[str]:
+        """The capacity provider of the first Train attempt."""
+        capacity = args.settings.training.capacity
+        if capacity is Capacity.GPU_EC2 and args.cluster.gpu_capacity_provider_name is not None:
+            # Resolves once the provider is attached: no run can ask for it before.
+            return args.cluster.gpu_capacity_provider_name
+        if capacity is Capacity.FARGATE_SPOT:
+            return docs.FARGATE_SPOT
+        return docs.FARGATE
+
+    def _triggers(
+        self, args: TrainingTaskArgs, state_machine: aws.sfn.StateMachine
+    ) -> aws.sqs.Queue:
+        name = self._name
+        training = args.settings.training
+        role = aws.iam.Role(
+            f"{name}-events-role",
+            assume_role_policy=self._trust("events.amazonaws.com"),
+            description="Lets the training triggers start the training state machine",
+            opts=self._child,
+        )
+        aws.iam.RolePolicy(
+            f"{name}-events-policy",
+            role=role.id,
+            policy=state_machine.arn.apply(
+                lambda arn: json.dumps(docs.policy_document(docs.start_execution_statements(arn)))
+            ),
+            opts=self._child,
+        )
+        # SSE-SQS: encrypted at rest without a KMS key policy for EventBridge to satisfy.
+        queue = aws.sqs.Queue(
+            f"{name}-dlq",
+            sqs_managed_sse_enabled=True,
+            message_retention_seconds=DLQ_RETENTION_SECONDS,
+            opts=self._child,
+        )
+
+        rules: list[aws.cloudwatch.EventRule] = []
+        if training.on_image_push:
+            # The release tag of the image the train step runs (`<flavour>-<hash>`).
+            flavour = "gpu" if args.settings.gpu_training else "cpu"
+            pattern = args.image_repo.repository_name.apply(
+                lambda repo: json.dumps(docs.ecr_push_pattern(repo, f"{flavour}-"))
+            )
+            rule = self._rule("push", "Retrain when a new release image is pushed", pattern)
+            self._target(
+                "push",
+                rule,
+                state_machine,
+                role,
+                queue,
+                input_transformer={
+                    "input_paths": dict(docs.ECR_PUSH_INPUT_PATHS),
+                    "input_template": docs.trigger_input_template("image-push", "digest"),
+                },
+            )
+            rules.append(rule)
+        if training.schedule:
+            rule = aws.cloudwatch.EventRule(
+                f"{name}-on-schedule",
+                description="Retrain on the training.schedule",
+                schedule_expression=training.schedule,
+                opts=self._child,
+            )
+            self._target(
+                "schedule",
+                rule,
+                state_machine,
+                role,
+                queue,
+                input=json.dumps(docs.trigger_input("schedule")),
+            )
+            rules.append(rule)
+        if training.on_drift_event:
+            rule = self._rule(
+                "drift",
+                "Retrain when monitoring reports data drift",
+                json.dumps(docs.drift_pattern()),
+            )
+            self._target(
+                "drift",
+                rule,
+                state_machine,
+                role,
+                queue,
+                input=json.dumps(docs.trigger_input("drift")),
+            )
+            rules.append(rule)
+
+        if rules:
+            aws.sqs.QueuePolicy(
+                f"{name}-dlq-policy",
+                queue_url=queue.url,
+                policy=pulumi.Output.all(queue.arn, *(rule.arn for rule in rules)).apply(
+                    lambda arns: json.dumps(docs.dead_letter_queue_policy(arns[0], arns[1:]))
+                ),
+                opts=self._child,
+            )
+        return queue
+
+    def _rule(
+        self, trigger: str, description: str, pattern: pulumi.Input[str]
+    ) -> aws.cloudwatch.EventRule:
+        return aws.cloudwatch.EventRule(
+            f"{self._name}-on-{trigger}",
+            description=description,
+            event_pattern=pattern,
+            opts=self._child,
+        )
+
+    def _target(
+        self,
+        trigger: str,
+        rule: aws.cloudwatch.EventRule,
+        state_machine: aws.sfn.StateMachine,
+        role: aws.iam.Role,
+        queue: aws.sqs.Queue,
+        **event_input: Any,
+    ) -> aws.cloudwatch.EventTarget:
+        return aws.cloudwatch.EventTarget(
+            f"{self._name}-on-{trigger}-target",
+            rule=rule.name,
+            arn=state_machine.arn,
+            role_arn=role.arn,
+            retry_policy={
+                "maximum_event_age_in_seconds": EVENT_MAX_AGE_SECONDS,
+                "maximum_retry_attempts": EVENT_MAX_RETRIES,
+            },
+            dead_letter_config={"arn": queue.arn},
+            **event_input,
+            opts=self._child,
+        )
