@@ -1,0 +1,43 @@
+"""`python -m app <command>`: one container image, several commands."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "validate": ("app.validate", "check the dataset in the store; exit 1 on anomalies"),
+    "train": ("app.train", "train a forecaster into models/<RUN_ID>/"),
+    "gate": ("app.gate", "promote the run to models/CURRENT if it beats the current model"),
+    "promote": ("app.gate", "promote RUN_ID: point models/CURRENT at an existing run (rollback)"),
+    "serve": ("app.serve", "the inference API on PORT"),
+    "forecast": ("app.forecast", "write fresh forecasts to forecasts/ every few seconds"),
+    "dashboard": ("app.dashboard", "the Dash dashboard on DASHBOARD_PORT under /dashboard"),
+    "local": ("app.local", "the whole pipeline on this machine with a local store"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: python -m app <command> [args]", "", "commands:"]
+    lines += [f"  {name:<10} {summary}" for name, (_, summary) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] not in COMMANDS:
+        if args and args[0] in ("-h", "--help", "help"):
+            print(usage())
+            return 0
+        problem = f"unknown command {args[0]!r}" if args else "missing command"
+        print(f"error: {problem}\n\n{usage()}", file=sys.stderr)
+        return 2
+    command, rest = args[0], args[1:]
+    module = importlib.import_module(COMMANDS[command][0])
+    if command == "promote":
+        return module.promote_main(rest)
+    return module.main(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""`python -m app gate` and `python -m app promote RUN_ID`: decide what `models/CURRENT` serves.
+
+The gate promotes a run only when it beats the seasonal-naive baseline on its holdout and, if a
+model is already current, beats that model's holdout MAE by `PROMOTE_MARGIN` (a fraction). Not
+promoting is a normal outcome (exit 0); the reason is in `models/<run_id>/decision.json`.
+
+`promote RUN_ID` points CURRENT at any existing run that loads: the rollback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from app.logging_setup import configure_logging
+from app.model import METRICS_FILE, Forecaster, ModelLoadError
+from app.settings import load_settings
+from app.store import Store, StoreUnavailableError, check_run_id
+
+log = logging.getLogger(__name__)
+
+
+class GateError(Exception):
+    """The gate cannot decide (no such run, unreadable metrics)."""
+
+
+def _holdout_mae(store: Store, run_id: str) -> float | None:
+    try:
+        return float(store.read_json(store.run_dir(run_id) / METRICS_FILE)["holdout"]["mae"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def latest_trained_run(store: Store) -> str | None:
+    """The newest run (by id) that finished training."""
+    trained = [r for r in store.list_runs() if (store.run_dir(r) / METRICS_FILE).exists()]
+    return trained[-1] if trained else None
+
+
+def decide(store: Store, run_id: str, margin: float) -> dict[str, Any]:
+    """Apply the promotion rules to `run_id`, update CURRENT when it wins, write decision.json."""
+    metrics_path = store.run_dir(run_id) / METRICS_FILE
+    if not metrics_path.exists():
+        raise GateError(f"run {run_id} has no trained model ({metrics_path} is missing)")
+    holdout = store.read_json(metrics_path)["holdout"]
+    mae, naive_mae = float(holdout["mae"]), float(holdout["naive_mae"])
+    previous = store.current_run_id()
+    previous_mae = _holdout_mae(store, previous) if previous else None
+
+    if mae >= naive_mae:
+        promoted = False
+        reason = f"holdout MAE {mae:.4f} does not beat the seasonal-naive MAE {naive_mae:.4f}"
+    elif previous is None:
+        promoted = True
+        reason = f"first model: holdout MAE {mae:.4f} beats the seasonal-naive MAE {naive_mae:.4f}"
+    elif previous == run_id:
+        promoted = True
+        reason = "already the current model"
+    elif previous_mae is None:
+        promoted = True
+        reason = f"the current model {previous} has no readable metrics; replacing it"
+    elif mae < previous_mae * (1.0 - margin):
+        promoted = True
+        reason = (
+            f"holdout MAE {mae:.4f} beats the current model {previous} ({previous_mae:.4f}) "
+            f"by more than the {margin:.1%} margin"
+        )
+    else:
+        promoted = False
+        reason = (
+            f"holdout MAE {mae:.4f} does not beat the current model {previous} "
+            f"({previous_mae:.4f}) by the {margin:.1%} margin"
+        )
+
+    if promoted and previous != run_id:
+        store.set_current(run_id)
+    decision = {
+        "run_id": run_id,
+        "promoted": promoted,
+        "reason": reason,
+        "decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "previous": previous,
+        "holdout_mae": mae,
+        "naive_mae": naive_mae,
+        "previous_mae": previous_mae,
+        "margin": margin,
+    }
+    store.write_json(store.run_dir(run_id) / "decision.json", decision)
+    return decision
+
+
+def promote(store: Store, run_id: str) -> dict[str, Any]:
+    """Point CURRENT at an existing run that loads (a rollback or a manual promotion)."""
+    try:
+        check_run_id(run_id)
+    except ValueError as exc:
+        raise GateError(str(exc)) from None
+    if run_id not in store.list_runs():
+        known = ", ".join(store.list_runs()) or "none"
+        raise GateError(
+            f"unknown run {run_id!r}: {store.run_dir(run_id)} does not exist (runs: {known})"
+        )
+    try:
+        Forecaster.load(store.run_dir(run_id))
+    except ModelLoadError as exc:
+        raise GateError(f"run {run_id} cannot be served: {exc}") from None
+    previous = store.current_run_id()
+    store.set_current(run_id)
+    decision = {
+        "run_id": run_id,
+        "promoted": True,
+        "reason": "promoted by hand with `python -m app promote`",
+        "decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "previous": previous,
+    }
+    store.write_json(store.run_dir(run_id) / "decision.json", decision)
+    return decision
+
+
+def _store_or_exit() -> tuple[Store, Any] | int:
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    try:
+        return Store.wait(settings.store_dir, settings.store_wait_seconds), settings
+    except StoreUnavailableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def main(argv: list[str]) -> int:
+    opened = _store_or_exit()
+    if isinstance(opened, int):
+        return opened
+    store, settings = opened
+    if argv:
+        print(f"error: gate takes no arguments, got {' '.join(argv)!r}", file=sys.stderr)
+        return 2
+    run_id = settings.run_id or latest_trained_run(store)
+    if run_id is None:
+        print("error: no trained run to gate in models/; run train first", file=sys.stderr)
+        return 1
+    try:
+        decision = decide(store, run_id, settings.promote_margin)
+    except GateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    log.info(
+        "run %s %s: %s",
+        run_id,
+        "promoted to CURRENT" if decision["promoted"] else "not promoted",
+        decision["reason"],
+    )
+    return 0
+
+
+def promote_main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m app promote RUN_ID", file=sys.stderr)
+        return 2
+    opened = _store_or_exit()
+    if isinstance(opened, int):
+        return opened
+    store, _ = opened
+    try:
+        decision = promote(store, argv[0])
+    except GateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    log.info("CURRENT now %s (was %s)", decision["run_id"], decision["previous"])
+    return 0

@@ -1,0 +1,222 @@
+"""The shared store: one directory (EFS in AWS, a local folder on a laptop) that every command uses.
+
+Layout::
+
+    datasets/co2_weekly.csv            the training series (copied from the app when empty)
+    datasets/accepted_stats.json       statistics of the last dataset that passed validation
+    reports/<run_id>/validation.json   one validation report per run
+    models/<run_id>/                   model.ubj, metrics.json, card.md, decision.json
+    models/<run_id>/checkpoint/        a booster saved when a Spot task is interrupted
+    models/CURRENT                     the promoted run id
+    forecasts/                         the forecast ticker's output
+
+Every write goes to a temp file in the same directory, is fsynced and then renamed over the target
+with `os.replace`, so readers (the server, the dashboard, other tasks) never see a torn file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from app.settings import RUN_ID_PATTERN
+
+log = logging.getLogger(__name__)
+
+SHIPPED_DATASET = Path(__file__).parent / "data" / "co2_weekly.csv"
+_RUN_ID = re.compile(RUN_ID_PATTERN)
+
+
+class StoreUnavailableError(RuntimeError):
+    """The store directory did not become available and writable in time."""
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Makes the rename itself durable; not every filesystem allows opening a directory.
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see either the old or the new content, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as tmp:
+            tmp.write(data)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+    _fsync_dir(path.parent)
+
+
+def check_run_id(run_id: str) -> str:
+    """Return `run_id` if it is safe to use as a directory name, else raise ValueError."""
+    if not _RUN_ID.match(run_id):
+        raise ValueError(
+            f"invalid run id {run_id!r}: use letters, digits, '.', '_' and '-' "
+            "(at most 128 characters, not starting with '.')"
+        )
+    return run_id
+
+
+def _probe_writable(root: Path) -> str | None:
+    """None when `root` is a writable directory, else the reason it is not."""
+    if not root.exists():
+        return "does not exist"
+    if not root.is_dir():
+        return "is not a directory"
+    try:
+        fd, probe = tempfile.mkstemp(dir=root, prefix=".probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return f"is not writable ({exc.strerror or exc})"
+    return None
+
+
+@dataclass(frozen=True)
+class Store:
+    """Paths and atomic file operations of the shared store rooted at `root`."""
+
+    root: Path
+
+    @classmethod
+    def wait(cls, root: Path, timeout_s: float, poll_s: float = 1.0) -> Store:
+        """Wait until `root` exists and is writable (an EFS mount can lag a task's start).
+
+        Logs every retry; raises StoreUnavailableError after `timeout_s` seconds.
+        """
+        root = Path(root)
+        deadline = time.monotonic() + timeout_s
+        attempt = 0
+        while True:
+            attempt += 1
+            reason = _probe_writable(root)
+            if reason is None:
+                if attempt > 1:
+                    log.info("store %s is ready after %d attempts", root, attempt)
+                return cls(root)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise StoreUnavailableError(
+                    f"store directory {root} {reason} after waiting {timeout_s:g}s "
+                    "(STORE_WAIT_SECONDS); check that the shared volume is mounted there "
+                    "and writable by this user"
+                )
+            log.warning(
+                "store directory %s %s; retrying in %.1fs (%.0fs left)",
+                root,
+                reason,
+                min(poll_s, left),
+                left,
+            )
+            time.sleep(min(poll_s, left))
+
+    # --- layout -------------------------------------------------------------------------------
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.root / "datasets"
+
+    @property
+    def dataset_path(self) -> Path:
+        return self.datasets_dir / "co2_weekly.csv"
+
+    @property
+    def accepted_stats_path(self) -> Path:
+        return self.datasets_dir / "accepted_stats.json"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def forecasts_dir(self) -> Path:
+        return self.root / "forecasts"
+
+    @property
+    def current_path(self) -> Path:
+        return self.models_dir / "CURRENT"
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.models_dir / check_run_id(run_id)
+
+    def checkpoint_dir(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / "checkpoint"
+
+    def report_path(self, run_id: str) -> Path:
+        return self.reports_dir / check_run_id(run_id) / "validation.json"
+
+    # --- dataset ------------------------------------------------------------------------------
+
+    def ensure_dataset(self) -> Path:
+        """The dataset path, after copying the series shipped with the app if there is none."""
+        if not self.dataset_path.exists():
+            log.info("no dataset in the store; copying the shipped series to %s", self.dataset_path)
+            self.write_bytes(self.dataset_path, SHIPPED_DATASET.read_bytes())
+        return self.dataset_path
+
+    # --- runs ---------------------------------------------------------------------------------
+
+    def current_run_id(self) -> str | None:
+        """The promoted run id from models/CURRENT, or None when nothing is promoted yet."""
+        try:
+            run_id = self.current_path.read_text().strip()
+        except FileNotFoundError:
+            return None
+        return run_id or None
+
+    def set_current(self, run_id: str) -> None:
+        """Point models/CURRENT at `run_id` (atomically; servers pick it up on their next poll)."""
+        self.write_text(self.current_path, check_run_id(run_id) + "\n")
+
+    def list_runs(self) -> list[str]:
+        """Ids of every run directory under models/, sorted (timestamp ids sort by time)."""
+        if not self.models_dir.is_dir():
+            return []
+        return sorted(
+            entry.name
+            for entry in self.models_dir.iterdir()
+            if entry.is_dir() and _RUN_ID.match(entry.name)
+        )
+
+    def has_model(self, run_id: str) -> bool:
+        return (self.run_dir(run_id) / "model.ubj").is_file()
+
+    # --- atomic file operations ---------------------------------------------------------------
+
+    def write_bytes(self, path: Path, data: bytes) -> None:
+        atomic_write_bytes(path, data)
+
+    def write_text(self, path: Path, text: str) -> None:
+        atomic_write_bytes(path, text.encode())
+
+    def write_json(self, path: Path, obj: Any) -> None:
+        atomic_write_bytes(
+            path, orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY) + b"\n"
+        )
+
+    def read_json(self, path: Path) -> Any:
+        return orjson.loads(path.read_bytes())

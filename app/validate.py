@@ -1,0 +1,363 @@
+"""`python -m app validate`: check the dataset in the store before anything trains on it.
+
+Two layers, both reported in `reports/<run_id>/validation.json`:
+
+* a pandera schema for what must hold for any weekly CO2 series: parsable, unique and increasing
+  weekly timestamps, values in physical bounds, no long outages, enough rows;
+* a drift check against the statistics of the last dataset that passed (`accepted_stats.json`):
+  history rewritten, a jump in level, a change in week-to-week noise, lost rows.
+
+Exits 1 with a human summary on stderr when anything fails, so the state machine stops before
+training. pandas and pandera are imported here only, never by the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+
+from app.logging_setup import configure_logging
+from app.settings import load_settings
+from app.store import Store, StoreUnavailableError
+
+log = logging.getLogger(__name__)
+
+MIN_PPM, MAX_PPM = 250.0, 500.0
+"""Physical bounds: pre-industrial air held ~280 ppm, and no plausible reading here exceeds 500."""
+MAX_GAP_WEEKS = 20
+"""Longest allowed stretch between two observed weeks. The real series' longest outage is
+18 missing weeks (early 1964, a 19-week gap), which must pass."""
+MIN_ROWS = 520
+"""Ten years: two for the holdout and enough before them to learn the seasonal pattern."""
+MAX_MISSING_FRACTION = 0.10
+"""The real series misses 2.6% of its weeks."""
+
+MAX_YEAR_MEAN_CHANGE_PPM = 0.5
+"""A year already accepted may not change its mean by more than this (history rewritten)."""
+LEVEL_SHIFT_PPM = 5.0
+"""Allowed deviation of the latest year's mean from the accepted one, plus GROWTH_PPM_PER_YEAR."""
+GROWTH_PPM_PER_YEAR = 4.0
+NOISE_RATIO = 3.0
+"""Allowed ratio between the week-to-week noise of the new and the accepted dataset."""
+
+
+class DatasetError(Exception):
+    """The dataset has problems; `problems` lists them, one human sentence each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def _lines(index: Iterable[Any]) -> list[int]:
+    # Frame index i is CSV line i + 2 (line 1 is the header).
+    return [int(i) + 2 for i in index]
+
+
+def _examples(lines: list[int], values: list[Any], limit: int = 3) -> str:
+    pairs = zip(lines[:limit], values[:limit], strict=False)
+    shown = [f"line {line} ({value})" for line, value in pairs]
+    more = f" and {len(lines) - limit} more" if len(lines) > limit else ""
+    return ", ".join(shown) + more
+
+
+def _empty_frame() -> pd.DataFrame:
+    return pd.DataFrame(
+        {"date": pd.Series([], dtype="datetime64[ns]"), "co2": pd.Series([], dtype="float64")}
+    )
+
+
+def load_frame(path: Path) -> tuple[pd.DataFrame, list[str]]:
+    """Parse the CSV into (date, co2) columns; unparsable rows are dropped and reported."""
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=True)
+    except pd.errors.EmptyDataError:
+        return _empty_frame(), [f"{path.name} is empty"]
+    columns = [str(column).strip() for column in raw.columns]
+    if columns[:2] != ["date", "co2"]:
+        return _empty_frame(), [f"header must start with 'date,co2', got {','.join(columns)!r}"]
+    raw.columns = columns
+    problems = []
+    date_text = raw["date"].str.strip()
+    dates = pd.to_datetime(date_text, format="%Y-%m-%d", errors="coerce")
+    bad_dates = dates.isna()
+    if bad_dates.any():
+        problems.append(
+            "date: not a YYYY-MM-DD date at "
+            + _examples(_lines(raw.index[bad_dates]), [repr(v) for v in date_text[bad_dates]])
+        )
+    co2_text = raw["co2"].str.strip()
+    values = pd.to_numeric(co2_text.where(co2_text != "", None), errors="coerce")
+    bad_values = values.isna() & (co2_text != "")
+    if bad_values.any():
+        problems.append(
+            "co2: not a number at "
+            + _examples(_lines(raw.index[bad_values]), [repr(v) for v in co2_text[bad_values]])
+        )
+    frame = pd.DataFrame({"date": dates, "co2": values.astype("float64")})
+    return frame[~bad_dates & ~bad_values], problems
+
+
+def _weeks_since_previous_observation(frame: pd.DataFrame) -> pd.Series:
+    observed = frame["date"].where(frame["co2"].notna())
+    previous = observed.ffill().shift(1)
+    return (frame["date"] - previous).dt.days / 7.0
+
+
+# Each custom check reports its own name as its error, which `_describe_failures` turns into a
+# sentence with example lines.
+SCHEMA = pa.DataFrameSchema(
+    {
+        "date": pa.Column(
+            "datetime64[ns]",
+            nullable=False,
+            unique=True,
+            checks=[
+                pa.Check(
+                    lambda s: s.diff().dt.days.fillna(0) >= 0,
+                    name="date_order",
+                    error="date_order",
+                ),
+                pa.Check(
+                    lambda s: s.diff().dt.days.fillna(7) % 7 == 0,
+                    name="weekly_cadence",
+                    error="weekly_cadence",
+                ),
+            ],
+        ),
+        "co2": pa.Column(
+            "float64",
+            nullable=True,
+            checks=[
+                pa.Check(
+                    lambda s: s.between(MIN_PPM, MAX_PPM) & np.isfinite(s),
+                    ignore_na=True,
+                    name="physical_bounds",
+                    error="physical_bounds",
+                )
+            ],
+        ),
+    },
+    checks=[
+        pa.Check(
+            lambda df: _weeks_since_previous_observation(df).fillna(0) <= MAX_GAP_WEEKS,
+            name="max_gap",
+            error="max_gap",
+        ),
+        pa.Check(lambda df: len(df) >= MIN_ROWS, name="min_rows", error="min_rows"),
+        pa.Check(
+            lambda df: len(df) == 0 or df["co2"].isna().mean() <= MAX_MISSING_FRACTION,
+            name="missing_fraction",
+            error="missing_fraction",
+        ),
+    ],
+    strict=True,
+)
+
+
+def schema_problems(frame: pd.DataFrame) -> list[str]:
+    """Every schema rule the frame breaks, one sentence each with example lines."""
+    try:
+        SCHEMA.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        return _describe_failures(frame, exc.failure_cases)
+    return []
+
+
+def _describe_failures(frame: pd.DataFrame, failures: pd.DataFrame) -> list[str]:
+    problems = []
+    for (column, check), group in failures.groupby(["column", "check"], dropna=False, sort=False):
+        indexed = group[group["index"].notna()]
+        lines = _lines(indexed["index"])
+        if check == "field_uniqueness":
+            dates = [pd.Timestamp(v).date().isoformat() for v in indexed["failure_case"]]
+            problems.append(f"date: duplicate timestamps at {_examples(lines, dates)}")
+        elif check == "min_rows":
+            problems.append(f"too few rows: {len(frame)}, at least {MIN_ROWS} needed")
+        elif check == "missing_fraction":
+            share = frame["co2"].isna().mean()
+            problems.append(
+                f"co2: {share:.0%} of the weeks have no value, at most "
+                f"{MAX_MISSING_FRACTION:.0%} allowed"
+            )
+        elif check == "max_gap":
+            gaps = _weeks_since_previous_observation(frame)
+            ends = [int(i) for i in indexed["index"].unique()]
+            details = [
+                f"{gaps.loc[i]:.0f} weeks before {frame['date'].loc[i].date().isoformat()}"
+                for i in ends
+            ]
+            problems.append(
+                f"co2: gap without a value longer than {MAX_GAP_WEEKS} weeks: "
+                + _examples(_lines(ends), details)
+            )
+        elif check == "date_order":
+            dates = [frame["date"].loc[int(i)].date().isoformat() for i in indexed["index"]]
+            problems.append(f"date: timestamps out of order at {_examples(lines, dates)}")
+        elif check == "weekly_cadence":
+            dates = [frame["date"].loc[int(i)].date().isoformat() for i in indexed["index"]]
+            problems.append(
+                f"date: not on a weekly cadence (steps of 7 days) at {_examples(lines, dates)}"
+            )
+        elif check == "physical_bounds":
+            values = [f"{v:g}" for v in indexed["failure_case"]]
+            problems.append(
+                f"co2: values outside the physical bounds {MIN_PPM:g}-{MAX_PPM:g} ppm at "
+                + _examples(lines, values)
+            )
+        else:
+            cases = ", ".join(str(v) for v in group["failure_case"].head(3))
+            where = column if isinstance(column, str) else "dataset"
+            problems.append(f"{where}: {check} ({cases})")
+    return problems
+
+
+def dataset_stats(frame: pd.DataFrame) -> dict[str, Any]:
+    """Statistics kept for the drift check of the next dataset and shown on the dashboard."""
+    values = frame["co2"]
+    if values.notna().sum() == 0:
+        return {"rows": len(frame)}
+    years = frame["date"].dt.year
+    yearly = values.groupby(years).mean().dropna()
+    last_date = frame["date"].max()
+    last_year = values[frame["date"] > last_date - pd.Timedelta(weeks=52)]
+    # Week-to-week noise: the spread of first differences after removing their typical size.
+    steps = values.interpolate(limit_area="inside").diff().dropna()
+    return {
+        "rows": len(frame),
+        "observed": int(values.notna().sum()),
+        "missing": int(values.isna().sum()),
+        "first_date": frame["date"].min().date().isoformat(),
+        "last_date": last_date.date().isoformat(),
+        "mean": round(float(values.mean()), 4),
+        "std": round(float(values.std()), 4),
+        "min": float(values.min()),
+        "max": float(values.max()),
+        "last_year_mean": round(float(last_year.mean()), 4),
+        "weekly_noise": round(float((steps - steps.median()).abs().median()), 4),
+        "max_gap_weeks": round(float(_weeks_since_previous_observation(frame).max()), 1),
+        "yearly_means": {str(year): round(float(mean), 4) for year, mean in yearly.items()},
+    }
+
+
+def drift_problems(stats: dict[str, Any], accepted: dict[str, Any]) -> list[str]:
+    """Ways the new dataset departs from the last accepted one beyond normal growth."""
+    problems = []
+    if stats["rows"] < accepted["rows"]:
+        problems.append(
+            f"drift: the dataset shrank from {accepted['rows']} to {stats['rows']} rows "
+            "since the last accepted one"
+        )
+    changed = [
+        (year, stats["yearly_means"][year] - mean)
+        for year, mean in accepted.get("yearly_means", {}).items()
+        if year in stats["yearly_means"]
+        and abs(stats["yearly_means"][year] - mean) > MAX_YEAR_MEAN_CHANGE_PPM
+    ]
+    # The last accepted year may have been partial, so it may legitimately change.
+    last_accepted_year = accepted["last_date"][:4]
+    changed = [(year, delta) for year, delta in changed if year != last_accepted_year]
+    if changed:
+        shown = ", ".join(f"{year} by {delta:+.2f} ppm" for year, delta in changed[:3])
+        problems.append(
+            f"drift: history was rewritten: yearly means changed ({shown}"
+            f"{' and more' if len(changed) > 3 else ''}) since the last accepted dataset"
+        )
+    elapsed_years = max(
+        0.0,
+        (date.fromisoformat(stats["last_date"]) - date.fromisoformat(accepted["last_date"])).days
+        / 365.25,
+    )
+    allowed = LEVEL_SHIFT_PPM + GROWTH_PPM_PER_YEAR * elapsed_years
+    shift = stats["last_year_mean"] - accepted["last_year_mean"]
+    if abs(shift) > allowed:
+        problems.append(
+            f"drift: the latest year's mean moved {shift:+.2f} ppm from the accepted "
+            f"{accepted['last_year_mean']:.2f} ppm; at most {allowed:.1f} ppm expected"
+        )
+    if accepted.get("weekly_noise", 0) > 0:
+        ratio = stats["weekly_noise"] / accepted["weekly_noise"]
+        if ratio > NOISE_RATIO or ratio < 1 / NOISE_RATIO:
+            problems.append(
+                f"drift: week-to-week noise is {ratio:.1f}x that of the accepted dataset "
+                f"({stats['weekly_noise']:.3f} vs {accepted['weekly_noise']:.3f} ppm)"
+            )
+    return problems
+
+
+def check_dataset(path: Path, run_date: date | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """The parsed frame (cut at `run_date` when given) and its schema problems."""
+    frame, problems = load_frame(path)
+    if problems and frame.empty:
+        return frame, problems  # nothing parsed: the schema would only repeat the problem
+    if run_date is not None:
+        frame = frame[frame["date"] <= pd.Timestamp(run_date)]
+    return frame, problems + schema_problems(frame)
+
+
+def validate(store: Store, run_id: str, run_date: date | None = None) -> dict[str, Any]:
+    """Validate the store's dataset, write the report and, when it passes, the accepted stats."""
+    path = store.ensure_dataset()
+    frame, problems = check_dataset(path, run_date)
+    stats = dataset_stats(frame) if len(frame) else {"rows": 0}
+    drift_checked = False
+    if not problems and store.accepted_stats_path.exists():
+        accepted = store.read_json(store.accepted_stats_path)
+        problems += drift_problems(stats, accepted)
+        drift_checked = True
+    report = {
+        "run_id": run_id,
+        "ok": not problems,
+        "checked_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "rows": len(frame),
+        "problems": problems,
+        "stats": stats,
+        "dataset": str(path.relative_to(store.root)),
+        "drift_checked": drift_checked,
+    }
+    store.write_json(store.report_path(run_id), report)
+    if report["ok"]:
+        store.write_json(store.accepted_stats_path, {"run_id": run_id, **stats})
+    return report
+
+
+def main(argv: list[str]) -> int:
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    if argv:
+        print(f"error: validate takes no arguments, got {' '.join(argv)!r}", file=sys.stderr)
+        return 2
+    try:
+        store = Store.wait(settings.store_dir, settings.store_wait_seconds)
+    except StoreUnavailableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    run_id = settings.run_id_or_new()
+    report = validate(store, run_id, settings.run_date)
+    report_path = store.report_path(run_id)
+    if not report["ok"]:
+        summary = "\n".join(f"  - {problem}" for problem in report["problems"])
+        print(
+            f"validation failed for run {run_id}: {len(report['problems'])} problem(s) in "
+            f"{report['dataset']}:\n{summary}\nreport: {report_path}",
+            file=sys.stderr,
+        )
+        return 1
+    log.info(
+        "validation passed for run %s: %d rows %s..%s%s; report %s",
+        run_id,
+        report["rows"],
+        report["stats"]["first_date"],
+        report["stats"]["last_date"],
+        ", drift checked" if report["drift_checked"] else ", no accepted dataset to compare yet",
+        report_path,
+    )
+    return 0

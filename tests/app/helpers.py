@@ -1,0 +1,126 @@
+"""Helpers for the app tests: real subprocesses of `python -m app`, free ports, request bodies."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from app.model import read_series
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TEST_ROUNDS = 60
+"""Boosting rounds of test training runs: enough to beat seasonal-naive, fast to train."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def app_env(store_root: Path, **overrides: Any) -> dict[str, str]:
+    """The environment of a `python -m app` child: the given store, test-sized settings."""
+    env = {key: value for key, value in os.environ.items() if key not in ("RUN_ID", "RUN_DATE")}
+    env.update(
+        STORE_DIR=str(store_root),
+        STORE_WAIT_SECONDS="5",
+        TRAIN_ROUNDS=str(TEST_ROUNDS),
+        TRAIN_THREADS="1",
+        LOG_LEVEL="INFO",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update({key: str(value) for key, value in overrides.items()})
+    return env
+
+
+def run_app(
+    *args: str, store_root: Path, timeout: float = 60, **env: Any
+) -> subprocess.CompletedProcess:
+    """Run `python -m app <args>` to completion, capturing its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        cwd=REPO_ROOT,
+        env=app_env(store_root, **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def shipped_history(length: int = 60) -> list[float]:
+    """The last `length` observed weekly values of the shipped series."""
+    _, values = read_series(REPO_ROOT / "app" / "data" / "co2_weekly.csv")
+    return [float(v) for v in values[~np.isnan(values)][-length:]]
+
+
+def predict_body(instances: int = 1, horizon: int = 4, length: int = 60) -> dict:
+    history = shipped_history(length)
+    return {"instances": [{"history": history, "horizon": horizon}] * instances}
+
+
+class ServerProcess:
+    """`python -m app serve` as a child process on a free port; stopped on exit."""
+
+    def __init__(self, store_root: Path, **env: Any) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = Path(store_root).parent / f"serve-{self.port}.log"
+        settings = {
+            "HOST": "127.0.0.1",
+            "PORT": self.port,
+            "RELOAD_INTERVAL_SECONDS": "0.2",
+            **env,
+        }
+        self._log = open(self.log_path, "w")  # noqa: SIM115  (closed in stop())
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "app", "serve"],
+            cwd=REPO_ROOT,
+            env=app_env(store_root, **settings),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def wait_ready(self, path: str = "/ready", timeout: float = 15.0) -> None:
+        """Wait until `path` answers 200 (raises with the server log if the process dies)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"server exited {self.process.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(self.url + path, timeout=1.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"{path} not 200 after {timeout}s:\n{self.log()}")
+
+    def terminate(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()

@@ -1,0 +1,395 @@
+"""`serve` over real HTTP: `python -m app serve` subprocesses against a trained store."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import orjson
+import pytest
+
+from app.model import Forecaster
+from app.store import Store
+from tests.app.conftest import FIRST_RUN
+from tests.app.helpers import ServerProcess, predict_body, run_app, shipped_history
+
+
+@pytest.fixture(scope="module")
+def shared_server(trained_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One server for the tests that only read; a 10 ms batch window makes batching visible."""
+    root = tmp_path_factory.mktemp("shared") / "store"
+    shutil.copytree(trained_store, root)
+    with ServerProcess(root, BATCH_WAIT_MS="10") as server:
+        server.wait_ready()
+        yield server.url
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one Prometheus sample (0 when absent)."""
+    wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+    pattern = re.escape(name) + (r"\{" + re.escape(wanted) + r"\}" if labels else "") + r" (\S+)"
+    found = re.search(r"^" + pattern + r"$", text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def clone_run(store: Store, run_id: str) -> Path:
+    """A copy of the first run under another id (same model, so forecasts stay comparable)."""
+    run_dir = store.run_dir(run_id)
+    shutil.copytree(store.run_dir(FIRST_RUN), run_dir)
+    metrics = store.read_json(run_dir / "metrics.json")
+    metrics["run_id"] = run_id
+    store.write_json(run_dir / "metrics.json", metrics)
+    return run_dir
+
+
+def wait_for(condition, timeout: float = 10.0, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(interval)
+
+
+# --- the contract -------------------------------------------------------------------------------
+
+
+def test_health_is_ok(shared_server: str) -> None:
+    response = httpx.get(shared_server + "/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_ready_names_the_loaded_model(shared_server: str) -> None:
+    response = httpx.get(shared_server + "/ready")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready", "model": FIRST_RUN}
+
+
+def test_model_describes_the_served_run(shared_server: str, trained_store: Path) -> None:
+    body = httpx.get(shared_server + "/model").json()
+    assert set(body) == {"run_id", "trained_at", "metrics", "min_history", "max_horizon"}
+    assert body["run_id"] == FIRST_RUN
+    assert body["metrics"] == Store(trained_store).read_json(
+        Store(trained_store).run_dir(FIRST_RUN) / "metrics.json"
+    )
+    assert body["min_history"] <= 60
+    assert body["max_horizon"] == 52
+
+
+def test_predict_returns_a_forecast_of_each_requested_length(shared_server: str) -> None:
+    history = shipped_history(60)
+    body = {
+        "instances": [
+            {"history": history, "horizon": 1},
+            {"history": history, "horizon": 4},
+            {"history": shipped_history(58), "horizon": 52},
+        ]
+    }
+    response = httpx.post(shared_server + "/predict", json=body)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    result = response.json()
+    assert result["model"] == FIRST_RUN
+    assert [len(p["forecast"]) for p in result["predictions"]] == [1, 4, 52]
+    assert set(result["predictions"][0]) == {"forecast"}
+    assert result["predictions"][1]["forecast"][0] == result["predictions"][0]["forecast"][0]
+    assert all(330 < value < 390 for p in result["predictions"] for value in p["forecast"])
+
+
+def test_predictions_match_the_model_loaded_in_process(
+    shared_server: str, trained_store: Path
+) -> None:
+    forecaster = Forecaster.load(Store(trained_store).run_dir(FIRST_RUN))
+    history = shipped_history(60)
+    served = httpx.post(shared_server + "/predict", json=predict_body(horizon=8)).json()
+    expected = forecaster.predict([np.array(history)], [8])[0]
+    np.testing.assert_allclose(served["predictions"][0]["forecast"], expected, atol=1e-4)
+
+
+def test_concurrent_requests_share_model_calls(shared_server: str) -> None:
+    before = httpx.get(shared_server + "/metrics").text
+    history = shipped_history(60)
+
+    async def fire() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=shared_server, timeout=10) as client:
+            bodies = [
+                {"instances": [{"history": [v + i * 0.01 for v in history], "horizon": 1 + i % 52}]}
+                for i in range(32)
+            ]
+            return await asyncio.gather(*(client.post("/predict", json=b) for b in bodies))
+
+    responses = asyncio.run(fire())
+    assert [r.status_code for r in responses] == [200] * 32
+    assert [len(r.json()["predictions"][0]["forecast"]) for r in responses] == [
+        1 + i % 52 for i in range(32)
+    ]
+    after = httpx.get(shared_server + "/metrics").text
+    calls = metric(after, "mlops_predict_batch_size_count") - metric(
+        before, "mlops_predict_batch_size_count"
+    )
+    instances = metric(after, "mlops_predict_batch_size_sum") - metric(
+        before, "mlops_predict_batch_size_sum"
+    )
+    assert instances == 32
+    assert calls < 32
+
+
+BAD_INPUTS = {
+    "history too short": (
+        {"instances": [{"history": [350.0] * 10, "horizon": 4}]},
+        "instances[0].history: needs at least 56 values, got 10",
+    ),
+    "horizon zero": (
+        {"instances": [{"history": [350.0] * 60, "horizon": 0}]},
+        "instances[0].horizon: must be between 1 and 52, got 0",
+    ),
+    "horizon too far": (
+        {
+            "instances": [
+                {"history": [350.0] * 60, "horizon": 4},
+                {"history": [350.0] * 60, "horizon": 53},
+            ]
+        },
+        "instances[1].horizon: must be between 1 and 52, got 53",
+    ),
+    "horizon as a string": (
+        {"instances": [{"history": [350.0] * 60, "horizon": "4"}]},
+        "instances[0].horizon: must be an integer, got the string '4'",
+    ),
+    "horizon as a float": (
+        {"instances": [{"history": [350.0] * 60, "horizon": 4.5}]},
+        "instances[0].horizon: must be an integer, got 4.5",
+    ),
+    "text in history": (
+        {"instances": [{"history": [350.0] * 3 + ["high"] + [350.0] * 56, "horizon": 4}]},
+        "instances[0].history[3]: must be a number, got the string 'high'",
+    ),
+    "null in history": (
+        {"instances": [{"history": [350.0] * 5 + [None] + [350.0] * 54, "horizon": 4}]},
+        "instances[0].history[5]: must be a number, got null",
+    ),
+    "boolean in history": (
+        {"instances": [{"history": [True] + [350.0] * 59, "horizon": 4}]},
+        "instances[0].history[0]: must be a number, got true",
+    ),
+    "history not a list": (
+        {"instances": [{"history": "350,351", "horizon": 4}]},
+        "instances[0].history: must be a list of numbers, got the string '350,351'",
+    ),
+    "missing horizon": (
+        {"instances": [{"history": [350.0] * 60}]},
+        "instances[0].horizon: missing",
+    ),
+    "unknown instance field": (
+        {"instances": [{"history": [350.0] * 60, "horizon": 4, "horizn": 5}]},
+        "instances[0].horizn: unknown field",
+    ),
+    "too many instances": (
+        {"instances": [{"history": [350.0] * 60, "horizon": 1}] * 65},
+        "instances: at most 64 instances per request, got 65",
+    ),
+    "no instances": ({"instances": []}, "instances: must hold at least one instance"),
+    "missing instances": ({"inputs": []}, "inputs: unknown field; only 'instances' is accepted"),
+    "instance not an object": ({"instances": [[350.0] * 60]}, "instances[0]: must be an object"),
+    "body not an object": ([1, 2, 3], 'body: must be an object {"instances": [...]}, got a list'),
+}
+
+RAW_BAD_INPUTS = {
+    "NaN in history": (
+        b'{"instances": [{"history": [350.0, 351.0, NaN' + b", 350.0" * 57 + b'], "horizon": 4}]}',
+        "instances[0].history[2]: must be a finite number, got nan",
+    ),
+    "Infinity in history": (
+        b'{"instances": [{"history": [' + b"350.0, " * 59 + b'1e999], "horizon": 4}]}',
+        "instances[0].history[59]: must be a finite number, got inf",
+    ),
+    "not JSON": (b'{"instances": [', "body: not valid JSON"),
+    "empty body": (b"", "body: empty"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_is_422_naming_the_field(shared_server: str, case: str) -> None:
+    body, message = BAD_INPUTS[case]
+    response = httpx.post(shared_server + "/predict", json=body)
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith(message)
+
+
+@pytest.mark.parametrize("case", RAW_BAD_INPUTS)
+def test_malformed_body_is_422_naming_the_problem(shared_server: str, case: str) -> None:
+    body, message = RAW_BAD_INPUTS[case]
+    response = httpx.post(
+        shared_server + "/predict", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith(message)
+
+
+def test_oversized_body_is_refused_with_413(shared_server: str) -> None:
+    body = b'{"instances": [' + b" " * (9 * 1024 * 1024) + b"]}"
+    response = httpx.post(shared_server + "/predict", content=body)
+    assert response.status_code == 413
+    assert response.json() == {"detail": "body: larger than the 8388608 bytes allowed"}
+    assert httpx.get(shared_server + "/health").status_code == 200
+
+
+def test_metrics_expose_requests_latency_model_and_batches(shared_server: str) -> None:
+    httpx.post(shared_server + "/predict", json=predict_body())
+    httpx.post(shared_server + "/predict", json={"instances": []})
+    response = httpx.get(shared_server + "/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    ok = {"route": "/predict", "method": "POST", "status": "200"}
+    assert metric(text, "http_requests_total", **ok) >= 1
+    assert metric(text, "http_requests_total", route="/predict", method="POST", status="422") >= 1
+    assert metric(text, "http_request_duration_seconds_count", route="/predict", status="200") >= 1
+    assert metric(text, "mlops_model_info", run_id=FIRST_RUN) == 1
+    assert metric(text, "mlops_model_reloads_total") == 1
+    assert metric(text, "mlops_model_reload_failures_total") == 0
+    assert metric(text, "mlops_predict_batch_size_count") >= 1
+    assert metric(text, "process_resident_memory_bytes") > 0
+
+
+# --- model lifecycle ----------------------------------------------------------------------------
+
+
+def test_ready_is_503_until_a_model_is_promoted(store_copy: Store) -> None:
+    run_dir = store_copy.run_dir(FIRST_RUN)
+    store_copy.current_path.unlink()
+    with ServerProcess(store_copy.root) as server:
+        server.wait_ready("/health")
+        assert httpx.get(server.url + "/ready").status_code == 503
+        assert httpx.get(server.url + "/model").status_code == 503
+        response = httpx.post(server.url + "/predict", json=predict_body())
+        assert response.status_code == 503
+        assert response.json() == {"detail": "no model loaded"}
+        assert run_dir.exists()
+        store_copy.set_current(FIRST_RUN)
+        server.wait_ready("/ready", timeout=5)
+        assert httpx.post(server.url + "/predict", json=predict_body()).json()["model"] == FIRST_RUN
+
+
+def test_hot_reload_under_concurrent_requests_drops_nothing(
+    server: ServerProcess, store_copy: Store
+) -> None:
+    store = store_copy
+    clone_run(store, "run-b")
+    body = orjson.dumps(predict_body())
+    seen: list[list[str]] = [[] for _ in range(8)]
+    failures: list[str] = []
+
+    async def client_loop(client: httpx.AsyncClient, worker: int, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                response = await client.post("/predict", content=body)
+                if response.status_code != 200:
+                    failures.append(f"{response.status_code} {response.text}")
+                else:
+                    seen[worker].append(response.json()["model"])
+            except httpx.HTTPError as exc:
+                failures.append(repr(exc))
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+            workers = [asyncio.create_task(client_loop(client, i, stop)) for i in range(8)]
+            await asyncio.sleep(0.4)
+            await asyncio.to_thread(store.set_current, "run-b")
+            deadline = time.monotonic() + 10
+            while not all(s and s[-1] == "run-b" for s in seen):
+                assert time.monotonic() < deadline, "the new model was never served"
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)
+            stop.set()
+            await asyncio.gather(*workers)
+
+    asyncio.run(scenario())
+    assert failures == []
+    for models in seen:
+        assert models[0] == FIRST_RUN
+        switch = models.index("run-b")
+        assert set(models[switch:]) == {"run-b"}  # never back to the old model
+    assert httpx.get(server.url + "/model").json()["run_id"] == "run-b"
+    text = httpx.get(server.url + "/metrics").text
+    assert metric(text, "mlops_model_reloads_total") == 2
+    assert metric(text, "mlops_model_info", run_id="run-b") == 1
+    assert metric(text, "mlops_model_info", run_id=FIRST_RUN) == 0
+
+
+def test_corrupt_new_model_keeps_the_old_one_and_counts_the_failure(
+    server: ServerProcess, store_copy: Store
+) -> None:
+    store = store_copy
+    run_dir = clone_run(store, "run-corrupt")
+    (run_dir / "model.ubj").write_bytes(b"\x7fnot a model at all")
+    store.set_current("run-corrupt")
+
+    def failure_count() -> float:
+        return metric(httpx.get(server.url + "/metrics").text, "mlops_model_reload_failures_total")
+
+    wait_for(lambda: failure_count() == 1)
+    time.sleep(0.6)  # several more polls: the same broken run is not retried or recounted
+    assert failure_count() == 1
+    assert httpx.get(server.url + "/model").json()["run_id"] == FIRST_RUN
+    response = httpx.post(server.url + "/predict", json=predict_body())
+    assert response.status_code == 200
+    assert response.json()["model"] == FIRST_RUN
+    assert httpx.get(server.url + "/ready").status_code == 200
+    assert "cannot load promoted run run-corrupt" in server.log()
+    assert "still serving run-a" in server.log()
+
+
+# --- process lifecycle --------------------------------------------------------------------------
+
+
+def test_missing_store_at_start_waits_then_fails_clearly(tmp_path: Path) -> None:
+    missing = tmp_path / "not-mounted"
+    started = time.monotonic()
+    result = run_app("serve", store_root=missing, STORE_WAIT_SECONDS="1", PORT="1")
+    assert time.monotonic() - started < 15
+    assert result.returncode == 1
+    assert result.stderr.count("retrying") >= 1
+    assert f"error: store directory {missing} does not exist after waiting 1s" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_sigterm_lets_in_flight_requests_finish(server: ServerProcess) -> None:
+    body = orjson.dumps(predict_body(horizon=6))
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    clients = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(3)]
+    for client in clients:
+        client.sendall(head + body[: len(body) // 2])  # the request is in flight, half sent
+    time.sleep(0.3)
+    server.terminate()
+    time.sleep(0.5)
+    with pytest.raises(OSError):  # no longer accepting new connections
+        socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
+    for client in clients:
+        client.sendall(body[len(body) // 2 :])
+    for client in clients:
+        client.settimeout(10)
+        response = b""
+        while b"\r\n\r\n" not in response or not response.endswith(b"}"):
+            chunk = client.recv(65536)
+            if not chunk:
+                break
+            response += chunk
+        client.close()
+        assert response.startswith(b"HTTP/1.1 200"), response
+        payload = orjson.loads(response.split(b"\r\n\r\n", 1)[1])
+        assert len(payload["predictions"][0]["forecast"]) == 6
+    # uvicorn drains, then re-raises the captured SIGTERM: the usual exit status of a stopped task.
+    assert server.process.wait(timeout=10) == -signal.SIGTERM
+    assert "Finished server process" in server.log()
