@@ -1,0 +1,192 @@
+"""The forecast ticker: what it writes, model reloads, and one writer across replicas."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from app.forecast import HISTORY_NAME, LATEST_NAME, Ticker
+from app.settings import AppSettings
+from app.store import Store
+from tests.app.helpers import REPO_ROOT
+
+INTERVAL = 0.2
+
+
+def _settings(store: Store, **overrides: object) -> AppSettings:
+    return AppSettings(store_dir=store.root, **overrides)
+
+
+def _latest(store: Store) -> dict | None:
+    try:
+        return orjson.loads((store.forecasts_dir / LATEST_NAME).read_bytes())
+    except FileNotFoundError:
+        return None
+
+
+def test_tick_writes_latest_forecast_after_the_last_observation(store_copy: Store) -> None:
+    ticker = Ticker(store_copy, _settings(store_copy, forecast_horizon=26), identity="test:1")
+    written = ticker.tick()
+    ticker.lock.release()
+
+    latest = _latest(store_copy)
+    assert latest == written
+    assert set(latest) >= {"generated_at", "run_id", "last_observed", "horizon", "forecast"}
+    assert latest["run_id"] == store_copy.current_run_id()
+    assert latest["last_observed"] == "2001-12-29"
+    assert latest["horizon"] == 26
+    dates = np.array([point["date"] for point in latest["forecast"]], dtype="datetime64[D]")
+    values = np.array([point["value"] for point in latest["forecast"]])
+    assert len(dates) == 26
+    assert dates[0] == np.datetime64("2002-01-05")
+    assert set(np.diff(dates).astype(int)) == {7}
+    # Weekly CO2 at the end of 2001 was about 371 ppm; the forecast must be in that world.
+    assert np.all(np.isfinite(values))
+    assert values.min() > 360 and values.max() < 385
+
+
+def test_history_stays_bounded_and_keeps_the_newest_forecasts(store_copy: Store) -> None:
+    limit = 3
+    ticker = Ticker(store_copy, _settings(store_copy, forecast_history_limit=limit), "test:1")
+    history = store_copy.forecasts_dir / HISTORY_NAME
+    stamps = []
+    for _ in range(10):
+        stamps.append(ticker.tick()["generated_at"])
+        kept = [orjson.loads(line)["generated_at"] for line in history.read_bytes().splitlines()]
+        assert min(len(stamps), limit) <= len(kept) <= 2 * limit
+        assert kept == stamps[-len(kept) :]
+    ticker.lock.release()
+
+
+def test_history_drops_a_line_torn_by_a_writer_that_died(store_copy: Store) -> None:
+    history = store_copy.forecasts_dir / HISTORY_NAME
+    history.parent.mkdir(parents=True)
+    history.write_bytes(b'{"generated_at": "earlier"}\n{"generated_at": "tor')
+    ticker = Ticker(store_copy, _settings(store_copy), identity="test:1")
+    stamp = ticker.tick()["generated_at"]
+    ticker.lock.release()
+
+    kept = [orjson.loads(line)["generated_at"] for line in history.read_bytes().splitlines()]
+    assert kept == ["earlier", stamp]
+
+
+def test_tick_writes_nothing_before_a_model_is_promoted(store_copy: Store) -> None:
+    store_copy.current_path.unlink()
+    ticker = Ticker(store_copy, _settings(store_copy), identity="test:1")
+    assert ticker.tick() is None
+    ticker.lock.release()
+    assert _latest(store_copy) is None
+
+
+def test_ticker_follows_current_and_keeps_its_model_when_the_new_one_is_broken(
+    store_copy: Store,
+) -> None:
+    first = store_copy.current_run_id()
+    ticker = Ticker(store_copy, _settings(store_copy), identity="test:1")
+    assert ticker.tick()["run_id"] == first
+
+    broken = store_copy.run_dir("broken-run")
+    shutil.copytree(store_copy.run_dir(first), broken)
+    (broken / "model.ubj").write_bytes(b"not a model")
+    store_copy.set_current("broken-run")
+    assert ticker.tick()["run_id"] == first
+
+    copy = store_copy.run_dir("copy-run")
+    shutil.copytree(store_copy.run_dir(first), copy)
+    metrics = orjson.loads((copy / "metrics.json").read_bytes())
+    (copy / "metrics.json").write_bytes(orjson.dumps({**metrics, "run_id": "copy-run"}))
+    store_copy.set_current("copy-run")
+    assert ticker.tick()["run_id"] == "copy-run"
+    ticker.lock.release()
+
+
+# --- replicas as real processes ---------------------------------------------------------------
+
+
+def _start_ticker(store: Store, log_path: Path) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "STORE_DIR": str(store.root),
+        "FORECAST_INTERVAL_SECONDS": str(INTERVAL),
+        "LOG_LEVEL": "INFO",
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "app", "forecast"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _wait_for(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def _writers(store: Store) -> list[str]:
+    try:
+        lines = (store.forecasts_dir / HISTORY_NAME).read_bytes().splitlines()
+    except FileNotFoundError:
+        return []
+    writers = []
+    for line in lines:
+        try:
+            writers.append(orjson.loads(line)["writer"])
+        except orjson.JSONDecodeError:  # a line being appended right now
+            continue
+    return writers
+
+
+def test_two_tickers_have_one_writer_and_the_standby_takes_over_when_it_dies(
+    store_copy: Store, tmp_path: Path
+) -> None:
+    tickers = [_start_ticker(store_copy, tmp_path / f"ticker{i}.log") for i in range(2)]
+    try:
+        _wait_for(lambda: len(_writers(store_copy)) >= 2, 20, "the first forecasts")
+        time.sleep(8 * INTERVAL)
+        writers = _writers(store_copy)
+        assert len(writers) >= 8
+        assert len(set(writers)) == 1, f"more than one writer: {set(writers)}"
+        writer_pid = int(writers[-1].rsplit(":", 1)[1])
+        by_pid = {ticker.pid: ticker for ticker in tickers}
+        assert writer_pid in by_pid
+        standby = next(ticker for ticker in tickers if ticker.pid != writer_pid)
+        assert standby.poll() is None
+
+        by_pid[writer_pid].send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        _wait_for(
+            lambda: (_latest(store_copy) or {}).get("writer", "").endswith(f":{standby.pid}"),
+            10,
+            "the standby to take over",
+        )
+        takeover = time.monotonic() - killed_at
+        assert takeover < 5 * INTERVAL + 1.0, f"takeover took {takeover:.2f}s"
+
+        standby.send_signal(signal.SIGTERM)
+        assert standby.wait(timeout=5) == 0
+        log = (tmp_path / f"ticker{tickers.index(standby)}.log").read_text()
+        assert "standby" in log
+        assert "took the writer lock" in log
+        assert "forecast ticker stopped" in log
+    finally:
+        for ticker in tickers:
+            if ticker.poll() is None:
+                ticker.kill()
+                ticker.wait()

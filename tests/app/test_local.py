@@ -1,0 +1,171 @@
+"""`python -m app local`: the pipeline, the three services, prefixed output and a clean stop."""
+
+from __future__ import annotations
+
+import io
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app._procs import LinePrinter
+from app.local import Local, parse_args
+from app.store import Store
+from tests.app.helpers import REPO_ROOT, app_env, free_port
+
+PROC = Path("/proc")
+
+
+def _stat(pid: int) -> list[str] | None:
+    """Fields after `comm` in /proc/<pid>/stat (state, ppid, pgrp, ...), or None if gone."""
+    try:
+        text = (PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    return text[text.rfind(")") + 2 :].split()
+
+
+def _descendants(root: int) -> dict[int, int]:
+    """{pid: pgid} of every live process below `root`."""
+    parents: dict[int, tuple[int, int]] = {}
+    for entry in PROC.iterdir():
+        if entry.name.isdigit() and (fields := _stat(int(entry.name))) and fields[0] != "Z":
+            parents[int(entry.name)] = (int(fields[1]), int(fields[2]))
+    found: dict[int, int] = {}
+    frontier = [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, (ppid, pgid) in parents.items():
+            if ppid == parent and pid not in found:
+                found[pid] = pgid
+                frontier.append(pid)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    fields = _stat(pid)
+    return fields is not None and fields[0] != "Z"
+
+
+def _live_members(pgids: set[int]) -> list[int]:
+    """Live (non-zombie) processes in any of the process groups `pgids`."""
+    pids = [int(entry.name) for entry in PROC.iterdir() if entry.name.isdigit()]
+    return [pid for pid in pids if (f := _stat(pid)) and f[0] != "Z" and int(f[2]) in pgids]
+
+
+class _Output:
+    """Collects a child's stdout lines in a thread so the pipe never fills up."""
+
+    def __init__(self, stream: io.TextIOBase) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: io.TextIOBase) -> None:
+        for line in stream:
+            self.lines.append(line.rstrip("\n"))
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for(self, needle: str, process: subprocess.Popen, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(needle in line for line in self.lines):
+                return
+            if process.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no {needle!r} in the output of local:\n{self.text()}")
+
+
+def test_local_runs_the_pipeline_serves_and_stops_everything_on_sigint(store_copy: Store) -> None:
+    api_port, dashboard_port = free_port(), free_port()
+    env = app_env(store_copy.root, TRAIN_ROUNDS="3", FORECAST_INTERVAL_SECONDS="0.5")
+    argv = [
+        *("--store", str(store_copy.root)),
+        *("--api-port", str(api_port), "--dashboard-port", str(dashboard_port)),
+        "--retrain",
+    ]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app", "local", *argv],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    output = _Output(process.stdout)
+    try:
+        output.wait_for("press Ctrl-C to stop", process, timeout=60)
+
+        ready = httpx.get(f"http://127.0.0.1:{api_port}/ready", timeout=5)
+        assert ready.status_code == 200
+        current = store_copy.current_run_id()
+        assert ready.json()["model"] == current
+        dashboard = f"http://127.0.0.1:{dashboard_port}/dashboard/"
+        assert httpx.get(dashboard, timeout=5).status_code == 200
+        assert current in httpx.get(dashboard + "_dash-layout", timeout=5).text
+
+        latest = store_copy.forecasts_dir / "latest.json"
+        deadline = time.monotonic() + 10
+        while not latest.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert latest.exists(), output.text()
+
+        text = output.text()
+        for step in ("validate", "train", "gate"):
+            assert f"[{step}] " in text
+        assert "[local] step 2/3 train" in text
+        for service in ("api", "forecast", "dashboard"):
+            assert f"[{service}] " in text
+        assert f"http://localhost:{dashboard_port}/dashboard/" in text
+
+        children = _descendants(process.pid)
+        # serve, the ticker, the gunicorn master and its two workers
+        assert len(children) >= 5, children
+        pgids = set(children.values())
+
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0, output.text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    assert [pid for pid in children if _alive(pid)] == []
+    assert _live_members(pgids) == []
+    assert "[local] SIGINT: stopping" in output.text()
+    assert output.lines[-1] == "[local] stopped"
+
+
+def test_local_skips_training_when_a_model_is_promoted(store_copy: Store) -> None:
+    out = io.StringIO()
+    local = Local(parse_args(["--store", str(store_copy.root)]), LinePrinter(out))
+
+    assert local.prepare_model() == 0
+
+    assert local.children == []
+    assert f"model {store_copy.current_run_id()} is already promoted" in out.getvalue()
+
+
+def test_local_stops_before_training_when_validation_fails(
+    store_copy: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store_copy.dataset_path.write_text("date,co2\n2001-01-06,371.2\n2001-01-13,9999\n")
+    monkeypatch.setenv("RUN_ID", "bad-data-run")
+    out = io.StringIO()
+    local = Local(parse_args(["--store", str(store_copy.root), "--retrain"]), LinePrinter(out))
+
+    assert local.prepare_model() == 1
+
+    assert [child.name for child in local.children] == ["validate"]
+    assert "validate failed with exit status 1" in out.getvalue()
+    assert not store_copy.run_dir("bad-data-run").exists()
+    assert store_copy.report_path("bad-data-run").exists()
