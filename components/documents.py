@@ -43,6 +43,18 @@ def policy_document(statements: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {"Version": IAM_VERSION, "Statement": [dict(s) for s in statements]}
 
 
+def deny_insecure_transport(action: str, resource: str | Sequence[str]) -> dict[str, Any]:
+    """A resource-policy statement refusing `action` to anyone over plain HTTP/NFS without TLS."""
+    return {
+        "Sid": "DenyInsecureTransport",
+        "Effect": "Deny",
+        "Principal": {"AWS": "*"},
+        "Action": action,
+        "Resource": resource if isinstance(resource, str) else list(resource),
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+    }
+
+
 def assume_role_policy(service: str, source_account: str | None = None) -> dict[str, Any]:
     """Trust policy letting one AWS service assume a role, optionally only for this account.
 
@@ -227,14 +239,7 @@ def efs_file_system_policy(
             raise ValueError(f"{role!r} is not an IAM role ARN")
     return policy_document(
         [
-            {
-                "Sid": "DenyWithoutTls",
-                "Effect": "Deny",
-                "Principal": {"AWS": "*"},
-                "Action": "*",
-                "Resource": file_system_arn,
-                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-            },
+            deny_insecure_transport("*", file_system_arn),
             {
                 "Sid": "AllowClientsThroughAccessPoint",
                 "Effect": "Allow",
@@ -460,14 +465,7 @@ def alb_access_log_bucket_policy(
                 "Action": "s3:PutObject",
                 "Resource": f"{bucket_arn}/{prefix}/AWSLogs/{account_id}/*",
             },
-            {
-                "Sid": "DenyInsecureTransport",
-                "Effect": "Deny",
-                "Principal": "*",
-                "Action": "s3:*",
-                "Resource": [bucket_arn, f"{bucket_arn}/*"],
-                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-            },
+            deny_insecure_transport("s3:*", [bucket_arn, f"{bucket_arn}/*"]),
         ]
     )
 
@@ -526,14 +524,7 @@ def alarm_topic_policy(topic_arn: str, account_id: str) -> dict[str, Any]:
                 "Resource": topic_arn,
                 "Condition": {"StringEquals": {"aws:SourceAccount": account_id}},
             },
-            {
-                "Sid": "DenyInsecureTransport",
-                "Effect": "Deny",
-                "Principal": "*",
-                "Action": "sns:Publish",
-                "Resource": topic_arn,
-                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-            },
+            deny_insecure_transport("sns:Publish", topic_arn),
         ]
     )
 

@@ -20,7 +20,7 @@ def _statement(policy: dict, sid: str) -> dict:
 
 def test_policy_denies_every_request_without_tls():
     policy = efs_file_system_policy(FS, AP, [API_ROLE])
-    deny = _statement(policy, "DenyWithoutTls")
+    deny = _statement(policy, "DenyInsecureTransport")
     assert deny["Effect"] == "Deny"
     assert deny["Principal"] == {"AWS": "*"}
     assert deny["Action"] == "*"
