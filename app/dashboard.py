@@ -27,10 +27,9 @@ from dash import Dash, Input, Output, dcc, html
 from flask import redirect
 from gunicorn.app.base import BaseApplication
 
+from app.cli import command_settings
 from app.forecast import LATEST_NAME
-from app.logging_setup import configure_logging
 from app.model import read_series
-from app.settings import load_settings
 from app.store import Store
 
 log = logging.getLogger(__name__)
@@ -493,8 +492,7 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (2)")
     args = parser.parse_args(argv)
-    settings = load_settings()
-    configure_logging(settings.log_level)
+    settings = command_settings("dashboard")
     app = create_app(settings.store_dir, refresh_seconds=settings.forecast_interval_seconds)
     options = gunicorn_options(
         settings.host, settings.dashboard_port, args.workers, settings.log_level

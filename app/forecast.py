@@ -25,7 +25,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -35,10 +34,10 @@ from typing import Any
 import numpy as np
 import orjson
 
-from app.logging_setup import configure_logging
+from app.cli import command_settings, open_store
 from app.model import Forecaster, ModelLoadError, fill_gaps, read_series
-from app.settings import AppSettings, load_settings
-from app.store import Store, StoreUnavailableError
+from app.settings import AppSettings
+from app.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -293,16 +292,11 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--once", action="store_true", help="run a single tick and exit")
     args = parser.parse_args(argv)
-    settings = load_settings()
-    configure_logging(settings.log_level)
+    settings = command_settings("forecast")
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    try:
-        store = Store.wait(settings.store_dir, settings.store_wait_seconds)
-    except StoreUnavailableError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    store = open_store(settings)
     ticker = Ticker(store, settings)
     if args.once:
         try:

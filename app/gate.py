@@ -14,10 +14,9 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from app.logging_setup import configure_logging
+from app.cli import command_settings, open_store
 from app.model import METRICS_FILE, Forecaster, ModelLoadError
-from app.settings import load_settings
-from app.store import Store, StoreUnavailableError, check_run_id
+from app.store import Store, check_run_id
 
 log = logging.getLogger(__name__)
 
@@ -119,24 +118,9 @@ def promote(store: Store, run_id: str) -> dict[str, Any]:
     return decision
 
 
-def _store_or_exit() -> tuple[Store, Any] | int:
-    settings = load_settings()
-    configure_logging(settings.log_level)
-    try:
-        return Store.wait(settings.store_dir, settings.store_wait_seconds), settings
-    except StoreUnavailableError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-
-
 def main(argv: list[str]) -> int:
-    opened = _store_or_exit()
-    if isinstance(opened, int):
-        return opened
-    store, settings = opened
-    if argv:
-        print(f"error: gate takes no arguments, got {' '.join(argv)!r}", file=sys.stderr)
-        return 2
+    settings = command_settings("gate", argv)
+    store = open_store(settings)
     run_id = settings.run_id or latest_trained_run(store)
     if run_id is None:
         print("error: no trained run to gate in models/; run train first", file=sys.stderr)
@@ -159,10 +143,7 @@ def promote_main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m app promote RUN_ID", file=sys.stderr)
         return 2
-    opened = _store_or_exit()
-    if isinstance(opened, int):
-        return opened
-    store, _ = opened
+    store = open_store(command_settings("promote"))
     try:
         decision = promote(store, argv[0])
     except GateError as exc:

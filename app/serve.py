@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -40,11 +39,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from app import _xgboost_import  # noqa: F401  (must precede app.model: see its docstring)
 from app.batcher import MicroBatcher
-from app.logging_setup import configure_logging
+from app.cli import command_settings, open_store
 from app.model import Forecaster, ModelLoadError
 from app.payload import MAX_BODY_BYTES, PayloadError, PayloadTooLargeError, parse_predict
-from app.settings import AppSettings, load_settings
-from app.store import Store, StoreUnavailableError
+from app.settings import AppSettings
+from app.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -346,16 +345,8 @@ def create_app(settings: AppSettings, store: Store) -> FastAPI:
 
 
 def main(argv: list[str]) -> int:
-    settings = load_settings()
-    configure_logging(settings.log_level)
-    if argv:
-        print(f"error: serve takes no arguments, got {' '.join(argv)!r}", file=sys.stderr)
-        return 2
-    try:
-        store = Store.wait(settings.store_dir, settings.store_wait_seconds)
-    except StoreUnavailableError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    settings = command_settings("serve", argv)
+    store = open_store(settings)
     api = create_app(settings, store)
     config = uvicorn.Config(
         api,

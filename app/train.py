@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import xgboost as xgb
 
-from app.logging_setup import configure_logging
+from app.cli import command_settings, open_store
 from app.model import (
     FEATURE_NAMES,
     FEATURE_VERSION,
@@ -42,8 +42,7 @@ from app.model import (
     fill_gaps,
     read_series,
 )
-from app.settings import load_settings
-from app.store import Store, StoreUnavailableError
+from app.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -348,11 +347,7 @@ def model_card(metrics: dict[str, Any]) -> str:
 def main(argv: list[str]) -> int:
     from app.validate import DatasetError
 
-    settings = load_settings()
-    configure_logging(settings.log_level)
-    if argv:
-        print(f"error: train takes no arguments, got {' '.join(argv)!r}", file=sys.stderr)
-        return 2
+    settings = command_settings("train", argv)
     stop = threading.Event()
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -361,7 +356,7 @@ def main(argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        store = Store.wait(settings.store_dir, settings.store_wait_seconds)
+        store = open_store(settings)
         run_id = settings.run_id_or_new()
         log.info("training run %s (%d rounds)", run_id, settings.train_rounds)
         metrics = train(
@@ -376,9 +371,6 @@ def main(argv: list[str]) -> int:
     except TrainingInterrupted as exc:
         log.warning("%s", exc)
         return EXIT_INTERRUPTED
-    except StoreUnavailableError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     except (DatasetError, ValueError) as exc:
         problems = getattr(exc, "problems", [str(exc)])
         print(

@@ -24,9 +24,8 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-from app.logging_setup import configure_logging
-from app.settings import load_settings
-from app.store import Store, StoreUnavailableError
+from app.cli import command_settings, open_store
+from app.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -330,16 +329,8 @@ def validate(store: Store, run_id: str, run_date: date | None = None) -> dict[st
 
 
 def main(argv: list[str]) -> int:
-    settings = load_settings()
-    configure_logging(settings.log_level)
-    if argv:
-        print(f"error: validate takes no arguments, got {' '.join(argv)!r}", file=sys.stderr)
-        return 2
-    try:
-        store = Store.wait(settings.store_dir, settings.store_wait_seconds)
-    except StoreUnavailableError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    settings = command_settings("validate", argv)
+    store = open_store(settings)
     run_id = settings.run_id_or_new()
     report = validate(store, run_id, settings.run_date)
     report_path = store.report_path(run_id)
