@@ -380,11 +380,12 @@ class _Section:
             options = ", ".join(e.value for e in enum)
             raise _fail(self.key(key), value, f"allowed: {options}") from None
 
-    def choice(self, key: str, options: tuple[int, ...], note: str = "") -> int:
+    def choice(self, key: str, options: tuple[int, ...], off: bool = False) -> int:
+        """One of `options`, or 0 meaning "never" when `off`."""
         value = self.int(key, lo=None)
-        if value not in options:
+        if value not in options and not (off and value == 0):
             allowed = ", ".join(str(o) for o in options)
-            raise _fail(self.key(key), value, f"allowed: {note}{allowed}")
+            raise _fail(self.key(key), value, f"allowed: {'0 (never) or ' if off else ''}{allowed}")
         return value
 
     def list(self, key: str, item: Callable[[str, Any], Any]) -> tuple[Any, ...]:
@@ -451,7 +452,7 @@ def _store(raw: Any) -> StoreSettings:
     return StoreSettings(
         throughput=s.enum("throughput", Throughput),
         infrequent_access_after_days=s.choice(
-            "infrequent_access_after_days", (0, *EFS_IA_DAYS), "0 (never) or "
+            "infrequent_access_after_days", EFS_IA_DAYS, off=True
         ),
         backups=s.bool("backups"),
         protect=s.bool("protect"),

@@ -125,7 +125,7 @@ REJECTED: list[tuple[str, str, Any, list[str]]] = [
     ("training", "capacity", "gpu", ["fargate, fargate-spot, gpu-ec2"]),
     ("store", "throughput", "provisioned", ["elastic, bursting"]),
     ("observability", "log_retention_days", 10, ["7, 14", "3653"]),
-    ("store", "infrequent_access_after_days", 45, ["0 (never)", "30, 60"]),
+    ("store", "infrequent_access_after_days", 45, ["0 (never) or 1, 7", "30, 60"]),
     ("image", "pin", "sha256:abc", ['"sha256:" followed by 64 hex digits']),
     ("image", "pin", "latest", ['"sha256:" followed by 64 hex digits']),
     ("image", "keep_images", 0, ["from 1"]),
