@@ -333,6 +333,12 @@ def run_program(program: Callable[[], None], stack: str = "dev") -> Plan:
     """
     mocks = RecordingMocks()
     monitor = RecordingMonitor(mocks)
+    # asyncio.run() (the app's async tests use it) leaves the main thread without a current event
+    # loop, and the SDK's mocks create their futures on the current one.
+    try:
+        asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:
+        asyncio.set_event_loop(asyncio.new_event_loop())
     pulumi_settings.set_root_resource(None)  # type: ignore[arg-type]
     pulumi.runtime.set_mocks(mocks, project="mlops", stack=stack, preview=False, monitor=monitor)
     root = pulumi_settings.get_root_resource()

@@ -7,6 +7,15 @@ import pytest
 from components.offline import Plan, run_stack
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-snapshots",
+        action="store_true",
+        default=False,
+        help="rewrite tests/snapshots/<stack>.json from the current program instead of comparing",
+    )
+
+
 @pytest.fixture(scope="session")
 def dev_plan() -> Plan:
     return run_stack("dev")

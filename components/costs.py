@@ -1,0 +1,993 @@
+"""The monthly cost model behind `python -m components.plan`: what a plan costs to run.
+
+`estimate_cost(plan)` reads what the program declares and prices it with `components/prices.py`:
+
+- ECS services: expected running tasks from `desiredCount`, the scaling target's min..max and the
+  scheduled actions that move them (played over a reference year), split across FARGATE and
+  FARGATE_SPOT by the capacity strategy (base first, then weights), plus a public IPv4 per task
+  when tasks get public addresses;
+- training: runs a month from the schedule rules plus assumed image pushes and drift events; per
+  run, each ECS step of the state machine's main path on the capacity it asks for, state
+  transitions; GPU instances only for the expected training hours when the group's minimum is 0;
+- NAT gateways from the VPC's NAT strategy, ALB hours, LCUs and node addresses, EFS storage and
+  throughput, backups, ECR storage from the lifecycle policy's kept images, logs from the
+  container-hours that write to each group, KMS keys, WAF ACLs, rules and requests, alarms,
+  dashboards, Container Insights.
+
+Every usage figure no program can know is a named assumption, reported with the estimate. A
+resource type it cannot price is reported as unknown, never as $0.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from components import prices
+from components.offline import Plan, Resource
+from policy import checks
+
+REFERENCE_YEAR = 2027
+"""Schedules are played over this (non-leap) year, in their own time zone, DST ignored."""
+MINUTES_PER_YEAR = 365 * 24 * 60
+MONTHS_PER_YEAR = 12
+
+COMPONENT_PREFIXES = ("mlops:", "pulumi:")
+FARGATE_PROVIDERS = ("FARGATE", "FARGATE_SPOT")
+
+# --- resource types ------------------------------------------------------------------------------
+
+VPC = "awsx:ec2:Vpc"
+SERVICE = "aws:ecs/service:Service"
+TASK_DEFINITION = "aws:ecs/taskDefinition:TaskDefinition"
+CLUSTER = "aws:ecs/cluster:Cluster"
+CLUSTER_PROVIDERS = "aws:ecs/clusterCapacityProviders:ClusterCapacityProviders"
+SCALING_TARGET = "aws:appautoscaling/target:Target"
+SCHEDULED_ACTION = "aws:appautoscaling/scheduledAction:ScheduledAction"
+STATE_MACHINE = "aws:sfn/stateMachine:StateMachine"
+EVENT_RULE = "aws:cloudwatch/eventRule:EventRule"
+EVENT_TARGET = "aws:cloudwatch/eventTarget:EventTarget"
+SCHEDULER_SCHEDULE = "aws:scheduler/schedule:Schedule"
+ASG = "aws:autoscaling/group:Group"
+LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
+LOAD_BALANCERS = ("aws:lb/loadBalancer:LoadBalancer", "aws:alb/loadBalancer:LoadBalancer")
+LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
+EFS = "aws:efs/fileSystem:FileSystem"
+EFS_BACKUP = "aws:efs/backupPolicy:BackupPolicy"
+ECR_REPOSITORY = "aws:ecr/repository:Repository"
+ECR_LIFECYCLE = "aws:ecr/lifecyclePolicy:LifecyclePolicy"
+BUCKETS = ("aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2")
+
+FREE_TYPES = frozenset(
+    {
+        # No charge of their own (compute, storage and requests are priced where they happen).
+        "aws:iam/role:Role",
+        "aws:iam/policy:Policy",
+        "aws:iam/rolePolicy:RolePolicy",
+        "aws:iam/rolePolicyAttachment:RolePolicyAttachment",
+        "aws:iam/instanceProfile:InstanceProfile",
+        "aws:iam/serviceLinkedRole:ServiceLinkedRole",
+        "aws:ec2/securityGroup:SecurityGroup",
+        "aws:ec2/securityGroupRule:SecurityGroupRule",
+        "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule",
+        "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule",
+        "aws:ec2/launchTemplate:LaunchTemplate",
+        "aws:ec2/subnet:Subnet",
+        "aws:ec2/routeTable:RouteTable",
+        "aws:ec2/route:Route",
+        "aws:ec2/routeTableAssociation:RouteTableAssociation",
+        "aws:ec2/internetGateway:InternetGateway",
+        "aws:ec2/vpc:Vpc",
+        "aws:efs/mountTarget:MountTarget",
+        "aws:efs/accessPoint:AccessPoint",
+        "aws:efs/fileSystemPolicy:FileSystemPolicy",
+        "aws:ecr/lifecyclePolicy:LifecyclePolicy",
+        "aws:ecr/repositoryPolicy:RepositoryPolicy",
+        "aws:ecs/taskDefinition:TaskDefinition",
+        "aws:ecs/capacityProvider:CapacityProvider",
+        "aws:ecs/clusterCapacityProviders:ClusterCapacityProviders",
+        "aws:lb/targetGroup:TargetGroup",
+        "aws:lb/listener:Listener",
+        "aws:lb/listenerRule:ListenerRule",
+        "aws:lb/listenerCertificate:ListenerCertificate",
+        "aws:appautoscaling/target:Target",
+        "aws:appautoscaling/policy:Policy",
+        "aws:appautoscaling/scheduledAction:ScheduledAction",
+        "aws:cloudwatch/eventRule:EventRule",
+        "aws:cloudwatch/eventTarget:EventTarget",
+        "aws:cloudwatch/logStream:LogStream",
+        "aws:scheduler/schedule:Schedule",
+        "aws:sns/topic:Topic",
+        "aws:sns/topicPolicy:TopicPolicy",
+        "aws:sns/topicSubscription:TopicSubscription",
+        "aws:sqs/queuePolicy:QueuePolicy",
+        "aws:s3/bucketPolicy:BucketPolicy",
+        "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
+        "aws:s3/bucketOwnershipControls:BucketOwnershipControls",
+        "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+        "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration",
+        "aws:s3/bucketVersioning:BucketVersioning",
+        "aws:wafv2/webAclAssociation:WebAclAssociation",
+        "aws:kms/alias:Alias",
+        "docker:index/image:Image",
+    }
+)
+"""Types with no charge of their own: compute, storage and requests are priced where they occur
+(a task definition's runs on its service or state machine, a launch template's instances on its
+Auto Scaling group, SNS alarm e-mails within the free tier)."""
+
+
+# --- small helpers -------------------------------------------------------------------------------
+
+
+def get_path(value: Any, path: str) -> Any:
+    for key in path.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(key)
+    return value
+
+
+def as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else []
+
+
+def as_number(value: Any, default: float = 0.0) -> float:
+    if isinstance(value, bool) or value is None:
+        return default
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def json_document(value: Any) -> Any:
+    """A JSON document input (a string on the wire) as Python values; None if it is not one."""
+    if isinstance(value, str) and value[:1] in ("{", "["):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return None
+    return value if isinstance(value, dict | list) else None
+
+
+# --- schedules -----------------------------------------------------------------------------------
+
+_DAY_NAMES = {d: i for i, d in enumerate(["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"], 1)}
+_MONTH_NAMES = {
+    m: i
+    for i, m in enumerate(
+        ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"], 1
+    )
+}
+
+
+def _expand(text: str, lo: int, hi: int, names: Mapping[str, int]) -> set[int]:
+    if text in ("*", "?"):
+        return set(range(lo, hi + 1))
+    values: set[int] = set()
+    for part in text.split(","):
+        base, _, step = part.partition("/")
+        if base == "*":
+            start, end = lo, hi
+        else:
+            bounds = [names.get(b.upper(), None) or int(b) for b in base.split("-")]
+            start = bounds[0]
+            end = bounds[-1] if len(bounds) > 1 else (hi if step else bounds[0])
+        values.update(range(start, end + 1, int(step) if step else 1))
+    return values
+
+
+def _day_matches(day: dt.date, dom: str, dow: str) -> bool:
+    aws_dow = (day.isoweekday() % 7) + 1  # AWS: SUN=1 .. SAT=7
+    if dom != "?":
+        if dom == "L":
+            return (day + dt.timedelta(days=1)).month != day.month
+        if dom.endswith("W"):  # nearest weekday: close enough for a monthly estimate
+            return day.day == int(dom[:-1])
+        return day.day in _expand(dom, 1, 31, {})
+    if "#" in dow:
+        weekday, nth = dow.split("#")
+        target = _DAY_NAMES.get(weekday.upper()) or int(weekday)
+        return aws_dow == target and (day.day - 1) // 7 + 1 == int(nth)
+    if dow.endswith("L") and len(dow) > 1:
+        target = _DAY_NAMES.get(dow[:-1].upper()) or int(dow[:-1])
+        return aws_dow == target and (day + dt.timedelta(days=7)).month != day.month
+    return aws_dow in _expand(dow, 1, 7, _DAY_NAMES)
+
+
+def schedule_fires(expression: str) -> list[int]:
+    """Minutes from the start of the reference year at which a schedule expression fires.
+
+    `cron(min hour dom month dow year)` and `rate(N unit)` as EventBridge and Application Auto
+    Scaling read them; `at(...)` is a one-off and does not shape a monthly estimate.
+    """
+    rate = re.fullmatch(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)", expression or "")
+    if rate:
+        every = int(rate.group(1)) * {"m": 1, "h": 60, "d": 1440}[rate.group(2)[0]]
+        return list(range(0, MINUTES_PER_YEAR, max(every, 1)))
+    cron = re.fullmatch(r"cron\((.*)\)", expression or "")
+    if not cron or len(cron.group(1).split()) != 6:
+        return []
+    minute, hour, dom, month, dow, year = cron.group(1).split()
+    if year not in ("*", "?") and REFERENCE_YEAR not in _expand(year, 1970, 2199, {}):
+        return []
+    minutes = sorted(_expand(minute, 0, 59, {}))
+    hours = sorted(_expand(hour, 0, 23, {}))
+    months = _expand(month, 1, 12, _MONTH_NAMES)
+    fires = []
+    day = dt.date(REFERENCE_YEAR, 1, 1)
+    for index in range(365):
+        current = day + dt.timedelta(days=index)
+        if current.month in months and _day_matches(current, dom, dow):
+            fires += [index * 1440 + h * 60 + m for h in hours for m in minutes]
+    return fires
+
+
+def fires_per_month(expression: str) -> float:
+    return len(schedule_fires(expression)) / MONTHS_PER_YEAR
+
+
+# --- capacity ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    base: float
+    weight: float
+
+
+def split_tasks(count: float, strategy: Sequence[Provider]) -> dict[str, float]:
+    """Expected tasks per capacity provider for `count` running tasks (ECS: base first, then
+    the rest in proportion to the weights)."""
+    if not strategy:
+        return {"FARGATE": count}
+    split = dict.fromkeys((p.name for p in strategy), 0.0)
+    left = count
+    for provider in strategy:
+        taken = min(left, provider.base)
+        split[provider.name] += taken
+        left -= taken
+    total_weight = sum(p.weight for p in strategy)
+    for provider in strategy:
+        if total_weight:
+            split[provider.name] += left * provider.weight / total_weight
+    return split
+
+
+def _strategy(items: Any) -> list[Provider]:
+    return [
+        Provider(
+            str(get_path(i, "capacityProvider") or get_path(i, "CapacityProvider")),
+            as_number(
+                get_path(i, "base") if get_path(i, "base") is not None else get_path(i, "Base")
+            ),
+            as_number(
+                get_path(i, "weight")
+                if get_path(i, "weight") is not None
+                else get_path(i, "Weight"),
+                1.0,
+            ),
+        )
+        for i in as_list(items)
+    ]
+
+
+# --- state machines ------------------------------------------------------------------------------
+
+
+def main_path_states(definition: Any) -> Iterator[str]:
+    """State names on the main path of an ASL definition: from StartAt through Next, Default
+    and Choices, into Parallel branches and Map iterators; not into Catch handlers (fallbacks)."""
+    for name, _ in _main_path(definition):
+        yield name
+
+
+def _main_path(definition: Any) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    if not isinstance(definition, Mapping):
+        return
+    states = definition.get("States")
+    if not isinstance(states, Mapping):
+        return
+    queue = [definition.get("StartAt")]
+    seen: set[str] = set()
+    while queue:
+        name = queue.pop(0)
+        if not isinstance(name, str) or name in seen or name not in states:
+            continue
+        seen.add(name)
+        state = states[name]
+        yield name, state
+        for branch in as_list(state.get("Branches")):
+            yield from _main_path(branch)
+        for key in ("Iterator", "ItemProcessor"):
+            if isinstance(state.get(key), Mapping):
+                yield from _main_path(state[key])
+        queue += [state.get("Next"), state.get("Default")]
+        queue += [get_path(c, "Next") for c in as_list(state.get("Choices"))]
+
+
+def _ecs_steps(definition: Any) -> list[tuple[str, Mapping[str, Any]]]:
+    """(state name, `Parameters`) of every ECS RunTask state on the main path."""
+    return [
+        (name, state.get("Parameters") or {})
+        for name, state in _main_path(definition)
+        if str(state.get("Resource", "")).startswith("arn:aws:states:::ecs:runTask")
+    ]
+
+
+# --- the estimate --------------------------------------------------------------------------------
+
+
+@dataclass
+class CostLine:
+    resource: str
+    type: str
+    item: str
+    quantity: float | None = None
+    unit: str = ""
+    unit_usd: float | None = None
+    monthly_usd: float | None = None
+    """None: unknown (no price in the table)."""
+    note: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "resource": self.resource,
+            "type": self.type,
+            "item": self.item,
+            "quantity": None if self.quantity is None else round(self.quantity, 4),
+            "unit": self.unit,
+            "unit_usd": self.unit_usd,
+            "monthly_usd": None if self.monthly_usd is None else round(self.monthly_usd, 2),
+            "note": self.note,
+        }
+
+
+@dataclass
+class Estimate:
+    lines: list[CostLine]
+    assumptions: dict[str, dict[str, Any]]
+    pricing: dict[str, str]
+    """Resource URN -> "priced", "free" or "unknown"."""
+
+    @property
+    def total(self) -> float:
+        return round(sum(line.monthly_usd or 0.0 for line in self.lines), 2)
+
+    @property
+    def unknown(self) -> list[CostLine]:
+        return [line for line in self.lines if line.monthly_usd is None]
+
+    def of(self, resource: Resource) -> float | None:
+        mine = [line for line in self.lines if line.resource == resource.name]
+        mine = [line for line in mine if line.type == resource.type]
+        if any(line.monthly_usd is None for line in mine):
+            return None
+        return sum(line.monthly_usd or 0.0 for line in mine)
+
+
+@dataclass
+class _Model:
+    plan: Plan
+    overrides: Mapping[str, float] = field(default_factory=dict)
+    """Assumption values given on the command line (`--assume key=value`)."""
+    lines: list[CostLine] = field(default_factory=list)
+    assumptions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    task_hours: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    """Task definition URN -> expected task-hours a month (feeds the log estimate)."""
+    ec2_hours: float = 0.0
+    """Expected task-hours a month on EC2 capacity providers (feeds the GPU instances)."""
+    ec2_runs: float = 0.0
+    """Expected training runs a month that need an EC2 instance."""
+
+    # -- bookkeeping
+
+    def assume(self, key: str) -> float:
+        assumption = prices.ASSUMPTIONS[key]
+        value = self.overrides.get(key, assumption.value)
+        note = assumption.note + (" [overridden]" if key in self.overrides else "")
+        self.assumptions[key] = {"value": value, "note": note}
+        return value
+
+    def derive(self, key: str, value: float, note: str) -> None:
+        self.assumptions[key] = {"value": round(value, 4), "note": note}
+
+    def add(
+        self,
+        resource: Resource,
+        item: str,
+        quantity: float,
+        price_key: str,
+        factor: float = 1.0,
+        note: str = "",
+    ) -> None:
+        price = prices.PRICES[price_key]
+        unit_usd = price.usd * factor
+        self.lines.append(
+            CostLine(
+                resource.name,
+                resource.type,
+                item,
+                quantity,
+                price.unit,
+                round(unit_usd, 6),
+                quantity * unit_usd,
+                note,
+            )
+        )
+
+    def unknown(self, resource: Resource, item: str, note: str) -> None:
+        self.lines.append(CostLine(resource.name, resource.type, item, note=note))
+
+    # -- lookups
+
+    def of_type(self, *types: str) -> list[Resource]:
+        return [r for r in self.plan.resources if r.type in types]
+
+    def _props(self, resource: Resource) -> dict[str, Any]:
+        return {**resource.inputs, **resource.outputs}
+
+    def task_definition(self, reference: Any) -> Resource | None:
+        if not isinstance(reference, str) or not reference:
+            return None
+        for td in self.of_type(TASK_DEFINITION):
+            props = self._props(td)
+            family = props.get("family")
+            candidates = {props.get("arn"), props.get("arnWithoutRevision"), family}
+            if reference in candidates or (family and reference.startswith(f"{family}:")):
+                return td
+        return None
+
+    def cluster_default_strategy(self) -> list[Provider]:
+        for providers in self.of_type(CLUSTER_PROVIDERS):
+            strategy = _strategy(providers.inputs.get("defaultCapacityProviderStrategies"))
+            if strategy:
+                return strategy
+        return []
+
+    @staticmethod
+    def task_size(td: Resource) -> tuple[float, float]:
+        """(vCPU, GB) of a task definition: task-level values, else the containers' sum."""
+        cpu, memory = as_number(td.inputs.get("cpu")), as_number(td.inputs.get("memory"))
+        containers = checks.containers(td.inputs)
+        if not cpu:
+            cpu = sum(as_number(c.get("cpu")) for c in containers)
+        if not memory:
+            memory = sum(
+                as_number(c.get("memory") or c.get("memoryReservation")) for c in containers
+            )
+        return cpu / 1024, memory / 1024
+
+    def fargate(self, resource: Resource, td: Resource, hours: dict[str, float], what: str) -> None:
+        """Fargate lines for expected task-hours per capacity provider."""
+        vcpu, gb = self.task_size(td)
+        size = f"{vcpu:g} vCPU / {gb:g} GB"
+        for provider, task_hours in sorted(hours.items()):
+            if task_hours <= 0:
+                continue
+            if provider == "FARGATE":
+                self.add(resource, f"{what}: Fargate vCPU", task_hours * vcpu, "fargate_vcpu_hour")
+                self.add(resource, f"{what}: Fargate memory", task_hours * gb, "fargate_gb_hour")
+            elif provider == "FARGATE_SPOT":
+                factor = 1 - self.assume("fargate_spot_discount")
+                note = f"{task_hours:.1f} task-hours of {size}"
+                self.add(
+                    resource,
+                    f"{what}: Fargate Spot vCPU",
+                    task_hours * vcpu,
+                    "fargate_vcpu_hour",
+                    factor,
+                    note,
+                )
+                self.add(
+                    resource,
+                    f"{what}: Fargate Spot memory",
+                    task_hours * gb,
+                    "fargate_gb_hour",
+                    factor,
+                    note,
+                )
+            else:
+                self.ec2_hours += task_hours
+
+    # -- inference services
+
+    def services(self) -> None:
+        for service in self.of_type(SERVICE):
+            td = self.task_definition(service.inputs.get("taskDefinition"))
+            if td is None:
+                self.unknown(service, "tasks", "its task definition is not in the plan")
+                continue
+            strategy = _strategy(service.inputs.get("capacityProviderStrategies"))
+            if not strategy and service.inputs.get("launchType") in (None, ""):
+                strategy = self.cluster_default_strategy()
+            elif not strategy:
+                strategy = [Provider(str(service.inputs["launchType"]), 0, 1)]
+            hours, average, note = self.service_hours(service, strategy)
+            self.derive(f"{service.name}.tasks_running_average", average, note)
+            self.task_hours[td.urn] += sum(hours.values())
+            self.fargate(service, td, hours, "tasks")
+            if get_path(service.inputs, "networkConfiguration.assignPublicIp") is True:
+                self.add(
+                    service,
+                    "public IPv4 per running task",
+                    sum(hours.values()),
+                    "public_ipv4_hour",
+                    note="tasks in public subnets (no NAT) each hold a public address",
+                )
+
+    def service_hours(
+        self, service: Resource, strategy: Sequence[Provider]
+    ) -> tuple[dict[str, float], float, str]:
+        """Expected task-hours a month per capacity provider, from desiredCount, the scaling
+        target's min..max and the scheduled actions that move them."""
+        desired = as_number(service.inputs.get("desiredCount"), 1)
+        name = str(service.outputs.get("name") or service.name)
+        target = next(
+            (
+                t
+                for t in self.of_type(SCALING_TARGET)
+                if str(t.inputs.get("resourceId", "")).endswith(f"/{name}")
+            ),
+            None,
+        )
+        low = as_number(target.inputs.get("minCapacity"), desired) if target else desired
+        high = as_number(target.inputs.get("maxCapacity"), desired) if target else desired
+        events: list[tuple[int, float | None, float | None]] = []
+        actions = [
+            a
+            for a in self.of_type(SCHEDULED_ACTION)
+            if target is not None and a.inputs.get("resourceId") == target.inputs.get("resourceId")
+        ]
+        for action in actions:
+            new_low = get_path(action.inputs, "scalableTargetAction.minCapacity")
+            new_high = get_path(action.inputs, "scalableTargetAction.maxCapacity")
+            for minute in schedule_fires(str(action.inputs.get("schedule", ""))):
+                events.append((minute, new_low, new_high))
+        events.sort(key=lambda e: e[0])
+        # The year repeats: before its first event the state is what the last one left.
+        for _, new_low, new_high in events:
+            low = as_number(new_low, low)
+            high = as_number(new_high, high)
+        per_provider: dict[str, float] = defaultdict(float)
+        task_minutes = 0.0
+        start = 0
+        for minute, new_low, new_high in [*events, (MINUTES_PER_YEAR, None, None)]:
+            running = min(max(desired, low), high)
+            for provider, tasks in split_tasks(running, strategy).items():
+                per_provider[provider] += tasks * (minute - start)
+            task_minutes += running * (minute - start)
+            start = minute
+            low = as_number(new_low, low)
+            high = as_number(new_high, high)
+        average = task_minutes / MINUTES_PER_YEAR
+        month = {p: m / 60 / MONTHS_PER_YEAR for p, m in per_provider.items()}
+        note = (
+            f"desiredCount {desired:g} clamped to the scaling range, moved by "
+            f"{len(actions)} scheduled action(s) over {REFERENCE_YEAR} (their time zone, DST "
+            f"ignored): {average * prices.HOURS_PER_MONTH:.1f} task-hours a month; "
+            "load-driven scale-out above that is not priced"
+        )
+        return month, average, note
+
+    # -- training: state machines, their task runs, GPU instances
+
+    def runs_per_month(self, machine: Resource, machines: Sequence[Resource]) -> float:
+        arn = machine.outputs.get("arn")
+        targets = self.of_type(EVENT_TARGET)
+        linked_rules = {t.inputs.get("rule") for t in targets if t.inputs.get("arn") == arn}
+        runs = 0.0
+        for rule in self.of_type(EVENT_RULE):
+            rule_name = rule.outputs.get("name")
+            if (targets or len(machines) > 1) and rule_name not in linked_rules:
+                continue
+            runs += self.rule_runs(rule)
+        for schedule in self.of_type(SCHEDULER_SCHEDULE):
+            if len(machines) == 1 or get_path(schedule.inputs, "target.arn") == arn:
+                runs += fires_per_month(str(schedule.inputs.get("scheduleExpression", "")))
+        self.derive(
+            f"{machine.name}.runs_per_month",
+            runs,
+            "schedule fires a month plus the assumed image pushes and drift events",
+        )
+        return runs
+
+    def rule_runs(self, rule: Resource) -> float:
+        if rule.inputs.get("state") == "DISABLED":
+            return 0.0
+        if rule.inputs.get("scheduleExpression"):
+            return fires_per_month(str(rule.inputs["scheduleExpression"]))
+        pattern = json_document(rule.inputs.get("eventPattern")) or {}
+        sources = pattern.get("source") or []
+        if "aws.ecr" in (sources if isinstance(sources, list) else [sources]):
+            return self.assume("image_pushes_per_month")
+        return self.assume("drift_events_per_month")
+
+    def training(self) -> None:
+        machines = self.of_type(STATE_MACHINE)
+        service_tds = {
+            td.urn
+            for s in self.of_type(SERVICE)
+            if (td := self.task_definition(s.inputs.get("taskDefinition")))
+        }
+        for machine in machines:
+            definition = json_document(machine.inputs.get("definition"))
+            runs = self.runs_per_month(machine, machines)
+            transitions = len(list(main_path_states(definition))) or 1
+            self.add(
+                machine,
+                "state transitions",
+                runs * transitions / 1000,
+                "sfn_thousand_transitions",
+                note=f"{runs:.1f} runs x {transitions} states on the main path (retries and "
+                "fallbacks not counted)",
+            )
+            steps = [
+                (name, self.task_definition(p.get("TaskDefinition")), p)
+                for name, p in _ecs_steps(definition)
+            ]
+            found = [(name, td, p) for name, td, p in steps if td is not None]
+            if not found:
+                # The definition names its tasks dynamically: every task definition no service
+                # runs is taken to run once per execution.
+                found = [
+                    (td.name.rsplit("-", 1)[-1], td, {})
+                    for td in self.of_type(TASK_DEFINITION)
+                    if td.urn not in service_tds
+                ]
+            for step, td, parameters in found:
+                self.training_step(step, td, parameters, runs)
+
+    def training_step(
+        self, step: str, td: Resource, parameters: Mapping[str, Any], runs: float
+    ) -> None:
+        # The step's name says what it does (Validate, Train, Gate); only training runs long.
+        key = "train_hours_per_run" if "train" in step.lower() else "step_hours_per_run"
+        hours = runs * self.assume(key)
+        strategy = _strategy(parameters.get("CapacityProviderStrategy"))
+        if not strategy and parameters.get("LaunchType"):
+            strategy = [Provider(str(parameters["LaunchType"]), 0, 1)]
+        if not strategy:
+            compatibilities = as_list(td.inputs.get("requiresCompatibilities"))
+            strategy = (
+                [Provider("EC2", 0, 1)]
+                if compatibilities == ["EC2"]
+                else self.cluster_default_strategy()
+            )
+        split = split_tasks(1, strategy)
+        self.task_hours[td.urn] += hours
+        # Runs on an EC2 capacity provider each start (and later drain) an instance.
+        self.ec2_runs += runs * sum(s for p, s in split.items() if p not in FARGATE_PROVIDERS)
+        per_provider = {p: hours * share for p, share in split.items()}
+        self.fargate(td, td, per_provider, f"{runs:.1f} runs x {self.assumptions[key]['value']} h")
+
+    def auto_scaling_groups(self) -> None:
+        groups = self.of_type(ASG)
+        for index, group in enumerate(groups):
+            types = instance_types(group.inputs)
+            template = self.launch_template(group)
+            if not types and template is not None:
+                types = [str(template.inputs.get("instanceType"))]
+            instance = types[0] if types else ""
+            minimum = as_number(group.inputs.get("minSize"))
+            hours = minimum * prices.HOURS_PER_MONTH
+            note = f"minSize {minimum:g}: always on"
+            if index == 0 and self.ec2_hours:
+                overhead = self.assume("gpu_instance_overhead_hours_per_run")
+                extra = self.ec2_hours + self.ec2_runs * overhead
+                hours += extra
+                note = (
+                    f"minSize {minimum:g}: only the expected training hours "
+                    f"({self.ec2_hours:.1f} task-hours + {overhead} h boot and scale-in per run)"
+                )
+            if hours <= 0:
+                continue
+            price = prices.EC2_ON_DEMAND_HOUR.get(instance)
+            if price is None:
+                self.unknown(group, f"EC2 {instance or '?'} instance-hours", "no price")
+            else:
+                self.lines.append(
+                    CostLine(
+                        group.name,
+                        group.type,
+                        f"EC2 {instance} on-demand (first of {', '.join(types)})",
+                        hours,
+                        "instance-hour",
+                        price,
+                        hours * price,
+                        note,
+                    )
+                )
+            if template is not None and ebs_gb(template.inputs):
+                gb_months = ebs_gb(template.inputs) * hours / prices.HOURS_PER_MONTH
+                self.add(group, "EBS gp3 root volumes", gb_months, "ebs_gp3_gb_month")
+
+    def launch_template(self, group: Resource) -> Resource | None:
+        spec = group.inputs.get("launchTemplate") or get_path(
+            group.inputs, "mixedInstancesPolicy.launchTemplate.launchTemplateSpecification"
+        )
+        ident = get_path(spec, "id") or get_path(spec, "launchTemplateId")
+        templates = self.of_type(LAUNCH_TEMPLATE)
+        found = [t for t in templates if t.id == ident]
+        return found[0] if found else (templates[0] if len(templates) == 1 else None)
+
+    # -- everything else, resource by resource
+
+    def network(self) -> None:
+        for vpc in self.of_type(VPC):
+            strategy = str(get_path(vpc.inputs, "natGateways.strategy") or "None")
+            azs = int(
+                as_number(vpc.inputs.get("numberOfAvailabilityZones"))
+                or len(as_list(vpc.inputs.get("availabilityZoneNames")))
+                or 2
+            )
+            count = {"Single": 1, "OnePerAz": azs}.get(strategy, 0)
+            if not count:
+                continue
+            note = f"natGateways.strategy {strategy} over {azs} AZs: {count} NAT gateway(s)"
+            self.add(vpc, "NAT gateway hours", count * prices.HOURS_PER_MONTH, "nat_gateway_hour")
+            self.add(
+                vpc,
+                "NAT gateway data processed",
+                self.assume("nat_gb_per_month"),
+                "nat_gateway_gb",
+                note=note,
+            )
+            self.add(
+                vpc,
+                "public IPv4 (NAT gateway Elastic IPs)",
+                count * prices.HOURS_PER_MONTH,
+                "public_ipv4_hour",
+            )
+        for nat in self.of_type("aws:ec2/natGateway:NatGateway"):
+            self.add(nat, "NAT gateway hours", prices.HOURS_PER_MONTH, "nat_gateway_hour")
+        for eip in self.of_type("aws:ec2/eip:Eip"):
+            self.add(eip, "public IPv4", prices.HOURS_PER_MONTH, "public_ipv4_hour")
+        for endpoint in self.of_type("aws:ec2/vpcEndpoint:VpcEndpoint"):
+            if endpoint.inputs.get("vpcEndpointType") == "Interface":
+                zones = len(as_list(endpoint.inputs.get("subnetIds"))) or 1
+                hours = zones * prices.HOURS_PER_MONTH
+                self.add(endpoint, "interface endpoint AZ-hours", hours, "vpc_endpoint_hour")
+
+    def load_balancers(self) -> None:
+        for lb in self.of_type(*LOAD_BALANCERS):
+            if lb.inputs.get("loadBalancerType", "application") != "application":
+                self.unknown(lb, f"{lb.inputs['loadBalancerType']} load balancer", "no price")
+                continue
+            self.add(lb, "ALB hours", prices.HOURS_PER_MONTH, "alb_hour")
+            lcus = self.assume("alb_lcus")
+            self.add(lb, "ALB LCUs", lcus * prices.HOURS_PER_MONTH, "alb_lcu_hour")
+            if lb.inputs.get("internal") is not True:
+                nodes = len(
+                    as_list(lb.inputs.get("subnets")) or as_list(lb.inputs.get("subnetMappings"))
+                )
+                self.add(
+                    lb,
+                    "public IPv4 (one per ALB node)",
+                    max(nodes, 1) * prices.HOURS_PER_MONTH,
+                    "public_ipv4_hour",
+                    note=f"internet-facing in {nodes} subnet(s)",
+                )
+
+    def log_groups(self) -> None:
+        definitions = self.of_type(TASK_DEFINITION)
+        for group in self.of_type(LOG_GROUP):
+            name = group.outputs.get("name") or group.inputs.get("name")
+            container_hours = 0.0
+            used = False
+            for td in definitions:
+                for container in checks.containers(td.inputs):
+                    if get_path(container, "logConfiguration.options.awslogs-group") == name:
+                        used = True
+                        container_hours += self.task_hours.get(td.urn, 0.0)
+            if used:
+                ingest = container_hours * self.assume("log_gb_per_container_hour")
+                note = f"{container_hours:.1f} container-hours a month"
+            else:
+                ingest = self.assume("log_gb_per_unused_group")
+                note = "no task definition logs here"
+            self.add(group, "log ingestion", ingest, "logs_ingest_gb", note=note)
+            days = as_number(group.inputs.get("retentionInDays"))
+            kept_months = (days or 365) / (365 / MONTHS_PER_YEAR)
+            stored = ingest * self.assume("log_compression") * kept_months
+            self.add(
+                group,
+                "log storage",
+                stored,
+                "logs_storage_gb_month",
+                note=f"{days:g} days kept" if days else "never expires: priced at one year",
+            )
+
+    def storage(self) -> None:
+        for fs in self.of_type(EFS):
+            stored = self.assume("efs_stored_gb")
+            transitions = [p for p in as_list(fs.inputs.get("lifecyclePolicies")) if p]
+            to_ia = any(get_path(p, "transitionToIa") for p in transitions)
+            share = self.assume("efs_ia_share") if to_ia else 0.0
+            self.add(fs, "EFS Standard storage", stored * (1 - share), "efs_standard_gb_month")
+            if share:
+                self.add(fs, "EFS Infrequent Access storage", stored * share, "efs_ia_gb_month")
+            mode = fs.inputs.get("throughputMode", "bursting")
+            if mode == "elastic":
+                reads = self.assume("efs_read_gb_per_month")
+                writes = self.assume("efs_write_gb_per_month")
+                self.add(fs, "EFS Elastic Throughput reads", reads, "efs_elastic_read_gb")
+                self.add(fs, "EFS Elastic Throughput writes", writes, "efs_elastic_write_gb")
+            elif mode == "provisioned":
+                self.unknown(fs, "EFS provisioned throughput", "no price")
+        for backup in self.of_type(EFS_BACKUP):
+            if get_path(backup.inputs, "backupPolicy.status") == "ENABLED":
+                gb = self.assume("efs_stored_gb")
+                self.add(backup, "EFS backups (AWS Backup warm)", gb, "efs_backup_gb_month")
+        for repo in self.of_type(ECR_REPOSITORY):
+            name = repo.outputs.get("name")
+            kept = [
+                item
+                for policy in self.of_type(ECR_LIFECYCLE)
+                if policy.inputs.get("repository") == name
+                for item in kept_images(policy.inputs)
+            ]
+            # A rule only stores images if something pushes tags it selects (no gpu images
+            # without GPU training); with no builds (a pinned image) every rule counts.
+            tags = [
+                str(image.inputs.get("imageName", "")).rsplit(":", 1)[-1]
+                for image in self.of_type("docker:index/image:Image")
+                if str(image.inputs.get("imageName", "")).startswith(
+                    str(repo.outputs.get("repositoryUrl", "-"))
+                )
+            ]
+            if tags:
+                kept = [k for k in kept if any(t.startswith(k[0]) for t in tags) or k[0] == "any"]
+            gb = 0.0
+            notes = []
+            for prefix, count in kept:
+                size = self.assume("gpu_image_gb" if "gpu" in prefix else "image_gb")
+                gb += count * size
+                notes.append(f"{count} {prefix}* x {size:g} GB")
+            if not kept:
+                count = self.assume("image_pushes_per_month") * MONTHS_PER_YEAR
+                gb = count * self.assume("image_gb")
+                notes.append("no count-based lifecycle rule: a year of pushes")
+            self.add(repo, "ECR image storage", gb, "ecr_gb_month", note="; ".join(notes))
+        access_log_buckets = {
+            get_path(lb.inputs, "accessLogs.bucket") for lb in self.of_type(*LOAD_BALANCERS)
+        }
+        for bucket in self.of_type(*BUCKETS):
+            if bucket.outputs.get("bucket") in access_log_buckets:
+                gb = self.assume("access_log_gb_month")
+                self.add(
+                    bucket, "S3 Standard storage (ALB access logs)", gb, "s3_standard_gb_month"
+                )
+            else:
+                self.unknown(bucket, "S3 storage", "no usage assumption for this bucket")
+
+    def per_resource(self) -> None:
+        services = len(self.of_type(SERVICE))
+        for cluster in self.of_type(CLUSTER):
+            insights = {
+                get_path(s, "value")
+                for s in as_list(cluster.inputs.get("settings"))
+                if get_path(s, "name") == "containerInsights"
+            }
+            if insights & {"enabled", "enhanced"}:
+                metrics = self.assume("container_insights_metrics_per_cluster")
+                metrics += services * self.assume("container_insights_metrics_per_service")
+                self.add(
+                    cluster,
+                    "Container Insights metrics",
+                    metrics,
+                    "custom_metric_month",
+                    note=f"{services} service(s); enhanced observability would cost more",
+                )
+        for key in self.of_type("aws:kms/key:Key"):
+            self.add(key, "KMS customer managed key", 1, "kms_key_month")
+        for queue in self.of_type("aws:sqs/queue:Queue"):
+            requests = self.assume("sqs_million_requests_per_month")
+            self.add(queue, "SQS requests", requests, "sqs_million_requests")
+        for secret in self.of_type("aws:secretsmanager/secret:Secret"):
+            self.add(secret, "secret", 1, "secret_month")
+        for acl in self.of_type("aws:wafv2/webAcl:WebAcl"):
+            self.add(acl, "WAF web ACL", 1, "waf_web_acl_month")
+            rules = len(as_list(acl.inputs.get("rules")))
+            if rules:
+                self.add(acl, "WAF rules", rules, "waf_rule_month")
+            requests = self.assume("waf_million_requests_per_month")
+            self.add(acl, "WAF requests", requests, "waf_million_requests")
+        for alarm in self.of_type("aws:cloudwatch/metricAlarm:MetricAlarm"):
+            self.add(alarm, "metric alarm", 1, "alarm_month")
+        for dashboard in self.of_type("aws:cloudwatch/dashboard:Dashboard"):
+            self.add(dashboard, "dashboard", 1, "dashboard_month", note="free tier not applied")
+
+    def unpriced(self) -> dict[str, str]:
+        handled = {
+            VPC,
+            SERVICE,
+            STATE_MACHINE,
+            ASG,
+            LOG_GROUP,
+            EFS,
+            EFS_BACKUP,
+            ECR_REPOSITORY,
+            CLUSTER,
+            *LOAD_BALANCERS,
+            *BUCKETS,
+            "aws:ec2/natGateway:NatGateway",
+            "aws:ec2/eip:Eip",
+            "aws:ec2/vpcEndpoint:VpcEndpoint",
+            "aws:kms/key:Key",
+            "aws:secretsmanager/secret:Secret",
+            "aws:sqs/queue:Queue",
+            "aws:wafv2/webAcl:WebAcl",
+            "aws:cloudwatch/metricAlarm:MetricAlarm",
+            "aws:cloudwatch/dashboard:Dashboard",
+        }
+        with_lines = {(line.resource, line.type) for line in self.lines}
+        pricing = {}
+        for resource in self.plan.resources:
+            if resource.type.startswith(COMPONENT_PREFIXES):
+                continue
+            if (resource.name, resource.type) in with_lines:
+                unknown = any(
+                    line.monthly_usd is None
+                    for line in self.lines
+                    if (line.resource, line.type) == (resource.name, resource.type)
+                )
+                pricing[resource.urn] = "unknown" if unknown else "priced"
+            elif resource.type in FREE_TYPES or resource.type in handled:
+                pricing[resource.urn] = "free"
+            else:
+                self.unknown(resource, "no price in components/prices.py", "unknown type")
+                pricing[resource.urn] = "unknown"
+        return pricing
+
+
+def instance_types(inputs: Mapping[str, Any]) -> list[str]:
+    overrides = as_list(get_path(inputs, "mixedInstancesPolicy.launchTemplate.overrides"))
+    return [str(get_path(o, "instanceType")) for o in overrides if get_path(o, "instanceType")]
+
+
+def ebs_gb(inputs: Mapping[str, Any]) -> float:
+    return sum(
+        as_number(get_path(m, "ebs.volumeSize")) for m in as_list(inputs.get("blockDeviceMappings"))
+    )
+
+
+def kept_images(inputs: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """(tag prefix, images kept) for every count-based rule of an ECR lifecycle policy."""
+    document = json_document(inputs.get("policy")) or {}
+    kept = []
+    for rule in as_list(document.get("rules")):
+        selection = get_path(rule, "selection") or {}
+        if selection.get("countType") == "imageCountMoreThan":
+            prefixes = as_list(selection.get("tagPrefixList")) or ["any"]
+            kept.append((str(prefixes[0]), int(as_number(selection.get("countNumber")))))
+    return kept
+
+
+def estimate_cost(plan: Plan, overrides: Mapping[str, float] | None = None) -> Estimate:
+    """The monthly cost of a plan, itemised, with the assumptions it used.
+
+    `overrides` replaces assumption values by name (keys of `prices.ASSUMPTIONS`).
+    """
+    unknown = set(overrides or {}) - prices.ASSUMPTIONS.keys()
+    if unknown:
+        raise KeyError(f"no assumption {', '.join(sorted(unknown))}")
+    model = _Model(plan, dict(overrides or {}))
+    model.assume("fargate_spot_discount")  # always stated: it decides what Spot is worth
+    model.network()
+    model.services()
+    model.training()
+    model.auto_scaling_groups()
+    model.load_balancers()
+    model.log_groups()
+    model.storage()
+    model.per_resource()
+    pricing = model.unpriced()
+    return Estimate(model.lines, dict(sorted(model.assumptions.items())), pricing)
