@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import gc
 import hashlib
 import json
 import runpy
@@ -362,3 +363,9 @@ def _cancel_leftover_tasks() -> None:
     loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
     with pulumi_settings.SETTINGS.lock:
         pulumi_settings.SETTINGS.outputs.clear()
+    # The program's output futures hold the error already raised to the caller. Mark it
+    # retrieved, or asyncio reports each one again ("Future exception was never retrieved",
+    # thousands of traceback lines) whenever they are garbage-collected, long after the test.
+    for obj in gc.get_objects():
+        if isinstance(obj, asyncio.Future) and obj.done() and not obj.cancelled():
+            obj.exception()
