@@ -30,6 +30,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.documents import assume_role_policy, gpu_user_data
+from components.network import allow_https_out
 from components.settings import Capacity, TrainingSettings
 
 GPU_AMI_PARAMETER = "/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id"
@@ -42,7 +43,6 @@ ROOT_VOLUME_GIB = 100
 """CUDA images are several GB compressed and the AMI's default 30 GiB fills after a few pulls."""
 INSTANCE_WARMUP_SECONDS = 300
 """A GPU instance takes minutes to boot, load the driver and register with the cluster."""
-HTTPS = 443
 
 
 @dataclass
@@ -100,15 +100,11 @@ class GpuCapacity(pulumi.ComponentResource):
             description="GPU container instances: HTTPS out to AWS APIs only",
             opts=child,
         )
-        aws.vpc.SecurityGroupEgressRule(
+        allow_https_out(
             f"{name}-https-out",
-            security_group_id=group.id,
-            cidr_ipv4="0.0.0.0/0",
-            ip_protocol="tcp",
-            from_port=HTTPS,
-            to_port=HTTPS,
-            description="ECS, ECR, S3 and CloudWatch endpoints through the NAT gateway",
-            opts=child,
+            group,
+            "ECS, ECR, S3 and CloudWatch endpoints through the NAT gateway",
+            child,
         )
 
         user_data = pulumi.Output.from_input(args.cluster_name).apply(

@@ -31,7 +31,7 @@ import pulumi_aws as aws
 
 from components import documents as docs
 from components.cluster import Cluster
-from components.network import Network
+from components.network import HTTPS_PORT, Network, TcpRuleNames, allow_https_out, allow_tcp
 from components.settings import Settings
 from components.shared_store import SharedStore
 
@@ -42,7 +42,6 @@ DEREGISTRATION_DELAY = 30
 """Seconds: longer than the api's graceful shutdown (25 s), short enough for quick deploys."""
 SCALE_IN_COOLDOWN = 300
 SCALE_OUT_COOLDOWN = 60
-HTTPS_PORT = 443
 HTTP_PORT = 80
 
 
@@ -275,35 +274,23 @@ class InferenceService(pulumi.ComponentResource):
                     opts=self._child,
                 )
         for container, port in ports.items():
-            aws.vpc.SecurityGroupEgressRule(
-                f"{name}-alb-to-{container}",
-                security_group_id=alb_group.id,
-                referenced_security_group_id=task_group.id,
-                ip_protocol="tcp",
-                from_port=port,
-                to_port=port,
-                description=f"To the {container} containers",
+            allow_tcp(
+                port,
+                source=alb_group,
+                target=task_group,
+                names=TcpRuleNames(
+                    egress=f"{name}-alb-to-{container}",
+                    egress_description=f"To the {container} containers",
+                    ingress=f"{name}-task-from-alb-{container}",
+                    ingress_description=f"{container} from the load balancer",
+                ),
                 opts=self._child,
             )
-            aws.vpc.SecurityGroupIngressRule(
-                f"{name}-task-from-alb-{container}",
-                security_group_id=task_group.id,
-                referenced_security_group_id=alb_group.id,
-                ip_protocol="tcp",
-                from_port=port,
-                to_port=port,
-                description=f"{container} from the load balancer",
-                opts=self._child,
-            )
-        aws.vpc.SecurityGroupEgressRule(
+        allow_https_out(
             f"{name}-task-out-https",
-            security_group_id=task_group.id,
-            cidr_ipv4="0.0.0.0/0",
-            ip_protocol="tcp",
-            from_port=HTTPS_PORT,
-            to_port=HTTPS_PORT,
-            description="HTTPS to ECR, S3 (image layers) and CloudWatch Logs",
-            opts=self._child,
+            task_group,
+            "HTTPS to ECR, S3 (image layers) and CloudWatch Logs",
+            self._child,
         )
         return alb_group, task_group
 

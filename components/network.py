@@ -12,6 +12,7 @@ import ipaddress
 from dataclasses import dataclass
 
 import pulumi
+import pulumi_aws as aws
 import pulumi_awsx as awsx
 
 from components.settings import Egress, NetworkSettings
@@ -23,6 +24,71 @@ NAT_STRATEGY = {
     Egress.SINGLE_NAT: awsx.ec2.NatGatewayStrategy.SINGLE,
     Egress.NAT_PER_AZ: awsx.ec2.NatGatewayStrategy.ONE_PER_AZ,
 }
+
+
+HTTPS_PORT = 443
+
+# Security-group rules are standalone aws.vpc.SecurityGroup{Ingress,Egress}Rule resources
+# (pulumi-aws recommends them over inline rules, never both on one group); the provider drops
+# AWS's default allow-all egress of a new group, so a group allows exactly the rules declared.
+
+
+def allow_https_out(
+    name: str, group: aws.ec2.SecurityGroup, description: str, opts: pulumi.ResourceOptions
+) -> aws.vpc.SecurityGroupEgressRule:
+    """Let `group` out to any address on TCP 443 only: the AWS APIs (ECR, S3, CloudWatch, ECS),
+    through a NAT gateway or the task's public IP."""
+    return aws.vpc.SecurityGroupEgressRule(
+        name,
+        security_group_id=group.id,
+        cidr_ipv4="0.0.0.0/0",
+        ip_protocol="tcp",
+        from_port=HTTPS_PORT,
+        to_port=HTTPS_PORT,
+        description=description,
+        opts=opts,
+    )
+
+
+@dataclass(frozen=True)
+class TcpRuleNames:
+    """Logical names and descriptions of the two rules `allow_tcp` declares."""
+
+    egress: str
+    egress_description: str
+    ingress: str
+    ingress_description: str
+
+
+def allow_tcp(
+    port: int,
+    source: aws.ec2.SecurityGroup,
+    target: aws.ec2.SecurityGroup,
+    names: TcpRuleNames,
+    opts: pulumi.ResourceOptions,
+) -> None:
+    """Let members of `source` reach members of `target` on one TCP port, and nothing else: an
+    egress rule on `source` and an ingress rule on `target`, each naming the other group."""
+    aws.vpc.SecurityGroupEgressRule(
+        names.egress,
+        security_group_id=source.id,
+        referenced_security_group_id=target.id,
+        ip_protocol="tcp",
+        from_port=port,
+        to_port=port,
+        description=names.egress_description,
+        opts=opts,
+    )
+    aws.vpc.SecurityGroupIngressRule(
+        names.ingress,
+        security_group_id=target.id,
+        referenced_security_group_id=source.id,
+        ip_protocol="tcp",
+        from_port=port,
+        to_port=port,
+        description=names.ingress_description,
+        opts=opts,
+    )
 
 
 @dataclass

@@ -31,6 +31,7 @@ from components.documents import (
     efs_client_statements,
     efs_file_system_policy,
 )
+from components.network import TcpRuleNames, allow_tcp
 from components.settings import StoreSettings
 
 NFS_PORT = 2049
@@ -136,24 +137,16 @@ class SharedStore(pulumi.ComponentResource):
             description="Shared store clients: NFS to the EFS mount targets",
             opts=child,
         )
-        aws.vpc.SecurityGroupIngressRule(
-            f"{name}-nfs-from-clients",
-            security_group_id=nfs_group.id,
-            referenced_security_group_id=client_group.id,
-            ip_protocol="tcp",
-            from_port=NFS_PORT,
-            to_port=NFS_PORT,
-            description="NFS from store clients",
-            opts=child,
-        )
-        aws.vpc.SecurityGroupEgressRule(
-            f"{name}-client-to-nfs",
-            security_group_id=client_group.id,
-            referenced_security_group_id=nfs_group.id,
-            ip_protocol="tcp",
-            from_port=NFS_PORT,
-            to_port=NFS_PORT,
-            description="NFS to the store's mount targets",
+        allow_tcp(
+            NFS_PORT,
+            source=client_group,
+            target=nfs_group,
+            names=TcpRuleNames(
+                egress=f"{name}-client-to-nfs",
+                egress_description="NFS to the store's mount targets",
+                ingress=f"{name}-nfs-from-clients",
+                ingress_description="NFS from store clients",
+            ),
             opts=child,
         )
 

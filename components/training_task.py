@@ -39,14 +39,13 @@ import pulumi_aws as aws
 from components import documents as docs
 from components.cluster import Cluster
 from components.image_repo import ImageRepo
-from components.network import Network
+from components.network import Network, allow_https_out
 from components.settings import Capacity, Settings
 from components.shared_store import SharedStore
 
 STEP_CPU = 512
 STEP_MEMORY = 1024
 """validate and gate: a small Fargate size (MiB); the dataset is a few thousand rows."""
-HTTPS = 443
 EVENT_MAX_AGE_SECONDS = 3600
 """EventBridge stops retrying a failed delivery after an hour and dead-letters the event."""
 EVENT_MAX_RETRIES = 10
@@ -177,15 +176,11 @@ class TrainingTask(pulumi.ComponentResource):
             description="Training tasks: HTTPS out to ECR and CloudWatch, nothing in",
             opts=self._child,
         )
-        aws.vpc.SecurityGroupEgressRule(
+        allow_https_out(
             f"{self._name}-https-out",
-            security_group_id=group.id,
-            cidr_ipv4="0.0.0.0/0",
-            ip_protocol="tcp",
-            from_port=HTTPS,
-            to_port=HTTPS,
-            description="ECR, S3 (image layers) and CloudWatch Logs",
-            opts=self._child,
+            group,
+            "ECR, S3 (image layers) and CloudWatch Logs",
+            self._child,
         )
         return group
 
