@@ -234,9 +234,7 @@ class InferenceService(pulumi.ComponentResource):
         aws.iam.RolePolicy(
             f"{self._name}-task-store",
             role=task_role.id,
-            policy=store.client_policy_statements(write=True).apply(
-                lambda statements: json.dumps(docs.policy_document(statements))
-            ),
+            policy=store.client_policy(write=True),
             opts=self._child,
         )
         return execution_role, task_role

@@ -30,6 +30,7 @@ from components.documents import (
     STORE_VOLUME,
     efs_client_statements,
     efs_file_system_policy,
+    policy_document,
 )
 from components.network import TcpRuleNames, allow_tcp
 from components.settings import StoreSettings
@@ -72,7 +73,7 @@ class SharedStore(pulumi.ComponentResource):
     """EFS storage shared by the inference service and the training tasks.
 
     Consumers attach `client_security_group_id` to their tasks, add `volume()` to their task
-    definitions, grant their task roles `client_policy_statements()` and `depends_on` the
+    definitions, grant their task roles `client_policy()` and `depends_on` the
     `mount_targets`. The client group only allows NFS out to the store: tasks attach their own
     group for everything else (ECR, CloudWatch, the load balancer).
 
@@ -216,6 +217,12 @@ class SharedStore(pulumi.ComponentResource):
         """IAM statements for a task role: mount (and, with `write`, write) via the access point."""
         return pulumi.Output.all(self.file_system_arn, self.access_point_arn).apply(
             lambda arns: efs_client_statements(arns[0], arns[1], write=write)
+        )
+
+    def client_policy(self, write: bool = True) -> pulumi.Output[str]:
+        """`client_policy_statements` as a JSON policy document, for a task role's inline policy."""
+        return self.client_policy_statements(write).apply(
+            lambda statements: json.dumps(policy_document(statements))
         )
 
     def authorize_clients(self, role_arns: Sequence[pulumi.Input[str]]) -> None:

@@ -162,9 +162,7 @@ class TrainingTask(pulumi.ComponentResource):
         aws.iam.RolePolicy(
             f"{name}-task-store",
             role=task_role.id,
-            policy=args.store.client_policy_statements(write=True).apply(
-                lambda statements: json.dumps(docs.policy_document(statements))
-            ),
+            policy=args.store.client_policy(write=True),
             opts=self._child,
         )
         return execution_role, task_role
