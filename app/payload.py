@@ -7,6 +7,7 @@ e.g. `instances[0].history: needs at least 56 values, got 10`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from dataclasses import dataclass
@@ -59,10 +60,8 @@ def _describe(value: Any) -> str:
 def _load(body: bytes) -> Any:
     if not body:
         raise PayloadError('body: empty; expected {"instances": [...]}')
-    try:
+    with contextlib.suppress(orjson.JSONDecodeError):
         return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        pass
     # orjson rejects NaN and Infinity; the standard parser accepts them, so the error can name
     # the field holding one. This path only runs for bodies that are already bad.
     try:

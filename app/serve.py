@@ -182,32 +182,32 @@ class ModelSlot:
                 stamps.append(None)
         return run_id, (run_id, *stamps)
 
+    def _load(self, run_id: str, key: tuple) -> Forecaster | None:
+        """The run's model, or None after logging and counting why it cannot be loaded."""
+        try:
+            return Forecaster.load(self.store.run_dir(run_id))
+        except (ModelLoadError, ValueError) as exc:
+            self._failed(run_id, key, exc)
+            return None
+
     def load_current(self) -> None:
         """Load CURRENT synchronously (at start-up, before the server listens)."""
         candidate = self._candidate()
         if candidate is None:
             log.info("no promoted model yet (models/CURRENT); /ready answers 503 until one is")
             return
-        run_id, key = candidate
-        try:
-            forecaster = Forecaster.load(self.store.run_dir(run_id))
-        except (ModelLoadError, ValueError) as exc:
-            self._failed(run_id, key, exc)
-            return
-        self.swap(forecaster)
+        forecaster = self._load(*candidate)
+        if forecaster is not None:
+            self.swap(forecaster)
 
     async def reload_if_changed(self) -> None:
         async with self.lock:
             candidate = await asyncio.to_thread(self._candidate)
             if candidate is None or candidate[1] == self.failed_key:
                 return
-            run_id, key = candidate
-            try:
-                forecaster = await asyncio.to_thread(Forecaster.load, self.store.run_dir(run_id))
-            except (ModelLoadError, ValueError) as exc:
-                self._failed(run_id, key, exc)
-                return
-            self.swap(forecaster)
+            forecaster = await asyncio.to_thread(self._load, *candidate)
+            if forecaster is not None:
+                self.swap(forecaster)
 
     def _failed(self, run_id: str, key: tuple, exc: Exception) -> None:
         self.failed_key = key
