@@ -217,7 +217,7 @@ CASES: list[tuple[str, str, dict[str, Any], dict[str, Any], str]] = [
         "container-env-no-secrets",
         TD,
         task([container()]),
-        task([container(environment=[{"name": "KEY_ID", "value": "AKIAABCDEFGHIJKLMNOP"}])]),
+        task([container(environment=[{"name": "KEY_ID", "value": "AKIA" + "ABCDEFGHIJKLMNOP"}])]),
         "KEY_ID",
     ),
     (
