@@ -24,7 +24,7 @@ import numpy as np
 import orjson
 import plotly.graph_objects as go
 from dash import Dash, Input, Output, dcc, html
-from flask import redirect
+from flask import Response, redirect, request
 from gunicorn.app.base import BaseApplication
 
 from app.cli import command_settings
@@ -439,6 +439,14 @@ def create_app(store_root: Path, refresh_seconds: float = 10.0) -> Dash:
     @server.route(PREFIX.rstrip("/"))
     def _to_dashboard() -> Any:
         return redirect(PREFIX, code=302)
+
+    @server.errorhandler(FileNotFoundError)
+    def _not_in_image(exc: FileNotFoundError) -> Any:
+        # The image ships no source maps (app/slim.py): a browser's developer tools asking for
+        # one get a plain 404, not a 500 with a traceback in the logs. Anything else re-raises.
+        if "/_dash-component-suites/" not in request.path:
+            raise exc
+        return Response("not in this image\n", status=404, mimetype="text/plain")
 
     # Dash prepares its script registry on a worker's first request, but marks it prepared
     # before it is filled, so a thread racing that first request gets a 500 for a script. One

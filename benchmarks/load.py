@@ -2,21 +2,24 @@
 
 One run, on this machine:
 
-1. trains a fresh model into a temp store with the real commands (`python -m app validate`,
+1. footprint: installs `app/requirements.txt` into a fresh target directory, sizes it raw, then
+   slims it as `app/Dockerfile` does (`python -m app.slim prune`, `strip`, `warm`) and sizes
+   it again, per package: what the image carries. Every `python -m app` command below runs from
+   that slimmed tree (`python -S`, nothing from this venv), so the figures are the image's;
+2. trains a fresh model into a temp store with the real commands (`python -m app validate`,
    `train`, `gate`, default boosting rounds);
-2. footprint: installs `app/requirements.txt` into a fresh target directory and sizes it raw and
-   after removing the packages' `tests` directories as `app/Dockerfile` does (what the image
-   carries), per package;
 3. cold start: spawns `python -m app serve` and times the first 200 on `/ready` (median);
 4. load: starts `python -m app serve` and the guide-style reference servers
-   (`benchmarks/naive_server.py`), warms each up, then runs `wrk` at 32 connections, 2 threads,
-   over every scenario in turn (interleaved, repeated); reads the api's RSS from /proc after the
-   warm-up;
-5. prints a table and writes `benchmarks/results/latest.json`.
+   (`benchmarks/naive_server.py`, from this venv), warms each up, then runs `wrk` at 32
+   connections, 2 threads, over every scenario in turn (interleaved, repeated); reads the api's
+   RSS from /proc after the warm-up;
+5. dashboard: `python -m app dashboard` from the slimmed tree serves its page, every script the
+   page names and every chunk Dash loads later;
+6. prints a table and writes `benchmarks/results/latest.json`.
 
-Needs `wrk` (`apt-get install wrk`). The figures are meant for a quiet machine: the spread over
-the repeats is recorded next to each median. `--quick` takes under 3 minutes.
-"""
+Needs `wrk` and binutils' `strip` (`apt-get install wrk binutils`). The figures are meant for a
+quiet machine: the spread over the repeats is recorded next to each median. `--quick` takes
+under 3 minutes."""
 
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -33,6 +37,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -97,11 +102,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def app_env(store: Path, **overrides: Any) -> dict[str, str]:
+def app_python(site: Path | None) -> list[str]:
+    """The interpreter for `python -m app` children: isolated from this venv's site-packages when
+    the slimmed image tree is there (its PYTHONPATH comes from `app_env`)."""
+    return [sys.executable, "-S"] if site is not None else [sys.executable]
+
+
+def app_env(store: Path, site: Path | None, **overrides: Any) -> dict[str, str]:
     """The environment of a `python -m app` child: this store, every other setting default."""
     env = {
         key: value
-        for key, value in os.environ.items()
+        for key, value in tree_env(site).items()
         if key not in ("RUN_ID", "RUN_DATE", "TRAIN_ROUNDS", "TRAIN_THREADS", "MAX_INSTANCES")
     }
     env.update(STORE_DIR=str(store), STORE_WAIT_SECONDS="5", PYTHONUNBUFFERED="1")
@@ -109,12 +120,12 @@ def app_env(store: Path, **overrides: Any) -> dict[str, str]:
     return env
 
 
-def run_app(command: str, store: Path, run_id: str) -> None:
+def run_app(command: str, store: Path, site: Path | None, run_id: str) -> None:
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "app", command],
+        [*app_python(site), "-m", "app", command],
         cwd=REPO_ROOT,
-        env=app_env(store, RUN_ID=run_id),
+        env=app_env(store, site, RUN_ID=run_id),
         capture_output=True,
         text=True,
         timeout=600,
@@ -124,11 +135,11 @@ def run_app(command: str, store: Path, run_id: str) -> None:
     log(f"app {command}: ok in {time.perf_counter() - started:.1f}s")
 
 
-def train_store(root: Path) -> Path:
+def train_store(root: Path, site: Path | None) -> Path:
     store = root / "store"
     store.mkdir()
     for command in ("validate", "train", "gate"):
-        run_app(command, store, "bench")
+        run_app(command, store, site, "bench")
     return store
 
 
@@ -173,8 +184,8 @@ def wait_for(url: str, process: subprocess.Popen, log_path: Path, timeout: float
     raise SystemExit(f"{url} not 200 after {timeout}s:\n{log_path.read_text()}")
 
 
-def serve_args() -> list[str]:
-    return [sys.executable, "-m", "app", "serve"]
+def serve_args(site: Path | None) -> list[str]:
+    return [*app_python(site), "-m", "app", "serve"]
 
 
 def naive_args(port: int, array_features: bool) -> list[str]:
@@ -182,15 +193,15 @@ def naive_args(port: int, array_features: bool) -> list[str]:
     return [*args, "--array-features"] if array_features else args
 
 
-def cold_starts(store: Path, root: Path, count: int) -> list[float]:
+def cold_starts(store: Path, site: Path | None, root: Path, count: int) -> list[float]:
     """Seconds from spawning `python -m app serve` to its first 200 on `/ready`, `count` times."""
     times = []
     for i in range(count):
         port = free_port()
-        env = app_env(store, HOST="127.0.0.1", PORT=port)
+        env = app_env(store, site, HOST="127.0.0.1", PORT=port)
         log_path = root / f"cold-{i}.log"
         started = time.perf_counter()
-        with spawn(serve_args(), env, log_path) as process:
+        with spawn(serve_args(site), env, log_path) as process:
             wait_for(f"http://127.0.0.1:{port}/ready", process, log_path)
             times.append(time.perf_counter() - started)
         log(f"cold start {i + 1}/{count}: {times[-1]:.2f}s")
@@ -214,8 +225,13 @@ def distribution_sizes(target: Path) -> dict[str, int]:
             path = (target / relative).resolve()
             if path in claimed or not path.is_file():
                 continue
-            claimed.add(path)
-            total += path.stat().st_size
+            # Bytecode written after installation (`app.slim warm`) belongs to its source.
+            compiled = (
+                path.parent.glob(f"__pycache__/{path.stem}.*.pyc") if path.suffix == ".py" else ()
+            )
+            for file in (path, *compiled):
+                claimed.add(file)
+                total += file.stat().st_size
         sizes[name] = total
     unlisted = sum(
         path.stat().st_size
@@ -228,8 +244,9 @@ def distribution_sizes(target: Path) -> dict[str, int]:
 
 
 def runtime_deps(root: Path) -> dict[str, Any]:
-    """Install app/requirements.txt into a fresh directory; its size raw and as the image has it
-    (every `tests` directory removed, as app/Dockerfile does), per package."""
+    """Install app/requirements.txt into a fresh directory and slim it as app/Dockerfile does
+    (`python -m app.slim prune`, `strip`, `warm`); its size raw and as the image has it, per
+    package. `site` is the slimmed tree: the app's commands in this benchmark run from it."""
     target = root / "deps"
     started = time.perf_counter()
     done = subprocess.run(
@@ -246,22 +263,43 @@ def runtime_deps(root: Path) -> dict[str, Any]:
         log(f"pip install failed, no footprint figure:\n{done.stderr[-2000:]}")
         return {"error": done.stderr[-2000:]}
     raw = distribution_sizes(target)
-    # app/Dockerfile: find /opt/venv/lib -depth -type d -name tests -exec rm -rf {} +
-    for tests in sorted(target.rglob("tests"), key=lambda p: len(p.parts), reverse=True):
-        if tests.is_dir() and not tests.is_symlink():
-            shutil.rmtree(tests)
+    steps = {}
+    for step in ("prune", "strip", "warm"):
+        args = [sys.executable, "-S", "-m", "app.slim", step]
+        done = subprocess.run(
+            [*args, str(target)] if step != "warm" else args,
+            cwd=REPO_ROOT,
+            env=tree_env(target),
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"python -m app.slim {step} failed:\n{done.stdout}{done.stderr}")
+        steps[step] = done.stdout.strip()
+        log(f"app.slim {step}: {steps[step]}")
     image = distribution_sizes(target)
-    log(f"runtime deps installed and sized in {time.perf_counter() - started:.1f}s")
+    log(f"runtime deps installed and slimmed in {time.perf_counter() - started:.1f}s")
     by_package = {
-        name: {"raw_mb": round(raw[name] / MB, 1), "image_mb": round(image.get(name, 0) / MB, 1)}
-        for name in sorted(raw, key=lambda n: image.get(n, 0), reverse=True)
+        name: {"raw_mb": round(raw.get(name, 0) / MB, 1), "image_mb": round(image[name] / MB, 1)}
+        for name in sorted(image, key=lambda n: image[n], reverse=True)
     }
     return {
         "raw_mb": round(sum(raw.values()) / MB, 1),
         "image_mb": round(sum(image.values()) / MB, 1),
         "by_package": by_package,
+        "slim": steps,
         "python": platform.python_version(),
+        "site": str(target),
     }
+
+
+def tree_env(site: Path | None) -> dict[str, str]:
+    """PYTHONPATH for a child started with `python -S`: the slimmed tree, then this repository,
+    and nothing from this venv, as in the image."""
+    if site is None:
+        return dict(os.environ)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join((str(site), str(REPO_ROOT)))}
 
 
 def rss_mb(pid: int) -> dict[str, float]:
@@ -349,8 +387,37 @@ def machine() -> dict[str, Any]:
     }
 
 
+def dashboard_assets(store: Path, site: Path, root: Path) -> dict[str, Any]:
+    """Starts `python -m app dashboard` from the slimmed tree and fetches its page, every script
+    the page names, and every chunk Dash loads later (dcc's and dash_table's `async-*.js`,
+    plotly.js): proof that slimming kept what a browser asks for."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}/dashboard/"
+    log_path = root / "dashboard.log"
+    env = app_env(store, site, HOST="127.0.0.1", DASHBOARD_PORT=port)
+    with spawn([*app_python(site), "-m", "app", "dashboard"], env, log_path) as process:
+        wait_for(base, process, log_path)
+        with urllib.request.urlopen(base, timeout=10) as response:
+            page = response.read().decode()
+        urls = [
+            urllib.parse.urljoin(base, src) for src in re.findall(r'<script src="([^"]+)"', page)
+        ]
+        suites = urllib.parse.urljoin(base, "_dash-component-suites/")
+        for library in ("dcc", "dash_table"):
+            urls += [
+                f"{suites}dash/{library}/{chunk.name}"
+                for chunk in sorted((site / "dash" / library).glob("async-*.js"))
+            ]
+        urls.append(f"{suites}plotly/package_data/plotly.min.js")
+        failed = [url for url in urls if http_status(url, timeout=10) != 200]
+    log(f"dashboard from the slimmed tree: {len(urls) - len(failed)}/{len(urls)} assets served")
+    if failed:
+        raise SystemExit(f"dashboard assets missing from the slimmed tree: {failed}")
+    return {"assets_served": len(urls), "failed": failed}
+
+
 def measure_load(
-    store: Path, root: Path, plan: Plan
+    store: Path, site: Path | None, root: Path, plan: Plan
 ) -> tuple[dict[str, dict[str, Any]], dict[str, float], int]:
     """Warm up, then run every scenario `plan.repeats` times, interleaved."""
     one, big = write_bodies(root)
@@ -362,10 +429,10 @@ def measure_load(
         Scenario("naive", "naive /predict, 1 instance", "naive", "/predict", one),
         Scenario("naive_array", "naive (numpy rows), 1 inst.", "naive_array", "/predict", one),
     ]
-    api_env = app_env(store, HOST="127.0.0.1", PORT=ports["api"], MAX_INSTANCES=BIG_REQUEST)
+    api_env = app_env(store, site, HOST="127.0.0.1", PORT=ports["api"], MAX_INSTANCES=BIG_REQUEST)
     naive_env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with (
-        spawn(serve_args(), api_env, root / "api.log") as api,
+        spawn(serve_args(site), api_env, root / "api.log") as api,
         spawn(naive_args(ports["naive"], False), naive_env, root / "naive.log") as naive,
         spawn(naive_args(ports["naive_array"], True), naive_env, root / "naive-array.log") as lean,
     ):
@@ -454,7 +521,7 @@ def table(result: dict[str, Any]) -> str:
             mark("cold_start_s"),
         ),
         (
-            "runtime deps (image: no tests dirs)",
+            "runtime deps (image: slimmed by app.slim)",
             f"{result['runtime_deps_mb']} MB",
             f"raw {deps.get('raw_mb')} MB",
             "<= 250 MB",
@@ -476,17 +543,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="shorter runs (under 3 minutes)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="where to write the JSON")
     args = parser.parse_args(argv)
-    if shutil.which("wrk") is None:
-        print("error: wrk is not installed (Debian/Ubuntu: apt-get install wrk)", file=sys.stderr)
-        return 2
+    for tool, package in (("wrk", "wrk"), ("strip", "binutils")):
+        if shutil.which(tool) is None:
+            print(f"error: {tool} is not installed (apt-get install {package})", file=sys.stderr)
+            return 2
     plan = QUICK if args.quick else FULL
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mlops-bench-") as tmp:
         root = Path(tmp)
-        store = train_store(root)
         deps = runtime_deps(root)
-        cold = cold_starts(store, root, plan.cold_starts)
-        load, memory, warmup_errors = measure_load(store, root, plan)
+        site = Path(deps.pop("site")) if "site" in deps else None  # gone with the temp dir
+        if site is None:
+            log("the app runs from this venv: the slimmed image tree could not be built")
+        store = train_store(root, site)
+        cold = cold_starts(store, site, root, plan.cold_starts)
+        load, memory, warmup_errors = measure_load(store, site, root, plan)
+        if site is not None:
+            deps["dashboard"] = dashboard_assets(store, site, root)
 
     errors = warmup_errors + sum(load[key]["errors"] for key in ("predict", "predict100", "health"))
     ratios = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pkgutil
 import signal
 import subprocess
 import sys
@@ -54,6 +55,24 @@ def test_page_renders_before_any_model_exists(tmp_path: Path) -> None:
     assert layout.status_code == 200
     assert b"No model yet" in layout.data
     assert b"No runs yet" in layout.data
+
+
+def test_a_script_file_missing_from_the_image_is_a_404_not_a_500(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What a browser's developer tools meet in the image, where app/slim.py pruned source maps:
+    # Dash finds the path registered, then reading the file raises FileNotFoundError.
+    client = create_app(tmp_path).server.test_client()
+    url = "/dashboard/_dash-component-suites/dash/dcc/async-graph.js.map"
+    assert client.get(url).status_code == 200  # this venv still has it
+
+    def missing(package: str, resource: str) -> bytes:
+        raise FileNotFoundError(2, "No such file or directory", resource)
+
+    monkeypatch.setattr(pkgutil, "get_data", missing)
+    response = client.get(url)
+    assert response.status_code == 404
+    assert response.data == b"not in this image\n"
 
 
 def test_bare_paths_redirect_to_the_dashboard(tmp_path: Path) -> None:

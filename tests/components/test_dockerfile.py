@@ -106,30 +106,27 @@ def test_shipped_stages_install_no_compilers(dockerfile, flavour):
             assert not COMPILERS.search(run), f"stage {stage.name} installs a compiler: {run}"
 
 
-def test_wheels_are_built_in_a_builder_and_installed_offline(dockerfile):
+def test_dependencies_are_installed_and_slimmed_in_a_builder_and_copied(dockerfile):
     global_args, stages = dockerfile
     shipped = {stage.name for f in ("cpu", "gpu") for stage in lineage(stages, global_args, f)}
-    builders = [s for s in stages if any("pip wheel" in run for run in s.all("RUN"))]
-    assert builders and not {b.name for b in builders} & shipped
+    (builder,) = [s for s in stages if any("pip install" in run for run in s.all("RUN"))]
+    assert builder.name not in shipped
+    runs = builder.all("RUN")
+    install = next(i for i, run in enumerate(runs) if "pip install" in run)
+    slim = next(i for i, run in enumerate(runs) if "slim.py prune" in run)
+    assert install < slim, "slimming must follow the installation"
+    assert "--no-compile -r /tmp/requirements.txt" in runs[install]
+    assert "slim.py prune /opt/venv" in runs[slim] and "slim.py strip /opt/venv" in runs[slim]
+    assert "import dash" in runs[slim]  # the import check runs on the slimmed venv
     runtime = stages[-1]
-    installs = [run for run in runtime.all("RUN") if "pip install" in run]
-    assert len(installs) == 1
-    assert "--no-index" in installs[0] and "-r /tmp/wheels/requirements.txt" in installs[0]
-    assert f"from={builders[0].name}" in installs[0]  # bind mount: wheels never become a layer
-    assert not any(kw == "COPY" and "--from" in args for kw, args in runtime.instructions)
-
-
-def test_gpu_flavour_swaps_xgboost_cpu_for_the_same_xgboost_version(dockerfile):
-    _, stages = dockerfile
-    (build,) = [run for s in stages for run in s.all("RUN") if "pip wheel" in run]
-    assert 'if [ "$FLAVOUR" = gpu ]' in build
-    swap = re.search(r"sed -i -E '(s/[^']+/)'", build).group(1)
-    _, pattern, replacement, _ = swap.split("/")
-    requirements = (APP_DIR / "requirements.txt").read_text()
-    pinned = re.search(r"^xgboost-cpu==\S+$", requirements, re.M).group(0)
-    assert re.sub(pattern, replacement, pinned) == pinned.replace("xgboost-cpu==", "xgboost==")
-    # The cpu flavour installs requirements.txt unchanged, and the build fails if the pin moves.
-    assert "grep -qE '^xgboost-cpu=='" in build
+    assert not any("pip install" in run for run in runtime.all("RUN"))
+    copies = [args for kw, args in runtime.instructions if kw == "COPY" and "--from" in args]
+    assert copies == [f"--from={builder.name} /opt/venv /opt/venv"]
+    # The api's bytecode is written after the app is in place, as root, before USER drops it.
+    keywords = [kw for kw, _ in runtime.instructions]
+    warm = next(i for i, (kw, a) in enumerate(runtime.instructions) if "app.slim warm" in a)
+    app_copy = runtime.instructions.index(("COPY", ". /srv/app"))
+    assert app_copy < warm < keywords.index("USER")
 
 
 def test_runs_as_the_non_root_store_user(dockerfile):
