@@ -43,6 +43,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib.util import cache_from_source
 from pathlib import Path
 from typing import Any
 
@@ -226,12 +227,11 @@ def distribution_sizes(target: Path) -> dict[str, int]:
             if path in claimed or not path.is_file():
                 continue
             # Bytecode written after installation (`app.slim warm`) belongs to its source.
-            compiled = (
-                path.parent.glob(f"__pycache__/{path.stem}.*.pyc") if path.suffix == ".py" else ()
-            )
-            for file in (path, *compiled):
-                claimed.add(file)
-                total += file.stat().st_size
+            compiled = Path(cache_from_source(str(path))) if path.suffix == ".py" else None
+            for file in (path, compiled):
+                if file is not None and file.is_file():
+                    claimed.add(file)
+                    total += file.stat().st_size
         sizes[name] = total
     unlisted = sum(
         path.stat().st_size
@@ -243,10 +243,11 @@ def distribution_sizes(target: Path) -> dict[str, int]:
     return sizes
 
 
-def runtime_deps(root: Path) -> dict[str, Any]:
+def runtime_deps(root: Path) -> tuple[dict[str, Any], Path | None]:
     """Install app/requirements.txt into a fresh directory and slim it as app/Dockerfile does
-    (`python -m app.slim prune`, `strip`, `warm`); its size raw and as the image has it, per
-    package. `site` is the slimmed tree: the app's commands in this benchmark run from it."""
+    (`python -m app.slim prune`, `strip`, `warm`): its size raw and as the image has it, per
+    package, and the slimmed tree the app's commands in this benchmark run from (None when
+    pip could not install)."""
     target = root / "deps"
     started = time.perf_counter()
     done = subprocess.run(
@@ -261,13 +262,12 @@ def runtime_deps(root: Path) -> dict[str, Any]:
     )
     if done.returncode != 0:
         log(f"pip install failed, no footprint figure:\n{done.stderr[-2000:]}")
-        return {"error": done.stderr[-2000:]}
+        return {"error": done.stderr[-2000:]}, None
     raw = distribution_sizes(target)
     steps = {}
-    for step in ("prune", "strip", "warm"):
-        args = [sys.executable, "-S", "-m", "app.slim", step]
+    for step, *roots in (("prune", str(target)), ("strip", str(target)), ("warm",)):
         done = subprocess.run(
-            [*args, str(target)] if step != "warm" else args,
+            [sys.executable, "-S", "-m", "app.slim", step, *roots],
             cwd=REPO_ROOT,
             env=tree_env(target),
             capture_output=True,
@@ -284,14 +284,14 @@ def runtime_deps(root: Path) -> dict[str, Any]:
         name: {"raw_mb": round(raw.get(name, 0) / MB, 1), "image_mb": round(image[name] / MB, 1)}
         for name in sorted(image, key=lambda n: image[n], reverse=True)
     }
-    return {
+    sizes = {
         "raw_mb": round(sum(raw.values()) / MB, 1),
         "image_mb": round(sum(image.values()) / MB, 1),
         "by_package": by_package,
         "slim": steps,
         "python": platform.python_version(),
-        "site": str(target),
     }
+    return sizes, target
 
 
 def tree_env(site: Path | None) -> dict[str, str]:
@@ -551,8 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mlops-bench-") as tmp:
         root = Path(tmp)
-        deps = runtime_deps(root)
-        site = Path(deps.pop("site")) if "site" in deps else None  # gone with the temp dir
+        deps, site = runtime_deps(root)
         if site is None:
             log("the app runs from this venv: the slimmed image tree could not be built")
         store = train_store(root, site)
