@@ -1,7 +1,7 @@
 """The mlops CrossGuard policy pack: every check in `policy/checks.py`, mandatory.
 
 `pulumi preview --policy-pack policy` (or `up`) runs this file as `__main__` from the pack
-directory; the checks are plain functions shared with `python -m components.plan`, which reports
+directory; the checks are plain functions shared with `python -m preflight.plan`, which reports
 the same findings offline.
 
 Resource policies see a resource's inputs before it is created or updated, so a violation stops

@@ -1,8 +1,8 @@
-"""The policy checks, as pure functions shared by the CrossGuard pack and `components.plan`.
+"""The policy checks, as pure functions shared by the CrossGuard pack and `preflight.plan`.
 
 A resource check takes `(resource_type, props)` and returns violation messages (empty: compliant).
 `props` are the engine's camelCase property maps, as CrossGuard hands them to a policy and as
-`components.offline` records them; JSON documents (`containerDefinitions`, IAM `policy`) arrive
+`preflight.offline` records them; JSON documents (`containerDefinitions`, IAM `policy`) arrive
 as JSON strings. A check ignores resource types it does not govern.
 
 A stack check takes every resource of the stack (`StackResource`: type, name, props) and returns

@@ -1,10 +1,10 @@
-"""Shared fixtures: the whole program evaluated offline per stack (see components/offline.py)."""
+"""Shared fixtures: the whole program evaluated offline per stack (see preflight/offline.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from components.offline import Plan, run_stack
+from preflight.offline import Plan, run_stack
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

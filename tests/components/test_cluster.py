@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from components.offline import Plan
+from preflight.offline import Plan
 
 CLUSTER = "aws:ecs/cluster:Cluster"
 PROVIDERS = "aws:ecs/clusterCapacityProviders:ClusterCapacityProviders"

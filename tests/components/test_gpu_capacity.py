@@ -14,8 +14,8 @@ from components.gpu_capacity import (
     GpuCapacity,
     GpuCapacityArgs,
 )
-from components.offline import SSM_VALUES, Plan, run_program
 from components.settings import TrainingSettings
+from preflight.offline import SSM_VALUES, Plan, run_program
 
 TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
 ASG = "aws:autoscaling/group:Group"

@@ -18,7 +18,7 @@ from components.image_repo import (
     context_files,
     context_tag,
 )
-from components.offline import (
+from preflight.offline import (
     ACCOUNT,
     SECRET_SIG,
     Plan,

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from components import documents as docs
-from components.offline import ACCOUNT, Plan, Resource, run_stack, stack_config
 from components.settings import parse
+from preflight.offline import ACCOUNT, Plan, Resource, run_stack, stack_config
 
 SERVICE = "aws:ecs/service:Service"
 TASK = "aws:ecs/taskDefinition:TaskDefinition"

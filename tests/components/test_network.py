@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from components.offline import run_stack
+from preflight.offline import run_stack
 
 
 def vpc_inputs(plan):

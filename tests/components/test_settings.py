@@ -9,7 +9,6 @@ import pulumi
 import pytest
 import yaml
 
-from components.offline import ROOT, run_stack
 from components.settings import (
     FARGATE_MEMORY,
     Capacity,
@@ -19,6 +18,7 @@ from components.settings import (
     check_cron,
     parse,
 )
+from preflight.offline import ROOT, run_stack
 
 
 def stack_raw(stack: str) -> dict[str, Any]:

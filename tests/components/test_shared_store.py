@@ -10,9 +10,9 @@ import pulumi_aws as aws
 import pytest
 
 from components.documents import APP_UID, policy_document
-from components.offline import ACCOUNT, ROOT, Plan, Resource, run_program
 from components.settings import StoreSettings, Throughput
 from components.shared_store import SharedStore, SharedStoreArgs, lifecycle_policies
+from preflight.offline import ACCOUNT, ROOT, Plan, Resource, run_program
 
 FS = "aws:efs/fileSystem:FileSystem"
 MOUNT = "aws:efs/mountTarget:MountTarget"

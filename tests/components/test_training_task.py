@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from components import documents as docs
-from components.offline import Plan, Resource, run_stack
+from preflight.offline import Plan, Resource, run_stack
 
 TASK_DEF = "aws:ecs/taskDefinition:TaskDefinition"
 STATE_MACHINE = "aws:sfn/stateMachine:StateMachine"

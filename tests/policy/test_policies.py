@@ -28,9 +28,9 @@ from pulumi_policy import (
 )
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown_checking_proxy
 
-from components.offline import Plan
-from components.plan import findings
 from policy import checks
+from preflight.offline import Plan
+from preflight.plan import findings
 
 PACK = Path(__file__).resolve().parents[2] / "policy"
 OPTIONS = PolicyResourceOptions(False, [], None, [], PolicyCustomTimeouts(0, 0, 0), [])

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from components.offline import ROOT, Plan, run_stack
-from components.plan import REDACTED, snapshot
+from preflight.offline import ROOT, Plan, run_stack
+from preflight.plan import REDACTED, snapshot
 
 SNAPSHOTS = Path(__file__).resolve().parent.parent / "snapshots"
 MAX_DIFF_LINES = 300

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from components.offline import run_stack
+from preflight.offline import run_stack
 
 
 def test_both_stacks_declare_resources(plan):

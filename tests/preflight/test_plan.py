@@ -1,4 +1,4 @@
-"""`python -m components.plan`: the tree, the JSON document, the stack diff and the CLI."""
+"""`python -m preflight.plan`: the tree, the JSON document, the stack diff and the CLI."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from components import plan as plan_module
-from components.costs import estimate_cost
-from components.offline import Plan, run_stack
-from components.plan import Report, diff, findings, render, render_diff
+from preflight import plan as plan_module
+from preflight.costs import estimate_cost
+from preflight.offline import Plan, run_stack
+from preflight.plan import Report, diff, findings, render, render_diff
 
 
 def report(plan: Plan) -> Report:

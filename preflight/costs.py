@@ -1,6 +1,6 @@
-"""The monthly cost model behind `python -m components.plan`: what a plan costs to run.
+"""The monthly cost model behind `python -m preflight.plan`: what a plan costs to run.
 
-`estimate_cost(plan)` reads what the program declares and prices it with `components/prices.py`:
+`estimate_cost(plan)` reads what the program declares and prices it with `preflight/prices.py`:
 
 - ECS services: expected running tasks from `desiredCount`, the scaling target's min..max and the
   scheduled actions that move them (played over a reference year), split across FARGATE and
@@ -28,9 +28,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from components import prices
-from components.offline import Plan, Resource
 from policy import checks
+from preflight import prices
+from preflight.offline import Plan, Resource
 
 REFERENCE_YEAR = 2027
 """Schedules are played over this (non-leap) year, in their own time zone, DST ignored."""
@@ -943,7 +943,7 @@ class _Model:
             elif resource.type in FREE_TYPES or resource.type in handled:
                 pricing[resource.urn] = "free"
             else:
-                self.unknown(resource, "no price in components/prices.py", "unknown type")
+                self.unknown(resource, "no price in preflight/prices.py", "unknown type")
                 pricing[resource.urn] = "unknown"
         return pricing
 

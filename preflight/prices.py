@@ -1,4 +1,4 @@
-"""The price table `components.plan` estimates with: us-east-1 list prices, dated, with sources.
+"""The price table `preflight.plan` estimates with: us-east-1 list prices, dated, with sources.
 
 On-demand list prices in USD for US East (N. Virginia), Linux, no free tier, no Savings Plans or
 Reserved capacity, no taxes. They were compiled from the AWS pricing pages named on each entry

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from components import prices
-from components.costs import CostLine, Provider, estimate_cost, schedule_fires, split_tasks
-from components.offline import Plan, Resource, run_stack
-from components.plan import Report, render
+from preflight import prices
+from preflight.costs import CostLine, Provider, estimate_cost, schedule_fires, split_tasks
+from preflight.offline import Plan, Resource, run_stack
+from preflight.plan import Report, render
 
 WEEKS_PER_MONTH = 365 / 7 / 12
 
@@ -164,6 +164,6 @@ def test_overridden_assumption_changes_the_estimate(prod_plan: Plan) -> None:
 
 
 def test_both_stacks_are_fully_priced(plan: Plan) -> None:
-    """A new resource type needs a price (components/prices.py) or a place in FREE_TYPES."""
+    """A new resource type needs a price (preflight/prices.py) or a place in FREE_TYPES."""
     unknown = sorted({(line.type, line.item) for line in estimate_cost(plan).unknown})
     assert unknown == []

@@ -1,13 +1,13 @@
 """Offline plan: the resource tree, a monthly cost estimate and the policy findings of a stack.
 
-    python -m components.plan dev               # tree, itemised monthly cost, assumptions, findings
-    python -m components.plan prod --json       # the same as one JSON document
-    python -m components.plan dev --diff prod   # what changes, resource by resource and in cost
+    python -m preflight.plan dev               # tree, itemised monthly cost, assumptions, findings
+    python -m preflight.plan prod --json       # the same as one JSON document
+    python -m preflight.plan dev --diff prod   # what changes, resource by resource and in cost
 
 It evaluates `__main__.py` with the stack's config under the mocks the tests use
-(`components.offline`): no cloud account, no cloud calls. The estimate reads what the program
+(`preflight.offline`): no cloud account, no cloud calls. The estimate reads what the program
 declares (task sizes, capacity strategies, scaling schedules, NAT gateways, keys, rules...) and
-prices it with the dated table in `components/prices.py`; usage no program can know (how long a
+prices it with the dated table in `preflight/prices.py`; usage no program can know (how long a
 training run takes) comes from the named assumptions printed with it. A resource type the table
 does not price is reported as unknown, never as $0. The findings come from `policy.checks`, the
 functions the CrossGuard pack runs.
@@ -29,8 +29,10 @@ from typing import Any
 
 import pulumi
 
-from components import prices
-from components.costs import (
+from components.documents import looks_secret
+from policy import checks
+from preflight import prices
+from preflight.costs import (
     ASG,
     CLUSTER,
     CLUSTER_PROVIDERS,
@@ -60,9 +62,7 @@ from components.costs import (
     kept_images,
     main_path_states,
 )
-from components.documents import looks_secret
-from components.offline import ROOT, Plan, Resource, run_stack
-from policy import checks
+from preflight.offline import ROOT, Plan, Resource, run_stack
 
 STACK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
@@ -402,7 +402,7 @@ class Report:
             "assumptions": {
                 "prices": {
                     "value": f"{prices.REGION} list prices of {prices.PRICES_DATE}",
-                    "note": "components/prices.py; on-demand, no free tier, no Savings Plans",
+                    "note": "preflight/prices.py; on-demand, no free tier, no Savings Plans",
                 },
                 "hours_per_month": {
                     "value": prices.HOURS_PER_MONTH,
@@ -591,7 +591,7 @@ def render_diff(change: Mapping[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m components.plan",
+        prog="python -m preflight.plan",
         description="Offline plan of a stack: resource tree, monthly cost, policy findings.",
     )
     parser.add_argument("stack", help="stack name: Pulumi.<stack>.yaml")

@@ -1,0 +1,1 @@
+"""Everything you can check before `pulumi up`; none of it runs during `pulumi up`."""
