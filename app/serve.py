@@ -4,7 +4,8 @@ Contract (DESIGN.md, "The app"):
 
 * `GET /health`  200 `{"status": "ok"}` while the process runs.
 * `GET /ready`   200 once a model is loaded, 503 before.
-* `GET /model`   `{"run_id", "trained_at", "metrics", "min_history", "max_horizon"}`.
+* `GET /model`   `{"run_id", "trained_at", "metrics", "min_history", "max_horizon", "device"}`:
+  `device` is where predictions run, "cuda" on a visible GPU the model can use, else "cpu".
 * `POST /predict` `{"instances": [{"history": [...], "horizon": n}]}` ->
   `{"predictions": [{"forecast": [...]}], "model": run_id}`; 422 `{"detail": ...}` naming the
   field for anything else.
@@ -40,6 +41,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from app import _xgboost_import  # noqa: F401  (must precede app.model: see its docstring)
 from app.batcher import MicroBatcher
 from app.cli import command_settings, open_store
+from app.device import serving_device
 from app.model import Forecaster, ModelLoadError
 from app.payload import MAX_BODY_BYTES, PayloadError, PayloadTooLargeError, parse_predict
 from app.settings import AppSettings
@@ -142,6 +144,8 @@ class ModelSlot:
 
     store: Store
     metrics: Metrics
+    device: str = "cpu"
+    """Where models predict (`app.device.serving_device`), chosen once at start."""
     forecaster: Forecaster | None = None
     model_body: bytes = b""
     failed_key: tuple | None = None
@@ -156,6 +160,7 @@ class ModelSlot:
                 "metrics": forecaster.metrics,
                 "min_history": forecaster.min_history,
                 "max_horizon": forecaster.max_horizon,
+                "device": forecaster.device,
             }
         )
         # One assignment: requests batched after it use the new model, earlier ones the old.
@@ -185,7 +190,7 @@ class ModelSlot:
     def _load(self, run_id: str, key: tuple) -> Forecaster | None:
         """The run's model, or None after logging and counting why it cannot be loaded."""
         try:
-            return Forecaster.load(self.store.run_dir(run_id))
+            return Forecaster.load(self.store.run_dir(run_id), self.device)
         except (ModelLoadError, ValueError) as exc:
             self._failed(run_id, key, exc)
             return None
@@ -245,7 +250,7 @@ def _error(status: int, detail: str) -> Response:
 def create_app(settings: AppSettings, store: Store) -> FastAPI:
     """The ASGI app, with its model slot loaded from CURRENT if there is one."""
     metrics = Metrics()
-    slot = ModelSlot(store, metrics)
+    slot = ModelSlot(store, metrics, serving_device())
     slot.load_current()
     batcher = MicroBatcher(
         model=lambda: slot.forecaster,
