@@ -12,9 +12,9 @@ Creates:
   (a full local cache hit, only a manifest to push), so the next build starts from the previous
   image's layers (`cacheFrom` + BuildKit inline cache metadata).
 
-Flavours: `cpu` always; `gpu` (CUDA base, CUDA-enabled XGBoost) only when training runs on GPU
-EC2. `image.pin: sha256:...` (with `image.gpu_pin` on a gpu-ec2 stack) builds nothing and
-deploys those already-pushed digests (rollback).
+Flavours: `cpu` always; `gpu` (CUDA base, CUDA-enabled XGBoost) only when training or serving
+runs on GPU EC2. `image.pin: sha256:...` (with `image.gpu_pin` on a gpu-ec2 stack) builds
+nothing and deploys those already-pushed digests (rollback).
 Consumers use `image_ref(flavour)`, a `repo@sha256:...` reference, never a mutable tag.
 """
 
@@ -145,8 +145,9 @@ def context_tag(context: Path, flavour: str) -> str:
 @dataclass
 class ImageRepoArgs:
     settings: Settings
-    """The whole stack config: `image` (keep_images, pin, gpu_pin), `training.capacity` (the gpu
-    flavour), `store.protect` (whether the repository may be deleted with its images)."""
+    """The whole stack config: `image` (keep_images, pin, gpu_pin), `training.capacity` and
+    `inference.capacity` (the gpu flavour), `store.protect` (whether the repository may be
+    deleted with its images)."""
     context: Path = APP_DIR
     """The Docker build context; its `Dockerfile` builds both flavours (`--build-arg FLAVOUR`)."""
 
@@ -159,7 +160,10 @@ class ImageRepo(pulumi.ComponentResource):
     def __init__(self, name: str, args: ImageRepoArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlops:index:ImageRepo", name, None, opts)
         settings = args.settings
-        self._capacity = settings.training.capacity
+        self._capacities = (
+            f"training.capacity {settings.training.capacity.value}, "
+            f"inference.capacity {settings.inference.capacity.value}"
+        )
         child = pulumi.ResourceOptions(parent=self)
 
         repo = aws.ecr.Repository(
@@ -193,7 +197,7 @@ class ImageRepo(pulumi.ComponentResource):
         self.repository_name = repo.name
         self.repository_arn = repo.arn
 
-        flavours = ["cpu", "gpu"] if settings.gpu_training else ["cpu"]
+        flavours = ["cpu", "gpu"] if settings.gpu_image else ["cpu"]
         self._refs: dict[str, pulumi.Output[str]] = {}
         if settings.image.pin:
             # Rollback: no build. Each flavour deploys its own pushed digest; settings.py requires
@@ -274,8 +278,8 @@ class ImageRepo(pulumi.ComponentResource):
             raise ValueError(f"image flavour {flavour!r}: use one of {', '.join(IMAGE_FLAVOURS)}")
         if flavour not in self._refs:
             raise ValueError(
-                f"image flavour {flavour!r} is built only when mlops:training.capacity is "
-                f"gpu-ec2; this stack uses {self._capacity.value}"
+                f"image flavour {flavour!r} is built only when mlops:training.capacity or "
+                f"mlops:inference.capacity is gpu-ec2; this stack has {self._capacities}"
             )
         return self._refs[flavour]
 
