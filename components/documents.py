@@ -763,9 +763,9 @@ SPREAD_ACROSS_AZS = [
     {"type": "spread", "field": "attribute:ecs.availability-zone"},
     {"type": "spread", "field": "instanceId"},
 ]
-"""Task placement for the EC2 serving tasks (pulumi-aws input shape): across AZs first, then
-across instances (ECS Developer Guide, "Amazon ECS task placement strategies"). Spreading by AZ
-first is also what the service's AZ rebalancing needs on EC2."""
+"""Task placement for the EC2 serving tasks (pulumi-aws input shape): across AZs first (a
+service's default), then across the instances within each AZ: AWS's own example (ECS Developer
+Guide, "Example Amazon ECS task placement strategies")."""
 GPU_ALARM_SCOPES = ("auto_scaling_group", "capacity_provider")
 CAPACITY_SHORT_MINUTES = 15
 
