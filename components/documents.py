@@ -431,10 +431,12 @@ def ci_preview_statements(region: str, account: str, repository_arn: str) -> lis
             "Resource": "*",
         },
         {
+            # ImageRepo.release: ecr.get_repositories (DescribeRepositories without names: every
+            # repository of the Region) and ecr.get_images (ListImages on ours).
             "Sid": "ReleaseTagLookup",
             "Effect": "Allow",
-            "Action": ["ecr:DescribeImages", "ecr:DescribeRepositories"],
-            "Resource": repository_arn,
+            "Action": ["ecr:DescribeRepositories", "ecr:ListImages", "ecr:DescribeImages"],
+            "Resource": [repository_arn, f"arn:aws:ecr:{region}:{account}:repository/*"],
         },
         {
             "Sid": "GpuAmiParameter",
