@@ -19,8 +19,8 @@ Creates, as children of the component:
   one launch template override per instance type (on-demand in that order of preference, Spot
   price-capacity-optimized), the first `on_demand_base` instances on-demand and
   `on_demand_percent_above_base` of the rest, Capacity Rebalancing when it runs Spot, new
-  instances protected from scale-in, and `force_delete` so `pulumi destroy` does not wait on
-  protected instances;
+  instances protected from scale-in, deletable with instances running (`force_delete`, so
+  `pulumi destroy` never waits on protected instances);
 - `<name>-provider`: the ECS capacity provider with managed scaling, managed termination
   protection and managed draining, which the cluster attaches.
 
@@ -218,8 +218,9 @@ class GpuCapacity(pulumi.ComponentResource):
             # Managed termination protection needs scale-in protection on the group and on every
             # instance (ECS API reference, "AutoScalingGroupProvider").
             protect_from_scale_in=True,
-            # Destroy deletes the group without waiting for its protected instances to drain
-            # (pulumi-aws autoscaling.Group `forceDelete`): nothing else ever removes them.
+            # Deleting the group terminates its instances without waiting for them to drain:
+            # scale-in protection would otherwise keep `pulumi destroy` waiting for instances
+            # nothing ever terminates (pulumi-aws autoscaling.Group `force_delete`).
             force_delete=True,
             # A Spot instance with a rebalance recommendation is replaced before it is
             # interrupted; the old one drains through managed draining (EC2 Auto Scaling User
