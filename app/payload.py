@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+from app._procs import die_with
+
 MAX_HISTORY = 10_000
 """Longest history accepted; only the last few dozen values are used anyway."""
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -35,6 +37,12 @@ def _json_int(text: str) -> float | _TooLarge:
     # int() would accept integers that float() then refuses with OverflowError (a 500).
     value = float(text)
     return value if math.isfinite(value) else _TooLarge(text)
+
+
+def start_parser_process(parent_pid: int) -> None:
+    """Initializer of the server's body-parser process: die with the server. Defined here, so
+    the process imports only this module (numpy, orjson), not the server's."""
+    die_with(parent_pid)
 
 
 class PayloadError(ValueError):
