@@ -141,13 +141,15 @@ class Ticker:
 
     def tick(self) -> dict[str, Any] | None:
         """One tick. Returns the forecast written, or None when this replica did not write."""
+        # Standbys keep the promoted model loaded too: loading one probes it in a child process
+        # first (seconds), which would otherwise delay a takeover.
+        model = self._current_model()
         was_writer = self.lock.held
         if not self.lock.try_acquire():
             log.debug("standby: the writer lock is held by %s", self.lock.holder())
             return None
         if not was_writer:
             log.info("took the writer lock %s; this replica writes forecasts", self.lock.path)
-        model = self._current_model()
         series = self._load_series()
         if model is None or series is None:
             return None

@@ -110,7 +110,7 @@ class ServerProcess:
     def log(self) -> str:
         return self.log_path.read_text()
 
-    def wait_ready(self, path: str = "/ready", timeout: float = 15.0) -> None:
+    def wait_ready(self, path: str = "/ready", timeout: float = 60.0) -> None:
         """Wait until `path` answers 200 (raises with the server log if the process dies)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

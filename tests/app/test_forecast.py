@@ -177,7 +177,7 @@ def test_two_tickers_have_one_writer_and_the_standby_takes_over_when_it_dies(
 ) -> None:
     tickers = [_start_ticker(store_copy, tmp_path / f"ticker{i}.log") for i in range(2)]
     try:
-        _wait_for(lambda: len(_writers(store_copy)) >= 2, 20, "the first forecasts")
+        _wait_for(lambda: len(_writers(store_copy)) >= 2, 60, "the first forecasts")
         time.sleep(8 * INTERVAL)
         writers = _writers(store_copy)
         assert len(writers) >= 8
