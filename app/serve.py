@@ -490,7 +490,6 @@ def create_app(settings: AppSettings, store: Store) -> FastAPI:
     slot = ModelSlot(store, metrics, settings)
     slot.load_current()
     parser = BodyParser()
-    retry_after = {"Retry-After": str(max(1, math.ceil(settings.reload_interval_seconds)))}
 
     def on_internal_port(request: Request) -> bool:
         """Whether `/metrics` and `/model` may answer this request (see INTERNAL_PORT)."""
@@ -565,8 +564,9 @@ def create_app(settings: AppSettings, store: Store) -> FastAPI:
 
     async def predict(request: Request) -> Response:
         forecaster = slot.forecaster
-        if forecaster is None:
-            return _error(503, "no model loaded", retry_after)
+        if forecaster is None:  # a new stack serves before its first training run promotes one
+            detail = b'{"detail":"no model is promoted yet; retry later"}'
+            return Response(detail, 503, {"Retry-After": "30"}, JSON)
         limits = {
             "min_history": forecaster.min_history,
             "max_horizon": forecaster.max_horizon,
