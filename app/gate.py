@@ -5,6 +5,9 @@ model is already current, beats that model's holdout MAE by `PROMOTE_MARGIN` (a 
 promoting is a normal outcome (exit 0); the reason is in `models/<run_id>/decision.json`.
 
 `promote RUN_ID` points CURRENT at any existing run that loads: the rollback.
+
+Both refuse (exit 1) a run whose model file does not match the sha256 and size `train` recorded,
+or does not load and predict in a child process (`app.model_check`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from app.cli import command_settings, open_store
-from app.model import METRICS_FILE, Forecaster, ModelLoadError
+from app.model import METRICS_FILE, ModelLoadError
+from app.model_check import check_run
 from app.store import Store, check_run_id
 
 log = logging.getLogger(__name__)
@@ -30,6 +34,14 @@ def _holdout_mae(store: Store, run_id: str) -> float | None:
         return float(store.read_json(store.run_dir(run_id) / METRICS_FILE)["holdout"]["mae"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _check_servable(store: Store, run_id: str) -> None:
+    """GateError unless the run's model file matches its record and loads in a child process."""
+    try:
+        check_run(store.run_dir(run_id))
+    except ModelLoadError as exc:
+        raise GateError(f"run {run_id} cannot be served: {exc}") from None
 
 
 def latest_trained_run(store: Store) -> str | None:
@@ -74,6 +86,7 @@ def decide(store: Store, run_id: str, margin: float) -> dict[str, Any]:
         )
 
     if promoted and previous != run_id:
+        _check_servable(store, run_id)
         store.set_current(run_id)
     decision = {
         "run_id": run_id,
@@ -101,10 +114,7 @@ def promote(store: Store, run_id: str) -> dict[str, Any]:
         raise GateError(
             f"unknown run {run_id!r}: {store.run_dir(run_id)} does not exist (runs: {known})"
         )
-    try:
-        Forecaster.load(store.run_dir(run_id))
-    except ModelLoadError as exc:
-        raise GateError(f"run {run_id} cannot be served: {exc}") from None
+    _check_servable(store, run_id)
     previous = store.current_run_id()
     store.set_current(run_id)
     decision = {

@@ -94,7 +94,8 @@ def test_gpu_image_api_falls_back_to_the_cpu_and_serves(
                 while _call(f"{api}/ready")[0] != 200:
                     assert time.monotonic() < deadline, "/ready never answered 200"
                     time.sleep(1)
-                checks["model"] = _call(f"{api}/model")
+                # /model answers on the api's internal port (inside the VPC only).
+                checks["model"] = _call(f"http://127.0.0.1:{task.ports[8081]}/model")
                 body = {"instances": [{"history": HISTORY, "horizon": 4}]}
                 checks["predict"] = _call(f"{api}/predict", body)
                 # Long enough for the load balancer's check (2 x 10 s) to mark it healthy.
