@@ -25,6 +25,7 @@ import pandas as pd
 import pandera.pandas as pa
 
 from app.cli import command_settings, open_store
+from app.lineage import file_sha256
 from app.store import Store
 
 log = logging.getLogger(__name__)
@@ -305,6 +306,8 @@ def check_dataset(path: Path, run_date: date | None = None) -> tuple[pd.DataFram
 def validate(store: Store, run_id: str, run_date: date | None = None) -> dict[str, Any]:
     """Validate the store's dataset, write the report and, when it passes, the accepted stats."""
     path = store.ensure_dataset()
+    # Hashed before parsing: the report vouches for exactly these bytes.
+    sha256 = file_sha256(path)
     frame, problems = check_dataset(path, run_date)
     stats = dataset_stats(frame) if len(frame) else {"rows": 0}
     drift_checked = False
@@ -320,6 +323,10 @@ def validate(store: Store, run_id: str, run_date: date | None = None) -> dict[st
         "problems": problems,
         "stats": stats,
         "dataset": str(path.relative_to(store.root)),
+        "dataset_sha256": sha256,
+        "run_date": run_date.isoformat() if run_date else None,
+        "first_date": stats.get("first_date"),
+        "last_date": stats.get("last_date"),
         "drift_checked": drift_checked,
     }
     store.write_json(store.report_path(run_id), report)
