@@ -38,6 +38,22 @@ class PayloadTooLargeError(PayloadError):
 class PredictRequest:
     histories: list[np.ndarray]
     horizons: list[int]
+    levels: tuple[int, ...] = ()
+    """Interval levels (percent) to return bounds for; empty when the model has none."""
+
+
+def _levels(value: Any, allowed: tuple[int, ...]) -> tuple[int, ...]:
+    if not isinstance(value, list):
+        raise PayloadError(f"levels: must be a list of integers, got {_describe(value)}")
+    if len(value) > len(allowed):
+        raise PayloadError(f"levels: at most {len(allowed)} levels, got {len(value)}")
+    shown = ", ".join(map(str, allowed)) or "none (this model has no intervals)"
+    for i, level in enumerate(value):
+        if type(level) is not int:
+            raise PayloadError(f"levels[{i}]: must be an integer, got {_describe(level)}")
+        if level not in allowed:
+            raise PayloadError(f"levels[{i}]: must be one of {shown}, got {level}")
+    return tuple(dict.fromkeys(value))
 
 
 def _describe(value: Any) -> str:
@@ -97,15 +113,24 @@ def _horizon(value: Any, where: str, max_horizon: int) -> int:
 
 
 def parse_predict(
-    body: bytes, *, min_history: int, max_horizon: int, max_instances: int
+    body: bytes,
+    *,
+    min_history: int,
+    max_horizon: int,
+    max_instances: int,
+    allowed_levels: tuple[int, ...] = (),
+    default_levels: tuple[int, ...] = (),
 ) -> PredictRequest:
-    """Parse a `/predict` body; raises PayloadError naming the first bad field."""
+    """Parse a `/predict` body; raises PayloadError naming the first bad field.
+
+    `levels` (optional) picks interval levels among `allowed_levels`; without it, the
+    `default_levels` the model calibrated."""
     data = _load(body)
     if not isinstance(data, dict):
         raise PayloadError(f'body: must be an object {{"instances": [...]}}, got {_describe(data)}')
-    extra = sorted(set(data) - {"instances"})
+    extra = sorted(set(data) - {"instances", "levels"})
     if extra:
-        raise PayloadError(f"{extra[0]}: unknown field; only 'instances' is accepted")
+        raise PayloadError(f"{extra[0]}: unknown field; only 'instances' and 'levels' are accepted")
     if "instances" not in data:
         raise PayloadError("instances: missing")
     instances = data["instances"]
@@ -133,4 +158,8 @@ def parse_predict(
             raise PayloadError(f"{where}.{unknown}: unknown field")
         histories.append(_history(instance["history"], f"{where}.history", min_history))
         horizons.append(_horizon(instance["horizon"], f"{where}.horizon", max_horizon))
-    return PredictRequest(histories, horizons)
+    if "levels" in data:
+        levels = _levels(data["levels"], allowed_levels)
+    else:
+        levels = tuple(level for level in default_levels if level in allowed_levels)
+    return PredictRequest(histories, horizons, levels)

@@ -5,9 +5,10 @@ Contract (DESIGN.md, "The app"):
 * `GET /health`  200 `{"status": "ok"}` while the process runs.
 * `GET /ready`   200 once a model is loaded, 503 before.
 * `GET /model`   `{"run_id", "trained_at", "metrics", "min_history", "max_horizon"}`.
-* `POST /predict` `{"instances": [{"history": [...], "horizon": n}]}` ->
-  `{"predictions": [{"forecast": [...]}], "model": run_id}`; 422 `{"detail": ...}` naming the
-  field for anything else.
+* `POST /predict` `{"instances": [{"history": [...], "horizon": n}], "levels": [80, 95]}` ->
+  `{"predictions": [{"forecast": [...], "lower": {"80": [...], "95": [...]}, "upper": {...}}],
+  "model": run_id}` (`levels` optional, default 80 and 95; bounds only for runs with calibrated
+  intervals); 422 `{"detail": ...}` naming the field for anything else.
 * `GET /metrics` Prometheus text.
 
 Behaviour: waits for the store at start; polls `models/CURRENT` and swaps in a newly promoted
@@ -40,7 +41,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from app import _xgboost_import  # noqa: F401  (must precede app.model: see its docstring)
 from app.batcher import MicroBatcher
 from app.cli import command_settings, open_store
-from app.model import Forecaster, ModelLoadError
+from app.model import DEFAULT_LEVELS, Forecaster, ModelLoadError
 from app.payload import MAX_BODY_BYTES, PayloadError, PayloadTooLargeError, parse_predict
 from app.settings import AppSettings
 from app.store import Store
@@ -313,6 +314,8 @@ def create_app(settings: AppSettings, store: Store) -> FastAPI:
                 min_history=forecaster.min_history,
                 max_horizon=forecaster.max_horizon,
                 max_instances=settings.max_instances,
+                allowed_levels=forecaster.levels,
+                default_levels=DEFAULT_LEVELS,
             )
         except PayloadTooLargeError as exc:
             return _error(413, str(exc))
@@ -322,7 +325,19 @@ def create_app(settings: AppSettings, store: Store) -> FastAPI:
             result = await batcher.submit(parsed.histories, parsed.horizons)
         except Exception:
             return _error(500, "prediction failed; see the server log")
-        predictions = [{"forecast": forecast.round(4)} for forecast in result.forecasts]
+        predictions: list[dict[str, Any]] = [
+            {"forecast": forecast.round(4)} for forecast in result.forecasts
+        ]
+        # Bounds come from the model that made the forecasts (a swap may land between the two).
+        made_by = next(
+            (m for m in (forecaster, slot.forecaster) if m and m.run_id == result.run_id), None
+        )
+        if parsed.levels and made_by is not None and set(parsed.levels) <= set(made_by.levels):
+            for prediction, bounds in zip(
+                predictions, made_by.bounds(result.forecasts, parsed.levels), strict=True
+            ):
+                for side in ("lower", "upper"):
+                    prediction[side] = {lv: b.round(4) for lv, b in bounds[side].items()}
         return _json(
             orjson.dumps(
                 {"predictions": predictions, "model": result.run_id},

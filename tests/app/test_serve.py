@@ -98,9 +98,31 @@ def test_predict_returns_a_forecast_of_each_requested_length(shared_server: str)
     result = response.json()
     assert result["model"] == FIRST_RUN
     assert [len(p["forecast"]) for p in result["predictions"]] == [1, 4, 52]
-    assert set(result["predictions"][0]) == {"forecast"}
+    assert set(result["predictions"][0]) == {"forecast", "lower", "upper"}
     assert result["predictions"][1]["forecast"][0] == result["predictions"][0]["forecast"][0]
     assert all(330 < value < 390 for p in result["predictions"] for value in p["forecast"])
+
+
+def test_predict_returns_interval_bounds_at_the_requested_levels(
+    shared_server: str, trained_store: Path
+) -> None:
+    forecaster = Forecaster.load(Store(trained_store).run_dir(FIRST_RUN))
+    history = shipped_history(60)
+    default = httpx.post(shared_server + "/predict", json=predict_body(horizon=8)).json()
+    (prediction,) = default["predictions"]
+    assert set(prediction["lower"]) == set(prediction["upper"]) == {"80", "95"}
+    expected = forecaster.bounds(forecaster.predict([np.array(history)], [8]), [80, 95])[0]
+    for side in ("lower", "upper"):
+        for level in ("80", "95"):
+            assert len(prediction[side][level]) == 8
+            np.testing.assert_allclose(prediction[side][level], expected[side][level], atol=1e-4)
+    body = {**predict_body(horizon=3), "levels": [99, 50]}
+    chosen = httpx.post(shared_server + "/predict", json=body).json()["predictions"][0]
+    assert set(chosen["lower"]) == {"50", "99"}
+    assert chosen["lower"]["99"][0] < chosen["lower"]["50"][0] < chosen["forecast"][0]
+    refused = httpx.post(shared_server + "/predict", json={**body, "levels": [42]})
+    assert refused.status_code == 422
+    assert refused.json() == {"detail": "levels[0]: must be one of 50, 80, 90, 95, 99, got 42"}
 
 
 def test_predictions_match_the_model_loaded_in_process(
@@ -196,7 +218,10 @@ BAD_INPUTS = {
         "instances: at most 64 instances per request, got 65",
     ),
     "no instances": ({"instances": []}, "instances: must hold at least one instance"),
-    "missing instances": ({"inputs": []}, "inputs: unknown field; only 'instances' is accepted"),
+    "missing instances": (
+        {"inputs": []},
+        "inputs: unknown field; only 'instances' and 'levels' are accepted",
+    ),
     "instance not an object": ({"instances": [[350.0] * 60]}, "instances[0]: must be an object"),
     "body not an object": ([1, 2, 3], 'body: must be an object {"instances": [...]}, got a list'),
 }
