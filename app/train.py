@@ -26,7 +26,7 @@ import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import orjson
@@ -151,6 +151,36 @@ def recipes(family: str, rounds: int, device: str, threads: int) -> list[dict[st
     return chosen[family]
 
 
+def _checkpoint_and_stop(
+    store: Store,
+    run_id: str,
+    booster: xgb.Booster,
+    rounds: int,
+    train_seconds: float,
+    dataset_sha: str,
+) -> NoReturn:
+    """Save the booster as the run's checkpoint and raise TrainingInterrupted."""
+    reached = booster.num_boosted_rounds()
+    _save_checkpoint(
+        store,
+        run_id,
+        booster,
+        {
+            "run_id": run_id,
+            "rounds_done": reached,
+            "rounds_total": rounds,
+            "train_seconds": round(train_seconds, 3),
+            "dataset_sha256": dataset_sha,
+            "feature_version": FEATURE_VERSION,
+            "saved_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        },
+    )
+    raise TrainingInterrupted(
+        f"interrupted at round {reached}/{rounds}; checkpoint saved in "
+        f"{store.checkpoint_dir(run_id)}; rerun with RUN_ID={run_id} to resume"
+    )
+
+
 def _train_booster(
     store: Store,
     run_id: str,
@@ -186,25 +216,7 @@ def _train_booster(
     train_seconds = seconds_before + time.monotonic() - started
     assert booster is not None
     if stop.is_set():
-        reached = booster.num_boosted_rounds()
-        _save_checkpoint(
-            store,
-            run_id,
-            booster,
-            {
-                "run_id": run_id,
-                "rounds_done": reached,
-                "rounds_total": rounds,
-                "train_seconds": round(train_seconds, 3),
-                "dataset_sha256": dataset_sha,
-                "feature_version": FEATURE_VERSION,
-                "saved_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            },
-        )
-        raise TrainingInterrupted(
-            f"interrupted at round {reached}/{rounds}; checkpoint saved in "
-            f"{store.checkpoint_dir(run_id)}; rerun with RUN_ID={run_id} to resume"
-        )
+        _checkpoint_and_stop(store, run_id, booster, rounds, train_seconds, dataset_sha)
     booster.set_param({"nthread": 1})
     return booster, done, train_seconds
 
@@ -279,7 +291,10 @@ def train(
     for recipe in candidates:
         reports[recipe["family"]] = backtest(dates, values, {**recipe, "threads": nthread}, stop)
         if stop.is_set():
-            raise TrainingInterrupted("interrupted during the backtest; rerun to resume")
+            if booster is None:
+                raise TrainingInterrupted(f"interrupted in the backtest; rerun RUN_ID={run_id}")
+            # The served booster is done: keep it, so the rerun only repeats the backtest.
+            _checkpoint_and_stop(store, run_id, booster, rounds, train_seconds, dataset_sha)
         mean = reports[recipe["family"]]["mean"]
         log.info(
             "backtest %s: mean MAE %.4f ppm over %d folds (seasonal naive + drift %.4f)",

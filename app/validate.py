@@ -7,6 +7,10 @@ Two layers, both reported in `reports/<run_id>/validation.json`:
 * a drift check against the statistics of the last dataset that passed (`accepted_stats.json`):
   history rewritten, a jump in level, a change in week-to-week noise, lost rows.
 
+The report records the sha256 of the exact bytes it checked and the row range (first and last
+date, the `RUN_DATE` cut): `train` refuses a dataset without a passing report for its sha, and
+the forecast ticker forecasts only from the dataset of the newest passing report.
+
 Exits 1 with a human summary on stderr when anything fails, so the state machine stops before
 training. pandas and pandera are imported here only, never by the server.
 """

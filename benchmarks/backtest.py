@@ -14,8 +14,7 @@ origins). For each fold and on average it prints the MAE of
   - ARIMA(1,1,1) with drift and four annual Fourier pairs as regressors (dynamic harmonic
     regression; a seasonal ARIMA with period 52 takes minutes per fit in statsmodels),
   - STL decomposition + exponential smoothing (ETS with additive trend) on the adjusted series,
-    refitted at each origin (cheap),
-  - Holt-Winters additive exponential smoothing (period 52), parameters fixed per fold.
+    refitted at each origin (cheap).
 
 The library methods score the same (origin, step) pairs as the served model: with `--stride K`
 every K-th origin (default 4, to keep statsmodels' share of the run to a few minutes; the served
@@ -93,29 +92,9 @@ def stl_ets(values: np.ndarray, start: int) -> Any:
     return forecast
 
 
-def holt_winters(values: np.ndarray, start: int) -> Any:
-    from statsmodels.tsa.holtwinters import ExponentialSmoothing
-
-    def model(history: np.ndarray) -> Any:
-        return ExponentialSmoothing(history, trend="add", seasonal="add", seasonal_periods=52)
-
-    fitted = model(fill_gaps(values[:start])).fit()
-    smoothing = {
-        key: fitted.params[key]
-        for key in ("smoothing_level", "smoothing_trend", "smoothing_seasonal")
-    }
-
-    def forecast(origin: int, h: int) -> np.ndarray:
-        run = model(fill_gaps(values[: origin + 1])).fit(**smoothing, optimized=False)
-        return run.forecast(h)
-
-    return forecast
-
-
 LIBRARY_METHODS = {
     "ARIMA(1,1,1)+Fourier (statsmodels)": arima_fourier,
     "STL + ETS (statsmodels)": stl_ets,
-    "Holt-Winters (statsmodels)": holt_winters,
 }
 
 
