@@ -40,7 +40,7 @@ MAX_GAP_WEEKS = 20
 """Longest allowed stretch between two observed weeks. The real series' longest outage is
 18 missing weeks (early 1964, a 19-week gap), which must pass."""
 MIN_ROWS = 520
-"""Ten years: two for the holdout and enough before them to learn the seasonal pattern."""
+"""Ten years: room for backtest folds of two years with five years before the first."""
 MAX_MISSING_FRACTION = 0.10
 """The real series misses 2.6% of its weeks."""
 
