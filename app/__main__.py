@@ -14,6 +14,7 @@ COMMANDS = {
     "forecast": ("app.forecast", "write fresh forecasts to forecasts/ every few seconds"),
     "dashboard": ("app.dashboard", "the Dash dashboard on DASHBOARD_PORT under /dashboard"),
     "local": ("app.local", "the whole pipeline on this machine with a local store"),
+    "check-image": ("app.provenance", "exit 1 unless this ECS task runs TRIGGER_IMAGE_DIGEST"),
 }
 
 
