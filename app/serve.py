@@ -62,7 +62,14 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from app import _xgboost_import  # noqa: F401  (must precede app.model: see its docstring)
 from app.batcher import MicroBatcher
 from app.cli import command_settings, open_store
-from app.model import DEFAULT_LEVELS, MIN_HISTORY, Forecaster, ModelLoadError
+from app.model import (
+    DEFAULT_LEVELS,
+    METRICS_FILE,
+    MIN_HISTORY,
+    MODEL_FILES,
+    Forecaster,
+    ModelLoadError,
+)
 from app.model import MAX_HORIZON as DEFAULT_MAX_HORIZON
 from app.model_check import load_checked, plausible_range
 from app.openapi import openapi_document
@@ -246,7 +253,7 @@ class ModelSlot:
         """The promoted directory and the stamps of its files: what a reload is keyed on (not
         the run_id inside metrics.json, which a copied run keeps from its origin)."""
         stamps: list[tuple[int, int] | None] = []
-        for name in ("model.ubj", "metrics.json"):
+        for name in (*MODEL_FILES.values(), METRICS_FILE):  # either family's model file
             try:
                 stat = (self.store.run_dir(run_id) / name).stat()
                 stamps.append((stat.st_mtime_ns, stat.st_size))
