@@ -1,9 +1,10 @@
 """`python -m app dashboard`: the Dash dashboard on DASHBOARD_PORT under `/dashboard/`.
 
 It reads the store and nothing else: the observed series (`datasets/`), the ticker's latest
-forecast (`forecasts/latest.json`), the promoted model's metrics (`models/CURRENT`,
-`models/<run>/metrics.json`) and every run's validation report and gate decision. The page
-refreshes on an interval and renders before any model exists.
+forecast and its interval bands (`forecasts/latest.json`), the promoted model's family,
+backtest and coverage (`models/CURRENT`, `models/<run>/metrics.json`) and every run's
+validation report and gate decision. The page refreshes on an interval and renders before
+any model exists.
 
 Every Dash path lives under `/dashboard/` so the app works behind the load balancer's
 `/dashboard*` path rule; `/dashboard/` itself is the health check path. It is served by gunicorn
@@ -42,6 +43,7 @@ INITIAL_YEARS = 6
 
 _OBSERVED_COLOUR = "#1f77b4"
 _FORECAST_COLOUR = "#d62728"
+_BAND_COLOURS = {95: "rgba(214,39,40,0.10)", 80: "rgba(214,39,40,0.22)"}
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class RunRow:
     validated: bool | None = None
     validation_note: str = ""
     trained_at: str | None = None
+    family: str = ""
     mae: float | None = None
     skill: float | None = None
     promoted: bool | None = None
@@ -138,14 +141,15 @@ def _run_row(store: Store, run_id: str, current: str | None) -> RunRow:
             note = f"{report.get('rows', '?')} rows"
         else:
             note = "; ".join(str(problem) for problem in problems) or "failed"
-    holdout = (metrics or {}).get("holdout") or {}
+    mean = ((metrics or {}).get("backtest") or {}).get("mean") or {}
     return RunRow(
         run_id=run_id,
         validated=validated,
         validation_note=note,
         trained_at=(metrics or {}).get("trained_at"),
-        mae=_float(holdout.get("mae")),
-        skill=_float(holdout.get("skill")),
+        family=str((metrics or {}).get("family", "")),
+        mae=_float(mean.get("mae")),
+        skill=_float(mean.get("skill")),
         promoted=None if decision is None else bool(decision.get("promoted")),
         reason=str((decision or {}).get("reason", "")),
         current=run_id == current,
@@ -189,7 +193,25 @@ def build_figure(snapshot: Snapshot) -> go.Figure:
             connectgaps=False,
         )
     )
-    forecast = (snapshot.latest or {}).get("forecast") or []
+    latest = snapshot.latest or {}
+    forecast = latest.get("forecast") or []
+    # Widest band first, so the narrower one is drawn on top of it.
+    for level in sorted(latest.get("levels") or [], reverse=True):
+        key = str(level)
+        if not all(key in point.get("lower", {}) for point in forecast):
+            continue
+        x = [point["date"] for point in forecast]
+        figure.add_trace(
+            go.Scatter(
+                x=x + x[::-1],
+                y=[p["upper"][key] for p in forecast] + [p["lower"][key] for p in forecast][::-1],
+                fill="toself",
+                fillcolor=_BAND_COLOURS.get(level, "rgba(214,39,40,0.12)"),
+                line={"width": 0},
+                hoverinfo="skip",
+                name=f"{level}% interval",
+            )
+        )
     if forecast:
         x = [point["date"] for point in forecast]
         y = [point["value"] for point in forecast]
@@ -221,8 +243,18 @@ def build_figure(snapshot: Snapshot) -> go.Figure:
         end = np.datetime64(forecast[-1]["date"] if forecast else dates[-1], "D")
         start = snapshot.dates[-1] - np.timedelta64(INITIAL_YEARS * 365, "D")
         layout["xaxis"]["range"] = [str(start), str(end + np.timedelta64(28, "D"))]
+        bounds = [
+            value
+            for point in forecast
+            for side in ("lower", "upper")
+            for value in (point.get(side) or {}).values()
+        ]
         shown = np.concatenate(
-            [snapshot.values[snapshot.dates >= start], [point["value"] for point in forecast]]
+            [
+                snapshot.values[snapshot.dates >= start],
+                [point["value"] for point in forecast],
+                bounds,
+            ]
         )
         layout["yaxis"]["range"] = [float(np.nanmin(shown)) - 2, float(np.nanmax(shown)) + 2]
     else:
@@ -270,9 +302,12 @@ def status_text(snapshot: Snapshot, now: datetime | None = None) -> str:
         age = f"{max((now - generated).total_seconds(), 0):.0f} s ago"
     except (KeyError, TypeError, ValueError):
         age = "at an unknown time"
+    dataset = latest.get("dataset") or {}
+    sha = str(dataset.get("sha256") or "?")[:12]
     return (
         f"Forecast of {latest.get('horizon', '?')} weeks after {latest.get('last_observed', '?')} "
-        f"by model {latest.get('run_id', '?')}, generated {age}."
+        f"by run {latest.get('run_id', '?')} ({latest.get('family', 'xgboost')}), from dataset "
+        f"{sha}… validated by run {dataset.get('validated_by', '?')}, generated {age}."
     )
 
 
@@ -283,19 +318,37 @@ def model_panel(snapshot: Snapshot) -> html.Div:
             id="model-empty",
         )
     metrics = snapshot.metrics or {}
-    holdout = metrics.get("holdout") or {}
-    mape = _float(holdout.get("mape"))
+    card = metrics.get("backtest") or {}
+    mean = card.get("mean") or {}
+    folds = card.get("folds") or []
+    dataset = metrics.get("dataset") or {}
+    coverage = metrics.get("coverage") or {}
     rows = [
         ("run", snapshot.current),
+        ("model family", str(metrics.get("family", "xgboost"))),
         ("trained at", _when(metrics.get("trained_at"))),
-        ("device", str(metrics.get("device", "—"))),
-        ("boosting rounds", str(metrics.get("rounds", "—"))),
-        ("training time", _fmt(_float(metrics.get("train_seconds")), "{:.1f} s")),
-        ("holdout MAE", _fmt(_float(holdout.get("mae")), "{:.3f} ppm")),
-        ("holdout RMSE", _fmt(_float(holdout.get("rmse")), "{:.3f} ppm")),
-        ("holdout MAPE", _fmt(mape, "{:.3f} %")),
-        ("seasonal-naive MAE", _fmt(_float(holdout.get("naive_mae")), "{:.3f} ppm")),
-        ("skill vs naive", _fmt(_float(holdout.get("skill")), "{:.2f}")),
+        (
+            "dataset",
+            f"{str(dataset.get('sha256', '?'))[:12]}… to {dataset.get('last_date', '?')}, "
+            f"validated by run {dataset.get('validation_run', '?')}",
+        ),
+        ("skill vs seasonal naive + drift", _fmt(_float(mean.get("skill")), "{:.2f}")),
+        ("backtest MAE (mean)", _fmt(_float(mean.get("mae")), "{:.3f} ppm")),
+        ("backtest MAE per fold", " / ".join(f"{f['mae']:.3f}" for f in folds) or "—"),
+        ("backtest RMSE", _fmt(_float(mean.get("rmse")), "{:.3f} ppm")),
+        ("seasonal naive + drift MAE", _fmt(_float(mean.get("drift_mae")), "{:.3f} ppm")),
+        ("seasonal naive MAE", _fmt(_float(mean.get("naive_mae")), "{:.3f} ppm")),
+        (
+            "folds",
+            f"{len(folds)} x {card.get('spec', {}).get('fold_weeks', '?')} weeks, "
+            f"{folds[0]['first_date']}..{folds[-1]['last_date']}"
+            if folds
+            else "—",
+        ),
+        (
+            "interval coverage",
+            ", ".join(f"{level}%: {value:.1f}%" for level, value in coverage.items()) or "—",
+        ),
     ]
     return html.Div(
         html.Table(
@@ -317,7 +370,16 @@ def runs_table(snapshot: Snapshot) -> html.Div:
     header = html.Tr(
         [
             html.Th(name)
-            for name in ("run", "validated", "trained", "holdout MAE", "skill", "gate", "why")
+            for name in (
+                "run",
+                "validated",
+                "trained",
+                "family",
+                "backtest MAE",
+                "skill vs naive + drift",
+                "gate",
+                "why",
+            )
         ]
     )
     body = [
@@ -330,6 +392,7 @@ def runs_table(snapshot: Snapshot) -> html.Div:
                 ),
                 html.Td([_yes_no(run.validated, "passed", "failed"), " ", run.validation_note]),
                 html.Td(_when(run.trained_at)),
+                html.Td(run.family or "—"),
                 html.Td(_fmt(run.mae)),
                 html.Td(_fmt(run.skill, "{:.2f}")),
                 html.Td(_yes_no(run.promoted, "promoted", "not promoted")),

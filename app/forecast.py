@@ -2,11 +2,17 @@
 
 Every `FORECAST_INTERVAL_SECONDS` the ticker forecasts the next `FORECAST_HORIZON` weeks from the
 latest observations in the store with the promoted model (`models/CURRENT`, reloaded only when it
-changes) and writes:
+changes), with the model's interval bounds at each level it calibrated, and writes:
 
     forecasts/latest.json     the newest forecast (atomic replace)
     forecasts/history.jsonl   recent forecasts, one JSON per line, oldest first: at least the
                               last `FORECAST_HISTORY_LIMIT` and at most twice as many
+
+Lineage: it forecasts only from the last validated dataset, the one whose sha256 the newest
+passing validation report names, cut at that report's last date. A dataset file that differs
+(rewritten, not validated yet, or failed) is ignored: the ticker keeps forecasting from the last
+validated series it read, or writes nothing when it has none. The forecast origin is the last
+observed week; trailing weeks without a value are never forecast from.
 
 Several replicas may run; one writes. Each tick a replica that is not the writer tries an
 exclusive, non-blocking POSIX lock (`lockf`) on `forecasts/.writer.lock`. POSIX locks work on EFS
@@ -35,7 +41,8 @@ import numpy as np
 import orjson
 
 from app.cli import command_settings, open_store
-from app.model import Forecaster, ModelLoadError, fill_gaps, read_series
+from app.lineage import file_sha256, passing_reports
+from app.model import DEFAULT_LEVELS, Forecaster, ModelLoadError, fill_gaps, read_series
 from app.model_check import load_checked
 from app.settings import AppSettings
 from app.store import Store
@@ -127,8 +134,9 @@ class Ticker:
         self._retry_gap = 0
         self._ticks_until_retry = 0
         self._waiting_logged = False
-        self._series_key: tuple[int, int] | None = None
+        self._series_key: tuple | None = None
         self._series: tuple[np.ndarray, np.ndarray] | None = None
+        self._series_report: dict[str, Any] | None = None
         self._history_lines: int | None = None
 
     @property
@@ -199,32 +207,77 @@ class Ticker:
         return model
 
     def _load_series(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """The observed series, re-read only when the dataset file changes."""
+        """The last validated series, checked again when the file or the reports change."""
         path = self.store.dataset_path
         try:
             stat = path.stat()
         except FileNotFoundError:
             log.warning("no dataset at %s yet", path)
-            return None
-        key = (stat.st_mtime_ns, stat.st_size)
-        if key != self._series_key:
-            self._series = read_series(path)
-            self._series_key = key
+            return self._series
+        reports = passing_reports(self.store)
+        newest = reports[-1] if reports else None
+        key = (stat.st_mtime_ns, stat.st_size, newest and newest.get("checked_at"), len(reports))
+        if key == self._series_key:
+            return self._series
+        self._series_key = key
+        kept = "the last validated series" if self._series is not None else "nothing"
+        if newest is None:
+            log.warning(
+                "no passing validation report in %s: forecasting %s", self.store.reports_dir, kept
+            )
+            return self._series
+        sha256 = file_sha256(path)
+        if sha256 != newest["dataset_sha256"]:
+            log.warning(
+                "%s (sha256 %s…) is not the dataset validated by run %s (%s…); forecasting from %s",
+                path,
+                sha256[:12],
+                newest.get("run_id"),
+                newest["dataset_sha256"][:12],
+                kept,
+            )
+            return self._series
+        dates, values = read_series(path)
+        if newest.get("last_date"):
+            keep = dates <= np.datetime64(newest["last_date"])
+            dates, values = dates[keep], values[keep]
+        observed = np.flatnonzero(~np.isnan(values))
+        if observed.size == 0:
+            return self._series
+        # The origin is the last observed week: trailing empty weeks are dropped, not filled.
+        last = int(observed[-1]) + 1
+        self._series = (dates[:last], values[:last])
+        self._series_report = newest
         return self._series
 
     def _forecast(self, model: Forecaster, dates: np.ndarray, values: np.ndarray) -> dict[str, Any]:
         horizon = min(self.settings.forecast_horizon, model.max_horizon)
         (predicted,) = model.predict([fill_gaps(values)], [horizon])
         future = np.datetime_as_string(forecast_dates(dates, horizon), unit="D")
+        points = [
+            {"date": str(day), "value": round(float(value), 4)}
+            for day, value in zip(future, predicted, strict=True)
+        ]
+        levels = [level for level in DEFAULT_LEVELS if level in model.levels]
+        if levels:
+            (bounds,) = model.bounds([predicted], levels)
+            for i, point in enumerate(points):
+                for side in ("lower", "upper"):
+                    point[side] = {lv: round(float(b[i]), 4) for lv, b in bounds[side].items()}
+        report = self._series_report or {}
         return {
             "generated_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "run_id": model.run_id,
+            "family": model.family,
             "last_observed": str(np.datetime_as_string(dates[-1], unit="D")),
             "horizon": horizon,
-            "forecast": [
-                {"date": str(day), "value": round(float(value), 4)}
-                for day, value in zip(future, predicted, strict=True)
-            ],
+            "levels": levels,
+            "forecast": points,
+            "dataset": {
+                "sha256": report.get("dataset_sha256"),
+                "validated_by": report.get("run_id"),
+                "last_date": report.get("last_date"),
+            },
             "writer": self.identity,
         }
 

@@ -1,8 +1,21 @@
 """`python -m app gate` and `python -m app promote RUN_ID`: decide what `models/CURRENT` serves.
 
-The gate promotes a run only when it beats the seasonal-naive baseline on its holdout and, if a
-model is already current, beats that model's holdout MAE by `PROMOTE_MARGIN` (a fraction). Not
-promoting is a normal outcome (exit 0); the reason is in `models/<run_id>/decision.json`.
+The gate compares like with like. The candidate's rolling-origin backtest (`app.backtest`, from
+metrics.json) and the current model's recipe scored again on the candidate's very folds (same
+dataset, same weeks; reused from the current run's metrics when those were scored on them). It
+promotes only a candidate that
+
+1. has calibrated intervals: backtest coverage within COVERAGE_TOLERANCE points of every level;
+2. beats seasonal naive plus drift on mean backtest MAE;
+3. beats the current model's mean MAE on the same folds by `PROMOTE_MARGIN` (a fraction); the
+   same recipe scores the same by construction, so there newer data decides;
+4. loads: its model file matches the sha256 and size `train` recorded, and loads and predicts
+   in a child process (`app.model_check`; the single call site `_check_servable`).
+
+Promotion is a compare-and-swap under an exclusive lock on `models/.gate.lock`: two overlapping
+gates (or a gate and a `promote`) run one after the other, and CURRENT changes only if it still
+names the run the decision compared against. Not promoting is a normal outcome (exit 0); the
+reason, naming the folds and the numbers, is in `models/<run_id>/decision.json`.
 
 `promote RUN_ID` points CURRENT at any existing run that loads: the rollback.
 
@@ -12,32 +25,64 @@ or does not load and predict in a child process (`app.model_check`).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
+import os
 import sys
-from datetime import UTC, datetime
+import threading
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
 from typing import Any
 
+import numpy as np
+
+from app.backtest import backtest, same_folds
 from app.cli import command_settings, open_store
-from app.model import METRICS_FILE, ModelLoadError
+from app.lineage import file_sha256
+from app.model import METRICS_FILE, ModelLoadError, read_series
 from app.model_check import check_run
 from app.store import Store, check_run_id
 
 log = logging.getLogger(__name__)
 
+COVERAGE_TOLERANCE = 5.0
+"""Largest allowed gap, in percentage points, between backtest coverage and a nominal level."""
+LOCK_NAME = ".gate.lock"
+_IN_PROCESS = threading.Lock()
+"""POSIX locks belong to the process: threads of one process queue here first."""
+
 
 class GateError(Exception):
-    """The gate cannot decide (no such run, unreadable metrics)."""
+    """The gate cannot decide (no such run, unreadable metrics, changed dataset)."""
 
 
-def _holdout_mae(store: Store, run_id: str) -> float | None:
+@contextlib.contextmanager
+def gate_lock(store: Store) -> Iterator[None]:
+    """Hold the store's exclusive gate lock (POSIX `lockf`, which EFS honours) while inside."""
+    store.models_dir.mkdir(parents=True, exist_ok=True)
+    with _IN_PROCESS:
+        fd = os.open(store.models_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                fcntl.lockf(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+
+def _metrics(store: Store, run_id: str) -> dict[str, Any] | None:
     try:
-        return float(store.read_json(store.run_dir(run_id) / METRICS_FILE)["holdout"]["mae"])
-    except (OSError, ValueError, KeyError, TypeError):
+        metrics = store.read_json(store.run_dir(run_id) / METRICS_FILE)
+    except (OSError, ValueError):
         return None
+    return metrics if isinstance(metrics, dict) else None
 
 
 def _check_servable(store: Store, run_id: str) -> None:
-    """GateError unless the run's model file matches its record and loads in a child process."""
+    """GateError unless the run's model file (either family's) matches its record and loads and
+    predicts in a child process: every promotion, by gate or by hand, passes here."""
     try:
         check_run(store.run_dir(run_id))
     except ModelLoadError as exc:
@@ -50,56 +95,160 @@ def latest_trained_run(store: Store) -> str | None:
     return trained[-1] if trained else None
 
 
+def _candidate_series(store: Store, metrics: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The exact weeks the candidate was backtested on; GateError if the dataset changed."""
+    dataset = metrics["dataset"]
+    path = store.root / dataset["path"]
+    if not path.exists() or file_sha256(path) != dataset["sha256"]:
+        raise GateError(
+            f"the dataset {dataset['path']} changed since run {metrics['run_id']} trained on it "
+            f"(sha256 {dataset['sha256'][:12]}…); the current model cannot be scored on the "
+            "same folds: validate and train again"
+        )
+    dates, values = read_series(path)
+    if dataset.get("run_date"):
+        keep = dates <= np.datetime64(date.fromisoformat(dataset["run_date"]))
+        dates, values = dates[keep], values[keep]
+    return dates, values
+
+
+def score_current(
+    store: Store, candidate: dict[str, Any], current: dict[str, Any]
+) -> tuple[dict[str, Any], bool]:
+    """The current model's backtest on the candidate's folds, and whether it was recomputed."""
+    card = candidate["backtest"]
+    if (
+        current.get("dataset", {}).get("sha256") == candidate["dataset"]["sha256"]
+        and current.get("dataset", {}).get("run_date") == candidate["dataset"].get("run_date")
+        and same_folds(current.get("backtest", {}), card)
+    ):
+        return current["backtest"], False
+    dates, values = _candidate_series(store, candidate)
+    recipe = {**current["recipe"], "threads": len(os.sched_getaffinity(0))}
+    log.info("scoring the current model's recipe (%s) on the candidate's folds", recipe["family"])
+    rescored = backtest(dates, values, recipe)
+    rescored.pop("intervals")
+    return rescored, True
+
+
+def _fold_list(card: dict[str, Any]) -> str:
+    folds = card["folds"]
+    return (
+        f"{len(folds)} folds of {card['spec']['fold_weeks']} weeks, "
+        f"{folds[0]['first_date']}..{folds[-1]['last_date']}"
+    )
+
+
+def _per_fold(card: dict[str, Any]) -> str:
+    return "/".join(f"{fold['mae']:.3f}" for fold in card["folds"])
+
+
+def _same_recipe(first: dict[str, Any], second: dict[str, Any]) -> bool:
+    keys = ("family", "params", "rounds", "feature_version")
+    return all(first.get(key) == second.get(key) for key in keys)
+
+
+def _miscalibrated(coverage: dict[str, float]) -> list[str]:
+    return [
+        f"{value:.1f}% for the {level}% level"
+        for level, value in coverage.items()
+        if abs(float(value) - float(level)) > COVERAGE_TOLERANCE
+    ]
+
+
+def _judge(
+    store: Store, run_id: str, metrics: dict[str, Any], previous: str | None, margin: float
+) -> tuple[bool, str, dict[str, Any]]:
+    """(promote?, reason, figures) for the candidate against CURRENT = `previous`.
+
+    Every rule is checked, so a refusal names all the rules the candidate breaks."""
+    card = metrics["backtest"]
+    mae, drift_mae = float(card["mean"]["mae"]), float(card["mean"]["drift_mae"])
+    folds = _fold_list(card)
+    figures: dict[str, Any] = {
+        "folds": [[f["first_date"], f["last_date"]] for f in card["folds"]],
+        "backtest_mae": mae,
+        "fold_mae": [f["mae"] for f in card["folds"]],
+        "drift_mae": drift_mae,
+        "coverage": metrics["coverage"],
+    }
+    if previous == run_id:
+        return True, "already the current model", figures
+    failures = []
+    bad = _miscalibrated(metrics["coverage"])
+    if bad:
+        failures.append(
+            f"intervals are not calibrated: backtest coverage {', '.join(bad)} is more than "
+            f"{COVERAGE_TOLERANCE:g} points off"
+        )
+    if mae >= drift_mae:
+        failures.append(
+            f"backtest MAE {mae:.4f} (per fold {_per_fold(card)}) does not beat "
+            f"seasonal naive + drift {drift_mae:.4f}"
+        )
+    current = _metrics(store, previous) if previous is not None else None
+    if previous is None:
+        verdict = f"first model: backtest MAE {mae:.4f}, seasonal naive + drift {drift_mae:.4f}"
+    elif current is None or "recipe" not in current:
+        verdict = (
+            f"the current model {previous} has no readable backtest recipe; replacing it "
+            f"(backtest MAE {mae:.4f}, seasonal naive + drift {drift_mae:.4f})"
+        )
+    else:
+        current_card, rescored = score_current(store, metrics, current)
+        current_mae = float(current_card["mean"]["mae"])
+        figures.update(
+            previous_mae=current_mae,
+            previous_fold_mae=[f["mae"] for f in current_card["folds"]],
+            previous_rescored=rescored,
+        )
+        verdict = (
+            f"backtest MAE {mae:.4f} (per fold {_per_fold(card)}) against the current model "
+            f"{previous} scored on the same folds: {current_mae:.4f} "
+            f"(per fold {_per_fold(current_card)})"
+        )
+        if _same_recipe(metrics["recipe"], current["recipe"]):
+            last, current_last = metrics["dataset"]["last_date"], current["dataset"]["last_date"]
+            if last > current_last:
+                verdict = f"same recipe, newer data (to {last}): {verdict}"
+            else:
+                failures.append(f"same recipe and no newer data than the current model: {verdict}")
+        elif mae < current_mae * (1.0 - margin):
+            verdict += f", better by more than the {margin:.1%} margin"
+        else:
+            failures.append(f"{verdict}, not better by the {margin:.1%} margin")
+    if failures:
+        return False, "; ".join(failures) + f" ({folds})", figures
+    return True, f"{verdict} ({folds})", figures
+
+
 def decide(store: Store, run_id: str, margin: float) -> dict[str, Any]:
-    """Apply the promotion rules to `run_id`, update CURRENT when it wins, write decision.json."""
+    """Apply the promotion rules to `run_id`, swap CURRENT when it wins, write decision.json."""
     metrics_path = store.run_dir(run_id) / METRICS_FILE
     if not metrics_path.exists():
         raise GateError(f"run {run_id} has no trained model ({metrics_path} is missing)")
-    holdout = store.read_json(metrics_path)["holdout"]
-    mae, naive_mae = float(holdout["mae"]), float(holdout["naive_mae"])
-    previous = store.current_run_id()
-    previous_mae = _holdout_mae(store, previous) if previous else None
-
-    if mae >= naive_mae:
-        promoted = False
-        reason = f"holdout MAE {mae:.4f} does not beat the seasonal-naive MAE {naive_mae:.4f}"
-    elif previous is None:
-        promoted = True
-        reason = f"first model: holdout MAE {mae:.4f} beats the seasonal-naive MAE {naive_mae:.4f}"
-    elif previous == run_id:
-        promoted = True
-        reason = "already the current model"
-    elif previous_mae is None:
-        promoted = True
-        reason = f"the current model {previous} has no readable metrics; replacing it"
-    elif mae < previous_mae * (1.0 - margin):
-        promoted = True
-        reason = (
-            f"holdout MAE {mae:.4f} beats the current model {previous} ({previous_mae:.4f}) "
-            f"by more than the {margin:.1%} margin"
-        )
-    else:
-        promoted = False
-        reason = (
-            f"holdout MAE {mae:.4f} does not beat the current model {previous} "
-            f"({previous_mae:.4f}) by the {margin:.1%} margin"
-        )
-
-    if promoted and previous != run_id:
-        _check_servable(store, run_id)
-        store.set_current(run_id)
-    decision = {
-        "run_id": run_id,
-        "promoted": promoted,
-        "reason": reason,
-        "decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "previous": previous,
-        "holdout_mae": mae,
-        "naive_mae": naive_mae,
-        "previous_mae": previous_mae,
-        "margin": margin,
-    }
-    store.write_json(store.run_dir(run_id) / "decision.json", decision)
+    metrics = store.read_json(metrics_path)
+    if "backtest" not in metrics:
+        raise GateError(f"run {run_id} has no backtest in {metrics_path} (trained by older code)")
+    with gate_lock(store):
+        previous = store.current_run_id()
+        promoted, reason, figures = _judge(store, run_id, metrics, previous, margin)
+        if promoted and previous != run_id:
+            _check_servable(store, run_id)
+            # The compare-and-swap: under the lock, CURRENT still names what was compared.
+            if store.current_run_id() != previous:
+                raise GateError("models/CURRENT changed during the decision; gate again")
+            store.set_current(run_id)
+        decision = {
+            "run_id": run_id,
+            "promoted": promoted,
+            "reason": reason,
+            "decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "previous": previous,
+            "margin": margin,
+            **figures,
+        }
+        store.write_json(store.run_dir(run_id) / "decision.json", decision)
     return decision
 
 
@@ -115,8 +264,9 @@ def promote(store: Store, run_id: str) -> dict[str, Any]:
             f"unknown run {run_id!r}: {store.run_dir(run_id)} does not exist (runs: {known})"
         )
     _check_servable(store, run_id)
-    previous = store.current_run_id()
-    store.set_current(run_id)
+    with gate_lock(store):
+        previous = store.current_run_id()
+        store.set_current(run_id)
     decision = {
         "run_id": run_id,
         "promoted": True,

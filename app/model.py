@@ -1,10 +1,23 @@
-"""The forecaster: a direct multi-horizon XGBoost model over weekly CO2 values.
+"""The forecaster: two model families over weekly CO2 values, and their prediction intervals.
 
-One training row per (forecast origin, horizon step h): the features describe the history up to
-the origin and h itself, and the target is the value h weeks ahead minus its seasonal anchor (the
-value 52 weeks before the target, which the history always contains for h <= 52). Every feature is
-a difference of history values, so the model does not depend on the CO2 level and keeps working
-as the series rises past the levels seen in training.
+`train` backtests both families on the same rolling folds and serves the better one; metrics.json
+says which (`family`). Both forecast a batch in one vectorised call, nothing is recursive.
+
+* `xgboost`: a direct multi-horizon XGBoost model (`model.ubj`, XGBoost's own format).
+* `harmonic`: discounted least squares of a linear trend plus three annual harmonics over the
+  last `window` weeks of the history (a half-life of `half_life_weeks` weighs recent years
+  more), extrapolated, plus the mean residual of the last `level_weeks` weeks (the current
+  level). Nothing is learned beyond its few settings (`model.json`); the fit is one matrix
+  product per history, with the projection matrix cached per history length.
+
+Intervals (both families): per horizon step, empirical quantiles of the backtest's forecast
+errors (split-conformal), stored in metrics.json as offsets added to the forecast.
+
+XGBoost family: one training row per (forecast origin, horizon step h): the features describe the
+history up to the origin and h itself, and the target is the value h weeks ahead minus its seasonal
+anchor (the value 52 weeks before the target, which the history always contains for h <= 52). Every
+feature is a difference of history values, so the model does not depend on the CO2 level and keeps
+working as the series rises past the levels seen in training.
 
 Predicting a batch of requests is one `inplace_predict` call on one feature matrix; nothing is
 recursive. The server loads this module, so it needs numpy and xgboost only: no pandas (the
@@ -14,6 +27,7 @@ server imports xgboost through `app._xgboost_import`, which keeps pandas out of 
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import logging
 from dataclasses import dataclass, field
@@ -50,7 +64,21 @@ FEATURE_NAMES = (
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.ubj"
+HARMONIC_FILE = "model.json"
 METRICS_FILE = "metrics.json"
+FAMILIES = ("xgboost", "harmonic")
+MODEL_FILES = {"xgboost": MODEL_FILE, "harmonic": HARMONIC_FILE}
+HARMONIC_PARAMS: dict[str, Any] = {
+    "window": 780,
+    "harmonics": 3,
+    "half_life_weeks": 390,
+    "level_weeks": 4,
+    "period_weeks": 365.25 / 7,
+}
+"""The harmonic family's settings: 15 years of history, the newest 7.5 years weigh double."""
+LEVELS = (50, 80, 90, 95, 99)
+"""Interval levels (percent) a run calibrates and `/predict` may ask for."""
+DEFAULT_LEVELS = (80, 95)
 
 
 class ModelLoadError(RuntimeError):
@@ -67,6 +95,11 @@ def check_model_bytes(raw: bytes, metrics: dict[str, Any], model_path: Path) -> 
         raise ModelLoadError(
             f"{model_path.parent / METRICS_FILE} records no model_file sha256 and size "
             "(trained before model files were checked?); retrain the run"
+        )
+    if record.get("name", model_path.name) != model_path.name:
+        raise ModelLoadError(
+            f"{model_path.parent / METRICS_FILE} records the model file {record['name']!r}, "
+            f"its family's file is {model_path.name}"
         )
     if len(raw) != record["bytes"]:
         raise ModelLoadError(
@@ -166,6 +199,61 @@ def design_matrix(windows: np.ndarray, horizons: np.ndarray) -> tuple[np.ndarray
     return features, anchor
 
 
+@functools.lru_cache(maxsize=32)
+def _harmonic_operators(
+    length: int, harmonics: int, half_life: float, period: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For histories of `length` weeks: the weighted least-squares projection (p, length), the
+    basis over the history (length, p) and over the next MAX_HORIZON weeks (MAX_HORIZON, p)."""
+
+    def basis(t: np.ndarray) -> np.ndarray:
+        columns = [np.ones_like(t), t]
+        for k in range(1, harmonics + 1):
+            columns += [np.sin(2 * np.pi * k * t / period), np.cos(2 * np.pi * k * t / period)]
+        return np.column_stack(columns)
+
+    t = np.arange(-length + 1, 1, dtype=np.float64)
+    root_weights = np.sqrt(0.5 ** (-t / half_life))
+    history_basis = basis(t)
+    projection = np.linalg.pinv(history_basis * root_weights[:, None]) * root_weights[None, :]
+    future_basis = basis(np.arange(1, MAX_HORIZON + 1, dtype=np.float64))
+    return projection, history_basis, future_basis
+
+
+def harmonic_predict(
+    histories: list[np.ndarray], horizons: list[int], params: dict[str, Any]
+) -> list[np.ndarray]:
+    """The harmonic family's forecasts: histories of one length share one matrix product."""
+    forecasts: list[np.ndarray] = [np.empty(0)] * len(histories)
+    by_length: dict[int, list[int]] = {}
+    for i, history in enumerate(histories):
+        by_length.setdefault(min(len(history), int(params["window"])), []).append(i)
+    for length, members in by_length.items():
+        projection, history_basis, future_basis = _harmonic_operators(
+            length,
+            int(params["harmonics"]),
+            float(params["half_life_weeks"]),
+            float(params["period_weeks"]),
+        )
+        windows = np.stack([np.asarray(histories[i][-length:], dtype=np.float64) for i in members])
+        coefficients = windows @ projection.T
+        residuals = windows - coefficients @ history_basis.T
+        level = residuals[:, -int(params["level_weeks"]) :].mean(axis=1)
+        paths = coefficients @ future_basis.T + level[:, None]
+        for row, i in enumerate(members):
+            forecasts[i] = paths[row, : horizons[i]]
+    return forecasts
+
+
+def interval_offsets(intervals: dict[str, Any], levels: list[int] | tuple[int, ...]) -> dict:
+    """`{level: (lower offsets, upper offsets)}` per horizon step, from metrics' `intervals`."""
+    offsets = intervals["offsets"]
+    return {
+        level: (np.asarray(offsets[str(level)]["lower"]), np.asarray(offsets[str(level)]["upper"]))
+        for level in levels
+    }
+
+
 @dataclass
 class Forecaster:
     """A trained model loaded from `models/<run_id>/`, ready to predict."""
@@ -173,7 +261,9 @@ class Forecaster:
     run_id: str
     trained_at: str
     metrics: dict[str, Any]
-    booster: xgb.Booster = field(repr=False)
+    family: str = "xgboost"
+    booster: xgb.Booster | None = field(default=None, repr=False)
+    harmonic: dict[str, Any] | None = None
     min_history: int = MIN_HISTORY
     max_horizon: int = MAX_HORIZON
     device: str = "cpu"
@@ -187,7 +277,6 @@ class Forecaster:
         run there, the CPU serves it and the log says so once."""
         run_dir = Path(run_dir)
         metrics_path = run_dir / METRICS_FILE
-        model_path = run_dir / MODEL_FILE
         if not run_dir.is_dir():
             raise ModelLoadError(f"run directory {run_dir} does not exist")
         try:
@@ -202,32 +291,33 @@ class Forecaster:
                 f"{metrics_path} is from another model version "
                 f"(feature_version {version!r}, expected {FEATURE_VERSION})"
             )
+        family = metrics.get("family", "xgboost")
+        if family not in FAMILIES:
+            raise ModelLoadError(f"{metrics_path} names an unknown model family {family!r}")
+        model_path = run_dir / MODEL_FILES[family]
         try:
             raw = model_path.read_bytes()
         except FileNotFoundError:
             raise ModelLoadError(f"{model_path} is missing") from None
         check_model_bytes(raw, metrics, model_path)
-        booster = xgb.Booster()
-        try:
-            booster.load_model(bytearray(raw))
-        except xgb.core.XGBoostError as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "unknown error"
-            raise ModelLoadError(f"{model_path} is not a valid XGBoost model: {reason}") from None
-        if booster.num_features() != len(FEATURE_NAMES):
-            raise ModelLoadError(
-                f"{model_path} expects {booster.num_features()} features, "
-                f"this code builds {len(FEATURE_NAMES)}"
-            )
-        # One thread per prediction: batches are tiny and the server has other work on its cores.
-        booster.set_param({"nthread": 1})
-        if device == "cuda":
-            device = _onto_gpu(booster, model_path)
+        booster, harmonic = None, None
+        if family == "xgboost":
+            booster = _load_booster(raw, model_path)
+            if device == "cuda":
+                device = _onto_gpu(booster, model_path)
+        else:
+            harmonic = _load_harmonic(raw, model_path)
+            if device == "cuda":
+                log.info("%s: the harmonic family runs on numpy; predicting on CPU", model_path)
+                device = "cpu"
         forecaster = cls(
             # The directory CURRENT names, not the run_id inside it: a copied run keeps the old one.
             run_id=run_dir.name,
             trained_at=str(metrics.get("trained_at", "")),
             metrics=metrics,
+            family=family,
             booster=booster,
+            harmonic=harmonic,
             min_history=int(metrics.get("min_history", MIN_HISTORY)),
             max_horizon=int(metrics.get("max_horizon", MAX_HORIZON)),
             device=device,
@@ -237,11 +327,20 @@ class Forecaster:
             raise ModelLoadError(f"{model_path} predicts non-finite values")
         return forecaster
 
+    @property
+    def levels(self) -> tuple[int, ...]:
+        """The interval levels this run calibrated (none for runs trained before intervals)."""
+        intervals = self.metrics.get("intervals") or {}
+        return tuple(int(level) for level in intervals.get("offsets", {}))
+
     def predict(self, histories: list[np.ndarray], horizons: list[int]) -> list[np.ndarray]:
         """Forecast `horizons[i]` steps after each history; one model call for the whole batch.
 
-        Histories must hold at least `min_history` finite values; only the last WINDOW are used.
-        """
+        Histories must hold at least `min_history` finite values. The xgboost family reads the
+        last WINDOW of them, the harmonic family up to its `window`."""
+        if self.harmonic is not None:
+            return harmonic_predict(histories, horizons, self.harmonic)
+        assert self.booster is not None
         windows = np.stack([history[-WINDOW:] for history in histories])
         features, anchor = design_matrix(windows, np.asarray(horizons))
         if self.device == "cuda":
@@ -253,6 +352,53 @@ class Forecaster:
         values = anchor + raw
         ends = np.cumsum(horizons).tolist()
         return [values[end - h : end] for end, h in zip(ends, horizons, strict=True)]
+
+    def bounds(
+        self, forecasts: list[np.ndarray], levels: list[int] | tuple[int, ...]
+    ) -> list[dict[str, dict[str, np.ndarray]]]:
+        """`{"lower": {level: array}, "upper": {level: array}}` around each forecast."""
+        offsets = interval_offsets(self.metrics["intervals"], levels)
+        result = []
+        for forecast in forecasts:
+            h = len(forecast)
+            result.append(
+                {
+                    "lower": {str(lv): forecast + lo[:h] for lv, (lo, _) in offsets.items()},
+                    "upper": {str(lv): forecast + hi[:h] for lv, (_, hi) in offsets.items()},
+                }
+            )
+        return result
+
+
+def _load_booster(raw: bytes, model_path: Path) -> xgb.Booster:
+    booster = xgb.Booster()
+    try:
+        booster.load_model(bytearray(raw))
+    except xgb.core.XGBoostError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "unknown error"
+        raise ModelLoadError(f"{model_path} is not a valid XGBoost model: {reason}") from None
+    if booster.num_features() != len(FEATURE_NAMES):
+        raise ModelLoadError(
+            f"{model_path} expects {booster.num_features()} features, "
+            f"this code builds {len(FEATURE_NAMES)}"
+        )
+    # One thread per prediction: batches are tiny and the server has other work on its cores.
+    booster.set_param({"nthread": 1})
+    return booster
+
+
+def _load_harmonic(raw: bytes, model_path: Path) -> dict[str, Any]:
+    try:
+        params = orjson.loads(raw).get("params")
+    except (orjson.JSONDecodeError, AttributeError):
+        raise ModelLoadError(f"{model_path} is not a harmonic model (JSON)") from None
+    if not isinstance(params, dict) or set(params) != set(HARMONIC_PARAMS):
+        raise ModelLoadError(
+            f"{model_path} must hold params with the keys {sorted(HARMONIC_PARAMS)}"
+        )
+    if not all(isinstance(v, int | float) and np.isfinite(v) and v > 0 for v in params.values()):
+        raise ModelLoadError(f"{model_path}: every harmonic parameter must be a positive number")
+    return params
 
 
 def _onto_gpu(booster: xgb.Booster, model_path: Path) -> str:

@@ -2,11 +2,14 @@
 
 XGBoost aborts or segfaults inside the library on some damaged model files (an empty
 `model.ubj` aborts; in a trial, 50 of 300 single-byte corruptions segfaulted) and silently loads
-others with changed forecasts. So every loader (`serve`, the forecast ticker, `gate`,
+others with changed forecasts. The harmonic family's `model.json` cannot crash the process, but a
+changed file would change forecasts just as silently, so both families take the same path. Every
+loader (`serve`, the forecast ticker, `gate`,
 `promote`) goes through here:
 
-1. `train` records the model file's sha256 and size (`model_file`) and the plausible range of
-   history values (`history_range`) in `metrics.json`;
+1. `train` records the model file's name (`model.ubj` or `model.json`, by family), sha256 and
+   size (`model_file`) and the plausible range of history values (`history_range`) in
+   `metrics.json`;
 2. a child process (`python -m app.model_check RUN_DIR`) checks the file against that record,
    loads it and predicts with it; a crash there costs the child, not the caller;
 3. only then does the caller load the same run in its own process (checking the sha256 again).
@@ -15,6 +18,7 @@ others with changed forecasts. So every loader (`serve`, the forecast ticker, `g
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import signal
@@ -26,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from app import _xgboost_import  # noqa: F401  (must precede app.model: see its docstring)
-from app.model import MODEL_FILE, SEASON, Forecaster, ModelLoadError
+from app.model import METRICS_FILE, MODEL_FILE, MODEL_FILES, SEASON, Forecaster, ModelLoadError
 
 PROBE_TIMEOUT_SECONDS = 60.0
 """Longest the child may take: a cold start of Python, numpy and xgboost on a slow volume."""
@@ -37,9 +41,21 @@ rises past its training levels; values outside the range are typing or unit erro
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
-def model_file_record(raw: bytes) -> dict[str, Any]:
+def model_file_record(raw: bytes, name: str = MODEL_FILE) -> dict[str, Any]:
     """What `train` records about the model file it writes (`metrics.json` `model_file`)."""
-    return {"name": MODEL_FILE, "bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
+    return {"name": name, "bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
+
+
+def model_path(run_dir: Path) -> Path:
+    """The run's model file as its metrics.json names it (its family's file), for messages.
+
+    Only a best guess: the child does the real checks, so an unreadable metrics.json falls back
+    to the xgboost family's file here."""
+    try:
+        family = json.loads((Path(run_dir) / METRICS_FILE).read_bytes()).get("family", "xgboost")
+    except (OSError, ValueError, AttributeError):
+        family = "xgboost"
+    return Path(run_dir) / MODEL_FILES.get(str(family), MODEL_FILE)
 
 
 def history_range(values: np.ndarray) -> dict[str, Any]:
@@ -73,7 +89,7 @@ def _probe(forecaster: Forecaster) -> None:
     horizons = list(range(1, forecaster.max_horizon + 1))
     forecasts = forecaster.predict([history] * len(horizons), horizons)
     if not all(np.isfinite(forecast).all() for forecast in forecasts):
-        raise ModelLoadError(f"{MODEL_FILE} predicts non-finite values")
+        raise ModelLoadError(f"{MODEL_FILES[forecaster.family]} predicts non-finite values")
 
 
 def _child_command(run_dir: Path) -> list[str]:
@@ -99,12 +115,12 @@ def check_run(run_dir: Path, timeout: float = PROBE_TIMEOUT_SECONDS) -> None:
         )
     except subprocess.TimeoutExpired:
         raise ModelLoadError(
-            f"{run_dir / MODEL_FILE}: the probe process did not finish within {timeout:g}s"
+            f"{model_path(run_dir)}: the probe process did not finish within {timeout:g}s"
         ) from None
     if result.returncode < 0:
         name = signal.Signals(-result.returncode).name
         raise ModelLoadError(
-            f"{run_dir / MODEL_FILE}: loading it killed the probe process ({name}); "
+            f"{model_path(run_dir)}: loading it killed the probe process ({name}); "
             "the file is damaged"
         )
     if result.returncode != 0:

@@ -6,8 +6,10 @@ run schemathesis against a live server with this document: no 5xx, no response o
 no valid request refused, no invalid one accepted.
 
 Compatibility: request objects are closed (`additionalProperties: false`, as the parser refuses
-unknown fields); response objects are open, so fields added later (per-instance prediction
-intervals next to `forecast`) do not break clients that validate against an older document.
+unknown fields); response objects are open, so fields added later do not break clients that
+validate against an older document. `levels` is restricted to the levels the served model
+calibrated (none for a model without intervals), so a request for another level is off the
+schema and its 422 is expected; the `lower`/`upper` bounds next to `forecast` are described.
 """
 
 from __future__ import annotations
@@ -36,6 +38,38 @@ def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, "content": {JSON: {"schema": schema}}}
 
 
+def _levels_schema(levels: tuple[int, ...], default_levels: tuple[int, ...]) -> dict[str, Any]:
+    """`levels`: only the interval levels the served model calibrated, each at most once."""
+    defaults = [level for level in default_levels if level in levels]
+    schema: dict[str, Any] = {
+        "description": "Prediction-interval levels (percent) to return bounds for. Only levels "
+        f"the served model calibrated: {', '.join(map(str, levels)) or 'none'}. Without it, "
+        f"{', '.join(map(str, defaults)) or 'none'}; an empty list asks for no bounds.",
+        "type": "array",
+        "uniqueItems": True,
+        "maxItems": len(levels),
+        "default": defaults,
+    }
+    if levels:
+        schema["items"] = {"type": "integer", "enum": list(levels)}
+    return schema
+
+
+def _bounds_schema(side: str, max_horizon: int) -> dict[str, Any]:
+    return {
+        "description": f'{side} interval bounds, keyed by level (e.g. `"80"`): one value per '
+        "forecast week. Present when the request asked for levels (or by default) and the "
+        "model calibrated them.",
+        "type": "object",
+        "additionalProperties": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": max_horizon,
+            "items": {"type": "number"},
+        },
+    }
+
+
 def openapi_document(
     *,
     min_history: int,
@@ -44,10 +78,13 @@ def openapi_document(
     max_instances: int,
     max_body_bytes: int,
     history_range: tuple[float, float] | None,
+    levels: tuple[int, ...] = (),
+    default_levels: tuple[int, ...] = (),
     internal: bool,
 ) -> dict[str, Any]:
-    """The document for one server: the served model's limits, and `/model` and `/metrics` only
-    where they answer (`internal`: on the internal port, or on the only port)."""
+    """The document for one server: the served model's limits (its calibrated interval `levels`
+    among them), and `/model` and `/metrics` only where they answer (`internal`: on the internal
+    port, or on the only port)."""
     value: dict[str, Any] = {"type": "number"}
     range_note = ""
     if history_range is not None:
@@ -57,6 +94,7 @@ def openapi_document(
             f" Values must lie in {low:g}..{high:g}, the served model's plausible range: half the "
             "lowest to twice the highest value it was trained on."
         )
+    levels_schema = _levels_schema(levels, default_levels)
     not_ready = _error("No model is loaded yet (nothing promoted, or it failed to load).")
     paths: dict[str, Any] = {
         "/health": {
@@ -126,7 +164,9 @@ def openapi_document(
                     "413": _error(f"The body is larger than {max_body_bytes} bytes."),
                     "422": _error(
                         "The body breaks this schema; `detail` names the first bad field, e.g. "
-                        "`instances[0].history[3]: must be a number, got null`."
+                        "`instances[0].history[3]: must be a number, got null`, or "
+                        "`levels[0]: must be one of 80, 95, got 70` for a level the served "
+                        "model did not calibrate."
                     ),
                     "500": _error("The model failed on this batch; see the server log."),
                     "503": _error(not_ready["description"], retry_after=True),
@@ -202,7 +242,8 @@ def openapi_document(
                     "minItems": 1,
                     "maxItems": max_instances,
                     "items": {"$ref": "#/components/schemas/Instance"},
-                }
+                },
+                "levels": levels_schema,
             },
         },
         "Prediction": {
@@ -216,7 +257,9 @@ def openapi_document(
                     "minItems": 1,
                     "maxItems": max_horizon,
                     "items": {"type": "number"},
-                }
+                },
+                "lower": _bounds_schema("Lower", max_horizon),
+                "upper": _bounds_schema("Upper", max_horizon),
             },
         },
         "PredictResponse": {

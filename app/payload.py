@@ -57,6 +57,29 @@ class PayloadTooLargeError(PayloadError):
 class PredictRequest:
     histories: list[np.ndarray]
     horizons: list[int]
+    levels: tuple[int, ...] = ()
+    """Interval levels (percent) to return bounds for; empty when the model has none."""
+
+
+def _levels(value: Any, allowed: tuple[int, ...]) -> tuple[int, ...]:
+    if not isinstance(value, list):
+        raise PayloadError(f"levels: must be a list of integers, got {_describe(value)}")
+    if len(value) > len(allowed):
+        raise PayloadError(f"levels: at most {len(allowed)} levels, got {len(value)}")
+    shown = ", ".join(map(str, allowed)) or "none (this model has no intervals)"
+    levels: list[int] = []
+    for i, level in enumerate(value):
+        # As for `horizon`: JSON Schema counts 80.0 as an integer, and so does the schema.
+        if type(level) is float and level.is_integer():
+            level = int(level)
+        if type(level) is not int:
+            raise PayloadError(f"levels[{i}]: must be an integer, got {_describe(level)}")
+        if level not in allowed:
+            raise PayloadError(f"levels[{i}]: must be one of {shown}, got {level}")
+        if level in levels:
+            raise PayloadError(f"levels[{i}]: {level} is already asked for")
+        levels.append(level)
+    return tuple(levels)
 
 
 def _describe(value: Any) -> str:
@@ -136,14 +159,19 @@ def parse_predict(
     max_horizon: int,
     max_instances: int,
     history_range: tuple[float, float],
+    allowed_levels: tuple[int, ...] = (),
+    default_levels: tuple[int, ...] = (),
 ) -> PredictRequest:
-    """Parse a `/predict` body; raises PayloadError naming the first bad field."""
+    """Parse a `/predict` body; raises PayloadError naming the first bad field.
+
+    `levels` (optional) picks interval levels among `allowed_levels`; without it, the
+    `default_levels` the model calibrated."""
     data = _load(body)
     if not isinstance(data, dict):
         raise PayloadError(f'body: must be an object {{"instances": [...]}}, got {_describe(data)}')
-    extra = sorted(set(data) - {"instances"})
+    extra = sorted(set(data) - {"instances", "levels"})
     if extra:
-        raise PayloadError(f"{extra[0]}: unknown field; only 'instances' is accepted")
+        raise PayloadError(f"{extra[0]}: unknown field; only 'instances' and 'levels' are accepted")
     if "instances" not in data:
         raise PayloadError("instances: missing")
     instances = data["instances"]
@@ -173,4 +201,8 @@ def parse_predict(
             _history(instance["history"], f"{where}.history", min_history, history_range)
         )
         horizons.append(_horizon(instance["horizon"], f"{where}.horizon", max_horizon))
-    return PredictRequest(histories, horizons)
+    if "levels" in data:
+        levels = _levels(data["levels"], allowed_levels)
+    else:
+        levels = tuple(level for level in default_levels if level in allowed_levels)
+    return PredictRequest(histories, horizons, levels)

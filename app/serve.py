@@ -6,9 +6,10 @@ Contract (DESIGN.md, "The app"):
 * `GET /ready`   200 once a model is loaded, 503 before.
 * `GET /model`   `{"run_id", "trained_at", "metrics", "min_history", "max_horizon", "device"}`:
   `device` is where predictions run, "cuda" on a visible GPU the model can use, else "cpu".
-* `POST /predict` `{"instances": [{"history": [...], "horizon": n}]}` ->
-  `{"predictions": [{"forecast": [...]}], "model": run_id}`; 422 `{"detail": ...}` naming the
-  field for anything else.
+* `POST /predict` `{"instances": [{"history": [...], "horizon": n}], "levels": [80, 95]}` ->
+  `{"predictions": [{"forecast": [...], "lower": {"80": [...], "95": [...]}, "upper": {...}}],
+  "model": run_id}` (`levels` optional, default 80 and 95; bounds only for runs with calibrated
+  intervals); 422 `{"detail": ...}` naming the field for anything else.
 * `GET /metrics` Prometheus text.
 * `GET /openapi.json` the OpenAPI document of all of the above (`app/openapi.py`).
 
@@ -63,8 +64,15 @@ from app import _xgboost_import  # noqa: F401  (must precede app.model: see its 
 from app.batcher import MicroBatcher
 from app.cli import command_settings, open_store
 from app.device import serving_device
+from app.model import (
+    DEFAULT_LEVELS,
+    METRICS_FILE,
+    MIN_HISTORY,
+    MODEL_FILES,
+    Forecaster,
+    ModelLoadError,
+)
 from app.model import MAX_HORIZON as DEFAULT_MAX_HORIZON
-from app.model import MIN_HISTORY, Forecaster, ModelLoadError
 from app.model_check import load_checked, plausible_range
 from app.openapi import openapi_document
 from app.payload import (
@@ -215,6 +223,8 @@ class ModelSlot:
                 max_instances=self.settings.max_instances,
                 max_body_bytes=MAX_BODY_BYTES,
                 history_range=self.history_range if forecaster else None,
+                levels=forecaster.levels if forecaster else (),
+                default_levels=DEFAULT_LEVELS,
                 internal=internal or not self.settings.internal_port,
             )
             self.openapi_bodies[internal] = orjson.dumps(document)
@@ -248,7 +258,7 @@ class ModelSlot:
         """The promoted directory and the stamps of its files: what a reload is keyed on (not
         the run_id inside metrics.json, which a copied run keeps from its origin)."""
         stamps: list[tuple[int, int] | None] = []
-        for name in ("model.ubj", "metrics.json"):
+        for name in (*MODEL_FILES.values(), METRICS_FILE):  # either family's model file
             try:
                 stat = (self.store.run_dir(run_id) / name).stat()
                 stamps.append((stat.st_mtime_ns, stat.st_size))
@@ -577,6 +587,8 @@ def create_app(settings: AppSettings, store: Store) -> FastAPI:
             "max_horizon": forecaster.max_horizon,
             "max_instances": settings.max_instances,
             "history_range": slot.history_range,
+            "allowed_levels": forecaster.levels,
+            "default_levels": DEFAULT_LEVELS,
         }
         try:
             if _is_small(request):
@@ -599,7 +611,24 @@ def create_app(settings: AppSettings, store: Store) -> FastAPI:
         if not all(np.isfinite(forecast).all() for forecast in result.forecasts):
             log.error("run %s forecast a non-finite value; refusing to return it", result.run_id)
             return _error(500, "the model produced a non-finite forecast; see the server log")
-        predictions = [{"forecast": forecast.round(4)} for forecast in result.forecasts]
+        predictions: list[dict[str, Any]] = [
+            {"forecast": forecast.round(4)} for forecast in result.forecasts
+        ]
+        # Bounds come from the model that made the forecasts (a swap may land between the two).
+        made_by = next(
+            (m for m in (forecaster, slot.forecaster) if m and m.run_id == result.run_id), None
+        )
+        if parsed.levels and made_by is not None and set(parsed.levels) <= set(made_by.levels):
+            for prediction, bounds in zip(
+                predictions, made_by.bounds(result.forecasts, parsed.levels), strict=True
+            ):
+                for side in ("lower", "upper"):
+                    if not all(np.isfinite(b).all() for b in bounds[side].values()):
+                        log.error("run %s has non-finite interval bounds", result.run_id)
+                        return _error(
+                            500, "the model produced a non-finite interval; see the server log"
+                        )
+                    prediction[side] = {lv: b.round(4) for lv, b in bounds[side].items()}
         return _json(
             orjson.dumps(
                 {"predictions": predictions, "model": result.run_id},

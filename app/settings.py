@@ -47,7 +47,10 @@ class AppSettings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     promote_margin: float = Field(0.0, ge=0.0, lt=1.0)
-    """A run must beat the current model's holdout MAE by this fraction to be promoted."""
+    """A run must beat the current model's mean backtest MAE, on the same folds, by this fraction
+    to be promoted."""
+    model_family: Literal["auto", "xgboost", "harmonic"] = "auto"
+    """Which model family `train` backtests: `auto` backtests both and serves the better one."""
 
     train_rounds: int = Field(100, ge=1, le=100_000)
     """Boosting rounds of a full training run."""

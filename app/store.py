@@ -5,7 +5,7 @@ Layout::
     datasets/co2_weekly.csv            the training series (copied from the app when empty)
     datasets/accepted_stats.json       statistics of the last dataset that passed validation
     reports/<run_id>/validation.json   one validation report per run
-    models/<run_id>/                   model.ubj, metrics.json, card.md, decision.json
+    models/<run_id>/                   model.ubj or model.json, metrics.json, card.md, decision.json
     models/<run_id>/checkpoint/        a booster saved when a Spot task is interrupted
     models/CURRENT                     the promoted run id
     forecasts/                         the forecast ticker's output
@@ -203,7 +203,8 @@ class Store:
         )
 
     def has_model(self, run_id: str) -> bool:
-        return (self.run_dir(run_id) / "model.ubj").is_file()
+        # Either family's model file (app.model.MODEL_FILES; not imported: it pulls in xgboost).
+        return any((self.run_dir(run_id) / name).is_file() for name in ("model.ubj", "model.json"))
 
     # --- atomic file operations ---------------------------------------------------------------
 

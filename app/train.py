@@ -1,10 +1,13 @@
-"""`python -m app train`: train the forecaster on the store's dataset into `models/<RUN_ID>/`.
+"""`python -m app train`: train the forecaster on the validated dataset into `models/<RUN_ID>/`.
 
-* Holdout: the last two years (104 weeks). Every origin from the last training week onwards
-  forecasts up to 52 weeks ahead, staying inside the holdout; MAE, RMSE and MAPE are taken over
-  those (origin, step) pairs against observed values, and so is the seasonal-naive baseline
-  (the value 52 weeks before the target), which gives skill = 1 - MAE / naive MAE.
-* The deployed model is the one that was evaluated: what the gate compares is what serves.
+* Lineage: refuses a dataset without a passing validation report for its exact sha256 (and the
+  same `RUN_DATE` cut); metrics.json records the dataset's sha256, the report, the image digest
+  (`TRIGGER_IMAGE_DIGEST`) when known, the parameters and the code version.
+* Report card: a rolling-origin backtest (`app.backtest`) of both model families on the same
+  folds: MAE, RMSE and skill against seasonal naive plus drift, per fold and on average, and the
+  coverage of the prediction intervals per level. The family with the lower mean MAE serves.
+* The served model is the chosen recipe fitted on every week the run was given: for xgboost a
+  booster trained on all of it; the harmonic family fits each history as it forecasts.
 * SIGTERM (a Spot interruption) stops boosting after the current round, saves the booster in
   `models/<run_id>/checkpoint/` and exits 143; rerunning the same RUN_ID resumes from there.
 """
@@ -19,27 +22,28 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
+import orjson
 import xgboost as xgb
 
+from app.backtest import BacktestError, backtest, fold_bounds, training_split
 from app.cli import command_settings, open_store
 from app.device import gpu_visible
+from app.lineage import file_sha256, report_for
 from app.model import (
     FEATURE_NAMES,
     FEATURE_VERSION,
+    HARMONIC_PARAMS,
     MAX_HORIZON,
     METRICS_FILE,
     MIN_HISTORY,
     MODEL_FILE,
-    WINDOW,
-    design_matrix,
-    fill_gaps,
+    MODEL_FILES,
     read_series,
 )
 from app.model_check import history_range, model_file_record
@@ -47,7 +51,6 @@ from app.store import Store
 
 log = logging.getLogger(__name__)
 
-HOLDOUT_WEEKS = 104
 SEED = 7
 EXIT_INTERRUPTED = 128 + signal.SIGTERM
 PARAMS: dict[str, Any] = {
@@ -68,17 +71,6 @@ class TrainingInterrupted(Exception):
     """SIGTERM arrived; the booster was checkpointed."""
 
 
-@dataclass
-class Split:
-    """One part of the series as model rows: features, observed targets and seasonal anchors.
-
-    The model learns `targets - anchors`: the change from the value 52 weeks earlier."""
-
-    features: np.ndarray
-    targets: np.ndarray
-    anchors: np.ndarray
-
-
 def detect_device() -> str:
     """'cuda' when a GPU is visible and this xgboost build can train on it, else 'cpu'."""
     if not gpu_visible():
@@ -92,37 +84,6 @@ def detect_device() -> str:
     return "cuda"
 
 
-def windows_for(series: np.ndarray, origins: np.ndarray) -> np.ndarray:
-    """The WINDOW values ending at each origin index (inclusive)."""
-    offsets = np.arange(-WINDOW + 1, 1)
-    return series[origins[:, None] + offsets]
-
-
-def make_split(filled: np.ndarray, observed: np.ndarray, origins: np.ndarray, end: int) -> Split:
-    """Rows for forecasting from each origin up to MAX_HORIZON steps, targets before `end`."""
-    horizons = np.minimum(MAX_HORIZON, end - 1 - origins)
-    keep = horizons > 0
-    origins, horizons = origins[keep], horizons[keep]
-    features, anchor = design_matrix(windows_for(filled, origins), horizons)
-    target_index = np.repeat(origins, horizons) + features[:, 0].astype(np.int64)
-    mask = observed[target_index]
-    return Split(features=features[mask], targets=filled[target_index][mask], anchors=anchor[mask])
-
-
-def holdout_metrics(actual: np.ndarray, predicted: np.ndarray, naive: np.ndarray) -> dict:
-    errors = predicted - actual
-    mae = float(np.mean(np.abs(errors)))
-    naive_mae = float(np.mean(np.abs(naive - actual)))
-    return {
-        "mae": round(mae, 5),
-        "rmse": round(float(np.sqrt(np.mean(errors**2))), 5),
-        "mape": round(float(np.mean(np.abs(errors) / np.abs(actual))) * 100, 5),
-        "naive_mae": round(naive_mae, 5),
-        "skill": round(1.0 - mae / naive_mae, 5),
-        "pairs": len(actual),
-    }
-
-
 class Progress(xgb.callback.TrainingCallback):
     """Logs every `every` rounds and stops boosting once `stop` is set (SIGTERM)."""
 
@@ -134,21 +95,8 @@ class Progress(xgb.callback.TrainingCallback):
     def after_iteration(self, model: xgb.Booster, epoch: int, evals_log: dict) -> bool:
         round_no = self.done + epoch + 1
         if round_no % self.every == 0 or round_no == self.total:
-            train_mae = evals_log["train"]["mae"][-1]
-            holdout_mae = evals_log["holdout"]["mae"][-1]
-            log.info(
-                "round %d/%d: train MAE %.4f, holdout MAE %.4f (%.1fs)",
-                round_no,
-                self.total,
-                train_mae,
-                holdout_mae,
-                time.monotonic() - self.started,
-            )
+            log.info("round %d/%d (%.1fs)", round_no, self.total, time.monotonic() - self.started)
         return self.stop.is_set()
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _load_checkpoint(
@@ -173,64 +121,75 @@ def _save_checkpoint(store: Store, run_id: str, booster: xgb.Booster, state: dic
     store.write_json(directory / "state.json", state)
 
 
-def train(
+def code_version() -> str:
+    """A digest of the app's Python sources: the code that trained, backtested and serves."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def recipes(family: str, rounds: int, device: str, threads: int) -> list[dict[str, Any]]:
+    """The recipes a run backtests: both families for `auto`, else the one named."""
+    xgboost = {
+        "family": "xgboost",
+        "params": {**PARAMS, "device": device},
+        "rounds": rounds,
+        "feature_version": FEATURE_VERSION,
+    }
+    harmonic = {"family": "harmonic", "params": dict(HARMONIC_PARAMS)}
+    chosen = {"auto": [xgboost, harmonic], "xgboost": [xgboost], "harmonic": [harmonic]}
+    if family not in chosen:
+        raise ValueError(f"unknown model family {family!r}: use one of {', '.join(chosen)}")
+    return chosen[family]
+
+
+def _checkpoint_and_stop(
     store: Store,
     run_id: str,
+    booster: xgb.Booster,
+    rounds: int,
+    train_seconds: float,
+    dataset_sha: str,
+) -> NoReturn:
+    """Save the booster as the run's checkpoint and raise TrainingInterrupted."""
+    reached = booster.num_boosted_rounds()
+    _save_checkpoint(
+        store,
+        run_id,
+        booster,
+        {
+            "run_id": run_id,
+            "rounds_done": reached,
+            "rounds_total": rounds,
+            "train_seconds": round(train_seconds, 3),
+            "dataset_sha256": dataset_sha,
+            "feature_version": FEATURE_VERSION,
+            "saved_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        },
+    )
+    raise TrainingInterrupted(
+        f"interrupted at round {reached}/{rounds}; checkpoint saved in "
+        f"{store.checkpoint_dir(run_id)}; rerun with RUN_ID={run_id} to resume"
+    )
+
+
+def _train_booster(
+    store: Store,
+    run_id: str,
+    values: np.ndarray,
+    dataset_sha: str,
     *,
     rounds: int,
     log_every: int,
-    run_date: date | None = None,
-    stop: threading.Event | None = None,
-    threads: int = 0,
-) -> dict[str, Any]:
-    """Train, evaluate and write one run; returns its metrics. Raises DatasetError on bad data."""
-    from app.validate import DatasetError, check_dataset  # pandas: only train and validate
-
-    stop = stop or threading.Event()
-    run_dir = store.run_dir(run_id)
-    if (run_dir / METRICS_FILE).exists():
-        log.info("run %s is already trained; nothing to do", run_id)
-        return store.read_json(run_dir / METRICS_FILE)
-
-    dataset = store.ensure_dataset()
-    _, problems = check_dataset(dataset, run_date)
-    if problems:
-        raise DatasetError(problems)
-    dates, values = read_series(dataset)
-    if run_date is not None:
-        keep = dates <= np.datetime64(run_date)
-        dates, values = dates[keep], values[keep]
-    dataset_sha = _sha256(dataset)
-    observed = ~np.isnan(values)
-    filled = fill_gaps(values)
-    n = len(filled)
-    train_end = n - HOLDOUT_WEEKS
-    train_split = make_split(filled, observed, np.arange(WINDOW - 1, train_end - 1), train_end)
-    holdout_split = make_split(filled, observed, np.arange(train_end - 1, n - 1), n)
-    log.info(
-        "dataset %s: %d weeks %s..%s; %d training rows, %d holdout pairs",
-        dataset.name,
-        n,
-        dates[0],
-        dates[-1],
-        len(train_split.targets),
-        len(holdout_split.targets),
-    )
-
-    device = detect_device()
-    log.info("training on %s", "GPU (cuda)" if device == "cuda" else "CPU")
-    params = {**PARAMS, "device": device, "nthread": threads or len(os.sched_getaffinity(0))}
+    params: dict[str, Any],
+    stop: threading.Event,
+) -> tuple[xgb.Booster, int, float]:
+    """The xgboost family on every week, resumable from a checkpoint; (booster, resumed, secs)."""
+    split = training_split(values, len(values))
     dtrain = xgb.DMatrix(
-        train_split.features,
-        label=train_split.targets - train_split.anchors,
-        feature_names=list(FEATURE_NAMES),
+        split.features, label=split.targets - split.anchors, feature_names=list(FEATURE_NAMES)
     )
-    dholdout = xgb.DMatrix(
-        holdout_split.features,
-        label=holdout_split.targets - holdout_split.anchors,
-        feature_names=list(FEATURE_NAMES),
-    )
-
     checkpoint = _load_checkpoint(store, run_id, dataset_sha)
     booster, done, seconds_before = None, 0, 0.0
     if checkpoint is not None:
@@ -244,66 +203,148 @@ def train(
             params,
             dtrain,
             num_boost_round=rounds - done,
-            evals=[(dtrain, "train"), (dholdout, "holdout")],
-            verbose_eval=False,
             xgb_model=booster,
             callbacks=[Progress(log_every, done, rounds, stop)],
         )
     train_seconds = seconds_before + time.monotonic() - started
     assert booster is not None
     if stop.is_set():
-        reached = booster.num_boosted_rounds()
-        _save_checkpoint(
+        _checkpoint_and_stop(store, run_id, booster, rounds, train_seconds, dataset_sha)
+    booster.set_param({"nthread": 1})
+    return booster, done, train_seconds
+
+
+def train(
+    store: Store,
+    run_id: str,
+    *,
+    rounds: int,
+    log_every: int,
+    run_date: date | None = None,
+    stop: threading.Event | None = None,
+    threads: int = 0,
+    family: str = "auto",
+) -> dict[str, Any]:
+    """Check lineage, backtest, fit and write one run; returns its metrics.
+
+    Raises DatasetError on bad or unvalidated data."""
+    from app.validate import DatasetError  # pandas: only train and validate
+
+    stop = stop or threading.Event()
+    run_dir = store.run_dir(run_id)
+    if (run_dir / METRICS_FILE).exists():
+        log.info("run %s is already trained; nothing to do", run_id)
+        return store.read_json(run_dir / METRICS_FILE)
+
+    dataset = store.ensure_dataset()
+    dataset_sha = file_sha256(dataset)
+    report, why_not = report_for(store, run_id, dataset_sha, run_date)
+    if report is None:
+        raise DatasetError([why_not])
+    dates, values = read_series(dataset)
+    if file_sha256(dataset) != dataset_sha:
+        raise DatasetError(["the dataset changed while it was being read; validate again"])
+    if run_date is not None:
+        keep = dates <= np.datetime64(run_date)
+        dates, values = dates[keep], values[keep]
+    try:
+        fold_bounds(len(values))
+    except BacktestError as exc:
+        raise DatasetError([str(exc)]) from None
+    log.info(
+        "dataset %s (sha256 %s…, validated by run %s): %d weeks %s..%s",
+        dataset.name,
+        dataset_sha[:12],
+        report.get("run_id"),
+        len(values),
+        dates[0],
+        dates[-1],
+    )
+
+    device = detect_device()
+    log.info("training on %s", "GPU (cuda)" if device == "cuda" else "CPU")
+    nthread = threads or len(os.sched_getaffinity(0))
+    candidates = recipes(family, rounds, device, nthread)
+
+    booster, resumed_from, train_seconds = None, 0, 0.0
+    if any(recipe["family"] == "xgboost" for recipe in candidates):
+        booster, resumed_from, train_seconds = _train_booster(
             store,
             run_id,
-            booster,
-            {
-                "run_id": run_id,
-                "rounds_done": reached,
-                "rounds_total": rounds,
-                "train_seconds": round(train_seconds, 3),
-                "dataset_sha256": dataset_sha,
-                "feature_version": FEATURE_VERSION,
-                "saved_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            },
-        )
-        raise TrainingInterrupted(
-            f"interrupted at round {reached}/{rounds}; checkpoint saved in "
-            f"{store.checkpoint_dir(run_id)}; rerun with RUN_ID={run_id} to resume"
+            values,
+            dataset_sha,
+            rounds=rounds,
+            log_every=log_every,
+            params={**PARAMS, "device": device, "nthread": nthread},
+            stop=stop,
         )
 
-    booster.set_param({"nthread": 1})
-    predicted = holdout_split.anchors + booster.inplace_predict(holdout_split.features)
-    holdout = holdout_metrics(holdout_split.targets, predicted, holdout_split.anchors)
-    trained_at = datetime.now(UTC).isoformat(timespec="seconds")
+    started = time.monotonic()
+    reports = {}
+    for recipe in candidates:
+        reports[recipe["family"]] = backtest(dates, values, {**recipe, "threads": nthread}, stop)
+        if stop.is_set():
+            if booster is None:
+                raise TrainingInterrupted(f"interrupted in the backtest; rerun RUN_ID={run_id}")
+            # The served booster is done: keep it, so the rerun only repeats the backtest.
+            _checkpoint_and_stop(store, run_id, booster, rounds, train_seconds, dataset_sha)
+        mean = reports[recipe["family"]]["mean"]
+        log.info(
+            "backtest %s: mean MAE %.4f ppm over %d folds (seasonal naive + drift %.4f)",
+            recipe["family"],
+            mean["mae"],
+            len(reports[recipe["family"]]["folds"]),
+            mean["drift_mae"],
+        )
+    backtest_seconds = time.monotonic() - started
+    chosen = min(candidates, key=lambda recipe: reports[recipe["family"]]["mean"]["mae"])
+    report_card = reports[chosen["family"]]
+    intervals = report_card.pop("intervals")
+
+    if chosen["family"] == "xgboost":
+        assert booster is not None
+        raw_model = bytes(booster.save_raw("ubj"))
+    else:
+        raw_model = orjson.dumps({"family": "harmonic", "params": chosen["params"]})
+    model_name = MODEL_FILES[chosen["family"]]
     metrics = {
         "run_id": run_id,
-        "trained_at": trained_at,
+        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "family": chosen["family"],
         "device": device,
-        "rounds": booster.num_boosted_rounds(),
-        "resumed_from_round": done,
+        "rounds": booster.num_boosted_rounds() if chosen["family"] == "xgboost" else None,
+        "resumed_from_round": resumed_from,
         "train_seconds": round(train_seconds, 3),
+        "backtest_seconds": round(backtest_seconds, 3),
         "min_history": MIN_HISTORY,
         "max_horizon": MAX_HORIZON,
         "feature_version": FEATURE_VERSION,
-        "features": list(FEATURE_NAMES),
-        "holdout": holdout,
-        "holdout_weeks": HOLDOUT_WEEKS,
-        "params": {key: value for key, value in params.items() if key != "nthread"},
+        "features": list(FEATURE_NAMES) if chosen["family"] == "xgboost" else None,
+        "recipe": chosen,
+        "params": chosen["params"],
+        "backtest": report_card,
+        "coverage": report_card["coverage"],
+        "intervals": intervals,
+        "selection": {
+            recipe_family: {"mean_mae": card["mean"]["mae"], "coverage": card["coverage"]}
+            for recipe_family, card in reports.items()
+        },
         "dataset": {
             "path": str(dataset.relative_to(store.root)),
             "sha256": dataset_sha,
-            "weeks": n,
+            "validation_run": report.get("run_id"),
+            "weeks": len(values),
             "first_date": str(dates[0]),
             "last_date": str(dates[-1]),
             "run_date": run_date.isoformat() if run_date else None,
         },
+        "image_digest": os.environ.get("TRIGGER_IMAGE_DIGEST") or None,
+        "code_version": code_version(),
+        "model_file": model_file_record(raw_model, model_name),
+        "history_range": history_range(values),
     }
-    raw_model = bytes(booster.save_raw("ubj"))
-    metrics["model_file"] = model_file_record(raw_model)
-    metrics["history_range"] = history_range(values)
     # metrics.json goes last: its presence marks the run as complete.
-    store.write_bytes(run_dir / MODEL_FILE, raw_model)
+    store.write_bytes(run_dir / model_name, raw_model)
     store.write_text(run_dir / "card.md", model_card(metrics))
     store.write_json(run_dir / METRICS_FILE, metrics)
     shutil.rmtree(store.checkpoint_dir(run_id), ignore_errors=True)
@@ -311,32 +352,52 @@ def train(
 
 
 def model_card(metrics: dict[str, Any]) -> str:
-    holdout = metrics["holdout"]
+    card = metrics["backtest"]
     dataset = metrics["dataset"]
+    mean = card["mean"]
+    if metrics["family"] == "xgboost":
+        model = (
+            f"XGBoost, {metrics['rounds']} boosting rounds, one model for all horizons (the step "
+            "is a feature), predicting the change from the value 52 weeks before the target."
+        )
+    else:
+        model = (
+            "harmonic: discounted least squares of a linear trend and annual harmonics over the "
+            f"history, plus its current level ({metrics['params']})."
+        )
+    folds = "\n".join(
+        f"| {f['fold']} | {f['first_date']}..{f['last_date']} | {f['mae']:.3f} | {f['rmse']:.3f} "
+        f"| {f['drift_mae']:.3f} | {f['naive_mae']:.3f} | {f['skill']:.3f} |"
+        for f in card["folds"]
+    )
+    mean_row = (
+        f"| mean | | {mean['mae']:.3f} | {mean['rmse']:.3f} | {mean['drift_mae']:.3f} "
+        f"| {mean['naive_mae']:.3f} | {mean['skill']:.3f} |"
+    )
+    coverage = ", ".join(f"{level}%: {value:.1f}%" for level, value in card["coverage"].items())
     return f"""# Model card: CO2 forecaster, run {metrics["run_id"]}
 
-- **Trained**: {metrics["trained_at"]} on {metrics["device"]}, {metrics["rounds"]} boosting rounds,
-  {metrics["train_seconds"]:.1f}s.
+- **Trained**: {metrics["trained_at"]} on {metrics["device"]}; code {metrics["code_version"]},
+  image {metrics["image_digest"] or "unknown (not run from a pushed image)"}.
 - **Task**: forecast weekly atmospheric CO2 (ppm) at Mauna Loa 1 to {metrics["max_horizon"]} weeks
   ahead from the last {metrics["min_history"]} or more weekly values.
 - **Data**: `{dataset["path"]}` ({dataset["weeks"]} weeks, {dataset["first_date"]} to
-  {dataset["last_date"]}, sha256 `{dataset["sha256"][:12]}…`); missing weeks are interpolated
-  for features, and only observed weeks are used as targets.
-- **Model**: XGBoost, one model for all horizons (the step is a feature). It predicts the change
-  from the value 52 weeks before the target, from differences of recent values, so it does not
-  depend on the CO2 level.
-- **Evaluation**: the last {metrics["holdout_weeks"]} weeks held out, forecasting from every
-  origin in them ({holdout["pairs"]} origin/step pairs).
+  {dataset["last_date"]}, sha256 `{dataset["sha256"][:12]}…`, validated by run
+  {dataset["validation_run"]}); missing weeks are interpolated from the past only.
+- **Model family**: {model}
+- **Backtest**: {card["spec"]["folds"]} rolling folds of {card["spec"]["fold_weeks"]} weeks, each
+  model fitted only on the weeks before its fold, forecasting from every observed week of it.
 
-| metric | model | seasonal naive |
-|---|---|---|
-| MAE (ppm) | {holdout["mae"]:.3f} | {holdout["naive_mae"]:.3f} |
-| RMSE (ppm) | {holdout["rmse"]:.3f} | |
-| MAPE (%) | {holdout["mape"]:.3f} | |
-| skill (1 - MAE / naive MAE) | {holdout["skill"]:.3f} | |
+| fold | weeks | MAE | RMSE | seasonal naive + drift MAE | seasonal naive MAE | skill |
+|---|---|---|---|---|---|---|
+{folds}
+{mean_row}
 
-- **Limitations**: trained on one station's weekly means to 2001; an abrupt change in the
-  seasonal cycle or the growth rate is outside what the training data shows.
+- **Intervals**: {metrics["intervals"]["method"]}; coverage on the backtest (each fold's bounds
+  from the other folds): {coverage}.
+- **Limitations**: trained on one station's weekly means; an abrupt change in the seasonal cycle
+  or the growth rate (such as the 1998 El Niño) is outside what the training data shows, and
+  the intervals are calibrated for histories of at least the family's window.
 """
 
 
@@ -363,6 +424,7 @@ def main(argv: list[str]) -> int:
             run_date=settings.run_date,
             stop=stop,
             threads=settings.train_threads,
+            family=settings.model_family,
         )
     except TrainingInterrupted as exc:
         log.warning("%s", exc)
@@ -374,13 +436,17 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 1
-    holdout = metrics["holdout"]
+    mean = metrics["backtest"]["mean"]
     log.info(
-        "run %s trained in %.1fs: holdout MAE %.3f ppm vs seasonal-naive %.3f (skill %.3f)",
+        "run %s (%s) trained in %.1fs: backtest MAE %.3f ppm, skill %.3f against seasonal naive "
+        "+ drift (MAE %.3f; seasonal naive %.3f); interval coverage %s",
         metrics["run_id"],
-        metrics["train_seconds"],
-        holdout["mae"],
-        holdout["naive_mae"],
-        holdout["skill"],
+        metrics["family"],
+        metrics["train_seconds"] + metrics["backtest_seconds"],
+        mean["mae"],
+        mean["skill"],
+        mean["drift_mae"],
+        mean["naive_mae"],
+        ", ".join(f"{k}%: {v:.1f}%" for k, v in metrics["coverage"].items()),
     )
     return 0

@@ -7,6 +7,10 @@ Two layers, both reported in `reports/<run_id>/validation.json`:
 * a drift check against the statistics of the last dataset that passed (`accepted_stats.json`):
   history rewritten, a jump in level, a change in week-to-week noise, lost rows.
 
+The report records the sha256 of the exact bytes it checked and the row range (first and last
+date, the `RUN_DATE` cut): `train` refuses a dataset without a passing report for its sha, and
+the forecast ticker forecasts only from the dataset of the newest passing report.
+
 Exits 1 with a human summary on stderr when anything fails, so the state machine stops before
 training. pandas and pandera are imported here only, never by the server.
 """
@@ -25,6 +29,7 @@ import pandas as pd
 import pandera.pandas as pa
 
 from app.cli import command_settings, open_store
+from app.lineage import file_sha256
 from app.store import Store
 
 log = logging.getLogger(__name__)
@@ -35,7 +40,7 @@ MAX_GAP_WEEKS = 20
 """Longest allowed stretch between two observed weeks. The real series' longest outage is
 18 missing weeks (early 1964, a 19-week gap), which must pass."""
 MIN_ROWS = 520
-"""Ten years: two for the holdout and enough before them to learn the seasonal pattern."""
+"""Ten years: room for backtest folds of two years with five years before the first."""
 MAX_MISSING_FRACTION = 0.10
 """The real series misses 2.6% of its weeks."""
 
@@ -305,6 +310,8 @@ def check_dataset(path: Path, run_date: date | None = None) -> tuple[pd.DataFram
 def validate(store: Store, run_id: str, run_date: date | None = None) -> dict[str, Any]:
     """Validate the store's dataset, write the report and, when it passes, the accepted stats."""
     path = store.ensure_dataset()
+    # Hashed before parsing: the report vouches for exactly these bytes.
+    sha256 = file_sha256(path)
     frame, problems = check_dataset(path, run_date)
     stats = dataset_stats(frame) if len(frame) else {"rows": 0}
     drift_checked = False
@@ -320,6 +327,10 @@ def validate(store: Store, run_id: str, run_date: date | None = None) -> dict[st
         "problems": problems,
         "stats": stats,
         "dataset": str(path.relative_to(store.root)),
+        "dataset_sha256": sha256,
+        "run_date": run_date.isoformat() if run_date else None,
+        "first_date": stats.get("first_date"),
+        "last_date": stats.get("last_date"),
         "drift_checked": drift_checked,
     }
     store.write_json(store.report_path(run_id), report)

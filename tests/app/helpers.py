@@ -15,12 +15,14 @@ import httpx
 import numpy as np
 import orjson
 
-from app.model import read_series
+from app.model import MODEL_FILES, read_series
 from app.model_check import model_file_record
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEST_ROUNDS = 60
-"""Boosting rounds of test training runs: enough to beat seasonal-naive, fast to train."""
+"""Boosting rounds of test training runs: enough to beat seasonal naive + drift with calibrated
+intervals, fast to train. Commands run as children backtest the cheaper harmonic family only
+(`MODEL_FAMILY`) unless a test says otherwise."""
 
 
 def free_port() -> int:
@@ -37,6 +39,7 @@ def app_env(store_root: Path, **overrides: Any) -> dict[str, str]:
         STORE_WAIT_SECONDS="5",
         TRAIN_ROUNDS=str(TEST_ROUNDS),
         TRAIN_THREADS="1",
+        MODEL_FAMILY="harmonic",
         LOG_LEVEL="INFO",
         PYTHONUNBUFFERED="1",
     )
@@ -60,11 +63,13 @@ def run_app(
 
 def replace_model(run_dir: Path, raw: bytes, *, record: bool = True) -> None:
     """Write `raw` as the run's model file; with `record`, also as what train recorded (a file
-    damaged before train hashed it), so the bytes reach XGBoost."""
-    (run_dir / "model.ubj").write_bytes(raw)
+    damaged before train hashed it), so the bytes reach the model's loader. The file is the
+    one the run's family uses (`model.ubj` or `model.json`)."""
+    metrics = orjson.loads((run_dir / "metrics.json").read_bytes())
+    name = MODEL_FILES[metrics.get("family", "xgboost")]
+    (run_dir / name).write_bytes(raw)
     if record:
-        metrics = orjson.loads((run_dir / "metrics.json").read_bytes())
-        metrics["model_file"] = model_file_record(raw)
+        metrics["model_file"] = model_file_record(raw, name)
         (run_dir / "metrics.json").write_bytes(orjson.dumps(metrics))
 
 

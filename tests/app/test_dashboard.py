@@ -96,12 +96,13 @@ def test_snapshot_shows_series_forecast_metrics_and_run_history(store: Store) ->
     assert len(snapshot.values) > 2000
     assert snapshot.current == current
     assert snapshot.latest["run_id"] == current
-    assert snapshot.metrics["holdout"]["mae"] > 0
+    assert snapshot.metrics["backtest"]["mean"]["mae"] > 0
     runs = {run.run_id: run for run in snapshot.runs}
     promoted = runs[current]
     assert promoted.current and promoted.validated and promoted.promoted
     assert promoted.reason
-    assert promoted.mae == pytest.approx(snapshot.metrics["holdout"]["mae"])
+    assert promoted.mae == pytest.approx(snapshot.metrics["backtest"]["mean"]["mae"])
+    assert promoted.family == "xgboost"
     rejected = runs["00000000T000000Z-bad"]
     assert rejected.validated is False
     assert "only 3 rows" in rejected.validation_note
@@ -189,9 +190,12 @@ def test_dashboard_plots_the_series_and_forecast_in_a_real_browser(
                 """() => document.querySelector('#forecast-graph .js-plotly-plot').data
                        .map(trace => ({name: trace.name, points: trace.x.length}))"""
             )
-            observed, forecast = traces
+            observed, band95, band80, forecast = traces
             assert observed["name"].startswith("observed") and observed["points"] > 2000
             assert forecast["name"].startswith("forecast") and forecast["points"] == 26 + 1
+            # The interval bands: each a closed outline, upper bounds out and lower bounds back.
+            assert (band95["name"], band80["name"]) == ("95% interval", "80% interval")
+            assert band95["points"] == band80["points"] == 2 * 26
             # What plotly drew: line vertices per trace in the visible window (the last years).
             drawn = page.evaluate(
                 """(plot) => Array.from(document.querySelectorAll(plot + ' .trace')).map(
@@ -200,9 +204,9 @@ def test_dashboard_plots_the_series_and_forecast_in_a_real_browser(
                            .reduce((a, b) => a + b, 0))""",
                 MAIN_PLOT,
             )
-            assert len(drawn) == 2
+            assert len(drawn) == 4
             assert drawn[0] > 100, f"observed line has only {drawn[0]} vertices"
-            assert drawn[1] > 10, f"forecast line has only {drawn[1]} vertices"
+            assert drawn[-1] > 10, f"forecast line has only {drawn[-1]} vertices"
             # Plotly drops collinear line vertices but draws every marker: one per forecast week.
             assert page.locator(f"{MAIN_PLOT} .trace .point").count() == 26 + 1
 
@@ -210,6 +214,9 @@ def test_dashboard_plots_the_series_and_forecast_in_a_real_browser(
             assert current in page.inner_text("#model")
             assert "promoted" in page.inner_text("#runs")
             assert "generated" in page.inner_text("#status")
+            assert "validated by run run-a" in page.inner_text("#status")
+            assert "model family" in page.inner_text("#model")
+            assert "skill vs seasonal naive + drift" in page.inner_text("#model")
 
             # The interval refresh goes through the Dash callback under the same prefix.
             with page.expect_response(

@@ -14,8 +14,10 @@ import numpy as np
 import orjson
 
 from app.forecast import HISTORY_NAME, LATEST_NAME, Ticker
+from app.lineage import file_sha256
 from app.settings import AppSettings
 from app.store import Store
+from app.validate import validate
 from tests.app.helpers import REPO_ROOT
 
 INTERVAL = 0.2
@@ -51,6 +53,47 @@ def test_tick_writes_latest_forecast_after_the_last_observation(store_copy: Stor
     # Weekly CO2 at the end of 2001 was about 371 ppm; the forecast must be in that world.
     assert np.all(np.isfinite(values))
     assert values.min() > 360 and values.max() < 385
+    # Interval bounds at the default levels, the model family and the lineage ride along.
+    assert latest["levels"] == [80, 95]
+    assert latest["family"] == "xgboost"
+    for point in latest["forecast"]:
+        assert point["lower"]["95"] <= point["lower"]["80"] < point["value"]
+        assert point["value"] < point["upper"]["80"] <= point["upper"]["95"]
+    assert latest["dataset"]["validated_by"] == "run-a"
+    assert latest["dataset"]["sha256"] == file_sha256(store_copy.dataset_path)
+
+
+def test_ticker_ignores_a_dataset_changed_after_validation(store_copy: Store) -> None:
+    ticker = Ticker(store_copy, _settings(store_copy), identity="test:1")
+    before = ticker.tick()
+    # The same series rewritten in ppb: it fails validation, and is not forecast from.
+    lines = store_copy.dataset_path.read_text().splitlines()
+    rows = [line.split(",") for line in lines[1:]]
+    ppb = [f"{d},{float(v) * 1000:.0f}" if v else f"{d}," for d, v in rows]
+    store_copy.dataset_path.write_text("\n".join(["date,co2", *ppb]) + "\n")
+    assert not validate(store_copy, "ppb")["ok"]
+    after = ticker.tick()
+    ticker.lock.release()
+    assert after["last_observed"] == before["last_observed"]
+    assert [p["value"] for p in after["forecast"]] == [p["value"] for p in before["forecast"]]
+
+    fresh = Ticker(store_copy, _settings(store_copy), identity="test:2")
+    assert fresh.tick() is None
+    fresh.lock.release()
+
+
+def test_forecasts_start_from_the_last_observed_week(store_copy: Store) -> None:
+    lines = store_copy.dataset_path.read_text().splitlines()
+    for i in (-3, -2, -1):
+        lines[i] = lines[i].split(",")[0] + ","
+    store_copy.dataset_path.write_text("\n".join(lines) + "\n")
+    assert validate(store_copy, "trailing-gap")["ok"]
+    ticker = Ticker(store_copy, _settings(store_copy), identity="test:1")
+    latest = ticker.tick()
+    ticker.lock.release()
+    assert latest["last_observed"] == "2001-12-08"
+    assert latest["forecast"][0]["date"] == "2001-12-15"
+    assert latest["dataset"]["validated_by"] == "trailing-gap"
 
 
 def test_history_stays_bounded_and_keeps_the_newest_forecasts(store_copy: Store) -> None:

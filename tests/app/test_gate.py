@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import shutil
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date
+from pathlib import Path
 
 import pytest
 
 from app.gate import GateError, decide, main, promote, promote_main
 from app.store import Store
+from app.train import train
+from app.validate import validate
 from tests.app.conftest import FIRST_RUN
-from tests.app.helpers import replace_model
+from tests.app.helpers import TEST_ROUNDS, replace_model
 
 
 @pytest.fixture
@@ -22,20 +27,31 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, store_copy: Store) -> Store:
     return store_copy
 
 
-def clone_run(store: Store, run_id: str, *, mae: float, naive_mae: float | None = None) -> None:
-    """A copy of the first run with its holdout figures replaced."""
+def clone_run(
+    store: Store,
+    run_id: str,
+    *,
+    mae: float,
+    drift_mae: float | None = None,
+    coverage: dict[str, float] | None = None,
+) -> None:
+    """A copy of the first run with another recipe (one more boosting round) and its mean
+    backtest figures replaced; scored on the same folds of the same dataset as the first run."""
     shutil.copytree(store.run_dir(FIRST_RUN), store.run_dir(run_id))
     (store.run_dir(run_id) / "decision.json").unlink()
     metrics = store.read_json(store.run_dir(run_id) / "metrics.json")
     metrics["run_id"] = run_id
-    metrics["holdout"]["mae"] = mae
-    if naive_mae is not None:
-        metrics["holdout"]["naive_mae"] = naive_mae
+    metrics["recipe"]["rounds"] += 1
+    metrics["backtest"]["mean"]["mae"] = mae
+    if drift_mae is not None:
+        metrics["backtest"]["mean"]["drift_mae"] = drift_mae
+    if coverage is not None:
+        metrics["coverage"] = coverage
     store.write_json(store.run_dir(run_id) / "metrics.json", metrics)
 
 
 def current_mae(store: Store) -> float:
-    return store.read_json(store.run_dir(FIRST_RUN) / "metrics.json")["holdout"]["mae"]
+    return store.read_json(store.run_dir(FIRST_RUN) / "metrics.json")["backtest"]["mean"]["mae"]
 
 
 def test_first_run_is_promoted(trained_store) -> None:
@@ -45,13 +61,16 @@ def test_first_run_is_promoted(trained_store) -> None:
     assert decision["promoted"] is True
     assert decision["previous"] is None
     assert decision["reason"].startswith("first model")
+    assert "5 folds of 104 weeks, 1992-01-18..2001-12-29" in decision["reason"]
 
 
 def test_better_run_is_promoted(store_copy: Store) -> None:
     clone_run(store_copy, "better", mae=current_mae(store_copy) * 0.9)
     decision = decide(store_copy, "better", margin=0.05)
-    assert decision["promoted"] is True
+    assert decision["promoted"] is True, decision["reason"]
     assert decision["previous"] == FIRST_RUN
+    assert decision["previous_mae"] == current_mae(store_copy)
+    assert decision["previous_rescored"] is False  # same dataset, same folds: reused
     assert store_copy.current_run_id() == "better"
     assert store_copy.read_json(store_copy.run_dir("better") / "decision.json") == decision
 
@@ -60,22 +79,90 @@ def test_run_not_beating_the_current_model_by_the_margin_is_refused(store_copy: 
     clone_run(store_copy, "slightly-better", mae=current_mae(store_copy) * 0.98)
     decision = decide(store_copy, "slightly-better", margin=0.05)
     assert decision["promoted"] is False
-    assert "does not beat the current model run-a" in decision["reason"]
-    assert "5.0% margin" in decision["reason"]
+    assert "against the current model run-a scored on the same folds" in decision["reason"]
+    assert "not better by the 5.0% margin" in decision["reason"]
+    assert "(5 folds of 104 weeks, 1992-01-18..2001-12-29)" in decision["reason"]
     assert store_copy.current_run_id() == FIRST_RUN
 
 
-def test_run_not_beating_seasonal_naive_is_refused(tmp_path) -> None:
-    store = Store(tmp_path)
-    store.run_dir("weak").mkdir(parents=True)
-    store.write_json(
-        store.run_dir("weak") / "metrics.json",
-        {"run_id": "weak", "holdout": {"mae": 2.0, "naive_mae": 1.5}},
-    )
-    decision = decide(store, "weak", margin=0.0)
+def test_run_not_beating_seasonal_naive_plus_drift_is_refused(store_copy: Store) -> None:
+    clone_run(store_copy, "weak", mae=0.9, drift_mae=0.8)
+    decision = decide(store_copy, "weak", margin=0.0)
     assert decision["promoted"] is False
-    assert decision["reason"] == "holdout MAE 2.0000 does not beat the seasonal-naive MAE 1.5000"
-    assert store.current_run_id() is None
+    assert "backtest MAE 0.9000 (per fold " in decision["reason"]
+    assert "does not beat seasonal naive + drift 0.8000" in decision["reason"]
+    assert store_copy.current_run_id() == FIRST_RUN
+
+
+def test_intervals_outside_the_coverage_band_are_refused(store_copy: Store) -> None:
+    coverage = {"50": 50.0, "80": 74.0, "90": 90.0, "95": 95.0, "99": 99.0}
+    clone_run(store_copy, "overconfident", mae=current_mae(store_copy) * 0.5, coverage=coverage)
+    decision = decide(store_copy, "overconfident", margin=0.0)
+    assert decision["promoted"] is False
+    assert (
+        "intervals are not calibrated: backtest coverage 74.0% for the 80% level"
+        in (decision["reason"])
+    )
+    assert store_copy.current_run_id() == FIRST_RUN
+
+
+def test_a_one_round_booster_is_refused(store_copy: Store) -> None:
+    train(store_copy, "one-round", rounds=1, log_every=1, threads=2, family="xgboost")
+    decision = decide(store_copy, "one-round", margin=0.0)
+    assert decision["promoted"] is False
+    assert "intervals are not calibrated" in decision["reason"]
+    assert "against the current model run-a scored on the same folds" in decision["reason"]
+    assert decision["backtest_mae"] > decision["previous_mae"]
+    assert store_copy.current_run_id() == FIRST_RUN
+
+
+def test_the_gate_compares_both_models_on_the_candidates_folds(
+    tmp_path: Path, trained_store: Path
+) -> None:
+    """The issue's flip: a 15-round run on newer data looks better than a 60-round run when each
+    is scored on its own folds (the older run's folds hold the 1998 El Niño), and worse on the
+    same folds. Only the second comparison is fair."""
+    store = Store(tmp_path)
+    old_date = date(2000, 1, 1)
+    assert validate(store, "old", run_date=old_date)["ok"]
+    train(
+        store,
+        "old",
+        rounds=TEST_ROUNDS,
+        log_every=TEST_ROUNDS,
+        run_date=old_date,
+        threads=2,
+        family="xgboost",
+    )
+    assert decide(store, "old", margin=0.0)["promoted"]
+    assert validate(store, "new")["ok"]
+    new = train(store, "new", rounds=15, log_every=15, threads=2, family="xgboost")
+    old = store.read_json(store.run_dir("old") / "metrics.json")
+    # Scored on their own folds, the 15-round run would win.
+    assert new["backtest"]["mean"]["mae"] < old["backtest"]["mean"]["mae"]
+
+    decision = decide(store, "new", margin=0.0)
+    assert decision["promoted"] is False
+    assert decision["previous_rescored"] is True
+    # The 60-round recipe on the new run's folds is the first run's backtest (same data, folds).
+    first = Store(trained_store).read_json(Store(trained_store).run_dir(FIRST_RUN) / "metrics.json")
+    assert decision["previous_mae"] == first["backtest"]["mean"]["mae"]
+    assert decision["previous_mae"] < decision["backtest_mae"]
+    assert "against the current model old scored on the same folds" in decision["reason"]
+    assert store.current_run_id() == "old"
+
+
+def test_overlapping_gates_leave_the_better_run_current(store_copy: Store) -> None:
+    clone_run(store_copy, "good", mae=current_mae(store_copy) * 0.9)
+    clone_run(store_copy, "best", mae=current_mae(store_copy) * 0.8)
+    with ThreadPoolExecutor(2) as pool:
+        decisions = list(pool.map(lambda run: decide(store_copy, run, 0.0), ["best", "good"]))
+    assert store_copy.current_run_id() == "best"
+    by_run = {d["run_id"]: d for d in decisions}
+    assert by_run["best"]["promoted"] is True
+    # Whichever ran second compared against what the first left current.
+    if by_run["good"]["previous"] == "best":
+        assert by_run["good"]["promoted"] is False
 
 
 @pytest.mark.parametrize("recorded", [True, False], ids=["damaged-before-hashing", "truncated"])

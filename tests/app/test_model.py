@@ -7,10 +7,11 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 
 from app import device
-from app.model import Forecaster, ModelLoadError, read_series
+from app.model import HARMONIC_PARAMS, Forecaster, ModelLoadError, harmonic_predict, read_series
 from app.store import Store
 from tests.app.conftest import FIRST_RUN
 from tests.app.helpers import replace_model, shipped_history
@@ -26,7 +27,9 @@ def test_loaded_model_describes_itself(forecaster: Forecaster) -> None:
     assert forecaster.trained_at
     assert forecaster.min_history <= 60
     assert forecaster.max_horizon == 52
-    assert "holdout" in forecaster.metrics
+    assert forecaster.family == "xgboost"
+    assert forecaster.metrics["backtest"]["folds"]
+    assert forecaster.levels == (50, 80, 90, 95, 99)
 
 
 def test_a_batch_gives_the_same_forecasts_as_one_call_per_history(forecaster: Forecaster) -> None:
@@ -40,7 +43,7 @@ def test_a_batch_gives_the_same_forecasts_as_one_call_per_history(forecaster: Fo
         np.testing.assert_allclose(forecast, alone, rtol=0, atol=1e-9)
 
 
-def test_only_the_recent_history_matters(forecaster: Forecaster) -> None:
+def test_only_the_recent_history_matters_to_the_xgboost_family(forecaster: Forecaster) -> None:
     history = np.array(shipped_history(500))
     long = forecaster.predict([history], [8])[0]
     short = forecaster.predict([history[-forecaster.min_history :]], [8])[0]
@@ -116,3 +119,41 @@ def test_serving_device_is_the_cpu_without_a_visible_gpu(
     with caplog.at_level(logging.INFO, logger="app.device"):
         assert device.serving_device() == "cpu"
     assert [r.getMessage() for r in caplog.records] == ["no GPU visible; predicting on CPU"]
+
+
+def test_bounds_widen_with_the_level_and_enclose_the_forecast(forecaster: Forecaster) -> None:
+    (forecast,) = forecaster.predict([np.array(shipped_history(60))], [26])
+    (bounds,) = forecaster.bounds([forecast], [80, 95])
+    for level in ("80", "95"):
+        assert bounds["lower"][level].shape == bounds["upper"][level].shape == (26,)
+        assert np.all(bounds["lower"][level] < forecast)
+        assert np.all(bounds["upper"][level] > forecast)
+    assert np.all(bounds["lower"]["95"] <= bounds["lower"]["80"])
+    assert np.all(bounds["upper"]["95"] >= bounds["upper"]["80"])
+    # Uncertainty grows with the horizon.
+    width = bounds["upper"]["80"] - bounds["lower"]["80"]
+    assert width[-4:].mean() > width[:4].mean()
+
+
+def test_harmonic_family_follows_the_cycle_and_the_trend() -> None:
+    history = np.array(shipped_history(900))
+    past, actual = history[:-52], history[-52:]
+    (forecast,) = harmonic_predict([past], [52], HARMONIC_PARAMS)
+    assert np.mean(np.abs(forecast - actual)) < 0.8
+    assert np.mean(forecast) - np.mean(past[-52:]) > 0.8  # a year of growth
+    # One batch, histories of different lengths, same answers as one call each.
+    batch = harmonic_predict([past, past[-100:], past], [4, 8, 52], HARMONIC_PARAMS)
+    np.testing.assert_allclose(batch[0], forecast[:4])
+    np.testing.assert_allclose(batch[1], harmonic_predict([past[-100:]], [8], HARMONIC_PARAMS)[0])
+
+
+def test_a_harmonic_model_file_with_bad_params_is_a_clear_error(
+    trained_store: Path, tmp_path: Path
+) -> None:
+    run_dir = copy_run(trained_store, tmp_path)
+    metrics = orjson.loads((run_dir / "metrics.json").read_bytes())
+    (run_dir / "metrics.json").write_bytes(orjson.dumps({**metrics, "family": "harmonic"}))
+    # Recorded as train's own output, so the bytes get past the checksum to the parser.
+    replace_model(run_dir, orjson.dumps({"params": {"window": -1}}))
+    with pytest.raises(ModelLoadError, match=r"model\.json must hold params with the keys"):
+        Forecaster.load(run_dir)

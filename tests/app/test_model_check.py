@@ -14,6 +14,7 @@ import pytest
 from app.model import Forecaster, ModelLoadError
 from app.model_check import check_run, load_checked, plausible_range
 from app.store import Store
+from app.train import train
 from tests.app.conftest import FIRST_RUN
 from tests.app.helpers import REPO_ROOT, replace_model
 
@@ -87,3 +88,45 @@ def test_a_run_without_a_recorded_checksum_is_refused(run_dir: Path) -> None:
 def test_a_good_run_loads_after_its_probe(run_dir: Path) -> None:
     forecaster = load_checked(run_dir)
     assert forecaster.run_id == run_dir.name
+
+
+@pytest.fixture
+def harmonic_run(store_copy: Store) -> Path:
+    """A run of the harmonic family (`model.json`), trained on the shipped data."""
+    train(store_copy, "harmonic", rounds=1, log_every=1, threads=2, family="harmonic")
+    return store_copy.run_dir("harmonic")
+
+
+def test_a_harmonic_run_records_its_model_json_and_range_and_loads_after_its_probe(
+    harmonic_run: Path,
+) -> None:
+    metrics = orjson.loads((harmonic_run / "metrics.json").read_bytes())
+    raw = (harmonic_run / "model.json").read_bytes()
+    assert metrics["family"] == "harmonic"
+    assert metrics["model_file"] == {
+        "name": "model.json",
+        "bytes": len(raw),
+        "sha256": hashlib.sha256(raw).hexdigest(),
+    }
+    low, high = plausible_range(metrics)
+    assert 150 < low < 160 and 740 < high < 750
+    assert load_checked(harmonic_run).family == "harmonic"
+
+
+def test_a_harmonic_model_json_changed_after_training_is_refused(harmonic_run: Path) -> None:
+    """Valid JSON with other settings would load and silently change every forecast."""
+    model = orjson.loads((harmonic_run / "model.json").read_bytes())
+    model["params"]["level_weeks"] += 1
+    replace_model(harmonic_run, orjson.dumps(model), record=False)
+    with pytest.raises(ModelLoadError, match=r"model\.json does not match the sha256"):
+        check_run(harmonic_run)
+    with pytest.raises(ModelLoadError, match=r"model\.json does not match the sha256"):
+        Forecaster.load(harmonic_run)
+
+
+def test_a_record_naming_another_familys_file_is_refused(harmonic_run: Path) -> None:
+    metrics = orjson.loads((harmonic_run / "metrics.json").read_bytes())
+    metrics["model_file"]["name"] = "model.ubj"
+    (harmonic_run / "metrics.json").write_bytes(orjson.dumps(metrics))
+    with pytest.raises(ModelLoadError, match=r"records the model file 'model\.ubj'"):
+        check_run(harmonic_run)

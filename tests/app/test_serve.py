@@ -112,9 +112,37 @@ def test_predict_returns_a_forecast_of_each_requested_length(shared_server: str)
     result = response.json()
     assert result["model"] == FIRST_RUN
     assert [len(p["forecast"]) for p in result["predictions"]] == [1, 4, 52]
-    assert set(result["predictions"][0]) == {"forecast"}
+    assert set(result["predictions"][0]) == {"forecast", "lower", "upper"}
     assert result["predictions"][1]["forecast"][0] == result["predictions"][0]["forecast"][0]
     assert all(330 < value < 390 for p in result["predictions"] for value in p["forecast"])
+
+
+def test_predict_returns_interval_bounds_at_the_requested_levels(
+    shared_server: str, trained_store: Path
+) -> None:
+    forecaster = Forecaster.load(Store(trained_store).run_dir(FIRST_RUN))
+    history = shipped_history(60)
+    default = httpx.post(shared_server + "/predict", json=predict_body(horizon=8)).json()
+    (prediction,) = default["predictions"]
+    assert set(prediction["lower"]) == set(prediction["upper"]) == {"80", "95"}
+    expected = forecaster.bounds(forecaster.predict([np.array(history)], [8]), [80, 95])[0]
+    for side in ("lower", "upper"):
+        for level in ("80", "95"):
+            assert len(prediction[side][level]) == 8
+            np.testing.assert_allclose(prediction[side][level], expected[side][level], atol=1e-4)
+    body = {**predict_body(horizon=3), "levels": [99, 50]}
+    chosen = httpx.post(shared_server + "/predict", json=body).json()["predictions"][0]
+    assert set(chosen["lower"]) == {"50", "99"}
+    assert chosen["lower"]["99"][0] < chosen["lower"]["50"][0] < chosen["forecast"][0]
+    refused = httpx.post(shared_server + "/predict", json={**body, "levels": [42]})
+    assert refused.status_code == 422
+    assert refused.json() == {"detail": "levels[0]: must be one of 50, 80, 90, 95, 99, got 42"}
+    # As the published schema says: 99.0 is the integer 99, and a level is asked for once.
+    as_float = httpx.post(shared_server + "/predict", json={**body, "levels": [99.0, 50]})
+    assert as_float.json()["predictions"][0] == chosen
+    repeated = httpx.post(shared_server + "/predict", json={**body, "levels": [99, 99]})
+    assert repeated.status_code == 422
+    assert repeated.json() == {"detail": "levels[1]: 99 is already asked for"}
 
 
 def test_predictions_match_the_model_loaded_in_process(
@@ -210,7 +238,10 @@ BAD_INPUTS = {
         "instances: at most 64 instances per request, got 65",
     ),
     "no instances": ({"instances": []}, "instances: must hold at least one instance"),
-    "missing instances": ({"inputs": []}, "inputs: unknown field; only 'instances' is accepted"),
+    "missing instances": (
+        {"inputs": []},
+        "inputs: unknown field; only 'instances' and 'levels' are accepted",
+    ),
     "instance not an object": ({"instances": [[350.0] * 60]}, "instances[0]: must be an object"),
     "body not an object": ([1, 2, 3], 'body: must be an object {"instances": [...]}, got a list'),
 }
@@ -344,6 +375,19 @@ def test_openapi_json_publishes_the_served_models_limits(shared_server: str) -> 
     assert instance["history"]["minItems"] == model["min_history"]
     assert instance["horizon"]["maximum"] == model["max_horizon"]
     assert instance["history"]["items"]["minimum"] == model["metrics"]["history_range"]["min"]
+    # Issue 17's fields: `levels` only among the served run's calibrated levels, each once; the
+    # bounds next to `forecast`, keyed by level.
+    schemas = document["components"]["schemas"]
+    levels = schemas["PredictRequest"]["properties"]["levels"]
+    calibrated = sorted(int(level) for level in model["metrics"]["intervals"]["offsets"])
+    assert levels["items"]["enum"] == calibrated == [50, 80, 90, 95, 99]
+    assert levels["uniqueItems"] is True and levels["maxItems"] == len(calibrated)
+    assert levels["default"] == [80, 95]
+    assert "levels" not in schemas["PredictRequest"].get("required", [])
+    for side in ("lower", "upper"):
+        bound = schemas["Prediction"]["properties"][side]
+        assert bound["type"] == "object"
+        assert bound["additionalProperties"]["items"] == {"type": "number"}
 
 
 def test_metrics_expose_requests_latency_model_and_batches(shared_server: str) -> None:

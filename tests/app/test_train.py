@@ -10,28 +10,54 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from app.lineage import file_sha256
 from app.model import Forecaster
 from app.store import Store
 from app.train import train
+from app.validate import DatasetError, validate
 from tests.app.conftest import FIRST_RUN
 from tests.app.helpers import REPO_ROOT, TEST_ROUNDS, app_env, run_app
 
 
-def test_trained_run_has_finite_metrics_that_beat_seasonal_naive(trained_store: Path) -> None:
+def test_trained_run_reports_a_rolling_backtest_against_seasonal_naive_plus_drift(
+    trained_store: Path,
+) -> None:
     store = Store(trained_store)
     metrics = store.read_json(store.run_dir(FIRST_RUN) / "metrics.json")
-    holdout = metrics["holdout"]
-    for key in ("mae", "rmse", "mape", "naive_mae", "skill"):
-        assert math.isfinite(holdout[key]), key
-    assert holdout["mae"] < holdout["naive_mae"]
-    assert 0 < holdout["skill"] < 1
-    assert holdout["pairs"] > 1000
+    card = metrics["backtest"]
+    assert card["spec"]["folds"] == 5 and card["spec"]["fold_weeks"] == 104
+    assert [f["first_date"] for f in card["folds"]] == [
+        "1992-01-18",
+        "1994-01-15",
+        "1996-01-13",
+        "1998-01-10",
+        "2000-01-08",
+    ]
+    for fold in card["folds"]:
+        for key in ("mae", "rmse", "drift_mae", "naive_mae", "skill"):
+            assert math.isfinite(fold[key]), key
+        assert fold["pairs"] > 4000
+        assert set(fold["coverage"]) == {"50", "80", "90", "95", "99"}
+    mean = card["mean"]
+    assert mean["mae"] < mean["drift_mae"] < mean["naive_mae"]
+    assert 0 < mean["skill"] < 1
+    for level, covered in metrics["coverage"].items():
+        assert abs(covered - int(level)) <= 5, (level, covered)
+    assert len(metrics["intervals"]["offsets"]["80"]["upper"]) == 52
+    assert metrics["family"] == "xgboost"
+    assert metrics["recipe"]["rounds"] == TEST_ROUNDS
     assert metrics["rounds"] == TEST_ROUNDS
     assert metrics["device"] == "cpu"
     assert metrics["min_history"] <= 60
     assert metrics["max_horizon"] == 52
     assert metrics["run_id"] == FIRST_RUN
+    lineage = metrics["dataset"]
+    assert lineage["sha256"] == file_sha256(store.dataset_path)
+    assert lineage["validation_run"] == FIRST_RUN
+    assert metrics["code_version"] and "image_digest" in metrics
+    assert metrics["params"]["max_depth"] == 3
 
 
 def test_run_directory_holds_model_metrics_and_card(trained_store: Path) -> None:
@@ -43,7 +69,7 @@ def test_run_directory_holds_model_metrics_and_card(trained_store: Path) -> None
         "model.ubj",
     ]
     card = (run_dir / "card.md").read_text()
-    assert "seasonal naive" in card and "MAE" in card
+    assert "seasonal naive + drift MAE" in card and "| 4 | 1998-01-10..2000-01-01 |" in card
 
 
 def test_forecasts_follow_the_seasonal_cycle_and_the_trend(trained_store: Path) -> None:
@@ -59,11 +85,46 @@ def test_forecasts_follow_the_seasonal_cycle_and_the_trend(trained_store: Path) 
     assert np.mean(forecast - naive) > 0.5  # it learned that CO2 keeps rising
 
 
-def test_training_is_reproducible(tmp_path: Path, trained_store: Path) -> None:
+def test_training_is_reproducible(store_copy: Store, trained_store: Path) -> None:
+    metrics = train(
+        store_copy, "again", rounds=TEST_ROUNDS, log_every=TEST_ROUNDS, threads=1, family="xgboost"
+    )
+    first = Store(trained_store).run_dir(FIRST_RUN)
+    assert (store_copy.run_dir("again") / "model.ubj").read_bytes() == (
+        first / "model.ubj"
+    ).read_bytes()
+    assert metrics["backtest"] == Store(trained_store).read_json(first / "metrics.json")["backtest"]
+
+
+def test_auto_serves_the_family_with_the_lower_backtest_mae(store_copy: Store) -> None:
+    metrics = train(store_copy, "auto", rounds=10, log_every=10, threads=2)
+    selection = metrics["selection"]
+    assert set(selection) == {"xgboost", "harmonic"}
+    best = min(selection, key=lambda family: selection[family]["mean_mae"])
+    assert metrics["family"] == best == "harmonic"
+    assert (store_copy.run_dir("auto") / "model.json").exists()
+    assert not (store_copy.run_dir("auto") / "model.ubj").exists()
+    assert Forecaster.load(store_copy.run_dir("auto")).family == "harmonic"
+
+
+def test_an_unvalidated_dataset_is_refused(tmp_path: Path) -> None:
     store = Store(tmp_path)
-    train(store, "again", rounds=TEST_ROUNDS, log_every=TEST_ROUNDS, threads=1)
-    first = Store(trained_store).run_dir(FIRST_RUN) / "model.ubj"
-    assert (store.run_dir("again") / "model.ubj").read_bytes() == first.read_bytes()
+    store.ensure_dataset()
+    with pytest.raises(DatasetError, match="no passing validation report for this dataset"):
+        train(store, "unchecked", rounds=1, log_every=1, family="harmonic")
+    assert not store.run_dir("unchecked").exists()
+
+
+def test_a_dataset_changed_after_validation_is_refused(store_copy: Store) -> None:
+    assert validate(store_copy, "checked")["ok"]
+    lines = store_copy.dataset_path.read_text().splitlines()
+    lines[-1] = lines[-1].rsplit(",", 1)[0] + ",371.9"
+    store_copy.dataset_path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetError, match=r"changed since validation\); validate again"):
+        train(store_copy, "checked", rounds=1, log_every=1, family="harmonic")
+    result = run_app("train", store_root=store_copy.root, RUN_ID="other")
+    assert result.returncode == 1
+    assert "no passing validation report for this dataset" in result.stderr
 
 
 def test_rerunning_a_finished_run_changes_nothing(store_copy: Store) -> None:
@@ -77,11 +138,11 @@ def test_rerunning_a_finished_run_changes_nothing(store_copy: Store) -> None:
 def test_bad_data_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
     store = Store(tmp_path)
     store.write_text(store.dataset_path, "date,co2\n2000-01-01,abc\n2000-01-08,370.1\n")
+    assert run_app("validate", store_root=tmp_path, RUN_ID="bad").returncode == 1
     result = run_app("train", store_root=tmp_path, RUN_ID="bad")
     assert result.returncode == 1
     assert "error: cannot train on this dataset:" in result.stderr
-    assert "co2: not a number at line 2 ('abc')" in result.stderr
-    assert "too few rows" in result.stderr
+    assert "validation of run bad failed" in result.stderr
     assert "Traceback" not in result.stderr
     assert not store.run_dir("bad").exists()
 
@@ -94,7 +155,14 @@ def _shipped() -> tuple[np.ndarray, np.ndarray]:
 
 def test_sigterm_checkpoints_and_a_rerun_resumes_from_the_checkpoint(tmp_path: Path) -> None:
     store = Store(tmp_path)
-    env = app_env(tmp_path, RUN_ID="spot", TRAIN_ROUNDS="100000", TRAIN_LOG_EVERY="5")
+    assert validate(store, "spot")["ok"]
+    env = app_env(
+        tmp_path,
+        RUN_ID="spot",
+        TRAIN_ROUNDS="100000",
+        TRAIN_LOG_EVERY="5",
+        MODEL_FAMILY="xgboost",
+    )
     child = subprocess.Popen(
         [sys.executable, "-m", "app", "train"],
         cwd=REPO_ROOT,
@@ -123,12 +191,19 @@ def test_sigterm_checkpoints_and_a_rerun_resumes_from_the_checkpoint(tmp_path: P
     assert (store.checkpoint_dir("spot") / "model.ubj").stat().st_size > 0
     assert not (store.run_dir("spot") / "metrics.json").exists()
 
-    resumed = run_app("train", store_root=tmp_path, RUN_ID="spot", TRAIN_ROUNDS=str(done + 10))
+    resumed = run_app(
+        "train",
+        store_root=tmp_path,
+        RUN_ID="spot",
+        TRAIN_ROUNDS=str(done + 10),
+        MODEL_FAMILY="xgboost",
+        timeout=180,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming run spot from its checkpoint at round {done}/{done + 10}" in resumed.stderr
     assert f"round {done + 10}/{done + 10}" in resumed.stderr
     metrics = store.read_json(store.run_dir("spot") / "metrics.json")
     assert metrics["resumed_from_round"] == done
     assert metrics["rounds"] == done + 10
-    assert metrics["holdout"]["mae"] < metrics["holdout"]["naive_mae"]
+    assert metrics["backtest"]["mean"]["mae"] < metrics["backtest"]["mean"]["naive_mae"]
     assert not store.checkpoint_dir("spot").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
@@ -96,6 +97,10 @@ def test_shipped_data_passes_and_becomes_the_accepted_baseline(tmp_path: Path) -
     assert report["stats"]["max_gap_weeks"] == 19  # the real 1964 outage is allowed
     assert store.read_json(store.report_path("good")) == report
     assert store.read_json(store.accepted_stats_path)["rows"] == 2284
+    # Lineage: the report vouches for exactly these bytes and rows.
+    assert report["dataset_sha256"] == hashlib.sha256(store.dataset_path.read_bytes()).hexdigest()
+    assert (report["first_date"], report["last_date"]) == ("1958-03-29", "2001-12-29")
+    assert report["run_date"] is None
 
 
 @pytest.mark.parametrize("kind", BAD_DATA)
@@ -114,6 +119,7 @@ def test_run_date_validates_only_the_data_known_on_that_date(tmp_path: Path) -> 
     assert report["ok"], report["problems"]
     assert report["stats"]["last_date"] == "1990-12-29"
     assert report["rows"] < 2284
+    assert (report["last_date"], report["run_date"]) == ("1990-12-29", "1990-12-31")
 
 
 def test_wrong_header_is_named(tmp_path: Path) -> None:

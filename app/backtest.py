@@ -1,0 +1,310 @@
+"""Rolling-origin backtest: a run's report card, and the scores the gate compares.
+
+Folds: the newest `FOLDS` stretches of `FOLD_WEEKS` weeks of the data the run was given (after
+`RUN_DATE` truncation), oldest first; fewer when the series is too short to keep
+`MIN_TRAIN_WEEKS` before the first fold. For each fold, a model of the recipe is fitted on the
+weeks before the fold only, then forecasts from every observed week of the fold as an origin, up
+to 52 weeks ahead and never past the fold's end; each origin sees the history up to itself,
+gaps filled from the past only. Errors are taken over those (origin, step) pairs against the
+observed values.
+
+Per fold and on average: MAE, RMSE, and skill against seasonal naive plus drift (the value 52
+weeks before the target, plus the mean annual change over the 52 weeks up to the origin);
+plain seasonal naive is kept as a reference line.
+
+Intervals: per horizon step, quantiles of the errors of every fold (split-conformal). Their
+coverage is measured honestly, leaving one fold out: fold k's bounds come from the errors of the
+other folds only.
+
+Only numpy and xgboost: the gate runs this too.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import xgboost as xgb
+
+from app.model import (
+    FEATURE_NAMES,
+    LEVELS,
+    MAX_HORIZON,
+    SEASON,
+    WINDOW,
+    Forecaster,
+    design_matrix,
+    fill_gaps,
+)
+
+log = logging.getLogger(__name__)
+
+FOLDS = 5
+FOLD_WEEKS = 104
+MIN_TRAIN_WEEKS = 260
+"""Weeks a fold's model needs before the fold: five seasonal cycles."""
+BASELINE_HISTORY = 2 * SEASON
+"""Seasonal naive plus drift reads two years before each origin."""
+
+
+class BacktestError(ValueError):
+    """The series is too short to backtest."""
+
+
+@dataclass
+class Split:
+    """Model rows for part of a series: features, observed targets and seasonal anchors.
+
+    The xgboost family learns `targets - anchors`: the change from the value 52 weeks earlier."""
+
+    features: np.ndarray
+    targets: np.ndarray
+    anchors: np.ndarray
+
+
+def windows_for(series: np.ndarray, origins: np.ndarray) -> np.ndarray:
+    """The WINDOW values ending at each origin index (inclusive)."""
+    offsets = np.arange(-WINDOW + 1, 1)
+    return series[origins[:, None] + offsets]
+
+
+def make_split(filled: np.ndarray, observed: np.ndarray, origins: np.ndarray, end: int) -> Split:
+    """Rows for forecasting from each origin up to MAX_HORIZON steps, targets before `end`."""
+    horizons = np.minimum(MAX_HORIZON, end - 1 - origins)
+    keep = horizons > 0
+    origins, horizons = origins[keep], horizons[keep]
+    features, anchor = design_matrix(windows_for(filled, origins), horizons)
+    target_index = np.repeat(origins, horizons) + features[:, 0].astype(np.int64)
+    mask = observed[target_index]
+    return Split(features=features[mask], targets=filled[target_index][mask], anchors=anchor[mask])
+
+
+def training_split(values: np.ndarray, end: int) -> Split:
+    """Every training row whose target lies before index `end`, gaps filled from before `end`."""
+    filled = fill_gaps(values[:end])
+    observed = ~np.isnan(values[:end])
+    return make_split(filled, observed, np.arange(WINDOW - 1, end - 1), end)
+
+
+def fit_booster(
+    values: np.ndarray,
+    end: int,
+    params: dict[str, Any],
+    rounds: int,
+    stop: threading.Event | None = None,
+) -> xgb.Booster:
+    """An xgboost-family booster trained on the weeks before `end` (no evaluation, no logs)."""
+    split = training_split(values, end)
+    dtrain = xgb.DMatrix(
+        split.features, label=split.targets - split.anchors, feature_names=list(FEATURE_NAMES)
+    )
+    callbacks = [_StopOn(stop)] if stop is not None else None
+    booster = xgb.train(params, dtrain, num_boost_round=rounds, callbacks=callbacks)
+    booster.set_param({"nthread": 1})
+    return booster
+
+
+class _StopOn(xgb.callback.TrainingCallback):
+    def __init__(self, stop: threading.Event) -> None:
+        super().__init__()
+        self.stop = stop
+
+    def after_iteration(self, model: xgb.Booster, epoch: int, evals_log: dict) -> bool:
+        return self.stop.is_set()
+
+
+def fold_bounds(n: int) -> list[tuple[int, int]]:
+    """`(start, end)` indices of the folds, oldest first; BacktestError when none fits."""
+    count = min(FOLDS, (n - MIN_TRAIN_WEEKS) // FOLD_WEEKS)
+    if count < 1:
+        raise BacktestError(
+            f"{n} weeks are too few to backtest: one {FOLD_WEEKS}-week fold needs "
+            f"{MIN_TRAIN_WEEKS} weeks before it"
+        )
+    return [(n - FOLD_WEEKS * (k + 1), n - FOLD_WEEKS * k) for k in reversed(range(count))]
+
+
+@dataclass
+class FoldForecasts:
+    """Every (origin, step) pair of one fold: what happened and what each method forecast."""
+
+    start: int
+    end: int
+    steps: np.ndarray
+    actual: np.ndarray
+    model: np.ndarray
+    naive: np.ndarray
+    drift: np.ndarray
+    origins: int
+
+
+def history_length(recipe: dict[str, Any]) -> int:
+    """Weeks of history each backtest origin hands the recipe's model (and the baselines)."""
+    if recipe["family"] == "harmonic":
+        return max(int(recipe["params"]["window"]), BASELINE_HISTORY)
+    return max(WINDOW, BASELINE_HISTORY)
+
+
+def fold_model(
+    recipe: dict[str, Any], values: np.ndarray, start: int, stop: threading.Event | None = None
+) -> Forecaster:
+    """The recipe's model as it would have been built from the weeks before `start`."""
+    if recipe["family"] == "harmonic":
+        return Forecaster("backtest", "", {}, family="harmonic", harmonic=recipe["params"])
+    params = {**recipe["params"], "device": "cpu", "nthread": recipe.get("threads", 1)}
+    booster = fit_booster(values, start, params, int(recipe["rounds"]), stop)
+    return Forecaster("backtest", "", {}, family="xgboost", booster=booster)
+
+
+def forecast_folds(
+    values: np.ndarray,
+    recipe: dict[str, Any],
+    model_for_fold: Any = None,
+    stop: threading.Event | None = None,
+) -> list[FoldForecasts]:
+    """Forecasts of the recipe and the baselines over every fold.
+
+    `model_for_fold(start)` may supply each fold's model (the benchmark's library methods);
+    by default it is `fold_model(recipe, values, start)`."""
+    length = history_length(recipe)
+    result = []
+    for start, end in fold_bounds(len(values)):
+        origins = [o for o in range(start - 1, end - 1) if not np.isnan(values[o])]
+        horizons = [min(MAX_HORIZON, end - 1 - o) for o in origins]
+        histories = [fill_gaps(values[max(0, o + 1 - length) : o + 1]) for o in origins]
+        if model_for_fold is None:
+            predicted = fold_model(recipe, values, start, stop).predict(histories, horizons)
+        else:
+            predicted = model_for_fold(start).predict(histories, horizons)
+        steps = np.concatenate([np.arange(1, h + 1) for h in horizons])
+        target = np.concatenate(
+            [o + np.arange(1, h + 1) for o, h in zip(origins, horizons, strict=True)]
+        )
+        naive = np.concatenate(
+            [
+                hist[-SEASON : -SEASON + h] if h < SEASON else hist[-SEASON:]
+                for hist, h in zip(histories, horizons, strict=True)
+            ]
+        )
+        drift = naive + np.repeat(
+            [np.mean(hist[-SEASON:] - hist[-2 * SEASON : -SEASON]) for hist in histories],
+            horizons,
+        )
+        observed = ~np.isnan(values[target])
+        result.append(
+            FoldForecasts(
+                start=start,
+                end=end,
+                steps=steps[observed],
+                actual=values[target][observed],
+                model=np.concatenate(predicted)[observed],
+                naive=naive[observed],
+                drift=drift[observed],
+                origins=len(origins),
+            )
+        )
+    return result
+
+
+def _mae(errors: np.ndarray) -> float:
+    return float(np.mean(np.abs(errors)))
+
+
+def _offsets(errors: np.ndarray, steps: np.ndarray, level: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per step 1..MAX_HORIZON, the error quantiles bounding `level` percent of the errors."""
+    quantiles = [(100 - level) / 200, (100 + level) / 200]
+    bounds = np.array(
+        [np.quantile(errors[steps == h], quantiles) for h in range(1, MAX_HORIZON + 1)]
+    )
+    return bounds[:, 0], bounds[:, 1]
+
+
+def summarize(folds: list[FoldForecasts], dates: np.ndarray) -> dict[str, Any]:
+    """Per-fold and mean errors, leave-one-fold-out coverage, and the served interval offsets."""
+    errors = [fold.actual - fold.model for fold in folds]
+    fold_rows = []
+    for k, fold in enumerate(folds):
+        others = [i for i in range(len(folds)) if i != k] or [k]
+        other_errors = np.concatenate([errors[i] for i in others])
+        other_steps = np.concatenate([folds[i].steps for i in others])
+        coverage = {}
+        for level in LEVELS:
+            lower, upper = _offsets(other_errors, other_steps, level)
+            inside = (errors[k] >= lower[fold.steps - 1]) & (errors[k] <= upper[fold.steps - 1])
+            coverage[str(level)] = round(float(np.mean(inside)) * 100, 2)
+        mae, drift_mae = _mae(errors[k]), _mae(fold.actual - fold.drift)
+        fold_rows.append(
+            {
+                "fold": k + 1,
+                "first_date": str(dates[fold.start]),
+                "last_date": str(dates[fold.end - 1]),
+                "origins": fold.origins,
+                "pairs": len(fold.actual),
+                "mae": round(mae, 5),
+                "rmse": round(float(np.sqrt(np.mean(errors[k] ** 2))), 5),
+                "drift_mae": round(drift_mae, 5),
+                "naive_mae": round(_mae(fold.actual - fold.naive), 5),
+                "skill": round(1.0 - mae / drift_mae, 5),
+                "coverage": coverage,
+            }
+        )
+    mean = {
+        key: round(float(np.mean([row[key] for row in fold_rows])), 5)
+        for key in ("mae", "rmse", "drift_mae", "naive_mae")
+    }
+    mean["skill"] = round(1.0 - mean["mae"] / mean["drift_mae"], 5)
+    mean["naive_skill"] = round(1.0 - mean["mae"] / mean["naive_mae"], 5)
+    all_errors, all_steps = np.concatenate(errors), np.concatenate([f.steps for f in folds])
+    coverage = {
+        str(level): round(
+            float(np.sum([row["coverage"][str(level)] * row["pairs"] for row in fold_rows]))
+            / sum(row["pairs"] for row in fold_rows),
+            2,
+        )
+        for level in LEVELS
+    }
+    offsets = {}
+    for level in LEVELS:
+        lower, upper = _offsets(all_errors, all_steps, level)
+        offsets[str(level)] = {
+            "lower": [round(float(x), 4) for x in lower],
+            "upper": [round(float(x), 4) for x in upper],
+        }
+    return {
+        "spec": {
+            "folds": len(folds),
+            "fold_weeks": FOLD_WEEKS,
+            "max_horizon": MAX_HORIZON,
+            "origins": "every observed week of the fold; targets stay inside it",
+            "baseline": "seasonal naive + drift (mean annual change over the last 52 weeks)",
+        },
+        "folds": fold_rows,
+        "mean": mean,
+        "coverage": coverage,
+        "intervals": {
+            "method": "per-step empirical quantiles of the backtest errors (split-conformal)",
+            "offsets": offsets,
+        },
+    }
+
+
+def backtest(
+    dates: np.ndarray,
+    values: np.ndarray,
+    recipe: dict[str, Any],
+    stop: threading.Event | None = None,
+) -> dict[str, Any]:
+    """The recipe's rolling-origin backtest on this series (see the module docstring)."""
+    return summarize(forecast_folds(values, recipe, stop=stop), dates)
+
+
+def same_folds(first: dict[str, Any], second: dict[str, Any]) -> bool:
+    """Whether two backtests were scored on the same weeks."""
+
+    def key(report: dict[str, Any]) -> list[tuple[str, str, int]]:
+        return [(f["first_date"], f["last_date"], f["pairs"]) for f in report.get("folds", [])]
+
+    return bool(key(first)) and key(first) == key(second)
