@@ -6,6 +6,7 @@ from components import settings as stack_settings
 from components.cluster import Cluster, ClusterArgs
 from components.image_repo import ImageRepo, ImageRepoArgs
 from components.inference_service import InferenceService, InferenceServiceArgs
+from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
 from components.shared_store import SharedStore, SharedStoreArgs
 from components.training_task import TrainingTask, TrainingTaskArgs
@@ -53,8 +54,14 @@ training = TrainingTask(
         alarm_topic_key_arn=inference.alarm_topic_key_arn,
     ),
 )
+monitoring = Monitoring(
+    "monitoring",
+    MonitoringArgs(
+        settings=settings, network=network, cluster=cluster, store=store, image_repo=images
+    ),
+)
 # Once, after every store client exists: the file system policy names their task roles.
-store.authorize_clients([inference.task_role_arn, training.task_role_arn])
+store.authorize_clients([inference.task_role_arn, training.task_role_arn, monitoring.task_role_arn])
 
 pulumi.export("vpc_id", network.vpc_id)
 pulumi.export("task_subnet_ids", network.task_subnet_ids)
@@ -69,3 +76,4 @@ pulumi.export("state_machine_arn", training.state_machine_arn)
 pulumi.export("validate_task_definition_arn", training.task_definition_arns["validate"])
 pulumi.export("train_task_definition_arn", training.task_definition_arns["train"])
 pulumi.export("gate_task_definition_arn", training.task_definition_arns["gate"])
+pulumi.export("ingest_task_definition_arn", monitoring.task_definition_arn)

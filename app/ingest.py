@@ -365,6 +365,11 @@ def main(argv: list[str]) -> int:
         default=os.environ.get("INGEST_SOURCE", NOAA_WEEKLY_URL),
         help=f"URL or file in NOAA's weekly format (default INGEST_SOURCE or {NOAA_WEEKLY_URL})",
     )
+    parser.add_argument(
+        "--monitor",
+        action="store_true",
+        help="then run `python -m app monitor` (what the scheduled task in AWS does)",
+    )
     args = parser.parse_args(argv)
     settings = command_settings("ingest")
     store = open_store(settings)
@@ -390,4 +395,8 @@ def main(argv: list[str]) -> int:
         outcome["last_date"],
         outcome["sha256"][:12],
     )
+    if args.monitor:
+        from app.monitor import main as monitor_main
+
+        return monitor_main([])
     return 0
