@@ -32,6 +32,32 @@ def _holdout_mae(store: Store, run_id: str) -> float | None:
         return None
 
 
+def _mae_on_candidate_folds(store: Store, run_id: str, candidate: dict[str, Any]) -> float | None:
+    """The MAE of run `run_id`'s model on the candidate's holdout pairs: the same weeks of the
+    same data, so a candidate whose holdout holds harder weeks (a drift) is compared fairly.
+    None when the model does not load or the candidate's weeks are no longer in the dataset."""
+    import numpy as np
+
+    from app.model import fill_gaps, read_series
+    from app.train import HOLDOUT_WEEKS, make_split
+
+    dataset = candidate.get("dataset") or {}
+    path = store.root / str(dataset.get("path", ""))
+    try:
+        model = Forecaster.load(store.run_dir(run_id))
+        dates, values = read_series(path)
+    except (ModelLoadError, OSError, ValueError):
+        return None
+    values = values[dates <= np.datetime64(str(dataset.get("last_date")), "D")]
+    if len(values) != dataset.get("weeks"):
+        return None
+    n = len(values)
+    filled = fill_gaps(values)
+    split = make_split(filled, ~np.isnan(values), np.arange(n - HOLDOUT_WEEKS - 1, n - 1), n)
+    predicted = split.anchors + model.booster.inplace_predict(split.features)
+    return round(float(np.mean(np.abs(predicted - split.targets))), 5)
+
+
 def latest_trained_run(store: Store) -> str | None:
     """The newest run (by id) that finished training."""
     trained = [r for r in store.list_runs() if (store.run_dir(r) / METRICS_FILE).exists()]
@@ -43,10 +69,17 @@ def decide(store: Store, run_id: str, margin: float) -> dict[str, Any]:
     metrics_path = store.run_dir(run_id) / METRICS_FILE
     if not metrics_path.exists():
         raise GateError(f"run {run_id} has no trained model ({metrics_path} is missing)")
-    holdout = store.read_json(metrics_path)["holdout"]
+    candidate = store.read_json(metrics_path)
+    holdout = candidate["holdout"]
     mae, naive_mae = float(holdout["mae"]), float(holdout["naive_mae"])
     previous = store.current_run_id()
-    previous_mae = _holdout_mae(store, previous) if previous else None
+    previous_mae = None
+    basis = "on the same weeks"
+    if previous and previous != run_id:
+        previous_mae = _mae_on_candidate_folds(store, previous, candidate)
+        if previous_mae is None:
+            previous_mae = _holdout_mae(store, previous)
+            basis = "on its own holdout"
 
     if mae >= naive_mae:
         promoted = False
@@ -63,14 +96,14 @@ def decide(store: Store, run_id: str, margin: float) -> dict[str, Any]:
     elif mae < previous_mae * (1.0 - margin):
         promoted = True
         reason = (
-            f"holdout MAE {mae:.4f} beats the current model {previous} ({previous_mae:.4f}) "
-            f"by more than the {margin:.1%} margin"
+            f"holdout MAE {mae:.4f} beats the current model {previous} ({previous_mae:.4f} "
+            f"{basis}) by more than the {margin:.1%} margin"
         )
     else:
         promoted = False
         reason = (
             f"holdout MAE {mae:.4f} does not beat the current model {previous} "
-            f"({previous_mae:.4f}) by the {margin:.1%} margin"
+            f"({previous_mae:.4f} {basis}) by the {margin:.1%} margin"
         )
 
     if promoted and previous != run_id:
