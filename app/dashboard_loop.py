@@ -225,6 +225,14 @@ def drift_status(loop: LoopSnapshot) -> html.Div:
             )
     for reason in status.get("reasons") or []:
         rows.append(("reason", reason))
+    if loop.signals:
+        last = loop.signals[-1]
+        rows.append(
+            (
+                "last signal",
+                f"data to {last.get('last_observed')}: " + "; ".join(last.get("reasons") or []),
+            )
+        )
     return html.Div(
         html.Table(
             html.Tbody([html.Tr([html.Th(name), html.Td(value)]) for name, value in rows]),
@@ -262,7 +270,9 @@ def last_ingest(loop: LoopSnapshot) -> html.Div:
 def retrains_table(loop: LoopSnapshot) -> html.Div:
     if not loop.signals:
         return html.Div(html.P("No drift signal yet.", className="empty"))
-    header = html.Tr([html.Th(n) for n in ("data to", "action", "run / event", "gate", "why")])
+    header = html.Tr(
+        [html.Th(n) for n in ("data to", "drift", "action", "run / event", "gate", "why")]
+    )
     body = []
     for signal in reversed(loop.signals):
         decision = signal.get("decision") or {}
@@ -278,10 +288,11 @@ def retrains_table(loop: LoopSnapshot) -> html.Div:
             html.Tr(
                 [
                     html.Td(str(signal.get("last_observed", "—"))),
+                    html.Td("; ".join(signal.get("reasons") or []) or "—"),
                     html.Td(str(signal.get("action", "—"))),
                     html.Td(str(signal.get("run_id") or signal.get("event_id") or "—")),
                     html.Td(gate),
-                    html.Td(str(decision.get("reason") or "; ".join(signal.get("reasons") or []))),
+                    html.Td(str(decision.get("reason") or "—")),
                 ]
             )
         )

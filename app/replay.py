@@ -144,7 +144,7 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
         "--weeks-per-tick", type=_positive_int, default=1, help="weeks released per tick (1)"
     )
     group.add_argument(
-        "--tick-seconds", type=_non_negative, default=2.0, help="seconds between ticks (2)"
+        "--tick-seconds", type=_non_negative, default=1.0, help="seconds between ticks (1)"
     )
     group.add_argument(
         "--inject-shift",
