@@ -1,0 +1,228 @@
+"""Enough of the Amazon States Language to walk the training state machine on this machine.
+
+`python -m preflight.run_local STACK --task pipeline` renders each step's RunTask overrides from
+the state machine the program declares, so the environment a local step gets (`RUN_ID`,
+`RUN_DATE`, the trigger) is the one Step Functions would pass. This module evaluates the parts of
+ASL (JSONPath flavour) that walk needs:
+
+- paths `$`, `$.a.b`, `$.a[0]` and the context object `$$.Execution.Name|StartTime|Id`;
+- `Parameters` with `key.$` fields, `Result`, `InputPath`, `ResultPath`, `OutputPath`;
+- the intrinsic functions `States.Format`, `States.StringSplit`, `States.ArrayGetItem`,
+  `States.ArrayLength`, `States.JsonMerge`, `States.JsonToString`, `States.StringToJson`,
+  `States.UUID`, `States.MathAdd` (Step Functions Developer Guide, "Intrinsic functions");
+- `Choice` rules with `Variable`, `StringEquals`, `NumericEquals`, `BooleanEquals`,
+  `IsPresent`, `And`, `Or`, `Not`.
+
+Anything else raises `AslError` naming it: a definition this walk cannot follow fails loudly
+instead of running something Step Functions would not.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+
+class AslError(ValueError):
+    """The definition uses something this evaluator does not implement, or a path is missing."""
+
+
+_STEP = re.compile(r"\.([^.\[\]]+)|\[(\d+)\]")
+
+
+def read_path(path: str, data: Any, context: Mapping[str, Any]) -> Any:
+    """The value at a JSONPath reference path (`$.a.b[0]`, or `$$.` for the context object)."""
+    if path.startswith("$$"):
+        root, rest = context, path[2:]
+    elif path.startswith("$"):
+        root, rest = data, path[1:]
+    else:
+        raise AslError(f"{path!r} is not a path (it must start with $)")
+    value = root
+    position = 0
+    while position < len(rest):
+        match = _STEP.match(rest, position)
+        if not match:
+            raise AslError(f"path {path!r}: cannot read {rest[position:]!r}")
+        key, index = match.groups()
+        try:
+            value = value[int(index)] if index is not None else value[key]
+        except (KeyError, IndexError, TypeError) as exc:
+            raise AslError(f"path {path!r} does not exist in the state input") from exc
+        position = match.end()
+    return value
+
+
+def _write_path(path: str, data: Any, value: Any) -> Any:
+    if path == "$":
+        return value
+    if not path.startswith("$."):
+        raise AslError(f"ResultPath {path!r}: only $ and $.field paths are supported")
+    result = json.loads(json.dumps(data)) if isinstance(data, dict) else {}
+    target = result
+    keys = path[2:].split(".")
+    for key in keys[:-1]:
+        target = target.setdefault(key, {})
+    target[keys[-1]] = value
+    return result
+
+
+# --- intrinsic functions ------------------------------------------------------------------------
+
+
+def _split_arguments(text: str) -> list[str]:
+    """Split `a, 'b, c', States.F(x, y)` at top-level commas."""
+    arguments, depth, quoted, start, i = [], 0, False, 0, 0
+    while i < len(text):
+        char = text[i]
+        if quoted:
+            if char == "\\":
+                i += 1
+            elif char == "'":
+                quoted = False
+        elif char == "'":
+            quoted = True
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "," and depth == 0:
+            arguments.append(text[start:i].strip())
+            start = i + 1
+        i += 1
+    if text.strip():
+        arguments.append(text[start:].strip())
+    return arguments
+
+
+def _unescape(literal: str) -> str:
+    return re.sub(r"\\(.)", r"\1", literal)
+
+
+def _format(template: str, values: list[Any]) -> str:
+    pieces = re.split(r"(?<!\\)\{\}", template)
+    if len(pieces) - 1 != len(values):
+        raise AslError(f"States.Format: {len(pieces) - 1} placeholders for {len(values)} arguments")
+    out = pieces[0]
+    for value, piece in zip(values, pieces[1:], strict=True):
+        out += (value if isinstance(value, str) else json.dumps(value)) + piece
+    return _unescape(out)
+
+
+def _call(name: str, args: list[Any]) -> Any:
+    if name == "States.Format":
+        return _format(args[0], args[1:])
+    if name == "States.StringSplit":
+        # Each character of the second argument is a delimiter; no empty items.
+        pattern = "[" + re.escape(args[1]) + "]"
+        return [item for item in re.split(pattern, args[0]) if item]
+    if name == "States.ArrayGetItem":
+        return args[0][int(args[1])]
+    if name == "States.ArrayLength":
+        return len(args[0])
+    if name == "States.JsonMerge":
+        if args[2] is not False:
+            raise AslError("States.JsonMerge: only shallow merges (false) exist")
+        return {**args[0], **args[1]}
+    if name == "States.JsonToString":
+        return json.dumps(args[0], separators=(",", ":"))
+    if name == "States.StringToJson":
+        return json.loads(args[0])
+    if name == "States.UUID":
+        return str(uuid.uuid4())
+    if name == "States.MathAdd":
+        return args[0] + args[1]
+    raise AslError(f"intrinsic function {name} is not implemented here")
+
+
+def evaluate(expression: str, data: Any, context: Mapping[str, Any]) -> Any:
+    """A `.$` field's value: a path or an intrinsic function call."""
+    expression = expression.strip()
+    if expression.startswith("$"):
+        return read_path(expression, data, context)
+    match = re.fullmatch(r"(States\.\w+)\((.*)\)", expression, re.DOTALL)
+    if not match:
+        raise AslError(f"{expression!r} is neither a path nor an intrinsic function")
+    args: list[Any] = []
+    for argument in _split_arguments(match.group(2)):
+        if argument.startswith("'") and argument.endswith("'"):
+            args.append(argument[1:-1])  # escapes are resolved by the function (Format)
+        elif argument.startswith(("$", "States.")):
+            args.append(evaluate(argument, data, context))
+        else:
+            try:
+                args.append(json.loads(argument))
+            except json.JSONDecodeError as exc:
+                raise AslError(f"argument {argument!r} of {match.group(1)}") from exc
+    return _call(match.group(1), args)
+
+
+def render(template: Any, data: Any, context: Mapping[str, Any]) -> Any:
+    """`Parameters` (or a nested part of it) with every `key.$` field evaluated."""
+    if isinstance(template, dict):
+        rendered = {}
+        for key, value in template.items():
+            if key.endswith(".$"):
+                rendered[key[:-2]] = evaluate(value, data, context)
+            else:
+                rendered[key] = render(value, data, context)
+        return rendered
+    if isinstance(template, list):
+        return [render(item, data, context) for item in template]
+    return template
+
+
+# --- states -------------------------------------------------------------------------------------
+
+
+def state_input(state: Mapping[str, Any], data: Any, context: Mapping[str, Any]) -> Any:
+    """The effective input of a state: `InputPath`, then `Parameters`."""
+    if "InputPath" in state:
+        data = {} if state["InputPath"] is None else read_path(state["InputPath"], data, context)
+    if "Parameters" in state:
+        data = render(state["Parameters"], data, context)
+    return data
+
+
+def state_output(
+    state: Mapping[str, Any], raw_input: Any, result: Any, context: Mapping[str, Any]
+) -> Any:
+    """What a state passes on: its result placed by `ResultPath`, then `OutputPath`."""
+    result_path = state.get("ResultPath", "$")
+    output = raw_input if result_path is None else _write_path(result_path, raw_input, result)
+    if "OutputPath" in state:
+        output = {} if state["OutputPath"] is None else read_path(state["OutputPath"], output, {})
+    return output
+
+
+_COMPARISONS = {
+    "StringEquals": lambda a, b: isinstance(a, str) and a == b,
+    "NumericEquals": lambda a, b: isinstance(a, int | float) and a == b,
+    "BooleanEquals": lambda a, b: isinstance(a, bool) and a == b,
+}
+
+
+def choice_matches(rule: Mapping[str, Any], data: Any, context: Mapping[str, Any]) -> bool:
+    if "And" in rule:
+        return all(choice_matches(r, data, context) for r in rule["And"])
+    if "Or" in rule:
+        return any(choice_matches(r, data, context) for r in rule["Or"])
+    if "Not" in rule:
+        return not choice_matches(rule["Not"], data, context)
+    variable = rule.get("Variable")
+    if variable is None:
+        raise AslError(f"Choice rule without Variable: {rule}")
+    try:
+        value = read_path(variable, data, context)
+        present = True
+    except AslError:
+        value, present = None, False
+    if "IsPresent" in rule:
+        return present == rule["IsPresent"]
+    for name, compare in _COMPARISONS.items():
+        if name in rule:
+            return present and compare(value, rule[name])
+    raise AslError(f"Choice rule {rule}: no supported comparison")

@@ -1,0 +1,82 @@
+"""preflight/run_local.py without Docker: what it reads from the stack and the `docker run`
+arguments it derives from a container definition (tests/containers runs them for real)."""
+
+from __future__ import annotations
+
+import pytest
+
+from preflight import run_local
+from preflight.offline import Plan
+from preflight.run_local import LocalTask, RunLocalError, matcher_accepts, read_stack
+
+
+@pytest.fixture
+def view(dev_plan: Plan) -> run_local.StackView:
+    return read_stack(dev_plan)
+
+
+def _task(view: run_local.StackView, family: str, tmp_path) -> LocalTask:
+    task = LocalTask(view.tasks[family], "img:1", tmp_path, view.access_point, "s1")
+    task.holder = "holder"
+    for definition in task.spec.containers:
+        task.containers[definition["name"]] = run_local.ContainerState(definition)
+    task.volumes = {"store": str(tmp_path / "mlops"), "scratch": "vol-scratch"}
+    return task
+
+
+def test_reads_the_declared_tasks_checks_and_access_point(view: run_local.StackView) -> None:
+    assert view.inference_family == "mlops-dev-inference"
+    assert {"mlops-dev-training-validate", "mlops-dev-training-train"} <= set(view.tasks)
+    assert view.access_point == run_local.AccessPoint(10001, 10001, "/mlops", 0o750)
+    api = next(c for c in view.checks if c.container == "api")
+    assert (api.port, api.matcher, api.healthy_threshold, api.unhealthy_threshold) == (
+        8080, "200", 2, 3,
+    )  # fmt: skip
+    assert view.state_machine["StartAt"] in view.state_machine["States"]
+
+
+def test_container_definition_becomes_fargate_like_docker_run(view, tmp_path, monkeypatch):
+    monkeypatch.setattr(run_local, "image_volumes", lambda image: frozenset({"/tmp"}))
+    task = _task(view, view.inference_family, tmp_path)
+    args = task.docker_run_args(task.containers["api"])
+    joined = " ".join(args)
+    assert args[args.index("--user") : args.index("--user") + 2] == ["--user", "10001:10001"]
+    for flag in ("--read-only", "--init", "--network container:holder", "--stop-timeout 120"):
+        assert flag in joined
+    assert "--memory 1024m --cpus 0.5" in joined  # the task's size
+    assert "--health-interval 15s --health-timeout 5s --health-retries 3" in joined
+    assert "--health-start-period 120s" in joined
+    assert f"type=bind,src={tmp_path / 'mlops'},dst=/mnt/store" in joined
+    # The image declares /tmp: Docker copies it in, as Fargate does.
+    assert "type=volume,src=vol-scratch,dst=/tmp --" in joined + " --"
+    assert args[-2:] == ["img:1", "serve"]
+    forecaster = " ".join(task.docker_run_args(task.containers["forecaster"]))
+    assert "--no-healthcheck" in forecaster
+
+
+def test_an_undeclared_scratch_path_is_an_empty_volume(view, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(run_local, "image_volumes", lambda image: frozenset())
+    task = _task(view, view.inference_family, tmp_path)
+    joined = " ".join(task.docker_run_args(task.containers["api"]))
+    assert "type=volume,src=vol-scratch,dst=/tmp,volume-nocopy" in joined
+
+
+def test_fargate_refuses_tmpfs_and_privileged(view, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(run_local, "image_volumes", lambda image: frozenset())
+    task = _task(view, view.inference_family, tmp_path)
+    task.containers["api"].definition["privileged"] = True
+    with pytest.raises(RunLocalError, match="privileged"):
+        task.docker_run_args(task.containers["api"])
+    spec = view.tasks[view.inference_family]
+    spec.containers[0]["linuxParameters"] = {"tmpfs": [{"containerPath": "/x", "size": 64}]}
+    with pytest.raises(RunLocalError, match="no tmpfs"):
+        LocalTask(spec, "img:1", tmp_path, view.access_point, "s2").start()
+
+
+@pytest.mark.parametrize(
+    ("matcher", "status", "accepted"),
+    # ELB API reference, Matcher.HttpCode: "200", "200,202" or "200-299".
+    [("200", 200, True), ("200", 503, False), ("200,202", 202, True), ("200-299", 204, True)],
+)
+def test_target_group_matcher(matcher: str, status: int, accepted: bool) -> None:
+    assert matcher_accepts(matcher, status) is accepted
