@@ -3,6 +3,7 @@
 import pulumi
 
 from components import settings as stack_settings
+from components.ci_trust import CiTrust, CiTrustArgs
 from components.cluster import Cluster, ClusterArgs
 from components.image_repo import ImageRepo, ImageRepoArgs
 from components.inference_service import InferenceService, InferenceServiceArgs
@@ -40,6 +41,7 @@ inference = InferenceService(
         cluster=cluster,
         store=store,
         image_ref=images.image_ref("cpu"),
+        repository_arn=images.repository_arn,
     ),
 )
 training = TrainingTask(
@@ -62,6 +64,9 @@ monitoring = Monitoring(
 )
 # Once, after every store client exists: the file system policy names their task roles.
 store.authorize_clients([inference.task_role_arn, training.task_role_arn, monitoring.task_role_arn])
+# The image is pushed only once the push trigger exists: a new stack's first push starts its
+# first training run.
+images.release(after=training.image_triggers)
 
 pulumi.export("vpc_id", network.vpc_id)
 pulumi.export("task_subnet_ids", network.task_subnet_ids)
@@ -77,3 +82,7 @@ pulumi.export("validate_task_definition_arn", training.task_definition_arns["val
 pulumi.export("train_task_definition_arn", training.task_definition_arns["train"])
 pulumi.export("gate_task_definition_arn", training.task_definition_arns["gate"])
 pulumi.export("ingest_task_definition_arn", monitoring.task_definition_arn)
+if settings.ci.repository:
+    ci = CiTrust("ci", CiTrustArgs(settings=settings, repository_arn=images.repository_arn))
+    pulumi.export("ci_preview_role_arn", ci.preview_role_arn)
+    pulumi.export("ci_deploy_role_arn", ci.deploy_role_arn)

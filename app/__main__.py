@@ -16,6 +16,7 @@ COMMANDS = {
     "ingest": ("app.ingest", "append new weekly observations (NOAA's weekly file) to the dataset"),
     "monitor": ("app.monitor", "score past forecasts, check for drift, signal DataDriftDetected"),
     "local": ("app.local", "the whole pipeline on this machine with a local store"),
+    "check-image": ("app.provenance", "exit 1 unless this ECS task runs TRIGGER_IMAGE_DIGEST"),
 }
 
 

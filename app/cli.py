@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 
+from app import provenance
 from app.logging_setup import configure_logging
 from app.settings import AppSettings, load_settings
 from app.store import Store, StoreUnavailableError
@@ -20,6 +21,7 @@ def command_settings(command: str, argv: list[str] | None = None) -> AppSettings
         raise SystemExit(2)
     settings = load_settings()
     configure_logging(settings.log_level)
+    provenance.check_or_exit()  # a push-triggered ECS task runs the pushed image, or exits 1
     return settings
 
 

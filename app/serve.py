@@ -305,8 +305,9 @@ def create_app(settings: AppSettings, store: Store) -> FastAPI:
 
     async def predict(request: Request) -> Response:
         forecaster = slot.forecaster
-        if forecaster is None:
-            return _error(503, "no model loaded")
+        if forecaster is None:  # a new stack serves before its first training run promotes one
+            detail = b'{"detail":"no model is promoted yet; retry later"}'
+            return Response(detail, 503, {"Retry-After": "30"}, JSON)
         try:
             parsed = parse_predict(
                 await _read_body(request),

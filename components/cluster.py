@@ -2,8 +2,9 @@
 
 Creates, as children of the component:
 
-- `<name>-cluster`: an ECS cluster with Container Insights (per-service CPU, memory and task count
-  metrics; the inference alarms and dashboard read `ECS/ContainerInsights`);
+- `<name>-cluster`: an ECS cluster, with Container Insights when
+  `observability.container_insights` is set (per-service CPU, memory and task count metrics,
+  billed as custom metrics; the tasks-below-min alarm reads `ECS/ContainerInsights`);
 - `<name>-providers`: the cluster's capacity providers, FARGATE and FARGATE_SPOT, with an
   on-demand default strategy for tasks started without one;
 - `<name>-gpu` (GpuCapacity, only when `training.capacity` is gpu-ec2): GPU container instances
@@ -52,7 +53,14 @@ class Cluster(pulumi.ComponentResource):
 
         cluster = aws.ecs.Cluster(
             f"{name}-cluster",
-            settings=[{"name": "containerInsights", "value": "enabled"}],
+            settings=[
+                {
+                    "name": "containerInsights",
+                    "value": "enabled"
+                    if args.settings.observability.container_insights
+                    else "disabled",
+                }
+            ],
             opts=child,
         )
 

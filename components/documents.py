@@ -327,6 +327,269 @@ def ecr_lifecycle_policy(
     return {"rules": rules}
 
 
+BUILD_CACHE_SUFFIX = "-build-cache"
+"""The one mutable repository's name ends so: it holds only `cache-<flavour>` build caches."""
+
+
+def ecr_cache_lifecycle_policy(flavours: Sequence[str] = IMAGE_FLAVOURS) -> dict[str, Any]:
+    """The build-cache repository's lifecycle policy: each `cache-<flavour>` tag keeps one image
+    (the tag moves to every new build), and the images it moved off expire a day later."""
+    if not flavours or len(set(flavours)) != len(flavours):
+        raise ValueError(f"flavours {list(flavours)!r} must be a non-empty list without repeats")
+    rules: list[dict[str, Any]] = [
+        {
+            "rulePriority": 1,
+            "description": "Expire replaced build caches one day after push",
+            "selection": {
+                "tagStatus": "untagged",
+                "countType": "sinceImagePushed",
+                "countUnit": "days",
+                "countNumber": 1,
+            },
+            "action": {"type": "expire"},
+        }
+    ]
+    for priority, flavour in enumerate(flavours, start=2):
+        rules.append(
+            {
+                "rulePriority": priority,
+                "description": f"Keep one {flavour} build cache",
+                "selection": {
+                    "tagStatus": "tagged",
+                    "tagPrefixList": [f"cache-{flavour}"],
+                    "countType": "imageCountMoreThan",
+                    "countNumber": 1,
+                },
+                "action": {"type": "expire"},
+            }
+        )
+    return {"rules": rules}
+
+
+# --- CI: GitHub Actions OIDC trust ---------------------------------------------------------------
+
+GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"
+GITHUB_OIDC_AUDIENCE = "sts.amazonaws.com"
+
+
+def github_oidc_trust_policy(provider_arn: str, repository: str, subject: str) -> dict[str, Any]:
+    """Trust policy for a role GitHub Actions assumes with its OIDC token.
+
+    GitHub Docs, "Configuring OpenID Connect in Amazon Web Services": principal the account's
+    `token.actions.githubusercontent.com` provider, action `sts:AssumeRoleWithWebIdentity`,
+    `StringEquals` on the token's `aud` (`sts.amazonaws.com`) and `sub`. `subject` is the part
+    after `repo:OWNER/REPO:`: `pull_request` for pull-request jobs, `environment:NAME` for jobs
+    in a deployment environment ("OpenID Connect reference": subject claims).
+    """
+    if not re.fullmatch(
+        rf"arn:aws[a-z-]*:iam::\d{{12}}:oidc-provider/{re.escape(GITHUB_OIDC_HOST)}", provider_arn
+    ):
+        raise ValueError(f"{provider_arn!r} is not the GitHub OIDC provider's ARN")
+    if not re.fullmatch(r"[A-Za-z0-9-]+/[A-Za-z0-9._-]+", repository):
+        raise ValueError(f"{repository!r} is not a GitHub owner/repo")
+    if subject != "pull_request" and not re.fullmatch(r"environment:[A-Za-z0-9._-]+", subject):
+        raise ValueError(f"subject {subject!r}: use pull_request or environment:NAME")
+    return {
+        "Version": IAM_VERSION,
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Federated": provider_arn},
+                "Action": "sts:AssumeRoleWithWebIdentity",
+                "Condition": {
+                    "StringEquals": {
+                        f"{GITHUB_OIDC_HOST}:aud": GITHUB_OIDC_AUDIENCE,
+                        f"{GITHUB_OIDC_HOST}:sub": f"repo:{repository}:{subject}",
+                    }
+                },
+            }
+        ],
+    }
+
+
+def ci_preview_statements(region: str, account: str, repository_arn: str) -> list[dict[str, Any]]:
+    """What `pulumi preview` of this program calls in AWS: the program's lookups, nothing else.
+
+    A preview without `--refresh` reads no resource; it runs the program's invokes: caller
+    identity (no permission needed), availability zones (awsx Vpc), the ECS GPU AMI parameter,
+    the release tag lookup and the registry token (ImageRepo), and the Route 53 zone of
+    `inference.domain`. Describe/List actions and GetAuthorizationToken take no resource ARN
+    (Service Authorization Reference), hence "*" there.
+    """
+    if ":ecr:" not in repository_arn or ":repository/" not in repository_arn:
+        raise ValueError(f"{repository_arn!r} is not an ECR repository ARN")
+    return [
+        {
+            "Sid": "ProgramLookups",
+            "Effect": "Allow",
+            "Action": [
+                "ec2:DescribeAvailabilityZones",
+                "ecr:GetAuthorizationToken",
+                "route53:ListHostedZones",
+                "route53:ListHostedZonesByName",
+            ],
+            "Resource": "*",
+        },
+        {
+            # ImageRepo.release: ecr.get_repositories (DescribeRepositories without names: every
+            # repository of the Region) and ecr.get_images (ListImages on ours).
+            "Sid": "ReleaseTagLookup",
+            "Effect": "Allow",
+            "Action": ["ecr:DescribeRepositories", "ecr:ListImages", "ecr:DescribeImages"],
+            "Resource": [repository_arn, f"arn:aws:ecr:{region}:{account}:repository/*"],
+        },
+        {
+            "Sid": "GpuAmiParameter",
+            "Effect": "Allow",
+            "Action": ["ssm:GetParameter", "ssm:GetParameters"],
+            "Resource": f"arn:aws:ssm:{region}::parameter/aws/service/ecs/*",
+        },
+        {
+            "Sid": "HostedZoneLookup",
+            "Effect": "Allow",
+            "Action": ["route53:GetHostedZone", "route53:ListTagsForResource"],
+            "Resource": "arn:aws:route53:::hostedzone/*",
+        },
+    ]
+
+
+CI_DEPLOY_SERVICES = (
+    "acm", "application-autoscaling", "autoscaling", "cloudwatch", "ec2", "ecr", "ecs",
+    "elasticfilesystem", "elasticloadbalancing", "events", "kms", "logs", "route53", "s3",
+    "sns", "sqs", "states", "wafv2", "backup",
+)  # fmt: skip
+"""Every AWS service the program declares resources in (besides IAM, scoped on its own)."""
+
+
+def ci_deploy_statements(region: str, account: str) -> list[dict[str, Any]]:
+    """What `pulumi up` and `pulumi destroy` of this stack need: the services the program
+    declares resources in, in this account and Region only, and IAM only on this stack's roles.
+
+    Pulumi auto-names every resource, so names are not known before the deploy: the deploy role
+    is scoped to the account and Region (every ARN pattern names them), IAM to roles and
+    instance profiles whose auto-generated names start with a component prefix of this program,
+    and `iam:PassRole` to the services the program hands roles to. Route 53 and S3 ARNs carry
+    no account or Region by design (Service Authorization Reference). It cannot touch IAM users,
+    other roles, Organizations or billing.
+    """
+    if not re.fullmatch(r"\d{12}", account):
+        raise ValueError(f"{account!r} is not an AWS account id")
+    if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", region):
+        raise ValueError(f"{region!r} is not an AWS Region code")
+    regional = [f"arn:aws:{service}:{region}:{account}:*" for service in CI_DEPLOY_SERVICES]
+    prefixes = ("inference-", "training-", "cluster-", "image-", "store-", "ci-")
+    roles = [f"arn:aws:iam::{account}:role/{p}*" for p in prefixes]
+    return [
+        {
+            "Sid": "DeployStackServices",
+            "Effect": "Allow",
+            "Action": [f"{service}:*" for service in CI_DEPLOY_SERVICES],
+            "Resource": [
+                *regional,
+                "arn:aws:route53:::hostedzone/*",
+                "arn:aws:route53:::change/*",
+                "arn:aws:s3:::*",
+            ],
+        },
+        {
+            # Documented exception: Describe/List/Get-account actions take no resource ARN.
+            "Sid": "DescribeEverywhere",
+            "Effect": "Allow",
+            "Action": [
+                "ec2:Describe*",
+                "ecr:GetAuthorizationToken",
+                "elasticloadbalancing:Describe*",
+                "autoscaling:Describe*",
+                "application-autoscaling:Describe*",
+                "cloudwatch:Describe*",
+                "logs:Describe*",
+                "route53:List*",
+                "acm:ListCertificates",
+                "kms:ListAliases",
+                "ssm:GetParameter",
+                "ssm:GetParameters",
+                "states:ListStateMachines",
+                "wafv2:List*",
+                "ecs:Describe*",
+                "ecs:List*",
+                "ecs:RegisterTaskDefinition",
+                "ecs:DeregisterTaskDefinition",
+                "ecs:CreateCapacityProvider",
+                "ecs:CreateCluster",
+                "kms:CreateKey",
+            ],
+            "Resource": "*",
+        },
+        {
+            "Sid": "StackRoles",
+            "Effect": "Allow",
+            "Action": [
+                "iam:CreateRole",
+                "iam:DeleteRole",
+                "iam:GetRole",
+                "iam:UpdateRole",
+                "iam:UpdateAssumeRolePolicy",
+                "iam:TagRole",
+                "iam:UntagRole",
+                "iam:ListRolePolicies",
+                "iam:ListAttachedRolePolicies",
+                "iam:ListInstanceProfilesForRole",
+                "iam:PutRolePolicy",
+                "iam:GetRolePolicy",
+                "iam:DeleteRolePolicy",
+                "iam:AttachRolePolicy",
+                "iam:DetachRolePolicy",
+                "iam:CreateInstanceProfile",
+                "iam:DeleteInstanceProfile",
+                "iam:GetInstanceProfile",
+                "iam:AddRoleToInstanceProfile",
+                "iam:RemoveRoleFromInstanceProfile",
+                "iam:TagInstanceProfile",
+            ],
+            "Resource": [
+                *roles,
+                *(f"arn:aws:iam::{account}:instance-profile/{p}*" for p in prefixes),
+            ],
+        },
+        {
+            "Sid": "PassStackRoles",
+            "Effect": "Allow",
+            "Action": "iam:PassRole",
+            "Resource": roles,
+            "Condition": {
+                "StringEquals": {
+                    "iam:PassedToService": [
+                        "ecs-tasks.amazonaws.com",
+                        "ec2.amazonaws.com",
+                        "states.amazonaws.com",
+                        "events.amazonaws.com",
+                    ]
+                }
+            },
+        },
+        {
+            # The service-linked roles ECS, Auto Scaling and ELB create on first use.
+            "Sid": "ServiceLinkedRoles",
+            "Effect": "Allow",
+            "Action": "iam:CreateServiceLinkedRole",
+            "Resource": f"arn:aws:iam::{account}:role/aws-service-role/*",
+        },
+        {
+            "Sid": "GithubOidcProvider",
+            "Effect": "Allow",
+            "Action": [
+                "iam:GetOpenIDConnectProvider",
+                "iam:CreateOpenIDConnectProvider",
+                "iam:DeleteOpenIDConnectProvider",
+                "iam:UpdateOpenIDConnectProviderThumbprint",
+                "iam:TagOpenIDConnectProvider",
+                "iam:AddClientIDToOpenIDConnectProvider",
+            ],
+            "Resource": f"arn:aws:iam::{account}:oidc-provider/{GITHUB_OIDC_HOST}",
+        },
+    ]
+
+
 # --- inference: containers, ALB access logs, alarm topic, scaling, dashboard -------------------
 
 API_CONTAINER = "api"
@@ -334,10 +597,11 @@ DASHBOARD_CONTAINER = "dashboard"
 FORECASTER_CONTAINER = "forecaster"
 API_PORT = 8080
 DASHBOARD_PORT = 8050
-API_LIVENESS_PATH = "/health"
-"""Container health check: 200 while the process runs, model or not (see `inference_containers`)."""
-API_READINESS_PATH = "/ready"
-"""Load balancer health check: 200 only once a model is loaded."""
+API_HEALTH_PATH = "/health"
+"""200 while the process serves, model or not: the container health check and the load
+balancer's. A task waiting for its first model stays in rotation and answers `/predict` with 503
+and Retry-After; checking `/ready` instead would have ECS replace every task of a new stack (no
+model can exist before the first training run) and fail its very first deployment."""
 DASHBOARD_PATH = "/dashboard/"
 STORE_WAIT_SECONDS = 60
 """How long a container waits at start for the EFS mount (the app's `STORE_WAIT_SECONDS`)."""
@@ -361,8 +625,8 @@ def inference_containers(
     `log_groups` maps each container name to its CloudWatch log group. The api's container health
     check probes `/health` (liveness), not `/ready`: with `/ready`, every task of a stack whose
     first model is not promoted yet, or whose promoted model fails to load, would be killed and
-    replaced in a loop although it is healthy and keeps serving the last good model. Readiness is
-    the load balancer's job (`API_READINESS_PATH`). Only the api is essential: the dashboard and
+    replaced in a loop although it is healthy and keeps serving the last good model (see
+    `API_HEALTH_PATH`). Only the api is essential: the dashboard and
     the forecaster are restarted in place when they exit (container restart policy), so a crash
     in either never costs serving capacity.
     """
@@ -381,7 +645,7 @@ def inference_containers(
             log_group=log_groups[API_CONTAINER],
             region=region,
             port=API_PORT,
-            health_path=API_LIVENESS_PATH,
+            health_path=API_HEALTH_PATH,
             health_start_period=INFERENCE_START_PERIOD,
             environment={**common, "PORT": str(API_PORT)},
         )
@@ -438,22 +702,71 @@ def capacity_provider_strategy(
     return strategy
 
 
-def alb_access_log_bucket_policy(
-    bucket_arn: str, account_id: str, elb_account_arn: str, prefix: str = ALB_LOG_PREFIX
-) -> dict[str, Any]:
-    """Bucket policy letting the region's ELB account write this account's ALB access logs.
+# ELB User Guide, "Enable access logs for your Application Load Balancer", step "Attach a policy
+# to your S3 bucket": the Elastic Load Balancing account of each Region available before August
+# 2022. Every Region launched since has no such account; the bucket policy names the log delivery
+# service principal there instead.
+ELB_ACCOUNTS = {
+    "us-east-1": "127311923021",
+    "us-east-2": "033677994240",
+    "us-west-1": "027434742980",
+    "us-west-2": "797873946194",
+    "af-south-1": "098369216593",
+    "ap-east-1": "754344448648",
+    "ap-southeast-3": "589379963580",
+    "ap-south-1": "718504428378",
+    "ap-northeast-3": "383597477331",
+    "ap-northeast-2": "600734575887",
+    "ap-southeast-1": "114774131450",
+    "ap-southeast-2": "783225319266",
+    "ap-northeast-1": "582318560864",
+    "ca-central-1": "985666609251",
+    "eu-central-1": "054676820928",
+    "eu-west-1": "156460612806",
+    "eu-west-2": "652711504416",
+    "eu-south-1": "635631232127",
+    "eu-west-3": "009996457667",
+    "eu-north-1": "897822967062",
+    "me-south-1": "076674570225",
+    "sa-east-1": "507241528517",
+    "us-gov-west-1": "048591011584",
+    "us-gov-east-1": "190560391635",
+    "cn-north-1": "638102146993",
+    "cn-northwest-1": "037604701340",
+}
+ELB_LOG_DELIVERY_SERVICE = "logdelivery.elasticloadbalancing.amazonaws.com"
 
-    ELB User Guide, "Enable access logs for your Application Load Balancer": in Regions available
-    before August 2022 (us-east-1: `arn:aws:iam::127311923021:root`, from
-    `aws.elb.get_service_account`) the ELB account gets `s3:PutObject` on
-    `bucket/prefix/AWSLogs/ACCOUNT/*`. Plus a deny of plain-HTTP access to the bucket.
+
+def _partition(region: str) -> str:
+    if region.startswith("cn-"):
+        return "aws-cn"
+    return "aws-us-gov" if region.startswith("us-gov-") else "aws"
+
+
+def elb_log_delivery_principal(region: str) -> dict[str, str]:
+    """Who writes ALB access logs in `region`: its ELB account, or the log delivery service."""
+    if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", region):
+        raise ValueError(f"{region!r} is not an AWS Region code")
+    account = ELB_ACCOUNTS.get(region)
+    if account is None:
+        return {"Service": ELB_LOG_DELIVERY_SERVICE}
+    return {"AWS": f"arn:{_partition(region)}:iam::{account}:root"}
+
+
+def alb_access_log_bucket_policy(
+    bucket_arn: str, account_id: str, region: str, prefix: str = ALB_LOG_PREFIX
+) -> dict[str, Any]:
+    """Bucket policy letting Elastic Load Balancing write this account's ALB access logs.
+
+    ELB User Guide, "Enable access logs for your Application Load Balancer": `s3:PutObject` on
+    `bucket/prefix/AWSLogs/ACCOUNT/*` for the Region's ELB account (Regions available before
+    August 2022) or for `logdelivery.elasticloadbalancing.amazonaws.com` (every newer Region);
+    see `elb_log_delivery_principal`. Plus a deny of plain-HTTP access to the bucket.
     """
     if not bucket_arn.startswith("arn:aws") or ":s3:::" not in bucket_arn:
         raise ValueError(f"{bucket_arn!r} is not an S3 bucket ARN")
     if not re.fullmatch(r"\d{12}", account_id):
         raise ValueError(f"{account_id!r} is not an AWS account id")
-    if not re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:root", elb_account_arn):
-        raise ValueError(f"{elb_account_arn!r} is not an ELB account principal")
     if not prefix or "AWSLogs" in prefix or prefix.startswith("/") or prefix.endswith("/"):
         raise ValueError(f"log prefix {prefix!r}: non-empty, no AWSLogs, no leading/trailing /")
     return policy_document(
@@ -461,7 +774,7 @@ def alb_access_log_bucket_policy(
             {
                 "Sid": "ElbLogDelivery",
                 "Effect": "Allow",
-                "Principal": {"AWS": elb_account_arn},
+                "Principal": elb_log_delivery_principal(region),
                 "Action": "s3:PutObject",
                 "Resource": f"{bucket_arn}/{prefix}/AWSLogs/{account_id}/*",
             },
@@ -529,23 +842,30 @@ def alarm_topic_policy(topic_arn: str, account_id: str) -> dict[str, Any]:
     )
 
 
-def alarm_publisher_statements(topic_arn: str, key_arn: str) -> list[dict[str, Any]]:
-    """IAM statements for a role that publishes to the KMS-encrypted alarm topic.
+def alarm_publisher_statements(topic_arn: str, key_arn: str = "") -> list[dict[str, Any]]:
+    """IAM statements for a role that publishes to the alarm topic.
 
-    Publishing to an encrypted topic needs `kms:GenerateDataKey*` and `kms:Decrypt` on its key
-    (SNS Developer Guide, "Encryption at rest"); the key policy delegates to IAM.
+    Publishing to a topic encrypted with a customer-managed key also needs
+    `kms:GenerateDataKey*` and `kms:Decrypt` on that key (SNS Developer Guide, "Encryption at
+    rest"); the key policy delegates to IAM. `key_arn` "" is an unencrypted topic.
     """
-    if ":sns:" not in topic_arn or ":kms:" not in key_arn:
-        raise ValueError(f"need an SNS topic ARN and a KMS key ARN, got {topic_arn}, {key_arn}")
-    return [
-        {"Sid": "PublishAlarms", "Effect": "Allow", "Action": "sns:Publish", "Resource": topic_arn},
-        {
-            "Sid": "EncryptAlarmMessages",
-            "Effect": "Allow",
-            "Action": ["kms:GenerateDataKey*", "kms:Decrypt"],
-            "Resource": key_arn,
-        },
+    if ":sns:" not in topic_arn or (key_arn and ":kms:" not in key_arn):
+        raise ValueError(
+            f"need an SNS topic ARN and a KMS key ARN or '', got {topic_arn}, {key_arn}"
+        )
+    statements: list[dict[str, Any]] = [
+        {"Sid": "PublishAlarms", "Effect": "Allow", "Action": "sns:Publish", "Resource": topic_arn}
     ]
+    if key_arn:
+        statements.append(
+            {
+                "Sid": "EncryptAlarmMessages",
+                "Effect": "Allow",
+                "Action": ["kms:GenerateDataKey*", "kms:Decrypt"],
+                "Resource": key_arn,
+            }
+        )
+    return statements
 
 
 @dataclass(frozen=True)
@@ -597,12 +917,15 @@ CPU_HIGH_PERCENT = 90
 TARGET_5XX_PER_MINUTE = 5
 
 
-def inference_alarms(min_tasks: int) -> list[AlarmSpec]:
+def inference_alarms(min_tasks: int, container_insights: bool = True) -> list[AlarmSpec]:
     """The service's alarms: target 5xx, unhealthy hosts, p99 latency, CPU, tasks below min.
 
-    The 5xx and unhealthy-host alarms double as deployment alarms. The tasks-below-min alarm
-    exists only when `min_tasks > 0` (pass the lowest minimum any schedule sets, so a scheduled
-    scale-to-zero does not page); missing data there means no task reports at all, so it breaches.
+    The 5xx and unhealthy-host alarms double as deployment alarms; the load balancer's health
+    check is `API_HEALTH_PATH`, so a task waiting for its first model is a healthy host and a new
+    stack's first deployment can succeed. The tasks-below-min alarm reads Container Insights'
+    RunningTaskCount, so it exists only with Container Insights and when `min_tasks > 0` (pass
+    the lowest minimum any schedule sets, so a scheduled scale-to-zero does not page); missing
+    data there means no task reports at all, so it breaches.
     """
     if min_tasks < 0:
         raise ValueError(f"min_tasks {min_tasks} must not be negative")
@@ -620,7 +943,7 @@ def inference_alarms(min_tasks: int) -> list[AlarmSpec]:
         ),
         AlarmSpec(
             role="unhealthy-hosts",
-            description="an api target fails the load balancer's /ready check",
+            description=f"an api target fails the load balancer's {API_HEALTH_PATH} check",
             namespace="AWS/ApplicationELB",
             metric_name="UnHealthyHostCount",
             scope="target_group",
@@ -654,7 +977,7 @@ def inference_alarms(min_tasks: int) -> list[AlarmSpec]:
             datapoints_to_alarm=5,
         ),
     ]
-    if min_tasks > 0:
+    if min_tasks > 0 and container_insights:
         alarms.append(
             AlarmSpec(
                 role="tasks-below-min",
@@ -765,30 +1088,38 @@ ECS_EVENTS_RULE = "StepFunctionsGetEventsForECSTaskRule"
 Developer Guide, "IAM policies for Amazon ECS/AWS Fargate")."""
 DEFAULT_TRIGGER = {"reason": "manual", "image_digest": "deployed"}
 """Merged under every execution input: a console or CLI start without input still runs."""
-AWAIT_DEPLOY_SECONDS = 120
-"""After an image push, wait for `pulumi up` to register the task definitions that use it."""
+IMAGE_CHECK_COMMAND = "check-image"
+"""`python -m app check-image`: exit 0 once the task runs the trigger's image"""
+IMAGE_CHECK_RETRY = {"interval": 30, "attempts": 8, "backoff": 1.5}
+"""AwaitImage retries: 30 s growing by 1.5 over 8 attempts, at most 25 minutes of waits (full
+jitter halves that on average) plus each attempt's task start, for `pulumi up` to register the
+task definitions of a pushed image (app/provenance.py)."""
 STEP_TIMEOUT_SECONDS = {"validate": 1800, "train": 4 * 3600, "gate": 1800}
 """Per-step ceiling, including capacity provisioning (a GPU instance takes minutes to join)."""
 DRIFT_SOURCE = "mlops.monitoring"
 DRIFT_DETAIL_TYPE = "DataDriftDetected"
 
-# Error names (Step Functions Developer Guide, "Handling errors in Step Functions" and "Run
-# Amazon ECS or Fargate tasks with Step Functions"):
-# - `ECS.AmazonECSException`: the ECS API refused or failed the call (throttling, a server
-#   error): transient, retried with backoff on every step.
-# - `AmazonECS.Unknown`: RunTask answered 200 with a non-empty `Failures` list, i.e. no capacity
-#   to place the task right now: retried with a longer backoff, except on Spot, where it is the
-#   signal to fall back to on-demand.
+# Error names the ECS `.sync` integration reports, with their sources:
+# - `ECS.AmazonECSException`: the ECS API refused or failed RunTask. That includes a RunTask
+#   refused for lack of Fargate capacity ("Capacity is unavailable at this time"): AWS re:Post
+#   knowledge center, "ecs-fargate-runtask-capacity": "If you start RunTask from Step Functions
+#   and the task fails because of limited capacity, then Step Functions records an
+#   ECS.AmazonECSException in its ErrorEquals field". Service errors are named
+#   `<service>.<exception>` (Step Functions Developer Guide, "Handling errors in Step Functions":
+#   "Errors that come from AWS service integrations"). Transient: retried with backoff on every
+#   step; on Spot, after the retries, the signal to fall back to on-demand once.
 # - `States.TaskFailed`: the task ran and stopped unsuccessfully (an essential container exited
-#   non-zero: bad data, a bug, or SIGTERM from a Spot interruption). Deterministic for validate
-#   and gate (exit 1 on bad data must stop the pipeline), so never retried there; train
-#   checkpoints on SIGTERM and resumes with the same RUN_ID, so it gets one more attempt. In a
-#   Retry or Catch, `States.TaskFailed` matches every error but `States.Timeout`, so it always
-#   comes after the specific retriers.
+#   non-zero: bad data, a bug, SIGTERM from a Spot interruption, or a task that is not running
+#   the trigger's image yet). Step Functions Developer Guide, "Handling errors", predefined
+#   error codes. Deterministic for validate and gate (exit 1 on bad data must stop the
+#   pipeline), so never retried there; train checkpoints on SIGTERM and resumes with the same
+#   RUN_ID, so it gets one more attempt; AwaitImage retries it until the deploy registered the
+#   image. In a Retry or Catch, `States.TaskFailed` matches every error but `States.Timeout`, so
+#   it always comes after the specific retriers.
 # - `States.Timeout`: the step ran past TimeoutSeconds; not retried: a run that took too long
 #   once would double the bill and likely time out again.
-ECS_API_ERRORS = ["ECS.AmazonECSException"]
-ECS_CAPACITY_ERRORS = ["AmazonECS.Unknown"]
+# - `States.ALL`: every error (same guide), for the Catch that reports a failed run.
+ECS_ERRORS = ["ECS.AmazonECSException"]
 TASK_FAILED = "States.TaskFailed"
 
 
@@ -810,6 +1141,14 @@ class PipelineSpec:
     """SNS topic a failed run is reported to."""
     step_capacity: str = FARGATE
     """Capacity provider of validate and gate: short, small, on-demand."""
+    gpu_train: bool = False
+    """Train runs the gpu image: pushes of it trigger runs, and validate and gate (cpu image)
+    cannot be checked against its digest."""
+
+    @property
+    def image_steps(self) -> tuple[str, ...]:
+        """The steps running the image whose push triggers a run (`trigger.image_digest`)."""
+        return ("train",) if self.gpu_train else TRAINING_STEPS
 
 
 STEP_ENVIRONMENT = {"LOG_LEVEL": "INFO", "STORE_WAIT_SECONDS": str(STORE_WAIT_SECONDS)}
@@ -852,12 +1191,14 @@ def training_container(
     )
 
 
-def _retry(errors: Sequence[str], interval: int, attempts: int) -> dict[str, Any]:
+def _retry(
+    errors: Sequence[str], interval: int, attempts: int, backoff: float = 2.0
+) -> dict[str, Any]:
     return {
         "ErrorEquals": list(errors),
         "IntervalSeconds": interval,
         "MaxAttempts": attempts,
-        "BackoffRate": 2.0,
+        "BackoffRate": backoff,
         "JitterStrategy": "FULL",
     }
 
@@ -869,12 +1210,34 @@ def _run_task(
     next_state: str,
     retry: Sequence[Mapping[str, Any]],
     catch: Sequence[Mapping[str, Any]],
+    command: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """One `ecs:runTask.sync` Task state (Step Functions parameters are PascalCase).
 
     No `LaunchType`: it and `CapacityProviderStrategy` are mutually exclusive (ECS RunTask API),
-    and only the strategy can choose Fargate Spot or the GPU provider.
+    and only the strategy can choose Fargate Spot or the GPU provider. `command` overrides the
+    container's command (ECS "ContainerOverride": `command`).
     """
+    container_override: dict[str, Any] = {
+        "Name": step,
+        "Environment": [
+            # Fixed once per execution (Prepare): the same on every retry and on the
+            # on-demand fallback, so train resumes from models/<RUN_ID>/checkpoint.
+            {"Name": "RUN_ID", "Value.$": "$.run.id"},
+            {"Name": "RUN_DATE", "Value.$": "$.run.date"},
+            {"Name": "TRIGGER", "Value.$": "$.trigger.reason"},
+        ],
+    }
+    if step in spec.image_steps:
+        # The task compares it with the image it runs (app/provenance.py) and fails when they
+        # differ: RunTask overrides cannot change a container's image (ECS API
+        # "ContainerOverride" has no image field), so a run never records a digest it did not
+        # run.
+        container_override["Environment"].append(
+            {"Name": "TRIGGER_IMAGE_DIGEST", "Value.$": "$.trigger.image_digest"}
+        )
+    if command:
+        container_override["Command"] = list(command)
     if capacity not in (FARGATE, FARGATE_SPOT) and spec.assign_public_ip:
         # ECS RunTask: assignPublicIp is Fargate-only; EC2 tasks reach out through NAT.
         raise ValueError(f"{step}: EC2 capacity {capacity!r} cannot assign a public IP")
@@ -892,25 +1255,7 @@ def _run_task(
                     "AssignPublicIp": "ENABLED" if spec.assign_public_ip else "DISABLED",
                 }
             },
-            "Overrides": {
-                "ContainerOverrides": [
-                    {
-                        # RunTask overrides cannot change a container's image (ECS API
-                        # "ContainerOverride" has no image field): the digest that triggered
-                        # the run is recorded for provenance; the image is the deployed one.
-                        "Name": step,
-                        "Environment": [
-                            # Fixed once per execution (Prepare): the same on every retry
-                            # and on the on-demand fallback, so train resumes from
-                            # models/<RUN_ID>/checkpoint.
-                            {"Name": "RUN_ID", "Value.$": "$.run.id"},
-                            {"Name": "RUN_DATE", "Value.$": "$.run.date"},
-                            {"Name": "TRIGGER", "Value.$": "$.trigger.reason"},
-                            {"Name": "TRIGGER_IMAGE_DIGEST", "Value.$": "$.trigger.image_digest"},
-                        ],
-                    }
-                ]
-            },
+            "Overrides": {"ContainerOverrides": [container_override]},
         },
         # Discard the task description: the next step gets the same input, the trigger.
         "ResultPath": None,
@@ -924,9 +1269,11 @@ def _run_task(
 def training_state_machine(spec: PipelineSpec) -> dict[str, Any]:
     """The training pipeline in Amazon States Language (JSONPath).
 
-    Prepare (defaults under the trigger) → [AwaitDeploy after an image push] → Validate →
+    Prepare (defaults under the trigger) → [AwaitImage after an image push] → Validate →
     Train (→ TrainOnDemand when a Spot attempt fails) → Gate → Succeeded. Any step that fails
-    for good goes to NotifyFailure (SNS) and then Failed.
+    for good goes to NotifyFailure (SNS) and then Failed. AwaitImage runs the `check-image`
+    command of a step running the pushed image, retried until the deployed task definitions run the
+    pushed digest: the push event fires while `pulumi up` is still registering them.
     """
     if set(spec.families) != set(TRAINING_STEPS):
         raise ValueError(f"families must name exactly the steps {TRAINING_STEPS}")
@@ -938,8 +1285,8 @@ def training_state_machine(spec: PipelineSpec) -> dict[str, Any]:
         raise ValueError("validate and gate run on-demand: a Spot interruption would fail them")
 
     notify = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "NotifyFailure"}]
-    api_retry = _retry(ECS_API_ERRORS, interval=10, attempts=3)
-    capacity_retry = _retry(ECS_CAPACITY_ERRORS, interval=60, attempts=3)
+    # Capacity refusals and API errors: 30 s, 60 s, 120 s, 240 s (with full jitter).
+    ecs_retry = _retry(ECS_ERRORS, interval=30, attempts=4)
     spot = spec.train_capacity == FARGATE_SPOT
 
     states: dict[str, Any] = {
@@ -981,43 +1328,52 @@ def training_state_machine(spec: PipelineSpec) -> dict[str, Any]:
                 {
                     "Variable": "$.trigger.reason",
                     "StringEquals": "image-push",
-                    "Next": "AwaitDeploy",
+                    "Next": "AwaitImage",
                 }
             ],
             "Default": "Validate",
         },
-        "AwaitDeploy": {
-            "Type": "Wait",
-            "Comment": "The push event fires while `pulumi up` is still registering the task "
-            "definitions that use the new image",
-            "Seconds": AWAIT_DEPLOY_SECONDS,
-            "Next": "Validate",
-        },
-        "Validate": _run_task(
-            spec, "validate", spec.step_capacity, "Train", [api_retry, capacity_retry], notify
+        # On the step that runs the pushed flavour: validate (cpu stacks, small and on demand) or
+        # train (gpu stacks; the instance it starts serves the Train step right after).
+        "AwaitImage": _run_task(
+            spec,
+            "train" if spec.gpu_train else "validate",
+            spec.train_capacity if spec.gpu_train else spec.step_capacity,
+            "Validate",
+            [
+                ecs_retry,
+                _retry(
+                    [TASK_FAILED],
+                    interval=IMAGE_CHECK_RETRY["interval"],
+                    attempts=IMAGE_CHECK_RETRY["attempts"],
+                    backoff=IMAGE_CHECK_RETRY["backoff"],
+                ),
+            ],
+            notify,
+            command=[IMAGE_CHECK_COMMAND],
         ),
+        "Validate": _run_task(spec, "validate", spec.step_capacity, "Train", [ecs_retry], notify),
     }
     if spot:
-        # Spot: no capacity (`AmazonECS.Unknown`) or an interruption (`States.TaskFailed`) goes
-        # straight to on-demand, once; only API errors are retried in place.
+        # Spot: capacity refusals (`ECS.AmazonECSException`) are retried with backoff first;
+        # still refused, or interrupted (`States.TaskFailed`), the run falls back to on-demand,
+        # once.
         states["Train"] = _run_task(
             spec,
             "train",
             FARGATE_SPOT,
             "Gate",
-            [api_retry],
+            [ecs_retry],
             [
                 {
-                    "ErrorEquals": [TASK_FAILED],
+                    "ErrorEquals": [*ECS_ERRORS, TASK_FAILED],
                     "ResultPath": "$.spot_error",
                     "Next": "TrainOnDemand",
                 },
                 *notify,
             ],
         )
-        states["TrainOnDemand"] = _run_task(
-            spec, "train", FARGATE, "Gate", [api_retry, capacity_retry], notify
-        )
+        states["TrainOnDemand"] = _run_task(spec, "train", FARGATE, "Gate", [ecs_retry], notify)
     else:
         # On-demand Fargate or the GPU provider: a stopped task (host drained, container
         # killed) resumes from its checkpoint once.
@@ -1026,12 +1382,10 @@ def training_state_machine(spec: PipelineSpec) -> dict[str, Any]:
             "train",
             spec.train_capacity,
             "Gate",
-            [api_retry, capacity_retry, _retry([TASK_FAILED], interval=30, attempts=1)],
+            [ecs_retry, _retry([TASK_FAILED], interval=30, attempts=1)],
             notify,
         )
-    states["Gate"] = _run_task(
-        spec, "gate", spec.step_capacity, "Succeeded", [api_retry, capacity_retry], notify
-    )
+    states["Gate"] = _run_task(spec, "gate", spec.step_capacity, "Succeeded", [ecs_retry], notify)
     states["NotifyFailure"] = {
         "Type": "Task",
         "Resource": SNS_PUBLISH_RESOURCE,
@@ -1130,7 +1484,7 @@ def state_machine_role_statements(
             "Action": ["events:PutTargets", "events:PutRule", "events:DescribeRule"],
             "Resource": f"arn:aws:events:{region}:{account}:rule/{ECS_EVENTS_RULE}",
         },
-        # The failure topic is the KMS-encrypted alarm topic: Publish plus its key.
+        # The failure topic is the alarm topic: Publish, plus its key when it has a CMK.
         *alarm_publisher_statements(topic_arn, topic_key_arn),
         {
             # Documented exception: the CloudWatch Logs vended-log delivery actions take no
@@ -1166,7 +1520,13 @@ def state_machine_role_statements(
     ]
 
 
-STAR_RESOURCE_SIDS = ("DeliverExecutionLogs", "TraceExecutions", "PullImagesToken")
+STAR_RESOURCE_SIDS = (
+    "DeliverExecutionLogs",
+    "TraceExecutions",
+    "PullImagesToken",
+    "ProgramLookups",
+    "DescribeEverywhere",
+)
 """Statements AWS documents as needing `Resource: "*"`; every other statement names its ARNs."""
 
 
@@ -1184,20 +1544,25 @@ def start_execution_statements(state_machine_arn: str) -> list[dict[str, Any]]:
     ]
 
 
-def training_execution_role_statements(
-    repository_arn: str, log_group_arn: str
+def execution_role_statements(
+    repository_arn: str, log_group_arns: Sequence[str]
 ) -> list[dict[str, Any]]:
-    """The task execution role: pull this repository's images and write this log group.
+    """A task execution role: pull this repository's images and write these log groups.
 
-    Narrower than the managed AmazonECSTaskExecutionRolePolicy (ECR and Logs on "*"). The
-    repository uses the AWS-managed `aws/ecr` key, which ECR uses through its own grants, so
-    pulling needs no KMS permission (ECR User Guide, "Encryption at rest").
+    Narrower than the managed AmazonECSTaskExecutionRolePolicy (ECR and Logs on "*"); the
+    actions are the ones that policy grants for image pulls and awslogs (ECS Developer Guide,
+    "Amazon ECS task execution IAM role"). The repository uses the AWS-managed `aws/ecr` key,
+    which ECR uses through its own grants, so pulling needs no KMS permission (ECR User Guide,
+    "Encryption at rest").
     """
     if ":ecr:" not in repository_arn or ":repository/" not in repository_arn:
         raise ValueError(f"{repository_arn!r} is not an ECR repository ARN")
-    if ":logs:" not in log_group_arn or ":log-group:" not in log_group_arn:
-        raise ValueError(f"{log_group_arn!r} is not a CloudWatch Logs log group ARN")
-    group = log_group_arn.removesuffix(":*")
+    if not log_group_arns:
+        raise ValueError("the execution role needs at least one log group ARN")
+    for arn in log_group_arns:
+        if ":logs:" not in arn or ":log-group:" not in arn:
+            raise ValueError(f"{arn!r} is not a CloudWatch Logs log group ARN")
+    streams = sorted({f"{arn.removesuffix(':*')}:log-stream:*" for arn in log_group_arns})
     return [
         {
             # Documented exception: GetAuthorizationToken is account-wide and takes no resource
@@ -1221,7 +1586,7 @@ def training_execution_role_statements(
             "Sid": "WriteTaskLogs",
             "Effect": "Allow",
             "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-            "Resource": f"{group}:log-stream:*",
+            "Resource": streams[0] if len(streams) == 1 else streams,
         },
     ]
 

@@ -12,7 +12,8 @@ Creates, as children of the component:
   volume sized for CUDA images, no public IP, and user data joining the cluster with GPU support;
 - `<name>-asg`: an Auto Scaling group in the private subnets, 0..`training.max_instances`, one
   launch template override per `training.gpu_instance_types` entry (on-demand, in that order of
-  preference), new instances protected from scale-in;
+  preference), new instances protected from scale-in, deletable with instances running
+  (`force_delete`, so `pulumi destroy` never waits on protected instances);
 - `<name>-provider`: the ECS capacity provider with managed scaling, managed termination
   protection and managed draining, which the cluster attaches.
 
@@ -153,6 +154,10 @@ class GpuCapacity(pulumi.ComponentResource):
             # Managed termination protection needs scale-in protection on the group and on every
             # instance (ECS API reference, "AutoScalingGroupProvider").
             protect_from_scale_in=True,
+            # Deleting the group terminates its instances without waiting for them to drain:
+            # scale-in protection would otherwise keep `pulumi destroy` waiting for instances
+            # nothing ever terminates (pulumi-aws autoscaling.Group `force_delete`).
+            force_delete=True,
             mixed_instances_policy={
                 "launch_template": {
                     "launch_template_specification": {

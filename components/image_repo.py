@@ -1,21 +1,33 @@
 """ImageRepo: the ECR repository and the container image, deployed by digest.
 
 Creates:
-- an ECR repository: scan on push, KMS encryption (AWS-managed key), immutable release tags,
-  deletable with its images only where the stack does not protect its data (`store.protect`);
-- its lifecycle policy (components/documents.py `ecr_lifecycle_policy`): untagged images expire
-  after a day, each flavour keeps its newest `image.keep_images` release tags;
-- per flavour, a `docker.Image` built from `app/` for linux/amd64 and pushed with a short-lived
-  ECR token (kept secret), tagged `<flavour>-<content hash>`: an unchanged build context gives
-  the same image name, so `pulumi up` shows no diff and builds nothing;
-- per flavour, a second `docker.Image` that moves the `cache-<flavour>` tag to the new build
-  (a full local cache hit, only a manifest to push), so the next build starts from the previous
-  image's layers (`cacheFrom` + BuildKit inline cache metadata).
+- `<name>-repo`: the release repository `<project>-<stack>`: scan on push, KMS encryption
+  (AWS-managed key), every tag IMMUTABLE, deletable with its images only where the stack does not
+  protect its data (`store.protect`), and its lifecycle policy (components/documents.py
+  `ecr_lifecycle_policy`): untagged images expire after a day, each flavour keeps its newest
+  `image.keep_images` release tags;
+- `<name>-cache` (+ `-cache-lifecycle`): the mutable `<project>-<stack>-build-cache`
+  repository holding one `cache-<flavour>` image per flavour, for `cacheFrom`; replaced caches
+  expire a day later;
+- per flavour, and only when its release tag is not in ECR yet, a `docker.Image` built from
+  `app/` for linux/amd64 and pushed with a short-lived ECR token (kept secret), tagged
+  `<flavour>-<content hash>`, plus a second one moving the flavour's cache tag.
+
+Release tags are content hashes and builds are not reproducible: rebuilding content that was
+already pushed gives a new digest under an existing immutable tag, which ECR refuses
+(`ImageTagAlreadyExistsException`). So `release()` first looks the tag up in ECR and, when it is
+there, deploys that image's digest and builds nothing: unpinning after a rollback, a `git revert`
+of `app/` and a retried `pulumi up` all reuse what was pushed. (Dropping a `docker.Image` from
+the program never deletes the pushed image: pulumi-docker issue #588.)
+
+Two phases: the constructor declares the repositories; `release(after=...)` builds what is
+missing once the resources that must see the push exist (the training trigger: ECR sends the
+push event once, to the rules that exist then). Consumers take `image_ref(flavour)`, a
+`repo@sha256:...` reference that resolves at release, never a mutable tag.
 
 Flavours: `cpu` always; `gpu` (CUDA base, CUDA-enabled XGBoost) only when training runs on GPU
 EC2. `image.pin: sha256:...` (with `image.gpu_pin` on a gpu-ec2 stack) builds nothing and
 deploys those already-pushed digests (rollback).
-Consumers use `image_ref(flavour)`, a `repo@sha256:...` reference, never a mutable tag.
 """
 
 from __future__ import annotations
@@ -24,7 +36,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,15 +44,18 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_docker as docker
 
-from components.documents import IMAGE_FLAVOURS, ecr_lifecycle_policy
+from components.documents import (
+    BUILD_CACHE_SUFFIX,
+    IMAGE_FLAVOURS,
+    ecr_cache_lifecycle_policy,
+    ecr_lifecycle_policy,
+)
 from components.settings import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 APP_DIR = PROJECT_ROOT / "app"
 PLATFORM = "linux/amd64"
 """ECS GPU AMIs and Fargate tasks here are x86_64 (settings.GPU_INSTANCES excludes Graviton)."""
-CACHE_TAG_PATTERN = "cache-*"
-"""The only mutable tags: one per flavour, always on the newest build, used as build cache."""
 # Files Docker always sends with the context, even when .dockerignore lists them.
 _BUILD_FILES = ("Dockerfile", ".dockerignore")
 _DIGEST_REF = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
@@ -159,19 +174,22 @@ class ImageRepo(pulumi.ComponentResource):
     def __init__(self, name: str, args: ImageRepoArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlops:index:ImageRepo", name, None, opts)
         settings = args.settings
+        self._name = name
+        self._args = args
         self._capacity = settings.training.capacity
+        self._flavours = ["cpu", "gpu"] if settings.gpu_training else ["cpu"]
+        self._released = False
         child = pulumi.ResourceOptions(parent=self)
+        # A fixed name, so `release()` can look the release tags up before anything is declared;
+        # one repository per project and stack.
+        self._repository = f"{pulumi.get_project()}-{settings.stack}".lower()
 
         repo = aws.ecr.Repository(
             f"{name}-repo",
-            # Release tags never move: a digest and its tag always agree. Only the build-cache
-            # tags may move (ECR "Image tag mutability": exclusion filters, WILDCARD type).
-            image_tag_mutability="IMMUTABLE_WITH_EXCLUSION",
-            image_tag_mutability_exclusion_filters=[
-                aws.ecr.RepositoryImageTagMutabilityExclusionFilterArgs(
-                    filter=CACHE_TAG_PATTERN, filter_type="WILDCARD"
-                )
-            ],
+            name=self._repository,
+            # Every tag, release tags included, names one digest forever (ECR "Image tag
+            # mutability"); build caches live in their own repository.
+            image_tag_mutability="IMMUTABLE",
             image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(
                 scan_on_push=True
             ),
@@ -186,35 +204,40 @@ class ImageRepo(pulumi.ComponentResource):
         aws.ecr.LifecyclePolicy(
             f"{name}-lifecycle",
             repository=repo.name,
-            policy=json.dumps(ecr_lifecycle_policy(settings.image.keep_images)),
+            policy=json.dumps(ecr_lifecycle_policy(settings.image.keep_images, self._flavours)),
             opts=child,
         )
+        # Declared even when nothing is built, so the cache outlives deploys that reuse tags.
+        cache = aws.ecr.Repository(
+            f"{name}-cache",
+            name=f"{self._repository}{BUILD_CACHE_SUFFIX}",
+            # The cache tags move to every new build; nothing deploys from this repository.
+            image_tag_mutability="MUTABLE",
+            image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(
+                scan_on_push=True
+            ),
+            encryption_configurations=[
+                aws.ecr.RepositoryEncryptionConfigurationArgs(encryption_type="KMS")
+            ],
+            force_delete=True,  # only build caches: losing them costs one slower build
+            opts=child,
+        )
+        aws.ecr.LifecyclePolicy(
+            f"{name}-cache-lifecycle",
+            repository=cache.name,
+            policy=json.dumps(ecr_cache_lifecycle_policy(self._flavours)),
+            opts=child,
+        )
+        self._repo = repo
+        self._cache = cache
         self.repository_url = repo.repository_url
         self.repository_name = repo.name
         self.repository_arn = repo.arn
 
-        flavours = ["cpu", "gpu"] if settings.gpu_training else ["cpu"]
         self._refs: dict[str, pulumi.Output[str]] = {}
-        if settings.image.pin:
-            # Rollback: no build. Each flavour deploys its own pushed digest; settings.py requires
-            # `gpu_pin` alongside `pin` on a gpu-ec2 stack.
-            pins = {"cpu": settings.image.pin, "gpu": settings.image.gpu_pin}
-            for flavour in flavours:
-                digest = pins[flavour]
-                self._refs[flavour] = repo.repository_url.apply(lambda url, d=digest: f"{url}@{d}")
-        else:
-            # Short-lived (12 h) credentials, fetched on every run; the provider does not diff
-            # username/password, so a new token never triggers a rebuild.
-            token = aws.ecr.get_authorization_token_output(
-                registry_id=repo.registry_id, opts=pulumi.InvokeOutputOptions(parent=self)
-            )
-            registry = docker.RegistryArgs(
-                server=repo.repository_url,
-                username=token.user_name,
-                password=pulumi.Output.secret(token.password),
-            )
-            for flavour in flavours:
-                self._refs[flavour] = self._build(name, flavour, args.context, repo, registry)
+        self._resolvers: dict[str, Callable[[pulumi.Output[str]], None]] = {}
+        for flavour in self._flavours:
+            self._refs[flavour], self._resolvers[flavour] = pulumi.deferred_output()
 
         self.register_outputs(
             {
@@ -225,19 +248,94 @@ class ImageRepo(pulumi.ComponentResource):
             }
         )
 
+    def release(self, after: Sequence[pulumi.Resource] = ()) -> None:
+        """Resolve every flavour's image: the pin, the pushed release tag, or a new build pushed
+        once `after` exists. Call it once, after the resources that must see the push."""
+        if self._released:
+            raise ValueError(f"ImageRepo {self._name}: release was already called")
+        self._released = True
+        settings = self._args.settings
+        repo, cache = self._repo, self._cache
+        if settings.image.pin:
+            # Rollback: no build. Each flavour deploys its own pushed digest; settings.py
+            # requires `gpu_pin` alongside `pin` on a gpu-ec2 stack.
+            pins = {"cpu": settings.image.pin, "gpu": settings.image.gpu_pin}
+            for flavour in self._flavours:
+                digest = pins[flavour]
+                self._resolvers[flavour](
+                    repo.repository_url.apply(lambda url, d=digest: f"{url}@{d}")
+                )
+            return
+
+        tags = {flavour: context_tag(self._args.context, flavour) for flavour in self._flavours}
+        pushed = self._pushed_digests()
+        missing = [flavour for flavour in self._flavours if tags[flavour] not in pushed]
+        for flavour in self._flavours:
+            if tags[flavour] in pushed:
+                digest = pushed[tags[flavour]]
+                self._resolvers[flavour](
+                    repo.repository_url.apply(lambda url, d=digest: f"{url}@{d}")
+                )
+        if not missing:
+            return
+
+        # Short-lived (12 h) credentials, fetched on every run; the provider does not diff
+        # username/password, so a new token never triggers a rebuild. One token serves every
+        # repository of the registry.
+        token = aws.ecr.get_authorization_token_output(
+            registry_id=repo.registry_id, opts=pulumi.InvokeOutputOptions(parent=self)
+        )
+
+        def registry(server: pulumi.Input[str]) -> docker.RegistryArgs:
+            return docker.RegistryArgs(
+                server=server,
+                username=token.user_name,
+                password=pulumi.Output.secret(token.password),
+            )
+
+        for flavour in missing:
+            ref = self._build(
+                flavour,
+                tags[flavour],
+                repo,
+                cache,
+                registry(repo.repository_url),
+                registry(cache.repository_url),
+                list(after),
+            )
+            self._resolvers[flavour](ref)
+
+    def _pushed_digests(self) -> dict[str, str]:
+        """Release tag -> digest of every image in the release repository; {} before it exists.
+
+        Looked up while the program runs (preview included), so the plan already shows whether a
+        flavour is built. `ecr.get_repositories` lists the Region's repository names and never
+        fails for a missing one; `ecr.get_images` lists a repository's image ids (tag, digest).
+        """
+        invoke = pulumi.InvokeOptions(parent=self)
+        if self._repository not in (aws.ecr.get_repositories(opts=invoke).names or []):
+            return {}
+        images = aws.ecr.get_images(repository_name=self._repository, opts=invoke)
+        return {
+            image.image_tag: image.image_digest
+            for image in images.image_ids or []
+            if image.image_tag and image.image_digest
+        }
+
     def _build(
         self,
-        name: str,
         flavour: str,
-        context: Path,
+        tag: str,
         repo: aws.ecr.Repository,
+        cache: aws.ecr.Repository,
         registry: docker.RegistryArgs,
+        cache_registry: docker.RegistryArgs,
+        after: list[pulumi.Resource],
     ) -> pulumi.Output[str]:
-        tag = context_tag(context, flavour)
-        cache_name = repo.repository_url.apply(lambda url: f"{url}:cache-{flavour}")
+        cache_name = cache.repository_url.apply(lambda url: f"{url}:cache-{flavour}")
         # Relative to the project directory (Pulumi's working directory): an absolute path would
         # differ between machines and show as a diff, rebuilding an unchanged image.
-        relative = Path(os.path.relpath(context, PROJECT_ROOT)).as_posix()
+        relative = Path(os.path.relpath(self._args.context, PROJECT_ROOT)).as_posix()
 
         def build_args(cache_from: list[pulumi.Input[str]]) -> docker.DockerBuildArgs:
             return docker.DockerBuildArgs(
@@ -251,19 +349,20 @@ class ImageRepo(pulumi.ComponentResource):
             )
 
         release = docker.Image(
-            f"{name}-{flavour}",
+            f"{self._name}-{flavour}",
             image_name=repo.repository_url.apply(lambda url: f"{url}:{tag}"),
             build=build_args([cache_name]),
             registry=registry,
-            opts=pulumi.ResourceOptions(parent=self),
+            # The push is what starts a training run: whatever must see it exists first.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=after),
         )
-        # Same build, same daemon: every layer is a local cache hit; the push moves the mutable
-        # cache tag to the image just released, for the next build to start from.
+        # Same build, same daemon: every layer is a local cache hit; the push moves the
+        # flavour's cache tag to the image just released, for the next build to start from.
         docker.Image(
-            f"{name}-{flavour}-cache",
+            f"{self._name}-{flavour}-cache",
             image_name=cache_name,
             build=build_args([]),
-            registry=registry,
+            registry=cache_registry,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[release]),
         )
         return release.repo_digest.apply(_checked_digest_ref)

@@ -3,21 +3,29 @@
 Creates, as children of the component:
 
 - `<name>-logs-<container>`: a log group per container, with the stack's retention;
-- `<name>-execution-role` (the ECS task execution managed policy only) and `<name>-task-role`
-  (only the shared store's client statements, inline);
+- `<name>-execution-role` (+ `-execution-policy`: pull from this stack's repository, write these
+  log groups; `ecr:GetAuthorizationToken` is its only "*") and `<name>-task-role` (only the
+  shared store's client statements, inline);
 - `<name>-alb-sg` (80/443 from `inference.allowed_cidrs`, out only to the tasks) and
   `<name>-task-sg` (the container ports from the ALB's group only, HTTPS out for ECR and logs);
 - with `inference.access_logs`: `<name>-access-logs`, an SSE-S3 bucket (ALB access logs support
-  no other encryption) with public access blocked, ownership enforced, expiry and the ELB
-  log-delivery bucket policy;
-- `<name>-alb` with target groups `<name>-api` (`/ready`) and `<name>-dashboard` (`/dashboard/`),
-  listener `<name>-http` (forward, or a 301 to HTTPS with a certificate), `<name>-https` with a
-  certificate, and the `/dashboard*` rule; with `inference.waf`, `<name>-waf` and its association;
+  no other encryption) with public access blocked, ownership enforced, versioning, expiry of
+  logs and old versions, incomplete multipart uploads aborted, and the log-delivery bucket
+  policy for the Region (its ELB account, or the log delivery service in newer Regions);
+- `<name>-alb` with target groups `<name>-api` (`/health`: a task waiting for its first model
+  stays in rotation) and `<name>-dashboard` (`/dashboard/`), listener `<name>-http` (forward, or
+  a 301 to HTTPS), `<name>-https` with the certificate, and the `/dashboard*` rule; with
+  `inference.waf`, `<name>-waf` and its association;
+- with `inference.domain`: `<name>-certificate` (ACM, DNS-validated through `<name>-cert-dns`
+  records in the Route 53 zone, awaited by `<name>-cert-validation`) and `<name>-alias`, an A
+  alias record of the domain to the load balancer;
 - `<name>-task`: the task definition (api, dashboard, forecaster) and `<name>-service`;
-- `<name>-alarms-key`, `<name>-alarms` (KMS-encrypted SNS topic, email subscription when
-  `observability.alarm_email` is set) and the `<name>-alarm-<role>` alarms;
+- `<name>-alarms` (SNS topic, under the `<name>-alarms-key` CMK with
+  `observability.alarm_topic_cmk`; email subscription when `observability.alarm_email` is set)
+  and the `<name>-alarm-<role>` alarms;
 - `<name>-scaling-target`, CPU and request-count target tracking, one scheduled action per
-  `inference.schedules` entry, and the `<name>-dashboard-view` CloudWatch dashboard.
+  `inference.schedules` entry, and with `observability.cloudwatch_dashboard` the
+  `<name>-dashboard-view` CloudWatch dashboard.
 """
 
 from __future__ import annotations
@@ -37,7 +45,6 @@ from components.shared_store import SharedStore
 
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 """TLS 1.3 and 1.2: the ELB-recommended policy for HTTPS listeners."""
-EXECUTION_POLICY_ARN = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
 DEREGISTRATION_DELAY = 30
 """Seconds: longer than the api's graceful shutdown (25 s), short enough for quick deploys."""
 SCALE_IN_COOLDOWN = 300
@@ -57,6 +64,8 @@ class InferenceServiceArgs:
     """The EFS store every container mounts at /mnt/store."""
     image_ref: pulumi.Input[str]
     """The cpu image by digest (`repo@sha256:...`)."""
+    repository_arn: pulumi.Input[str]
+    """The ECR repository the image is pulled from (the execution role may pull only there)."""
 
 
 class InferenceService(pulumi.ComponentResource):
@@ -67,7 +76,8 @@ class InferenceService(pulumi.ComponentResource):
     execution_role_arn: pulumi.Output[str]
     alarm_topic_arn: pulumi.Output[str]
     alarm_topic_key_arn: pulumi.Output[str]
-    """The alarm topic's CMK: a publisher's role needs `documents.alarm_publisher_statements`."""
+    """The alarm topic's CMK, "" without one: a publisher's role needs
+    `documents.alarm_publisher_statements`."""
     task_security_group_id: pulumi.Output[str]
 
     def __init__(
@@ -76,6 +86,7 @@ class InferenceService(pulumi.ComponentResource):
         super().__init__("mlops:index:InferenceService", name, None, opts)
         self._name = name
         self._child = pulumi.ResourceOptions(parent=self)
+        self._zone: pulumi.Output[str] | None = None
         settings = args.settings
         inference = settings.inference
         self._account = aws.get_caller_identity_output(
@@ -86,7 +97,7 @@ class InferenceService(pulumi.ComponentResource):
             ports[docs.DASHBOARD_CONTAINER] = docs.DASHBOARD_PORT
 
         log_groups = self._log_groups(settings)
-        execution_role, task_role = self._roles(args.store)
+        execution_role, task_role = self._roles(args, log_groups)
         alb_group, task_group = self._security_groups(args, ports)
         alb, target_groups, listeners = self._load_balancer(args, alb_group, ports)
         if inference.waf:
@@ -95,7 +106,8 @@ class InferenceService(pulumi.ComponentResource):
 
         key, topic = self._alarm_topic(settings)
         alarm_specs = docs.inference_alarms(
-            min([inference.min, *(schedule.min for schedule in inference.schedules)])
+            min([inference.min, *(schedule.min for schedule in inference.schedules)]),
+            container_insights=settings.observability.container_insights,
         )
         target_group_dims = {
             "LoadBalancer": alb.arn_suffix,
@@ -125,7 +137,7 @@ class InferenceService(pulumi.ComponentResource):
                 "rollback": settings.store.protect,
             },
             # Covers the container start period (store wait + model load) before the ALB's
-            # failing /ready checks count against a new task.
+            # failing /health checks count against a new task.
             health_check_grace_period_seconds=docs.INFERENCE_START_PERIOD,
             availability_zone_rebalancing="ENABLED",
             enable_execute_command=False,
@@ -147,8 +159,9 @@ class InferenceService(pulumi.ComponentResource):
             # pulumi-aws: updating the capacity provider strategy requires a forced deployment.
             force_new_deployment=True,
             # Not waiting for steady state keeps `pulumi up` (and CI) short: a rolling deploy
-            # takes minutes, the circuit breaker and deployment alarms judge it, and a stack's
-            # first deploy has no promoted model yet, so /ready cannot pass until training runs.
+            # takes minutes, and the circuit breaker and deployment alarms judge it. A new
+            # stack's tasks pass the /health check without a model, so its first deployment
+            # reaches steady state before the first training run has promoted one.
             wait_for_steady_state=False,
             opts=pulumi.ResourceOptions(
                 parent=self,
@@ -167,11 +180,15 @@ class InferenceService(pulumi.ComponentResource):
                 self._alarm(spec, dims, topic)
 
         self._autoscaling(args, service, alb, target_groups[docs.API_CONTAINER])
-        self._dashboard(args, service, alb, target_groups[docs.API_CONTAINER])
+        if settings.observability.cloudwatch_dashboard:
+            self._dashboard(args, service, alb, target_groups[docs.API_CONTAINER])
 
-        self.url = pulumi.Output.concat(
-            "https://" if inference.certificate_arn else "http://", alb.dns_name
-        )
+        if inference.domain:
+            self.url = pulumi.Output.from_input(f"https://{inference.domain}")
+        else:
+            self.url = pulumi.Output.concat(
+                "https://" if inference.certificate_arn else "http://", alb.dns_name
+            )
         self.service_name = service.name
         self.log_group_names = pulumi.Output.all(
             **{container: group.name for container, group in log_groups.items()}
@@ -179,7 +196,7 @@ class InferenceService(pulumi.ComponentResource):
         self.task_role_arn = task_role.arn
         self.execution_role_arn = execution_role.arn
         self.alarm_topic_arn = topic.arn
-        self.alarm_topic_key_arn = key.arn
+        self.alarm_topic_key_arn = key.arn if key is not None else pulumi.Output.from_input("")
         self.task_security_group_id = task_group.id
         self.register_outputs(
             {
@@ -209,7 +226,10 @@ class InferenceService(pulumi.ComponentResource):
             for container in containers
         }
 
-    def _roles(self, store: SharedStore) -> tuple[aws.iam.Role, aws.iam.Role]:
+    def _roles(
+        self, args: InferenceServiceArgs, log_groups: dict[str, aws.cloudwatch.LogGroup]
+    ) -> tuple[aws.iam.Role, aws.iam.Role]:
+        store = args.store
         trust = self._account.apply(
             lambda account: json.dumps(docs.assume_role_policy("ecs-tasks.amazonaws.com", account))
         )
@@ -219,10 +239,16 @@ class InferenceService(pulumi.ComponentResource):
             description="Pulls the image and writes container logs for the inference tasks",
             opts=self._child,
         )
-        aws.iam.RolePolicyAttachment(
+        aws.iam.RolePolicy(
             f"{self._name}-execution-policy",
-            role=execution_role.name,
-            policy_arn=EXECUTION_POLICY_ARN,
+            role=execution_role.id,
+            policy=pulumi.Output.all(
+                args.repository_arn, *(group.arn for group in log_groups.values())
+            ).apply(
+                lambda arns: json.dumps(
+                    docs.policy_document(docs.execution_role_statements(arns[0], arns[1:]))
+                )
+            ),
             opts=self._child,
         )
         task_role = aws.iam.Role(
@@ -258,7 +284,7 @@ class InferenceService(pulumi.ComponentResource):
         )
         # Standalone rules (pulumi-aws recommends aws.vpc.SecurityGroup{Ingress,Egress}Rule over
         # inline rules); the provider drops AWS's default allow-all egress of a new group.
-        listener_ports = [HTTP_PORT] + ([HTTPS_PORT] if inference.certificate_arn else [])
+        listener_ports = [HTTP_PORT] + ([HTTPS_PORT] if args.settings.https else [])
         for port in listener_ports:
             for index, cidr in enumerate(inference.allowed_cidrs):
                 aws.vpc.SecurityGroupIngressRule(
@@ -322,6 +348,14 @@ class InferenceService(pulumi.ComponentResource):
             rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"}}],
             opts=self._child,
         )
+        # Versioning keeps an overwritten or deleted log recoverable until it expires.
+        versioning = aws.s3.BucketVersioning(
+            f"{name}-access-logs-versioning",
+            bucket=bucket.id,
+            versioning_configuration={"status": "Enabled"},
+            opts=self._child,
+        )
+        days = settings.observability.log_retention_days
         aws.s3.BucketLifecycleConfiguration(
             f"{name}-access-logs-expiry",
             bucket=bucket.id,
@@ -329,21 +363,29 @@ class InferenceService(pulumi.ComponentResource):
                 {
                     "id": "expire-access-logs",
                     "status": "Enabled",
-                    "filter": {"prefix": f"{docs.ALB_LOG_PREFIX}/"},
-                    "expiration": {"days": settings.observability.log_retention_days},
+                    # Every object: logs under the prefix, and anything else written there.
+                    "filter": {},
+                    "expiration": {"days": days},
+                    "noncurrent_version_expiration": {"noncurrent_days": 1},
                     "abort_incomplete_multipart_upload": {"days_after_initiation": 1},
-                }
+                },
+                {
+                    # Expired objects leave delete markers behind in a versioned bucket.
+                    "id": "remove-expired-delete-markers",
+                    "status": "Enabled",
+                    "filter": {},
+                    "expiration": {"expired_object_delete_marker": True},
+                },
             ],
-            opts=self._child,
+            # S3 rejects a lifecycle rule on noncurrent versions before versioning is set.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[versioning]),
         )
-        elb_account = aws.elb.get_service_account_output(
-            opts=pulumi.InvokeOutputOptions(parent=self)
-        ).arn
+        region = settings.region
         policy = aws.s3.BucketPolicy(
             f"{name}-access-logs-policy",
             bucket=bucket.id,
-            policy=pulumi.Output.all(bucket.arn, self._account, elb_account).apply(
-                lambda v: json.dumps(docs.alb_access_log_bucket_policy(v[0], v[1], v[2]))
+            policy=pulumi.Output.all(bucket.arn, self._account).apply(
+                lambda v: json.dumps(docs.alb_access_log_bucket_policy(v[0], v[1], region))
             ),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[public_access]),
         )
@@ -375,7 +417,7 @@ class InferenceService(pulumi.ComponentResource):
         )
 
         health = {
-            docs.API_CONTAINER: docs.API_READINESS_PATH,
+            docs.API_CONTAINER: docs.API_HEALTH_PATH,
             docs.DASHBOARD_CONTAINER: docs.DASHBOARD_PATH,
         }
         target_groups = {
@@ -405,14 +447,14 @@ class InferenceService(pulumi.ComponentResource):
         ]
 
         listeners: list[pulumi.Resource] = []
-        if inference.certificate_arn:
+        if settings.https:
             front = aws.lb.Listener(
                 f"{name}-https",
                 load_balancer_arn=alb.arn,
                 port=HTTPS_PORT,
                 protocol="HTTPS",
                 ssl_policy=TLS_POLICY,
-                certificate_arn=inference.certificate_arn,
+                certificate_arn=self._certificate_arn(settings),
                 default_actions=forward_api,
                 opts=self._child,
             )
@@ -438,7 +480,7 @@ class InferenceService(pulumi.ComponentResource):
             opts=self._child,
         )
         listeners.append(http)
-        if not inference.certificate_arn:
+        if not settings.https:
             front = http
         if docs.DASHBOARD_CONTAINER in target_groups:
             listeners.append(
@@ -456,7 +498,70 @@ class InferenceService(pulumi.ComponentResource):
                     opts=self._child,
                 )
             )
+        if inference.domain:
+            self._alias(settings, alb)
         return alb, target_groups, listeners
+
+    def _zone_id(self, settings: Settings) -> pulumi.Output[str]:
+        if self._zone is None:
+            # The public zone must exist in this account: preview fails here, naming it, if not.
+            self._zone = aws.route53.get_zone_output(
+                name=settings.inference.hosted_zone,
+                private_zone=False,
+                opts=pulumi.InvokeOutputOptions(parent=self),
+            ).zone_id
+        return self._zone
+
+    def _certificate_arn(self, settings: Settings) -> pulumi.Input[str]:
+        """The existing certificate, or a new one for `inference.domain`, validated by DNS.
+
+        ACM User Guide, "DNS validation": ACM names one CNAME per domain
+        (`domain_validation_options`); once it resolves, ACM issues the certificate.
+        `acm.CertificateValidation` waits for that, so the HTTPS listener never gets a
+        certificate that is still pending.
+        """
+        inference = settings.inference
+        if inference.certificate_arn:
+            return inference.certificate_arn
+        name = self._name
+        certificate = aws.acm.Certificate(
+            f"{name}-certificate",
+            domain_name=inference.domain,
+            validation_method="DNS",
+            opts=self._child,
+        )
+        option = certificate.domain_validation_options[0]
+        record = aws.route53.Record(
+            f"{name}-cert-dns",
+            zone_id=self._zone_id(settings),
+            name=option.resource_record_name,
+            type=option.resource_record_type,
+            records=[option.resource_record_value],
+            ttl=300,
+            allow_overwrite=True,  # the same CNAME serves every certificate of this name
+            opts=self._child,
+        )
+        validation = aws.acm.CertificateValidation(
+            f"{name}-cert-validation",
+            certificate_arn=certificate.arn,
+            validation_record_fqdns=[record.fqdn],
+            opts=self._child,
+        )
+        return validation.certificate_arn
+
+    def _alias(self, settings: Settings, alb: aws.lb.LoadBalancer) -> None:
+        """`inference.domain` as an alias A record of the load balancer (Route 53 Developer
+        Guide, "Routing traffic to an ELB load balancer": alias name and hosted zone id)."""
+        aws.route53.Record(
+            f"{self._name}-alias",
+            zone_id=self._zone_id(settings),
+            name=settings.inference.domain,
+            type="A",
+            aliases=[
+                {"name": alb.dns_name, "zone_id": alb.zone_id, "evaluate_target_health": True}
+            ],
+            opts=self._child,
+        )
 
     def _waf(self, alb: aws.lb.LoadBalancer) -> None:
         def visibility(metric: str) -> dict[str, Any]:
@@ -541,17 +646,24 @@ class InferenceService(pulumi.ComponentResource):
             opts=self._child,
         )
 
-    def _alarm_topic(self, settings: Settings) -> tuple[aws.kms.Key, aws.sns.Topic]:
+    def _alarm_topic(self, settings: Settings) -> tuple[aws.kms.Key | None, aws.sns.Topic]:
         name = self._name
-        key = aws.kms.Key(
-            f"{name}-alarms-key",
-            description="Encrypts the inference alarm topic",
-            enable_key_rotation=True,
-            deletion_window_in_days=30,
-            policy=self._account.apply(lambda a: json.dumps(docs.alarm_topic_key_policy(a))),
-            opts=self._child,
+        key = None
+        if settings.observability.alarm_topic_cmk:
+            key = aws.kms.Key(
+                f"{name}-alarms-key",
+                description="Encrypts the inference alarm topic",
+                enable_key_rotation=True,
+                deletion_window_in_days=30,
+                policy=self._account.apply(lambda a: json.dumps(docs.alarm_topic_key_policy(a))),
+                opts=self._child,
+            )
+        # Without the CMK the topic is unencrypted: CloudWatch alarms cannot publish to a topic
+        # under the AWS-managed `aws/sns` key (its key policy cannot grant them), and alarm
+        # messages carry metric names and thresholds, no data.
+        topic = aws.sns.Topic(
+            f"{name}-alarms", kms_master_key_id=key.arn if key else None, opts=self._child
         )
-        topic = aws.sns.Topic(f"{name}-alarms", kms_master_key_id=key.arn, opts=self._child)
         aws.sns.TopicPolicy(
             f"{name}-alarms-policy",
             arn=topic.arn,

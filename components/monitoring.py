@@ -116,7 +116,7 @@ class Monitoring(pulumi.ComponentResource):
             role=execution_role.id,
             policy=pulumi.Output.all(args.image_repo.repository_arn, log_group.arn).apply(
                 lambda arns: json.dumps(
-                    docs.policy_document(docs.training_execution_role_statements(*arns))
+                    docs.policy_document(docs.execution_role_statements(arns[0], [arns[1]]))
                 )
             ),
             opts=self._child,

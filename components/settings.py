@@ -104,6 +104,12 @@ ECS_AGENT_RESERVED_MIB = 1024
 
 SHA256_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 CERTIFICATE_ARN = re.compile(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]{36}$")
+DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+GITHUB_REPOSITORY = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
+OIDC_PROVIDER_ARN = re.compile(
+    r"^arn:aws[a-z-]*:iam::\d{12}:oidc-provider/token\.actions\.githubusercontent\.com$"
+)
+GITHUB_ENVIRONMENT = re.compile(r"^[A-Za-z0-9._-]{1,255}$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 SCHEDULE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 HTTPS_URL = re.compile(r"https://[A-Za-z0-9.-]+(:\d+)?(/[^\s]*)?")
@@ -259,6 +265,11 @@ class InferenceSettings:
     schedules: tuple[ScalingSchedule, ...] = ()
     allowed_cidrs: tuple[str, ...] = ("0.0.0.0/0",)
     certificate_arn: str = ""
+    """An existing ACM certificate for HTTPS; or leave "" and set `domain`."""
+    domain: str = ""
+    """A DNS name in a public Route 53 zone: an ACM certificate (DNS-validated) and an alias."""
+    hosted_zone: str = ""
+    """The Route 53 public zone holding `domain`; "" = the domain minus its first label."""
     waf: bool = False
     access_logs: bool = False
     dashboard: bool = True
@@ -303,6 +314,24 @@ class MonitoringSettings:
 class ObservabilitySettings:
     log_retention_days: int = 7
     alarm_email: str = ""
+    container_insights: bool = False
+    """ECS Container Insights on the cluster (billed as custom metrics); also the tasks-below-min
+    alarm, which reads its RunningTaskCount."""
+    cloudwatch_dashboard: bool = False
+    """A CloudWatch dashboard of the service ($3 a month beyond the free tier)."""
+    alarm_topic_cmk: bool = True
+    """Encrypt the alarm topic with a customer-managed KMS key ($1 a month). CloudWatch alarms
+    cannot publish to a topic under the AWS-managed `aws/sns` key, so false means unencrypted."""
+
+
+@dataclass(frozen=True)
+class CiSettings:
+    repository: str = ""
+    """GitHub `owner/repo` whose Actions may preview and deploy this stack; "" = no CI trust."""
+    oidc_provider_arn: str = ""
+    """An existing GitHub OIDC provider in the account; "" = declare one (one per account)."""
+    deploy_environment: str = ""
+    """The GitHub environment whose jobs may deploy; "" = the stack's name."""
 
 
 @dataclass(frozen=True)
@@ -318,6 +347,12 @@ class Settings:
     training: TrainingSettings = field(default_factory=TrainingSettings)
     monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
     observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
+    ci: CiSettings = field(default_factory=CiSettings)
+
+    @property
+    def https(self) -> bool:
+        """The load balancer serves HTTPS (an existing certificate or a domain to certify)."""
+        return bool(self.inference.certificate_arn or self.inference.domain)
 
     @property
     def gpu_training(self) -> bool:
@@ -332,6 +367,7 @@ SECTIONS: dict[str, type] = {
     "training": TrainingSettings,
     "monitoring": MonitoringSettings,
     "observability": ObservabilitySettings,
+    "ci": CiSettings,
 }
 
 
@@ -527,6 +563,26 @@ def _inference(raw: Any) -> InferenceSettings:
         CERTIFICATE_ARN,
         'it must be "" or an ACM certificate ARN (arn:aws:acm:REGION:ACCOUNT:certificate/ID)',
     )
+    domain = s.str("domain", DOMAIN, 'it must be "" or a lowercase DNS name like api.example.com')
+    if domain and certificate:
+        raise _fail(
+            s.key("domain"),
+            domain,
+            "set either inference.domain (a new DNS-validated certificate) or "
+            "inference.certificate_arn (an existing one), not both",
+        )
+    zone = s.str("hosted_zone", DOMAIN, 'it must be "" or the Route 53 zone name, like example.com')
+    if zone and not domain:
+        raise _fail(s.key("hosted_zone"), zone, "it only applies with inference.domain")
+    if domain and domain.count(".") < 2 and not zone:
+        raise _fail(
+            s.key("domain"),
+            domain,
+            "an apex domain needs inference.hosted_zone (the zone is not its parent)",
+        )
+    zone = zone or (domain.split(".", 1)[1] if domain else "")
+    if domain and not (domain == zone or domain.endswith("." + zone)):
+        raise _fail(s.key("hosted_zone"), zone, f"it must contain inference.domain {domain!r}")
     return InferenceSettings(
         cpu=cpu,
         memory=memory,
@@ -541,6 +597,8 @@ def _inference(raw: Any) -> InferenceSettings:
         schedules=schedules,
         allowed_cidrs=cidrs,
         certificate_arn=certificate,
+        domain=domain,
+        hosted_zone=zone,
         waf=s.bool("waf"),
         access_logs=s.bool("access_logs"),
         dashboard=s.bool("dashboard"),
@@ -633,6 +691,29 @@ def _observability(raw: Any) -> ObservabilitySettings:
     return ObservabilitySettings(
         log_retention_days=s.choice("log_retention_days", LOG_RETENTION_DAYS),
         alarm_email=s.str("alarm_email", EMAIL, 'it must be "" or an email address'),
+        container_insights=s.bool("container_insights"),
+        cloudwatch_dashboard=s.bool("cloudwatch_dashboard"),
+        alarm_topic_cmk=s.bool("alarm_topic_cmk"),
+    )
+
+
+def _ci(raw: Any) -> CiSettings:
+    s = _Section("ci", raw, CiSettings)
+    repository = s.str(
+        "repository", GITHUB_REPOSITORY, 'it must be "" or a GitHub owner/repo like acme/mlops'
+    )
+    provider = s.str(
+        "oidc_provider_arn",
+        OIDC_PROVIDER_ARN,
+        'it must be "" or arn:aws:iam::ACCOUNT:oidc-provider/token.actions.githubusercontent.com',
+    )
+    environment = s.str(
+        "deploy_environment", GITHUB_ENVIRONMENT, "letters, digits, '.', '-' and '_'"
+    )
+    if provider and not repository:
+        raise _fail(s.key("oidc_provider_arn"), provider, "it only applies with ci.repository")
+    return CiSettings(
+        repository=repository, oidc_provider_arn=provider, deploy_environment=environment
     )
 
 
@@ -644,6 +725,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "training": _training,
     "monitoring": _monitoring,
     "observability": _observability,
+    "ci": _ci,
 }
 
 
@@ -669,6 +751,15 @@ def parse(raw: Mapping[str, Any], stack: str = "dev", region: str = "us-east-1")
             "private subnets), got public-ip",
         )
     _check_pins(settings)
+    if settings.store.protect and not settings.https:
+        # A protected (production) stack never serves its API over plain HTTP.
+        raise pulumi.RunError(
+            f"{PROJECT}:inference.domain: '' and {PROJECT}:inference.certificate_arn: '' are not "
+            "allowed on a protected stack (store.protect: true); set inference.domain to a name "
+            "in a Route 53 public zone of this account (a DNS-validated certificate is issued) "
+            "or inference.certificate_arn to an existing ACM certificate in "
+            f"{settings.region}"
+        )
     return settings
 
 

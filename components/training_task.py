@@ -22,9 +22,11 @@ Creates, as children of the component:
   `training.schedule`, a `DataDriftDetected` event.
 
 The ECS RunTask API cannot override a container's image, so a run always uses the task
-definitions' image: `pulumi up` builds and pushes the image and registers new task definition
-revisions, and its push event starts a retraining run that waits briefly for that registration
-and records the pushed digest (`TRIGGER_IMAGE_DIGEST`) for provenance.
+definitions' image: `pulumi up` builds and pushes the image (after `image_triggers` exist, so the
+very first push of a new stack starts the first run) and registers new task definition revisions;
+the push-triggered run's AwaitImage step retries until its task runs the pushed digest
+(`TRIGGER_IMAGE_DIGEST`, checked by app/provenance.py), so it never records a digest it did not
+run.
 """
 
 from __future__ import annotations
@@ -110,6 +112,9 @@ class TrainingTask(pulumi.ComponentResource):
         state_machine = self._state_machine(args, task_group, execution_role, task_role)
         dead_letter_queue = self._triggers(args, state_machine)
 
+        self.image_triggers: list[pulumi.Resource] = list(self._push_trigger)
+        """What must exist before a release image is pushed: the push rule and its target (an
+        event reaches only the rules that exist when it is sent). Pass to `ImageRepo.release`."""
         self.state_machine_arn = state_machine.arn
         self.task_definition_arns = {step: td.arn for step, td in definitions.items()}
         self.task_role_arn = task_role.arn
@@ -148,7 +153,7 @@ class TrainingTask(pulumi.ComponentResource):
             role=execution_role.id,
             policy=pulumi.Output.all(args.image_repo.repository_arn, log_group.arn).apply(
                 lambda arns: json.dumps(
-                    docs.policy_document(docs.training_execution_role_statements(*arns))
+                    docs.policy_document(docs.execution_role_statements(arns[0], [arns[1]]))
                 )
             ),
             opts=self._child,
@@ -304,6 +309,7 @@ class TrainingTask(pulumi.ComponentResource):
                         security_groups=[v[2], v[3]],
                         assign_public_ip=args.network.assign_public_ip,
                         train_capacity=v[4],
+                        gpu_train=settings.gpu_training,
                         topic_arn=v[5],
                     )
                 )
@@ -366,6 +372,7 @@ class TrainingTask(pulumi.ComponentResource):
         )
 
         rules: list[aws.cloudwatch.EventRule] = []
+        self._push_trigger: list[pulumi.Resource] = []
         if training.on_image_push:
             # The release tag of the image the train step runs (`<flavour>-<hash>`).
             flavour = "gpu" if args.settings.gpu_training else "cpu"
@@ -373,7 +380,7 @@ class TrainingTask(pulumi.ComponentResource):
                 lambda repo: json.dumps(docs.ecr_push_pattern(repo, f"{flavour}-"))
             )
             rule = self._rule("push", "Retrain when a new release image is pushed", pattern)
-            self._target(
+            target = self._target(
                 "push",
                 rule,
                 state_machine,
@@ -385,6 +392,7 @@ class TrainingTask(pulumi.ComponentResource):
                 },
             )
             rules.append(rule)
+            self._push_trigger = [rule, target]
         if training.schedule:
             rule = aws.cloudwatch.EventRule(
                 f"{name}-on-schedule",

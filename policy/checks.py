@@ -203,33 +203,27 @@ def ecs_efs_volumes_encrypted(resource_type: str, props: Mapping[str, Any]) -> l
     return found
 
 
-_FIXED_PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\*?")
-
-
-def _fixed_prefix_filter(pattern: Any) -> bool:
-    return isinstance(pattern, str) and bool(_FIXED_PREFIX.fullmatch(pattern))
+BUILD_CACHE_SUFFIX = "-build-cache"
 
 
 def ecr_repository_hardened(resource_type: str, props: Mapping[str, Any]) -> list[str]:
-    """ECR repositories have immutable release tags, scan on push and KMS encryption."""
+    """ECR repositories have immutable tags, scan on push and KMS encryption.
+
+    The one exception is a build-cache repository (its name ends in `-build-cache`): its cache
+    tags move to every build by design, and nothing deploys from it. Exclusion filters
+    (IMMUTABLE_WITH_EXCLUSION) let some tags of a release repository move, so they are refused.
+    """
     if resource_type != ECR_REPOSITORY:
         return []
     found = []
     mutability = props.get("imageTagMutability")
-    if mutability == "IMMUTABLE_WITH_EXCLUSION":
-        # Tags under a fixed prefix (`cache-*`) may move; any other filter could match a release.
-        loose = [
-            str(_map(f).get("filter"))
-            for f in _seq(props.get("imageTagMutabilityExclusionFilters"))
-            if not _fixed_prefix_filter(_map(f).get("filter"))
-        ]
-        if loose:
-            found.append(
-                f"mutable-tag exclusion {', '.join(loose)} could match release tags: "
-                "exclude only a fixed prefix like cache-*"
-            )
-    elif mutability != "IMMUTABLE":
-        found.append("image tags are mutable: set imageTagMutability IMMUTABLE")
+    name = props.get("name")
+    build_cache = isinstance(name, str) and name.endswith(BUILD_CACHE_SUFFIX)
+    if mutability != "IMMUTABLE" and not (build_cache and mutability == "MUTABLE"):
+        found.append(
+            f"image tags are {mutability or 'MUTABLE'}: set imageTagMutability IMMUTABLE "
+            f"(only a repository named *{BUILD_CACHE_SUFFIX} may be MUTABLE)"
+        )
     if _map(props.get("imageScanningConfiguration")).get("scanOnPush") is not True:
         found.append("images are not scanned on push: set imageScanningConfiguration.scanOnPush")
     encryption = [_map(e) for e in _seq(props.get("encryptionConfigurations"))]

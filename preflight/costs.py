@@ -28,12 +28,16 @@ import re
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from policy import checks
 from preflight import prices
 from preflight.offline import Plan, Resource
 
+IMAGE_SIZES = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "image.json"
+"""Measured image sizes per flavour (the benchmarks' image footprint): ECR bills the compressed
+layers it stores."""
 REFERENCE_YEAR = 2027
 """Schedules are played over this (non-leap) year, in their own time zone, DST ignored."""
 MINUTES_PER_YEAR = 365 * 24 * 60
@@ -117,6 +121,12 @@ FREE_TYPES = frozenset(
         "aws:wafv2/webAclAssociation:WebAclAssociation",
         "aws:kms/alias:Alias",
         "docker:index/image:Image",
+        # Public ACM certificates are free; Route 53 bills the hosted zone (not declared here:
+        # it exists before the stack) and queries, and alias queries to an ELB are free.
+        "aws:acm/certificate:Certificate",
+        "aws:acm/certificateValidation:CertificateValidation",
+        "aws:route53/record:Record",
+        "aws:iam/openIdConnectProvider:OpenIdConnectProvider",
     }
 )
 """Types with no charge of their own: compute, storage and requests are priced where they occur
@@ -388,6 +398,8 @@ class _Model:
     """Expected task-hours a month on EC2 capacity providers (feeds the GPU instances)."""
     ec2_runs: float = 0.0
     """Expected training runs a month that need an EC2 instance."""
+    serving_fraction: dict[str, float] = field(default_factory=dict)
+    """Service name -> share of the month it runs at least one task (feeds ALB LCUs)."""
 
     # -- bookkeeping
 
@@ -512,7 +524,8 @@ class _Model:
                 strategy = self.cluster_default_strategy()
             elif not strategy:
                 strategy = [Provider(str(service.inputs["launchType"]), 0, 1)]
-            hours, average, note = self.service_hours(service, strategy)
+            hours, average, note, up = self.service_hours(service, strategy)
+            self.serving_fraction[service.name] = up
             self.derive(f"{service.name}.tasks_running_average", average, note)
             self.task_hours[td.urn] += sum(hours.values())
             self.fargate(service, td, hours, "tasks")
@@ -527,9 +540,10 @@ class _Model:
 
     def service_hours(
         self, service: Resource, strategy: Sequence[Provider]
-    ) -> tuple[dict[str, float], float, str]:
+    ) -> tuple[dict[str, float], float, str, float]:
         """Expected task-hours a month per capacity provider, from desiredCount, the scaling
-        target's min..max and the scheduled actions that move them."""
+        target's min..max and the scheduled actions that move them; the average task count; a
+        note; and the share of the time at least one task runs."""
         desired = as_number(service.inputs.get("desiredCount"), 1)
         name = str(service.outputs.get("name") or service.name)
         target = next(
@@ -560,12 +574,14 @@ class _Model:
             high = as_number(new_high, high)
         per_provider: dict[str, float] = defaultdict(float)
         task_minutes = 0.0
+        up_minutes = 0.0
         start = 0
         for minute, new_low, new_high in [*events, (MINUTES_PER_YEAR, None, None)]:
             running = min(max(desired, low), high)
             for provider, tasks in split_tasks(running, strategy).items():
                 per_provider[provider] += tasks * (minute - start)
             task_minutes += running * (minute - start)
+            up_minutes += (minute - start) if running > 0 else 0
             start = minute
             low = as_number(new_low, low)
             high = as_number(new_high, high)
@@ -577,7 +593,7 @@ class _Model:
             f"ignored): {average * prices.HOURS_PER_MONTH:.1f} task-hours a month; "
             "load-driven scale-out above that is not priced"
         )
-        return month, average, note
+        return month, average, note, up_minutes / MINUTES_PER_YEAR
 
     # -- training: state machines, their task runs, GPU instances
 
@@ -791,7 +807,16 @@ class _Model:
                 continue
             self.add(lb, "ALB hours", prices.HOURS_PER_MONTH, "alb_hour")
             lcus = self.assume("alb_lcus")
-            self.add(lb, "ALB LCUs", lcus * prices.HOURS_PER_MONTH, "alb_lcu_hour")
+            # LCUs are billed for traffic processed: a service scaled to zero (dev at night and
+            # at weekends) serves none. With no service in the plan, the whole month counts.
+            serving = max(self.serving_fraction.values(), default=1.0)
+            self.add(
+                lb,
+                "ALB LCUs",
+                lcus * prices.HOURS_PER_MONTH * serving,
+                "alb_lcu_hour",
+                note=f"{serving:.0%} of the month with a task serving",
+            )
             if lb.inputs.get("internal") is not True:
                 nodes = len(
                     as_list(lb.inputs.get("subnets")) or as_list(lb.inputs.get("subnetMappings"))
@@ -876,12 +901,12 @@ class _Model:
             gb = 0.0
             notes = []
             for prefix, count in kept:
-                size = self.assume("gpu_image_gb" if "gpu" in prefix else "image_gb")
+                size = self.image_gb("gpu" if "gpu" in prefix else "cpu")
                 gb += count * size
-                notes.append(f"{count} {prefix}* x {size:g} GB")
+                notes.append(f"{count} {prefix}* x {size:.3g} GB")
             if not kept:
                 count = self.assume("image_pushes_per_month") * MONTHS_PER_YEAR
-                gb = count * self.assume("image_gb")
+                gb = count * self.image_gb("cpu")
                 notes.append("no count-based lifecycle rule: a year of pushes")
             self.add(repo, "ECR image storage", gb, "ecr_gb_month", note="; ".join(notes))
         access_log_buckets = {
@@ -895,6 +920,20 @@ class _Model:
                 )
             else:
                 self.unknown(bucket, "S3 storage", "no usage assumption for this bucket")
+
+    def image_gb(self, flavour: str) -> float:
+        """GB ECR stores per image of `flavour`: the measured compressed size."""
+        sizes = image_sizes()
+        if flavour not in sizes:
+            raise ValueError(f"{IMAGE_SIZES}: no size for the {flavour} image flavour")
+        gb = sizes[flavour] / 1e9
+        self.derive(
+            f"{flavour}_image_gb",
+            gb,
+            f"GB per stored {flavour} image, compressed as ECR bills it "
+            f"({IMAGE_SIZES.relative_to(IMAGE_SIZES.parents[2])}, measured {_measured()})",
+        )
+        return gb
 
     def per_resource(self) -> None:
         services = len(self.of_type(SERVICE))
@@ -997,6 +1036,40 @@ def kept_images(inputs: Mapping[str, Any]) -> list[tuple[str, int]]:
             prefixes = as_list(selection.get("tagPrefixList")) or ["any"]
             kept.append((str(prefixes[0]), int(as_number(selection.get("countNumber")))))
     return kept
+
+
+def _image_file() -> dict[str, Any]:
+    try:
+        document = json.loads(IMAGE_SIZES.read_text())
+    except FileNotFoundError:
+        raise ValueError(
+            f"{IMAGE_SIZES} is missing: the ECR cost needs the measured image sizes "
+            '({"measured": DATE, "flavours": {"cpu": {"compressed_bytes": N, ...}, ...}})'
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{IMAGE_SIZES} is not JSON: {exc}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("flavours"), dict):
+        raise ValueError(f"{IMAGE_SIZES}: expected an object with a `flavours` map")
+    return document
+
+
+def _measured() -> str:
+    return str(_image_file().get("measured", "?"))
+
+
+def image_sizes() -> dict[str, int]:
+    """Flavour -> compressed bytes, from `benchmarks/results/image.json`; ValueError naming the
+    file and the field when it is missing or malformed."""
+    sizes = {}
+    for flavour, entry in _image_file()["flavours"].items():
+        value = entry.get("compressed_bytes") if isinstance(entry, dict) else None
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(
+                f"{IMAGE_SIZES}: flavours.{flavour}.compressed_bytes is {value!r}; "
+                "it must be a positive integer (bytes)"
+            )
+        sizes[flavour] = value
+    return sizes
 
 
 def estimate_cost(plan: Plan, overrides: Mapping[str, float] | None = None) -> Estimate:

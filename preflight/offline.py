@@ -96,11 +96,43 @@ def _digest(text: str, n: int = 17) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:n]
 
 
+@dataclass
+class EcrState:
+    """What the mock registry holds: repository name -> {tag: digest}. Shared by consecutive
+    `run_stack` calls to play a sequence of deploys (rollback, unpin, revert) against one ECR.
+
+    Like ECR with IMMUTABLE tags (ECR User Guide, "Image tag mutability"), pushing a tag that
+    already names another digest fails with ImageTagAlreadyExistsException; like a real build,
+    each build gives a new digest (builds are not reproducible), so rebuilding pushed content
+    fails.
+    """
+
+    repositories: dict[str, dict[str, str]] = field(default_factory=dict)
+    mutable: set[str] = field(default_factory=set)
+    builds: int = 0
+
+    def push(self, image_name: str) -> str:
+        registry_path, _, tag = image_name.rpartition(":")
+        repository = registry_path.split("/", 1)[1]
+        self.builds += 1
+        digest = "sha256:" + hashlib.sha256(f"{image_name}#{self.builds}".encode()).hexdigest()
+        tags = self.repositories.setdefault(repository, {})
+        if tag in tags and tags[tag] != digest and repository not in self.mutable:
+            raise RuntimeError(
+                f"ImageTagAlreadyExistsException: The image tag '{tag}' already exists in the "
+                f"'{repository}' repository and cannot be overwritten because the repository is "
+                "immutable."
+            )
+        tags[tag] = digest
+        return digest
+
+
 class RecordingMocks(pulumi.runtime.Mocks):
     """Answers calls and resources like AWS would, and remembers every call."""
 
-    def __init__(self) -> None:
+    def __init__(self, ecr: EcrState | None = None) -> None:
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.ecr = ecr if ecr is not None else EcrState()
 
     def call(self, args: pulumi.runtime.MockCallArgs):
         self.calls.append((args.token, dict(args.args)))
@@ -132,8 +164,21 @@ class RecordingMocks(pulumi.runtime.Mocks):
             if name not in SSM_VALUES:
                 raise ValueError(f"ParameterNotFound: {name}")
             return {"name": name, "value": SSM_VALUES[name], "type": "String", "id": name}
-        if token == "aws:elb/getServiceAccount:getServiceAccount":
-            return {"arn": "arn:aws:iam::127311923021:root", "id": "127311923021"}
+        if token == "aws:ecr/getRepositories:getRepositories":
+            return {"names": sorted(self.ecr.repositories), "id": REGION}
+        if token == "aws:ecr/getImages:getImages":
+            repository = args.args["repositoryName"]
+            if repository not in self.ecr.repositories:
+                raise ValueError(f"RepositoryNotFoundException: {repository}")
+            tags = self.ecr.repositories[repository]
+            return {
+                "repositoryName": repository,
+                "imageIds": [{"imageTag": t, "imageDigest": d} for t, d in sorted(tags.items())],
+                "id": repository,
+            }
+        if token == "aws:route53/getZone:getZone":
+            name = args.args["name"].rstrip(".")
+            return {"name": name, "zoneId": "Z" + _digest(name, 12).upper(), "id": name}
         raise NotImplementedError(f"the mocks do not answer {token}")
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
@@ -184,13 +229,35 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 arn=f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/{repo}",
             )
             rid = repo
+            self.ecr.repositories.setdefault(repo, {})
+            if inputs.get("imageTagMutability") == "MUTABLE":
+                self.ecr.mutable.add(repo)
         elif typ == "docker:index/image:Image":
             image_name = inputs.get("imageName", "")
             repo = image_name.rsplit(":", 1)[0] if ":" in image_name.split("/")[-1] else image_name
-            digest = hashlib.sha256(image_name.encode()).hexdigest()
-            outputs["repoDigest"] = f"{repo}@sha256:{digest}"
+            digest = self.ecr.push(image_name)
+            outputs["repoDigest"] = f"{repo}@{digest}"
             outputs["baseImageName"] = image_name
             rid = outputs["repoDigest"]
+        elif typ == "aws:acm/certificate:Certificate":
+            rid = f"{_digest(name, 8)}-aaaa-4bbb-8ccc-{_digest(name + 'c', 12)}"
+            outputs["arn"] = f"arn:aws:acm:{REGION}:{ACCOUNT}:certificate/{rid}"
+            domain = inputs.get("domainName", "")
+            outputs["domainValidationOptions"] = [
+                {
+                    "domainName": domain,
+                    "resourceRecordName": f"_{_digest(domain, 32)}.{domain}.",
+                    "resourceRecordType": "CNAME",
+                    "resourceRecordValue": f"_{_digest(domain + 'v', 32)}.acm-validations.aws.",
+                }
+            ]
+        elif typ == "aws:acm/certificateValidation:CertificateValidation":
+            outputs["certificateArn"] = inputs.get("certificateArn")
+        elif typ == "aws:route53/record:Record":
+            outputs["fqdn"] = str(inputs.get("name", "")).rstrip(".")
+        elif typ == "aws:iam/openIdConnectProvider:OpenIdConnectProvider":
+            host = str(inputs.get("url", "")).removeprefix("https://")
+            outputs["arn"] = f"arn:aws:iam::{ACCOUNT}:oidc-provider/{host}"
         elif typ == "aws:kms/key:Key":
             rid = f"{_digest(name, 8)}-1234-4abc-9def-{_digest(name + 'k', 12)}"
             outputs["arn"] = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{rid}"
@@ -303,10 +370,15 @@ def _resolve(value: Any) -> Any:
     return value
 
 
-def run_stack(stack: str, overrides: dict[str, dict[str, Any]] | None = None) -> Plan:
+def run_stack(
+    stack: str,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    ecr: EcrState | None = None,
+) -> Plan:
     """Evaluate `__main__.py` for `stack` under mocks.
 
     `overrides` maps a section (`inference`) to keys merged over the stack file's values.
+    `ecr` is the registry the deploy sees and changes (default: a new, empty one).
     A config error raised by the program propagates as `pulumi.RunError`.
     """
     config = stack_config(stack)
@@ -323,16 +395,18 @@ def run_stack(stack: str, overrides: dict[str, dict[str, Any]] | None = None) ->
     def program() -> None:
         runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
 
-    return run_program(program, stack)
+    return run_program(program, stack, ecr)
 
 
-def run_program(program: Callable[[], None], stack: str = "dev") -> Plan:
+def run_program(
+    program: Callable[[], None], stack: str = "dev", ecr: EcrState | None = None
+) -> Plan:
     """Evaluate `program` (any function declaring resources) under the recording mocks.
 
     For tests of one component outside `__main__.py`; the config set by the last `run_stack`
     stays in place.
     """
-    mocks = RecordingMocks()
+    mocks = RecordingMocks(ecr)
     monitor = RecordingMonitor(mocks)
     # asyncio.run() (the app's async tests use it) leaves the main thread without a current event
     # loop, and the SDK's mocks create their futures on the current one.

@@ -24,14 +24,14 @@ import re
 import sys
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
 
 from components.documents import looks_secret
 from policy import checks
-from preflight import prices
+from preflight import costs, prices
 from preflight.costs import (
     ASG,
     CLUSTER,
@@ -350,6 +350,44 @@ def findings(plan: Plan) -> list[dict[str, str]]:
     return found
 
 
+def retained_on_destroy(plan: Plan) -> list[dict[str, str]]:
+    """What `pulumi destroy` of the stack leaves behind, on purpose, and why.
+
+    - `protect`: Pulumi refuses to delete the resource (and so the whole destroy) until the
+      stack file turns it off;
+    - EFS backups: AWS Backup keeps the automatic backups' recovery points in the
+      `aws/efs/automatic-backup-vault` after the file system is deleted (EFS User Guide,
+      "Automatic backups"), and they bill until they expire;
+    - an ECR repository without `forceDelete` or an S3 bucket without `forceDestroy` is refused
+      deletion while it holds images or objects;
+    - load balancer deletion protection refuses the delete;
+    - a KMS key is only scheduled for deletion, after its waiting period.
+    """
+    kept = []
+
+    def keep(resource: Resource, why: str) -> None:
+        kept.append({"resource": resource.name, "type": resource.type, "why": why})
+
+    for resource in plan.resources:
+        inputs = resource.inputs
+        if resource.protect:
+            keep(resource, "protect: Pulumi refuses to delete it (and fails the destroy)")
+        if resource.type == "aws:efs/backupPolicy:BackupPolicy":
+            if (inputs.get("backupPolicy") or {}).get("status") == "ENABLED":
+                keep(resource, "its AWS Backup recovery points outlive the file system")
+        elif resource.type == "aws:ecr/repository:Repository" and not inputs.get("forceDelete"):
+            keep(resource, "ECR refuses to delete a repository that holds images")
+        elif resource.type in ("aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2"):
+            if not inputs.get("forceDestroy"):
+                keep(resource, "S3 refuses to delete a bucket that holds objects")
+        elif resource.type in costs.LOAD_BALANCERS and inputs.get("enableDeletionProtection"):
+            keep(resource, "deletion protection refuses the delete")
+        elif resource.type == "aws:kms/key:Key":
+            days = int(inputs.get("deletionWindowInDays", 30))
+            keep(resource, f"scheduled for deletion only, {days} days later")
+    return kept
+
+
 # --- the report ----------------------------------------------------------------------------------
 
 
@@ -358,6 +396,8 @@ class Report:
     plan: Plan
     estimate: Estimate
     findings: list[dict[str, str]]
+    retained: list[dict[str, str]] = field(default_factory=list)
+    """What a `pulumi destroy` leaves behind on purpose (`retained_on_destroy`)."""
 
     def children(self) -> dict[str, list[Resource]]:
         """Parent URN -> its child resources, in tree order."""
@@ -417,6 +457,7 @@ class Report:
                 **self.estimate.assumptions,
             },
             "findings": self.findings,
+            "retained_on_destroy": self.retained,
         }
 
 
@@ -455,7 +496,7 @@ def build(stack: str, overrides: Mapping[str, float] | None = None) -> Report:
         # The program raised while declaring resources: a config problem the settings layer did
         # not catch, or a bug. Both are reported in one line; run the tests for the traceback.
         raise PlanError(f"stack {stack}: {type(error).__name__}: {error}") from None
-    return Report(plan, estimate_cost(plan, overrides), findings(plan))
+    return Report(plan, estimate_cost(plan, overrides), findings(plan), retained_on_destroy(plan))
 
 
 def render(report: Report) -> str:
@@ -515,6 +556,11 @@ def render(report: Report) -> str:
         out.append(f"  [{finding['policy']}] {where}{finding['message']}")
     if not report.findings:
         out.append("  none: every policy in policy/ passes")
+    out += ["", f"Retained on destroy ({len(report.retained)})"]
+    for kept in report.retained:
+        out.append(f"  {kept['resource']}  [{short_type(kept['type'])}]: {kept['why']}")
+    if not report.retained:
+        out.append("  nothing: `pulumi destroy` deletes every resource of the stack")
     return "\n".join(out)
 
 

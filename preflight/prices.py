@@ -154,7 +154,7 @@ ASSUMPTIONS: dict[str, Assumption] = {
         0.25,
         "extra GPU instance-hours per run: boot, ECS registration and managed-scaling scale-in",
     ),
-    "alb_lcus": Assumption(1, "average LCUs the load balancer consumes"),
+    "alb_lcus": Assumption(1, "average LCUs the load balancer consumes while a task serves"),
     "waf_million_requests_per_month": Assumption(5, "million requests WAF inspects a month"),
     "nat_gb_per_month": Assumption(20, "GB per month through the NAT gateways (images, logs)"),
     "efs_stored_gb": Assumption(5, "GB on the shared store (data, models, reports, forecasts)"),
@@ -163,8 +163,6 @@ ASSUMPTIONS: dict[str, Assumption] = {
     ),
     "efs_read_gb_per_month": Assumption(30, "GB read from EFS a month (model and data loads)"),
     "efs_write_gb_per_month": Assumption(5, "GB written to EFS a month (models, forecasts)"),
-    "image_gb": Assumption(1.5, "GB per stored cpu image (compressed, as ECR bills it)"),
-    "gpu_image_gb": Assumption(6, "GB per stored gpu image (CUDA base, compressed)"),
     "log_gb_per_container_hour": Assumption(
         0.002, "GB of logs a running container writes per hour (2 MB/h)"
     ),

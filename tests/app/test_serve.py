@@ -271,7 +271,8 @@ def test_ready_is_503_until_a_model_is_promoted(store_copy: Store) -> None:
         assert httpx.get(server.url + "/model").status_code == 503
         response = httpx.post(server.url + "/predict", json=predict_body())
         assert response.status_code == 503
-        assert response.json() == {"detail": "no model loaded"}
+        assert response.json() == {"detail": "no model is promoted yet; retry later"}
+        assert int(response.headers["Retry-After"]) > 0
         assert run_dir.exists()
         store_copy.set_current(FIRST_RUN)
         server.wait_ready("/ready", timeout=5)

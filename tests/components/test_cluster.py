@@ -8,9 +8,11 @@ CLUSTER = "aws:ecs/cluster:Cluster"
 PROVIDERS = "aws:ecs/clusterCapacityProviders:ClusterCapacityProviders"
 
 
-def test_container_insights_is_on(plan: Plan):
-    cluster = plan.one(CLUSTER, "cluster")
-    assert {"name": "containerInsights", "value": "enabled"} in cluster.inputs["settings"]
+def test_container_insights_is_a_per_stack_choice(dev_plan: Plan, prod_plan: Plan):
+    # Priced in the plan ($0.30 a metric): prod keeps it, dev gives it up.
+    for plan, value in ((prod_plan, "enabled"), (dev_plan, "disabled")):
+        cluster = plan.one(CLUSTER, "cluster")
+        assert cluster.inputs["settings"] == [{"name": "containerInsights", "value": value}]
 
 
 def test_fargate_and_fargate_spot_are_attached_to_the_cluster(plan: Plan):

@@ -21,10 +21,39 @@ TASK_ROLE = f"arn:aws:iam::{ACCOUNT}:role/training-task"
 FAMILIES = {step: f"mlops-dev-training-{step}" for step in docs.TRAINING_STEPS}
 IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/mlops@sha256:" + "a" * 64
 DIGEST = "sha256:" + "b" * 64
-ECS_STEPS = ("Validate", "Train", "TrainOnDemand", "Gate")
+ECS_STEPS = ("AwaitImage", "Validate", "Train", "TrainOnDemand", "Gate")
+
+# AWS facts, from AWS's documents (never from components/documents.py):
+# - AWS re:Post knowledge center, "ecs-fargate-runtask-capacity" ("How do I troubleshoot an
+#   Amazon ECS RunTask API for a Fargate task that fails with a 'Capacity is unavailable'
+#   error?"): "If you start RunTask from Step Functions and the task fails because of limited
+#   capacity, then Step Functions records an ECS.AmazonECSException in its ErrorEquals field."
+# - Step Functions Developer Guide, "Handling errors in Step Functions": the predefined error
+#   names, all prefixed `States.`.
+CAPACITY_REFUSED = "ECS.AmazonECSException"
+PREDEFINED_ERRORS = {
+    "States.ALL",
+    "States.DataLimitExceeded",
+    "States.ExceedToleratedFailureThreshold",
+    "States.HeartbeatTimeout",
+    "States.Http.Socket",
+    "States.IntrinsicFailure",
+    "States.ItemReaderFailed",
+    "States.NoChoiceMatched",
+    "States.ParameterPathFailure",
+    "States.Permissions",
+    "States.ResultPathMatchFailure",
+    "States.ResultWriterFailed",
+    "States.Runtime",
+    "States.TaskFailed",
+    "States.Timeout",
+}
+DOCUMENTED_ERRORS = PREDEFINED_ERRORS | {CAPACITY_REFUSED}
 
 
-def spec(capacity: str = docs.FARGATE_SPOT, public_ip: bool = True) -> docs.PipelineSpec:
+def spec(
+    capacity: str = docs.FARGATE_SPOT, public_ip: bool = True, gpu: bool = False
+) -> docs.PipelineSpec:
     return docs.PipelineSpec(
         cluster_arn=CLUSTER_ARN,
         families=FAMILIES,
@@ -33,23 +62,32 @@ def spec(capacity: str = docs.FARGATE_SPOT, public_ip: bool = True) -> docs.Pipe
         assign_public_ip=public_ip,
         train_capacity=capacity,
         topic_arn=TOPIC,
+        gpu_train=gpu,
     )
 
 
 SPOT = docs.training_state_machine(spec())["States"]
 ON_DEMAND = docs.training_state_machine(spec(docs.FARGATE))["States"]
-GPU = docs.training_state_machine(spec("gpu-provider", public_ip=False))["States"]
+GPU = docs.training_state_machine(spec("gpu-provider", public_ip=False, gpu=True))["States"]
 
 
 def ecs_states(states: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {name: states[name] for name in ECS_STEPS if name in states}
 
 
-def handler(state: dict[str, Any], error: str) -> tuple[str, dict[str, Any]]:
+def step_of(state: dict[str, Any]) -> str:
+    """The pipeline step a Task state runs (its container override's name)."""
+    return state["Parameters"]["Overrides"]["ContainerOverrides"][0]["Name"]
+
+
+def handler(
+    state: dict[str, Any], error: str, retries_spent: bool = False
+) -> tuple[str, dict[str, Any]]:
     """Where Step Functions sends `error` raised by `state`: the first matching retrier (its
     attempts) or else the first matching catcher (ASL spec: "Retrying after error", "Fallback
     states"). `States.TaskFailed` and `States.ALL` match any error but `States.Timeout` for
-    TaskFailed."""
+    TaskFailed. `retries_spent`: the matching retrier has used its attempts, so the error goes
+    to the catchers."""
 
     def matches(names: list[str]) -> bool:
         if error in names or "States.ALL" in names:
@@ -58,6 +96,8 @@ def handler(state: dict[str, Any], error: str) -> tuple[str, dict[str, Any]]:
 
     for retrier in state.get("Retry", []):
         if matches(retrier["ErrorEquals"]):
+            if retries_spent:
+                break
             return "retry", retrier
     for catcher in state.get("Catch", []):
         if matches(catcher["ErrorEquals"]):
@@ -138,6 +178,14 @@ def happy_path(states: dict[str, Any], start: str) -> list[str]:
 # ------------------------------------------------------------------------------- the ASL
 
 
+def test_every_error_name_is_one_aws_documents():
+    for states in (SPOT, ON_DEMAND, GPU):
+        for name, state in states.items():
+            for handling in state.get("Retry", []) + state.get("Catch", []):
+                unknown = set(handling["ErrorEquals"]) - DOCUMENTED_ERRORS
+                assert not unknown, (name, unknown)
+
+
 def test_steps_run_validate_then_train_then_gate():
     definition = docs.training_state_machine(spec())
     path = happy_path(definition["States"], definition["StartAt"])
@@ -145,13 +193,32 @@ def test_steps_run_validate_then_train_then_gate():
     assert SPOT["Succeeded"]["Type"] == "Succeed"
 
 
-def test_an_image_push_waits_for_the_deploy_before_validating():
-    choice = SPOT["PushedImage"]["Choices"]
-    assert choice == [
-        {"Variable": "$.trigger.reason", "StringEquals": "image-push", "Next": "AwaitDeploy"}
-    ]
-    assert SPOT["AwaitDeploy"]["Type"] == "Wait"
-    assert SPOT["AwaitDeploy"]["Next"] == "Validate"
+def test_an_image_push_checks_the_running_image_until_the_deploy_registered_it():
+    for states in (SPOT, ON_DEMAND, GPU):
+        choice = states["PushedImage"]["Choices"]
+        assert choice == [
+            {"Variable": "$.trigger.reason", "StringEquals": "image-push", "Next": "AwaitImage"}
+        ]
+        await_image = states["AwaitImage"]
+        assert await_image["Next"] == "Validate"
+        assert "Wait" not in {s["Type"] for s in states.values()}  # no fixed wait any more
+        (override,) = await_image["Parameters"]["Overrides"]["ContainerOverrides"]
+        assert override["Command"] == ["check-image"]
+        env = {e["Name"]: e["Value.$"] for e in override["Environment"]}
+        assert env["TRIGGER_IMAGE_DIGEST"] == "$.trigger.image_digest"
+        # A task still on the old image exits 1: retried with backoff for many minutes.
+        kind, retrier = handler(await_image, "States.TaskFailed")
+        assert kind == "retry" and retrier["BackoffRate"] > 1
+        waits = sum(
+            retrier["IntervalSeconds"] * retrier["BackoffRate"] ** n
+            for n in range(retrier["MaxAttempts"])
+        )
+        assert 15 * 60 <= waits <= 40 * 60
+        kind, where = handler(await_image, "States.TaskFailed", retries_spent=True)
+        assert (kind, where["Next"]) == ("catch", "NotifyFailure")
+    # The check runs on a step that runs the pushed flavour: train's gpu image on GPU stacks.
+    assert SPOT["AwaitImage"]["Parameters"]["TaskDefinition"] == FAMILIES["validate"]
+    assert GPU["AwaitImage"]["Parameters"]["TaskDefinition"] == FAMILIES["train"]
 
 
 def prepared(execution_input: dict[str, Any], start: str, name: str) -> dict[str, Any]:
@@ -198,15 +265,12 @@ def test_every_step_is_a_sync_run_task_on_a_capacity_provider(states):
         assert network["Subnets"] == ["subnet-a", "subnet-b"]
         assert network["SecurityGroups"] == ["sg-task", "sg-store"]
         assert state["ResultPath"] is None
-        assert (
-            state["TimeoutSeconds"]
-            == docs.STEP_TIMEOUT_SECONDS[name.removesuffix("OnDemand").lower()]
-        )
+        assert state["TimeoutSeconds"] == docs.STEP_TIMEOUT_SECONDS[step_of(state)]
 
 
 def test_each_step_runs_its_own_family_and_container():
-    for name, state in ecs_states(SPOT).items():
-        step = name.removesuffix("OnDemand").lower()
+    for state in ecs_states(SPOT).values():
+        step = step_of(state)
         params = state["Parameters"]
         assert params["TaskDefinition"] == FAMILIES[step]
         (override,) = params["Overrides"]["ContainerOverrides"]
@@ -241,25 +305,32 @@ def test_overrides_pass_the_run_id_date_and_trigger_prepared_once():
         for name, state in ecs_states(states).items():
             (override,) = state["Parameters"]["Overrides"]["ContainerOverrides"]
             env = {e["Name"]: e["Value.$"] for e in override["Environment"]}
+            # Only steps running the pushed flavour check its digest: on a GPU stack validate
+            # and gate run the cpu image.
+            checks = states is SPOT or override["Name"] == "train"
             assert env == {
                 "RUN_ID": "$.run.id",
                 "RUN_DATE": "$.run.date",
                 "TRIGGER": "$.trigger.reason",
-                "TRIGGER_IMAGE_DIGEST": "$.trigger.image_digest",
+                **({"TRIGGER_IMAGE_DIGEST": "$.trigger.image_digest"} if checks else {}),
             }, name
 
 
-def test_spot_interruption_or_no_spot_capacity_falls_back_to_on_demand_once():
-    for error in ("States.TaskFailed", "AmazonECS.Unknown"):
-        kind, where = handler(SPOT["Train"], error)
-        assert (kind, where["Next"]) == ("catch", "TrainOnDemand"), error
+def test_spot_capacity_refusal_retries_with_backoff_then_falls_back_to_on_demand_once():
+    kind, retrier = handler(SPOT["Train"], CAPACITY_REFUSED)
+    assert kind == "retry" and retrier["BackoffRate"] > 1 and retrier["MaxAttempts"] >= 2
+    kind, where = handler(SPOT["Train"], CAPACITY_REFUSED, retries_spent=True)
+    assert (kind, where["Next"]) == ("catch", "TrainOnDemand")
+    # A Spot interruption goes straight to on-demand.
+    kind, where = handler(SPOT["Train"], "States.TaskFailed")
+    assert (kind, where["Next"]) == ("catch", "TrainOnDemand")
     assert SPOT["TrainOnDemand"]["Next"] == "Gate"
-    # The fallback is the last attempt: another task failure reports and fails.
-    kind, where = handler(SPOT["TrainOnDemand"], "States.TaskFailed")
-    assert (kind, where["Next"]) == ("catch", "NotifyFailure")
-    # API errors are retried in place first, with backoff.
-    kind, retrier = handler(SPOT["Train"], "ECS.AmazonECSException")
+    # The fallback is the last one: on-demand capacity refusals retry, then report and fail.
+    kind, retrier = handler(SPOT["TrainOnDemand"], CAPACITY_REFUSED)
     assert kind == "retry" and retrier["BackoffRate"] > 1
+    for error in (CAPACITY_REFUSED, "States.TaskFailed"):
+        kind, where = handler(SPOT["TrainOnDemand"], error, retries_spent=True)
+        assert (kind, where["Next"]) == ("catch", "NotifyFailure"), error
 
 
 def test_on_demand_and_gpu_train_resume_once_after_a_stopped_task():
@@ -268,9 +339,7 @@ def test_on_demand_and_gpu_train_resume_once_after_a_stopped_task():
         kind, retrier = handler(states["Train"], "States.TaskFailed")
         assert kind == "retry" and retrier["MaxAttempts"] == 1
         # Specific retriers come before the TaskFailed wildcard, so they keep their budgets.
-        assert handler(states["Train"], "AmazonECS.Unknown")[1]["ErrorEquals"] == [
-            "AmazonECS.Unknown"
-        ]
+        assert handler(states["Train"], CAPACITY_REFUSED)[1]["ErrorEquals"] == [CAPACITY_REFUSED]
 
 
 def test_bad_data_stops_the_pipeline_without_a_retry():
@@ -283,9 +352,9 @@ def test_bad_data_stops_the_pipeline_without_a_retry():
 def test_ecs_api_and_capacity_errors_retry_with_backoff_everywhere():
     for states in (SPOT, ON_DEMAND, GPU):
         for name, state in ecs_states(states).items():
-            kind, retrier = handler(state, "ECS.AmazonECSException")
+            kind, retrier = handler(state, CAPACITY_REFUSED)
             assert kind == "retry" and retrier["BackoffRate"] == 2.0, name
-            assert 1 <= retrier["MaxAttempts"] <= 3
+            assert 2 <= retrier["MaxAttempts"] <= 5
 
 
 def test_timeouts_are_reported_not_retried():
@@ -489,9 +558,9 @@ def as_list(value: Any) -> list[Any]:
 def test_star_resources_only_where_aws_documents_them():
     for statements in (
         sfn_statements(),
-        docs.training_execution_role_statements(
+        docs.execution_role_statements(
             f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/mlops",
-            f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/mlops/training:*",
+            [f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/mlops/training:*"],
         ),
     ):
         docs.policy_document(statements)  # every statement names a Resource
@@ -573,7 +642,7 @@ def test_events_role_starts_only_this_state_machine():
 def test_execution_role_pulls_one_repository_and_writes_one_log_group():
     repo = f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/mlops"
     group = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/mlops/training:*"
-    statements = by_sid(docs.training_execution_role_statements(repo, group))
+    statements = by_sid(docs.execution_role_statements(repo, [group]))
     assert statements["PullImages"]["Resource"] == repo
     assert statements["WriteTaskLogs"]["Resource"] == (
         f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/mlops/training:log-stream:*"

@@ -120,6 +120,8 @@ def test_asg_spans_the_private_subnets_from_zero_to_max(prod_plan: Plan):
     assert inputs["vpcZoneIdentifiers"] == network.outputs["privateSubnetIds"]
     assert (inputs["minSize"], inputs["maxSize"]) == (0, 2)
     assert inputs["protectFromScaleIn"] is True
+    # Deletable with protected instances running: `pulumi destroy` does not wait on them.
+    assert inputs["forceDelete"] is True
     assert {"key": "AmazonECSManaged", "value": "true", "propagateAtLaunch": True} in inputs["tags"]
 
 

@@ -21,6 +21,7 @@ from components.image_repo import (
 from preflight.offline import (
     ACCOUNT,
     SECRET_SIG,
+    EcrState,
     Plan,
     Resource,
     run_program,
@@ -58,43 +59,72 @@ def stack_settings_for(stack: str, **image) -> stack_settings.Settings:
     return stack_settings.parse(raw, stack=stack)
 
 
-def repo_program(settings: stack_settings.Settings, context: Path = APP_DIR, calls=()):
+def repo_program(settings: stack_settings.Settings, context: Path = APP_DIR, calls=(), after=()):
     def program() -> None:
         repo = ImageRepo("image", ImageRepoArgs(settings=settings, context=context))
+        repo.release(after=list(after))
         for call in calls:
             call(repo)
 
     return program
 
 
+def releases(plan: Plan) -> Resource:
+    return plan.one(REPO, "image-repo")
+
+
+def cache_repo(plan: Plan) -> Resource:
+    return plan.one(REPO, "image-cache")
+
+
 # ----------------------------------------------------------------------------- repository
 
 
-def test_repository_is_scanned_encrypted_and_keeps_release_tags_immutable(plan: Plan):
-    inputs = plan.one(REPO).inputs
+def test_release_repository_is_scanned_encrypted_and_every_tag_immutable(plan: Plan):
+    inputs = releases(plan).inputs
     assert inputs["imageScanningConfiguration"] == {"scanOnPush": True}
     assert inputs["encryptionConfigurations"] == [{"encryptionType": "KMS"}]
-    # Every tag is immutable except the build-cache tags.
-    assert inputs["imageTagMutability"] == "IMMUTABLE_WITH_EXCLUSION"
-    assert inputs["imageTagMutabilityExclusionFilters"] == [
-        {"filter": "cache-*", "filterType": "WILDCARD"}
-    ]
-    assert "name" not in inputs  # auto-named
+    assert inputs["imageTagMutability"] == "IMMUTABLE"
+    assert "imageTagMutabilityExclusionFilters" not in inputs
+    # A fixed name: the program looks its release tags up before declaring a build.
+    assert inputs["name"] == f"mlops-{plan.stack}"
+
+
+def test_build_caches_live_in_their_own_mutable_repository_with_a_short_lifecycle(plan: Plan):
+    inputs = cache_repo(plan).inputs
+    assert inputs["name"] == f"mlops-{plan.stack}-build-cache"
+    assert inputs["imageTagMutability"] == "MUTABLE"
+    assert inputs["forceDelete"] is True
+    lifecycle = plan.one(LIFECYCLE, "image-cache-lifecycle")
+    assert lifecycle.inputs["repository"] == inputs["name"]
+    rules = json.loads(lifecycle.inputs["policy"])["rules"]
+    assert rules[0]["selection"] == {
+        "tagStatus": "untagged",
+        "countType": "sinceImagePushed",
+        "countUnit": "days",
+        "countNumber": 1,
+    }
+    assert {r["selection"]["countNumber"] for r in rules[1:]} == {1}
 
 
 def test_only_the_unprotected_stack_can_delete_a_repository_with_images(dev_plan, prod_plan):
-    assert dev_plan.one(REPO).inputs["forceDelete"] is True
-    assert prod_plan.one(REPO).inputs["forceDelete"] is False
+    assert releases(dev_plan).inputs["forceDelete"] is True
+    assert releases(prod_plan).inputs["forceDelete"] is False
 
 
-@pytest.mark.parametrize(("stack", "keep"), [("dev", 20), ("prod", 50)])
-def test_lifecycle_policy_is_attached_and_keeps_the_configured_count(stack, keep, request):
+@pytest.mark.parametrize(
+    ("stack", "keep", "prefixes"), [("dev", 20, ["cpu-"]), ("prod", 50, ["cpu-", "gpu-"])]
+)
+def test_lifecycle_policy_is_attached_and_keeps_the_configured_count(
+    stack, keep, prefixes, request
+):
     plan = request.getfixturevalue(f"{stack}_plan")
-    lifecycle = plan.one(LIFECYCLE)
-    assert lifecycle.inputs["repository"] == plan.one(REPO).outputs["name"]
+    lifecycle = plan.one(LIFECYCLE, "image-lifecycle")
+    assert lifecycle.inputs["repository"] == releases(plan).outputs["name"]
     rules = json.loads(lifecycle.inputs["policy"])["rules"]
     assert rules[0]["selection"]["tagStatus"] == "untagged"
     assert {r["selection"]["countNumber"] for r in rules[1:]} == {keep}
+    assert [r["selection"]["tagPrefixList"][0] for r in rules[1:]] == prefixes
 
 
 # ---------------------------------------------------------------------------------- images
@@ -110,7 +140,7 @@ def test_gpu_flavour_is_built_only_for_gpu_ec2_training(stack, flavours, request
 @pytest.mark.parametrize("flavour", ["cpu", "gpu"])
 def test_release_image_builds_app_for_amd64_with_its_flavour(prod_plan, flavour):
     image = release(prod_plan, flavour)
-    url = prod_plan.one(REPO).outputs["repositoryUrl"]
+    url = releases(prod_plan).outputs["repositoryUrl"]
     assert image.inputs["imageName"] == f"{url}:{context_tag(APP_DIR, flavour)}"
     build = image.inputs["build"]
     # Relative to the project directory: the same inputs on every machine.
@@ -118,22 +148,24 @@ def test_release_image_builds_app_for_amd64_with_its_flavour(prod_plan, flavour)
     assert build["dockerfile"] == "app/Dockerfile"
     assert build["platform"] == "linux/amd64"
     assert build["args"] == {"FLAVOUR": flavour, "BUILDKIT_INLINE_CACHE": "1"}
-    assert build["cacheFrom"] == {"images": [f"{url}:cache-{flavour}"]}
+    cache_url = cache_repo(prod_plan).outputs["repositoryUrl"]
+    assert build["cacheFrom"] == {"images": [f"{cache_url}:cache-{flavour}"]}
     assert image.inputs.get("skipPush", False) is False
 
 
 def test_cache_tag_moves_only_after_the_release_is_pushed(prod_plan):
     for flavour in ("cpu", "gpu"):
         cache = cache_image(prod_plan, flavour)
-        url = prod_plan.one(REPO).outputs["repositoryUrl"]
+        url = cache_repo(prod_plan).outputs["repositoryUrl"]
         assert cache.inputs["imageName"] == f"{url}:cache-{flavour}"
         assert release(prod_plan, flavour).urn in cache.depends_on
         assert cache.inputs["build"]["args"]["FLAVOUR"] == flavour
 
 
 def test_registry_login_uses_a_secret_ecr_token(plan: Plan):
-    url = plan.one(REPO).outputs["repositoryUrl"]
     for image in plan.of_type(IMAGE):
+        repo = cache_repo(plan) if image.name.endswith("-cache") else releases(plan)
+        url = repo.outputs["repositoryUrl"]
         assert "registry" in image.secret_inputs
         registry = unwrap_secret(image.inputs["registry"])
         assert registry["server"] == url
@@ -144,7 +176,7 @@ def test_registry_login_uses_a_secret_ecr_token(plan: Plan):
 
 
 def test_exports_the_cpu_release_digest(plan: Plan):
-    assert plan.exports["repository_url"] == plan.one(REPO).outputs["repositoryUrl"]
+    assert plan.exports["repository_url"] == releases(plan).outputs["repositoryUrl"]
     assert DIGEST_REF.fullmatch(plan.exports["image_ref"])
     assert plan.exports["image_ref"] == release(plan, "cpu").outputs["repoDigest"]
 
@@ -186,10 +218,10 @@ def test_a_pin_builds_nothing_and_deploys_the_pinned_digest():
     plan = run_stack("dev", {"image": {"pin": PIN}})
     assert plan.of_type(IMAGE) == []
     assert not [c for c, _ in plan.calls if c.startswith("aws:ecr/getAuthorization")]
-    url = plan.one(REPO).outputs["repositoryUrl"]
+    url = releases(plan).outputs["repositoryUrl"]
     assert plan.exports["image_ref"] == f"{url}@{PIN}"
     assert DIGEST_REF.fullmatch(plan.exports["image_ref"])
-    assert plan.one(LIFECYCLE)  # the repository and its policy stay
+    assert plan.one(LIFECYCLE, "image-lifecycle")  # the repository and its policy stay
 
 
 def test_a_gpu_stack_pins_each_flavour_to_its_own_digest():
@@ -197,7 +229,7 @@ def test_a_gpu_stack_pins_each_flavour_to_its_own_digest():
     settings = stack_settings_for("prod", pin=PIN, gpu_pin=gpu_pin)
     plan = run_program(repo_program(settings, calls=[export_refs]))
     assert plan.of_type(IMAGE) == []
-    url = plan.one(REPO).outputs["repositoryUrl"]
+    url = releases(plan).outputs["repositoryUrl"]
     assert plan.exports == {"cpu": f"{url}@{PIN}", "gpu": f"{url}@{gpu_pin}"}
 
 
@@ -284,3 +316,35 @@ def test_component_tags_the_context_it_is_given(app_copy: Path):
     assert image.inputs["imageName"].endswith(":" + context_tag(app_copy, "cpu"))
     assert image.inputs["build"]["context"].endswith("/app")
     assert image.inputs["build"]["dockerfile"] == image.inputs["build"]["context"] + "/Dockerfile"
+
+
+# ------------------------------------------------------------------- pushed tags are reused
+
+
+def test_a_release_tag_already_in_ecr_is_deployed_by_its_digest_and_not_rebuilt():
+    tag = context_tag(APP_DIR, "cpu")
+    pushed = "sha256:" + "c" * 64
+    ecr = EcrState(repositories={"mlops-dev": {tag: pushed}})
+    plan = run_stack("dev", ecr=ecr)
+    assert plan.of_type(IMAGE) == []
+    assert plan.exports["image_ref"] == f"{releases(plan).outputs['repositoryUrl']}@{pushed}"
+    assert ecr.builds == 0
+
+
+def test_the_push_waits_for_what_must_see_it():
+    def program() -> None:
+        trigger = pulumi.CustomResource("test:index:Trigger", "trigger")
+        repo = ImageRepo("image", ImageRepoArgs(settings=stack_settings_for("dev")))
+        repo.release(after=[trigger])
+
+    plan = run_program(program)
+    trigger_urn = next(r.urn for r in plan.resources if r.name == "trigger")
+    assert trigger_urn in release(plan, "cpu").depends_on
+
+
+def test_release_may_be_called_once():
+    def twice(repo: ImageRepo) -> None:
+        repo.release()
+
+    with pytest.raises(ValueError, match="release was already called"):
+        run_program(repo_program(stack_settings_for("dev"), calls=[twice]))

@@ -50,12 +50,13 @@ def dev_with_certificate() -> Plan:
 
 @pytest.fixture(scope="module")
 def prod_without_certificate() -> Plan:
-    """prod without certificate, access logs, WAF or alarm email."""
+    """prod without certificate or domain (so unprotected), access logs, WAF or alarm email."""
     return run_stack(
         "prod",
         {
-            "inference": {"certificate_arn": "", "access_logs": False, "waf": False},
+            "inference": {"domain": "", "hosted_zone": "", "access_logs": False, "waf": False},
             "observability": {"alarm_email": ""},
+            "store": {"protect": False},
         },
     )
 
@@ -81,6 +82,10 @@ def _by_id(plan: Plan, type_: str, id_: str) -> Resource:
 
 def _listeners(plan: Plan) -> dict[int, Resource]:
     return {int(r.inputs["port"]): r for r in plan.of_type(LISTENER)}
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
 
 
 def _statements(document: str | dict) -> list[dict[str, Any]]:
@@ -151,13 +156,21 @@ def test_without_the_dashboard_there_is_no_container_target_group_or_rule(
 # ------------------------------------------------------------------------------------ roles
 
 
-def test_execution_role_has_only_the_task_execution_managed_policy(plan: Plan):
+def test_execution_role_pulls_only_this_repository_and_writes_only_its_log_groups(plan: Plan):
     role = plan.one(ROLE, "inference-execution")
-    attached = [a for a in plan.of_type(ATTACHMENT) if a.inputs["role"] == role.outputs["name"]]
-    assert [a.inputs["policyArn"] for a in attached] == [
-        "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
-    ]
-    assert not [p for p in plan.of_type(ROLE_POLICY) if p.inputs["role"] == role.id]
+    assert not [a for a in plan.of_type(ATTACHMENT) if a.inputs["role"] == role.outputs["name"]]
+    (policy,) = [p for p in plan.of_type(ROLE_POLICY) if p.inputs["role"] == role.id]
+    statements = _statements(policy.inputs["policy"])
+    stars = [s for s in statements if s["Resource"] == "*"]
+    assert [s["Action"] for s in stars] == ["ecr:GetAuthorizationToken"]  # the only "*"
+    by_action = {a: s["Resource"] for s in statements for a in _as_list(s["Action"])}
+    repository = plan.one("aws:ecr/repository:Repository", "image-repo").outputs["arn"]
+    for action in ("ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"):
+        assert by_action[action] == repository
+    groups = sorted(
+        f"{g.outputs['arn']}:log-stream:*" for g in plan.of_type(LOG_GROUP) if "inference" in g.name
+    )
+    assert sorted(_as_list(by_action["logs:PutLogEvents"])) == groups
 
 
 def test_task_role_has_only_the_store_client_statements(plan: Plan):
@@ -272,19 +285,20 @@ def test_target_groups_use_ip_targets_a_short_drain_and_their_health_paths(plan:
             2,
             3,
         )
-    assert groups["inference-api"]["healthCheck"]["path"] == "/ready"
+    # A task waiting for its first model answers /health 200 and stays in rotation.
+    assert groups["inference-api"]["healthCheck"]["path"] == "/health"
     assert int(groups["inference-api"]["port"]) == 8080
     assert groups["inference-dashboard"]["healthCheck"]["path"] == "/dashboard/"
     assert int(groups["inference-dashboard"]["port"]) == 8050
 
 
-def _assert_https(plan: Plan) -> None:
+def _assert_https(plan: Plan, certificate: str) -> None:
     listeners = _listeners(plan)
     assert set(listeners) == {80, 443}
     https = listeners[443].inputs
     assert https["protocol"] == "HTTPS"
     assert https["sslPolicy"] == TLS13_POLICY
-    assert https["certificateArn"] == CERTIFICATE
+    assert https["certificateArn"] == certificate
     assert (
         https["defaultActions"][0]["targetGroupArn"] == plan.one(TARGET_GROUP, "api").outputs["arn"]
     )
@@ -307,9 +321,37 @@ def test_https_and_redirect_appear_only_with_a_certificate(
     dev_plan: Plan, prod_plan: Plan, dev_with_certificate: Plan, prod_without_certificate: Plan
 ):
     _assert_http_forward(dev_plan)
-    _assert_https(prod_plan)
-    _assert_https(dev_with_certificate)
+    validated = prod_plan.one("aws:acm/certificateValidation:CertificateValidation")
+    _assert_https(prod_plan, validated.outputs["certificateArn"])
+    _assert_https(dev_with_certificate, CERTIFICATE)
     _assert_http_forward(prod_without_certificate)
+    assert not dev_with_certificate.of_type("aws:acm/certificate:Certificate")
+
+
+def test_a_domain_gets_a_dns_validated_certificate_and_an_alias(prod_plan: Plan):
+    settings = _settings(prod_plan).inference
+    certificate = prod_plan.one("aws:acm/certificate:Certificate")
+    assert certificate.inputs["domainName"] == settings.domain
+    assert certificate.inputs["validationMethod"] == "DNS"
+    zone = [a for t, a in prod_plan.calls if t == "aws:route53/getZone:getZone"]
+    assert zone and all(a == {"name": settings.hosted_zone, "privateZone": False} for a in zone)
+    records = {r.name: r.inputs for r in prod_plan.of_type("aws:route53/record:Record")}
+    option = certificate.outputs["domainValidationOptions"][0]
+    validation_record = records["inference-cert-dns"]
+    assert validation_record["name"] == option["resourceRecordName"]
+    assert validation_record["type"] == option["resourceRecordType"] == "CNAME"
+    assert validation_record["records"] == [option["resourceRecordValue"]]
+    validation = prod_plan.one("aws:acm/certificateValidation:CertificateValidation")
+    assert validation.inputs["certificateArn"] == certificate.outputs["arn"]
+    assert validation.inputs["validationRecordFqdns"] == [option["resourceRecordName"].rstrip(".")]
+    alias = records["inference-alias"]
+    alb = prod_plan.one(ALB, "inference").outputs
+    assert (alias["name"], alias["type"]) == (settings.domain, "A")
+    assert alias["aliases"] == [
+        {"name": alb["dnsName"], "zoneId": alb["zoneId"], "evaluateTargetHealth": True}
+    ]
+    assert alias["zoneId"] == validation_record["zoneId"]
+    assert prod_plan.exports["url"] == f"https://{settings.domain}"
 
 
 def test_dashboard_rule_routes_its_path_on_the_serving_listener(plan: Plan):
@@ -343,12 +385,20 @@ def test_access_logs_go_to_a_private_sse_s3_bucket_the_elb_account_may_write(pro
     assert all(block[flag] is True for flag in flags)
     ownership = child("aws:s3/bucketOwnershipControls:BucketOwnershipControls")
     assert ownership["rule"] == {"objectOwnership": "BucketOwnerEnforced"}
-    (expiry,) = child("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")["rules"]
-    assert expiry["status"] == "Enabled"
+    lifecycle = child("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")
+    expiry, markers = lifecycle["rules"]
+    assert expiry["status"] == markers["status"] == "Enabled"
+    assert expiry["filter"] == {}  # every object of the bucket
     assert expiry["expiration"]["days"] == _settings(plan).observability.log_retention_days
+    assert expiry["noncurrentVersionExpiration"] == {"noncurrentDays": 1}
+    assert expiry["abortIncompleteMultipartUpload"] == {"daysAfterInitiation": 1}
+    assert markers["expiration"] == {"expiredObjectDeleteMarker": True}
+    versioning = child("aws:s3/bucketVersioning:BucketVersioning")
+    assert versioning["versioningConfiguration"] == {"status": "Enabled"}
     policy = plan.one("aws:s3/bucketPolicy:BucketPolicy", "inference")
     assert policy.inputs["bucket"] == bucket.id
     allow = _statements(policy.inputs["policy"])[0]
+    # us-east-1 launched before August 2022: its ELB account (ELB User Guide, access logs).
     assert allow["Principal"] == {"AWS": "arn:aws:iam::127311923021:root"}
     assert allow["Resource"] == f"{bucket.outputs['arn']}/alb/AWSLogs/{ACCOUNT}/*"
     assert policy.urn in alb.depends_on  # ELB tests write access when logging is enabled
@@ -503,12 +553,17 @@ def test_one_scheduled_action_per_schedule(plan: Plan):
 # --------------------------------------------------------------------------- alarms, dashboard
 
 
-def test_alarms_notify_a_kms_encrypted_topic_cloudwatch_may_use(plan: Plan):
-    topic, key = plan.one(TOPIC, "inference"), plan.one(KEY, "inference")
-    assert topic.inputs["kmsMasterKeyId"] == key.outputs["arn"]
-    assert key.inputs["enableKeyRotation"] is True
-    principals = [s.get("Principal") for s in _statements(key.inputs["policy"])]
-    assert {"Service": "cloudwatch.amazonaws.com"} in principals
+def test_alarms_notify_a_topic_under_a_cmk_where_the_stack_pays_for_one(plan: Plan):
+    topic = plan.one(TOPIC, "inference")
+    if _settings(plan).observability.alarm_topic_cmk:
+        key = plan.one(KEY, "inference")
+        assert topic.inputs["kmsMasterKeyId"] == key.outputs["arn"]
+        assert key.inputs["enableKeyRotation"] is True
+        principals = [s.get("Principal") for s in _statements(key.inputs["policy"])]
+        assert {"Service": "cloudwatch.amazonaws.com"} in principals
+    else:
+        # aws/sns cannot be used by CloudWatch alarms: no key at all, not the managed one.
+        assert plan.of_type(KEY) == [] and "kmsMasterKeyId" not in topic.inputs
     for alarm in plan.of_type(ALARM):
         assert alarm.inputs["alarmActions"] == [topic.outputs["arn"]]
     subscriptions = plan.of_type("aws:sns/topicSubscription:TopicSubscription")
@@ -543,7 +598,12 @@ def test_a_schedule_that_scales_to_zero_silences_tasks_below_min(dev_with_certif
     assert "inference-alarm-tasks-below-min" not in roles
 
 
-def test_the_dashboard_reads_this_alb_and_service(plan: Plan):
+def test_the_cloudwatch_dashboard_is_a_per_stack_choice(dev_plan: Plan):
+    assert dev_plan.of_type("aws:cloudwatch/dashboard:Dashboard") == []
+
+
+def test_the_dashboard_reads_this_alb_and_service(prod_plan: Plan):
+    plan = prod_plan
     dashboard = plan.one("aws:cloudwatch/dashboard:Dashboard", "inference").inputs
     body = json.loads(dashboard["dashboardBody"])
     text = json.dumps(body)
@@ -557,7 +617,8 @@ def test_the_dashboard_reads_this_alb_and_service(plan: Plan):
 
 def test_exports_name_what_a_user_needs(plan: Plan):
     dns = plan.one(ALB, "inference").outputs["dnsName"]
-    assert plan.exports["url"].endswith(dns)
+    domain = _settings(plan).inference.domain
+    assert plan.exports["url"] == (f"https://{domain}" if domain else f"http://{dns}")
     assert plan.exports["service_name"] == plan.one(SERVICE).outputs["name"]
     groups = {g.outputs["name"] for g in plan.of_type(LOG_GROUP) if "inference" in g.name}
     assert set(plan.exports["inference_log_groups"].values()) == groups

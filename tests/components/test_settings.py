@@ -53,7 +53,9 @@ def test_prod_stack_file_loads_safe_settings():
     assert settings.training.gpus == 1
     assert settings.observability.log_retention_days == 90
     assert settings.store.protect is True
-    assert settings.inference.certificate_arn.startswith("arn:aws:acm:")
+    # HTTPS on a domain of the account's own zone: no placeholder certificate ARN.
+    assert settings.https and settings.inference.domain and not settings.inference.certificate_arn
+    assert settings.observability.container_insights and settings.observability.alarm_topic_cmk
 
 
 def test_empty_config_gives_documented_defaults():
@@ -304,3 +306,80 @@ def test_gpu_pin_is_refused_without_pin_or_without_gpu_training():
 def test_gpu_pin_must_be_a_digest():
     with pytest.raises(pulumi.RunError, match=r"mlops:image.gpu_pin: 'latest' .*64 hex digits"):
         parse(with_value("prod", "image", "gpu_pin", "latest"))
+
+
+# ------------------------------------------------------------- HTTPS, per-stack choices, CI
+
+
+def test_a_protected_stack_without_domain_or_certificate_names_both_keys():
+    raw = with_value("prod", "inference", "domain", "")
+    raw["inference"]["hosted_zone"] = ""
+    with pytest.raises(pulumi.RunError) as raised:
+        parse(raw, stack="prod")
+    message = str(raised.value)
+    assert "mlops:inference.domain" in message and "mlops:inference.certificate_arn" in message
+
+
+def test_a_domain_and_a_certificate_together_are_refused():
+    raw = with_value(
+        "prod",
+        "inference",
+        "certificate_arn",
+        "arn:aws:acm:us-east-1:111122223333:certificate/0f4b4c2e-8a35-4c1e-9d59-6c1d1b2a7e10",
+    )
+    with pytest.raises(pulumi.RunError, match=r"mlops:inference\.domain.*not both"):
+        parse(raw, stack="prod")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("domain", "Not A Name", "lowercase DNS name"),
+        ("domain", "example.com", "apex domain needs inference.hosted_zone"),
+        ("hosted_zone", "other.org", "must contain inference.domain"),
+    ],
+)
+def test_bad_domain_settings_are_refused(key, value, message):
+    raw = with_value("prod", "inference", "hosted_zone", "")
+    raw["inference"][key] = value
+    with pytest.raises(pulumi.RunError, match=message):
+        parse(raw, stack="prod")
+
+
+def test_the_zone_defaults_to_the_domains_parent():
+    raw = with_value("prod", "inference", "hosted_zone", "")
+    assert parse(raw, stack="prod").inference.hosted_zone == "mlops.example.com"
+
+
+def test_stack_files_carry_no_placeholder_arns():
+    for stack in ("dev", "prod"):
+        text = (ROOT / f"Pulumi.{stack}.yaml").read_text()
+        assert "arn:aws" not in text, stack
+
+
+def test_observability_choices_default_to_the_cheap_ones_but_the_cmk():
+    settings = parse({}, stack="x")
+    assert settings.observability.container_insights is False
+    assert settings.observability.cloudwatch_dashboard is False
+    assert settings.observability.alarm_topic_cmk is True  # secure by default; dev opts out
+
+
+GITHUB_PROVIDER = "arn:aws:iam::111122223333:oidc-provider/token.actions.githubusercontent.com"
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"repository": "not a repo"}, r"mlops:ci\.repository"),
+        ({"repository": "acme/mlops", "oidc_provider_arn": "arn:aws:iam::1:oidc"}, "oidc-provider"),
+        (
+            {"oidc_provider_arn": GITHUB_PROVIDER},
+            "only applies with ci.repository",
+        ),
+        ({"repository": "acme/mlops", "deploy_environment": "a b"}, "deploy_environment"),
+        ({"repositry": "acme/mlops"}, "did you mean `repository`"),
+    ],
+)
+def test_bad_ci_settings_are_refused(values, message):
+    with pytest.raises(pulumi.RunError, match=message):
+        parse({"ci": values}, stack="dev")

@@ -157,22 +157,19 @@ CASES: list[tuple[str, str, dict[str, Any], dict[str, Any], str]] = [
         checks.ECR_REPOSITORY,
         GOOD_REPO,
         {**GOOD_REPO, "imageTagMutability": "MUTABLE"},
-        "mutable",
+        "MUTABLE",
     ),
     (
+        # Only a build-cache repository may let its tags move; exclusions are refused.
         "ecr-repository-hardened",
         checks.ECR_REPOSITORY,
+        {**GOOD_REPO, "name": "mlops-dev-build-cache", "imageTagMutability": "MUTABLE"},
         {
             **GOOD_REPO,
             "imageTagMutability": "IMMUTABLE_WITH_EXCLUSION",
             "imageTagMutabilityExclusionFilters": [{"filter": "cache-*", "filterType": "WILDCARD"}],
         },
-        {
-            **GOOD_REPO,
-            "imageTagMutability": "IMMUTABLE_WITH_EXCLUSION",
-            "imageTagMutabilityExclusionFilters": [{"filter": "*", "filterType": "WILDCARD"}],
-        },
-        "release tags",
+        "IMMUTABLE_WITH_EXCLUSION",
     ),
     (
         "ecr-repository-hardened",

@@ -9,11 +9,11 @@ import pytest
 from preflight import plan as plan_module
 from preflight.costs import estimate_cost
 from preflight.offline import Plan, run_stack
-from preflight.plan import Report, diff, findings, render, render_diff
+from preflight.plan import Report, diff, findings, render, render_diff, retained_on_destroy
 
 
 def report(plan: Plan) -> Report:
-    return Report(plan, estimate_cost(plan), findings(plan))
+    return Report(plan, estimate_cost(plan), findings(plan), retained_on_destroy(plan))
 
 
 # --- output --------------------------------------------------------------------------------------
@@ -28,6 +28,7 @@ def test_json_has_exactly_the_documented_keys(dev_plan: Plan) -> None:
         "cost_lines",
         "assumptions",
         "findings",
+        "retained_on_destroy",
     ]
     assert data["monthly_cost_usd"] == pytest.approx(
         sum(line["monthly_usd"] or 0 for line in data["cost_lines"]), abs=0.05
@@ -100,3 +101,23 @@ def test_cli_bad_assumption_is_one_line_exit_2(
 ) -> None:
     assert plan_module.main(["dev", "--assume", item]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_dev_destroy_leaves_nothing_behind(dev_plan: Plan) -> None:
+    assert report(dev_plan).retained == []
+    assert "nothing: `pulumi destroy` deletes every resource" in render(report(dev_plan))
+
+
+def test_prod_lists_what_it_keeps_on_purpose(prod_plan: Plan) -> None:
+    kept = {entry["resource"]: entry["why"] for entry in report(prod_plan).retained}
+    assert "protect" in kept["store-fs"]
+    assert "recovery points" in kept["store-backup"]
+    assert set(kept) == {
+        "store-fs",
+        "store-backup",
+        "image-repo",
+        "inference-access-logs",
+        "inference-alb",
+        "inference-alarms-key",
+    }
+    assert "Retained on destroy (6)" in render(report(prod_plan))

@@ -41,6 +41,11 @@ def steps(workflow: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], dict[
             yield job_id, job, step
 
 
+def commands(workflow: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """The pulumi/actions steps that run a command (the others only install the CLI)."""
+    return [u for u in uses(workflow, "pulumi/actions") if "command" in u[2].get("with", {})]
+
+
 def uses(workflow: dict[str, Any], action: str) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     return [
         (job_id, job, step)
@@ -81,7 +86,11 @@ def test_aws_only_through_oidc(name: str) -> None:
     assert "PULUMI_ACCESS_TOKEN" not in text  # Pulumi Cloud also through OIDC
     assert "pull_request_target" not in triggers(workflow)
     for _, job, step in uses(workflow, "aws-actions/configure-aws-credentials"):
-        assert step["with"]["role-to-assume"].startswith("${{ vars.")
+        # The role ARN is the stack's own output (components/ci_trust.py), read just before.
+        assert step["with"]["role-to-assume"] == "${{ steps.role.outputs.arn }}"
+        (reader,) = [s for s in job["steps"] if s.get("id") == "role"]
+        role = "ci_preview_role_arn" if name == "preview" else "ci_deploy_role_arn"
+        assert f"pulumi stack output {role}" in reader["run"]
         assert step["with"]["aws-region"] == "us-east-1"
         permissions = {**workflow.get("permissions", {}), **job.get("permissions", {})}
         assert permissions.get("id-token") == "write"
@@ -106,7 +115,7 @@ def test_preview_comments_on_prs_with_the_policy_pack_for_both_stacks() -> None:
     workflow = load("preview")
     assert "pull_request" in triggers(workflow)
     assert workflow["permissions"]["pull-requests"] == "write"
-    (_, job, step), *others = uses(workflow, "pulumi/actions")
+    (_, job, step), *others = commands(workflow)
     assert not others
     assert set(job["strategy"]["matrix"]["stack"]) == {"dev", "prod"}
     assert step["with"]["command"] == "preview"
@@ -115,7 +124,9 @@ def test_preview_comments_on_prs_with_the_policy_pack_for_both_stacks() -> None:
     assert step["with"]["stack-name"].endswith("/${{ matrix.stack }}")
     assert "environment" not in job  # a PR preview must not wait for the prod approval
     names = [s.get("uses", "").split("@")[0] for _, _, s in steps(workflow)]
-    assert names.index("aws-actions/configure-aws-credentials") < names.index("pulumi/actions")
+    preview = len(names) - 1 - names[::-1].index("pulumi/actions")
+    assert names.index("aws-actions/configure-aws-credentials") < preview
+    # The role ARN is a stack output: read after logging in to Pulumi Cloud.
     assert names.index("pulumi/auth-actions") < names.index("pulumi/actions")
 
 
@@ -124,7 +135,7 @@ def test_deploy_updates_dev_on_main_and_prod_after_approval() -> None:
     assert triggers(workflow)["push"]["branches"] == ["main"]
     ups = {
         step["with"]["stack-name"].rsplit("/", 1)[-1]: (job_id, job, step)
-        for job_id, job, step in uses(workflow, "pulumi/actions")
+        for job_id, job, step in commands(workflow)
     }
     assert set(ups) == {"dev", "prod"}
     for _, _, step in ups.values():
