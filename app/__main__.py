@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from app._procs import die_with_parent_if_asked
+
 COMMANDS = {
     "validate": ("app.validate", "check the dataset in the store; exit 1 on anomalies"),
     "train": ("app.train", "train a forecaster into models/<RUN_ID>/"),
@@ -36,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {problem}\n\n{usage()}", file=sys.stderr)
         return 2
     command, rest = args[0], args[1:]
+    die_with_parent_if_asked()
     module = importlib.import_module(COMMANDS[command][0])
     if command == "promote":
         return module.promote_main(rest)

@@ -9,6 +9,7 @@ supervisor's own group; the supervisor then decides the order and the timeouts.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -20,6 +21,28 @@ from pathlib import Path
 from typing import TextIO
 
 _PROC = Path("/proc")
+PARENT_ENV = "MLOPS_DIE_WITH_PARENT"
+"""Set by `app local` to its pid in each child's environment: the child dies with it."""
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with(parent_pid: int) -> None:
+    """Have the kernel SIGKILL this process when `parent_pid`, its parent, dies in any way, even
+    by SIGKILL (Linux `PR_SET_PDEATHSIG`; the signal follows the thread that forked us, so the
+    parent must start its children from a thread that lives as long as it does)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent_pid:  # the parent died before the kernel could watch it
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def die_with_parent_if_asked() -> None:
+    """In a child of `app local` (`MLOPS_DIE_WITH_PARENT` set): die with the supervisor. The
+    variable is removed, so the child's own children decide for themselves."""
+    parent = os.environ.pop(PARENT_ENV, None)
+    if parent and sys.platform == "linux":
+        die_with(int(parent))
 
 
 class LinePrinter:

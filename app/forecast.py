@@ -36,6 +36,7 @@ import orjson
 
 from app.cli import command_settings, open_store
 from app.model import Forecaster, ModelLoadError, fill_gaps, read_series
+from app.model_check import load_checked
 from app.settings import AppSettings
 from app.store import Store
 
@@ -44,6 +45,9 @@ log = logging.getLogger(__name__)
 LATEST_NAME = "latest.json"
 HISTORY_NAME = "history.jsonl"
 LOCK_NAME = ".writer.lock"
+MAX_RETRY_GAP_TICKS = 32
+"""A promoted run that failed to load is retried on the next tick, then after 1, 2, 4... ticks up
+to this many (every retry costs a probe process)."""
 
 
 def writer_identity() -> str:
@@ -120,6 +124,8 @@ class Ticker:
         self.model: Forecaster | None = None
         self._loaded_run_id: str | None = None
         self._failed_run_id: str | None = None
+        self._retry_gap = 0
+        self._ticks_until_retry = 0
         self._waiting_logged = False
         self._series_key: tuple[int, int] | None = None
         self._series: tuple[np.ndarray, np.ndarray] | None = None
@@ -135,13 +141,15 @@ class Ticker:
 
     def tick(self) -> dict[str, Any] | None:
         """One tick. Returns the forecast written, or None when this replica did not write."""
+        # Standbys keep the promoted model loaded too: loading one probes it in a child process
+        # first (seconds), which would otherwise delay a takeover.
+        model = self._current_model()
         was_writer = self.lock.held
         if not self.lock.try_acquire():
             log.debug("standby: the writer lock is held by %s", self.lock.holder())
             return None
         if not was_writer:
             log.info("took the writer lock %s; this replica writes forecasts", self.lock.path)
-        model = self._current_model()
         series = self._load_series()
         if model is None or series is None:
             return None
@@ -151,21 +159,38 @@ class Ticker:
         return payload
 
     def _current_model(self) -> Forecaster | None:
-        """The promoted model, loaded again only when models/CURRENT names another run."""
+        """The promoted model, loaded again only when models/CURRENT names another run.
+
+        A run that fails to load is retried on the next tick (on EFS, a newly promoted run's
+        files can lag behind CURRENT), then with growing gaps while it keeps failing."""
         run_id = self.store.current_run_id()
         if run_id is None:
             if self.model is None and not self._waiting_logged:
                 self._waiting_logged = True
                 log.info("no model yet: waiting for a run to be promoted to models/CURRENT")
             return self.model
-        if run_id in (self._loaded_run_id, self._failed_run_id):
+        if run_id == self._loaded_run_id:
+            return self.model
+        if run_id == self._failed_run_id and self._ticks_until_retry > 0:
+            self._ticks_until_retry -= 1
             return self.model
         try:
-            model = Forecaster.load(self.store.run_dir(run_id))
+            model = load_checked(self.store.run_dir(run_id))
         except (ModelLoadError, ValueError) as exc:
-            self._failed_run_id = run_id
             kept = self._loaded_run_id or "none"
-            log.error("cannot load promoted run %s (keeping %s): %s", run_id, kept, exc)
+            if run_id != self._failed_run_id:
+                self._failed_run_id, self._retry_gap = run_id, 0
+                log.error("cannot load promoted run %s (keeping %s): %s", run_id, kept, exc)
+            else:
+                self._retry_gap = min(max(1, 2 * self._retry_gap), MAX_RETRY_GAP_TICKS)
+                log.warning(
+                    "still cannot load promoted run %s (keeping %s), next try in %d ticks: %s",
+                    run_id,
+                    kept,
+                    self._retry_gap + 1,
+                    exc,
+                )
+            self._ticks_until_retry = self._retry_gap
             return self.model
         log.info("loaded model %s (previous: %s)", run_id, self._loaded_run_id or "none")
         self.model = model

@@ -5,6 +5,9 @@ model is already current, beats that model's holdout MAE by `PROMOTE_MARGIN` (a 
 promoting is a normal outcome (exit 0); the reason is in `models/<run_id>/decision.json`.
 
 `promote RUN_ID` points CURRENT at any existing run that loads: the rollback.
+
+Both refuse (exit 1) a run whose model file does not match the sha256 and size `train` recorded,
+or does not load and predict in a child process (`app.model_check`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from app.cli import command_settings, open_store
-from app.model import METRICS_FILE, Forecaster, ModelLoadError
+from app.model import METRICS_FILE, ModelLoadError
+from app.model_check import check_run
 from app.store import Store, check_run_id
 
 log = logging.getLogger(__name__)
@@ -38,7 +42,8 @@ def _mae_on_candidate_folds(store: Store, run_id: str, candidate: dict[str, Any]
     None when the model does not load or the candidate's weeks are no longer in the dataset."""
     import numpy as np
 
-    from app.model import fill_gaps, read_series
+    # The current model passed check_run when it was promoted, so it loads in this process.
+    from app.model import Forecaster, fill_gaps, read_series
     from app.train import HOLDOUT_WEEKS, make_split
 
     dataset = candidate.get("dataset") or {}
@@ -56,6 +61,14 @@ def _mae_on_candidate_folds(store: Store, run_id: str, candidate: dict[str, Any]
     split = make_split(filled, ~np.isnan(values), np.arange(n - HOLDOUT_WEEKS - 1, n - 1), n)
     predicted = split.anchors + model.booster.inplace_predict(split.features)
     return round(float(np.mean(np.abs(predicted - split.targets))), 5)
+
+
+def _check_servable(store: Store, run_id: str) -> None:
+    """GateError unless the run's model file matches its record and loads in a child process."""
+    try:
+        check_run(store.run_dir(run_id))
+    except ModelLoadError as exc:
+        raise GateError(f"run {run_id} cannot be served: {exc}") from None
 
 
 def latest_trained_run(store: Store) -> str | None:
@@ -107,6 +120,7 @@ def decide(store: Store, run_id: str, margin: float) -> dict[str, Any]:
         )
 
     if promoted and previous != run_id:
+        _check_servable(store, run_id)
         store.set_current(run_id)
     decision = {
         "run_id": run_id,
@@ -134,10 +148,7 @@ def promote(store: Store, run_id: str) -> dict[str, Any]:
         raise GateError(
             f"unknown run {run_id!r}: {store.run_dir(run_id)} does not exist (runs: {known})"
         )
-    try:
-        Forecaster.load(store.run_dir(run_id))
-    except ModelLoadError as exc:
-        raise GateError(f"run {run_id} cannot be served: {exc}") from None
+    _check_servable(store, run_id)
     previous = store.current_run_id()
     store.set_current(run_id)
     decision = {

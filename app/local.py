@@ -8,7 +8,8 @@
 4. Prefixes every child's output lines with its name (`[api] ...`).
 
 Ctrl-C or SIGTERM stops every child: SIGTERM to each child's process group, then SIGKILL to what is
-left after `--stop-timeout` seconds, so no grandchild (gunicorn workers) outlives it.
+left after `--stop-timeout` seconds, so no grandchild (gunicorn workers) outlives it. When this
+process is killed outright (SIGKILL), the kernel kills its children (`PR_SET_PDEATHSIG`).
 
 Exit status: 0 after a requested stop (Ctrl-C or SIGTERM); the failing step's status when
 validate, train or gate fails; 1 when a service exits on its own or does not come up.
@@ -28,7 +29,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from app._procs import Child, LinePrinter, stop_all
+from app._procs import PARENT_ENV, Child, LinePrinter, stop_all
 from app.replay import LocalReplay, add_replay_arguments
 from app.settings import new_run_id
 from app.store import Store
@@ -84,6 +85,9 @@ class Local:
             PYTHONPATH=os.pathsep.join(python_path),
             PYTHONUNBUFFERED="1",
         )
+        # Children die with this process even when it is SIGKILLed and cannot stop them itself:
+        # left running, they would hold the ports and the next run would fail.
+        env[PARENT_ENV] = str(os.getpid())
         env.update(extra)
         return env
 

@@ -14,6 +14,7 @@ server imports xgboost through `app._xgboost_import`, which keeps pandas out of 
 from __future__ import annotations
 
 import csv
+import hashlib
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -51,6 +52,25 @@ METRICS_FILE = "metrics.json"
 
 class ModelLoadError(RuntimeError):
     """A run directory does not hold a loadable model."""
+
+
+def check_model_bytes(raw: bytes, metrics: dict[str, Any], model_path: Path) -> None:
+    """Refuse model bytes that differ from what `train` recorded in metrics.json (`model_file`).
+
+    XGBoost aborts or segfaults on some damaged files and silently loads others with changed
+    forecasts, so nothing reaches it unverified."""
+    record = metrics.get("model_file")
+    if not isinstance(record, dict) or "sha256" not in record or "bytes" not in record:
+        raise ModelLoadError(
+            f"{model_path.parent / METRICS_FILE} records no model_file sha256 and size "
+            "(trained before model files were checked?); retrain the run"
+        )
+    if len(raw) != record["bytes"]:
+        raise ModelLoadError(
+            f"{model_path} is {len(raw)} bytes, {record['bytes']} were recorded by train"
+        )
+    if hashlib.sha256(raw).hexdigest() != record["sha256"]:
+        raise ModelLoadError(f"{model_path} does not match the sha256 recorded by train")
 
 
 def read_series(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -178,6 +198,7 @@ class Forecaster:
             raw = model_path.read_bytes()
         except FileNotFoundError:
             raise ModelLoadError(f"{model_path} is missing") from None
+        check_model_bytes(raw, metrics, model_path)
         booster = xgb.Booster()
         try:
             booster.load_model(bytearray(raw))
@@ -192,7 +213,8 @@ class Forecaster:
         # One thread per prediction: batches are tiny and the server has other work on its cores.
         booster.set_param({"nthread": 1})
         forecaster = cls(
-            run_id=str(metrics.get("run_id", run_dir.name)),
+            # The directory CURRENT names, not the run_id inside it: a copied run keeps the old one.
+            run_id=run_dir.name,
             trained_at=str(metrics.get("trained_at", "")),
             metrics=metrics,
             booster=booster,

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+from app._procs import die_with
+
 MAX_HISTORY = 10_000
 """Longest history accepted; only the last few dozen values are used anyway."""
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -24,6 +26,23 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 
 _NUMBER_TYPES = frozenset((float, int))
 """What orjson makes of JSON numbers (bool is excluded: `type(True) is bool`)."""
+
+
+class _TooLarge(str):
+    """A JSON integer beyond float64's range, kept as its text so the 422 can say so."""
+
+
+def _json_int(text: str) -> float | _TooLarge:
+    # Only bodies orjson refused get here (it handles every 64-bit integer). Converting through
+    # int() would accept integers that float() then refuses with OverflowError (a 500).
+    value = float(text)
+    return value if math.isfinite(value) else _TooLarge(text)
+
+
+def start_parser_process(parent_pid: int) -> None:
+    """Initializer of the server's body-parser process: die with the server. Defined here, so
+    the process imports only this module (numpy, orjson), not the server's."""
+    die_with(parent_pid)
 
 
 class PayloadError(ValueError):
@@ -43,6 +62,8 @@ class PredictRequest:
 def _describe(value: Any) -> str:
     if value is None:
         return "null"
+    if isinstance(value, _TooLarge):
+        return f"an integer too large for a 64-bit float ({len(value.lstrip('-'))} digits)"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
@@ -65,12 +86,14 @@ def _load(body: bytes) -> Any:
     # orjson rejects NaN and Infinity; the standard parser accepts them, so the error can name
     # the field holding one. This path only runs for bodies that are already bad.
     try:
-        return json.loads(body)
+        return json.loads(body, parse_int=_json_int)
     except (ValueError, RecursionError) as exc:
         raise PayloadError(f"body: not valid JSON ({exc})") from None
 
 
-def _history(value: Any, where: str, min_history: int) -> np.ndarray:
+def _history(
+    value: Any, where: str, min_history: int, history_range: tuple[float, float]
+) -> np.ndarray:
     if not isinstance(value, list):
         raise PayloadError(f"{where}: must be a list of numbers, got {_describe(value)}")
     if len(value) < min_history:
@@ -85,10 +108,20 @@ def _history(value: Any, where: str, min_history: int) -> np.ndarray:
     if not finite.all():
         index = int(np.argmin(finite))
         raise PayloadError(f"{where}[{index}]: must be a finite number, got {value[index]}")
+    low, high = history_range
+    if history.min() < low or history.max() > high:
+        index = int(np.argmax((history < low) | (history > high)))
+        raise PayloadError(
+            f"{where}[{index}]: must be between {low:g} and {high:g} (the model's plausible "
+            f"range), got {value[index]}"
+        )
     return history
 
 
 def _horizon(value: Any, where: str, max_horizon: int) -> int:
+    # JSON Schema counts 4.0 as an integer, and so does the published schema.
+    if type(value) is float and value.is_integer():
+        value = int(value)
     if type(value) is not int:
         raise PayloadError(f"{where}: must be an integer, got {_describe(value)}")
     if not 1 <= value <= max_horizon:
@@ -97,7 +130,12 @@ def _horizon(value: Any, where: str, max_horizon: int) -> int:
 
 
 def parse_predict(
-    body: bytes, *, min_history: int, max_horizon: int, max_instances: int
+    body: bytes,
+    *,
+    min_history: int,
+    max_horizon: int,
+    max_instances: int,
+    history_range: tuple[float, float],
 ) -> PredictRequest:
     """Parse a `/predict` body; raises PayloadError naming the first bad field."""
     data = _load(body)
@@ -131,6 +169,8 @@ def parse_predict(
         if len(instance) > 2:
             unknown = sorted(set(instance) - {"history", "horizon"})[0]
             raise PayloadError(f"{where}.{unknown}: unknown field")
-        histories.append(_history(instance["history"], f"{where}.history", min_history))
+        histories.append(
+            _history(instance["history"], f"{where}.history", min_history, history_range)
+        )
         horizons.append(_horizon(instance["horizon"], f"{where}.horizon", max_horizon))
     return PredictRequest(histories, horizons)

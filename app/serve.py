@@ -9,11 +9,23 @@ Contract (DESIGN.md, "The app"):
   `{"predictions": [{"forecast": [...]}], "model": run_id}`; 422 `{"detail": ...}` naming the
   field for anything else.
 * `GET /metrics` Prometheus text.
+* `GET /openapi.json` the OpenAPI document of all of the above (`app/openapi.py`).
+
+With `INTERNAL_PORT` set, `/metrics` and `/model` answer only on that port, which no load
+balancer forwards to; `PORT` answers 404 for them.
 
 Behaviour: waits for the store at start; polls `models/CURRENT` and swaps in a newly promoted
-model (a load failure is logged and counted, the old model keeps serving); micro-batches
-concurrent requests into one model call; on SIGTERM uvicorn stops accepting connections and
-drains in-flight requests before exiting.
+model; every model is first checked, loaded and probed in a child process (`app.model_check`),
+so a damaged file costs a child, never the server. A promoted run that fails is logged and
+counted and the old model keeps serving; a server starting on a bad CURRENT serves the most
+recently promoted run that passes, or stays up and not ready. Micro-batches concurrent requests
+into one model call; on SIGTERM uvicorn stops accepting connections and drains in-flight
+requests before exiting.
+
+Hostile clients: a request's headers must arrive within HEADER_TIMEOUT_SECONDS of its first byte
+and its body within BODY_TIMEOUT_SECONDS of its headers (408 otherwise); at most MAX_CONCURRENCY
+connections or requests at once (503 beyond); bodies of LARGE_BODY_BYTES or more are parsed in a
+separate process, a few at a time, so parsing them never stalls the event loop (and `/health`).
 
 The hot path avoids pydantic and pandas: bodies are parsed with orjson and checked by hand,
 responses are orjson bytes.
@@ -23,34 +35,69 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
+import math
+import multiprocessing
+import os
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 import prometheus_client
 import uvicorn
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app import _xgboost_import  # noqa: F401  (must precede app.model: see its docstring)
 from app.batcher import MicroBatcher
 from app.cli import command_settings, open_store
-from app.model import Forecaster, ModelLoadError
-from app.payload import MAX_BODY_BYTES, PayloadError, PayloadTooLargeError, parse_predict
+from app.model import MAX_HORIZON as DEFAULT_MAX_HORIZON
+from app.model import MIN_HISTORY, Forecaster, ModelLoadError
+from app.model_check import load_checked, plausible_range
+from app.openapi import openapi_document
+from app.payload import (
+    MAX_BODY_BYTES,
+    MAX_HISTORY,
+    PayloadError,
+    PayloadTooLargeError,
+    PredictRequest,
+    parse_predict,
+    start_parser_process,
+)
 from app.settings import AppSettings
 from app.store import Store
 
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
-ROUTES = ("/health", "/ready", "/model", "/predict", "/metrics")
+ROUTES = ("/health", "/ready", "/model", "/predict", "/metrics", "/openapi.json")
+INTERNAL_ROUTES = frozenset(("/model", "/metrics"))
+"""Answered only on INTERNAL_PORT when it is set: not for the internet."""
 GRACEFUL_SHUTDOWN_SECONDS = 25
 """Below ECS's default 30 s stopTimeout, so draining ends before the task is killed."""
+KEEP_ALIVE_SECONDS = 65
+"""Idle connections close after this. Above the ALB's 60 s idle timeout, as the ELB guide asks of
+targets: a target closing first races the ALB's next request on that connection (a 502)."""
+MAX_CONCURRENCY = 500
+"""Connections or requests at once; uvicorn answers 503 beyond (fits a 1024 open-files limit)."""
+LARGE_BODY_BYTES = 256 * 1024
+"""Bodies from this size are parsed in the parser process. orjson and the checks hold the GIL for
+~35 ms per MB (~130 ms for 64 instances of 10,000 values): parsed on the event loop, eight of
+them at once stalled /health for a second. Smaller bodies stay on the loop: the fast path."""
+LARGE_BODIES_AT_ONCE = 4
+"""Large bodies read and parsed at once; more wait before reading, which bounds their memory."""
+MAX_FALLBACK_RUNS = 3
+"""At start with a bad CURRENT: how many earlier promoted runs to try before staying not ready."""
 
 
 class Metrics:
@@ -142,13 +189,36 @@ class ModelSlot:
 
     store: Store
     metrics: Metrics
+    settings: AppSettings
     forecaster: Forecaster | None = None
+    history_range: tuple[float, float] = (-math.inf, math.inf)
     model_body: bytes = b""
+    openapi_bodies: dict[bool, bytes] = field(default_factory=dict)
+    served_key: tuple | None = None
     failed_key: tuple | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    def swap(self, forecaster: Forecaster) -> None:
+    def __post_init__(self) -> None:
+        self._describe(None)
+
+    def _describe(self, forecaster: Forecaster | None) -> None:
+        """The OpenAPI documents (public, internal) for the limits of `forecaster`."""
+        for internal in (False, True):
+            document = openapi_document(
+                min_history=forecaster.min_history if forecaster else MIN_HISTORY,
+                max_history=MAX_HISTORY,
+                max_horizon=forecaster.max_horizon if forecaster else DEFAULT_MAX_HORIZON,
+                max_instances=self.settings.max_instances,
+                max_body_bytes=MAX_BODY_BYTES,
+                history_range=self.history_range if forecaster else None,
+                internal=internal or not self.settings.internal_port,
+            )
+            self.openapi_bodies[internal] = orjson.dumps(document)
+
+    def swap(self, forecaster: Forecaster, key: tuple) -> None:
         previous = self.forecaster
+        self.history_range = plausible_range(forecaster.metrics)
+        self._describe(forecaster)
         self.model_body = orjson.dumps(
             {
                 "run_id": forecaster.run_id,
@@ -160,7 +230,7 @@ class ModelSlot:
         )
         # One assignment: requests batched after it use the new model, earlier ones the old.
         self.forecaster = forecaster
-        self.failed_key = None
+        self.served_key = key
         if previous is not None:
             self.metrics.model_info.remove(previous.run_id)
         self.metrics.model_info.labels(forecaster.run_id).set(1)
@@ -169,36 +239,78 @@ class ModelSlot:
             "serving run %s (was %s)", forecaster.run_id, previous.run_id if previous else "none"
         )
 
-    def _candidate(self) -> tuple[str, tuple] | None:
-        """CURRENT's run id and a key of its files, when it differs from what is served."""
-        run_id = self.store.current_run_id()
-        if run_id is None or (self.forecaster and self.forecaster.run_id == run_id):
-            return None
-        stamps = []
+    def _key(self, run_id: str) -> tuple:
+        """The promoted directory and the stamps of its files: what a reload is keyed on (not
+        the run_id inside metrics.json, which a copied run keeps from its origin)."""
+        stamps: list[tuple[int, int] | None] = []
         for name in ("model.ubj", "metrics.json"):
             try:
-                stamps.append((self.store.run_dir(run_id) / name).stat().st_mtime_ns)
+                stat = (self.store.run_dir(run_id) / name).stat()
+                stamps.append((stat.st_mtime_ns, stat.st_size))
             except (OSError, ValueError):  # missing file, or CURRENT holds no valid run id
                 stamps.append(None)
-        return run_id, (run_id, *stamps)
+        return (run_id, *stamps)
+
+    def _candidate(self) -> tuple[str, tuple] | None:
+        """CURRENT's run id and key, when it differs from what is served."""
+        run_id = self.store.current_run_id()
+        if run_id is None or (self.served_key and self.served_key[0] == run_id):
+            return None
+        return run_id, self._key(run_id)
 
     def _load(self, run_id: str, key: tuple) -> Forecaster | None:
         """The run's model, or None after logging and counting why it cannot be loaded."""
         try:
-            return Forecaster.load(self.store.run_dir(run_id))
+            return load_checked(self.store.run_dir(run_id))
         except (ModelLoadError, ValueError) as exc:
             self._failed(run_id, key, exc)
             return None
 
+    def _earlier_promoted_runs(self, current: str) -> list[str]:
+        """Runs promoted before, newest decision first (their decision.json says so)."""
+        decided = []
+        for run_id in self.store.list_runs():
+            if run_id == current:
+                continue
+            try:
+                decision = self.store.read_json(self.store.run_dir(run_id) / "decision.json")
+            except (OSError, ValueError):
+                continue
+            if isinstance(decision, dict) and decision.get("promoted") is True:
+                decided.append((str(decision.get("decided_at", "")), run_id))
+        return [run_id for _, run_id in sorted(decided, reverse=True)]
+
     def load_current(self) -> None:
-        """Load CURRENT synchronously (at start-up, before the server listens)."""
+        """Load CURRENT synchronously (at start-up, before the server listens). When it cannot
+        be served, fall back to the most recently promoted run that can, or stay not ready."""
         candidate = self._candidate()
         if candidate is None:
             log.info("no promoted model yet (models/CURRENT); /ready answers 503 until one is")
             return
         forecaster = self._load(*candidate)
         if forecaster is not None:
-            self.swap(forecaster)
+            self.swap(forecaster, candidate[1])
+            return
+        for run_id in self._earlier_promoted_runs(candidate[0])[:MAX_FALLBACK_RUNS]:
+            key = self._key(run_id)
+            try:
+                forecaster = load_checked(self.store.run_dir(run_id))
+            except (ModelLoadError, ValueError) as exc:
+                log.error("cannot load earlier promoted run %s either: %s", run_id, exc)
+                continue
+            log.warning(
+                "CURRENT names run %s, which cannot be served; serving the last good promoted "
+                "run %s until a new run is promoted",
+                candidate[0],
+                run_id,
+            )
+            self.swap(forecaster, key)
+            return
+        log.error(
+            "no servable model: CURRENT names run %s, which cannot be served, and no earlier "
+            "promoted run loads; /ready answers 503 until a good run is promoted",
+            candidate[0],
+        )
 
     async def reload_if_changed(self) -> None:
         async with self.lock:
@@ -207,13 +319,86 @@ class ModelSlot:
                 return
             forecaster = await asyncio.to_thread(self._load, *candidate)
             if forecaster is not None:
-                self.swap(forecaster)
+                self.swap(forecaster, candidate[1])
 
     def _failed(self, run_id: str, key: tuple, exc: Exception) -> None:
         self.failed_key = key
         self.metrics.failed_reloads.inc()
         serving = self.forecaster.run_id if self.forecaster else "no model"
         log.error("cannot load promoted run %s: %s; still serving %s", run_id, exc, serving)
+
+
+class TimedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with read deadlines, which uvicorn does not have.
+
+    A new connection may stay idle as long as a kept-alive one (KEEP_ALIVE_SECONDS); once a
+    request starts, its headers must be complete within `header_timeout` seconds and its body
+    within `body_timeout` seconds after them (set per server by `timed_protocol`). A late
+    request gets 408 (unless the app has already started answering it) and its connection is
+    closed: a client trickling bytes cannot hold a connection open for ever."""
+
+    header_timeout = 10.0
+    body_timeout = 30.0
+    _deadline: asyncio.TimerHandle | None = None
+
+    def _arm(self, seconds: float, phase: str) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(seconds, self._expired, phase)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expired(self, phase: str) -> None:
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        answered = phase == "body" and self.cycle is not None and self.cycle.response_started
+        if phase != "idle" and not answered:
+            self.transport.write(_REQUEST_TIMEOUT)
+        self.transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm(self.timeout_keep_alive, "idle")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm(self.header_timeout, "headers")
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self._arm(self.body_timeout, "body")
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
+
+
+def timed_protocol(header_timeout: float, body_timeout: float) -> type[TimedHttpToolsProtocol]:
+    """The protocol class uvicorn instantiates per connection, with these read deadlines."""
+    return type(
+        "TimedHttpToolsProtocol",
+        (TimedHttpToolsProtocol,),
+        {"header_timeout": header_timeout, "body_timeout": body_timeout},
+    )
+
+
+_REQUEST_TIMEOUT_BODY = b'{"detail":"request not received in time"}'
+_REQUEST_TIMEOUT = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+    b"content-length: " + str(len(_REQUEST_TIMEOUT_BODY)).encode() + b"\r\n"
+    b"connection: close\r\n\r\n" + _REQUEST_TIMEOUT_BODY
+)
+
+
+class ClientGoneError(Exception):
+    """The connection closed (or timed out) before the body arrived."""
 
 
 async def _read_body(request: Request) -> bytes:
@@ -223,10 +408,14 @@ async def _read_body(request: Request) -> bytes:
     message = await request.receive()
     body = message.get("body", b"")
     if not message.get("more_body", False) and len(body) <= MAX_BODY_BYTES:
+        if message["type"] == "http.disconnect":
+            raise ClientGoneError
         return body
     chunks, size = [body], len(body)
     while size <= MAX_BODY_BYTES and message.get("more_body", False):
         message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGoneError
         chunks.append(message.get("body", b""))
         size += len(chunks[-1])
     if size > MAX_BODY_BYTES:
@@ -234,19 +423,81 @@ async def _read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
+class BodyParser:
+    """Parses `/predict` bodies: small ones on the event loop (the fast path), large ones in a
+    worker process, LARGE_BODIES_AT_ONCE at a time (`slots`, taken before reading them)."""
+
+    def __init__(self) -> None:
+        self.slots = asyncio.Semaphore(LARGE_BODIES_AT_ONCE)
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            # spawn, not fork: the server has threads by now, and a forked copy of a threaded
+            # process may inherit a held lock. The worker dies with the server.
+            self._pool = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=start_parser_process,
+                initargs=(os.getpid(),),
+            )
+        return self._pool
+
+    def start(self) -> None:
+        """Start the worker now, so the first large body does not wait for it."""
+        self._executor().submit(int)
+
+    async def parse(self, body: bytes, **limits: Any) -> PredictRequest:
+        if len(body) < LARGE_BODY_BYTES:
+            return parse_predict(body, **limits)
+        call = functools.partial(parse_predict, body, **limits)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor(), call)
+        except BrokenProcessPool:
+            log.error("the body parser process died; starting another")
+            self._pool = None
+            raise
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+
 def _json(body: bytes, status: int = 200) -> Response:
     return Response(content=body, status_code=status, media_type=JSON)
 
 
-def _error(status: int, detail: str) -> Response:
-    return _json(orjson.dumps({"detail": detail}), status)
+def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        content=orjson.dumps({"detail": detail}),
+        status_code=status,
+        media_type=JSON,
+        headers=headers,
+    )
+
+
+def _is_small(request: Request) -> bool:
+    """True when the body is declared (Content-Length) smaller than LARGE_BODY_BYTES."""
+    for name, value in request.scope["headers"]:
+        if name == b"content-length":
+            return value.isdigit() and int(value) < LARGE_BODY_BYTES
+    return False
 
 
 def create_app(settings: AppSettings, store: Store) -> FastAPI:
     """The ASGI app, with its model slot loaded from CURRENT if there is one."""
     metrics = Metrics()
-    slot = ModelSlot(store, metrics)
+    slot = ModelSlot(store, metrics, settings)
     slot.load_current()
+    parser = BodyParser()
+
+    def on_internal_port(request: Request) -> bool:
+        """Whether `/metrics` and `/model` may answer this request (see INTERNAL_PORT)."""
+        if not settings.internal_port:
+            return True
+        server = request.scope.get("server")
+        return server is not None and server[1] == settings.internal_port
+
     batcher = MicroBatcher(
         model=lambda: slot.forecaster,
         max_batch=settings.max_batch,
@@ -265,6 +516,7 @@ def create_app(settings: AppSettings, store: Store) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         watcher = asyncio.create_task(watch_current())
+        parser.start()
         # Everything allocated so far (modules, the model) lives as long as the process: moving
         # it out of the collector's reach keeps full collections from pausing requests.
         gc.collect()
@@ -273,13 +525,14 @@ def create_app(settings: AppSettings, store: Store) -> FastAPI:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
+        parser.close()
 
     api = FastAPI(
         title="mlops inference",
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
-        openapi_url=None,
+        openapi_url=None,  # served by hand (app/openapi.py): /predict is not a FastAPI route
         # Requests are measured by our own Prometheus middleware; FastAPI's OpenTelemetry
         # hooks would only add a per-request check.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
@@ -298,31 +551,49 @@ def create_app(settings: AppSettings, store: Store) -> FastAPI:
         return _json(orjson.dumps({"status": "ready", "model": forecaster.run_id}))
 
     @api.get("/model")
-    async def model() -> Response:
+    async def model(request: Request) -> Response:
+        if not on_internal_port(request):
+            return _error(404, "Not Found")
         if slot.forecaster is None:
             return _error(503, "no model loaded")
         return _json(slot.model_body)
+
+    @api.get("/openapi.json")
+    async def openapi(request: Request) -> Response:
+        return _json(slot.openapi_bodies[on_internal_port(request)])
 
     async def predict(request: Request) -> Response:
         forecaster = slot.forecaster
         if forecaster is None:  # a new stack serves before its first training run promotes one
             detail = b'{"detail":"no model is promoted yet; retry later"}'
             return Response(detail, 503, {"Retry-After": "30"}, JSON)
+        limits = {
+            "min_history": forecaster.min_history,
+            "max_horizon": forecaster.max_horizon,
+            "max_instances": settings.max_instances,
+            "history_range": slot.history_range,
+        }
         try:
-            parsed = parse_predict(
-                await _read_body(request),
-                min_history=forecaster.min_history,
-                max_horizon=forecaster.max_horizon,
-                max_instances=settings.max_instances,
-            )
+            if _is_small(request):
+                parsed = parse_predict(await _read_body(request), **limits)
+            else:
+                async with parser.slots:
+                    parsed = await parser.parse(await _read_body(request), **limits)
         except PayloadTooLargeError as exc:
             return _error(413, str(exc))
         except PayloadError as exc:
             return _error(422, str(exc))
+        except ClientGoneError:
+            return _error(408, "request not received in time")
+        except BrokenProcessPool:
+            return _error(503, "the body parser restarted; retry", {"Retry-After": "1"})
         try:
             result = await batcher.submit(parsed.histories, parsed.horizons)
         except Exception:
             return _error(500, "prediction failed; see the server log")
+        if not all(np.isfinite(forecast).all() for forecast in result.forecasts):
+            log.error("run %s forecast a non-finite value; refusing to return it", result.run_id)
+            return _error(500, "the model produced a non-finite forecast; see the server log")
         predictions = [{"forecast": forecast.round(4)} for forecast in result.forecasts]
         return _json(
             orjson.dumps(
@@ -332,7 +603,9 @@ def create_app(settings: AppSettings, store: Store) -> FastAPI:
         )
 
     @api.get("/metrics")
-    async def prometheus_metrics() -> Response:
+    async def prometheus_metrics(request: Request) -> Response:
+        if not on_internal_port(request):
+            return _error(404, "Not Found")
         return Response(
             content=prometheus_client.generate_latest(metrics.registry),
             media_type=prometheus_client.CONTENT_TYPE_LATEST,
@@ -345,8 +618,21 @@ def create_app(settings: AppSettings, store: Store) -> FastAPI:
     return api
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    # IPPROTO_TCP named explicitly: asyncio sets TCP_NODELAY only on sockets whose proto says
+    # TCP, and without it every response waited ~40 ms for a delayed ACK (Nagle).
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    return sock
+
+
 def main(argv: list[str]) -> int:
     settings = command_settings("serve", argv)
+    if settings.internal_port == settings.port:
+        log.error("INTERNAL_PORT must differ from PORT (%d)", settings.port)
+        return 2
     store = open_store(settings)
     api = create_app(settings, store)
     config = uvicorn.Config(
@@ -358,13 +644,26 @@ def main(argv: list[str]) -> int:
         # few wait ten times the median (p99 ~450 ms against 50 ms at c=32, same throughput);
         # asyncio costs 1-3% of one-instance throughput. See benchmarks/README.md.
         loop="asyncio",
-        http="httptools",
+        http=timed_protocol(settings.header_timeout_seconds, settings.body_timeout_seconds),
         lifespan="on",
+        ws="none",  # no websockets: an upgrade would leave a connection outside the deadlines
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        limit_concurrency=MAX_CONCURRENCY,
         access_log=False,
         log_config=None,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
-    log.info("api listening on %s:%d", settings.host, settings.port)
-    uvicorn.Server(config).run()
+    sockets = [_listen(settings.host, settings.port)]
+    if settings.internal_port:
+        sockets.append(_listen(settings.host, settings.internal_port))
+        log.info(
+            "api listening on %s:%d, and on %d for /metrics and /model",
+            settings.host,
+            settings.port,
+            settings.internal_port,
+        )
+    else:
+        log.info("api listening on %s:%d", settings.host, settings.port)
+    uvicorn.Server(config).run(sockets=sockets)
     return 0

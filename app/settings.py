@@ -41,6 +41,9 @@ class AppSettings(BaseSettings):
     """Address the api and dashboard listen on."""
     port: int = Field(8080, ge=1, le=65535)
     dashboard_port: int = Field(8050, ge=1, le=65535)
+    internal_port: int = Field(0, ge=0, le=65535)
+    """Port on which the api also answers `/metrics` and `/model`, for callers inside the VPC;
+    with it set, `PORT` (the load balancer's) answers 404 for them. 0: both answer on `PORT`."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     promote_margin: float = Field(0.0, ge=0.0, lt=1.0)
@@ -59,6 +62,11 @@ class AppSettings(BaseSettings):
     """Longest a batch waits for more requests (it runs sooner once no more arrive)."""
     max_instances: int = Field(64, ge=1, le=4096)
     """Most instances one /predict request may carry."""
+    header_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    """A request's headers must be complete this long after its first byte (else 408)."""
+    body_timeout_seconds: float = Field(30.0, gt=0, le=600)
+    """A request's body must be complete this long after its headers (else 408); 30 s lets an
+    8 MiB body through at ~280 KB/s."""
     reload_interval_seconds: float = Field(2.0, gt=0, le=3600)
     """How often the server checks models/CURRENT for a newly promoted run."""
 

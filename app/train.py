@@ -42,6 +42,7 @@ from app.model import (
     fill_gaps,
     read_series,
 )
+from app.model_check import history_range, model_file_record
 from app.store import Store
 
 log = logging.getLogger(__name__)
@@ -306,8 +307,11 @@ def train(
             "run_date": run_date.isoformat() if run_date else None,
         },
     }
+    raw_model = bytes(booster.save_raw("ubj"))
+    metrics["model_file"] = model_file_record(raw_model)
+    metrics["history_range"] = history_range(values)
     # metrics.json goes last: its presence marks the run as complete.
-    store.write_bytes(run_dir / MODEL_FILE, bytes(booster.save_raw("ubj")))
+    store.write_bytes(run_dir / MODEL_FILE, raw_model)
     store.write_text(run_dir / "card.md", model_card(metrics))
     store.write_json(run_dir / METRICS_FILE, metrics)
     shutil.rmtree(store.checkpoint_dir(run_id), ignore_errors=True)

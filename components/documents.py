@@ -89,6 +89,8 @@ class ContainerSpec:
     log_group: str
     region: str
     port: int | None = None
+    internal_port: int | None = None
+    """A second port, for callers inside the VPC only: no target group forwards to it."""
     health_path: str | None = None
     """HTTP path probed on `port` by the container health check."""
     health_start_period: int = 60
@@ -164,8 +166,12 @@ def container_definition(spec: ContainerSpec) -> dict[str, Any]:
     if spec.port is not None:
         if not 1 <= spec.port <= 65535:
             raise ValueError(f"container {spec.name}: port {spec.port} is out of range")
+        ports = [spec.port, *([spec.internal_port] if spec.internal_port else [])]
+        for port in ports[1:]:
+            if not 1 <= port <= 65535 or port == spec.port:
+                raise ValueError(f"container {spec.name}: internal port {port} is not usable")
         definition["portMappings"] = [
-            {"containerPort": spec.port, "hostPort": spec.port, "protocol": "tcp"}
+            {"containerPort": port, "hostPort": port, "protocol": "tcp"} for port in ports
         ]
     if spec.health_path is not None:
         if spec.port is None or not spec.health_path.startswith("/"):
@@ -596,6 +602,9 @@ API_CONTAINER = "api"
 DASHBOARD_CONTAINER = "dashboard"
 FORECASTER_CONTAINER = "forecaster"
 API_PORT = 8080
+API_INTERNAL_PORT = 8081
+"""The api's `/metrics` and `/model` (the app's INTERNAL_PORT): reachable from the VPC's CIDR,
+never through the load balancer, whose target group forwards API_PORT only."""
 DASHBOARD_PORT = 8050
 API_HEALTH_PATH = "/health"
 """200 while the process serves, model or not: the container health check and the load
@@ -645,9 +654,14 @@ def inference_containers(
             log_group=log_groups[API_CONTAINER],
             region=region,
             port=API_PORT,
+            internal_port=API_INTERNAL_PORT,
             health_path=API_HEALTH_PATH,
             health_start_period=INFERENCE_START_PERIOD,
-            environment={**common, "PORT": str(API_PORT)},
+            environment={
+                **common,
+                "PORT": str(API_PORT),
+                "INTERNAL_PORT": str(API_INTERNAL_PORT),
+            },
         )
     ]
     if dashboard:

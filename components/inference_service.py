@@ -7,7 +7,8 @@ Creates, as children of the component:
   log groups; `ecr:GetAuthorizationToken` is its only "*") and `<name>-task-role` (only the
   shared store's client statements, inline);
 - `<name>-alb-sg` (80/443 from `inference.allowed_cidrs`, out only to the tasks) and
-  `<name>-task-sg` (the container ports from the ALB's group only, HTTPS out for ECR and logs);
+  `<name>-task-sg` (the container ports from the ALB's group only, the api's internal port for
+  `/metrics` and `/model` from the VPC's CIDR only, HTTPS out for ECR and logs);
 - with `inference.access_logs`: `<name>-access-logs`, an SSE-S3 bucket (ALB access logs support
   no other encryption) with public access blocked, ownership enforced, versioning, expiry of
   logs and old versions, incomplete multipart uploads aborted, and the log-delivery bucket
@@ -310,6 +311,19 @@ class InferenceService(pulumi.ComponentResource):
                 ),
                 opts=self._child,
             )
+        # /metrics and /model answer only on the api's internal port, which no target group
+        # forwards to: reachable from inside the VPC (a Prometheus scraper, an operator's
+        # session), never from the internet.
+        aws.vpc.SecurityGroupIngressRule(
+            f"{name}-task-in-internal",
+            security_group_id=task_group.id,
+            cidr_ipv4=args.settings.network.cidr,
+            ip_protocol="tcp",
+            from_port=docs.API_INTERNAL_PORT,
+            to_port=docs.API_INTERNAL_PORT,
+            description="api /metrics and /model from inside the VPC",
+            opts=self._child,
+        )
         allow_https_out(
             f"{name}-task-out-https",
             task_group,

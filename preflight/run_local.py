@@ -321,6 +321,8 @@ class LocalTask:
     publish_ephemeral: bool = False
     overrides: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     """Per container: environment overrides (as RunTask's containerOverrides)."""
+    commands: Mapping[str, list[str]] = field(default_factory=dict)
+    """Per container: a command override (RunTask's containerOverrides.command)."""
     out: Callable[[str], None] = print
     containers: dict[str, ContainerState] = field(default_factory=dict)
     holder: str = ""
@@ -531,7 +533,7 @@ class LocalTask:
             # ECS ignores a HEALTHCHECK baked into the image; so does the local task.
             args.append("--no-healthcheck")
         entry = d.get("entryPoint")
-        command = list(d.get("command") or [])
+        command = list(self.commands.get(name) or d.get("command") or [])
         if entry:
             args += ["--entrypoint", entry[0]]
             command = [*entry[1:], *command]
@@ -743,7 +745,12 @@ class Session:
             self._images[flavour] = build_image(self.view, flavour, self.base_image, self.rebuild)
         return self._images[flavour]
 
-    def task(self, family: str, overrides: Mapping[str, Mapping[str, str]] | None = None):
+    def task(
+        self,
+        family: str,
+        overrides: Mapping[str, Mapping[str, str]] | None = None,
+        commands: Mapping[str, list[str]] | None = None,
+    ) -> LocalTask:
         spec = self.view.tasks[family]
         return LocalTask(
             spec=spec,
@@ -753,11 +760,17 @@ class Session:
             session=self.id,
             publish_ephemeral=self.publish_ephemeral,
             overrides=overrides or {},
+            commands=commands or {},
             out=self.out,
         )
 
-    def run_once(self, family: str, overrides: Mapping[str, Mapping[str, str]]) -> int:
-        task = self.task(family, overrides)
+    def run_once(
+        self,
+        family: str,
+        overrides: Mapping[str, Mapping[str, str]],
+        commands: Mapping[str, list[str]] | None = None,
+    ) -> int:
+        task = self.task(family, overrides, commands)
         env = "; ".join(f"{k}={v}" for o in overrides.values() for k, v in o.items())
         self.out(f"[run-local] {family}: starting ({env or 'no overrides'})")
         task.start()
@@ -766,15 +779,18 @@ class Session:
         return max(codes.values(), default=0)
 
 
-def _overrides(parameters: Mapping[str, Any]) -> dict[str, dict[str, str]]:
-    result: dict[str, dict[str, str]] = {}
+def _overrides(
+    parameters: Mapping[str, Any],
+) -> tuple[dict[str, dict[str, str]], dict[str, list[str]]]:
+    """RunTask's containerOverrides: environment and command per container."""
+    environments: dict[str, dict[str, str]] = {}
+    commands: dict[str, list[str]] = {}
     for override in (parameters.get("Overrides") or {}).get("ContainerOverrides", []):
+        environment = override.get("Environment", [])
+        environments[override["Name"]] = {e["Name"]: str(e["Value"]) for e in environment}
         if override.get("Command"):
-            raise RunLocalError("containerOverrides.command is not supported locally")
-        result[override["Name"]] = {
-            e["Name"]: str(e["Value"]) for e in override.get("Environment", [])
-        }
-    return result
+            commands[override["Name"]] = [str(part) for part in override["Command"]]
+    return environments, commands
 
 
 def walk_state_machine(
@@ -834,7 +850,7 @@ def walk_state_machine(
                     if only is not None and step in ran_steps:
                         return 0
                     session.out(f"[pipeline] {state_name}: ecs:runTask {family}")
-                    code = session.run_once(family, _overrides(parameters))
+                    code = session.run_once(family, *_overrides(parameters))
                     ran_steps.append(step)
                     if code != 0:
                         session.out(f"[pipeline] {state_name} failed (exit {code}): stopping")
@@ -935,6 +951,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--for", dest="duration", type=float, help="inference: stop after this many seconds"
     )
     parser.add_argument(
+        "--input",
+        type=json.loads,
+        default=None,
+        help='pipeline: the execution input, e.g. \'{"reason": "schedule"}\' (default {})',
+    )
+    parser.add_argument(
         "--ephemeral-ports", action="store_true", help="publish on free host ports, not the same"
     )
     return parser.parse_args(argv)
@@ -963,7 +985,8 @@ def main(argv: list[str] | None = None) -> int:
         with cleanup_on_exit(session.id):
             if args.task == "inference":
                 return serve_inference(session, args.duration)
-            return walk_state_machine(session, None if args.task == "pipeline" else args.task)
+            only = None if args.task == "pipeline" else args.task
+            return walk_state_machine(session, only, args.input)
     except KeyboardInterrupt:
         print("[run-local] interrupted: everything it started is removed", flush=True)
         return 130

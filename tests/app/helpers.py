@@ -13,8 +13,10 @@ from typing import Any
 
 import httpx
 import numpy as np
+import orjson
 
 from app.model import read_series
+from app.model_check import model_file_record
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEST_ROUNDS = 60
@@ -54,6 +56,16 @@ def run_app(
         text=True,
         timeout=timeout,
     )
+
+
+def replace_model(run_dir: Path, raw: bytes, *, record: bool = True) -> None:
+    """Write `raw` as the run's model file; with `record`, also as what train recorded (a file
+    damaged before train hashed it), so the bytes reach XGBoost."""
+    (run_dir / "model.ubj").write_bytes(raw)
+    if record:
+        metrics = orjson.loads((run_dir / "metrics.json").read_bytes())
+        metrics["model_file"] = model_file_record(raw)
+        (run_dir / "metrics.json").write_bytes(orjson.dumps(metrics))
 
 
 def shipped_history(length: int = 60) -> list[float]:
@@ -98,7 +110,7 @@ class ServerProcess:
     def log(self) -> str:
         return self.log_path.read_text()
 
-    def wait_ready(self, path: str = "/ready", timeout: float = 15.0) -> None:
+    def wait_ready(self, path: str = "/ready", timeout: float = 60.0) -> None:
         """Wait until `path` answers 200 (raises with the server log if the process dies)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -108,6 +108,25 @@ def test_ticker_follows_current_and_keeps_its_model_when_the_new_one_is_broken(
     ticker.lock.release()
 
 
+def test_ticker_retries_a_promoted_run_that_failed_to_load_on_its_next_tick(
+    store_copy: Store,
+) -> None:
+    first = store_copy.current_run_id()
+    ticker = Ticker(store_copy, _settings(store_copy), identity="test:1")
+    assert ticker.tick()["run_id"] == first
+
+    late = store_copy.run_dir("late-run")
+    shutil.copytree(store_copy.run_dir(first), late)
+    model = (late / "model.ubj").read_bytes()
+    (late / "model.ubj").unlink()  # CURRENT is visible before the run's files (EFS cache lag)
+    store_copy.set_current("late-run")
+    assert ticker.tick()["run_id"] == first
+
+    (late / "model.ubj").write_bytes(model)
+    assert ticker.tick()["run_id"] == "late-run"
+    ticker.lock.release()
+
+
 # --- replicas as real processes ---------------------------------------------------------------
 
 
@@ -158,7 +177,7 @@ def test_two_tickers_have_one_writer_and_the_standby_takes_over_when_it_dies(
 ) -> None:
     tickers = [_start_ticker(store_copy, tmp_path / f"ticker{i}.log") for i in range(2)]
     try:
-        _wait_for(lambda: len(_writers(store_copy)) >= 2, 20, "the first forecasts")
+        _wait_for(lambda: len(_writers(store_copy)) >= 2, 60, "the first forecasts")
         time.sleep(8 * INTERVAL)
         writers = _writers(store_copy)
         assert len(writers) >= 8

@@ -9,6 +9,7 @@ import pytest
 from app.gate import GateError, decide, main, promote, promote_main
 from app.store import Store
 from tests.app.conftest import FIRST_RUN
+from tests.app.helpers import replace_model
 
 
 @pytest.fixture
@@ -77,6 +78,20 @@ def test_run_not_beating_seasonal_naive_is_refused(tmp_path) -> None:
     assert store.current_run_id() is None
 
 
+@pytest.mark.parametrize("recorded", [True, False], ids=["damaged-before-hashing", "truncated"])
+def test_gate_refuses_a_better_run_whose_model_file_is_damaged(
+    store_copy: Store, recorded: bool
+) -> None:
+    """The defect: decide() never loaded the candidate, so it promoted a run whose empty
+    model.ubj then aborted every server that loaded it."""
+    clone_run(store_copy, "empty", mae=current_mae(store_copy) * 0.5)
+    replace_model(store_copy.run_dir("empty"), b"", record=recorded)
+    reason = "killed the probe process" if recorded else "is 0 bytes"
+    with pytest.raises(GateError, match=f"run empty cannot be served: .*{reason}"):
+        decide(store_copy, "empty", margin=0.0)
+    assert store_copy.current_run_id() == FIRST_RUN
+
+
 def test_gate_cli_not_promoting_exits_0(
     cli_env: Store, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
@@ -120,7 +135,9 @@ def test_promote_refuses_an_unknown_run(cli_env: Store, capsys: pytest.CaptureFi
 def test_promote_refuses_a_run_whose_model_does_not_load(store_copy: Store) -> None:
     clone_run(store_copy, "broken", mae=0.1)
     (store_copy.run_dir("broken") / "model.ubj").write_bytes(b"not a model")
-    with pytest.raises(GateError, match=r"run broken cannot be served: .*not a valid XGBoost"):
+    with pytest.raises(
+        GateError, match=r"run broken cannot be served: .* bytes, \d+ were recorded by train"
+    ):
         promote(store_copy, "broken")
     assert store_copy.current_run_id() == FIRST_RUN
 

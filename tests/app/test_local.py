@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -169,3 +170,37 @@ def test_local_stops_before_training_when_validation_fails(
     assert "validate failed with exit status 1" in out.getvalue()
     assert not store_copy.run_dir("bad-data-run").exists()
     assert store_copy.report_path("bad-data-run").exists()
+
+
+def test_local_killed_with_sigkill_takes_its_children_with_it(store_copy: Store) -> None:
+    """The defect: SIGKILL leaves no chance to stop the children; they kept running and holding
+    the ports, so the next `app local` failed with "port in use"."""
+    api_port, dashboard_port = free_port(), free_port()
+    argv = ["--store", str(store_copy.root), "--api-port", str(api_port)]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app", "local", *argv, "--dashboard-port", str(dashboard_port)],
+        cwd=REPO_ROOT,
+        env=app_env(store_copy.root, FORECAST_INTERVAL_SECONDS="0.5"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    output = _Output(process.stdout)
+    try:
+        output.wait_for("press Ctrl-C to stop", process, timeout=60)
+        children = _descendants(process.pid)
+        assert len(children) >= 5, children  # serve, its parser, the ticker, gunicorn + workers
+        process.kill()
+        process.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while [pid for pid in children if _alive(pid)] and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert [pid for pid in children if _alive(pid)] == [], output.text()
+    assert _live_members(set(children.values())) == []
+    with socket.socket() as probe:  # the next run can have the port
+        probe.bind(("127.0.0.1", api_port))

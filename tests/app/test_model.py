@@ -11,7 +11,7 @@ import pytest
 from app.model import Forecaster, ModelLoadError, read_series
 from app.store import Store
 from tests.app.conftest import FIRST_RUN
-from tests.app.helpers import shipped_history
+from tests.app.helpers import replace_model, shipped_history
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_missing_model_file_is_a_clear_error(trained_store: Path, tmp_path: Path
 
 def test_corrupt_model_file_is_a_clear_error(trained_store: Path, tmp_path: Path) -> None:
     run_dir = copy_run(trained_store, tmp_path)
-    (run_dir / "model.ubj").write_bytes(b"\x00garbage" * 10)
+    replace_model(run_dir, b"\x00garbage" * 10)
     with pytest.raises(ModelLoadError, match="is not a valid XGBoost model"):
         Forecaster.load(run_dir)
 

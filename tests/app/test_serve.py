@@ -7,8 +7,11 @@ import re
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -19,7 +22,14 @@ import pytest
 from app.model import Forecaster
 from app.store import Store
 from tests.app.conftest import FIRST_RUN
-from tests.app.helpers import ServerProcess, predict_body, run_app, shipped_history
+from tests.app.helpers import (
+    ServerProcess,
+    free_port,
+    predict_body,
+    replace_model,
+    run_app,
+    shipped_history,
+)
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +50,15 @@ def metric(text: str, name: str, **labels: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-def clone_run(store: Store, run_id: str) -> Path:
+def clone_run(store: Store, run_id: str, *, fix_run_id: bool = True) -> Path:
     """A copy of the first run under another id (same model, so forecasts stay comparable)."""
     run_dir = store.run_dir(run_id)
     shutil.copytree(store.run_dir(FIRST_RUN), run_dir)
-    metrics = store.read_json(run_dir / "metrics.json")
-    metrics["run_id"] = run_id
-    store.write_json(run_dir / "metrics.json", metrics)
+    (run_dir / "decision.json").unlink()
+    if fix_run_id:
+        metrics = store.read_json(run_dir / "metrics.json")
+        metrics["run_id"] = run_id
+        store.write_json(run_dir / "metrics.json", metrics)
     return run_dir
 
 
@@ -241,6 +253,97 @@ def test_oversized_body_is_refused_with_413(shared_server: str) -> None:
     assert httpx.get(shared_server + "/health").status_code == 200
 
 
+def plausible_range(trained_store: Path) -> tuple[float, float]:
+    store = Store(trained_store)
+    record = store.read_json(store.run_dir(FIRST_RUN) / "metrics.json")["history_range"]
+    return record["min"], record["max"]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [-5000.0 + i for i in range(60)],  # a ramp around -5000
+        [350.0] * 59 + [1e300],
+        [350.0] * 30 + [-1e300] + [350.0] * 29,
+        [1e305] * 60,  # used to overflow to null when rounded: a 200 with null forecasts
+    ],
+    ids=["ramp around -5000", "1e300", "-1e300", "1e305"],
+)
+def test_history_outside_the_plausible_range_is_422_naming_index_and_range(
+    shared_server: str, trained_store: Path, values: list[float]
+) -> None:
+    body = {"instances": [{"history": shipped_history(60), "horizon": 4}] * 2}
+    body["instances"][1] = {"history": values, "horizon": 4}
+    response = httpx.post(shared_server + "/predict", json=body)
+    assert response.status_code == 422
+    low, high = plausible_range(trained_store)
+    index = next(i for i, v in enumerate(values) if not low <= v <= high)
+    assert response.json()["detail"] == (
+        f"instances[1].history[{index}]: must be between {low:g} and {high:g} "
+        f"(the model's plausible range), got {values[index]}"
+    )
+
+
+def test_integer_too_large_for_a_float_is_422_not_500(shared_server: str) -> None:
+    huge = b"1" * 310
+    body = b'{"instances": [{"history": [' + b"350.0, " * 59 + huge + b'], "horizon": 4}]}'
+    response = httpx.post(shared_server + "/predict", content=body)
+    assert response.status_code == 422
+    assert response.json()["detail"] == (
+        "instances[0].history[59]: must be a number, "
+        "got an integer too large for a 64-bit float (310 digits)"
+    )
+
+
+def test_an_integral_float_horizon_counts_as_an_integer(shared_server: str) -> None:
+    history = shipped_history(60)
+    as_float = httpx.post(
+        shared_server + "/predict", json={"instances": [{"history": history, "horizon": 4.0}]}
+    )
+    as_int = httpx.post(shared_server + "/predict", json=predict_body(horizon=4))
+    assert as_float.status_code == 200
+    assert as_float.json() == as_int.json()
+
+
+def test_a_large_body_is_parsed_off_the_event_loop_with_the_same_results(
+    shared_server: str,
+) -> None:
+    history = shipped_history(1000)
+    instances = [{"history": history, "horizon": 1 + i % 52} for i in range(64)]
+    body = orjson.dumps({"instances": instances})
+    assert len(body) > 256 * 1024  # serve.LARGE_BODY_BYTES: goes to the parser process
+    large = httpx.post(shared_server + "/predict", content=body, timeout=30)
+    assert large.status_code == 200
+    small = httpx.post(shared_server + "/predict", json={"instances": instances[:3]})
+    assert large.json()["predictions"][:3] == small.json()["predictions"]
+
+    instances[63] = {"history": [*history[:5], None, *history[6:]], "horizon": 4}
+    bad = httpx.post(shared_server + "/predict", content=orjson.dumps({"instances": instances}))
+    assert bad.status_code == 422
+    assert bad.json() == {"detail": "instances[63].history[5]: must be a number, got null"}
+
+
+def test_openapi_json_publishes_the_served_models_limits(shared_server: str) -> None:
+    response = httpx.get(shared_server + "/openapi.json")
+    assert response.status_code == 200
+    document = response.json()
+    assert set(document["paths"]) == {
+        "/health",
+        "/ready",
+        "/model",
+        "/metrics",
+        "/predict",
+        "/openapi.json",
+    }
+    predict = document["paths"]["/predict"]["post"]
+    assert set(predict["responses"]) == {"200", "408", "413", "422", "500", "503"}
+    model = httpx.get(shared_server + "/model").json()
+    instance = document["components"]["schemas"]["Instance"]["properties"]
+    assert instance["history"]["minItems"] == model["min_history"]
+    assert instance["horizon"]["maximum"] == model["max_horizon"]
+    assert instance["history"]["items"]["minimum"] == model["metrics"]["history_range"]["min"]
+
+
 def test_metrics_expose_requests_latency_model_and_batches(shared_server: str) -> None:
     httpx.post(shared_server + "/predict", json=predict_body())
     httpx.post(shared_server + "/predict", json={"instances": []})
@@ -347,6 +450,180 @@ def test_corrupt_new_model_keeps_the_old_one_and_counts_the_failure(
     assert httpx.get(server.url + "/ready").status_code == 200
     assert "cannot load promoted run run-corrupt" in server.log()
     assert "still serving run-a" in server.log()
+
+
+def test_an_empty_promoted_model_never_takes_the_server_down(
+    server: ServerProcess, store_copy: Store
+) -> None:
+    """The defect: `load_model(bytearray())` aborted the server, and every replica polling
+    CURRENT with it. First the size check refuses the empty file; then, with a checksum that
+    matches (a file damaged before train hashed it), the bytes reach XGBoost in the probe
+    process, which dies instead of the server."""
+
+    def failure_count() -> float:
+        return metric(httpx.get(server.url + "/metrics").text, "mlops_model_reload_failures_total")
+
+    for count, (run_id, recorded) in enumerate([("run-empty", False), ("run-aborts", True)], 1):
+        replace_model(clone_run(store_copy, run_id), b"", record=recorded)
+        store_copy.set_current(run_id)
+        wait_for(lambda count=count: failure_count() == count, timeout=30)
+        assert server.process.poll() is None
+        assert httpx.get(server.url + "/health").status_code == 200
+        response = httpx.post(server.url + "/predict", json=predict_body())
+        assert response.status_code == 200
+        assert response.json()["model"] == FIRST_RUN
+    assert "model.ubj is 0 bytes" in server.log()
+    assert "killed the probe process (SIGABRT)" in server.log()
+
+
+def test_a_server_starting_on_a_bad_current_serves_the_last_good_promoted_run(
+    store_copy: Store,
+) -> None:
+    run_dir = clone_run(store_copy, "run-bad")
+    replace_model(run_dir, b"")
+    store_copy.set_current("run-bad")
+    with ServerProcess(store_copy.root) as server:
+        server.wait_ready(timeout=30)
+        assert httpx.get(server.url + "/ready").json() == {"status": "ready", "model": FIRST_RUN}
+        time.sleep(0.6)  # several polls: CURRENT is not retried while its files stay the same
+        text = httpx.get(server.url + "/metrics").text
+        assert metric(text, "mlops_model_reload_failures_total") == 1
+        assert metric(text, "mlops_model_reloads_total") == 1
+        assert "cannot load promoted run run-bad" in server.log()
+        assert "serving the last good promoted run run-a" in server.log()
+
+
+def test_a_server_starting_on_a_bad_current_with_no_good_run_stays_up_and_not_ready(
+    store_copy: Store,
+) -> None:
+    replace_model(store_copy.run_dir(FIRST_RUN), b"")
+    with ServerProcess(store_copy.root) as server:
+        server.wait_ready("/health", timeout=30)
+        time.sleep(0.6)
+        assert server.process.poll() is None
+        assert httpx.get(server.url + "/ready").status_code == 503
+        assert "no servable model: CURRENT names run run-a" in server.log()
+
+
+def test_a_copied_run_that_keeps_its_old_run_id_is_loaded_once(
+    server: ServerProcess, store_copy: Store
+) -> None:
+    """The defect: reloads were keyed on the run_id inside metrics.json, so promoting a copy
+    that kept the original's reloaded it on every poll, for ever."""
+    clone_run(store_copy, "run-copy", fix_run_id=False)
+    store_copy.set_current("run-copy")
+    wait_for(lambda: httpx.get(server.url + "/ready").json()["model"] == "run-copy", timeout=30)
+    time.sleep(1.0)  # five polls
+    text = httpx.get(server.url + "/metrics").text
+    assert metric(text, "mlops_model_reloads_total") == 2
+
+
+@dataclass
+class SplitServer:
+    url: str
+    internal: str
+    port: int
+    process: ServerProcess
+
+
+@pytest.fixture(scope="module")
+def split_server(
+    trained_store: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SplitServer]:
+    """A server as ECS runs it, with INTERNAL_PORT set; short read deadlines so the slow-client
+    test is quick, and two instances per request so schemathesis's boundary bodies stay small."""
+    root = tmp_path_factory.mktemp("split") / "store"
+    shutil.copytree(trained_store, root)
+    internal_port = free_port()
+    settings = {
+        "INTERNAL_PORT": internal_port,
+        "HEADER_TIMEOUT_SECONDS": "0.5",
+        "BODY_TIMEOUT_SECONDS": "0.5",
+        "MAX_INSTANCES": "2",
+    }
+    with ServerProcess(root, **settings) as server:
+        server.wait_ready()
+        yield SplitServer(server.url, f"http://127.0.0.1:{internal_port}", server.port, server)
+
+
+def test_metrics_and_model_answer_only_on_the_internal_port(split_server: SplitServer) -> None:
+    for path in ("/metrics", "/model"):
+        assert httpx.get(split_server.url + path).status_code == 404
+        assert httpx.get(split_server.internal + path).status_code == 200
+    public = httpx.get(split_server.url + "/openapi.json").json()["paths"]
+    assert "/metrics" not in public and "/model" not in public
+    internal = httpx.get(split_server.internal + "/openapi.json").json()["paths"]
+    assert {"/metrics", "/model"} <= set(internal)
+    assert httpx.post(split_server.url + "/predict", json=predict_body()).status_code == 200
+
+
+def _read_until_closed(sock: socket.socket, timeout: float) -> tuple[bytes, float]:
+    """Everything the server sends until it closes the connection, and how long that took."""
+    started = time.monotonic()
+    sock.settimeout(timeout)
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received, time.monotonic() - started
+
+
+def test_slow_clients_are_cut_off_with_408(split_server: SplitServer) -> None:
+    """The defect: a connection sending one header byte a second stayed open indefinitely."""
+    server = split_server
+    trickle = socket.create_connection(("127.0.0.1", server.port))
+    started = time.monotonic()
+    for byte in b"GET /health HTTP/1.1\r\nHost: x":
+        try:
+            trickle.sendall(bytes([byte]))
+        except OSError:
+            break
+        time.sleep(0.1)
+        if time.monotonic() - started > 3:
+            break
+    received, _ = _read_until_closed(trickle, timeout=5)
+    assert time.monotonic() - started < 3
+    assert received.startswith(b"HTTP/1.1 408 ")
+
+    no_body = socket.create_connection(("127.0.0.1", server.port))
+    no_body.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+    received, waited = _read_until_closed(no_body, timeout=5)
+    assert waited < 3
+    assert received.startswith(b"HTTP/1.1 408 ")
+    assert httpx.get(server.url + "/health").status_code == 200
+
+
+def test_schemathesis_finds_no_5xx_no_off_schema_response_and_no_refused_valid_request(
+    split_server: SplitServer, tmp_path: Path
+) -> None:
+    """Every check schemathesis has (server errors, status codes, content types, response
+    schemas, valid data accepted, invalid data rejected, unsupported methods), driven by the
+    server's own /openapi.json: the coverage phase (the boundaries of every limit: history
+    length and values, horizon, instance count) and a bounded fuzzing phase. The seed is fixed
+    so a CI failure replays exactly. The internal port's document lists every endpoint."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "schemathesis.cli",
+            "run",
+            split_server.internal + "/openapi.json",
+            "--checks=all",
+            "--phases=coverage,fuzzing",
+            "--max-examples=20",
+            "--seed=16",
+            "--generation-database=none",
+            "--request-timeout=10",
+            "--workers=1",
+            "--no-color",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert split_server.process.process.poll() is None, split_server.process.log()
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert "No issues found" in result.stdout
 
 
 # --- process lifecycle --------------------------------------------------------------------------

@@ -279,12 +279,16 @@ def test_strip_names_the_missing_tool(tmp_path):
 def test_serve_modules_are_the_ones_uvicorn_loads_for_the_api():
     from uvicorn.config import HTTP_PROTOCOLS, LIFESPAN, LOOP_FACTORIES
 
-    # app/serve.py runs uvicorn with loop="asyncio", http="httptools", lifespan="on".
+    from app.serve import TimedHttpToolsProtocol
+
+    # app/serve.py runs uvicorn with loop="asyncio", lifespan="on" and a subclass of the
+    # httptools protocol (read deadlines).
     chosen = {LOOP_FACTORIES["asyncio"], HTTP_PROTOCOLS["httptools"], LIFESPAN["on"]}
     assert {value.split(":")[0] for value in chosen} <= set(slim.SERVE_MODULES)
     source = (REPO_ROOT / "app" / "serve.py").read_text()
-    for option in ('loop="asyncio"', 'http="httptools"', 'lifespan="on"'):
+    for option in ('loop="asyncio"', 'lifespan="on"'):
         assert option in source
+    assert TimedHttpToolsProtocol.__mro__[1].__module__ == HTTP_PROTOCOLS["httptools"].split(":")[0]
     assert all(importlib.util.find_spec(module) for module in slim.SERVE_MODULES)
 
 

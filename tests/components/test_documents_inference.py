@@ -41,7 +41,9 @@ def test_containers_are_api_dashboard_and_forecaster_running_their_commands():
         "dashboard": ["dashboard"],
         "forecaster": ["forecast"],
     }
-    assert [p["containerPort"] for p in containers["api"]["portMappings"]] == [8080]
+    # 8081: /metrics and /model, inside the VPC only (the app's INTERNAL_PORT)
+    assert [p["containerPort"] for p in containers["api"]["portMappings"]] == [8080, 8081]
+    assert _env(containers["api"])["INTERNAL_PORT"] == "8081"
     assert [p["containerPort"] for p in containers["dashboard"]["portMappings"]] == [8050]
     assert "portMappings" not in containers["forecaster"]
 

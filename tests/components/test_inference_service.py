@@ -244,8 +244,14 @@ def test_tasks_admit_only_the_alb_group_on_their_ports(plan: Plan):
     rules = [
         r.inputs for r in plan.of_type(INGRESS) if r.inputs["securityGroupId"] == task_group.id
     ]
-    assert {int(r["fromPort"]) for r in rules} == {8080, 8050}
-    assert all(r["referencedSecurityGroupId"] == alb_group.id for r in rules)
+    from_alb = [r for r in rules if "referencedSecurityGroupId" in r]
+    assert {int(r["fromPort"]) for r in from_alb} == {8080, 8050}
+    assert all(r["referencedSecurityGroupId"] == alb_group.id for r in from_alb)
+    # The api's internal port (/metrics, /model): from the VPC only, and nothing else by CIDR.
+    by_cidr = [r for r in rules if "referencedSecurityGroupId" not in r]
+    assert [(r["cidrIpv4"], int(r["fromPort"]), int(r["toPort"])) for r in by_cidr] == [
+        (_settings(plan).network.cidr, 8081, 8081)
+    ]
     alb_out = [
         r.inputs for r in plan.of_type(EGRESS) if r.inputs["securityGroupId"] == alb_group.id
     ]
@@ -257,6 +263,10 @@ def test_tasks_admit_only_the_alb_group_on_their_ports(plan: Plan):
 
 
 # ---------------------------------------------------------------------------- load balancer
+
+
+def test_no_target_group_forwards_to_the_apis_internal_port(plan: Plan):
+    assert {int(group.inputs["port"]) for group in plan.of_type(TARGET_GROUP)} <= {8080, 8050}
 
 
 def test_alb_is_public_hardened_and_protected_with_the_store(plan: Plan):

@@ -80,3 +80,18 @@ def test_fargate_refuses_tmpfs_and_privileged(view, tmp_path, monkeypatch) -> No
 )
 def test_target_group_matcher(matcher: str, status: int, accepted: bool) -> None:
     assert matcher_accepts(matcher, status) is accepted
+
+
+def test_run_task_command_overrides_replace_the_container_command(view, tmp_path, monkeypatch):
+    monkeypatch.setattr(run_local, "image_volumes", lambda image: frozenset())
+    family = "mlops-dev-training-validate"
+    task = _task(view, family, tmp_path)
+    task.commands = {"validate": ["check-image"]}
+    task.overrides = {"validate": {"RUN_ID": "r1"}}
+    args = task.docker_run_args(task.containers["validate"])
+    assert args[-2:] == ["img:1", "check-image"] and "RUN_ID=r1" in args
+    environments, commands = run_local._overrides(
+        {"Overrides": {"ContainerOverrides": [{"Name": "validate", "Command": ["check-image"],
+                                               "Environment": [{"Name": "A", "Value": "1"}]}]}}
+    )  # fmt: skip
+    assert environments == {"validate": {"A": "1"}} and commands == {"validate": ["check-image"]}

@@ -1,0 +1,138 @@
+"""What a run must pass before a process serves it, and the child process that checks it.
+
+XGBoost aborts or segfaults inside the library on some damaged model files (an empty
+`model.ubj` aborts; in a trial, 50 of 300 single-byte corruptions segfaulted) and silently loads
+others with changed forecasts. So every loader (`serve`, the forecast ticker, `gate`,
+`promote`) goes through here:
+
+1. `train` records the model file's sha256 and size (`model_file`) and the plausible range of
+   history values (`history_range`) in `metrics.json`;
+2. a child process (`python -m app.model_check RUN_DIR`) checks the file against that record,
+   loads it and predicts with it; a crash there costs the child, not the caller;
+3. only then does the caller load the same run in its own process (checking the sha256 again).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app import _xgboost_import  # noqa: F401  (must precede app.model: see its docstring)
+from app.model import MODEL_FILE, SEASON, Forecaster, ModelLoadError
+
+PROBE_TIMEOUT_SECONDS = 60.0
+"""Longest the child may take: a cold start of Python, numpy and xgboost on a slow volume."""
+RANGE_FACTOR = 2.0
+"""Plausible history values: from the lowest training value divided by this, to the highest
+multiplied by it. The model reads only differences of the history, so it keeps working as CO2
+rises past its training levels; values outside the range are typing or unit errors."""
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def model_file_record(raw: bytes) -> dict[str, Any]:
+    """What `train` records about the model file it writes (`metrics.json` `model_file`)."""
+    return {"name": MODEL_FILE, "bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
+
+
+def history_range(values: np.ndarray) -> dict[str, Any]:
+    """The plausible range of history values for a model trained on `values` (NaN = missing)."""
+    observed = values[~np.isnan(values)]
+    return {
+        "min": math.floor(float(observed.min()) / RANGE_FACTOR * 10) / 10,
+        "max": math.ceil(float(observed.max()) * RANGE_FACTOR * 10) / 10,
+        "rule": f"training minimum / {RANGE_FACTOR:g} to training maximum x {RANGE_FACTOR:g}",
+    }
+
+
+def plausible_range(metrics: dict[str, Any]) -> tuple[float, float]:
+    """The `history_range` a run recorded; ModelLoadError when it has none."""
+    record = metrics.get("history_range")
+    try:
+        low, high = float(record["min"]), float(record["max"])  # type: ignore[index]
+    except (TypeError, KeyError, ValueError):
+        raise ModelLoadError("metrics.json records no usable history_range; retrain") from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ModelLoadError(f"metrics.json history_range {low}..{high} is not a range")
+    return low, high
+
+
+def _probe(forecaster: Forecaster) -> None:
+    """Predict every horizon from a seasonal history inside the plausible range."""
+    low, high = plausible_range(forecaster.metrics)
+    level = (low * RANGE_FACTOR + high / RANGE_FACTOR) / 2  # the middle of the training values
+    weeks = np.arange(forecaster.min_history + SEASON, dtype=np.float64)
+    history = level + 0.04 * weeks + 3.0 * np.sin(2 * np.pi * weeks / SEASON)
+    horizons = list(range(1, forecaster.max_horizon + 1))
+    forecasts = forecaster.predict([history] * len(horizons), horizons)
+    if not all(np.isfinite(forecast).all() for forecast in forecasts):
+        raise ModelLoadError(f"{MODEL_FILE} predicts non-finite values")
+
+
+def _child_command(run_dir: Path) -> list[str]:
+    # The same interpreter and isolation as this process (the benchmarks run `python -S`).
+    flags = ["-S"] if sys.flags.no_site else []
+    return [sys.executable, *flags, "-m", "app.model_check", str(run_dir)]
+
+
+def check_run(run_dir: Path, timeout: float = PROBE_TIMEOUT_SECONDS) -> None:
+    """Check, load and probe the run in a child process; ModelLoadError says why it failed."""
+    run_dir = Path(run_dir)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
+    try:
+        result = subprocess.run(
+            _child_command(run_dir),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        raise ModelLoadError(
+            f"{run_dir / MODEL_FILE}: the probe process did not finish within {timeout:g}s"
+        ) from None
+    if result.returncode < 0:
+        name = signal.Signals(-result.returncode).name
+        raise ModelLoadError(
+            f"{run_dir / MODEL_FILE}: loading it killed the probe process ({name}); "
+            "the file is damaged"
+        )
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        reason = lines[-1] if lines else f"exit status {result.returncode}"
+        raise ModelLoadError(reason)
+
+
+def load_checked(run_dir: Path, timeout: float = PROBE_TIMEOUT_SECONDS) -> Forecaster:
+    """The run's model, loaded in this process only after it survived `check_run`."""
+    check_run(run_dir, timeout)
+    forecaster = Forecaster.load(run_dir)
+    plausible_range(forecaster.metrics)
+    return forecaster
+
+
+def main(argv: list[str]) -> int:
+    """The child: exit 0 when the run loads and predicts; else its reason on stderr, exit 1."""
+    if len(argv) != 1:
+        print("usage: python -m app.model_check RUN_DIR", file=sys.stderr)
+        return 2
+    try:
+        _probe(Forecaster.load(Path(argv[0])))
+    except ModelLoadError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

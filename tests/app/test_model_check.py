@@ -1,0 +1,89 @@
+"""Model files are verified, then loaded where a crash cannot hurt (`app.model_check`)."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from app.model import Forecaster, ModelLoadError
+from app.model_check import check_run, load_checked, plausible_range
+from app.store import Store
+from tests.app.conftest import FIRST_RUN
+from tests.app.helpers import REPO_ROOT, replace_model
+
+
+@pytest.fixture
+def run_dir(trained_store: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "run-copy"
+    shutil.copytree(Store(trained_store).run_dir(FIRST_RUN), target)
+    return target
+
+
+def load_in_a_subprocess(run_dir: Path) -> subprocess.CompletedProcess:
+    """`Forecaster.load` in a process of its own, as every loader did before the check."""
+    code = "import sys; from app.model import Forecaster; Forecaster.load(sys.argv[1])"
+    return subprocess.run(
+        [sys.executable, "-c", code, str(run_dir)], cwd=REPO_ROOT, capture_output=True, timeout=60
+    )
+
+
+def test_train_records_the_model_files_sha256_size_and_history_range(run_dir: Path) -> None:
+    metrics = orjson.loads((run_dir / "metrics.json").read_bytes())
+    raw = (run_dir / "model.ubj").read_bytes()
+    assert metrics["model_file"] == {
+        "name": "model.ubj",
+        "bytes": len(raw),
+        "sha256": hashlib.sha256(raw).hexdigest(),
+    }
+    # The shipped series spans 313..372 ppm: half its lowest to twice its highest value.
+    low, high = plausible_range(metrics)
+    assert 150 < low < 160 and 740 < high < 750
+
+
+def test_an_empty_model_file_aborts_the_process_that_loads_it(run_dir: Path) -> None:
+    """The defect: XGBoost aborts inside the library, so no try/except can catch it."""
+    replace_model(run_dir, b"")
+    assert load_in_a_subprocess(run_dir).returncode < 0
+
+
+def test_an_empty_model_file_only_costs_the_probe_process(run_dir: Path) -> None:
+    replace_model(run_dir, b"")
+    with pytest.raises(ModelLoadError, match=r"model\.ubj: loading it killed the probe process"):
+        check_run(run_dir)
+
+
+def test_a_model_file_changed_after_training_is_refused_before_xgboost_reads_it(
+    run_dir: Path,
+) -> None:
+    raw = bytearray((run_dir / "model.ubj").read_bytes())
+    raw[len(raw) // 2] ^= 0x01  # one flipped bit, same size: XGBoost might load it silently
+    replace_model(run_dir, bytes(raw), record=False)
+    with pytest.raises(ModelLoadError, match="does not match the sha256 recorded by train"):
+        Forecaster.load(run_dir)
+    with pytest.raises(ModelLoadError, match="does not match the sha256 recorded by train"):
+        check_run(run_dir)
+
+
+def test_a_truncated_model_file_is_refused_by_size(run_dir: Path) -> None:
+    (run_dir / "model.ubj").write_bytes(b"")
+    with pytest.raises(ModelLoadError, match=r"model\.ubj is 0 bytes, \d+ were recorded"):
+        check_run(run_dir)
+
+
+def test_a_run_without_a_recorded_checksum_is_refused(run_dir: Path) -> None:
+    metrics = orjson.loads((run_dir / "metrics.json").read_bytes())
+    del metrics["model_file"]
+    (run_dir / "metrics.json").write_bytes(orjson.dumps(metrics))
+    with pytest.raises(ModelLoadError, match="records no model_file sha256 and size"):
+        load_checked(run_dir)
+
+
+def test_a_good_run_loads_after_its_probe(run_dir: Path) -> None:
+    forecaster = load_checked(run_dir)
+    assert forecaster.run_id == run_dir.name
