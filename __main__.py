@@ -40,7 +40,7 @@ inference = InferenceService(
         network=network,
         cluster=cluster,
         store=store,
-        image_ref=images.image_ref("cpu"),
+        image_ref=images.image_ref("gpu" if settings.gpu_serving else "cpu"),
         repository_arn=images.repository_arn,
     ),
 )

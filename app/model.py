@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import logging
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -45,6 +46,8 @@ FEATURE_NAMES = (
     "mean_13w_minus_last",
     "std_13w",
 )
+
+log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.ubj"
 METRICS_FILE = "metrics.json"
@@ -173,10 +176,15 @@ class Forecaster:
     booster: xgb.Booster = field(repr=False)
     min_history: int = MIN_HISTORY
     max_horizon: int = MAX_HORIZON
+    device: str = "cpu"
+    """Where predictions run: "cuda" (a GPU) or "cpu"."""
 
     @classmethod
-    def load(cls, run_dir: Path) -> Forecaster:
-        """Load the model and metrics of one run; ModelLoadError says what is wrong."""
+    def load(cls, run_dir: Path, device: str = "cpu") -> Forecaster:
+        """Load the model and metrics of one run; ModelLoadError says what is wrong.
+
+        `device` "cuda" predicts on the GPU (`app.device.serving_device`); if this model cannot
+        run there, the CPU serves it and the log says so once."""
         run_dir = Path(run_dir)
         metrics_path = run_dir / METRICS_FILE
         model_path = run_dir / MODEL_FILE
@@ -212,6 +220,8 @@ class Forecaster:
             )
         # One thread per prediction: batches are tiny and the server has other work on its cores.
         booster.set_param({"nthread": 1})
+        if device == "cuda":
+            device = _onto_gpu(booster, model_path)
         forecaster = cls(
             # The directory CURRENT names, not the run_id inside it: a copied run keeps the old one.
             run_id=run_dir.name,
@@ -220,6 +230,7 @@ class Forecaster:
             booster=booster,
             min_history=int(metrics.get("min_history", MIN_HISTORY)),
             max_horizon=int(metrics.get("max_horizon", MAX_HORIZON)),
+            device=device,
         )
         probe = forecaster.predict([np.linspace(350.0, 352.0, forecaster.min_history)], [1])
         if not np.all(np.isfinite(probe[0])):
@@ -233,6 +244,30 @@ class Forecaster:
         """
         windows = np.stack([history[-WINDOW:] for history in histories])
         features, anchor = design_matrix(windows, np.asarray(horizons))
-        values = anchor + self.booster.inplace_predict(features, validate_features=False)
+        if self.device == "cuda":
+            # Host features on a GPU booster: a DMatrix copies them over explicitly, where
+            # inplace_predict would warn about mismatched devices and do the same.
+            raw = self.booster.predict(xgb.DMatrix(features), validate_features=False)
+        else:
+            raw = self.booster.inplace_predict(features, validate_features=False)
+        values = anchor + raw
         ends = np.cumsum(horizons).tolist()
         return [values[end - h : end] for end, h in zip(ends, horizons, strict=True)]
+
+
+def _onto_gpu(booster: xgb.Booster, model_path: Path) -> str:
+    """Move the booster to the GPU; "cpu" (logged once) when this model cannot run there."""
+    if not xgb.build_info().get("USE_CUDA"):
+        # xgboost-cpu accepts device=cuda and quietly stays on the CPU: say so instead.
+        log.warning("%s: this XGBoost build has no CUDA; predicting on CPU", model_path)
+        return "cpu"
+    try:
+        booster.set_param({"device": "cuda"})
+        probe = xgb.DMatrix(np.zeros((1, len(FEATURE_NAMES)), dtype=np.float32))
+        booster.predict(probe, validate_features=False)
+    except xgb.core.XGBoostError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "unknown error"
+        log.warning("%s cannot predict on the GPU (%s); predicting on CPU", model_path, reason)
+        booster.set_param({"device": "cpu"})
+        return "cpu"
+    return "cuda"

@@ -113,10 +113,13 @@ def check_run(run_dir: Path, timeout: float = PROBE_TIMEOUT_SECONDS) -> None:
         raise ModelLoadError(reason)
 
 
-def load_checked(run_dir: Path, timeout: float = PROBE_TIMEOUT_SECONDS) -> Forecaster:
-    """The run's model, loaded in this process only after it survived `check_run`."""
+def load_checked(
+    run_dir: Path, timeout: float = PROBE_TIMEOUT_SECONDS, device: str = "cpu"
+) -> Forecaster:
+    """The run's model, loaded in this process only after it survived `check_run`; `device`
+    as in `Forecaster.load` (the probe child always predicts on the CPU)."""
     check_run(run_dir, timeout)
-    forecaster = Forecaster.load(run_dir)
+    forecaster = Forecaster.load(run_dir, device)
     plausible_range(forecaster.metrics)
     return forecaster
 

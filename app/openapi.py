@@ -232,13 +232,18 @@ def openapi_document(
         },
         "ModelInfo": {
             "type": "object",
-            "required": ["run_id", "trained_at", "metrics", "min_history", "max_horizon"],
+            "required": ["run_id", "trained_at", "metrics", "min_history", "max_horizon", "device"],
             "properties": {
                 "run_id": {"type": "string"},
                 "trained_at": {"type": "string"},
                 "metrics": {"type": "object"},
                 "min_history": {"type": "integer"},
                 "max_horizon": {"type": "integer"},
+                "device": {
+                    "type": "string",
+                    "enum": ["cuda", "cpu"],
+                    "description": "Where predictions run: a GPU the model can use, or the CPU.",
+                },
             },
         },
     }

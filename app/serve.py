@@ -4,7 +4,8 @@ Contract (DESIGN.md, "The app"):
 
 * `GET /health`  200 `{"status": "ok"}` while the process runs.
 * `GET /ready`   200 once a model is loaded, 503 before.
-* `GET /model`   `{"run_id", "trained_at", "metrics", "min_history", "max_horizon"}`.
+* `GET /model`   `{"run_id", "trained_at", "metrics", "min_history", "max_horizon", "device"}`:
+  `device` is where predictions run, "cuda" on a visible GPU the model can use, else "cpu".
 * `POST /predict` `{"instances": [{"history": [...], "horizon": n}]}` ->
   `{"predictions": [{"forecast": [...]}], "model": run_id}`; 422 `{"detail": ...}` naming the
   field for anything else.
@@ -61,6 +62,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from app import _xgboost_import  # noqa: F401  (must precede app.model: see its docstring)
 from app.batcher import MicroBatcher
 from app.cli import command_settings, open_store
+from app.device import serving_device
 from app.model import MAX_HORIZON as DEFAULT_MAX_HORIZON
 from app.model import MIN_HISTORY, Forecaster, ModelLoadError
 from app.model_check import load_checked, plausible_range
@@ -190,6 +192,8 @@ class ModelSlot:
     store: Store
     metrics: Metrics
     settings: AppSettings
+    device: str = "cpu"
+    """Where models predict (`app.device.serving_device`), chosen once at start."""
     forecaster: Forecaster | None = None
     history_range: tuple[float, float] = (-math.inf, math.inf)
     model_body: bytes = b""
@@ -226,6 +230,7 @@ class ModelSlot:
                 "metrics": forecaster.metrics,
                 "min_history": forecaster.min_history,
                 "max_horizon": forecaster.max_horizon,
+                "device": forecaster.device,
             }
         )
         # One assignment: requests batched after it use the new model, earlier ones the old.
@@ -261,7 +266,7 @@ class ModelSlot:
     def _load(self, run_id: str, key: tuple) -> Forecaster | None:
         """The run's model, or None after logging and counting why it cannot be loaded."""
         try:
-            return load_checked(self.store.run_dir(run_id))
+            return load_checked(self.store.run_dir(run_id), device=self.device)
         except (ModelLoadError, ValueError) as exc:
             self._failed(run_id, key, exc)
             return None
@@ -294,7 +299,7 @@ class ModelSlot:
         for run_id in self._earlier_promoted_runs(candidate[0])[:MAX_FALLBACK_RUNS]:
             key = self._key(run_id)
             try:
-                forecaster = load_checked(self.store.run_dir(run_id))
+                forecaster = load_checked(self.store.run_dir(run_id), device=self.device)
             except (ModelLoadError, ValueError) as exc:
                 log.error("cannot load earlier promoted run %s either: %s", run_id, exc)
                 continue
@@ -487,7 +492,7 @@ def _is_small(request: Request) -> bool:
 def create_app(settings: AppSettings, store: Store) -> FastAPI:
     """The ASGI app, with its model slot loaded from CURRENT if there is one."""
     metrics = Metrics()
-    slot = ModelSlot(store, metrics, settings)
+    slot = ModelSlot(store, metrics, settings, serving_device())
     slot.load_current()
     parser = BodyParser()
 

@@ -16,7 +16,6 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -30,6 +29,7 @@ import numpy as np
 import xgboost as xgb
 
 from app.cli import command_settings, open_store
+from app.device import gpu_visible
 from app.model import (
     FEATURE_NAMES,
     FEATURE_VERSION,
@@ -81,15 +81,7 @@ class Split:
 
 def detect_device() -> str:
     """'cuda' when a GPU is visible and this xgboost build can train on it, else 'cpu'."""
-    if shutil.which("nvidia-smi") is None:
-        return "cpu"
-    try:
-        listed = subprocess.run(
-            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=True
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "cpu"
-    if "GPU" not in listed.stdout:
+    if not gpu_visible():
         return "cpu"
     try:
         probe = xgb.DMatrix(np.arange(16, dtype=np.float32).reshape(8, 2), label=np.arange(8))

@@ -8,7 +8,9 @@ Creates, as children of the component:
 - `<name>-providers`: the cluster's capacity providers, FARGATE and FARGATE_SPOT, with an
   on-demand default strategy for tasks started without one;
 - `<name>-gpu` (GpuCapacity, only when `training.capacity` is gpu-ec2): GPU container instances
-  and their EC2 capacity provider, attached with the Fargate ones.
+  for training and their EC2 capacity provider, attached with the Fargate ones;
+- `<name>-serving-gpu` (GpuCapacity, only when `inference.capacity` is gpu-ec2): the inference
+  service's own GPU instances (warm minimum, on-demand base, Spot above) and capacity provider.
 
 `capacity_provider_names` resolves only once the providers are attached, so a service or task
 whose strategy is built from it cannot be created before the cluster can place it.
@@ -46,6 +48,10 @@ class Cluster(pulumi.ComponentResource):
     capacity_provider_names: pulumi.Output[list[str]]
     gpu_capacity_provider_name: pulumi.Output[str] | None
     """The GPU provider's name once attached to the cluster; None unless training is gpu-ec2."""
+    serving_capacity: GpuCapacity | None
+    """The inference service's GPU capacity; None unless inference is gpu-ec2."""
+    serving_capacity_provider_name: pulumi.Output[str] | None
+    """Its provider's name once attached to the cluster; None unless inference is gpu-ec2."""
 
     def __init__(self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlops:index:Cluster", name, None, opts)
@@ -66,20 +72,28 @@ class Cluster(pulumi.ComponentResource):
 
         # Every provider the cluster offers; EC2 capacity providers are appended to this list.
         providers: list[pulumi.Input[str]] = [FARGATE, FARGATE_SPOT]
+        where = {
+            "cluster_name": cluster.name,
+            "vpc_id": args.network.vpc_id,
+            "subnet_ids": args.network.private_subnet_ids,
+            "security_group_ids": list(args.gpu_instance_security_group_ids),
+        }
         gpu: GpuCapacity | None = None
         if args.settings.gpu_training:
             gpu = GpuCapacity(
                 f"{name}-gpu",
-                GpuCapacityArgs(
-                    settings=args.settings.training,
-                    cluster_name=cluster.name,
-                    vpc_id=args.network.vpc_id,
-                    subnet_ids=args.network.private_subnet_ids,
-                    security_group_ids=list(args.gpu_instance_security_group_ids),
-                ),
+                GpuCapacityArgs.for_training(args.settings.training, **where),
                 opts=child,
             )
             providers.append(gpu.capacity_provider_name)
+        serving: GpuCapacity | None = None
+        if args.settings.gpu_serving:
+            serving = GpuCapacity(
+                f"{name}-serving-gpu",
+                GpuCapacityArgs.for_serving(args.settings.inference.gpu, **where),
+                opts=child,
+            )
+            providers.append(serving.capacity_provider_name)
 
         attachment = aws.ecs.ClusterCapacityProviders(
             f"{name}-providers",
@@ -97,16 +111,25 @@ class Cluster(pulumi.ComponentResource):
         self.capacity_provider_names = attachment.capacity_providers.apply(
             lambda names: list(names or [])
         )
-        self.gpu_capacity_provider_name = (
-            pulumi.Output.all(gpu.capacity_provider_name, attachment.id).apply(lambda v: v[0])
-            if gpu is not None
-            else None
-        )
+        self.gpu_capacity_provider_name = _once_attached(gpu, attachment)
+        self.serving_capacity = serving
+        self.serving_capacity_provider_name = _once_attached(serving, attachment)
         self.register_outputs(
             {
                 "cluster_arn": self.cluster_arn,
                 "cluster_name": self.cluster_name,
                 "capacity_provider_names": self.capacity_provider_names,
                 "gpu_capacity_provider_name": self.gpu_capacity_provider_name,
+                "serving_capacity_provider_name": self.serving_capacity_provider_name,
             }
         )
+
+
+def _once_attached(
+    capacity: GpuCapacity | None, attachment: aws.ecs.ClusterCapacityProviders
+) -> pulumi.Output[str] | None:
+    """The provider's name, resolving only once the cluster offers it (a service or task using
+    it earlier would fail to place)."""
+    if capacity is None:
+        return None
+    return pulumi.Output.all(capacity.capacity_provider_name, attachment.id).apply(lambda v: v[0])

@@ -25,9 +25,9 @@ missing once the resources that must see the push exist (the training trigger: E
 push event once, to the rules that exist then). Consumers take `image_ref(flavour)`, a
 `repo@sha256:...` reference that resolves at release, never a mutable tag.
 
-Flavours: `cpu` always; `gpu` (CUDA base, CUDA-enabled XGBoost) only when training runs on GPU
-EC2. `image.pin: sha256:...` (with `image.gpu_pin` on a gpu-ec2 stack) builds nothing and
-deploys those already-pushed digests (rollback).
+Flavours: `cpu` always; `gpu` (CUDA base, CUDA-enabled XGBoost) only when training or serving
+runs on GPU EC2. `image.pin: sha256:...` (with `image.gpu_pin` on a gpu-ec2 stack) builds
+nothing and deploys those already-pushed digests (rollback).
 """
 
 from __future__ import annotations
@@ -160,8 +160,9 @@ def context_tag(context: Path, flavour: str) -> str:
 @dataclass
 class ImageRepoArgs:
     settings: Settings
-    """The whole stack config: `image` (keep_images, pin, gpu_pin), `training.capacity` (the gpu
-    flavour), `store.protect` (whether the repository may be deleted with its images)."""
+    """The whole stack config: `image` (keep_images, pin, gpu_pin), `training.capacity` and
+    `inference.capacity` (the gpu flavour), `store.protect` (whether the repository may be
+    deleted with its images)."""
     context: Path = APP_DIR
     """The Docker build context; its `Dockerfile` builds both flavours (`--build-arg FLAVOUR`)."""
 
@@ -176,8 +177,11 @@ class ImageRepo(pulumi.ComponentResource):
         settings = args.settings
         self._name = name
         self._args = args
-        self._capacity = settings.training.capacity
-        self._flavours = ["cpu", "gpu"] if settings.gpu_training else ["cpu"]
+        self._capacities = (
+            f"training.capacity {settings.training.capacity.value}, "
+            f"inference.capacity {settings.inference.capacity.value}"
+        )
+        self._flavours = ["cpu", "gpu"] if settings.gpu_image else ["cpu"]
         self._released = False
         child = pulumi.ResourceOptions(parent=self)
         # A fixed name, so `release()` can look the release tags up before anything is declared;
@@ -373,8 +377,8 @@ class ImageRepo(pulumi.ComponentResource):
             raise ValueError(f"image flavour {flavour!r}: use one of {', '.join(IMAGE_FLAVOURS)}")
         if flavour not in self._refs:
             raise ValueError(
-                f"image flavour {flavour!r} is built only when mlops:training.capacity is "
-                f"gpu-ec2; this stack uses {self._capacity.value}"
+                f"image flavour {flavour!r} is built only when mlops:training.capacity or "
+                f"mlops:inference.capacity is gpu-ec2; this stack has {self._capacities}"
             )
         return self._refs[flavour]
 

@@ -1,4 +1,9 @@
-"""InferenceService: the model served behind an Application Load Balancer on ECS Fargate.
+"""InferenceService: the model served behind an Application Load Balancer on ECS.
+
+On Fargate (`inference.capacity: fargate`, the default: on-demand base plus Fargate Spot), or on
+its own GPU EC2 capacity provider (`gpu-ec2`, the cluster's `serving_capacity`): the gpu image,
+an EC2-only task definition whose api reserves `inference.gpu.gpus` GPUs, tasks spread across AZs
+and instances, and alarms and dashboard widgets on the instances too.
 
 Creates, as children of the component:
 
@@ -21,9 +26,12 @@ Creates, as children of the component:
   records in the Route 53 zone, awaited by `<name>-cert-validation`) and `<name>-alias`, an A
   alias record of the domain to the load balancer;
 - `<name>-task`: the task definition (api, dashboard, forecaster) and `<name>-service`;
+  with gpu-ec2 the network mode stays awsvpc, so the target groups keep target type `ip` and
+  the task keeps its own security group (see `_task_definition` for the ENI arithmetic);
 - `<name>-alarms` (SNS topic, under the `<name>-alarms-key` CMK with
   `observability.alarm_topic_cmk`; email subscription when `observability.alarm_email` is set)
-  and the `<name>-alarm-<role>` alarms;
+  and the `<name>-alarm-<role>` alarms (with gpu-ec2 also `gpu-capacity-short`,
+  `gpu-status-check` and `gpu-instances-below-min` on the instances);
 - `<name>-scaling-target`, CPU and request-count target tracking, one scheduled action per
   `inference.schedules` entry, and with `observability.cloudwatch_dashboard` the
   `<name>-dashboard-view` CloudWatch dashboard.
@@ -64,7 +72,8 @@ class InferenceServiceArgs:
     store: SharedStore
     """The EFS store every container mounts at /mnt/store."""
     image_ref: pulumi.Input[str]
-    """The cpu image by digest (`repo@sha256:...`)."""
+    """The image by digest (`repo@sha256:...`): the cpu flavour on Fargate, the gpu flavour (CUDA
+    XGBoost) with `inference.capacity: gpu-ec2`."""
     repository_arn: pulumi.Input[str]
     """The ECR repository the image is pulled from (the execution role may pull only there)."""
 
@@ -90,6 +99,8 @@ class InferenceService(pulumi.ComponentResource):
         self._zone: pulumi.Output[str] | None = None
         settings = args.settings
         inference = settings.inference
+        if settings.gpu_serving and args.cluster.serving_capacity is None:
+            raise ValueError(f"InferenceService {name}: gpu-ec2 needs the cluster's serving GPUs")
         self._account = aws.get_caller_identity_output(
             opts=pulumi.InvokeOutputOptions(parent=self)
         ).account_id
@@ -123,10 +134,8 @@ class InferenceService(pulumi.ComponentResource):
             cluster=args.cluster.cluster_arn,
             task_definition=task_definition.arn,
             desired_count=inference.desired,
-            capacity_provider_strategies=args.cluster.capacity_provider_names.apply(
-                lambda names: _strategy(names, settings)
-            ),
-            platform_version="LATEST",
+            capacity_provider_strategies=_service_strategy(args),
+            **_placement(settings),
             deployment_minimum_healthy_percent=100,
             deployment_maximum_percent=200,
             deployment_circuit_breaker={"enable": True, "rollback": True},
@@ -154,7 +163,8 @@ class InferenceService(pulumi.ComponentResource):
             ],
             network_configuration={
                 "subnets": args.network.task_subnet_ids,
-                "assign_public_ip": args.network.assign_public_ip,
+                # EC2 tasks cannot have one (settings require NAT egress with gpu-ec2).
+                "assign_public_ip": args.network.assign_public_ip and not settings.gpu_serving,
                 "security_groups": [task_group.id, args.store.client_security_group_id],
             },
             # pulumi-aws: updating the capacity provider strategy requires a forced deployment.
@@ -180,6 +190,8 @@ class InferenceService(pulumi.ComponentResource):
                 dims = target_group_dims if spec.scope == "target_group" else service_dims
                 self._alarm(spec, dims, topic)
 
+        if settings.gpu_serving:
+            self._gpu_alarms(args, topic)
         self._autoscaling(args, service, alb, target_groups[docs.API_CONTAINER])
         if settings.observability.cloudwatch_dashboard:
             self._dashboard(args, service, alb, target_groups[docs.API_CONTAINER])
@@ -641,6 +653,7 @@ class InferenceService(pulumi.ComponentResource):
                     settings.region,
                     dashboard=inference.dashboard,
                     forecast_interval_seconds=inference.forecast_interval_seconds,
+                    api_gpus=inference.gpu.gpus if settings.gpu_serving else 0,
                 )
             )
         )
@@ -648,15 +661,32 @@ class InferenceService(pulumi.ComponentResource):
             f"{self._name}-task",
             # `family` is required; one per project, stack and service.
             family=f"{pulumi.get_project()}-{settings.stack}-{self._name}",
-            requires_compatibilities=["FARGATE"],
+            # awsvpc on EC2 too: each task gets its own ENI, security group and private IP, the
+            # target groups stay `ip`, and the agent can block the instance metadata service
+            # (ECS_AWSVPC_BLOCK_IMDS). An instance holds ENIs - 1 such tasks (ENI trunking is an
+            # account setting we do not own); settings.py refuses instance types and counts
+            # that cannot place `inference.max` tasks. With one GPU per task on the default
+            # xlarge types, the GPU binds first (1 task per instance; g4dn.xlarge has 3 ENIs,
+            # g5/g6.xlarge 4), so bridge mode and its dynamic host ports would buy nothing.
             network_mode="awsvpc",
             cpu=str(inference.cpu),
             memory=str(inference.memory),
-            runtime_platform={"operating_system_family": "LINUX", "cpu_architecture": "X86_64"},
             execution_role_arn=execution_role.arn,
             task_role_arn=task_role.arn,
             container_definitions=containers,
             volumes=[args.store.volume(docs.STORE_VOLUME), docs.scratch_volume()],
+            **(
+                # GPUs exist only on EC2 capacity: the serving GPU instances.
+                {"requires_compatibilities": ["EC2"]}
+                if settings.gpu_serving
+                else {
+                    "requires_compatibilities": ["FARGATE"],
+                    "runtime_platform": {
+                        "operating_system_family": "LINUX",
+                        "cpu_architecture": "X86_64",
+                    },
+                }
+            ),
             opts=self._child,
         )
 
@@ -707,6 +737,19 @@ class InferenceService(pulumi.ComponentResource):
             **spec.args(),
             opts=self._child,
         )
+
+    def _gpu_alarms(self, args: InferenceServiceArgs, topic: aws.sns.Topic) -> None:
+        capacity = args.cluster.serving_capacity
+        assert capacity is not None and args.cluster.serving_capacity_provider_name is not None
+        dimensions = {
+            "auto_scaling_group": {"AutoScalingGroupName": capacity.auto_scaling_group_name},
+            "capacity_provider": {
+                "ClusterName": args.cluster.cluster_name,
+                "CapacityProviderName": args.cluster.serving_capacity_provider_name,
+            },
+        }
+        for spec in docs.gpu_capacity_alarms(args.settings.inference.gpu.min_instances):
+            self._alarm(spec, dimensions[spec.scope], topic)
 
     def _autoscaling(
         self,
@@ -780,11 +823,30 @@ class InferenceService(pulumi.ComponentResource):
         api_targets: aws.lb.TargetGroup,
     ) -> None:
         settings = args.settings
-        body = pulumi.Output.all(
-            alb.arn_suffix, api_targets.arn_suffix, args.cluster.cluster_name, service.name
-        ).apply(
-            lambda v: json.dumps(docs.inference_dashboard(settings.region, v[0], v[1], v[2], v[3]))
+        capacity = args.cluster.serving_capacity
+        gpu_names = (
+            [capacity.auto_scaling_group_name, args.cluster.serving_capacity_provider_name]
+            if capacity is not None
+            else []
         )
+
+        def body_of(values: list[Any]) -> str:
+            region = settings.region
+            body = docs.inference_dashboard(region, *values[:4])
+            if gpu_names:
+                bottom = max(w["y"] + w["height"] for w in body["widgets"])
+                body["widgets"] += docs.gpu_capacity_widgets(
+                    region, values[4], values[2], values[5], bottom
+                )
+            return json.dumps(body)
+
+        body = pulumi.Output.all(
+            alb.arn_suffix,
+            api_targets.arn_suffix,
+            args.cluster.cluster_name,
+            service.name,
+            *gpu_names,
+        ).apply(body_of)
         aws.cloudwatch.Dashboard(
             f"{self._name}-dashboard-view",
             # `dashboard_name` is required.
@@ -792,6 +854,31 @@ class InferenceService(pulumi.ComponentResource):
             dashboard_body=body,
             opts=self._child,
         )
+
+
+def _service_strategy(
+    args: InferenceServiceArgs,
+) -> pulumi.Output[list[aws.ecs.ServiceCapacityProviderStrategyArgs]]:
+    """Fargate's on-demand/Spot strategy, or with gpu-ec2 the serving GPU provider alone: a
+    strategy cannot mix Fargate and Auto Scaling group providers, and the on-demand/Spot split
+    of the GPU instances is the group's own (`inference.gpu.on_demand_base`)."""
+    cluster = args.cluster
+    if cluster.serving_capacity_provider_name is not None:
+        return cluster.serving_capacity_provider_name.apply(
+            lambda name: [
+                aws.ecs.ServiceCapacityProviderStrategyArgs(
+                    capacity_provider=name, base=0, weight=1
+                )
+            ]
+        )
+    return cluster.capacity_provider_names.apply(lambda names: _strategy(names, args.settings))
+
+
+def _placement(settings: Settings) -> dict[str, Any]:
+    """Fargate: the platform version (Fargate only). EC2: spread across AZs, then instances."""
+    if settings.gpu_serving:
+        return {"ordered_placement_strategies": docs.SPREAD_ACROSS_AZS}
+    return {"platform_version": "LATEST"}
 
 
 def _strategy(

@@ -45,6 +45,13 @@ class Capacity(StrEnum):
     GPU_EC2 = "gpu-ec2"
 
 
+class ServingCapacity(StrEnum):
+    """Where the inference service runs."""
+
+    FARGATE = "fargate"  # Fargate on-demand base + Fargate Spot (inference.on_demand_base...)
+    GPU_EC2 = "gpu-ec2"  # its own GPU EC2 capacity provider (inference.gpu)
+
+
 # Fargate task sizes: CPU units -> the memory values (MiB) AWS accepts with them.
 # Source: "Task CPU and memory" table, Amazon ECS Developer Guide (task_definition_parameters).
 FARGATE_MEMORY: dict[int, tuple[int, ...]] = {
@@ -101,6 +108,44 @@ GPU_INSTANCES: dict[str, tuple[int, int, int]] = {
 
 # The ECS container agent reserves some instance memory; a task asking for all of it never places.
 ECS_AGENT_RESERVED_MIB = 1024
+
+# Network interfaces an instance type takes on its default network card (EC2
+# DescribeInstanceTypes `NetworkInfo.NetworkCards[0].MaximumNetworkInterfaces`; EC2 User Guide,
+# "Maximum IP addresses per network interface"; the same values as aws/amazon-vpc-cni-k8s
+# pkg/vpc/vpc_ip_resource_limit.go). Each awsvpc task on EC2 takes one ENI of its own and the
+# instance keeps its primary one, so an instance runs at most this minus one awsvpc tasks
+# (ECS Developer Guide, "Amazon ECS task networking options for the EC2 launch type"). ENI
+# trunking would raise it but is an account-wide ECS setting (`awsvpcTrunking`) this program does
+# not own.
+INSTANCE_ENIS: dict[str, int] = {
+    "g4dn.xlarge": 3,
+    "g4dn.2xlarge": 3,
+    "g4dn.4xlarge": 3,
+    "g4dn.8xlarge": 4,
+    "g4dn.12xlarge": 8,
+    "g4dn.16xlarge": 4,
+    "g5.xlarge": 4,
+    "g5.2xlarge": 4,
+    "g5.4xlarge": 8,
+    "g5.8xlarge": 8,
+    "g5.12xlarge": 15,
+    "g5.16xlarge": 8,
+    "g5.24xlarge": 15,
+    "g5.48xlarge": 7,
+    "g6.xlarge": 4,
+    "g6.2xlarge": 4,
+    "g6.4xlarge": 8,
+    "g6.8xlarge": 8,
+    "g6.12xlarge": 8,
+    "g6.16xlarge": 15,
+    "g6.24xlarge": 15,
+    "g6.48xlarge": 15,
+    "p3.2xlarge": 4,
+    "p3.8xlarge": 8,
+    "p3.16xlarge": 8,
+    "p4d.24xlarge": 15,
+    "p5.48xlarge": 2,
+}
 
 SHA256_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 CERTIFICATE_ARN = re.compile(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]{36}$")
@@ -250,14 +295,34 @@ class ScalingSchedule:
 
 
 @dataclass(frozen=True)
+class GpuServingSettings:
+    """`mlops:inference.gpu`: the serving GPU instances, used with `inference.capacity: gpu-ec2`."""
+
+    instance_types: tuple[str, ...] = ("g4dn.xlarge", "g6.xlarge", "g5.xlarge")
+    """x86_64 NVIDIA types, in order of preference for on-demand launches (cheapest first)."""
+    gpus: int = 1
+    """GPUs the api container of each task reserves."""
+    min_instances: int = 1
+    """The warm minimum: instances that run even with no task waiting."""
+    max_instances: int = 4
+    on_demand_base: int = 1
+    """The first instances are on-demand; the rest follow `on_demand_percent_above_base`."""
+    on_demand_percent_above_base: int = 0
+    """0: every instance above the base is Spot."""
+
+
+@dataclass(frozen=True)
 class InferenceSettings:
+    capacity: ServingCapacity = ServingCapacity.FARGATE
+    """fargate (the strategy below) or gpu-ec2 (`gpu`, its own EC2 GPU capacity provider)."""
     cpu: int = 512
+    """Task CPU units: a Fargate size, or with gpu-ec2 anything the instance types hold."""
     memory: int = 1024
     desired: int = 1
     min: int = 0
     max: int = 4
     on_demand_base: int = 0
-    """Tasks that always run on FARGATE (on-demand)."""
+    """Tasks that always run on FARGATE (on-demand). Fargate only, like the weights."""
     on_demand_weight: int = 0
     spot_weight: int = 1
     cpu_target: int = 70
@@ -274,6 +339,7 @@ class InferenceSettings:
     access_logs: bool = False
     dashboard: bool = True
     forecast_interval_seconds: int = 10
+    gpu: GpuServingSettings = field(default_factory=GpuServingSettings)
 
 
 @dataclass(frozen=True)
@@ -357,6 +423,15 @@ class Settings:
     @property
     def gpu_training(self) -> bool:
         return self.training.capacity is Capacity.GPU_EC2
+
+    @property
+    def gpu_serving(self) -> bool:
+        return self.inference.capacity is ServingCapacity.GPU_EC2
+
+    @property
+    def gpu_image(self) -> bool:
+        """Whether anything runs the gpu image flavour (CUDA base, CUDA-enabled XGBoost)."""
+        return self.gpu_training or self.gpu_serving
 
 
 SECTIONS: dict[str, type] = {
@@ -538,9 +613,74 @@ def _schedule(key: str, raw: Any) -> ScalingSchedule:
     return ScalingSchedule(name=name, cron=raw["cron"], min=raw["min"], max=raw["max"])
 
 
+def _gpu_serving(raw: Any) -> GpuServingSettings:
+    s = _Section("inference.gpu", raw, GpuServingSettings)
+    types = s.list("instance_types", _gpu_type)
+    if not types:
+        raise _fail(s.key("instance_types"), [], "list at least one GPU instance type")
+    if len(set(types)) != len(types):
+        raise _fail(s.key("instance_types"), list(types), "list each instance type once")
+    lo, hi = s.int("min_instances"), s.int("max_instances", lo=1, hi=100)
+    if lo > hi:
+        raise _fail(s.key("min_instances"), lo, f"it must not exceed max_instances ({hi})")
+    return GpuServingSettings(
+        instance_types=types,
+        gpus=s.int("gpus", lo=1),
+        min_instances=lo,
+        max_instances=hi,
+        on_demand_base=s.int("on_demand_base", hi=hi),
+        on_demand_percent_above_base=s.int("on_demand_percent_above_base", hi=100),
+    )
+
+
+def tasks_per_instance(instance: str, gpus: int, cpu: int, memory: int) -> tuple[int, str]:
+    """How many awsvpc serving tasks of this size one instance holds, and what limits it.
+
+    The least of: its GPUs over the task's, its network interfaces but the primary one (see
+    `INSTANCE_ENIS`), its CPU units and its memory less the agent's reserve.
+    """
+    vcpus, mem, count = GPU_INSTANCES[instance]
+    limits = {
+        f"{count} GPU(s)": count // gpus,
+        f"{INSTANCE_ENIS[instance]} network interfaces (awsvpc: one per task plus the "
+        "instance's own)": INSTANCE_ENIS[instance] - 1,
+        f"{vcpus * 1024} CPU units": vcpus * 1024 // cpu,
+        f"{mem - ECS_AGENT_RESERVED_MIB} MiB for tasks": (mem - ECS_AGENT_RESERVED_MIB) // memory,
+    }
+    reason = min(limits, key=lambda k: limits[k])
+    return limits[reason], reason
+
+
+def _check_gpu_serving(
+    s: _Section, gpu: GpuServingSettings, cpu: int, memory: int, most: int
+) -> None:
+    """gpu-ec2 serving: every instance type holds a task, and the group's max holds `max` tasks."""
+    for instance in gpu.instance_types:
+        _, _, count = GPU_INSTANCES[instance]
+        if gpu.gpus > count:
+            raise _fail(s.key("gpu.gpus"), gpu.gpus, f"{instance} has {count} GPU(s)")
+        fits, reason = tasks_per_instance(instance, gpu.gpus, cpu, memory)
+        if fits < 1:
+            key = "cpu" if "CPU" in reason else "memory"
+            raise _fail(s.key(key), cpu if key == "cpu" else memory, f"{instance} has {reason}")
+        if gpu.max_instances * fits < most:
+            raise _fail(
+                s.key("gpu.max_instances"),
+                gpu.max_instances,
+                f"inference.max is {most} tasks, and {instance} holds {fits} task(s) "
+                f"(limited by its {reason}), so {gpu.max_instances} instance(s) hold only "
+                f"{gpu.max_instances * fits}; raise gpu.max_instances or lower inference.max",
+            )
+
+
 def _inference(raw: Any) -> InferenceSettings:
     s = _Section("inference", raw, InferenceSettings)
-    cpu, memory = _fargate_size(s, "the inference service")
+    capacity = s.enum("capacity", ServingCapacity)
+    gpu = _gpu_serving(s.raw.get("gpu"))
+    if capacity is ServingCapacity.GPU_EC2:
+        cpu, memory = s.int("cpu", lo=128), s.int("memory", lo=512)
+    else:
+        cpu, memory = _fargate_size(s, "the inference service")
     lo, hi = s.int("min"), s.int("max", lo=1)
     if lo > hi:
         raise _fail(s.key("min"), lo, f"it must not exceed max ({hi})")
@@ -583,7 +723,11 @@ def _inference(raw: Any) -> InferenceSettings:
     zone = zone or (domain.split(".", 1)[1] if domain else "")
     if domain and not (domain == zone or domain.endswith("." + zone)):
         raise _fail(s.key("hosted_zone"), zone, f"it must contain inference.domain {domain!r}")
+    if capacity is ServingCapacity.GPU_EC2:
+        _check_gpu_serving(s, gpu, cpu, memory, hi)
     return InferenceSettings(
+        capacity=capacity,
+        gpu=gpu,
         cpu=cpu,
         memory=memory,
         desired=desired,
@@ -750,6 +894,15 @@ def parse(raw: Mapping[str, Any], stack: str = "dev", region: str = "us-east-1")
             "gpu-ec2 needs mlops:network.egress single-nat or nat-per-az (GPU instances run in "
             "private subnets), got public-ip",
         )
+    if settings.gpu_serving and settings.network.egress is Egress.PUBLIC_IP:
+        # awsvpc tasks on EC2 get no public IP (ECS Developer Guide, "Amazon ECS task networking
+        # options for the EC2 launch type"): without NAT they cannot pull the image or log.
+        raise _fail(
+            "inference.capacity",
+            "gpu-ec2",
+            "gpu-ec2 needs mlops:network.egress single-nat or nat-per-az (tasks on EC2 get no "
+            "public IP, so they reach ECR and CloudWatch through NAT), got public-ip",
+        )
     _check_pins(settings)
     if settings.store.protect and not settings.https:
         # A protected (production) stack never serves its API over plain HTTP.
@@ -767,18 +920,19 @@ def _check_pins(settings: Settings) -> None:
     """A pinned (rollback) stack builds nothing, so every flavour it runs needs its own digest:
     the cpu image has no CUDA-enabled XGBoost, and one digest cannot be both flavours."""
     image = settings.image
-    if image.gpu_pin and not settings.gpu_training:
+    if image.gpu_pin and not settings.gpu_image:
         raise _fail(
             "image.gpu_pin",
             image.gpu_pin,
             f"only a gpu-ec2 stack runs the gpu image (training.capacity is "
-            f'{settings.training.capacity.value}); leave it ""',
+            f"{settings.training.capacity.value}, inference.capacity "
+            f'{settings.inference.capacity.value}); leave it ""',
         )
     if image.gpu_pin and not image.pin:
         raise _fail(
             "image.gpu_pin", image.gpu_pin, "it only applies with image.pin; set both or neither"
         )
-    if image.pin and settings.gpu_training and not image.gpu_pin:
+    if image.pin and settings.gpu_image and not image.gpu_pin:
         raise _fail(
             "image.gpu_pin",
             image.gpu_pin,

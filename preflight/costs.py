@@ -11,6 +11,10 @@
   transitions; GPU instances only for the expected training hours when the group's minimum is 0;
 - scheduled tasks (the weekly ingest): an EventBridge rule's fires a month x its ECS target's
   task count, each for the assumed step hours, on the target's capacity providers;
+- EC2 capacity: each Auto Scaling group priced by the tasks of the capacity providers over it:
+  a service's group runs the larger of its warm minimum and what its tasks need (tasks per
+  instance from GPUs, network interfaces, CPU and memory), on-demand up to the group's base and
+  Spot above it as its instances distribution says; a training group only for its runs;
 - NAT gateways from the VPC's NAT strategy, ALB hours, LCUs and node addresses, EFS storage and
   throughput, backups, ECR storage from the lifecycle policy's kept images, logs from the
   container-hours that write to each group, KMS keys, WAF ACLs, rules and requests, alarms,
@@ -31,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from components.settings import GPU_INSTANCES, tasks_per_instance
 from policy import checks
 from preflight import prices
 from preflight.offline import Plan, Resource
@@ -60,6 +65,7 @@ EVENT_RULE = "aws:cloudwatch/eventRule:EventRule"
 EVENT_TARGET = "aws:cloudwatch/eventTarget:EventTarget"
 SCHEDULER_SCHEDULE = "aws:scheduler/schedule:Schedule"
 ASG = "aws:autoscaling/group:Group"
+CAPACITY_PROVIDER = "aws:ecs/capacityProvider:CapacityProvider"
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
 LOAD_BALANCERS = ("aws:lb/loadBalancer:LoadBalancer", "aws:alb/loadBalancer:LoadBalancer")
 LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
@@ -394,10 +400,12 @@ class _Model:
     assumptions: dict[str, dict[str, Any]] = field(default_factory=dict)
     task_hours: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     """Task definition URN -> expected task-hours a month (feeds the log estimate)."""
-    ec2_hours: float = 0.0
-    """Expected task-hours a month on EC2 capacity providers (feeds the GPU instances)."""
-    ec2_runs: float = 0.0
-    """Expected training runs a month that need an EC2 instance."""
+    ec2_hours: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    """EC2 capacity provider -> expected task-hours a month on it (feeds its instances)."""
+    ec2_runs: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    """EC2 capacity provider -> expected training runs a month that start an instance."""
+    ec2_services: dict[str, Resource] = field(default_factory=dict)
+    """EC2 capacity provider -> the task definition a service keeps running on it."""
     serving_fraction: dict[str, float] = field(default_factory=dict)
     """Service name -> share of the month it runs at least one task (feeds ALB LCUs)."""
 
@@ -509,7 +517,7 @@ class _Model:
                     note,
                 )
             else:
-                self.ec2_hours += task_hours
+                self.ec2_hours[provider] += task_hours
 
     # -- inference services
 
@@ -529,6 +537,9 @@ class _Model:
             self.derive(f"{service.name}.tasks_running_average", average, note)
             self.task_hours[td.urn] += sum(hours.values())
             self.fargate(service, td, hours, "tasks")
+            for provider in hours:
+                if provider not in FARGATE_PROVIDERS:
+                    self.ec2_services[provider] = td
             if get_path(service.inputs, "networkConfiguration.assignPublicIp") is True:
                 self.add(
                     service,
@@ -682,7 +693,9 @@ class _Model:
         split = split_tasks(1, strategy)
         self.task_hours[td.urn] += hours
         # Runs on an EC2 capacity provider each start (and later drain) an instance.
-        self.ec2_runs += runs * sum(s for p, s in split.items() if p not in FARGATE_PROVIDERS)
+        for provider, share in split.items():
+            if provider not in FARGATE_PROVIDERS:
+                self.ec2_runs[provider] += runs * share
         per_provider = {p: hours * share for p, share in split.items()}
         self.fargate(td, td, per_provider, f"{runs:.1f} runs x {self.assumptions[key]['value']} h")
 
@@ -712,46 +725,101 @@ class _Model:
             )
             self.fargate(td, td, per_provider, note)
 
+    def providers_of(self, group: Resource) -> set[str]:
+        """Names of the ECS capacity providers over an Auto Scaling group."""
+        arn = group.outputs.get("arn")
+        return {
+            str(provider.outputs.get("name") or provider.name)
+            for provider in self.of_type(CAPACITY_PROVIDER)
+            if arn
+            and get_path(provider.inputs, "autoScalingGroupProvider.autoScalingGroupArn") == arn
+        }
+
     def auto_scaling_groups(self) -> None:
         groups = self.of_type(ASG)
-        for index, group in enumerate(groups):
-            types = instance_types(group.inputs)
-            template = self.launch_template(group)
-            if not types and template is not None:
-                types = [str(template.inputs.get("instanceType"))]
-            instance = types[0] if types else ""
-            minimum = as_number(group.inputs.get("minSize"))
-            hours = minimum * prices.HOURS_PER_MONTH
-            note = f"minSize {minimum:g}: always on"
-            if index == 0 and self.ec2_hours:
-                overhead = self.assume("gpu_instance_overhead_hours_per_run")
-                extra = self.ec2_hours + self.ec2_runs * overhead
-                hours += extra
-                note = (
-                    f"minSize {minimum:g}: only the expected training hours "
-                    f"({self.ec2_hours:.1f} task-hours + {overhead} h boot and scale-in per run)"
-                )
-            if hours <= 0:
-                continue
-            price = prices.EC2_ON_DEMAND_HOUR.get(instance)
-            if price is None:
-                self.unknown(group, f"EC2 {instance or '?'} instance-hours", "no price")
-            else:
+        demand = {group.urn: self.providers_of(group) for group in groups}
+        known = set().union(*demand.values()) if demand else set()
+        # Tasks on EC2 the plan cannot tie to a group (a bare EC2 launch type) go to the first
+        # group that scales from zero, as a training group does.
+        orphans = {p for p in [*self.ec2_hours, *self.ec2_runs] if p not in known}
+        from_zero = [g for g in groups if not as_number(g.inputs.get("minSize"))] or groups
+        if orphans and from_zero:
+            demand[from_zero[0].urn] = demand[from_zero[0].urn] | orphans
+        for group in groups:
+            self.auto_scaling_group(group, demand[group.urn])
+
+    def auto_scaling_group(self, group: Resource, providers: set[str]) -> None:
+        types = instance_types(group.inputs)
+        template = self.launch_template(group)
+        if not types and template is not None:
+            types = [str(template.inputs.get("instanceType"))]
+        instance = types[0] if types else ""
+        minimum = as_number(group.inputs.get("minSize"))
+        task_hours = sum(self.ec2_hours.get(p, 0.0) for p in providers)
+        runs = sum(self.ec2_runs.get(p, 0.0) for p in providers)
+        served = [self.ec2_services[p] for p in providers if p in self.ec2_services]
+        hours = minimum * prices.HOURS_PER_MONTH
+        note = f"minSize {minimum:g}: always on"
+        if served:
+            per = tasks_per_instance_of(served[0], instance)
+            burst = self.assume("gpu_serving_burst_instances")
+            hours = max(hours, task_hours / per) + burst * prices.HOURS_PER_MONTH
+            note = (
+                f"the larger of minSize {minimum:g} always on (the warm minimum) and "
+                f"{task_hours:.1f} service task-hours at {per:g} task(s) per {instance}, plus "
+                f"{burst:g} instance(s) of load-driven scale-out on average"
+            )
+        elif task_hours or runs:
+            overhead = self.assume("gpu_instance_overhead_hours_per_run")
+            hours += task_hours + runs * overhead
+            note = (
+                f"minSize {minimum:g}: only the expected training hours "
+                f"({task_hours:.1f} task-hours + {overhead} h boot and scale-in per run)"
+            )
+        if hours <= 0:
+            return
+        price = prices.EC2_ON_DEMAND_HOUR.get(instance)
+        if price is None:
+            self.unknown(group, f"EC2 {instance or '?'} instance-hours", "no price")
+        else:
+            on_demand, spot = purchase_split(group.inputs, hours)
+            first = f"first of {', '.join(types)}"
+            if on_demand:
                 self.lines.append(
                     CostLine(
                         group.name,
                         group.type,
-                        f"EC2 {instance} on-demand (first of {', '.join(types)})",
-                        hours,
+                        f"EC2 {instance} on-demand ({first})",
+                        on_demand,
                         "instance-hour",
                         price,
-                        hours * price,
+                        on_demand * price,
                         note,
                     )
                 )
-            if template is not None and ebs_gb(template.inputs):
-                gb_months = ebs_gb(template.inputs) * hours / prices.HOURS_PER_MONTH
-                self.add(group, "EBS gp3 root volumes", gb_months, "ebs_gp3_gb_month")
+            if spot:
+                discount = self.assume("ec2_spot_discount")
+                base = as_number(
+                    get_path(
+                        group.inputs,
+                        "mixedInstancesPolicy.instancesDistribution.onDemandBaseCapacity",
+                    )
+                )
+                self.lines.append(
+                    CostLine(
+                        group.name,
+                        group.type,
+                        f"EC2 {instance} Spot above the on-demand base of {base:g} ({first})",
+                        spot,
+                        "instance-hour",
+                        round(price * (1 - discount), 6),
+                        spot * price * (1 - discount),
+                        note,
+                    )
+                )
+        if template is not None and ebs_gb(template.inputs):
+            gb_months = ebs_gb(template.inputs) * hours / prices.HOURS_PER_MONTH
+            self.add(group, "EBS gp3 root volumes", gb_months, "ebs_gp3_gb_month")
 
     def launch_template(self, group: Resource) -> Resource | None:
         spec = group.inputs.get("launchTemplate") or get_path(
@@ -1013,6 +1081,39 @@ class _Model:
                 self.unknown(resource, "no price in preflight/prices.py", "unknown type")
                 pricing[resource.urn] = "unknown"
         return pricing
+
+
+def purchase_split(inputs: Mapping[str, Any], hours: float) -> tuple[float, float]:
+    """(on-demand, Spot) instance-hours of a group running `hours` a month: the first
+    `onDemandBaseCapacity` instances on-demand, `onDemandPercentageAboveBaseCapacity` percent of
+    the rest (EC2 Auto Scaling "instances distribution"); no mixed policy: all on-demand."""
+    distribution = get_path(inputs, "mixedInstancesPolicy.instancesDistribution")
+    if not isinstance(distribution, Mapping):
+        return hours, 0.0
+    instances = hours / prices.HOURS_PER_MONTH
+    base = as_number(distribution.get("onDemandBaseCapacity"))
+    percent = as_number(distribution.get("onDemandPercentageAboveBaseCapacity"), 100.0)
+    on_demand = min(instances, base) + max(instances - base, 0.0) * percent / 100
+    return on_demand * prices.HOURS_PER_MONTH, (instances - on_demand) * prices.HOURS_PER_MONTH
+
+
+def tasks_per_instance_of(td: Resource, instance: str) -> float:
+    """How many tasks of this definition one instance of the type holds (the program's own
+    placement arithmetic, `components.settings.tasks_per_instance`); 1 for a type it lacks."""
+    if instance not in GPU_INSTANCES:
+        return 1.0
+    containers = checks.containers(td.inputs)
+    gpus = sum(
+        as_number(get_path(r, "value"))
+        for c in containers
+        for r in as_list(c.get("resourceRequirements"))
+        if get_path(r, "type") == "GPU"
+    )
+    vcpu, gb = _Model.task_size(td)
+    fits, _ = tasks_per_instance(
+        instance, int(gpus) or 1, max(int(vcpu * 1024), 1), max(int(gb * 1024), 1)
+    )
+    return float(max(fits, 1))
 
 
 def instance_types(inputs: Mapping[str, Any]) -> list[str]:

@@ -377,16 +377,15 @@ def run_stack(
 ) -> Plan:
     """Evaluate `__main__.py` for `stack` under mocks.
 
-    `overrides` maps a section (`inference`) to keys merged over the stack file's values.
+    `overrides` maps a section (`inference`) to keys merged over the stack file's values; a
+    nested map (`{"gpu": {"min_instances": 3}}`) merges into the file's map, key by key.
     `ecr` is the registry the deploy sees and changes (default: a new, empty one).
     A config error raised by the program propagates as `pulumi.RunError`.
     """
     config = stack_config(stack)
     for section, values in (overrides or {}).items():
         key = section if ":" in section else f"mlops:{section}"
-        merged = dict(config.get(key) or {})
-        merged.update(values)
-        config[key] = merged
+        config[key] = _merged(config.get(key) or {}, values)
     flat = {
         key: value if isinstance(value, str) else json.dumps(value) for key, value in config.items()
     }
@@ -396,6 +395,15 @@ def run_stack(
         runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
 
     return run_program(program, stack, ecr)
+
+
+def _merged(base: Any, extra: Any) -> Any:
+    if not isinstance(base, dict) or not isinstance(extra, dict):
+        return copy.deepcopy(extra)
+    merged = dict(base)
+    for key, value in extra.items():
+        merged[key] = _merged(base.get(key), value)
+    return merged
 
 
 def run_program(

@@ -3,6 +3,7 @@
     python -m preflight.plan dev               # tree, itemised monthly cost, assumptions, findings
     python -m preflight.plan prod --json       # the same as one JSON document
     python -m preflight.plan dev --diff prod   # what changes, resource by resource and in cost
+    python -m preflight.plan prod --set inference.capacity=gpu-ec2   # what-if, no file edited
 
 It evaluates `__main__.py` with the stack's config under the mocks the tests use
 (`preflight.offline`): no cloud account, no cloud calls. The estimate reads what the program
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
+import yaml
 
 from components.documents import looks_secret
 from policy import checks
@@ -480,7 +482,39 @@ def parse_assumptions(items: Sequence[str]) -> dict[str, float]:
     return parsed
 
 
-def build(stack: str, overrides: Mapping[str, float] | None = None) -> Report:
+def parse_sets(items: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """`section.key[.key...]=value` pairs from `--set`, as `run_stack` overrides.
+
+    The value is read as YAML, as in a stack file: `3`, `true`, `[g5.xlarge, g6.xlarge]`,
+    `gpu-ec2`. The program's own settings layer then judges it, like any stack file value.
+    """
+    overrides: dict[str, dict[str, Any]] = {}
+    for item in items:
+        path, sep, text = item.partition("=")
+        keys = path.split(".")
+        if not sep or len(keys) < 2 or not all(keys):
+            raise PlanError(
+                f"--set {item}: use SECTION.KEY=VALUE, e.g. inference.capacity=gpu-ec2 "
+                "(nested: inference.gpu.min_instances=3)"
+            )
+        try:
+            value = yaml.safe_load(text) if text else ""
+        except yaml.YAMLError as error:
+            raise PlanError(f"--set {item}: {text!r} is not a YAML value ({error})") from None
+        node = overrides.setdefault(keys[0], {})
+        for key in keys[1:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise PlanError(f"--set {item}: {key} is set to a value and a map at once")
+        node[keys[-1]] = value
+    return overrides
+
+
+def build(
+    stack: str,
+    overrides: Mapping[str, float] | None = None,
+    sets: Mapping[str, dict[str, Any]] | None = None,
+) -> Report:
     if not STACK_NAME.fullmatch(stack):
         raise PlanError(f"{stack!r} is not a stack name (letters, digits, '-', '_', '.')")
     if not (ROOT / f"Pulumi.{stack}.yaml").exists():
@@ -489,7 +523,7 @@ def build(stack: str, overrides: Mapping[str, float] | None = None) -> Report:
             f"no stack {stack!r}: there is no Pulumi.{stack}.yaml (stacks: {', '.join(known)})"
         )
     try:
-        plan = run_stack(stack)
+        plan = run_stack(stack, dict(sets or {}))
     except pulumi.RunError as error:
         raise PlanError(f"stack {stack}: {error}") from None
     except Exception as error:
@@ -644,6 +678,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("--diff", metavar="OTHER", help="compare with another stack")
     parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a stack config value for this plan only, e.g. inference.capacity=gpu-ec2 "
+        "(repeatable; applies to --diff's stack too)",
+    )
+    parser.add_argument(
         "--assume",
         action="append",
         default=[],
@@ -653,16 +696,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         overrides = parse_assumptions(args.assume)
-        report = build(args.stack, overrides)
-        other = build(args.diff, overrides) if args.diff else None
+        sets = parse_sets(args.sets)
+        report = build(args.stack, overrides, sets)
+        other = build(args.diff, overrides, sets) if args.diff else None
     except PlanError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if other is not None:
         change = diff(report, other)
         print(json.dumps(change, indent=2) if args.json else render_diff(change))
+    elif args.json:
+        print(json.dumps({**report.as_json(), "set": list(args.sets)}, indent=2))
     else:
-        print(json.dumps(report.as_json(), indent=2) if args.json else render(report))
+        if args.sets:
+            print(f"what-if over Pulumi.{args.stack}.yaml: --set {' --set '.join(args.sets)}\n")
+        print(render(report))
     return 0
 
 

@@ -142,6 +142,17 @@ ASSUMPTIONS: dict[str, Assumption] = {
         "Fargate Spot costs 70% less than on-demand (AWS quotes 'up to 70%'; the spot price "
         "floats)",
     ),
+    "ec2_spot_discount": Assumption(
+        0.60,
+        "EC2 Spot for g4dn/g6/g5 xlarge in us-east-1 runs about 60% below on-demand (EC2 Spot "
+        "Instance Advisor shows 55-70%; the Spot price floats and interruptions are not priced)",
+    ),
+    "gpu_serving_burst_instances": Assumption(
+        1,
+        "serving GPU instances that load adds, on average, above what the service's scaling "
+        "minimum needs (they run Spot above the group's on-demand base); Fargate scale-out is "
+        "not priced",
+    ),
     "image_pushes_per_month": Assumption(
         4, "image pushes that start a training run, per month (one a week)"
     ),

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from app import device
 from app.model import Forecaster, ModelLoadError, read_series
 from app.store import Store
 from tests.app.conftest import FIRST_RUN
@@ -91,3 +93,26 @@ def test_read_series_names_the_bad_line(tmp_path: Path) -> None:
     path.write_text("date,co2\n2000-01-01,368.1\n2000-01-08,high\n")
     with pytest.raises(ValueError, match="line 3: bad co2 value 'high'"):
         read_series(path)
+
+
+def test_a_model_that_cannot_reach_the_gpu_predicts_on_the_cpu_and_says_so(
+    trained_store: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The xgboost-cpu build has no CUDA: asked for "cuda", the load falls back with one line."""
+    run_dir = Store(trained_store).run_dir(FIRST_RUN)
+    cpu = Forecaster.load(run_dir)
+    with caplog.at_level(logging.WARNING, logger="app.model"):
+        fallback = Forecaster.load(run_dir, device="cuda")
+    assert fallback.device == "cpu"
+    assert [r.getMessage() for r in caplog.records if "predicting on CPU" in r.getMessage()]
+    history = [np.linspace(350.0, 352.0, cpu.min_history)]
+    assert np.array_equal(fallback.predict(history, [4])[0], cpu.predict(history, [4])[0])
+
+
+def test_serving_device_is_the_cpu_without_a_visible_gpu(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(device.shutil, "which", lambda name: None)
+    with caplog.at_level(logging.INFO, logger="app.device"):
+        assert device.serving_device() == "cpu"
+    assert [r.getMessage() for r in caplog.records] == ["no GPU visible; predicting on CPU"]

@@ -86,13 +86,15 @@ def test_ready_names_the_loaded_model(shared_server: str) -> None:
 
 def test_model_describes_the_served_run(shared_server: str, trained_store: Path) -> None:
     body = httpx.get(shared_server + "/model").json()
-    assert set(body) == {"run_id", "trained_at", "metrics", "min_history", "max_horizon"}
+    assert set(body) == {"run_id", "trained_at", "metrics", "min_history", "max_horizon", "device"}
     assert body["run_id"] == FIRST_RUN
     assert body["metrics"] == Store(trained_store).read_json(
         Store(trained_store).run_dir(FIRST_RUN) / "metrics.json"
     )
     assert body["min_history"] <= 60
     assert body["max_horizon"] == 52
+    # No GPU on the test machines (and no CUDA in xgboost-cpu): the fallback serves.
+    assert body["device"] == "cpu"
 
 
 def test_predict_returns_a_forecast_of_each_requested_length(shared_server: str) -> None:

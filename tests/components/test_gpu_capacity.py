@@ -159,16 +159,36 @@ def test_the_provider_is_attached_to_the_cluster(prod_plan: Plan):
 
 
 def test_gpu_capacity_refuses_fargate_training():
+    with pytest.raises(ValueError, match="gpu-ec2"):
+        GpuCapacityArgs.for_training(
+            TrainingSettings(),  # fargate-spot
+            cluster_name="mlops",
+            vpc_id="vpc-1",
+            subnet_ids=["subnet-1"],
+        )
+
+
+def test_gpu_capacity_refuses_a_minimum_above_the_maximum():
     def program() -> None:
         GpuCapacity(
             "gpu",
             GpuCapacityArgs(
-                settings=TrainingSettings(),  # fargate-spot
+                instance_types=["g5.xlarge"],
+                min_instances=3,
+                max_instances=2,
                 cluster_name="mlops",
                 vpc_id="vpc-1",
                 subnet_ids=["subnet-1"],
             ),
         )
 
-    with pytest.raises(ValueError, match="gpu-ec2"):
+    with pytest.raises(ValueError, match="min_instances 3"):
         run_program(program)
+
+
+def test_training_group_is_on_demand_only_and_deletable(prod_plan: Plan):
+    inputs = prod_plan.one(ASG, "cluster-gpu-asg").inputs
+    assert inputs["forceDelete"] is True
+    assert inputs["capacityRebalance"] is False
+    distribution = inputs["mixedInstancesPolicy"]["instancesDistribution"]
+    assert "spotAllocationStrategy" not in distribution

@@ -207,7 +207,9 @@ def test_asking_for_gpu_without_gpu_training_names_the_setting():
     def ask(repo: ImageRepo) -> None:
         repo.image_ref("gpu")
 
-    with pytest.raises(ValueError, match=r"mlops:training\.capacity is gpu-ec2.*fargate-spot"):
+    with pytest.raises(
+        ValueError, match=r"mlops:inference\.capacity is gpu-ec2.*training\.capacity fargate-spot"
+    ):
         run_program(repo_program(stack_settings_for("dev"), calls=[ask]))
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from preflight import plan as plan_module
 from preflight.costs import estimate_cost
-from preflight.offline import Plan, run_stack
+from preflight.offline import Plan
 from preflight.plan import Report, diff, findings, render, render_diff, retained_on_destroy
 
 
@@ -75,13 +75,8 @@ def test_cli_bad_stack_is_one_line_exit_2(stack: str, capsys: pytest.CaptureFixt
     assert captured.err.count("\n") == 1
 
 
-def test_cli_config_error_is_one_line_exit_2(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setattr(
-        plan_module, "run_stack", lambda stack: run_stack(stack, {"inference": {"cpu": 3}})
-    )
-    assert plan_module.main(["dev"]) == 2
+def test_cli_config_error_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert plan_module.main(["dev", "--set", "inference.cpu=3"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "mlops:inference.cpu: 3 is not allowed" in err
