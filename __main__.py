@@ -7,6 +7,7 @@ from components.ci_trust import CiTrust, CiTrustArgs
 from components.cluster import Cluster, ClusterArgs
 from components.image_repo import ImageRepo, ImageRepoArgs
 from components.inference_service import InferenceService, InferenceServiceArgs
+from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
 from components.shared_store import SharedStore, SharedStoreArgs
 from components.training_task import TrainingTask, TrainingTaskArgs
@@ -55,8 +56,14 @@ training = TrainingTask(
         alarm_topic_key_arn=inference.alarm_topic_key_arn,
     ),
 )
+monitoring = Monitoring(
+    "monitoring",
+    MonitoringArgs(
+        settings=settings, network=network, cluster=cluster, store=store, image_repo=images
+    ),
+)
 # Once, after every store client exists: the file system policy names their task roles.
-store.authorize_clients([inference.task_role_arn, training.task_role_arn])
+store.authorize_clients([inference.task_role_arn, training.task_role_arn, monitoring.task_role_arn])
 # The image is pushed only once the push trigger exists: a new stack's first push starts its
 # first training run.
 images.release(after=training.image_triggers)
@@ -74,6 +81,7 @@ pulumi.export("state_machine_arn", training.state_machine_arn)
 pulumi.export("validate_task_definition_arn", training.task_definition_arns["validate"])
 pulumi.export("train_task_definition_arn", training.task_definition_arns["train"])
 pulumi.export("gate_task_definition_arn", training.task_definition_arns["gate"])
+pulumi.export("ingest_task_definition_arn", monitoring.task_definition_arn)
 if settings.ci.repository:
     ci = CiTrust("ci", CiTrustArgs(settings=settings, repository_arn=images.repository_arn))
     pulumi.export("ci_preview_role_arn", ci.preview_role_arn)

@@ -15,6 +15,8 @@ COMMANDS = {
     "serve": ("app.serve", "the inference API on PORT"),
     "forecast": ("app.forecast", "write fresh forecasts to forecasts/ every few seconds"),
     "dashboard": ("app.dashboard", "the Dash dashboard on DASHBOARD_PORT under /dashboard"),
+    "ingest": ("app.ingest", "append new weekly observations (NOAA's weekly file) to the dataset"),
+    "monitor": ("app.monitor", "score past forecasts, check for drift, signal DataDriftDetected"),
     "local": ("app.local", "the whole pipeline on this machine with a local store"),
     "check-image": ("app.provenance", "exit 1 unless this ECS task runs TRIGGER_IMAGE_DIGEST"),
 }

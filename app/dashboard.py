@@ -29,6 +29,7 @@ from flask import Response, redirect, request
 from gunicorn.app.base import BaseApplication
 
 from app.cli import command_settings
+from app.dashboard_loop import loop_section
 from app.forecast import LATEST_NAME
 from app.model import read_series
 from app.store import Store
@@ -412,6 +413,7 @@ h1 { font-size: 22px; margin: 8px 0 4px; } h2 { font-size: 16px; margin: 0 0 8px
 .card { background: #fff; border-radius: 8px; padding: 12px 16px; margin: 12px 0;
         box-shadow: 0 1px 3px rgba(0,0,0,.08); }
 .cols { display: grid; grid-template-columns: 1fr 2fr; gap: 12px; }
+.cols.loop { grid-template-columns: 1fr 1fr; }
 table { border-collapse: collapse; width: 100%; font-size: 13px; }
 th, td { text-align: left; padding: 4px 8px; border-bottom: 1px solid #eee; vertical-align: top; }
 .ok { color: #137333; } .bad { color: #b3261e; } .empty { color: #666; }
@@ -459,6 +461,7 @@ def _page(store: Store, refresh_ms: int) -> html.Main:
                 ],
                 className="cols",
             ),
+            html.Div(loop_section(store), id="loop"),
             dcc.Interval(id="refresh", interval=refresh_ms),
         ]
     )
@@ -484,16 +487,18 @@ def create_app(store_root: Path, refresh_seconds: float = 10.0) -> Dash:
         Output("status", "children"),
         Output("model", "children"),
         Output("runs", "children"),
+        Output("loop", "children"),
         Input("refresh", "n_intervals"),
         prevent_initial_call=True,
     )
-    def _refresh(_: int) -> tuple[go.Figure, str, html.Div, html.Div]:
+    def _refresh(_: int) -> tuple[go.Figure, str, html.Div, html.Div, html.Div]:
         snapshot = read_snapshot(store)
         return (
             build_figure(snapshot),
             status_text(snapshot),
             model_panel(snapshot),
             runs_table(snapshot),
+            loop_section(store),
         )
 
     server = app.server

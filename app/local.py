@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from app._procs import PARENT_ENV, Child, LinePrinter, stop_all
+from app.replay import LocalReplay, add_replay_arguments
 from app.settings import new_run_id
 from app.store import Store
 
@@ -200,6 +201,7 @@ class Local:
                 return 1
         self.store_dir.mkdir(parents=True, exist_ok=True)
         self.say(f"store {self.store_dir}")
+        replay = LocalReplay(self) if self.args.replay else None
         try:
             status = self.prepare_model()
             if status != 0:
@@ -209,6 +211,8 @@ class Local:
             if not self.wait_until_up(self.args.start_timeout):
                 return 1
             self.print_urls(time.monotonic() - started)
+            if replay is not None:
+                replay.run()
             while True:
                 self.check_services()
                 self.sleep(0.5)
@@ -278,6 +282,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=15.0,
         help="seconds between SIGTERM and SIGKILL when stopping (default 15)",
     )
+    add_replay_arguments(parser)
     return parser.parse_args(argv)
 
 

@@ -4,8 +4,9 @@ The image carries what the product runs and nothing a developer's machine would 
 
 - `prune ROOT…`: deletes, under each root (a venv or a `pip install --target` directory),
   the packages' test suites, type stubs and Cython sources, JavaScript source maps, the
-  development builds Dash serves only in debug mode (`X.js` / `X.dev.js` next to `X.min.js`)
-  and plotly's Jupyter extensions. Licences, data and every production bundle stay.
+  development builds Dash serves only in debug mode (`X.js` / `X.dev.js` next to `X.min.js`),
+  plotly's Jupyter extensions, and botocore's models of the AWS services the app never calls
+  (`BOTOCORE_SERVICES`). Licences, data and every production bundle stay.
 - `strip ROOT…`: removes debug symbols from the packages' own compiled extension modules. Each
   stripped copy must still load (`dlopen`, in a child process) before it replaces the original;
   the libraries auditwheel vendored into `<package>.libs/` are never touched, because patchelf
@@ -51,6 +52,11 @@ JUPYTER_PATHS = (
 """JupyterLab and notebook extensions, relative to an install root or to site-packages: `dash`
 and `plotly.graph_objects` never load them (`plotly/package_data/plotly.min.js`, which Dash
 serves to the browser, stays)."""
+
+BOTOCORE_SERVICES = frozenset({"events"})
+"""The AWS service models the app uses (`app.monitor` publishes to EventBridge): botocore ships
+the models of every AWS service (28 MB of its 31 MB) and needs only these, next to its
+endpoint and partition files."""
 
 SERVE_MODULES = (
     "app.serve",
@@ -111,6 +117,8 @@ def _dev_build(path: Path) -> bool:
 def removable(path: Path) -> bool:
     """Whether `prune` deletes this file or directory (jupyter paths are matched separately)."""
     if path.is_dir() and not path.is_symlink():
+        if path.parent.name == "data" and path.parent.parent.name == "botocore":
+            return path.name not in BOTOCORE_SERVICES
         return path.name in PRUNED_DIRS
     return path.name.endswith(PRUNED_SUFFIXES) or _dev_build(path)
 

@@ -157,6 +157,9 @@ OIDC_PROVIDER_ARN = re.compile(
 GITHUB_ENVIRONMENT = re.compile(r"^[A-Za-z0-9._-]{1,255}$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 SCHEDULE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+HTTPS_URL = re.compile(r"https://[A-Za-z0-9.-]+(:\d+)?(/[^\s]*)?")
+NOAA_WEEKLY_URL = "https://gml.noaa.gov/webdata/ccgg/trends/co2/co2_weekly_mlo.txt"
+"""The default ingest source (app/ingest.py `NOAA_WEEKLY_URL`)."""
 
 
 def _fail(key: str, value: Any, allowed: str) -> pulumi.RunError:
@@ -356,6 +359,24 @@ class TrainingSettings:
 
 
 @dataclass(frozen=True)
+class MonitoringSettings:
+    """The closed loop: the scheduled ingest task and the monitor's thresholds."""
+
+    ingest_schedule: str = "cron(0 6 ? * MON *)"
+    """When the ingest task runs (EventBridge cron or rate); "" = never."""
+    source: str = NOAA_WEEKLY_URL
+    """The weekly file ingested (https only): NOAA GML's weekly Mauna Loa CO2."""
+    error_tolerance: float = 2.5
+    """Forecast-error check: trips above this multiple of the backtest band's 95th percentile."""
+    drift_p_value: float = 0.001
+    """Input-drift check: significance level of the Mann-Whitney U test."""
+    drift_min_shift_ppm: float = 2.0
+    """Input-drift check: smallest shift of the median annual change that counts (ppm)."""
+    cooldown_weeks: int = 8
+    """Weeks of new data after a drift event before the next one may be sent."""
+
+
+@dataclass(frozen=True)
 class ObservabilitySettings:
     log_retention_days: int = 7
     alarm_email: str = ""
@@ -390,6 +411,7 @@ class Settings:
     store: StoreSettings = field(default_factory=StoreSettings)
     inference: InferenceSettings = field(default_factory=InferenceSettings)
     training: TrainingSettings = field(default_factory=TrainingSettings)
+    monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
     observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
     ci: CiSettings = field(default_factory=CiSettings)
 
@@ -418,6 +440,7 @@ SECTIONS: dict[str, type] = {
     "store": StoreSettings,
     "inference": InferenceSettings,
     "training": TrainingSettings,
+    "monitoring": MonitoringSettings,
     "observability": ObservabilitySettings,
     "ci": CiSettings,
 }
@@ -789,6 +812,24 @@ def _training(raw: Any) -> TrainingSettings:
     )
 
 
+def _monitoring(raw: Any) -> MonitoringSettings:
+    s = _Section("monitoring", raw, MonitoringSettings)
+    schedule = s.str("ingest_schedule")
+    if schedule:
+        check_cron(s.key("ingest_schedule"), schedule)
+    source = s.str("source")
+    if not HTTPS_URL.fullmatch(source):
+        raise _fail(s.key("source"), source, "it must be an https:// URL of NOAA's weekly format")
+    return MonitoringSettings(
+        ingest_schedule=schedule,
+        source=source,
+        error_tolerance=s.number("error_tolerance", 1.0, 100.0),
+        drift_p_value=s.number("drift_p_value", 1e-12, 0.5),
+        drift_min_shift_ppm=s.number("drift_min_shift_ppm", 0.0, 50.0),
+        cooldown_weeks=s.int("cooldown_weeks", lo=0, hi=520),
+    )
+
+
 def _observability(raw: Any) -> ObservabilitySettings:
     s = _Section("observability", raw, ObservabilitySettings)
     return ObservabilitySettings(
@@ -826,6 +867,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "store": _store,
     "inference": _inference,
     "training": _training,
+    "monitoring": _monitoring,
     "observability": _observability,
     "ci": _ci,
 }

@@ -9,6 +9,8 @@
 - training: runs a month from the schedule rules plus assumed image pushes and drift events; per
   run, each ECS step of the state machine's main path on the capacity it asks for, state
   transitions; GPU instances only for the expected training hours when the group's minimum is 0;
+- scheduled tasks (the weekly ingest): an EventBridge rule's fires a month x its ECS target's
+  task count, each for the assumed step hours, on the target's capacity providers;
 - EC2 capacity: each Auto Scaling group priced by the tasks of the capacity providers over it:
   a service's group runs the larger of its warm minimum and what its tasks need (tasks per
   instance from GPUs, network interfaces, CPU and memory), on-demand up to the group's base and
@@ -697,6 +699,32 @@ class _Model:
         per_provider = {p: hours * share for p, share in split.items()}
         self.fargate(td, td, per_provider, f"{runs:.1f} runs x {self.assumptions[key]['value']} h")
 
+    # -- scheduled tasks: EventBridge rules that run an ECS task directly (the ingest task)
+
+    def scheduled_tasks(self) -> None:
+        rules = {rule.outputs.get("name"): rule for rule in self.of_type(EVENT_RULE)}
+        for target in self.of_type(EVENT_TARGET):
+            ecs = target.inputs.get("ecsTarget")
+            rule = rules.get(target.inputs.get("rule"))
+            if not ecs or rule is None:
+                continue
+            td = self.task_definition(get_path(ecs, "taskDefinitionArn"))
+            if td is None:
+                self.unknown(target, "scheduled tasks", "its task definition is not in the plan")
+                continue
+            runs = self.rule_runs(rule) * as_number(get_path(ecs, "taskCount"), 1.0)
+            hours = runs * self.assume("step_hours_per_run")
+            strategy = _strategy(get_path(ecs, "capacityProviderStrategies"))
+            if not strategy and get_path(ecs, "launchType"):
+                strategy = [Provider(str(get_path(ecs, "launchType")), 0, 1)]
+            split = split_tasks(1, strategy or self.cluster_default_strategy())
+            self.task_hours[td.urn] += hours
+            per_provider = {p: hours * share for p, share in split.items()}
+            note = (
+                f"{runs:.1f} scheduled runs x {self.assumptions['step_hours_per_run']['value']} h"
+            )
+            self.fargate(td, td, per_provider, note)
+
     def providers_of(self, group: Resource) -> set[str]:
         """Names of the ECS capacity providers over an Auto Scaling group."""
         arn = group.outputs.get("arn")
@@ -1158,6 +1186,7 @@ def estimate_cost(plan: Plan, overrides: Mapping[str, float] | None = None) -> E
     model.network()
     model.services()
     model.training()
+    model.scheduled_tasks()
     model.auto_scaling_groups()
     model.load_balancers()
     model.log_groups()

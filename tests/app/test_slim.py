@@ -92,6 +92,47 @@ def test_prune_works_on_a_pip_target_directory(tmp_path):
     ]
 
 
+PUBLISH_WITH_PRUNED_BOTOCORE = """
+import botocore.exceptions, botocore.session
+from botocore.stub import Stubber
+from app.monitor import publish_drift_event
+session = botocore.session.get_session()
+client = session.create_client("events", region_name="eu-west-1")
+with Stubber(client) as stub:
+    stub.add_response("put_events", {"FailedEntryCount": 0, "Entries": [{"EventId": "e-1"}]})
+    print(publish_drift_event(client, {"reasons": []}, "default"))
+try:
+    session.create_client("s3", region_name="eu-west-1")
+except botocore.exceptions.UnknownServiceError:
+    print("s3 pruned")
+"""
+
+
+def test_prune_keeps_only_the_botocore_models_the_app_calls(tmp_path):
+    import botocore
+
+    target = tmp_path / "target"
+    shutil.copytree(Path(botocore.__file__).parent, target / "botocore")
+    before = slim._size(target)[1]
+
+    slim.prune([target])
+
+    kept = sorted(p.name for p in (target / "botocore" / "data").iterdir() if p.is_dir())
+    assert kept == sorted(slim.BOTOCORE_SERVICES)
+    assert slim._size(target)[1] < before / 4  # 22.6 MB -> 3.0 MB with botocore 1.44
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), str(REPO_ROOT)])}
+    done = subprocess.run(
+        [sys.executable, "-c", PUBLISH_WITH_PRUNED_BOTOCORE],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["e-1", "s3", "pruned"]
+
+
 def dash_scripts() -> dict[str, set[Path]]:
     """Every script file Dash's own libraries register, by mode: "prod" (what a browser gets
     outside debug mode, source maps included) and "dev" (debug mode's bundles)."""

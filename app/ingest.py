@@ -1,0 +1,402 @@
+"""`python -m app ingest [--source URL|FILE]`: append new weekly observations to the dataset.
+
+The default source is NOAA GML's weekly Mauna Loa file (`NOAA_WEEKLY_URL`), the live
+continuation of the shipped series. Its data lines are whitespace-separated columns::
+
+    #      Start of week      CO2 molfrac           (-999.99 = no data)  increase
+    # (yr, mon, day, decimal)    (ppm)  #days       1 yr ago  10 yr ago  since 1800
+      1974   5  19  1974.3795    333.34  6          -999.99   -999.99     50.36
+
+Alignment with the shipped series: NOAA dates a week by its first day (a Sunday; its weeks run
+Sunday to Saturday), the shipped series by its last (a Saturday), so a NOAA week lands on its
+start date + 6 days. Both are the weekly mean CO2 mole fraction in dry air in ppm, so values are
+taken as they are; NOAA's `-999.99` (no data) becomes an empty value, as in the shipped series.
+
+What an ingest does, under a lock so two ingests never interleave:
+
+* parses the whole source first: one malformed line, a date that is not a Sunday, a value outside
+  the physical bounds refuses the whole batch with an error naming the source line and reason;
+* appends weeks after the dataset's last week (missing weeks at the end of the source wait for
+  a later observed week, so the series never ends on a gap);
+* compares weeks this ingest appended earlier: a changed value is a revision, applied and
+  recorded in `datasets/revisions.jsonl` (date, old and new value, source line, when);
+  weeks of the shipped base series are never compared, since NOAA's and Scripps' records of
+  the same week are two programmes' measurements, not revisions of each other;
+* runs the training data's validation (`app.validate`) on the dataset as it would be;
+* replaces the dataset atomically, and only when a row changed: re-ingesting the same file
+  writes nothing, so the dataset's sha256 changes exactly when its rows do.
+
+Every run records its outcome in `datasets/ingest.json` (shown on the dashboard).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import itertools
+import logging
+import math
+import os
+import sys
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from app.cli import command_settings, open_store
+from app.store import Store
+
+log = logging.getLogger(__name__)
+
+NOAA_WEEKLY_URL = "https://gml.noaa.gov/webdata/ccgg/trends/co2/co2_weekly_mlo.txt"
+MISSING = -999.99
+"""NOAA's "no data" value."""
+WEEK_END_OFFSET = timedelta(days=6)
+"""NOAA's week starts on Sunday; the shipped series dates a week by its Saturday."""
+FETCH_TIMEOUT_SECONDS = 60
+MAX_SOURCE_BYTES = 16 * 1024 * 1024
+"""NOAA's file is ~200 KB; anything far larger is not it."""
+DECIMALS = 2
+"""NOAA publishes two decimals; values are compared and written at that precision."""
+
+STATE_NAME = "ingest.json"
+REVISIONS_NAME = "revisions.jsonl"
+LOCK_NAME = ".ingest.lock"
+
+
+class IngestError(Exception):
+    """The batch was refused; `problems` says why, one sentence each (with source line numbers)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Week:
+    """One observation of the source, already aligned to the shipped series' week-ending date."""
+
+    week_end: date
+    co2: float | None
+    line: int
+
+
+# --- parsing -----------------------------------------------------------------------------------
+
+
+def parse_noaa_weekly(text: str, name: str = "source") -> list[Week]:
+    """The weeks of a file in NOAA's weekly format; IngestError lists every bad line."""
+    weeks: list[Week] = []
+    problems: list[str] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            weeks.append(_parse_line(line, number))
+        except ValueError as exc:
+            problems.append(f"{name} line {number}: {exc}: {raw.strip()[:80]!r}")
+    if problems:
+        raise IngestError(_limit(problems))
+    if not weeks:
+        raise IngestError([f"{name}: no data lines (is this NOAA's weekly file?)"])
+    seen: dict[date, int] = {}
+    for week in weeks:
+        if week.week_end in seen:
+            problems.append(
+                f"{name} line {week.line}: the week starting {week.week_end - WEEK_END_OFFSET} "
+                f"appears again (first on line {seen[week.week_end]})"
+            )
+        seen.setdefault(week.week_end, week.line)
+    for previous, week in itertools.pairwise(weeks):
+        if week.week_end <= previous.week_end:
+            problems.append(
+                f"{name} line {week.line}: weeks out of order "
+                f"({week.week_end - WEEK_END_OFFSET} after {previous.week_end - WEEK_END_OFFSET})"
+            )
+    if problems:
+        raise IngestError(_limit(problems))
+    return weeks
+
+
+def _parse_line(line: str, number: int) -> Week:
+    fields = line.split()
+    if len(fields) < 5:
+        raise ValueError(f"expected at least 5 columns (yr mon day decimal ppm), got {len(fields)}")
+    try:
+        year, month, day = (int(field) for field in fields[:3])
+    except ValueError:
+        raise ValueError("year, month and day must be integers") from None
+    try:
+        start = date(year, month, day)
+    except ValueError as exc:
+        raise ValueError(f"not a date ({exc})") from None
+    if start.weekday() != 6:
+        raise ValueError(f"{start} is a {start:%A}; NOAA's weeks start on Sunday")
+    try:
+        value = float(fields[4])
+    except ValueError:
+        raise ValueError(f"ppm {fields[4]!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"ppm {fields[4]!r} is not a finite number")
+    if value == MISSING:
+        return Week(start + WEEK_END_OFFSET, None, number)
+    from app.validate import MAX_PPM, MIN_PPM
+
+    if not MIN_PPM <= value <= MAX_PPM:
+        raise ValueError(f"ppm {value:g} is outside the physical bounds {MIN_PPM:g}-{MAX_PPM:g}")
+    return Week(start + WEEK_END_OFFSET, round(value, DECIMALS), number)
+
+
+def _limit(problems: list[str], shown: int = 10) -> list[str]:
+    if len(problems) <= shown:
+        return problems
+    return [*problems[:shown], f"... and {len(problems) - shown} more"]
+
+
+# --- the dataset ---------------------------------------------------------------------------
+
+
+def read_rows(path: Path) -> list[tuple[date, float | None]]:
+    """The dataset's rows (date, value or None); ValueError names the first bad line."""
+    from app.model import read_series
+
+    dates, values = read_series(path)
+    return [
+        (date.fromisoformat(str(day)), None if math.isnan(value) else float(value))
+        for day, value in zip(dates, values, strict=True)
+    ]
+
+
+def render_rows(rows: list[tuple[date, float | None]]) -> bytes:
+    """The dataset CSV, in the shipped file's format (`date,co2`, empty for a missing week)."""
+    lines = ["date,co2"]
+    lines += [f"{day.isoformat()},{'' if value is None else f'{value:g}'}" for day, value in rows]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@contextlib.contextmanager
+def dataset_lock(store: Store) -> Iterator[None]:
+    """An exclusive POSIX lock (works on EFS) held while the dataset is read and replaced."""
+    path = store.datasets_dir / LOCK_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def state_path(store: Store) -> Path:
+    return store.datasets_dir / STATE_NAME
+
+
+def revisions_path(store: Store) -> Path:
+    return store.datasets_dir / REVISIONS_NAME
+
+
+def read_state(store: Store) -> dict[str, Any]:
+    try:
+        state = store.read_json(state_path(store))
+    except (FileNotFoundError, orjson.JSONDecodeError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+# --- ingest --------------------------------------------------------------------------------
+
+
+def ingest_weeks(store: Store, weeks: list[Week], source: str) -> dict[str, Any]:
+    """Merge `weeks` into the store's dataset; returns what happened (also in ingest.json).
+
+    Raises IngestError, writing nothing to the dataset, when the merged dataset would not pass
+    the training data's validation.
+    """
+    from app.validate import check_dataset
+
+    with dataset_lock(store):
+        dataset = store.ensure_dataset()
+        before_sha = sha256(dataset)
+        rows = read_rows(dataset)
+        state = read_state(store)
+        # Weeks up to base_last_date came with the image; later ones through ingest.
+        base_last = date.fromisoformat(state.get("base_last_date") or rows[-1][0].isoformat())
+        index = {day: position for position, (day, _) in enumerate(rows)}
+        last = rows[-1][0]
+
+        revisions: list[dict[str, Any]] = []
+        appended: list[tuple[date, float | None]] = []
+        pending_missing: list[Week] = []
+        tail = last
+        for week in weeks:
+            if week.week_end <= last:
+                position = index.get(week.week_end)
+                if week.week_end <= base_last or position is None:
+                    continue
+                old = rows[position][1]
+                if old != week.co2:
+                    rows[position] = (week.week_end, week.co2)
+                    revisions.append(
+                        {
+                            "date": week.week_end.isoformat(),
+                            "old": old,
+                            "new": week.co2,
+                            "line": week.line,
+                        }
+                    )
+                continue
+            expected = tail + timedelta(days=7)
+            if week.week_end != expected:
+                raise IngestError(
+                    [
+                        f"{source} line {week.line}: the week starting "
+                        f"{week.week_end - WEEK_END_OFFSET} does not follow the dataset's weeks "
+                        f"(expected the week starting {expected - WEEK_END_OFFSET}): weeks are "
+                        "missing from the source"
+                    ]
+                )
+            tail = week.week_end
+            if week.co2 is None:
+                pending_missing.append(week)
+                continue
+            appended += [(missing.week_end, None) for missing in pending_missing]
+            pending_missing = []
+            appended.append((week.week_end, week.co2))
+
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        outcome: dict[str, Any] = {
+            "ingested_at": now,
+            "source": source,
+            "source_weeks": len(weeks),
+            "appended": len(appended),
+            "appended_observed": sum(value is not None for _, value in appended),
+            "revised": len(revisions),
+            "held_missing": len(pending_missing),
+            "base_last_date": base_last.isoformat(),
+            "sha256_before": before_sha,
+        }
+        if not appended and not revisions:
+            outcome.update(changed=False, sha256=before_sha, last_date=last.isoformat())
+            store.write_json(state_path(store), outcome)
+            return outcome
+
+        merged = rows + appended
+        data = render_rows(merged)
+        candidate = dataset.with_name(f".{dataset.name}.candidate")
+        try:
+            candidate.write_bytes(data)
+            _, problems = check_dataset(candidate)
+        finally:
+            candidate.unlink(missing_ok=True)
+        if problems:
+            raise IngestError(
+                [f"the dataset after this ingest would fail validation: {p}" for p in problems]
+            )
+        store.write_bytes(dataset, data)
+        if revisions:
+            _append_revisions(store, revisions, source, now)
+        outcome.update(
+            changed=True,
+            sha256=hashlib.sha256(data).hexdigest(),
+            last_date=merged[-1][0].isoformat(),
+            first_appended=appended[0][0].isoformat() if appended else None,
+        )
+        store.write_json(state_path(store), outcome)
+        return outcome
+
+
+def _append_revisions(
+    store: Store, revisions: list[dict[str, Any]], source: str, when: str
+) -> None:
+    """Append to revisions.jsonl by rewriting it atomically (it stays small: revisions are rare)."""
+    path = revisions_path(store)
+    try:
+        existing = path.read_bytes()
+    except FileNotFoundError:
+        existing = b""
+    lines = b"".join(
+        orjson.dumps({**revision, "source": source, "ingested_at": when}) + b"\n"
+        for revision in revisions
+    )
+    store.write_bytes(path, existing + lines)
+
+
+def read_source(source: str) -> str:
+    """The text of a URL (http/https) or a local file."""
+    if source.startswith(("https://", "http://")):
+        request = urllib.request.Request(source, headers={"User-Agent": "mlops-ingest"})
+        with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_SECONDS) as response:
+            data = response.read(MAX_SOURCE_BYTES + 1)
+    else:
+        data = Path(source).read_bytes()
+    if len(data) > MAX_SOURCE_BYTES:
+        raise IngestError([f"{source}: larger than {MAX_SOURCE_BYTES // 1024 // 1024} MB"])
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise IngestError([f"{source}: not UTF-8 text ({exc})"]) from None
+
+
+def ingest(store: Store, source: str) -> dict[str, Any]:
+    """Read, parse and merge `source` into the store's dataset."""
+    text = read_source(source)
+    return ingest_weeks(store, parse_noaa_weekly(text, Path(source).name or source), source)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m app ingest",
+        description="Append new weekly observations (NOAA's weekly Mauna Loa format) to the "
+        "store's dataset.",
+    )
+    parser.add_argument(
+        "--source",
+        default=os.environ.get("INGEST_SOURCE", NOAA_WEEKLY_URL),
+        help=f"URL or file in NOAA's weekly format (default INGEST_SOURCE or {NOAA_WEEKLY_URL})",
+    )
+    parser.add_argument(
+        "--monitor",
+        action="store_true",
+        help="then run `python -m app monitor` (what the scheduled task in AWS does)",
+    )
+    args = parser.parse_args(argv)
+    settings = command_settings("ingest")
+    store = open_store(settings)
+    try:
+        outcome = ingest(store, args.source)
+    except (IngestError, OSError, ValueError) as exc:
+        problems = getattr(exc, "problems", [str(exc)])
+        print(
+            f"error: ingest of {args.source} refused, the dataset is unchanged:\n"
+            + "\n".join(f"  - {problem}" for problem in problems),
+            file=sys.stderr,
+        )
+        return 1
+    log.info(
+        "ingest of %s: %d weeks appended (%d observed), %d revised, %d missing weeks held; "
+        "dataset %s to %s, sha256 %s",
+        args.source,
+        outcome["appended"],
+        outcome["appended_observed"],
+        outcome["revised"],
+        outcome["held_missing"],
+        "changed" if outcome["changed"] else "unchanged",
+        outcome["last_date"],
+        outcome["sha256"][:12],
+    )
+    if args.monitor:
+        from app.monitor import main as monitor_main
+
+        return monitor_main([])
+    return 0

@@ -1,0 +1,351 @@
+"""The closed loop on a laptop: `python -m app local --replay [--inject-shift PPM]`.
+
+On a fresh store the replay holds back the last `--replay-years` of the shipped series: the first
+model trains on the rest. Then, every `--tick-seconds`, it releases the next `--weeks-per-tick`
+weeks the way NOAA publishes them (the whole weekly file so far, in NOAA's format, in
+`replay/co2_weekly_mlo.txt`) through the same `app.ingest` code, and runs `app.monitor`'s checks
+after each release. A check that trips runs validate -> train -> gate as child processes, where
+AWS would publish `DataDriftDetected` and the stack's rule would start the state machine; the
+api, the forecast ticker and the dashboard pick up the new observations and, when the gate
+promotes, the new model, as they do in AWS.
+
+`--inject-shift PPM` adds a step of PPM to every week from the middle of the held-back years
+(`--shift-at` weeks into the replay), so a user can watch the drift detected, a retrain and a hot
+swap within a few minutes.
+
+`python -m app.replay measure [--years N] [--inject-shift PPM]` replays without retraining and
+prints how often the checks trip on the shipped history (the false-alarm rate) and how many weeks
+after an injected shift they first trip (the detection delay).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from app.ingest import MISSING, WEEK_END_OFFSET, IngestError, ingest, render_rows
+from app.model import read_series
+from app.monitor import MonitorSettings, check, record_signal
+from app.settings import new_run_id
+from app.store import SHIPPED_DATASET, Store
+
+if TYPE_CHECKING:
+    from app.local import Local
+
+log = logging.getLogger(__name__)
+
+SOURCE_NAME = "co2_weekly_mlo.txt"
+DEFAULT_YEARS = 4
+
+
+def noaa_weekly_text(dates: np.ndarray, values: np.ndarray) -> str:
+    """Weeks (dated by their Saturday, as in the dataset) written in NOAA's weekly format."""
+    lines = [
+        "# Replay of the shipped series in the format of NOAA GML's co2_weekly_mlo.txt",
+        "#      Start of week      CO2 molfrac           (-999.99 = no data)  increase",
+        "# (yr, mon, day, decimal)    (ppm)  #days       1 yr ago  10 yr ago  since 1800",
+    ]
+    for day, value in zip(dates.astype(object), values, strict=True):
+        start: date = day - WEEK_END_OFFSET
+        decimal = start.year + (start.timetuple().tm_yday - 1) / 365.0
+        ppm, days = (MISSING, 0) if not np.isfinite(value) else (float(value), 7)
+        lines.append(
+            f"  {start.year:4d} {start.month:3d} {start.day:3d}  {decimal:9.4f}    "
+            f"{ppm:7.2f}  {days:<10d} -999.99   -999.99   -999.99"
+        )
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Replay:
+    """The held-back weeks and how many of them have been released."""
+
+    store: Store
+    dates: np.ndarray
+    values: np.ndarray
+    released: int = 0
+    shift_ppm: float = 0.0
+    shift_at: int | None = None
+    """Index into the held-back weeks from which `shift_ppm` is added."""
+    signals: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def seed(
+        cls, store: Store, years: float, shift_ppm: float = 0.0, shift_at: int | None = None
+    ) -> Replay:
+        """Hold back the last `years` of the shipped series; a fresh store gets the rest.
+
+        A store that already has a dataset keeps it, and the replay releases the shipped weeks
+        after its last one (none, when it already holds them all).
+        """
+        dates, values = read_series(SHIPPED_DATASET)
+        if store.dataset_path.exists():
+            last = read_series(store.dataset_path)[0][-1]
+            held = dates > last
+        else:
+            held = np.arange(len(dates)) >= len(dates) - round(years * 52)
+            rows = [
+                (day, None if not np.isfinite(value) else float(value))
+                for day, value in zip(dates[~held].astype(object), values[~held], strict=True)
+            ]
+            store.write_bytes(store.dataset_path, render_rows(rows))
+        held_dates, held_values = dates[held], values[held]
+        if shift_ppm and shift_at is None:
+            shift_at = len(held_dates) // 2
+        return cls(store, held_dates, held_values, 0, shift_ppm, shift_at)
+
+    @property
+    def source_path(self) -> Path:
+        return self.store.root / "replay" / SOURCE_NAME
+
+    @property
+    def done(self) -> bool:
+        return self.released >= len(self.dates)
+
+    def shift_date(self) -> str | None:
+        if not self.shift_ppm or self.shift_at is None or self.shift_at >= len(self.dates):
+            return None
+        return str(self.dates[self.shift_at])
+
+    def release(self, weeks: int) -> dict[str, Any]:
+        """Publish `weeks` more weeks in the source file and ingest it; the ingest's outcome."""
+        self.released = min(self.released + weeks, len(self.dates))
+        values = self.values[: self.released].copy()
+        if self.shift_ppm and self.shift_at is not None:
+            values[self.shift_at :] += self.shift_ppm
+        text = noaa_weekly_text(self.dates[: self.released], values)
+        self.store.write_text(self.source_path, text)
+        return ingest(self.store, str(self.source_path))
+
+
+# --- inside `app local` ------------------------------------------------------------------------
+
+
+def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
+    """`app local`'s replay options."""
+    group = parser.add_argument_group("replay (the closed loop on this machine)")
+    group.add_argument(
+        "--replay",
+        action="store_true",
+        help="hold back the last years of the shipped series and release them week by week "
+        "through ingest and monitor; drift retrains in place",
+    )
+    group.add_argument(
+        "--weeks-per-tick", type=_positive_int, default=1, help="weeks released per tick (1)"
+    )
+    group.add_argument(
+        "--tick-seconds", type=_non_negative, default=1.0, help="seconds between ticks (1)"
+    )
+    group.add_argument(
+        "--inject-shift",
+        type=float,
+        default=0.0,
+        metavar="PPM",
+        help="add PPM to every week from the middle of the replay on (0: none)",
+    )
+    group.add_argument(
+        "--shift-at",
+        type=_non_negative_int,
+        default=None,
+        metavar="WEEKS",
+        help="weeks into the replay the shift starts (default: half of them)",
+    )
+    group.add_argument(
+        "--replay-years",
+        type=float,
+        default=DEFAULT_YEARS,
+        help=f"years of the shipped series held back on a fresh store ({DEFAULT_YEARS})",
+    )
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+class LocalReplay:
+    """Drives a Replay from `app local`: releases, monitors, retrains with the local children."""
+
+    def __init__(self, local: Local, settings: MonitorSettings | None = None) -> None:
+        args = local.args
+        self.local = local
+        self.store = Store(local.store_dir)
+        self.settings = settings or MonitorSettings()
+        self.replay = Replay.seed(self.store, args.replay_years, args.inject_shift, args.shift_at)
+        self.weeks_per_tick = args.weeks_per_tick
+        self.tick_seconds = args.tick_seconds
+
+    def say(self, text: str) -> None:
+        self.local.printer.line("replay", text)
+
+    def run(self) -> None:
+        """Release every held-back week, monitoring after each release; then say what happened."""
+        replay = self.replay
+        shift = replay.shift_date()
+        self.say(
+            f"releasing {len(replay.dates)} held-back weeks, {self.weeks_per_tick} per "
+            f"{self.tick_seconds:g}s"
+            + (f"; +{replay.shift_ppm:g} ppm from the week of {shift}" if shift else "")
+        )
+        promoted_before = self._promoted()
+        while not replay.done:
+            try:
+                outcome = replay.release(self.weeks_per_tick)
+            except IngestError as exc:
+                self.say("ingest refused: " + "; ".join(exc.problems))
+                return
+            result = check(self.store, self.settings)
+            self.say(self._describe(outcome, result.status))
+            if result.signal:
+                self._retrain(result.status)
+            self.local.sleep(self.tick_seconds)
+        promoted = self._promoted()
+        self.say(
+            f"replay done: {len(replay.dates)} weeks released, {len(replay.signals)} drift "
+            f"signal(s), models promoted: {', '.join(promoted)} "
+            f"({len(promoted) - len(promoted_before)} during the replay); "
+            f"serving {self.store.current_run_id()}"
+        )
+
+    def _describe(self, outcome: dict[str, Any], status: dict[str, Any]) -> str:
+        parts = [f"week {outcome['last_date']}: +{outcome['appended']} week(s)"]
+        for item in status["checks"]:
+            if item["check"] == "forecast_error" and item.get("realized_mae_ppm") is not None:
+                parts.append(
+                    f"error {item['realized_mae_ppm']:.2f} ppm (limit {item['threshold_ppm']:.2f})"
+                )
+            if item["check"] == "input_drift" and item.get("p_value") is not None:
+                parts.append(f"drift p={item['p_value']:.2g} shift {item['shift_ppm']:+.2f} ppm")
+        if status["drift"]:
+            parts.append("DRIFT" + (" (cooling down)" if status["cooldown"] else ""))
+        return ", ".join(parts)
+
+    def _retrain(self, status: dict[str, Any]) -> None:
+        for reason in status["reasons"]:
+            self.say(f"drift detected: {reason}")
+        run_id = new_run_id()
+        self.say(f"retraining (run {run_id}) in place of EventBridge: validate -> train -> gate")
+        env = self.local.env(RUN_ID=run_id)
+        failed = None
+        for step in ("validate", "train", "gate"):
+            started = time.monotonic()
+            status_code = self.local.wait_step(self.local.start(step, step, env), started)
+            if status_code != 0:
+                failed = f"{step} failed with exit status {status_code}"
+                break
+        decision = None
+        with contextlib.suppress(FileNotFoundError):
+            decision = self.store.read_json(self.store.run_dir(run_id) / "decision.json")
+        record_signal(self.store, status, action="retrain", run_id=run_id, decision=decision)
+        self.replay.signals.append({"run_id": run_id, "decision": decision})
+        if failed:
+            self.say(f"retrain {run_id}: {failed}")
+        elif decision is not None:
+            verdict = "promoted, hot-swapping" if decision["promoted"] else "not promoted"
+            self.say(f"retrain {run_id}: {verdict}: {decision['reason']}")
+
+    def _promoted(self) -> list[str]:
+        promoted = []
+        for run_id in self.store.list_runs():
+            try:
+                decision = self.store.read_json(self.store.run_dir(run_id) / "decision.json")
+            except FileNotFoundError:
+                continue
+            if decision.get("promoted"):
+                promoted.append(run_id)
+        return promoted
+
+
+# --- measuring the checks ----------------------------------------------------------------------
+
+
+def measure(
+    years: float, shift_ppm: float, settings: MonitorSettings, rounds: int, weeks: int = 1
+) -> dict[str, Any]:
+    """Replay `years` of the shipped history against one model (no retraining).
+
+    Returns the share of weekly checks that tripped before any shift (the false-alarm rate) and,
+    with a shift, the weeks from the shift to the first trip of each check (the detection delay).
+    """
+    from app.gate import decide
+    from app.train import train
+    from app.validate import validate
+
+    with tempfile.TemporaryDirectory() as root:
+        store = Store(Path(root))
+        replay = Replay.seed(store, years, shift_ppm)
+        assert validate(store, "measure")["ok"]
+        train(store, "measure", rounds=rounds, log_every=rounds)
+        decide(store, "measure", 0.0)
+        shift_at = replay.shift_at if shift_ppm else None
+        checks: list[tuple[int, dict[str, bool]]] = []
+        while not replay.done:
+            replay.release(weeks)
+            status = check(store, settings).status
+            checks.append((replay.released, {c["check"]: c["tripped"] for c in status["checks"]}))
+    before = [tripped for released, tripped in checks if shift_at is None or released <= shift_at]
+    result: dict[str, Any] = {
+        "weeks": len(replay.dates),
+        "checks_before_shift": len(before),
+        "false_alarms": {
+            name: sum(t[name] for t in before) for name in ("forecast_error", "input_drift")
+        },
+        "false_alarm_weeks": sum(any(t.values()) for t in before),
+    }
+    result["false_alarm_rate"] = result["false_alarm_weeks"] / max(len(before), 1)
+    if shift_at is not None:
+        delays = {}
+        for name in ("forecast_error", "input_drift"):
+            first = next(
+                (released for released, t in checks if released > shift_at and t[name]), None
+            )
+            delays[name] = None if first is None else first - shift_at
+        result["shift_week"] = str(replay.dates[shift_at])
+        result["detection_delay_weeks"] = delays
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m app.replay")
+    sub = parser.add_subparsers(dest="command", required=True)
+    measure_parser = sub.add_parser("measure", help="false-alarm rate and detection delay")
+    measure_parser.add_argument("--years", type=float, default=DEFAULT_YEARS)
+    measure_parser.add_argument("--inject-shift", type=float, default=0.0)
+    measure_parser.add_argument("--rounds", type=int, default=100)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    result = measure(args.years, args.inject_shift, MonitorSettings(), args.rounds)
+    import json
+
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

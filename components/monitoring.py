@@ -1,0 +1,278 @@
+"""Monitoring: the scheduled ingest task that closes the loop.
+
+Once a week (`monitoring.ingest_schedule`) a small Fargate Spot task runs `python -m app ingest
+--monitor`: it appends NOAA's new weekly observations to the shared store's dataset, scores the
+stored forecasts against them and checks for drift. When a check trips it puts a
+`DataDriftDetected` event (source `mlops.monitoring`) on the default event bus, where the
+TrainingTask's drift rule starts validate -> train -> gate.
+
+Creates, as children of the component:
+
+- `<name>-logs`: the task's log group, with the stack's retention;
+- `<name>-execution-role` (+ `-execution-policy`): pulls this repository's images and writes that
+  log group; `<name>-task-role` (+ `-task-store`, `-task-events`): mounts and writes the store,
+  and `events:PutEvents` on the default bus ARN only, for that one source and detail type;
+- `<name>-task-sg` (+ `-https-out`): HTTPS out only (the source, ECR, CloudWatch Logs,
+  EventBridge), nothing in; the task also attaches the store's client group for NFS. Security
+  groups filter addresses, not host names, and NOAA publishes no address range, so "egress to the
+  source" is HTTPS out, the rule the training tasks already have: nothing else new;
+- `<name>-ingest`: the task definition (cpu image, 0.25 vCPU / 1 GB, non-root, read-only root);
+- `<name>-events-role` (+ `-events-policy`), `<name>-schedule` (+ `-schedule-target`): the
+  EventBridge schedule that runs the task on FARGATE_SPOT, when `ingest_schedule` is set. A Spot
+  interruption loses one weekly run; the next one ingests the weeks it missed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from components import documents as docs
+from components.cluster import Cluster
+from components.image_repo import ImageRepo
+from components.network import Network, allow_https_out
+from components.settings import Settings
+from components.shared_store import SharedStore
+
+EVENT_MAX_AGE_SECONDS = 3600
+"""EventBridge retries a failed RunTask for an hour; the next week's run catches up after that."""
+EVENT_MAX_RETRIES = 10
+
+
+@dataclass
+class MonitoringArgs:
+    settings: Settings
+    """The whole stack config: `monitoring`, `observability.log_retention_days`, `region`."""
+    network: Network
+    """Where the task runs (`task_subnet_ids`) and whether it needs a public IP."""
+    cluster: Cluster
+    """The ECS cluster the task runs in (its FARGATE_SPOT capacity provider)."""
+    store: SharedStore
+    """The shared EFS store holding the dataset, the forecasts and the monitoring state."""
+    image_repo: ImageRepo
+    """The image (`image_ref("cpu")`) and the repository the execution role may pull from."""
+
+
+class Monitoring(pulumi.ComponentResource):
+    task_definition_arn: pulumi.Output[str]
+    task_role_arn: pulumi.Output[str]
+    schedule_rule_arn: pulumi.Output[str] | None
+    """None when `monitoring.ingest_schedule` is ""."""
+
+    def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("mlops:index:Monitoring", name, None, opts)
+        self._name = name
+        self._child = pulumi.ResourceOptions(parent=self)
+        settings = args.settings
+        self._account = aws.get_caller_identity_output(
+            opts=pulumi.InvokeOutputOptions(parent=self)
+        ).account_id
+        self._family = f"{pulumi.get_project()}-{settings.stack}-{name}-ingest"
+
+        log_group = aws.cloudwatch.LogGroup(
+            f"{name}-logs",
+            retention_in_days=settings.observability.log_retention_days,
+            opts=self._child,
+        )
+        execution_role, task_role = self._task_roles(args, log_group)
+        task_group = self._task_security_group(args)
+        definition = self._task_definition(args, log_group, execution_role, task_role)
+        rule = None
+        if settings.monitoring.ingest_schedule:
+            rule = self._schedule(args, definition, task_group, execution_role, task_role)
+
+        self.task_definition_arn = definition.arn
+        self.task_role_arn = task_role.arn
+        self.schedule_rule_arn = rule.arn if rule is not None else None
+        self.register_outputs(
+            {
+                "task_definition_arn": self.task_definition_arn,
+                "task_role_arn": self.task_role_arn,
+                "schedule_rule_arn": self.schedule_rule_arn,
+            }
+        )
+
+    def _trust(self, service: str) -> pulumi.Output[str]:
+        return self._account.apply(
+            lambda account: json.dumps(docs.assume_role_policy(service, account))
+        )
+
+    def _task_roles(
+        self, args: MonitoringArgs, log_group: aws.cloudwatch.LogGroup
+    ) -> tuple[aws.iam.Role, aws.iam.Role]:
+        name = self._name
+        trust = self._trust("ecs-tasks.amazonaws.com")
+        execution_role = aws.iam.Role(
+            f"{name}-execution-role",
+            assume_role_policy=trust,
+            description="Pulls the app image and writes the ingest task's logs",
+            opts=self._child,
+        )
+        aws.iam.RolePolicy(
+            f"{name}-execution-policy",
+            role=execution_role.id,
+            policy=pulumi.Output.all(args.image_repo.repository_arn, log_group.arn).apply(
+                lambda arns: json.dumps(
+                    docs.policy_document(docs.execution_role_statements(arns[0], [arns[1]]))
+                )
+            ),
+            opts=self._child,
+        )
+        task_role = aws.iam.Role(
+            f"{name}-task-role",
+            assume_role_policy=trust,
+            description="What the ingest task may do: write the store, report data drift",
+            opts=self._child,
+        )
+        aws.iam.RolePolicy(
+            f"{name}-task-store",
+            role=task_role.id,
+            policy=args.store.client_policy(write=True),
+            opts=self._child,
+        )
+        region = args.settings.region
+        aws.iam.RolePolicy(
+            f"{name}-task-events",
+            role=task_role.id,
+            policy=self._account.apply(
+                lambda account: json.dumps(
+                    docs.policy_document(
+                        docs.publish_drift_statements(docs.default_event_bus_arn(region, account))
+                    )
+                )
+            ),
+            opts=self._child,
+        )
+        return execution_role, task_role
+
+    def _task_security_group(self, args: MonitoringArgs) -> aws.ec2.SecurityGroup:
+        group = aws.ec2.SecurityGroup(
+            f"{self._name}-task-sg",
+            vpc_id=args.network.vpc_id,
+            description="Ingest task: HTTPS out to the data source and AWS APIs, nothing in",
+            opts=self._child,
+        )
+        allow_https_out(
+            f"{self._name}-https-out",
+            group,
+            "The data source (NOAA GML), ECR, CloudWatch Logs and EventBridge",
+            self._child,
+        )
+        return group
+
+    def _task_definition(
+        self,
+        args: MonitoringArgs,
+        log_group: aws.cloudwatch.LogGroup,
+        execution_role: aws.iam.Role,
+        task_role: aws.iam.Role,
+    ) -> aws.ecs.TaskDefinition:
+        settings = args.settings
+        monitoring = settings.monitoring
+        thresholds = docs.MonitorThresholds(
+            error_tolerance=monitoring.error_tolerance,
+            drift_p_value=monitoring.drift_p_value,
+            drift_min_shift_ppm=monitoring.drift_min_shift_ppm,
+            cooldown_weeks=monitoring.cooldown_weeks,
+        )
+        containers = pulumi.Output.all(args.image_repo.image_ref("cpu"), log_group.name).apply(
+            lambda values: json.dumps(
+                [
+                    docs.ingest_container(
+                        values[0],
+                        values[1],
+                        settings.region,
+                        source=monitoring.source,
+                        thresholds=thresholds,
+                    )
+                ]
+            )
+        )
+        return aws.ecs.TaskDefinition(
+            f"{self._name}-ingest",
+            family=self._family,
+            network_mode="awsvpc",
+            cpu=str(docs.INGEST_CPU),
+            memory=str(docs.INGEST_MEMORY),
+            execution_role_arn=execution_role.arn,
+            task_role_arn=task_role.arn,
+            container_definitions=containers,
+            volumes=[args.store.volume(docs.STORE_VOLUME), docs.scratch_volume()],
+            requires_compatibilities=["FARGATE"],
+            runtime_platform={"operating_system_family": "LINUX", "cpu_architecture": "X86_64"},
+            opts=self._child,
+        )
+
+    def _schedule(
+        self,
+        args: MonitoringArgs,
+        definition: aws.ecs.TaskDefinition,
+        task_group: aws.ec2.SecurityGroup,
+        execution_role: aws.iam.Role,
+        task_role: aws.iam.Role,
+    ) -> aws.cloudwatch.EventRule:
+        name = self._name
+        settings = args.settings
+        role = aws.iam.Role(
+            f"{name}-events-role",
+            assume_role_policy=self._trust("events.amazonaws.com"),
+            description="Lets the ingest schedule run the ingest task",
+            opts=self._child,
+        )
+        policy = aws.iam.RolePolicy(
+            f"{name}-events-policy",
+            role=role.id,
+            policy=pulumi.Output.all(
+                self._account, args.cluster.cluster_name, execution_role.arn, task_role.arn
+            ).apply(
+                lambda v: json.dumps(
+                    docs.policy_document(
+                        docs.run_scheduled_task_statements(
+                            region=settings.region,
+                            account=v[0],
+                            cluster_name=v[1],
+                            family=self._family,
+                            pass_role_arns=[v[2], v[3]],
+                        )
+                    )
+                )
+            ),
+            opts=self._child,
+        )
+        rule = aws.cloudwatch.EventRule(
+            f"{name}-schedule",
+            description="Ingest new weekly observations, then monitor forecasts and drift",
+            schedule_expression=settings.monitoring.ingest_schedule,
+            # A run mounts the store: its mount targets must exist before the first one.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.store.mount_targets)),
+        )
+        aws.cloudwatch.EventTarget(
+            f"{name}-schedule-target",
+            rule=rule.name,
+            arn=args.cluster.cluster_arn,
+            role_arn=role.arn,
+            ecs_target={
+                "task_definition_arn": definition.arn,
+                "task_count": 1,
+                # A capacity provider strategy replaces the launch type (EventBridge API
+                # reference, "EcsParameters").
+                "capacity_provider_strategies": [
+                    {"capacity_provider": docs.FARGATE_SPOT, "weight": 1, "base": 0}
+                ],
+                "network_configuration": {
+                    "subnets": args.network.task_subnet_ids,
+                    "security_groups": [task_group.id, args.store.client_security_group_id],
+                    "assign_public_ip": args.network.assign_public_ip,
+                },
+                "platform_version": "LATEST",
+            },
+            retry_policy={
+                "maximum_event_age_in_seconds": EVENT_MAX_AGE_SECONDS,
+                "maximum_retry_attempts": EVENT_MAX_RETRIES,
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[policy]),
+        )
+        return rule
