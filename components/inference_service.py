@@ -51,6 +51,7 @@ from components.cluster import Cluster
 from components.network import HTTPS_PORT, Network, TcpRuleNames, allow_https_out, allow_tcp
 from components.settings import Settings
 from components.shared_store import SharedStore
+from components.task_roles import TaskRoleSpec, ecs_task_roles
 
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 """TLS 1.3 and 1.2: the ELB-recommended policy for HTTPS listeners."""
@@ -242,41 +243,22 @@ class InferenceService(pulumi.ComponentResource):
     def _roles(
         self, args: InferenceServiceArgs, log_groups: dict[str, aws.cloudwatch.LogGroup]
     ) -> tuple[aws.iam.Role, aws.iam.Role]:
-        store = args.store
-        trust = self._account.apply(
-            lambda account: json.dumps(docs.assume_role_policy("ecs-tasks.amazonaws.com", account))
-        )
-        execution_role = aws.iam.Role(
-            f"{self._name}-execution-role",
-            assume_role_policy=trust,
-            description="Pulls the image and writes container logs for the inference tasks",
-            opts=self._child,
-        )
-        aws.iam.RolePolicy(
-            f"{self._name}-execution-policy",
-            role=execution_role.id,
-            policy=pulumi.Output.all(
-                args.repository_arn, *(group.arn for group in log_groups.values())
-            ).apply(
-                lambda arns: json.dumps(
-                    docs.policy_document(docs.execution_role_statements(arns[0], arns[1:]))
-                )
+        return ecs_task_roles(
+            TaskRoleSpec(
+                name=self._name,
+                account=self._account,
+                repository_arn=args.repository_arn,
+                log_group_arns=[group.arn for group in log_groups.values()],
+                store=args.store,
+                execution_description=(
+                    "Pulls the image and writes container logs for the inference tasks"
+                ),
+                task_description=(
+                    "What the inference containers may do: mount and write the shared store"
+                ),
             ),
-            opts=self._child,
+            self._child,
         )
-        task_role = aws.iam.Role(
-            f"{self._name}-task-role",
-            assume_role_policy=trust,
-            description="What the inference containers may do: mount and write the shared store",
-            opts=self._child,
-        )
-        aws.iam.RolePolicy(
-            f"{self._name}-task-store",
-            role=task_role.id,
-            policy=store.client_policy(write=True),
-            opts=self._child,
-        )
-        return execution_role, task_role
 
     def _security_groups(
         self, args: InferenceServiceArgs, ports: dict[str, int]

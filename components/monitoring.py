@@ -36,6 +36,7 @@ from components.image_repo import ImageRepo
 from components.network import Network, allow_https_out
 from components.settings import Settings
 from components.shared_store import SharedStore
+from components.task_roles import TaskRoleSpec, ecs_task_roles
 
 EVENT_MAX_AGE_SECONDS = 3600
 """EventBridge retries a failed RunTask for an hour; the next week's run catches up after that."""
@@ -104,34 +105,17 @@ class Monitoring(pulumi.ComponentResource):
         self, args: MonitoringArgs, log_group: aws.cloudwatch.LogGroup
     ) -> tuple[aws.iam.Role, aws.iam.Role]:
         name = self._name
-        trust = self._trust("ecs-tasks.amazonaws.com")
-        execution_role = aws.iam.Role(
-            f"{name}-execution-role",
-            assume_role_policy=trust,
-            description="Pulls the app image and writes the ingest task's logs",
-            opts=self._child,
-        )
-        aws.iam.RolePolicy(
-            f"{name}-execution-policy",
-            role=execution_role.id,
-            policy=pulumi.Output.all(args.image_repo.repository_arn, log_group.arn).apply(
-                lambda arns: json.dumps(
-                    docs.policy_document(docs.execution_role_statements(arns[0], [arns[1]]))
-                )
+        execution_role, task_role = ecs_task_roles(
+            TaskRoleSpec(
+                name=name,
+                account=self._account,
+                repository_arn=args.image_repo.repository_arn,
+                log_group_arns=[log_group.arn],
+                store=args.store,
+                execution_description="Pulls the app image and writes the ingest task's logs",
+                task_description="What the ingest task may do: write the store, report data drift",
             ),
-            opts=self._child,
-        )
-        task_role = aws.iam.Role(
-            f"{name}-task-role",
-            assume_role_policy=trust,
-            description="What the ingest task may do: write the store, report data drift",
-            opts=self._child,
-        )
-        aws.iam.RolePolicy(
-            f"{name}-task-store",
-            role=task_role.id,
-            policy=args.store.client_policy(write=True),
-            opts=self._child,
+            self._child,
         )
         region = args.settings.region
         aws.iam.RolePolicy(

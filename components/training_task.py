@@ -44,6 +44,7 @@ from components.image_repo import ImageRepo
 from components.network import Network, allow_https_out
 from components.settings import Capacity, Settings
 from components.shared_store import SharedStore
+from components.task_roles import TaskRoleSpec, ecs_task_roles
 
 STEP_CPU = 512
 STEP_MEMORY = 1024
@@ -140,37 +141,18 @@ class TrainingTask(pulumi.ComponentResource):
     def _task_roles(
         self, args: TrainingTaskArgs, log_group: aws.cloudwatch.LogGroup
     ) -> tuple[aws.iam.Role, aws.iam.Role]:
-        name = self._name
-        trust = self._trust("ecs-tasks.amazonaws.com")
-        execution_role = aws.iam.Role(
-            f"{name}-execution-role",
-            assume_role_policy=trust,
-            description="Pulls the training image and writes the training task logs",
-            opts=self._child,
-        )
-        aws.iam.RolePolicy(
-            f"{name}-execution-policy",
-            role=execution_role.id,
-            policy=pulumi.Output.all(args.image_repo.repository_arn, log_group.arn).apply(
-                lambda arns: json.dumps(
-                    docs.policy_document(docs.execution_role_statements(arns[0], [arns[1]]))
-                )
+        return ecs_task_roles(
+            TaskRoleSpec(
+                name=self._name,
+                account=self._account,
+                repository_arn=args.image_repo.repository_arn,
+                log_group_arns=[log_group.arn],
+                store=args.store,
+                execution_description="Pulls the training image and writes the training task logs",
+                task_description="What the training steps may do: mount and write the shared store",
             ),
-            opts=self._child,
+            self._child,
         )
-        task_role = aws.iam.Role(
-            f"{name}-task-role",
-            assume_role_policy=trust,
-            description="What the training steps may do: mount and write the shared store",
-            opts=self._child,
-        )
-        aws.iam.RolePolicy(
-            f"{name}-task-store",
-            role=task_role.id,
-            policy=args.store.client_policy(write=True),
-            opts=self._child,
-        )
-        return execution_role, task_role
 
     def _task_security_group(self, args: TrainingTaskArgs) -> aws.ec2.SecurityGroup:
         group = aws.ec2.SecurityGroup(

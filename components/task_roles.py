@@ -1,0 +1,72 @@
+"""The two IAM roles every ECS task of this program runs with, built one way for all of them.
+
+- `<name>-execution-role` (+ `<name>-execution-policy`): what ECS itself does for the task: pull
+  from this stack's repository and write the given log groups (`ecr:GetAuthorizationToken` is
+  its only "*"; documents.py `execution_role_statements`);
+- `<name>-task-role` (+ `<name>-task-store`): what the containers may do: mount and write the
+  shared store through its access point. Callers attach further inline policies to it.
+
+Both trust only `ecs-tasks.amazonaws.com` from this account (`aws:SourceAccount`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from components import documents as docs
+from components.shared_store import SharedStore
+
+
+@dataclass(frozen=True)
+class TaskRoleSpec:
+    name: str
+    """The child-name prefix (the owning component's name)."""
+    account: pulumi.Input[str]
+    repository_arn: pulumi.Input[str]
+    log_group_arns: Sequence[pulumi.Input[str]]
+    store: SharedStore
+    execution_description: str
+    task_description: str
+
+
+def ecs_task_roles(
+    spec: TaskRoleSpec, opts: pulumi.ResourceOptions
+) -> tuple[aws.iam.Role, aws.iam.Role]:
+    """(execution role, task role), children of `opts.parent`."""
+    trust = pulumi.Output.from_input(spec.account).apply(
+        lambda account: json.dumps(docs.assume_role_policy("ecs-tasks.amazonaws.com", account))
+    )
+    execution_role = aws.iam.Role(
+        f"{spec.name}-execution-role",
+        assume_role_policy=trust,
+        description=spec.execution_description,
+        opts=opts,
+    )
+    aws.iam.RolePolicy(
+        f"{spec.name}-execution-policy",
+        role=execution_role.id,
+        policy=pulumi.Output.all(spec.repository_arn, *spec.log_group_arns).apply(
+            lambda arns: json.dumps(
+                docs.policy_document(docs.execution_role_statements(arns[0], arns[1:]))
+            )
+        ),
+        opts=opts,
+    )
+    task_role = aws.iam.Role(
+        f"{spec.name}-task-role",
+        assume_role_policy=trust,
+        description=spec.task_description,
+        opts=opts,
+    )
+    aws.iam.RolePolicy(
+        f"{spec.name}-task-store",
+        role=task_role.id,
+        policy=spec.store.client_policy(write=True),
+        opts=opts,
+    )
+    return execution_role, task_role
