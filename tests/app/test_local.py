@@ -207,5 +207,9 @@ def test_local_killed_with_sigkill_takes_its_children_with_it(store_copy: Store)
             process.wait()
     assert [pid for pid in children if _alive(pid)] == [], output.text()
     assert _live_members(groups) == []
-    with socket.socket() as probe:  # the next run can have the port
+    # The next run can have the port. Bind as the servers do (asyncio sets SO_REUSEADDR): the
+    # killed api's closed connections may linger in TIME_WAIT, but no process may still listen.
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind(("127.0.0.1", api_port))
+        probe.listen()
