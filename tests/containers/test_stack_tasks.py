@@ -139,7 +139,10 @@ def test_pipeline_runs_every_step_from_an_empty_store(stack: str, trained: dict)
     run_id = (store / "mlops" / "models" / "CURRENT").read_text().strip()
     # The state machine's own RUN_ID reached the tasks: <start time>Z-<execution name>.
     assert re.fullmatch(r"\d{8}T\d{6}Z-local-\d{14}-[0-9a-f]{8}", run_id)
-    assert (store / "mlops" / "models" / run_id / "model.ubj").stat().st_size > 0
+    run_dir = store / "mlops" / "models" / run_id
+    # The served family's own file (model.ubj or model.json), as train recorded it.
+    model_file = json.loads((run_dir / "metrics.json").read_text())["model_file"]
+    assert (run_dir / model_file["name"]).stat().st_size == model_file["bytes"] > 0
     assert (store / "mlops" / "reports" / run_id / "validation.json").exists()
     if stack == "prod":
         # prod trains on gpu-ec2: the gpu image, which finds no GPU here and says so.
