@@ -23,13 +23,14 @@ import os
 import queue
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+from benchmarks.load import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = REPO_ROOT / "docs" / "dashboard.png"
@@ -48,12 +49,6 @@ DONE = "[replay] replay done:"
 MAIN_PLOT = "#forecast-graph .js-plotly-plot"
 LOOP_PLOTS = "#loop .js-plotly-plot"
 BANDS = ("95% interval", "80% interval")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def log(message: str) -> None:
