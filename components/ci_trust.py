@@ -29,7 +29,14 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from components import documents as docs
+from components.documents.ci import (
+    GITHUB_OIDC_AUDIENCE,
+    GITHUB_OIDC_HOST,
+    ci_deploy_statements,
+    ci_preview_statements,
+    github_oidc_trust_policy,
+)
+from components.documents.common import policy_document
 from components.settings import Settings
 
 MAX_SESSION_SECONDS = 3600
@@ -63,8 +70,8 @@ class CiTrust(pulumi.ComponentResource):
         else:
             provider_arn = aws.iam.OpenIdConnectProvider(
                 f"{name}-github-oidc",
-                url=f"https://{docs.GITHUB_OIDC_HOST}",
-                client_id_lists=[docs.GITHUB_OIDC_AUDIENCE],
+                url=f"https://{GITHUB_OIDC_HOST}",
+                client_id_lists=[GITHUB_OIDC_AUDIENCE],
                 opts=child,
             ).arn
 
@@ -78,7 +85,7 @@ class CiTrust(pulumi.ComponentResource):
                 f"{name}-{role}-role",
                 assume_role_policy=provider_arn.apply(
                     lambda arn, s=subject: json.dumps(
-                        docs.github_oidc_trust_policy(arn, ci.repository, s)
+                        github_oidc_trust_policy(arn, ci.repository, s)
                     )
                 ),
                 description=f"GitHub Actions of {ci.repository}: {description}",
@@ -90,7 +97,7 @@ class CiTrust(pulumi.ComponentResource):
             role=roles["preview"].id,
             policy=pulumi.Output.all(account.account_id, args.repository_arn).apply(
                 lambda v: json.dumps(
-                    docs.policy_document(docs.ci_preview_statements(settings.region, v[0], v[1]))
+                    policy_document(ci_preview_statements(settings.region, v[0], v[1]))
                 )
             ),
             opts=child,
@@ -99,9 +106,7 @@ class CiTrust(pulumi.ComponentResource):
             f"{name}-deploy-policy",
             role=roles["deploy"].id,
             policy=account.account_id.apply(
-                lambda a: json.dumps(
-                    docs.policy_document(docs.ci_deploy_statements(settings.region, a))
-                )
+                lambda a: json.dumps(policy_document(ci_deploy_statements(settings.region, a)))
             ),
             opts=child,
         )

@@ -38,7 +38,8 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from components.documents import assume_role_policy, gpu_user_data
+from components.documents.common import assume_role_policy
+from components.documents.gpu import gpu_user_data
 from components.network import allow_https_out
 from components.settings import Capacity, GpuServingSettings, TrainingSettings
 

@@ -44,7 +44,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_docker as docker
 
-from components.documents import (
+from components.documents.image import (
     BUILD_CACHE_SUFFIX,
     IMAGE_FLAVOURS,
     ecr_cache_lifecycle_policy,

@@ -46,8 +46,26 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from components import documents as docs
 from components.cluster import Cluster
+from components.documents.alerts import AlarmSpec, alarm_topic_key_policy, alarm_topic_policy
+from components.documents.common import STORE_VOLUME, scratch_volume
+from components.documents.gpu import SPREAD_ACROSS_AZS, gpu_capacity_alarms, gpu_capacity_widgets
+from components.documents.inference import (
+    API_CONTAINER,
+    API_HEALTH_PATH,
+    API_INTERNAL_PORT,
+    API_PORT,
+    DASHBOARD_CONTAINER,
+    DASHBOARD_PATH,
+    DASHBOARD_PORT,
+    FORECASTER_CONTAINER,
+    INFERENCE_START_PERIOD,
+    capacity_provider_strategy,
+    inference_alarms,
+    inference_containers,
+    inference_dashboard,
+)
+from components.documents.load_balancer import ALB_LOG_PREFIX, alb_access_log_bucket_policy
 from components.network import HTTPS_PORT, Network, TcpRuleNames, allow_https_out, allow_tcp
 from components.settings import Settings
 from components.shared_store import SharedStore
@@ -105,9 +123,9 @@ class InferenceService(pulumi.ComponentResource):
         self._account = aws.get_caller_identity_output(
             opts=pulumi.InvokeOutputOptions(parent=self)
         ).account_id
-        ports = {docs.API_CONTAINER: docs.API_PORT}
+        ports = {API_CONTAINER: API_PORT}
         if inference.dashboard:
-            ports[docs.DASHBOARD_CONTAINER] = docs.DASHBOARD_PORT
+            ports[DASHBOARD_CONTAINER] = DASHBOARD_PORT
 
         log_groups = self._log_groups(settings)
         execution_role, task_role = self._roles(args, log_groups)
@@ -118,13 +136,13 @@ class InferenceService(pulumi.ComponentResource):
         task_definition = self._task_definition(args, log_groups, execution_role, task_role)
 
         key, topic = self._alarm_topic(settings)
-        alarm_specs = docs.inference_alarms(
+        alarm_specs = inference_alarms(
             min([inference.min, *(schedule.min for schedule in inference.schedules)]),
             container_insights=settings.observability.container_insights,
         )
         target_group_dims = {
             "LoadBalancer": alb.arn_suffix,
-            "TargetGroup": target_groups[docs.API_CONTAINER].arn_suffix,
+            "TargetGroup": target_groups[API_CONTAINER].arn_suffix,
         }
         deployment_alarms = [
             self._alarm(spec, target_group_dims, topic) for spec in alarm_specs if spec.deployment
@@ -149,7 +167,7 @@ class InferenceService(pulumi.ComponentResource):
             },
             # Covers the container start period (store wait + model load) before the ALB's
             # failing /health checks count against a new task.
-            health_check_grace_period_seconds=docs.INFERENCE_START_PERIOD,
+            health_check_grace_period_seconds=INFERENCE_START_PERIOD,
             availability_zone_rebalancing="ENABLED",
             enable_execute_command=False,
             enable_ecs_managed_tags=True,
@@ -193,9 +211,9 @@ class InferenceService(pulumi.ComponentResource):
 
         if settings.gpu_serving:
             self._gpu_alarms(args, topic)
-        self._autoscaling(args, service, alb, target_groups[docs.API_CONTAINER])
+        self._autoscaling(args, service, alb, target_groups[API_CONTAINER])
         if settings.observability.cloudwatch_dashboard:
-            self._dashboard(args, service, alb, target_groups[docs.API_CONTAINER])
+            self._dashboard(args, service, alb, target_groups[API_CONTAINER])
 
         if inference.domain:
             self.url = pulumi.Output.from_input(f"https://{inference.domain}")
@@ -228,9 +246,9 @@ class InferenceService(pulumi.ComponentResource):
     # ------------------------------------------------------------------------------ pieces
 
     def _log_groups(self, settings: Settings) -> dict[str, aws.cloudwatch.LogGroup]:
-        containers = [docs.API_CONTAINER, docs.FORECASTER_CONTAINER]
+        containers = [API_CONTAINER, FORECASTER_CONTAINER]
         if settings.inference.dashboard:
-            containers.insert(1, docs.DASHBOARD_CONTAINER)
+            containers.insert(1, DASHBOARD_CONTAINER)
         return {
             container: aws.cloudwatch.LogGroup(
                 f"{self._name}-logs-{container}",
@@ -313,8 +331,8 @@ class InferenceService(pulumi.ComponentResource):
             security_group_id=task_group.id,
             cidr_ipv4=args.settings.network.cidr,
             ip_protocol="tcp",
-            from_port=docs.API_INTERNAL_PORT,
-            to_port=docs.API_INTERNAL_PORT,
+            from_port=API_INTERNAL_PORT,
+            to_port=API_INTERNAL_PORT,
             description="api /metrics and /model from inside the VPC",
             opts=self._child,
         )
@@ -393,7 +411,7 @@ class InferenceService(pulumi.ComponentResource):
             f"{name}-access-logs-policy",
             bucket=bucket.id,
             policy=pulumi.Output.all(bucket.arn, self._account).apply(
-                lambda v: json.dumps(docs.alb_access_log_bucket_policy(v[0], v[1], region))
+                lambda v: json.dumps(alb_access_log_bucket_policy(v[0], v[1], region))
             ),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[public_access]),
         )
@@ -410,7 +428,7 @@ class InferenceService(pulumi.ComponentResource):
         log_dependencies: list[pulumi.Resource] = []
         if inference.access_logs:
             bucket, log_dependencies = self._access_log_bucket(settings)
-            access_logs = {"bucket": bucket.bucket, "prefix": docs.ALB_LOG_PREFIX, "enabled": True}
+            access_logs = {"bucket": bucket.bucket, "prefix": ALB_LOG_PREFIX, "enabled": True}
         alb = aws.lb.LoadBalancer(
             f"{name}-alb",
             load_balancer_type="application",
@@ -425,8 +443,8 @@ class InferenceService(pulumi.ComponentResource):
         )
 
         health = {
-            docs.API_CONTAINER: docs.API_HEALTH_PATH,
-            docs.DASHBOARD_CONTAINER: docs.DASHBOARD_PATH,
+            API_CONTAINER: API_HEALTH_PATH,
+            DASHBOARD_CONTAINER: DASHBOARD_PATH,
         }
         target_groups = {
             container: aws.lb.TargetGroup(
@@ -450,9 +468,7 @@ class InferenceService(pulumi.ComponentResource):
             )
             for container, port in ports.items()
         }
-        forward_api = [
-            {"type": "forward", "target_group_arn": target_groups[docs.API_CONTAINER].arn}
-        ]
+        forward_api = [{"type": "forward", "target_group_arn": target_groups[API_CONTAINER].arn}]
 
         listeners: list[pulumi.Resource] = []
         if settings.https:
@@ -490,7 +506,7 @@ class InferenceService(pulumi.ComponentResource):
         listeners.append(http)
         if not settings.https:
             front = http
-        if docs.DASHBOARD_CONTAINER in target_groups:
+        if DASHBOARD_CONTAINER in target_groups:
             listeners.append(
                 aws.lb.ListenerRule(
                     f"{name}-dashboard-rule",
@@ -500,7 +516,7 @@ class InferenceService(pulumi.ComponentResource):
                     actions=[
                         {
                             "type": "forward",
-                            "target_group_arn": target_groups[docs.DASHBOARD_CONTAINER].arn,
+                            "target_group_arn": target_groups[DASHBOARD_CONTAINER].arn,
                         }
                     ],
                     opts=self._child,
@@ -629,7 +645,7 @@ class InferenceService(pulumi.ComponentResource):
         names = list(log_groups)
         containers = pulumi.Output.all(args.image_ref, *(log_groups[n].name for n in names)).apply(
             lambda values: json.dumps(
-                docs.inference_containers(
+                inference_containers(
                     values[0],
                     dict(zip(names, values[1:], strict=True)),
                     settings.region,
@@ -656,7 +672,7 @@ class InferenceService(pulumi.ComponentResource):
             execution_role_arn=execution_role.arn,
             task_role_arn=task_role.arn,
             container_definitions=containers,
-            volumes=[args.store.volume(docs.STORE_VOLUME), docs.scratch_volume()],
+            volumes=[args.store.volume(STORE_VOLUME), scratch_volume()],
             **(
                 # GPUs exist only on EC2 capacity: the serving GPU instances.
                 {"requires_compatibilities": ["EC2"]}
@@ -681,7 +697,7 @@ class InferenceService(pulumi.ComponentResource):
                 description="Encrypts the inference alarm topic",
                 enable_key_rotation=True,
                 deletion_window_in_days=30,
-                policy=self._account.apply(lambda a: json.dumps(docs.alarm_topic_key_policy(a))),
+                policy=self._account.apply(lambda a: json.dumps(alarm_topic_key_policy(a))),
                 opts=self._child,
             )
         # Without the CMK the topic is unencrypted: CloudWatch alarms cannot publish to a topic
@@ -694,7 +710,7 @@ class InferenceService(pulumi.ComponentResource):
             f"{name}-alarms-policy",
             arn=topic.arn,
             policy=pulumi.Output.all(topic.arn, self._account).apply(
-                lambda v: json.dumps(docs.alarm_topic_policy(v[0], v[1]))
+                lambda v: json.dumps(alarm_topic_policy(v[0], v[1]))
             ),
             opts=self._child,
         )
@@ -709,7 +725,7 @@ class InferenceService(pulumi.ComponentResource):
         return key, topic
 
     def _alarm(
-        self, spec: docs.AlarmSpec, dimensions: dict[str, Any], topic: aws.sns.Topic
+        self, spec: AlarmSpec, dimensions: dict[str, Any], topic: aws.sns.Topic
     ) -> aws.cloudwatch.MetricAlarm:
         return aws.cloudwatch.MetricAlarm(
             f"{self._name}-alarm-{spec.role}",
@@ -730,7 +746,7 @@ class InferenceService(pulumi.ComponentResource):
                 "CapacityProviderName": args.cluster.serving_capacity_provider_name,
             },
         }
-        for spec in docs.gpu_capacity_alarms(args.settings.inference.gpu.min_instances):
+        for spec in gpu_capacity_alarms(args.settings.inference.gpu.min_instances):
             self._alarm(spec, dimensions[spec.scope], topic)
 
     def _autoscaling(
@@ -814,10 +830,10 @@ class InferenceService(pulumi.ComponentResource):
 
         def body_of(values: list[Any]) -> str:
             region = settings.region
-            body = docs.inference_dashboard(region, *values[:4])
+            body = inference_dashboard(region, *values[:4])
             if gpu_names:
                 bottom = max(w["y"] + w["height"] for w in body["widgets"])
-                body["widgets"] += docs.gpu_capacity_widgets(
+                body["widgets"] += gpu_capacity_widgets(
                     region, values[4], values[2], values[5], bottom
                 )
             return json.dumps(body)
@@ -859,7 +875,7 @@ def _service_strategy(
 def _placement(settings: Settings) -> dict[str, Any]:
     """Fargate: the platform version (Fargate only). EC2: spread across AZs, then instances."""
     if settings.gpu_serving:
-        return {"ordered_placement_strategies": docs.SPREAD_ACROSS_AZS}
+        return {"ordered_placement_strategies": SPREAD_ACROSS_AZS}
     return {"platform_version": "LATEST"}
 
 
@@ -868,7 +884,7 @@ def _strategy(
 ) -> list[aws.ecs.ServiceCapacityProviderStrategyArgs]:
     """The capacity provider strategy, checked against the providers the cluster offers."""
     inference = settings.inference
-    strategy = docs.capacity_provider_strategy(
+    strategy = capacity_provider_strategy(
         inference.on_demand_base, inference.on_demand_weight, inference.spot_weight
     )
     for entry in strategy:

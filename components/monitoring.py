@@ -30,8 +30,23 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from components import documents as docs
 from components.cluster import Cluster
+from components.documents.common import (
+    STORE_VOLUME,
+    assume_role_policy,
+    policy_document,
+    scratch_volume,
+)
+from components.documents.monitoring import (
+    INGEST_CPU,
+    INGEST_MEMORY,
+    MonitorThresholds,
+    default_event_bus_arn,
+    ingest_container,
+    publish_drift_statements,
+    run_scheduled_task_statements,
+)
+from components.documents.training import FARGATE_SPOT
 from components.image_repo import ImageRepo
 from components.network import Network, allow_https_out
 from components.settings import Settings
@@ -97,9 +112,7 @@ class Monitoring(pulumi.ComponentResource):
         )
 
     def _trust(self, service: str) -> pulumi.Output[str]:
-        return self._account.apply(
-            lambda account: json.dumps(docs.assume_role_policy(service, account))
-        )
+        return self._account.apply(lambda account: json.dumps(assume_role_policy(service, account)))
 
     def _task_roles(
         self, args: MonitoringArgs, log_group: aws.cloudwatch.LogGroup
@@ -123,8 +136,8 @@ class Monitoring(pulumi.ComponentResource):
             role=task_role.id,
             policy=self._account.apply(
                 lambda account: json.dumps(
-                    docs.policy_document(
-                        docs.publish_drift_statements(docs.default_event_bus_arn(region, account))
+                    policy_document(
+                        publish_drift_statements(default_event_bus_arn(region, account))
                     )
                 )
             ),
@@ -156,7 +169,7 @@ class Monitoring(pulumi.ComponentResource):
     ) -> aws.ecs.TaskDefinition:
         settings = args.settings
         monitoring = settings.monitoring
-        thresholds = docs.MonitorThresholds(
+        thresholds = MonitorThresholds(
             error_tolerance=monitoring.error_tolerance,
             drift_p_value=monitoring.drift_p_value,
             drift_min_shift_ppm=monitoring.drift_min_shift_ppm,
@@ -165,7 +178,7 @@ class Monitoring(pulumi.ComponentResource):
         containers = pulumi.Output.all(args.image_repo.image_ref("cpu"), log_group.name).apply(
             lambda values: json.dumps(
                 [
-                    docs.ingest_container(
+                    ingest_container(
                         values[0],
                         values[1],
                         settings.region,
@@ -179,12 +192,12 @@ class Monitoring(pulumi.ComponentResource):
             f"{self._name}-ingest",
             family=self._family,
             network_mode="awsvpc",
-            cpu=str(docs.INGEST_CPU),
-            memory=str(docs.INGEST_MEMORY),
+            cpu=str(INGEST_CPU),
+            memory=str(INGEST_MEMORY),
             execution_role_arn=execution_role.arn,
             task_role_arn=task_role.arn,
             container_definitions=containers,
-            volumes=[args.store.volume(docs.STORE_VOLUME), docs.scratch_volume()],
+            volumes=[args.store.volume(STORE_VOLUME), scratch_volume()],
             requires_compatibilities=["FARGATE"],
             runtime_platform={"operating_system_family": "LINUX", "cpu_architecture": "X86_64"},
             opts=self._child,
@@ -213,8 +226,8 @@ class Monitoring(pulumi.ComponentResource):
                 self._account, args.cluster.cluster_name, execution_role.arn, task_role.arn
             ).apply(
                 lambda v: json.dumps(
-                    docs.policy_document(
-                        docs.run_scheduled_task_statements(
+                    policy_document(
+                        run_scheduled_task_statements(
                             region=settings.region,
                             account=v[0],
                             cluster_name=v[1],
@@ -244,7 +257,7 @@ class Monitoring(pulumi.ComponentResource):
                 # A capacity provider strategy replaces the launch type (EventBridge API
                 # reference, "EcsParameters").
                 "capacity_provider_strategies": [
-                    {"capacity_provider": docs.FARGATE_SPOT, "weight": 1, "base": 0}
+                    {"capacity_provider": FARGATE_SPOT, "weight": 1, "base": 0}
                 ],
                 "network_configuration": {
                     "subnets": args.network.task_subnet_ids,

@@ -25,13 +25,8 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from components.documents import (
-    APP_UID,
-    STORE_VOLUME,
-    efs_client_statements,
-    efs_file_system_policy,
-    policy_document,
-)
+from components.documents.common import APP_UID, STORE_VOLUME, policy_document
+from components.documents.store import efs_client_statements, efs_file_system_policy
 from components.network import TcpRuleNames, allow_tcp
 from components.settings import StoreSettings
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from components import documents as docs
+from components.documents.common import assume_role_policy, policy_document
+from components.documents.training import execution_role_statements
 from components.shared_store import SharedStore
 
 
@@ -39,7 +40,7 @@ def ecs_task_roles(
 ) -> tuple[aws.iam.Role, aws.iam.Role]:
     """(execution role, task role), children of `opts.parent`."""
     trust = pulumi.Output.from_input(spec.account).apply(
-        lambda account: json.dumps(docs.assume_role_policy("ecs-tasks.amazonaws.com", account))
+        lambda account: json.dumps(assume_role_policy("ecs-tasks.amazonaws.com", account))
     )
     execution_role = aws.iam.Role(
         f"{spec.name}-execution-role",
@@ -51,9 +52,7 @@ def ecs_task_roles(
         f"{spec.name}-execution-policy",
         role=execution_role.id,
         policy=pulumi.Output.all(spec.repository_arn, *spec.log_group_arns).apply(
-            lambda arns: json.dumps(
-                docs.policy_document(docs.execution_role_statements(arns[0], arns[1:]))
-            )
+            lambda arns: json.dumps(policy_document(execution_role_statements(arns[0], arns[1:])))
         ),
         opts=opts,
     )

@@ -38,8 +38,31 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from components import documents as docs
 from components.cluster import Cluster
+from components.documents.common import (
+    STORE_VOLUME,
+    assume_role_policy,
+    policy_document,
+    scratch_volume,
+)
+from components.documents.training import (
+    FARGATE,
+    FARGATE_SPOT,
+    TRAINING_STEPS,
+    PipelineSpec,
+    state_machine_role_statements,
+    training_container,
+    training_state_machine,
+)
+from components.documents.triggers import (
+    ECR_PUSH_INPUT_PATHS,
+    dead_letter_queue_policy,
+    drift_pattern,
+    ecr_push_pattern,
+    start_execution_statements,
+    trigger_input,
+    trigger_input_template,
+)
 from components.image_repo import ImageRepo
 from components.network import Network, allow_https_out
 from components.settings import Capacity, Settings
@@ -96,7 +119,7 @@ class TrainingTask(pulumi.ComponentResource):
         ).account_id
         self._families = {
             step: f"{pulumi.get_project()}-{settings.stack}-{name}-{step}"
-            for step in docs.TRAINING_STEPS
+            for step in TRAINING_STEPS
         }
 
         log_group = aws.cloudwatch.LogGroup(
@@ -108,7 +131,7 @@ class TrainingTask(pulumi.ComponentResource):
         task_group = self._task_security_group(args)
         definitions = {
             step: self._task_definition(args, step, log_group, execution_role, task_role)
-            for step in docs.TRAINING_STEPS
+            for step in TRAINING_STEPS
         }
         state_machine = self._state_machine(args, task_group, execution_role, task_role)
         dead_letter_queue = self._triggers(args, state_machine)
@@ -134,9 +157,7 @@ class TrainingTask(pulumi.ComponentResource):
     # ------------------------------------------------------------------------------ pieces
 
     def _trust(self, service: str) -> pulumi.Output[str]:
-        return self._account.apply(
-            lambda account: json.dumps(docs.assume_role_policy(service, account))
-        )
+        return self._account.apply(lambda account: json.dumps(assume_role_policy(service, account)))
 
     def _task_roles(
         self, args: TrainingTaskArgs, log_group: aws.cloudwatch.LogGroup
@@ -184,7 +205,7 @@ class TrainingTask(pulumi.ComponentResource):
         containers = pulumi.Output.all(image, log_group.name).apply(
             lambda values: json.dumps(
                 [
-                    docs.training_container(
+                    training_container(
                         step,
                         values[0],
                         values[1],
@@ -217,7 +238,7 @@ class TrainingTask(pulumi.ComponentResource):
             execution_role_arn=execution_role.arn,
             task_role_arn=task_role.arn,
             container_definitions=containers,
-            volumes=[args.store.volume(docs.STORE_VOLUME), docs.scratch_volume()],
+            volumes=[args.store.volume(STORE_VOLUME), scratch_volume()],
             **placement,
             opts=self._child,
         )
@@ -259,8 +280,8 @@ class TrainingTask(pulumi.ComponentResource):
                 args.alarm_topic_key_arn,
             ).apply(
                 lambda v: json.dumps(
-                    docs.policy_document(
-                        docs.state_machine_role_statements(
+                    policy_document(
+                        state_machine_role_statements(
                             region=settings.region,
                             account=v[0],
                             cluster_name=v[1],
@@ -283,8 +304,8 @@ class TrainingTask(pulumi.ComponentResource):
             args.alarm_topic_arn,
         ).apply(
             lambda v: json.dumps(
-                docs.training_state_machine(
-                    docs.PipelineSpec(
+                training_state_machine(
+                    PipelineSpec(
                         cluster_arn=v[0],
                         families=self._families,
                         subnets=v[1],
@@ -323,8 +344,8 @@ class TrainingTask(pulumi.ComponentResource):
             # Resolves once the provider is attached: no run can ask for it before.
             return args.cluster.gpu_capacity_provider_name
         if capacity is Capacity.FARGATE_SPOT:
-            return docs.FARGATE_SPOT
-        return docs.FARGATE
+            return FARGATE_SPOT
+        return FARGATE
 
     def _triggers(
         self, args: TrainingTaskArgs, state_machine: aws.sfn.StateMachine
@@ -341,7 +362,7 @@ class TrainingTask(pulumi.ComponentResource):
             f"{name}-events-policy",
             role=role.id,
             policy=state_machine.arn.apply(
-                lambda arn: json.dumps(docs.policy_document(docs.start_execution_statements(arn)))
+                lambda arn: json.dumps(policy_document(start_execution_statements(arn)))
             ),
             opts=self._child,
         )
@@ -359,7 +380,7 @@ class TrainingTask(pulumi.ComponentResource):
             # The release tag of the image the train step runs (`<flavour>-<hash>`).
             flavour = "gpu" if args.settings.gpu_training else "cpu"
             pattern = args.image_repo.repository_name.apply(
-                lambda repo: json.dumps(docs.ecr_push_pattern(repo, f"{flavour}-"))
+                lambda repo: json.dumps(ecr_push_pattern(repo, f"{flavour}-"))
             )
             rule = self._rule("push", "Retrain when a new release image is pushed", pattern)
             target = self._target(
@@ -369,8 +390,8 @@ class TrainingTask(pulumi.ComponentResource):
                 role,
                 queue,
                 input_transformer={
-                    "input_paths": dict(docs.ECR_PUSH_INPUT_PATHS),
-                    "input_template": docs.trigger_input_template("image-push", "digest"),
+                    "input_paths": dict(ECR_PUSH_INPUT_PATHS),
+                    "input_template": trigger_input_template("image-push", "digest"),
                 },
             )
             rules.append(rule)
@@ -388,14 +409,14 @@ class TrainingTask(pulumi.ComponentResource):
                 state_machine,
                 role,
                 queue,
-                input=json.dumps(docs.trigger_input("schedule")),
+                input=json.dumps(trigger_input("schedule")),
             )
             rules.append(rule)
         if training.on_drift_event:
             rule = self._rule(
                 "drift",
                 "Retrain when monitoring reports data drift",
-                json.dumps(docs.drift_pattern()),
+                json.dumps(drift_pattern()),
             )
             self._target(
                 "drift",
@@ -403,7 +424,7 @@ class TrainingTask(pulumi.ComponentResource):
                 state_machine,
                 role,
                 queue,
-                input=json.dumps(docs.trigger_input("drift")),
+                input=json.dumps(trigger_input("drift")),
             )
             rules.append(rule)
 
@@ -412,7 +433,7 @@ class TrainingTask(pulumi.ComponentResource):
                 f"{name}-dlq-policy",
                 queue_url=queue.url,
                 policy=pulumi.Output.all(queue.arn, *(rule.arn for rule in rules)).apply(
-                    lambda arns: json.dumps(docs.dead_letter_queue_policy(arns[0], arns[1:]))
+                    lambda arns: json.dumps(dead_letter_queue_policy(arns[0], arns[1:]))
                 ),
                 opts=self._child,
             )

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from components.documents import looks_secret
+from components.documents.common import looks_secret
 from components.settings import LOG_RETENTION_DAYS
 
 NFS_PORT = 2049

@@ -31,7 +31,7 @@ from typing import Any
 import pulumi
 import yaml
 
-from components.documents import looks_secret
+from components.documents.common import looks_secret
 from policy import checks
 from preflight import costs, prices
 from preflight.costs import (

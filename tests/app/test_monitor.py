@@ -27,7 +27,7 @@ from app.monitor import (
 )
 from app.replay import noaa_weekly_text
 from app.store import Store
-from components import documents as docs
+from components.documents.triggers import drift_pattern
 from preflight.offline import run_stack
 from tests.app.helpers import run_app
 
@@ -186,7 +186,7 @@ def test_the_event_matches_the_stacks_drift_rule_in_eventbridge(store_copy):
     rule = run_stack("dev").one("aws:cloudwatch/eventRule:EventRule", "training-on-drift")
     pattern = rule.inputs["eventPattern"]
     pattern = pattern if isinstance(pattern, str) else json.dumps(pattern)
-    assert json.loads(pattern) == docs.drift_pattern()
+    assert json.loads(pattern) == drift_pattern()
     detail = drift_detail({**check(store_copy, SETTINGS).status, "reasons": ["input drift"]})
 
     with mock_aws():

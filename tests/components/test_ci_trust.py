@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from components import documents as docs
+from components.documents.ci import github_oidc_trust_policy
 from preflight.offline import ACCOUNT, REGION, Plan, run_stack
 
 ROLE = "aws:iam/role:Role"
@@ -131,4 +131,4 @@ def test_the_deploy_environment_can_be_named():
 )
 def test_trust_policy_refuses_bad_input(provider, repository, subject):
     with pytest.raises(ValueError):
-        docs.github_oidc_trust_policy(provider, repository, subject)
+        github_oidc_trust_policy(provider, repository, subject)

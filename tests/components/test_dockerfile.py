@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from components.documents import APP_UID
+from components.documents.common import APP_UID
 from components.image_repo import APP_DIR, context_files
 
 DOCKERFILE = APP_DIR / "Dockerfile"

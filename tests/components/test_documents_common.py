@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from components.documents import (
+from components.documents.common import (
     APP_UID,
     STORE_MOUNT,
     ContainerSpec,

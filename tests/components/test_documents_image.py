@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from components.documents import IMAGE_FLAVOURS, ecr_lifecycle_policy
+from components.documents.image import IMAGE_FLAVOURS, ecr_lifecycle_policy
 
 
 def test_untagged_images_expire_one_day_after_push():

@@ -7,7 +7,20 @@ import json
 import pytest
 
 from app.settings import AppSettings
-from components import documents as docs
+from components.documents.alerts import (
+    alarm_publisher_statements,
+    alarm_topic_key_policy,
+    alarm_topic_policy,
+)
+from components.documents.common import STORE_WAIT_SECONDS, looks_secret
+from components.documents.inference import (
+    ALARM_SCOPES,
+    capacity_provider_strategy,
+    inference_alarms,
+    inference_containers,
+    inference_dashboard,
+)
+from components.documents.load_balancer import alb_access_log_bucket_policy
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/mlops@sha256:" + "a" * 64
 GROUPS = {"api": "/mlops/api", "dashboard": "/mlops/dashboard", "forecaster": "/mlops/forecaster"}
@@ -20,7 +33,7 @@ TG = "targetgroup/inference-api-1234/6d0ecf831eec9f09"
 
 
 def _containers(dashboard: bool = True, interval: int = 10) -> dict[str, dict]:
-    definitions = docs.inference_containers(
+    definitions = inference_containers(
         IMAGE, GROUPS, "us-east-1", dashboard=dashboard, forecast_interval_seconds=interval
     )
     return {d["name"]: d for d in json.loads(json.dumps(definitions))}
@@ -81,7 +94,7 @@ def test_api_health_check_is_liveness_and_covers_the_store_wait_and_model_load()
     api = _containers()["api"]["healthCheck"]
     assert "http://127.0.0.1:8080/health" in api["command"][-1]
     assert "/ready" not in api["command"][-1]
-    assert api["startPeriod"] > docs.STORE_WAIT_SECONDS
+    assert api["startPeriod"] > STORE_WAIT_SECONDS
     assert api["startPeriod"] <= 300  # the ECS maximum
 
 
@@ -102,15 +115,15 @@ def test_environment_sets_what_the_app_reads_and_nothing_secret():
     for container in containers.values():
         env = _env(container)
         assert env["STORE_DIR"] == "/mnt/store"
-        assert env["STORE_WAIT_SECONDS"] == str(docs.STORE_WAIT_SECONDS)
+        assert env["STORE_WAIT_SECONDS"] == str(STORE_WAIT_SECONDS)
         assert env["LOG_LEVEL"] == "INFO"
         assert set(env) <= app_fields, set(env) - app_fields
-        assert not any(docs.looks_secret(k, v) for k, v in env.items())
+        assert not any(looks_secret(k, v) for k, v in env.items())
 
 
 def test_a_container_without_a_log_group_is_refused():
     with pytest.raises(ValueError, match="dashboard"):
-        docs.inference_containers(
+        inference_containers(
             IMAGE,
             {"api": "/a", "forecaster": "/f"},
             "us-east-1",
@@ -121,7 +134,7 @@ def test_a_container_without_a_log_group_is_refused():
 
 def test_a_mutable_image_tag_is_refused():
     with pytest.raises(ValueError, match="sha256"):
-        docs.inference_containers(
+        inference_containers(
             "repo:latest", GROUPS, "us-east-1", dashboard=True, forecast_interval_seconds=10
         )
 
@@ -130,31 +143,31 @@ def test_a_mutable_image_tag_is_refused():
 
 
 def test_spot_only_strategy_leaves_fargate_out():
-    assert docs.capacity_provider_strategy(0, 0, 1) == [
+    assert capacity_provider_strategy(0, 0, 1) == [
         {"capacity_provider": "FARGATE_SPOT", "base": 0, "weight": 1}
     ]
 
 
 def test_on_demand_base_and_spot_burst():
-    assert docs.capacity_provider_strategy(2, 1, 3) == [
+    assert capacity_provider_strategy(2, 1, 3) == [
         {"capacity_provider": "FARGATE", "base": 2, "weight": 1},
         {"capacity_provider": "FARGATE_SPOT", "base": 0, "weight": 3},
     ]
 
 
 def test_a_base_keeps_a_zero_weight_on_demand_provider():
-    strategy = docs.capacity_provider_strategy(1, 0, 1)
+    strategy = capacity_provider_strategy(1, 0, 1)
     assert strategy[0] == {"capacity_provider": "FARGATE", "base": 1, "weight": 0}
 
 
 def test_on_demand_only_drops_spot():
-    assert [s["capacity_provider"] for s in docs.capacity_provider_strategy(0, 1, 0)] == ["FARGATE"]
+    assert [s["capacity_provider"] for s in capacity_provider_strategy(0, 1, 0)] == ["FARGATE"]
 
 
 @pytest.mark.parametrize("values", [(0, 0, 0), (2, 0, 0), (-1, 1, 1)])
 def test_an_unplaceable_strategy_is_refused(values):
     with pytest.raises(ValueError):
-        docs.capacity_provider_strategy(*values)
+        capacity_provider_strategy(*values)
 
 
 # -------------------------------------------------------------------------- access logs
@@ -185,13 +198,13 @@ def _check_log_policy(policy: dict, principal: dict) -> None:
 def test_access_log_policy_grants_the_elb_account_in_regions_before_august_2022(
     region, elb_account
 ):
-    policy = docs.alb_access_log_bucket_policy(BUCKET_ARN, ACCOUNT, region)
+    policy = alb_access_log_bucket_policy(BUCKET_ARN, ACCOUNT, region)
     _check_log_policy(policy, {"AWS": f"arn:aws:iam::{elb_account}:root"})
 
 
 @pytest.mark.parametrize("region", NEW_REGIONS)
 def test_access_log_policy_grants_the_log_delivery_service_in_newer_regions(region):
-    policy = docs.alb_access_log_bucket_policy(BUCKET_ARN, ACCOUNT, region)
+    policy = alb_access_log_bucket_policy(BUCKET_ARN, ACCOUNT, region)
     _check_log_policy(policy, {"Service": LOG_DELIVERY_SERVICE})
 
 
@@ -207,14 +220,14 @@ def test_access_log_policy_grants_the_log_delivery_service_in_newer_regions(regi
 )
 def test_access_log_policy_refuses_bad_input(bucket, account, region, prefix):
     with pytest.raises(ValueError):
-        docs.alb_access_log_bucket_policy(bucket, account, region, prefix)
+        alb_access_log_bucket_policy(bucket, account, region, prefix)
 
 
 # ------------------------------------------------------------------------ alarm topic
 
 
 def test_key_policy_lets_cloudwatch_encrypt_and_delegates_to_iam():
-    statements = {s["Sid"]: s for s in docs.alarm_topic_key_policy(ACCOUNT)["Statement"]}
+    statements = {s["Sid"]: s for s in alarm_topic_key_policy(ACCOUNT)["Statement"]}
     root = statements["AccountAdministersAndDelegatesThroughIam"]
     assert root["Principal"] == {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}
     cloudwatch = statements["CloudWatchAlarmsEncryptNotifications"]
@@ -224,7 +237,7 @@ def test_key_policy_lets_cloudwatch_encrypt_and_delegates_to_iam():
 
 
 def test_topic_policy_lets_only_this_accounts_alarms_publish_over_tls():
-    allow, deny = docs.alarm_topic_policy(TOPIC, ACCOUNT)["Statement"]
+    allow, deny = alarm_topic_policy(TOPIC, ACCOUNT)["Statement"]
     assert allow["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
     assert (allow["Action"], allow["Resource"]) == ("sns:Publish", TOPIC)
     assert allow["Condition"] == {"StringEquals": {"aws:SourceAccount": ACCOUNT}}
@@ -232,7 +245,7 @@ def test_topic_policy_lets_only_this_accounts_alarms_publish_over_tls():
 
 
 def test_publisher_statements_name_the_topic_and_its_key():
-    publish, encrypt = docs.alarm_publisher_statements(TOPIC, KEY)
+    publish, encrypt = alarm_publisher_statements(TOPIC, KEY)
     assert (publish["Action"], publish["Resource"]) == ("sns:Publish", TOPIC)
     assert set(encrypt["Action"]) == {"kms:GenerateDataKey*", "kms:Decrypt"}
     assert encrypt["Resource"] == KEY
@@ -241,9 +254,9 @@ def test_publisher_statements_name_the_topic_and_its_key():
 @pytest.mark.parametrize(
     "build",
     [
-        lambda: docs.alarm_topic_key_policy("not-an-account"),
-        lambda: docs.alarm_topic_policy("arn:aws:sqs:us-east-1:123456789012:q", ACCOUNT),
-        lambda: docs.alarm_publisher_statements(KEY, TOPIC),
+        lambda: alarm_topic_key_policy("not-an-account"),
+        lambda: alarm_topic_policy("arn:aws:sqs:us-east-1:123456789012:q", ACCOUNT),
+        lambda: alarm_publisher_statements(KEY, TOPIC),
     ],
 )
 def test_alarm_topic_documents_refuse_bad_input(build):
@@ -255,18 +268,18 @@ def test_alarm_topic_documents_refuse_bad_input(build):
 
 
 def test_four_alarms_without_a_minimum_and_two_of_them_guard_deployments():
-    alarms = {a.role: a for a in docs.inference_alarms(0)}
+    alarms = {a.role: a for a in inference_alarms(0)}
     assert set(alarms) == {"target-5xx", "unhealthy-hosts", "p99-latency", "cpu-high"}
     assert {r for r, a in alarms.items() if a.deployment} == {"target-5xx", "unhealthy-hosts"}
     assert alarms["unhealthy-hosts"].args()["threshold"] == 0
     assert alarms["unhealthy-hosts"].args()["comparison_operator"] == "GreaterThanThreshold"
     assert alarms["p99-latency"].args()["extended_statistic"] == "p99"
     assert "statistic" not in alarms["p99-latency"].args()
-    assert all(a.scope in docs.ALARM_SCOPES for a in alarms.values())
+    assert all(a.scope in ALARM_SCOPES for a in alarms.values())
 
 
 def test_running_tasks_below_a_positive_minimum_alarm_even_without_data():
-    below = next(a for a in docs.inference_alarms(2) if a.role == "tasks-below-min")
+    below = next(a for a in inference_alarms(2) if a.role == "tasks-below-min")
     args = below.args()
     assert (args["metric_name"], args["namespace"]) == ("RunningTaskCount", "ECS/ContainerInsights")
     assert (args["comparison_operator"], args["threshold"]) == ("LessThanThreshold", 2)
@@ -278,7 +291,7 @@ def test_running_tasks_below_a_positive_minimum_alarm_even_without_data():
 
 
 def test_dashboard_shows_requests_latency_errors_resources_and_tasks():
-    body = docs.inference_dashboard("us-east-1", ALB, TG, "cluster-1", "service-1")
+    body = inference_dashboard("us-east-1", ALB, TG, "cluster-1", "service-1")
     titles = [w["properties"]["title"] for w in body["widgets"]]
     assert titles == [
         "Requests",
@@ -306,4 +319,4 @@ def test_dashboard_shows_requests_latency_errors_resources_and_tasks():
 
 def test_dashboard_refuses_full_arns_for_dimensions():
     with pytest.raises(ValueError):
-        docs.inference_dashboard("us-east-1", f"arn:aws:elasticloadbalancing:{ALB}", TG, "c", "s")
+        inference_dashboard("us-east-1", f"arn:aws:elasticloadbalancing:{ALB}", TG, "c", "s")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from components.documents import efs_client_statements, efs_file_system_policy
+from components.documents.store import efs_client_statements, efs_file_system_policy
 
 FS = "arn:aws:elasticfilesystem:us-east-1:123456789012:file-system/fs-0123456789abcdef0"
 AP = "arn:aws:elasticfilesystem:us-east-1:123456789012:access-point/fsap-0123456789abcdef0"

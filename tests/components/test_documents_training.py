@@ -10,7 +10,29 @@ from typing import Any
 import pytest
 
 from app.settings import AppSettings
-from components import documents as docs
+from components.documents.common import policy_document
+from components.documents.gpu import gpu_user_data
+from components.documents.training import (
+    FARGATE,
+    FARGATE_SPOT,
+    STAR_RESOURCE_SIDS,
+    STEP_TIMEOUT_SECONDS,
+    TRAINING_STEPS,
+    PipelineSpec,
+    execution_role_statements,
+    state_machine_role_statements,
+    training_container,
+    training_state_machine,
+)
+from components.documents.triggers import (
+    ECR_PUSH_INPUT_PATHS,
+    dead_letter_queue_policy,
+    drift_pattern,
+    ecr_push_pattern,
+    start_execution_statements,
+    trigger_input,
+    trigger_input_template,
+)
 
 REGION, ACCOUNT = "us-east-1", "123456789012"
 CLUSTER_ARN = f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/mlops"
@@ -18,7 +40,7 @@ TOPIC = f"arn:aws:sns:{REGION}:{ACCOUNT}:alarms"
 KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 EXECUTION_ROLE = f"arn:aws:iam::{ACCOUNT}:role/training-execution"
 TASK_ROLE = f"arn:aws:iam::{ACCOUNT}:role/training-task"
-FAMILIES = {step: f"mlops-dev-training-{step}" for step in docs.TRAINING_STEPS}
+FAMILIES = {step: f"mlops-dev-training-{step}" for step in TRAINING_STEPS}
 IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/mlops@sha256:" + "a" * 64
 DIGEST = "sha256:" + "b" * 64
 ECS_STEPS = ("AwaitImage", "Validate", "Train", "TrainOnDemand", "Gate")
@@ -51,10 +73,8 @@ PREDEFINED_ERRORS = {
 DOCUMENTED_ERRORS = PREDEFINED_ERRORS | {CAPACITY_REFUSED}
 
 
-def spec(
-    capacity: str = docs.FARGATE_SPOT, public_ip: bool = True, gpu: bool = False
-) -> docs.PipelineSpec:
-    return docs.PipelineSpec(
+def spec(capacity: str = FARGATE_SPOT, public_ip: bool = True, gpu: bool = False) -> PipelineSpec:
+    return PipelineSpec(
         cluster_arn=CLUSTER_ARN,
         families=FAMILIES,
         subnets=["subnet-a", "subnet-b"],
@@ -66,9 +86,9 @@ def spec(
     )
 
 
-SPOT = docs.training_state_machine(spec())["States"]
-ON_DEMAND = docs.training_state_machine(spec(docs.FARGATE))["States"]
-GPU = docs.training_state_machine(spec("gpu-provider", public_ip=False, gpu=True))["States"]
+SPOT = training_state_machine(spec())["States"]
+ON_DEMAND = training_state_machine(spec(FARGATE))["States"]
+GPU = training_state_machine(spec("gpu-provider", public_ip=False, gpu=True))["States"]
 
 
 def ecs_states(states: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -187,7 +207,7 @@ def test_every_error_name_is_one_aws_documents():
 
 
 def test_steps_run_validate_then_train_then_gate():
-    definition = docs.training_state_machine(spec())
+    definition = training_state_machine(spec())
     path = happy_path(definition["States"], definition["StartAt"])
     assert path == ["Defaults", "Prepare", "PushedImage", "Validate", "Train", "Gate", "Succeeded"]
     assert SPOT["Succeeded"]["Type"] == "Succeed"
@@ -265,7 +285,7 @@ def test_every_step_is_a_sync_run_task_on_a_capacity_provider(states):
         assert network["Subnets"] == ["subnet-a", "subnet-b"]
         assert network["SecurityGroups"] == ["sg-task", "sg-store"]
         assert state["ResultPath"] is None
-        assert state["TimeoutSeconds"] == docs.STEP_TIMEOUT_SECONDS[step_of(state)]
+        assert state["TimeoutSeconds"] == STEP_TIMEOUT_SECONDS[step_of(state)]
 
 
 def test_each_step_runs_its_own_family_and_container():
@@ -395,22 +415,22 @@ def test_every_next_names_a_state():
         ({"families": {"validate": "v", "train": "t"}}, "families"),
         ({"subnets": []}, "subnet"),
         ({"topic_arn": "alarms"}, "SNS"),
-        ({"step_capacity": docs.FARGATE_SPOT}, "on-demand"),
+        ({"step_capacity": FARGATE_SPOT}, "on-demand"),
         ({"train_capacity": "gpu-provider", "assign_public_ip": True}, "public IP"),
     ],
 )
 def test_bad_pipeline_specs_are_rejected(change, message):
     values = {**spec().__dict__, **change}
     with pytest.raises(ValueError, match=message):
-        docs.training_state_machine(docs.PipelineSpec(**values))
+        training_state_machine(PipelineSpec(**values))
 
 
 # --------------------------------------------------------------------------- the containers
 
 
-@pytest.mark.parametrize("step", docs.TRAINING_STEPS)
+@pytest.mark.parametrize("step", TRAINING_STEPS)
 def test_each_step_runs_python_m_app_step_hardened(step):
-    container = docs.training_container(step, IMAGE, "/mlops/training", REGION, promote_margin=0.01)
+    container = training_container(step, IMAGE, "/mlops/training", REGION, promote_margin=0.01)
     assert container["name"] == step
     assert container["command"] == [step]
     assert container["user"] == "10001:10001"
@@ -425,17 +445,17 @@ def test_each_step_runs_python_m_app_step_hardened(step):
 
 
 def test_gate_gets_the_promote_margin():
-    container = docs.training_container("gate", IMAGE, "/g", REGION, promote_margin=0.01)
+    container = training_container("gate", IMAGE, "/g", REGION, promote_margin=0.01)
     assert {"name": "PROMOTE_MARGIN", "value": "0.01"} in container["environment"]
 
 
 def test_only_train_reserves_gpus():
-    train = docs.training_container("train", IMAGE, "/g", REGION, gpus=2)
+    train = training_container("train", IMAGE, "/g", REGION, gpus=2)
     assert train["resourceRequirements"] == [{"type": "GPU", "value": "2"}]
     with pytest.raises(ValueError, match="GPU"):
-        docs.training_container("validate", IMAGE, "/g", REGION, gpus=1)
+        training_container("validate", IMAGE, "/g", REGION, gpus=1)
     with pytest.raises(ValueError, match="step"):
-        docs.training_container("serve", IMAGE, "/g", REGION)
+        training_container("serve", IMAGE, "/g", REGION)
 
 
 # ----------------------------------------------------------------------- events and inputs
@@ -479,7 +499,7 @@ def matches(pattern: dict[str, Any], event: dict[str, Any]) -> bool:
 
 
 def test_push_pattern_uses_the_documented_ecr_fields():
-    pattern = docs.ecr_push_pattern("mlops", "cpu-")
+    pattern = ecr_push_pattern("mlops", "cpu-")
     assert pattern == {
         "source": ["aws.ecr"],
         "detail-type": ["ECR Image Action"],
@@ -506,37 +526,37 @@ def test_push_pattern_uses_the_documented_ecr_fields():
 def test_push_pattern_ignores_other_pushes(field, value):
     event = json.loads(json.dumps(ECR_PUSH_EVENT))
     event["detail"][field] = value
-    assert not matches(docs.ecr_push_pattern("mlops", "cpu-"), event)
+    assert not matches(ecr_push_pattern("mlops", "cpu-"), event)
 
 
 def test_drift_pattern():
-    assert docs.drift_pattern() == {
+    assert drift_pattern() == {
         "source": ["mlops.monitoring"],
         "detail-type": ["DataDriftDetected"],
     }
 
 
 def test_push_input_template_passes_the_digest_and_the_reason():
-    template = docs.trigger_input_template("image-push", "digest")
-    (path,) = docs.ECR_PUSH_INPUT_PATHS.values()
+    template = trigger_input_template("image-push", "digest")
+    (path,) = ECR_PUSH_INPUT_PATHS.values()
     assert path == "$.detail.image-digest"
     rendered = template.replace("<digest>", ECR_PUSH_EVENT["detail"]["image-digest"])
     assert json.loads(rendered) == {"reason": "image-push", "image_digest": DIGEST}
     with pytest.raises(ValueError):
-        docs.trigger_input_template("image-push", "tag")
+        trigger_input_template("image-push", "tag")
 
 
 def test_constant_inputs_for_schedule_and_drift():
-    assert docs.trigger_input("schedule") == {"reason": "schedule", "image_digest": "deployed"}
+    assert trigger_input("schedule") == {"reason": "schedule", "image_digest": "deployed"}
     with pytest.raises(ValueError):
-        docs.trigger_input("Bad Reason")
+        trigger_input("Bad Reason")
 
 
 # --------------------------------------------------------------------------------- IAM
 
 
 def sfn_statements() -> list[dict[str, Any]]:
-    return docs.state_machine_role_statements(
+    return state_machine_role_statements(
         region=REGION,
         account=ACCOUNT,
         cluster_name="mlops",
@@ -558,15 +578,15 @@ def as_list(value: Any) -> list[Any]:
 def test_star_resources_only_where_aws_documents_them():
     for statements in (
         sfn_statements(),
-        docs.execution_role_statements(
+        execution_role_statements(
             f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/mlops",
             [f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/mlops/training:*"],
         ),
     ):
-        docs.policy_document(statements)  # every statement names a Resource
+        policy_document(statements)  # every statement names a Resource
         for statement in statements:
             starred = any(r == "*" for r in as_list(statement["Resource"]))
-            assert starred == (statement["Sid"] in docs.STAR_RESOURCE_SIDS), statement["Sid"]
+            assert starred == (statement["Sid"] in STAR_RESOURCE_SIDS), statement["Sid"]
 
 
 def test_documented_star_statements_hold_only_log_delivery_and_xray_actions():
@@ -614,7 +634,7 @@ def test_sync_events_publish_and_key():
 
 def test_bad_role_arns_are_rejected():
     with pytest.raises(ValueError, match="role"):
-        docs.state_machine_role_statements(
+        state_machine_role_statements(
             region=REGION,
             account=ACCOUNT,
             cluster_name="mlops",
@@ -627,7 +647,7 @@ def test_bad_role_arns_are_rejected():
 
 def test_events_role_starts_only_this_state_machine():
     arn = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:training"
-    assert docs.start_execution_statements(arn) == [
+    assert start_execution_statements(arn) == [
         {
             "Sid": "StartTraining",
             "Effect": "Allow",
@@ -636,13 +656,13 @@ def test_events_role_starts_only_this_state_machine():
         }
     ]
     with pytest.raises(ValueError):
-        docs.start_execution_statements("*")
+        start_execution_statements("*")
 
 
 def test_execution_role_pulls_one_repository_and_writes_one_log_group():
     repo = f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/mlops"
     group = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/mlops/training:*"
-    statements = by_sid(docs.execution_role_statements(repo, [group]))
+    statements = by_sid(execution_role_statements(repo, [group]))
     assert statements["PullImages"]["Resource"] == repo
     assert statements["WriteTaskLogs"]["Resource"] == (
         f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/mlops/training:log-stream:*"
@@ -656,20 +676,20 @@ def test_dead_letter_queue_accepts_only_eventbridge_for_these_rules():
         f"arn:aws:events:{REGION}:{ACCOUNT}:rule/b",
         f"arn:aws:events:{REGION}:{ACCOUNT}:rule/a",
     ]
-    (statement,) = docs.dead_letter_queue_policy(queue, rules)["Statement"]
+    (statement,) = dead_letter_queue_policy(queue, rules)["Statement"]
     assert statement["Principal"] == {"Service": "events.amazonaws.com"}
     assert statement["Action"] == "sqs:SendMessage"
     assert statement["Resource"] == queue
     assert statement["Condition"] == {"ArnEquals": {"aws:SourceArn": sorted(rules)}}
     with pytest.raises(ValueError):
-        docs.dead_letter_queue_policy(queue, [])
+        dead_letter_queue_policy(queue, [])
 
 
 # ------------------------------------------------------------------------------ GPU hosts
 
 
 def test_gpu_user_data_joins_the_cluster_with_gpus_and_cached_pulls():
-    script = docs.gpu_user_data("mlops-cluster")
+    script = gpu_user_data("mlops-cluster")
     assert script.startswith("#!/bin/bash\n")
     assert "/etc/ecs/ecs.config" in script
     for line in (
@@ -681,4 +701,4 @@ def test_gpu_user_data_joins_the_cluster_with_gpus_and_cached_pulls():
         assert line in script.splitlines()
     assert script.isascii()
     with pytest.raises(ValueError):
-        docs.gpu_user_data("bad name; rm -rf /")
+        gpu_user_data("bad name; rm -rf /")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from components import documents as docs
+from components.documents.common import looks_secret
 from components.settings import parse
 from preflight.offline import ACCOUNT, Plan, Resource, run_stack, stack_config
 
@@ -138,7 +138,7 @@ def test_containers_run_the_pinned_image_hardened_with_logs_and_health_checks(pl
         group = container["logConfiguration"]["options"]["awslogs-group"]
         assert group == plan.exports["inference_log_groups"][name]
         assert groups[group].inputs["retentionInDays"] == retention
-        assert not any(docs.looks_secret(e["name"], e["value"]) for e in container["environment"])
+        assert not any(looks_secret(e["name"], e["value"]) for e in container["environment"])
     assert "/health" in containers["api"]["healthCheck"]["command"][-1]
     assert "/dashboard/" in containers["dashboard"]["healthCheck"]["command"][-1]
     assert "healthCheck" not in containers["forecaster"]

@@ -12,7 +12,18 @@ from typing import Any
 import pulumi
 import pytest
 
-from components import documents as docs
+from components.documents.common import (
+    DRIFT_DETAIL_TYPE,
+    DRIFT_SOURCE,
+    task_definition_arn_patterns,
+)
+from components.documents.monitoring import (
+    MonitorThresholds,
+    default_event_bus_arn,
+    ingest_container,
+    publish_drift_statements,
+    run_scheduled_task_statements,
+)
 from components.settings import NOAA_WEEKLY_URL, MonitoringSettings, parse
 from preflight.costs import estimate_cost
 from preflight.offline import ACCOUNT, REGION, Plan, run_stack
@@ -84,8 +95,8 @@ def test_empty_ingest_schedule_is_allowed():
 
 
 def test_ingest_container_runs_ingest_then_monitor_publishing_to_eventbridge():
-    container = docs.ingest_container(
-        IMAGE, "logs", "eu-west-1", source=NOAA_WEEKLY_URL, thresholds=docs.MonitorThresholds()
+    container = ingest_container(
+        IMAGE, "logs", "eu-west-1", source=NOAA_WEEKLY_URL, thresholds=MonitorThresholds()
     )
     assert container["command"] == ["ingest", "--monitor"]
     environment = {item["name"]: item["value"] for item in container["environment"]}
@@ -99,36 +110,34 @@ def test_ingest_container_runs_ingest_then_monitor_publishing_to_eventbridge():
 
 def test_ingest_container_refuses_a_plain_http_source():
     with pytest.raises(ValueError, match="must be an https:// URL"):
-        docs.ingest_container(
-            IMAGE, "logs", REGION, source="http://x/y", thresholds=docs.MonitorThresholds()
-        )
+        ingest_container(IMAGE, "logs", REGION, source="http://x/y", thresholds=MonitorThresholds())
 
 
 def test_the_task_may_put_only_drift_events_on_the_default_bus():
-    bus = docs.default_event_bus_arn(REGION, ACCOUNT)
+    bus = default_event_bus_arn(REGION, ACCOUNT)
     assert bus == f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/default"
-    (statement,) = docs.publish_drift_statements(bus)
+    (statement,) = publish_drift_statements(bus)
     assert statement["Action"] == "events:PutEvents" and statement["Resource"] == bus
     assert statement["Condition"]["StringEquals"] == {
-        "events:source": docs.DRIFT_SOURCE,
-        "events:detail-type": docs.DRIFT_DETAIL_TYPE,
+        "events:source": DRIFT_SOURCE,
+        "events:detail-type": DRIFT_DETAIL_TYPE,
     }
     with pytest.raises(ValueError, match="not a default event bus ARN"):
-        docs.publish_drift_statements(f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/other")
+        publish_drift_statements(f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/other")
     with pytest.raises(ValueError, match="not an AWS account id"):
-        docs.default_event_bus_arn(REGION, "me")
+        default_event_bus_arn(REGION, "me")
 
 
 def test_the_schedule_may_run_only_the_ingest_family_on_this_cluster():
-    run, pass_role = docs.run_scheduled_task_statements(
+    run, pass_role = run_scheduled_task_statements(
         region=REGION, account=ACCOUNT, cluster_name="c", family="f", pass_role_arns=ROLE_ARNS
     )
     assert run["Action"] == "ecs:RunTask"
-    assert run["Resource"] == docs.task_definition_arn_patterns(REGION, ACCOUNT, "f")
+    assert run["Resource"] == task_definition_arn_patterns(REGION, ACCOUNT, "f")
     assert run["Condition"]["ArnEquals"]["ecs:cluster"].endswith(":cluster/c")
     assert pass_role["Resource"] == sorted(ROLE_ARNS)
     with pytest.raises(ValueError, match="not an IAM role ARN"):
-        docs.run_scheduled_task_statements(
+        run_scheduled_task_statements(
             region=REGION, account=ACCOUNT, cluster_name="c", family="f", pass_role_arns=["x"]
         )
 
@@ -164,9 +173,7 @@ def test_the_schedule_runs_the_ingest_task_weekly_on_fargate_spot(plan):
     assert target.inputs["arn"].endswith(":cluster/" + plan.one(
         "aws:ecs/cluster:Cluster").outputs["name"])  # fmt: skip
     (run, _) = statements(plan, "monitoring-events-policy")
-    assert run["Resource"] == docs.task_definition_arn_patterns(
-        REGION, ACCOUNT, task.inputs["family"]
-    )
+    assert run["Resource"] == task_definition_arn_patterns(REGION, ACCOUNT, task.inputs["family"])
 
 
 def test_the_task_gets_https_out_and_the_store_nothing_else(plan):

@@ -9,7 +9,7 @@ import pulumi
 import pulumi_aws as aws
 import pytest
 
-from components.documents import APP_UID, policy_document
+from components.documents.common import APP_UID, policy_document
 from components.settings import StoreSettings, Throughput
 from components.shared_store import SharedStore, SharedStoreArgs, lifecycle_policies
 from preflight.offline import ACCOUNT, ROOT, Plan, Resource, run_program

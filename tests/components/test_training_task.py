@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from components import documents as docs
+from components.documents.training import STAR_RESOURCE_SIDS, TRAINING_STEPS
+from components.documents.triggers import ecr_push_pattern, start_execution_statements
 from preflight.offline import Plan, Resource, run_stack
 
 TASK_DEF = "aws:ecs/taskDefinition:TaskDefinition"
@@ -22,7 +23,7 @@ RETENTION = {"dev": 7, "prod": 90}
 
 
 def task_definitions(plan: Plan) -> dict[str, Resource]:
-    return {step: plan.one(TASK_DEF, f"training-{step}") for step in docs.TRAINING_STEPS}
+    return {step: plan.one(TASK_DEF, f"training-{step}") for step in TRAINING_STEPS}
 
 
 def containers(definition: Resource) -> list[dict[str, Any]]:
@@ -183,7 +184,7 @@ def test_no_star_resource_outside_the_documented_exceptions(plan: Plan):
     for resource in policies:
         for statement in json.loads(resource.inputs["policy"])["Statement"]:
             starred = "*" in as_list(statement["Resource"])
-            assert starred == (statement.get("Sid") in docs.STAR_RESOURCE_SIDS), statement
+            assert starred == (statement.get("Sid") in STAR_RESOURCE_SIDS), statement
 
 
 def test_pass_role_names_exactly_the_training_roles(plan: Plan):
@@ -249,7 +250,7 @@ def test_the_store_admits_the_training_task_role(plan: Plan):
 def test_three_triggers_start_the_state_machine_through_a_narrow_role(plan: Plan):
     machine = plan.one(STATE_MACHINE, "training").outputs["arn"]
     role = plan.one(ROLE, "training-events-role").outputs["arn"]
-    assert policy(plan, "training-events-policy") == docs.start_execution_statements(machine)
+    assert policy(plan, "training-events-policy") == start_execution_statements(machine)
     targets = {t.name: t.inputs for t in plan.of_type(TARGET) if t.name.startswith("training-")}
     assert set(targets) == {f"training-on-{t}-target" for t in ("push", "schedule", "drift")}
     queue = plan.one("aws:sqs/queue:Queue", "training-dlq")
@@ -265,7 +266,7 @@ def test_push_rule_matches_release_pushes_of_this_repository(plan: Plan):
     repo = plan.one("aws:ecr/repository:Repository", "image-repo")
     pattern = json.loads(plan.one(RULE, "training-on-push").inputs["eventPattern"])
     flavour = {"dev": "cpu", "prod": "gpu"}[plan.stack]
-    assert pattern == docs.ecr_push_pattern(repo.outputs["name"], f"{flavour}-")
+    assert pattern == ecr_push_pattern(repo.outputs["name"], f"{flavour}-")
     transformer = plan.one(TARGET, "training-on-push").inputs["inputTransformer"]
     assert transformer["inputPaths"] == {"digest": "$.detail.image-digest"}
     assert json.loads(transformer["inputTemplate"].replace("<digest>", "sha256:x")) == {

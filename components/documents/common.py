@@ -1,0 +1,215 @@
+"""Builders and facts every section shares: IAM documents, the container definition, names
+that cross sections (the drift event, the store wait, the default trigger)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+IAM_VERSION = "2012-10-17"
+
+APP_UID = 10001
+"""The image's non-root user and group (app/Dockerfile `USER 10001:10001`, the EFS access point)."""
+STORE_VOLUME = "store"
+STORE_MOUNT = "/mnt/store"
+SCRATCH_VOLUME = "scratch"
+SCRATCH_MOUNT = "/tmp"
+FARGATE_MAX_STOP_TIMEOUT = 120
+"""Seconds. ECS caps `stopTimeout` at 120 on Fargate; the Fargate Spot warning is also 2 min."""
+
+_DIGEST_REF = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
+_CONTAINER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+_SECRET_NAME = re.compile(r"(SECRET|PASSWORD|PASSWD|TOKEN|API_?KEY|ACCESS_?KEY|CREDENTIAL|PRIVATE)")
+_SECRET_VALUE = re.compile(r"^(AKIA|ASIA)[A-Z0-9]{16}$|-----BEGIN [A-Z ]*PRIVATE KEY-----")
+
+
+def policy_document(statements: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """An IAM policy document. Every statement must name its resources."""
+    if not statements:
+        raise ValueError("a policy document needs at least one statement")
+    for statement in statements:
+        if "Resource" not in statement and "NotResource" not in statement:
+            raise ValueError(f"statement {statement.get('Sid', '?')} names no Resource")
+    return {"Version": IAM_VERSION, "Statement": [dict(s) for s in statements]}
+
+
+def deny_insecure_transport(action: str, resource: str | Sequence[str]) -> dict[str, Any]:
+    """A resource-policy statement refusing `action` to anyone over plain HTTP/NFS without TLS."""
+    return {
+        "Sid": "DenyInsecureTransport",
+        "Effect": "Deny",
+        "Principal": {"AWS": "*"},
+        "Action": action,
+        "Resource": resource if isinstance(resource, str) else list(resource),
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+    }
+
+
+def assume_role_policy(service: str, source_account: str | None = None) -> dict[str, Any]:
+    """Trust policy letting one AWS service assume a role, optionally only for this account.
+
+    `aws:SourceAccount` guards against the confused-deputy problem (IAM User Guide,
+    "The confused deputy problem"), for the services that send it.
+    """
+    if not service.endswith(".amazonaws.com"):
+        raise ValueError(f"{service!r} is not an AWS service principal (*.amazonaws.com)")
+    statement: dict[str, Any] = {
+        "Effect": "Allow",
+        "Principal": {"Service": service},
+        "Action": "sts:AssumeRole",
+    }
+    if source_account:
+        statement["Condition"] = {"StringEquals": {"aws:SourceAccount": source_account}}
+    return {"Version": IAM_VERSION, "Statement": [statement]}
+
+
+def looks_secret(name: str, value: str) -> bool:
+    """True for an environment variable that looks like a credential (name or value)."""
+    return bool(_SECRET_NAME.search(name.upper()) or _SECRET_VALUE.search(value))
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """One container of a task definition; see `container_definition`."""
+
+    name: str
+    image: str
+    """A digest reference `repo@sha256:...`, never a mutable tag."""
+    command: Sequence[str]
+    log_group: str
+    region: str
+    port: int | None = None
+    internal_port: int | None = None
+    """A second port, for callers inside the VPC only: no target group forwards to it."""
+    health_path: str | None = None
+    """HTTP path probed on `port` by the container health check."""
+    health_start_period: int = 60
+    """Seconds of failed checks ignored at start: covers the EFS wait and the model load."""
+    environment: Mapping[str, str] = field(default_factory=dict)
+    essential: bool = True
+    """False for a sidecar whose exit must not stop the task (restarted in place instead)."""
+    cpu: int = 0
+    memory: int | None = None
+    gpus: int = 0
+    stop_timeout: int = FARGATE_MAX_STOP_TIMEOUT
+
+
+def container_definition(spec: ContainerSpec) -> dict[str, Any]:
+    """An ECS container definition (ECS API camelCase names), hardened the same way everywhere.
+
+    Non-root user 10001, read-only root filesystem with a writable scratch volume at /tmp, the
+    shared store at /mnt/store, awslogs, an init process to reap children and forward signals,
+    and a stop timeout that lets a task drain. Integers stay integers: inside a container
+    definition `cpu` and `memory` are numbers (ECS RegisterTaskDefinition API).
+    """
+    if not _CONTAINER_NAME.fullmatch(spec.name):
+        raise ValueError(f"container name {spec.name!r}: use letters, digits, '-' and '_'")
+    if not _DIGEST_REF.fullmatch(spec.image):
+        raise ValueError(f"container {spec.name}: image {spec.image!r} is not a repo@sha256 ref")
+    if not spec.command:
+        raise ValueError(f"container {spec.name}: command is empty")
+    if not 2 <= spec.stop_timeout <= FARGATE_MAX_STOP_TIMEOUT:
+        raise ValueError(
+            f"container {spec.name}: stopTimeout {spec.stop_timeout} must be 2..120 seconds"
+        )
+    for key, value in spec.environment.items():
+        if looks_secret(key, value):
+            raise ValueError(
+                f"container {spec.name}: environment {key} looks like a secret; "
+                "use the task definition's `secrets` from Secrets Manager instead"
+            )
+    definition: dict[str, Any] = {
+        "name": spec.name,
+        "image": spec.image,
+        "essential": spec.essential,
+        "command": list(spec.command),
+        "user": f"{APP_UID}:{APP_UID}",
+        "readonlyRootFilesystem": True,
+        "privileged": False,
+        "linuxParameters": {"initProcessEnabled": True},
+        "mountPoints": [
+            {"sourceVolume": STORE_VOLUME, "containerPath": STORE_MOUNT, "readOnly": False},
+            {"sourceVolume": SCRATCH_VOLUME, "containerPath": SCRATCH_MOUNT, "readOnly": False},
+        ],
+        "environment": [
+            {"name": key, "value": value}
+            for key, value in sorted({**spec.environment, "STORE_DIR": STORE_MOUNT}.items())
+        ],
+        "logConfiguration": {
+            "logDriver": "awslogs",
+            "options": {
+                "awslogs-group": spec.log_group,
+                "awslogs-region": spec.region,
+                "awslogs-stream-prefix": spec.name,
+            },
+        },
+        "stopTimeout": spec.stop_timeout,
+    }
+    if not spec.essential:
+        # A sidecar that exits is restarted in place instead of replacing the whole task (ECS
+        # "container restart policies"; restartAttemptPeriod is 60..1800 s).
+        definition["restartPolicy"] = {"enabled": True, "restartAttemptPeriod": 60}
+    if spec.cpu:
+        definition["cpu"] = spec.cpu
+    if spec.memory:
+        definition["memory"] = spec.memory
+    if spec.port is not None:
+        if not 1 <= spec.port <= 65535:
+            raise ValueError(f"container {spec.name}: port {spec.port} is out of range")
+        ports = [spec.port, *([spec.internal_port] if spec.internal_port else [])]
+        for port in ports[1:]:
+            if not 1 <= port <= 65535 or port == spec.port:
+                raise ValueError(f"container {spec.name}: internal port {port} is not usable")
+        definition["portMappings"] = [
+            {"containerPort": port, "hostPort": port, "protocol": "tcp"} for port in ports
+        ]
+    if spec.health_path is not None:
+        if spec.port is None or not spec.health_path.startswith("/"):
+            raise ValueError(f"container {spec.name}: a health check needs a port and a /path")
+        url = f"http://127.0.0.1:{spec.port}{spec.health_path}"
+        definition["healthCheck"] = {
+            # The image has no curl: python's urllib raises (exit 1) on errors and non-2xx.
+            "command": [
+                "CMD",
+                "python",
+                "-c",
+                f"import urllib.request; urllib.request.urlopen('{url}', timeout=4)",
+            ],
+            "interval": 15,
+            "timeout": 5,
+            "retries": 3,
+            "startPeriod": spec.health_start_period,
+        }
+    if spec.gpus:
+        definition["resourceRequirements"] = [{"type": "GPU", "value": str(spec.gpus)}]
+    return definition
+
+
+def scratch_volume() -> dict[str, Any]:
+    """Task-level volume without a host path: task storage, writable under a read-only root.
+
+    In pulumi-aws Python input shape (`aws.ecs.TaskDefinitionVolumeArgs` as a dict).
+    """
+    return {"name": SCRATCH_VOLUME}
+
+
+STORE_WAIT_SECONDS = 60
+"""How long a container waits at start for the EFS mount (the app's `STORE_WAIT_SECONDS`)."""
+DEFAULT_TRIGGER = {"reason": "manual", "image_digest": "deployed"}
+"""Merged under every execution input: a console or CLI start without input still runs."""
+DRIFT_SOURCE = "mlops.monitoring"
+DRIFT_DETAIL_TYPE = "DataDriftDetected"
+STEP_ENVIRONMENT = {"LOG_LEVEL": "INFO", "STORE_WAIT_SECONDS": str(STORE_WAIT_SECONDS)}
+"""Static settings of every step (app/settings.py); per-run values come as RunTask overrides."""
+
+
+def task_definition_arn_patterns(region: str, account: str, family: str) -> list[str]:
+    """Every revision of one task definition family, and the family itself.
+
+    RunTask is given the family (latest ACTIVE revision); IAM evaluates the revision ARN, so
+    `family:*` is what grants it; the bare family ARN covers the request as written.
+    """
+    base = f"arn:aws:ecs:{region}:{account}:task-definition/{family}"
+    return [base, f"{base}:*"]

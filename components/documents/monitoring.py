@@ -1,0 +1,145 @@
+"""Monitoring: the scheduled ingest task and what it may do."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from components.documents.common import (
+    DRIFT_DETAIL_TYPE,
+    DRIFT_SOURCE,
+    STEP_ENVIRONMENT,
+    ContainerSpec,
+    container_definition,
+    task_definition_arn_patterns,
+)
+
+INGEST_CONTAINER = "ingest"
+INGEST_CPU = 256
+INGEST_MEMORY = 1024
+"""Fargate size of the ingest task (MiB): pandas, scipy and one model, a few thousand rows."""
+DEFAULT_EVENT_BUS = "default"
+
+
+@dataclass(frozen=True)
+class MonitorThresholds:
+    """The monitor's thresholds (app/monitor.py `MonitorSettings`, as `MONITOR_*` variables)."""
+
+    error_tolerance: float = 2.5
+    drift_p_value: float = 0.001
+    drift_min_shift_ppm: float = 2.0
+    cooldown_weeks: int = 8
+
+
+def ingest_container(
+    image: str,
+    log_group: str,
+    region: str,
+    *,
+    source: str,
+    thresholds: MonitorThresholds,
+) -> dict[str, Any]:
+    """The ingest task's one container: `python -m app ingest --monitor`.
+
+    It appends the new weeks of `source`, then runs the monitor, which publishes
+    `DataDriftDetected` to the default bus (`MONITOR_ON_DRIFT=eventbridge`). `AWS_REGION` is set
+    explicitly: botocore resolves the EventBridge endpoint from it.
+    """
+    if not re.fullmatch(r"https://[^\s]+", source):
+        raise ValueError(f"ingest source {source!r} must be an https:// URL")
+    environment = {
+        **STEP_ENVIRONMENT,
+        "INGEST_SOURCE": source,
+        "MONITOR_ON_DRIFT": "eventbridge",
+        "EVENT_BUS_NAME": DEFAULT_EVENT_BUS,
+        "AWS_REGION": region,
+        "MONITOR_ERROR_TOLERANCE": str(thresholds.error_tolerance),
+        "MONITOR_DRIFT_P_VALUE": str(thresholds.drift_p_value),
+        "MONITOR_DRIFT_MIN_SHIFT_PPM": str(thresholds.drift_min_shift_ppm),
+        "MONITOR_COOLDOWN_WEEKS": str(thresholds.cooldown_weeks),
+    }
+    return container_definition(
+        ContainerSpec(
+            name=INGEST_CONTAINER,
+            image=image,
+            command=["ingest", "--monitor"],
+            log_group=log_group,
+            region=region,
+            environment=environment,
+        )
+    )
+
+
+def default_event_bus_arn(region: str, account: str) -> str:
+    if not re.fullmatch(r"\d{12}", account):
+        raise ValueError(f"{account!r} is not an AWS account id")
+    return f"arn:aws:events:{region}:{account}:event-bus/{DEFAULT_EVENT_BUS}"
+
+
+def publish_drift_statements(event_bus_arn: str) -> list[dict[str, Any]]:
+    """The ingest task's role: put `DataDriftDetected` events from `mlops.monitoring` on this bus.
+
+    PutEvents takes the event bus as its resource, and the `events:source` and
+    `events:detail-type` condition keys narrow it to this one kind of event (EventBridge User
+    Guide, "Using IAM policy conditions in Amazon EventBridge"; Service Authorization Reference,
+    Amazon EventBridge).
+    """
+    if not re.fullmatch(
+        r"arn:aws[a-z-]*:events:[a-z0-9-]+:\d{12}:event-bus/default", event_bus_arn
+    ):
+        raise ValueError(f"{event_bus_arn!r} is not a default event bus ARN")
+    return [
+        {
+            "Sid": "PublishDriftEvents",
+            "Effect": "Allow",
+            "Action": "events:PutEvents",
+            "Resource": event_bus_arn,
+            "Condition": {
+                "StringEquals": {
+                    "events:source": DRIFT_SOURCE,
+                    "events:detail-type": DRIFT_DETAIL_TYPE,
+                }
+            },
+        }
+    ]
+
+
+def run_scheduled_task_statements(
+    *,
+    region: str,
+    account: str,
+    cluster_name: str,
+    family: str,
+    pass_role_arns: Sequence[str],
+) -> list[dict[str, Any]]:
+    """EventBridge's role for the ingest schedule: run this task family on this cluster.
+
+    The ECS target needs `ecs:RunTask` and `iam:PassRole` for the task's roles (EventBridge User
+    Guide, "Amazon ECS targets": the managed `AmazonEC2ContainerServiceEventsRole` grants both on
+    "*"; here they name the family, the cluster and the two roles).
+    """
+    for role in pass_role_arns:
+        if not re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+", role):
+            raise ValueError(f"{role!r} is not an IAM role ARN")
+    return [
+        {
+            "Sid": "RunIngestTask",
+            "Effect": "Allow",
+            "Action": "ecs:RunTask",
+            "Resource": task_definition_arn_patterns(region, account, family),
+            "Condition": {
+                "ArnEquals": {
+                    "ecs:cluster": f"arn:aws:ecs:{region}:{account}:cluster/{cluster_name}"
+                }
+            },
+        },
+        {
+            "Sid": "PassIngestTaskRoles",
+            "Effect": "Allow",
+            "Action": "iam:PassRole",
+            "Resource": sorted(set(pass_role_arns)),
+            "Condition": {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}},
+        },
+    ]

@@ -1,0 +1,83 @@
+"""The shared store: EFS file-system policy and the client IAM statements."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from components.documents.common import deny_insecure_transport, policy_document
+
+EFS_CLIENT_MOUNT = "elasticfilesystem:ClientMount"
+EFS_CLIENT_WRITE = "elasticfilesystem:ClientWrite"
+
+
+def _through_access_point(access_point_arn: str) -> dict[str, Any]:
+    # Condition key and operator: EFS User Guide, "Using access points in IAM policies"
+    # (`StringEquals` on `elasticfilesystem:AccessPointArn`, the ARN of the access point the
+    # client mounts with).
+    if ":access-point/fsap-" not in access_point_arn:
+        raise ValueError(f"{access_point_arn!r} is not an EFS access point ARN")
+    return {"StringEquals": {"elasticfilesystem:AccessPointArn": access_point_arn}}
+
+
+def _check_file_system_arn(file_system_arn: str) -> None:
+    if ":file-system/fs-" not in file_system_arn:
+        raise ValueError(f"{file_system_arn!r} is not an EFS file system ARN")
+
+
+def efs_file_system_policy(
+    file_system_arn: str, access_point_arn: str, client_role_arns: Sequence[str]
+) -> dict[str, Any]:
+    """The EFS file system policy: TLS only, and only the given roles, only via the access point.
+
+    - Deny every action to everyone when `aws:SecureTransport` is false (EFS User Guide, "Using
+      IAM to control access to file systems": the client condition keys).
+    - Allow `ClientMount` and `ClientWrite` to the roles, conditioned on the access point. No
+      `ClientRootAccess`: the access point forces uid/gid 10001, so nobody needs root.
+
+    Once a policy is set, the default policy (full access to any client that can reach a mount
+    target) stops applying, so a client that is not named here cannot mount at all.
+    """
+    _check_file_system_arn(file_system_arn)
+    roles = sorted(set(client_role_arns))  # stable order: no diff when callers reorder
+    if not roles:
+        raise ValueError("the file system policy needs at least one client role ARN")
+    for role in roles:
+        if not re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+", role):
+            raise ValueError(f"{role!r} is not an IAM role ARN")
+    return policy_document(
+        [
+            deny_insecure_transport("*", file_system_arn),
+            {
+                "Sid": "AllowClientsThroughAccessPoint",
+                "Effect": "Allow",
+                "Principal": {"AWS": roles},
+                "Action": [EFS_CLIENT_MOUNT, EFS_CLIENT_WRITE],
+                "Resource": file_system_arn,
+                "Condition": _through_access_point(access_point_arn),
+            },
+        ]
+    )
+
+
+def efs_client_statements(
+    file_system_arn: str, access_point_arn: str, write: bool = True
+) -> list[dict[str, Any]]:
+    """The identity-policy statements a task role needs to mount the store with `iam: ENABLED`.
+
+    ECS mounts with the task role when the volume's `authorizationConfig.iam` is ENABLED; the
+    role needs `ClientMount` (read) and `ClientWrite` (write) on the file system ARN (EFS User
+    Guide, "Using IAM to control access to file systems"), here only through the access point.
+    """
+    _check_file_system_arn(file_system_arn)
+    actions = [EFS_CLIENT_MOUNT, EFS_CLIENT_WRITE] if write else [EFS_CLIENT_MOUNT]
+    return [
+        {
+            "Sid": "MountSharedStore",
+            "Effect": "Allow",
+            "Action": actions,
+            "Resource": file_system_arn,
+            "Condition": _through_access_point(access_point_arn),
+        }
+    ]

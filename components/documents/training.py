@@ -1,0 +1,498 @@
+"""Training: the pipeline's container, state machine (ASL) and the IAM its roles need."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from components.documents.alerts import alarm_publisher_statements
+from components.documents.common import (
+    DEFAULT_TRIGGER,
+    STEP_ENVIRONMENT,
+    ContainerSpec,
+    container_definition,
+    task_definition_arn_patterns,
+)
+
+TRAINING_STEPS = ("validate", "train", "gate")
+"""The pipeline's ECS tasks, in order; each is its own task definition family and container."""
+FARGATE = "FARGATE"
+FARGATE_SPOT = "FARGATE_SPOT"
+ECS_SYNC_RESOURCE = "arn:aws:states:::ecs:runTask.sync"
+SNS_PUBLISH_RESOURCE = "arn:aws:states:::sns:publish"
+ECS_EVENTS_RULE = "StepFunctionsGetEventsForECSTaskRule"
+"""The managed rule `.sync` ECS integrations create to learn when a task stops (Step Functions
+Developer Guide, "IAM policies for Amazon ECS/AWS Fargate")."""
+IMAGE_CHECK_COMMAND = "check-image"
+"""`python -m app check-image`: exit 0 once the task runs the trigger's image"""
+IMAGE_CHECK_RETRY = {"interval": 30, "attempts": 8, "backoff": 1.5}
+"""AwaitImage retries: 30 s growing by 1.5 over 8 attempts, at most 25 minutes of waits (full
+jitter halves that on average) plus each attempt's task start, for `pulumi up` to register the
+task definitions of a pushed image (app/provenance.py)."""
+STEP_TIMEOUT_SECONDS = {"validate": 1800, "train": 4 * 3600, "gate": 1800}
+"""Per-step ceiling, including capacity provisioning (a GPU instance takes minutes to join)."""
+
+# Error names the ECS `.sync` integration reports, with their sources:
+# - `ECS.AmazonECSException`: the ECS API refused or failed RunTask. That includes a RunTask
+#   refused for lack of Fargate capacity ("Capacity is unavailable at this time"): AWS re:Post
+#   knowledge center, "ecs-fargate-runtask-capacity": "If you start RunTask from Step Functions
+#   and the task fails because of limited capacity, then Step Functions records an
+#   ECS.AmazonECSException in its ErrorEquals field". Service errors are named
+#   `<service>.<exception>` (Step Functions Developer Guide, "Handling errors in Step Functions":
+#   "Errors that come from AWS service integrations"). Transient: retried with backoff on every
+#   step; on Spot, after the retries, the signal to fall back to on-demand once.
+# - `States.TaskFailed`: the task ran and stopped unsuccessfully (an essential container exited
+#   non-zero: bad data, a bug, SIGTERM from a Spot interruption, or a task that is not running
+#   the trigger's image yet). Step Functions Developer Guide, "Handling errors", predefined
+#   error codes. Deterministic for validate and gate (exit 1 on bad data must stop the
+#   pipeline), so never retried there; train checkpoints on SIGTERM and resumes with the same
+#   RUN_ID, so it gets one more attempt; AwaitImage retries it until the deploy registered the
+#   image. In a Retry or Catch, `States.TaskFailed` matches every error but `States.Timeout`, so
+#   it always comes after the specific retriers.
+# - `States.Timeout`: the step ran past TimeoutSeconds; not retried: a run that took too long
+#   once would double the bill and likely time out again.
+# - `States.ALL`: every error (same guide), for the Catch that reports a failed run.
+ECS_ERRORS = ["ECS.AmazonECSException"]
+TASK_FAILED = "States.TaskFailed"
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """What the training state machine needs, as plain values (see `training_state_machine`)."""
+
+    cluster_arn: str
+    families: Mapping[str, str]
+    """Task definition family per step. RunTask with a family runs its latest ACTIVE revision,
+    so a `pulumi up` that registers a new image is picked up by executions already started."""
+    subnets: Sequence[str]
+    security_groups: Sequence[str]
+    assign_public_ip: bool
+    """Fargate tasks in public subnets need one to reach ECR and CloudWatch (no NAT)."""
+    train_capacity: str
+    """Capacity provider of the first Train attempt: FARGATE, FARGATE_SPOT or the GPU provider."""
+    topic_arn: str
+    """SNS topic a failed run is reported to."""
+    step_capacity: str = FARGATE
+    """Capacity provider of validate and gate: short, small, on-demand."""
+    gpu_train: bool = False
+    """Train runs the gpu image: pushes of it trigger runs, and validate and gate (cpu image)
+    cannot be checked against its digest."""
+
+    @property
+    def image_steps(self) -> tuple[str, ...]:
+        """The steps running the image whose push triggers a run (`trigger.image_digest`)."""
+        return ("train",) if self.gpu_train else TRAINING_STEPS
+
+
+def training_container(
+    step: str,
+    image: str,
+    log_group: str,
+    region: str,
+    *,
+    promote_margin: float = 0.0,
+    gpus: int = 0,
+) -> dict[str, Any]:
+    """The one container of a pipeline step's task definition: `python -m app <step>`.
+
+    The image's ENTRYPOINT is `python -m app`, so the command is the step. Only `train` may
+    reserve GPUs, and only on EC2 (the caller checks the capacity).
+    """
+    if step not in TRAINING_STEPS:
+        raise ValueError(f"step {step!r}: use one of {', '.join(TRAINING_STEPS)}")
+    if gpus and step != "train":
+        raise ValueError(f"{step} needs no GPU; only train reserves them")
+    if not 0.0 <= promote_margin < 1.0:
+        raise ValueError(f"promote_margin {promote_margin!r} must be at least 0 and below 1")
+    environment = dict(STEP_ENVIRONMENT)
+    if step == "gate":
+        environment["PROMOTE_MARGIN"] = str(promote_margin)
+    return container_definition(
+        ContainerSpec(
+            name=step,
+            image=image,
+            command=[step],
+            log_group=log_group,
+            region=region,
+            environment=environment,
+            gpus=gpus,
+        )
+    )
+
+
+def _retry(
+    errors: Sequence[str], interval: int, attempts: int, backoff: float = 2.0
+) -> dict[str, Any]:
+    return {
+        "ErrorEquals": list(errors),
+        "IntervalSeconds": interval,
+        "MaxAttempts": attempts,
+        "BackoffRate": backoff,
+        "JitterStrategy": "FULL",
+    }
+
+
+def _run_task(
+    spec: PipelineSpec,
+    step: str,
+    capacity: str,
+    next_state: str,
+    retry: Sequence[Mapping[str, Any]],
+    catch: Sequence[Mapping[str, Any]],
+    command: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """One `ecs:runTask.sync` Task state (Step Functions parameters are PascalCase).
+
+    No `LaunchType`: it and `CapacityProviderStrategy` are mutually exclusive (ECS RunTask API),
+    and only the strategy can choose Fargate Spot or the GPU provider. `command` overrides the
+    container's command (ECS "ContainerOverride": `command`).
+    """
+    container_override: dict[str, Any] = {
+        "Name": step,
+        "Environment": [
+            # Fixed once per execution (Prepare): the same on every retry and on the
+            # on-demand fallback, so train resumes from models/<RUN_ID>/checkpoint.
+            {"Name": "RUN_ID", "Value.$": "$.run.id"},
+            {"Name": "RUN_DATE", "Value.$": "$.run.date"},
+            {"Name": "TRIGGER", "Value.$": "$.trigger.reason"},
+        ],
+    }
+    if step in spec.image_steps:
+        # The task compares it with the image it runs (app/provenance.py) and fails when they
+        # differ: RunTask overrides cannot change a container's image (ECS API
+        # "ContainerOverride" has no image field), so a run never records a digest it did not
+        # run.
+        container_override["Environment"].append(
+            {"Name": "TRIGGER_IMAGE_DIGEST", "Value.$": "$.trigger.image_digest"}
+        )
+    if command:
+        container_override["Command"] = list(command)
+    if capacity not in (FARGATE, FARGATE_SPOT) and spec.assign_public_ip:
+        # ECS RunTask: assignPublicIp is Fargate-only; EC2 tasks reach out through NAT.
+        raise ValueError(f"{step}: EC2 capacity {capacity!r} cannot assign a public IP")
+    return {
+        "Type": "Task",
+        "Resource": ECS_SYNC_RESOURCE,
+        "Parameters": {
+            "Cluster": spec.cluster_arn,
+            "TaskDefinition": spec.families[step],
+            "CapacityProviderStrategy": [{"CapacityProvider": capacity, "Weight": 1}],
+            "NetworkConfiguration": {
+                "AwsvpcConfiguration": {
+                    "Subnets": list(spec.subnets),
+                    "SecurityGroups": list(spec.security_groups),
+                    "AssignPublicIp": "ENABLED" if spec.assign_public_ip else "DISABLED",
+                }
+            },
+            "Overrides": {"ContainerOverrides": [container_override]},
+        },
+        # Discard the task description: the next step gets the same input, the trigger.
+        "ResultPath": None,
+        "TimeoutSeconds": STEP_TIMEOUT_SECONDS[step],
+        "Retry": [dict(r) for r in retry],
+        "Catch": [dict(c) for c in catch],
+        "Next": next_state,
+    }
+
+
+def training_state_machine(spec: PipelineSpec) -> dict[str, Any]:
+    """The training pipeline in Amazon States Language (JSONPath).
+
+    Prepare (defaults under the trigger) → [AwaitImage after an image push] → Validate →
+    Train (→ TrainOnDemand when a Spot attempt fails) → Gate → Succeeded. Any step that fails
+    for good goes to NotifyFailure (SNS) and then Failed. AwaitImage runs the `check-image`
+    command of a step running the pushed image, retried until the deployed task definitions run the
+    pushed digest: the push event fires while `pulumi up` is still registering them.
+    """
+    if set(spec.families) != set(TRAINING_STEPS):
+        raise ValueError(f"families must name exactly the steps {TRAINING_STEPS}")
+    if not spec.subnets or not spec.security_groups:
+        raise ValueError("tasks need at least one subnet and one security group")
+    if not spec.topic_arn.startswith("arn:aws") or ":sns:" not in spec.topic_arn:
+        raise ValueError(f"{spec.topic_arn!r} is not an SNS topic ARN")
+    if spec.step_capacity == FARGATE_SPOT:
+        raise ValueError("validate and gate run on-demand: a Spot interruption would fail them")
+
+    notify = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "NotifyFailure"}]
+    # Capacity refusals and API errors: 30 s, 60 s, 120 s, 240 s (with full jitter).
+    ecs_retry = _retry(ECS_ERRORS, interval=30, attempts=4)
+    spot = spec.train_capacity == FARGATE_SPOT
+
+    states: dict[str, Any] = {
+        "Defaults": {
+            "Type": "Pass",
+            "Parameters": {
+                "defaults": dict(DEFAULT_TRIGGER),
+                "input.$": "$",
+                # 2026-11-22T03:00:00.123Z -> [2026, 11, 22T03, 00, 00, 123]; each character of
+                # the second argument is a delimiter (Step Functions Developer Guide, "Intrinsic
+                # functions": States.StringSplit).
+                "start.$": "States.StringSplit($$.Execution.StartTime, '-:.Z')",
+            },
+            "Next": "Prepare",
+        },
+        "Prepare": {
+            "Type": "Pass",
+            "Comment": "The trigger over the defaults; the run's id and as-of date",
+            "Parameters": {
+                "trigger.$": "States.JsonMerge($.defaults, $.input, false)",
+                "run": {
+                    # `<start, app's new_run_id format>-<execution name>`: unique per execution,
+                    # and run ids sort by time in the store and the dashboard.
+                    "id.$": (
+                        "States.Format('{}{}{}{}{}Z-{}', "
+                        + ", ".join(f"States.ArrayGetItem($.start, {i})" for i in range(5))
+                        + ", $$.Execution.Name)"
+                    ),
+                    "date.$": (
+                        "States.ArrayGetItem(States.StringSplit($$.Execution.StartTime, 'T'), 0)"
+                    ),
+                },
+            },
+            "Next": "PushedImage",
+        },
+        "PushedImage": {
+            "Type": "Choice",
+            "Choices": [
+                {
+                    "Variable": "$.trigger.reason",
+                    "StringEquals": "image-push",
+                    "Next": "AwaitImage",
+                }
+            ],
+            "Default": "Validate",
+        },
+        # On the step that runs the pushed flavour: validate (cpu stacks, small and on demand) or
+        # train (gpu stacks; the instance it starts serves the Train step right after).
+        "AwaitImage": _run_task(
+            spec,
+            "train" if spec.gpu_train else "validate",
+            spec.train_capacity if spec.gpu_train else spec.step_capacity,
+            "Validate",
+            [
+                ecs_retry,
+                _retry(
+                    [TASK_FAILED],
+                    interval=IMAGE_CHECK_RETRY["interval"],
+                    attempts=IMAGE_CHECK_RETRY["attempts"],
+                    backoff=IMAGE_CHECK_RETRY["backoff"],
+                ),
+            ],
+            notify,
+            command=[IMAGE_CHECK_COMMAND],
+        ),
+        "Validate": _run_task(spec, "validate", spec.step_capacity, "Train", [ecs_retry], notify),
+    }
+    if spot:
+        # Spot: capacity refusals (`ECS.AmazonECSException`) are retried with backoff first;
+        # still refused, or interrupted (`States.TaskFailed`), the run falls back to on-demand,
+        # once.
+        states["Train"] = _run_task(
+            spec,
+            "train",
+            FARGATE_SPOT,
+            "Gate",
+            [ecs_retry],
+            [
+                {
+                    "ErrorEquals": [*ECS_ERRORS, TASK_FAILED],
+                    "ResultPath": "$.spot_error",
+                    "Next": "TrainOnDemand",
+                },
+                *notify,
+            ],
+        )
+        states["TrainOnDemand"] = _run_task(spec, "train", FARGATE, "Gate", [ecs_retry], notify)
+    else:
+        # On-demand Fargate or the GPU provider: a stopped task (host drained, container
+        # killed) resumes from its checkpoint once.
+        states["Train"] = _run_task(
+            spec,
+            "train",
+            spec.train_capacity,
+            "Gate",
+            [ecs_retry, _retry([TASK_FAILED], interval=30, attempts=1)],
+            notify,
+        )
+    states["Gate"] = _run_task(spec, "gate", spec.step_capacity, "Succeeded", [ecs_retry], notify)
+    states["NotifyFailure"] = {
+        "Type": "Task",
+        "Resource": SNS_PUBLISH_RESOURCE,
+        "Parameters": {
+            "TopicArn": spec.topic_arn,
+            "Subject": "mlops training run failed",
+            "Message.$": (
+                "States.Format('Training run {} failed with {}. Trigger: {}. Cause: {}', "
+                "$$.Execution.Name, $.error.Error, States.JsonToString($.trigger), "
+                "$.error.Cause)"
+            ),
+        },
+        "ResultPath": None,
+        "TimeoutSeconds": 60,
+        "Retry": [_retry(["States.TaskFailed"], interval=5, attempts=3)],
+        # The run fails either way; a lost notification must not hide the original error.
+        "Catch": [
+            {"ErrorEquals": ["States.ALL"], "ResultPath": "$.notify_error", "Next": "Failed"}
+        ],
+        "Next": "Failed",
+    }
+    states["Failed"] = {"Type": "Fail", "ErrorPath": "$.error.Error", "CausePath": "$.error.Cause"}
+    states["Succeeded"] = {"Type": "Succeed"}
+    return {
+        "Comment": "mlops training: validate, train (Spot falls back to on-demand once), gate",
+        "StartAt": "Defaults",
+        "States": states,
+    }
+
+
+def state_machine_role_statements(
+    *,
+    region: str,
+    account: str,
+    cluster_name: str,
+    families: Sequence[str],
+    pass_role_arns: Sequence[str],
+    topic_arn: str,
+    topic_key_arn: str,
+) -> list[dict[str, Any]]:
+    """The state machine role's permissions: run these tasks, follow them, report, log, trace.
+
+    Sources: Step Functions Developer Guide, "IAM policies for Amazon ECS/AWS Fargate" (RunTask on
+    the task definitions; StopTask/DescribeTasks; the events actions on the managed rule), "IAM
+    policies for Amazon SNS", "Logging using CloudWatch Logs" and "AWS X-Ray and Step Functions".
+    The guide grants StopTask/DescribeTasks on "*" because task ids are unknown in advance; the
+    Service Authorization Reference lets both take a `task` resource
+    (`arn:aws:ecs:REGION:ACCOUNT:task/CLUSTER/ID`), so they are limited to this cluster's tasks.
+    """
+    if not families or not pass_role_arns:
+        raise ValueError("the state machine role needs task definition families and roles to pass")
+    for role in pass_role_arns:
+        if not re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+", role):
+            raise ValueError(f"{role!r} is not an IAM role ARN")
+    task_definitions = [
+        arn for family in families for arn in task_definition_arn_patterns(region, account, family)
+    ]
+    return [
+        {
+            "Sid": "RunPipelineTasks",
+            "Effect": "Allow",
+            "Action": "ecs:RunTask",
+            "Resource": task_definitions,
+            "Condition": {
+                "ArnEquals": {
+                    "ecs:cluster": f"arn:aws:ecs:{region}:{account}:cluster/{cluster_name}"
+                }
+            },
+        },
+        {
+            "Sid": "FollowPipelineTasks",
+            "Effect": "Allow",
+            "Action": ["ecs:DescribeTasks", "ecs:StopTask"],
+            "Resource": f"arn:aws:ecs:{region}:{account}:task/{cluster_name}/*",
+        },
+        {
+            "Sid": "PassTaskRoles",
+            "Effect": "Allow",
+            "Action": "iam:PassRole",
+            "Resource": sorted(set(pass_role_arns)),
+            "Condition": {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}},
+        },
+        {
+            "Sid": "SyncEcsTaskEvents",
+            "Effect": "Allow",
+            "Action": ["events:PutTargets", "events:PutRule", "events:DescribeRule"],
+            "Resource": f"arn:aws:events:{region}:{account}:rule/{ECS_EVENTS_RULE}",
+        },
+        # The failure topic is the alarm topic: Publish, plus its key when it has a CMK.
+        *alarm_publisher_statements(topic_arn, topic_key_arn),
+        {
+            # Documented exception: the CloudWatch Logs vended-log delivery actions take no
+            # resource ARN, Resource must be "*" (Step Functions Developer Guide, "Logging using
+            # CloudWatch Logs": IAM policy for logging to CloudWatch Logs).
+            "Sid": "DeliverExecutionLogs",
+            "Effect": "Allow",
+            "Action": [
+                "logs:CreateLogDelivery",
+                "logs:GetLogDelivery",
+                "logs:UpdateLogDelivery",
+                "logs:DeleteLogDelivery",
+                "logs:ListLogDeliveries",
+                "logs:PutResourcePolicy",
+                "logs:DescribeResourcePolicies",
+                "logs:DescribeLogGroups",
+            ],
+            "Resource": "*",
+        },
+        {
+            # Documented exception: X-Ray trace and sampling actions take no resource ARN
+            # (Step Functions Developer Guide, "AWS X-Ray and Step Functions": IAM policy).
+            "Sid": "TraceExecutions",
+            "Effect": "Allow",
+            "Action": [
+                "xray:PutTraceSegments",
+                "xray:PutTelemetryRecords",
+                "xray:GetSamplingRules",
+                "xray:GetSamplingTargets",
+            ],
+            "Resource": "*",
+        },
+    ]
+
+
+STAR_RESOURCE_SIDS = (
+    "DeliverExecutionLogs",
+    "TraceExecutions",
+    "PullImagesToken",
+    "ProgramLookups",
+    "DescribeEverywhere",
+)
+"""Statements AWS documents as needing `Resource: "*"`; every other statement names its ARNs."""
+
+
+def execution_role_statements(
+    repository_arn: str, log_group_arns: Sequence[str]
+) -> list[dict[str, Any]]:
+    """A task execution role: pull this repository's images and write these log groups.
+
+    Narrower than the managed AmazonECSTaskExecutionRolePolicy (ECR and Logs on "*"); the
+    actions are the ones that policy grants for image pulls and awslogs (ECS Developer Guide,
+    "Amazon ECS task execution IAM role"). The repository uses the AWS-managed `aws/ecr` key,
+    which ECR uses through its own grants, so pulling needs no KMS permission (ECR User Guide,
+    "Encryption at rest").
+    """
+    if ":ecr:" not in repository_arn or ":repository/" not in repository_arn:
+        raise ValueError(f"{repository_arn!r} is not an ECR repository ARN")
+    if not log_group_arns:
+        raise ValueError("the execution role needs at least one log group ARN")
+    for arn in log_group_arns:
+        if ":logs:" not in arn or ":log-group:" not in arn:
+            raise ValueError(f"{arn!r} is not a CloudWatch Logs log group ARN")
+    streams = sorted({f"{arn.removesuffix(':*')}:log-stream:*" for arn in log_group_arns})
+    return [
+        {
+            # Documented exception: GetAuthorizationToken is account-wide and takes no resource
+            # ARN (Service Authorization Reference, Amazon ECR).
+            "Sid": "PullImagesToken",
+            "Effect": "Allow",
+            "Action": "ecr:GetAuthorizationToken",
+            "Resource": "*",
+        },
+        {
+            "Sid": "PullImages",
+            "Effect": "Allow",
+            "Action": [
+                "ecr:BatchCheckLayerAvailability",
+                "ecr:BatchGetImage",
+                "ecr:GetDownloadUrlForLayer",
+            ],
+            "Resource": repository_arn,
+        },
+        {
+            "Sid": "WriteTaskLogs",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": streams[0] if len(streams) == 1 else streams,
+        },
+    ]
