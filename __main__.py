@@ -2,13 +2,13 @@
 
 import pulumi
 
-from components import settings as stack_settings
 from components.ci_trust import CiTrust, CiTrustArgs
 from components.cluster import Cluster, ClusterArgs
 from components.image_repo import ImageRepo, ImageRepoArgs
 from components.inference_service import InferenceService, InferenceServiceArgs
 from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
+from components.settings import stack as stack_settings
 from components.shared_store import SharedStore, SharedStoreArgs
 from components.training_task import TrainingTask, TrainingTaskArgs
 

@@ -37,7 +37,7 @@ from components.documents.ci import (
     github_oidc_trust_policy,
 )
 from components.documents.common import policy_document
-from components.settings import Settings
+from components.settings.stack import Settings
 
 MAX_SESSION_SECONDS = 3600
 """One hour: a deploy job's timeout (60 min in .github/workflows/deploy.yml)."""

@@ -26,7 +26,7 @@ import pulumi_aws as aws
 
 from components.gpu_capacity import GpuCapacity, GpuCapacityArgs
 from components.network import Network
-from components.settings import Settings
+from components.settings.stack import Settings
 
 FARGATE = "FARGATE"
 FARGATE_SPOT = "FARGATE_SPOT"

@@ -41,7 +41,8 @@ import pulumi_aws as aws
 from components.documents.common import assume_role_policy
 from components.documents.gpu import gpu_user_data
 from components.network import allow_https_out
-from components.settings import Capacity, GpuServingSettings, TrainingSettings
+from components.settings.pipeline import Capacity, TrainingSettings
+from components.settings.serving import GpuServingSettings
 
 GPU_AMI_PARAMETER = "/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id"
 """Public SSM parameter with the current ECS GPU-optimized AMI (ECS Developer Guide, "Retrieving

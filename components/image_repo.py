@@ -50,7 +50,7 @@ from components.documents.image import (
     ecr_cache_lifecycle_policy,
     ecr_lifecycle_policy,
 )
-from components.settings import Settings
+from components.settings.stack import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 APP_DIR = PROJECT_ROOT / "app"

@@ -67,7 +67,7 @@ from components.documents.inference import (
 )
 from components.documents.load_balancer import ALB_LOG_PREFIX, alb_access_log_bucket_policy
 from components.network import HTTPS_PORT, Network, TcpRuleNames, allow_https_out, allow_tcp
-from components.settings import Settings
+from components.settings.stack import Settings
 from components.shared_store import SharedStore
 from components.task_roles import TaskRoleSpec, ecs_task_roles
 

@@ -49,7 +49,7 @@ from components.documents.monitoring import (
 from components.documents.training import FARGATE_SPOT
 from components.image_repo import ImageRepo
 from components.network import Network, allow_https_out
-from components.settings import Settings
+from components.settings.stack import Settings
 from components.shared_store import SharedStore
 from components.task_roles import TaskRoleSpec, ecs_task_roles
 

@@ -15,7 +15,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_awsx as awsx
 
-from components.settings import Egress, NetworkSettings
+from components.settings.platform import Egress, NetworkSettings
 
 # awsx NAT strategies (awsx `ec2/vpc.ts`): `Single` and `OnePerAz` need both public and private
 # subnets; `None` is fine with public subnets alone.

@@ -28,7 +28,7 @@ import pulumi_aws as aws
 from components.documents.common import APP_UID, STORE_VOLUME, policy_document
 from components.documents.store import efs_client_statements, efs_file_system_policy
 from components.network import TcpRuleNames, allow_tcp
-from components.settings import StoreSettings
+from components.settings.platform import StoreSettings
 
 NFS_PORT = 2049
 ROOT_DIRECTORY = "/mlops"

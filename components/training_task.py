@@ -65,7 +65,8 @@ from components.documents.triggers import (
 )
 from components.image_repo import ImageRepo
 from components.network import Network, allow_https_out
-from components.settings import Capacity, Settings
+from components.settings.pipeline import Capacity
+from components.settings.stack import Settings
 from components.shared_store import SharedStore
 from components.task_roles import TaskRoleSpec, ecs_task_roles
 

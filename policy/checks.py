@@ -21,8 +21,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from components.aws_facts import LOG_RETENTION_DAYS
 from components.documents.common import looks_secret
-from components.settings import LOG_RETENTION_DAYS
 
 NFS_PORT = 2049
 

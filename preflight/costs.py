@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from components.settings import GPU_INSTANCES, tasks_per_instance
+from components.aws_facts import GPU_INSTANCES, tasks_per_instance
 from policy import checks
 from preflight import prices
 from preflight.offline import Plan, Resource
@@ -1099,7 +1099,7 @@ def purchase_split(inputs: Mapping[str, Any], hours: float) -> tuple[float, floa
 
 def tasks_per_instance_of(td: Resource, instance: str) -> float:
     """How many tasks of this definition one instance of the type holds (the program's own
-    placement arithmetic, `components.settings.tasks_per_instance`); 1 for a type it lacks."""
+    placement arithmetic, `components.aws_facts.tasks_per_instance`); 1 for a type it lacks."""
     if instance not in GPU_INSTANCES:
         return 1.0
     containers = checks.containers(td.inputs)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from components import settings
+from components.settings import stack as settings
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"

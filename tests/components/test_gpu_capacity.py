@@ -14,7 +14,7 @@ from components.gpu_capacity import (
     GpuCapacity,
     GpuCapacityArgs,
 )
-from components.settings import TrainingSettings
+from components.settings.pipeline import TrainingSettings
 from preflight.offline import SSM_VALUES, Plan, run_program
 
 TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"

@@ -10,7 +10,6 @@ from pathlib import Path
 import pulumi
 import pytest
 
-from components import settings as stack_settings
 from components.image_repo import (
     APP_DIR,
     ImageRepo,
@@ -18,6 +17,7 @@ from components.image_repo import (
     context_files,
     context_tag,
 )
+from components.settings import stack as stack_settings
 from preflight.offline import (
     ACCOUNT,
     SECRET_SIG,

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from components.documents.common import looks_secret
-from components.settings import parse
+from components.settings.stack import parse
 from preflight.offline import ACCOUNT, Plan, Resource, run_stack, stack_config
 
 SERVICE = "aws:ecs/service:Service"

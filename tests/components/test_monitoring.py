@@ -24,7 +24,8 @@ from components.documents.monitoring import (
     publish_drift_statements,
     run_scheduled_task_statements,
 )
-from components.settings import NOAA_WEEKLY_URL, MonitoringSettings, parse
+from components.settings.pipeline import NOAA_WEEKLY_URL, MonitoringSettings
+from components.settings.stack import parse
 from preflight.costs import estimate_cost
 from preflight.offline import ACCOUNT, REGION, Plan, run_stack
 

@@ -9,15 +9,11 @@ import pulumi
 import pytest
 import yaml
 
-from components.settings import (
-    FARGATE_MEMORY,
-    Capacity,
-    Egress,
-    Settings,
-    Throughput,
-    check_cron,
-    parse,
-)
+from components.aws_facts import FARGATE_MEMORY
+from components.cron import CronError, check_cron
+from components.settings.pipeline import Capacity
+from components.settings.platform import Egress, Throughput
+from components.settings.stack import Settings, parse
 from preflight.offline import ROOT, run_stack
 
 
@@ -261,13 +257,23 @@ def test_duplicate_schedule_names_are_refused():
     ],
 )
 def test_valid_schedule_expressions_pass(expression):
-    assert check_cron("training.schedule", expression) == expression
+    assert check_cron(expression) == expression
 
 
 def test_at_expressions_only_for_scaling_schedules():
-    assert check_cron("x", "at(2026-12-24T18:00:00)", allow_at=True)
-    with pytest.raises(pulumi.RunError):
-        check_cron("x", "at(2026-12-24T18:00:00)")
+    assert check_cron("at(2026-12-24T18:00:00)", allow_at=True)
+    with pytest.raises(CronError, match=r"rate\(N minute"):
+        check_cron("at(2026-12-24T18:00:00)")
+
+
+def test_a_refused_schedule_names_its_config_key():
+    raw = with_value("dev", "training", "schedule", "cron(0 3 * * *)")
+    with pytest.raises(
+        pulumi.RunError,
+        match=r"mlops:training.schedule: 'cron\(0 3 \* \* \*\)' "
+        r"is not allowed; cron\(\) needs 6 fields, got 5",
+    ):
+        parse(raw)
 
 
 def test_empty_schedule_disables_retraining():

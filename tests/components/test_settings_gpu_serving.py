@@ -9,7 +9,8 @@ from typing import Any
 import pulumi
 import pytest
 
-from components.settings import GpuServingSettings, ServingCapacity, parse
+from components.settings.serving import GpuServingSettings, ServingCapacity
+from components.settings.stack import parse
 from tests.components.test_settings import stack_raw
 
 # GPUs per instance type, from the EC2 User Guide's accelerated computing instance

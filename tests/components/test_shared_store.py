@@ -10,7 +10,7 @@ import pulumi_aws as aws
 import pytest
 
 from components.documents.common import APP_UID, policy_document
-from components.settings import StoreSettings, Throughput
+from components.settings.platform import StoreSettings, Throughput
 from components.shared_store import SharedStore, SharedStoreArgs, lifecycle_policies
 from preflight.offline import ACCOUNT, ROOT, Plan, Resource, run_program
 

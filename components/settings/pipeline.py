@@ -1,0 +1,128 @@
+"""`mlops:training` and `mlops:monitoring`: the retraining pipeline and the closed loop's ingest."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from components.aws_facts import ECS_AGENT_RESERVED_MIB, GPU_INSTANCES
+from components.settings._section import Section, cron, fail, fargate_size, gpu_type
+
+
+class Capacity(StrEnum):
+    """Where the training task runs."""
+
+    FARGATE = "fargate"
+    FARGATE_SPOT = "fargate-spot"
+    GPU_EC2 = "gpu-ec2"
+
+
+HTTPS_URL = re.compile(r"https://[A-Za-z0-9.-]+(:\d+)?(/[^\s]*)?")
+
+
+NOAA_WEEKLY_URL = "https://gml.noaa.gov/webdata/ccgg/trends/co2/co2_weekly_mlo.txt"
+"""The default ingest source (app/ingest.py `NOAA_WEEKLY_URL`)."""
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    capacity: Capacity = Capacity.FARGATE_SPOT
+    cpu: int = 1024
+    memory: int = 4096
+    gpu_instance_types: tuple[str, ...] = ("g5.xlarge",)
+    gpus: int = 0
+    """GPUs per training task; only with gpu-ec2 (defaults to 1 there)."""
+    max_instances: int = 2
+    schedule: str = "cron(0 3 * * ? *)"
+    """"" = no scheduled retraining."""
+    on_image_push: bool = True
+    on_drift_event: bool = True
+    promote_margin: float = 0.0
+
+
+@dataclass(frozen=True)
+class MonitoringSettings:
+    """The closed loop: the scheduled ingest task and the monitor's thresholds."""
+
+    ingest_schedule: str = "cron(0 6 ? * MON *)"
+    """When the ingest task runs (EventBridge cron or rate); "" = never."""
+    source: str = NOAA_WEEKLY_URL
+    """The weekly file ingested (https only): NOAA GML's weekly Mauna Loa CO2."""
+    error_tolerance: float = 2.5
+    """Forecast-error check: trips above this multiple of the backtest band's 95th percentile."""
+    drift_p_value: float = 0.001
+    """Input-drift check: significance level of the Mann-Whitney U test."""
+    drift_min_shift_ppm: float = 2.0
+    """Input-drift check: smallest shift of the median annual change that counts (ppm)."""
+    cooldown_weeks: int = 8
+    """Weeks of new data after a drift event before the next one may be sent."""
+
+
+def parse_training(raw: Any) -> TrainingSettings:
+    s = Section("training", raw, TrainingSettings)
+    capacity = s.enum("capacity", Capacity)
+    if capacity is Capacity.GPU_EC2:
+        types = s.list("gpu_instance_types", gpu_type)
+        if not types:
+            raise fail(s.key("gpu_instance_types"), [], "list at least one GPU instance type")
+        gpus = s.int("gpus", lo=1) if s.has("gpus") else 1
+        cpu, memory = s.int("cpu", lo=128), s.int("memory", lo=512)
+        for instance in types:
+            vcpus, mem, count = GPU_INSTANCES[instance]
+            if gpus > count:
+                raise fail(s.key("gpus"), gpus, f"{instance} has {count} GPU(s)")
+            if cpu > vcpus * 1024:
+                raise fail(s.key("cpu"), cpu, f"{instance} has {vcpus * 1024} CPU units")
+            if memory > mem - ECS_AGENT_RESERVED_MIB:
+                raise fail(
+                    s.key("memory"),
+                    memory,
+                    f"{instance} leaves at most {mem - ECS_AGENT_RESERVED_MIB} MiB for tasks",
+                )
+        max_instances = s.int("max_instances", lo=1, hi=100)
+    else:
+        gpus = s.int("gpus", lo=None)
+        if gpus != 0:
+            raise fail(
+                s.key("gpus"),
+                gpus,
+                f"Fargate has no GPUs: use capacity gpu-ec2 for GPUs, or 0 with {capacity.value}",
+            )
+        cpu, memory = fargate_size(s, "Fargate training")
+        types = s.list("gpu_instance_types", gpu_type)
+        max_instances = s.int("max_instances", lo=1, hi=100)
+    schedule = s.str("schedule")
+    if schedule:
+        cron(s.key("schedule"), schedule)
+    return TrainingSettings(
+        capacity=capacity,
+        cpu=cpu,
+        memory=memory,
+        gpu_instance_types=types,
+        gpus=gpus,
+        max_instances=max_instances,
+        schedule=schedule,
+        on_image_push=s.bool("on_image_push"),
+        on_drift_event=s.bool("on_drift_event"),
+        promote_margin=s.number("promote_margin", 0.0, 1.0),
+    )
+
+
+def parse_monitoring(raw: Any) -> MonitoringSettings:
+    s = Section("monitoring", raw, MonitoringSettings)
+    schedule = s.str("ingest_schedule")
+    if schedule:
+        cron(s.key("ingest_schedule"), schedule)
+    source = s.str("source")
+    if not HTTPS_URL.fullmatch(source):
+        raise fail(s.key("source"), source, "it must be an https:// URL of NOAA's weekly format")
+    return MonitoringSettings(
+        ingest_schedule=schedule,
+        source=source,
+        error_tolerance=s.number("error_tolerance", 1.0, 100.0),
+        drift_p_value=s.number("drift_p_value", 1e-12, 0.5),
+        drift_min_shift_ppm=s.number("drift_min_shift_ppm", 0.0, 50.0),
+        cooldown_weeks=s.int("cooldown_weeks", lo=0, hi=520),
+    )

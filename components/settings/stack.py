@@ -1,0 +1,198 @@
+"""The typed stack config: parsed once, validated completely, frozen.
+
+Every key lives under the project namespace as structured YAML (`mlops:network`, `mlops:inference`,
+...). `load()` reads the Pulumi config; `parse()` is the pure part, so tests feed it plain dicts.
+Any bad value raises `pulumi.RunError` naming the key, the bad value and what is allowed, before a
+single resource is declared. Nothing outside this package reads `pulumi.Config`. Each section's
+dataclass and parser live in `platform`, `serving` and `pipeline`; this module joins them and
+makes the decisions that span sections (GPU use, image flavours, protection)."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+
+from components.settings._section import PROJECT, fail
+from components.settings.pipeline import (
+    Capacity,
+    MonitoringSettings,
+    TrainingSettings,
+    parse_monitoring,
+    parse_training,
+)
+from components.settings.platform import (
+    CiSettings,
+    Egress,
+    ImageSettings,
+    NetworkSettings,
+    ObservabilitySettings,
+    StoreSettings,
+    parse_ci,
+    parse_image,
+    parse_network,
+    parse_observability,
+    parse_store,
+)
+from components.settings.serving import InferenceSettings, ServingCapacity, parse_inference
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole stack config."""
+
+    stack: str
+    region: str
+    network: NetworkSettings = field(default_factory=NetworkSettings)
+    image: ImageSettings = field(default_factory=ImageSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    inference: InferenceSettings = field(default_factory=InferenceSettings)
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+    monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
+    observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
+    ci: CiSettings = field(default_factory=CiSettings)
+
+    @property
+    def https(self) -> bool:
+        """The load balancer serves HTTPS (an existing certificate or a domain to certify)."""
+        return bool(self.inference.certificate_arn or self.inference.domain)
+
+    @property
+    def gpu_training(self) -> bool:
+        return self.training.capacity is Capacity.GPU_EC2
+
+    @property
+    def gpu_serving(self) -> bool:
+        return self.inference.capacity is ServingCapacity.GPU_EC2
+
+    @property
+    def gpu_image(self) -> bool:
+        """Whether anything runs the gpu image flavour (CUDA base, CUDA-enabled XGBoost)."""
+        return self.gpu_training or self.gpu_serving
+
+
+SECTIONS: dict[str, type] = {
+    "network": NetworkSettings,
+    "image": ImageSettings,
+    "store": StoreSettings,
+    "inference": InferenceSettings,
+    "training": TrainingSettings,
+    "monitoring": MonitoringSettings,
+    "observability": ObservabilitySettings,
+    "ci": CiSettings,
+}
+
+
+_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "network": parse_network,
+    "image": parse_image,
+    "store": parse_store,
+    "inference": parse_inference,
+    "training": parse_training,
+    "monitoring": parse_monitoring,
+    "observability": parse_observability,
+    "ci": parse_ci,
+}
+
+
+def parse(raw: Mapping[str, Any], stack: str = "dev", region: str = "us-east-1") -> Settings:
+    """Validate the `mlops:*` config (section name -> structured value) into `Settings`."""
+    for section in raw:
+        if section not in SECTIONS:
+            close = difflib.get_close_matches(section, list(SECTIONS), n=1)
+            hint = f"did you mean `{PROJECT}:{close[0]}`? " if close else ""
+            raise pulumi.RunError(
+                f"{PROJECT}:{section}: unknown config key; {hint}known keys: "
+                + ", ".join(f"{PROJECT}:{s}" for s in SECTIONS)
+            )
+    values = {name: parser(raw.get(name)) for name, parser in _PARSERS.items()}
+    settings = Settings(stack=stack, region=region, **values)
+    if settings.gpu_training and settings.network.egress is Egress.PUBLIC_IP:
+        # GPU instances run in private subnets without public IPs; with no NAT they could not
+        # reach ECS, ECR or CloudWatch and would never register with the cluster.
+        raise fail(
+            "training.capacity",
+            "gpu-ec2",
+            "gpu-ec2 needs mlops:network.egress single-nat or nat-per-az (GPU instances run in "
+            "private subnets), got public-ip",
+        )
+    if settings.gpu_serving and settings.network.egress is Egress.PUBLIC_IP:
+        # awsvpc tasks on EC2 get no public IP (ECS Developer Guide, "Amazon ECS task networking
+        # options for the EC2 launch type"): without NAT they cannot pull the image or log.
+        raise fail(
+            "inference.capacity",
+            "gpu-ec2",
+            "gpu-ec2 needs mlops:network.egress single-nat or nat-per-az (tasks on EC2 get no "
+            "public IP, so they reach ECR and CloudWatch through NAT), got public-ip",
+        )
+    _check_pins(settings)
+    if settings.store.protect and not settings.https:
+        # A protected (production) stack never serves its API over plain HTTP.
+        raise pulumi.RunError(
+            f"{PROJECT}:inference.domain: '' and {PROJECT}:inference.certificate_arn: '' are not "
+            "allowed on a protected stack (store.protect: true); set inference.domain to a name "
+            "in a Route 53 public zone of this account (a DNS-validated certificate is issued) "
+            "or inference.certificate_arn to an existing ACM certificate in "
+            f"{settings.region}"
+        )
+    return settings
+
+
+def _check_pins(settings: Settings) -> None:
+    """A pinned (rollback) stack builds nothing, so every flavour it runs needs its own digest:
+    the cpu image has no CUDA-enabled XGBoost, and one digest cannot be both flavours."""
+    image = settings.image
+    if image.gpu_pin and not settings.gpu_image:
+        raise fail(
+            "image.gpu_pin",
+            image.gpu_pin,
+            f"only a gpu-ec2 stack runs the gpu image (training.capacity is "
+            f"{settings.training.capacity.value}, inference.capacity "
+            f'{settings.inference.capacity.value}); leave it ""',
+        )
+    if image.gpu_pin and not image.pin:
+        raise fail(
+            "image.gpu_pin", image.gpu_pin, "it only applies with image.pin; set both or neither"
+        )
+    if image.pin and settings.gpu_image and not image.gpu_pin:
+        raise fail(
+            "image.gpu_pin",
+            image.gpu_pin,
+            "a gpu-ec2 stack pinned with image.pin also needs the gpu image's digest "
+            '("sha256:" followed by 64 hex digits, an image tagged gpu-...)',
+        )
+
+
+def _config_keys() -> set[str]:
+    """Every config key the engine handed the program, e.g. `mlops:network`.
+
+    `pulumi.Config` cannot enumerate keys, and rejecting unknown ones needs the full list. The
+    Python language host stores the config in `pulumi.runtime.config` (or, in older engines, in
+    the PULUMI_CONFIG environment variable), so read both.
+    """
+    from pulumi.runtime import config as runtime_config
+
+    return set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env())
+
+
+def load() -> Settings:
+    """Read and validate this stack's config. The only reader of `pulumi.Config` in the program."""
+    config = pulumi.Config(PROJECT)
+    raw: dict[str, Any] = {}
+    for key in sorted(_config_keys()):
+        namespace, _, name = key.partition(":")
+        if namespace != PROJECT:
+            continue
+        try:
+            raw[name] = config.get_object(name)
+        except json.JSONDecodeError:
+            raw[name] = config.get(name)
+    region = pulumi.Config("aws").get("region") or ""
+    if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", region):
+        raise pulumi.RunError(f"aws:region: {region!r} is not allowed; set one, e.g. us-east-1")
+    return parse(raw, stack=pulumi.get_stack(), region=region)
