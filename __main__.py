@@ -15,7 +15,15 @@ from components.training_task import TrainingTask, TrainingTaskArgs
 settings = stack_settings.load()
 
 network = Network("network", NetworkArgs(settings=settings.network))
-images = ImageRepo("image", ImageRepoArgs(settings=settings))
+images = ImageRepo(
+    "image",
+    ImageRepoArgs(
+        stack=settings.stack,
+        image=settings.image,
+        flavours=settings.image_flavours,
+        retain_on_destroy=settings.protection.retain_on_destroy,
+    ),
+)
 store = SharedStore(
     "store",
     SharedStoreArgs(
@@ -23,31 +31,45 @@ store = SharedStore(
         vpc_id=network.vpc_id,
         subnet_ids=network.task_subnet_ids,
         subnet_count=settings.network.azs,
+        retain_on_destroy=settings.protection.retain_on_destroy,
     ),
 )
 cluster = Cluster(
     "cluster",
     ClusterArgs(
-        settings=settings,
         network=network,
         gpu_instance_security_group_ids=[store.client_security_group_id],
+        container_insights=settings.observability.container_insights,
+        gpu_training=settings.training if settings.training_gpu else None,
+        gpu_serving=settings.inference.gpu if settings.serving_gpu else None,
     ),
 )
 inference = InferenceService(
     "inference",
     InferenceServiceArgs(
-        settings=settings,
+        stack=settings.stack,
+        region=settings.region,
+        inference=settings.inference,
+        observability=settings.observability,
+        protection=settings.protection,
+        gpu=settings.serving_gpu,
+        https=settings.https,
+        vpc_cidr=settings.network.cidr,
         network=network,
         cluster=cluster,
         store=store,
-        image_ref=images.image_ref("gpu" if settings.gpu_serving else "cpu"),
+        image_ref=images.image_ref("gpu" if settings.serving_gpu else "cpu"),
         repository_arn=images.repository_arn,
     ),
 )
 training = TrainingTask(
     "training",
     TrainingTaskArgs(
-        settings=settings,
+        stack=settings.stack,
+        region=settings.region,
+        training=settings.training,
+        gpu=settings.training_gpu,
+        log_retention_days=settings.observability.log_retention_days,
         network=network,
         cluster=cluster,
         store=store,
@@ -59,7 +81,14 @@ training = TrainingTask(
 monitoring = Monitoring(
     "monitoring",
     MonitoringArgs(
-        settings=settings, network=network, cluster=cluster, store=store, image_repo=images
+        stack=settings.stack,
+        region=settings.region,
+        monitoring=settings.monitoring,
+        log_retention_days=settings.observability.log_retention_days,
+        network=network,
+        cluster=cluster,
+        store=store,
+        image_repo=images,
     ),
 )
 # Once, after every store client exists: the file system policy names their task roles.
@@ -83,6 +112,14 @@ pulumi.export("train_task_definition_arn", training.task_definition_arns["train"
 pulumi.export("gate_task_definition_arn", training.task_definition_arns["gate"])
 pulumi.export("ingest_task_definition_arn", monitoring.task_definition_arn)
 if settings.ci.repository:
-    ci = CiTrust("ci", CiTrustArgs(settings=settings, repository_arn=images.repository_arn))
+    ci = CiTrust(
+        "ci",
+        CiTrustArgs(
+            ci=settings.ci,
+            stack=settings.stack,
+            region=settings.region,
+            repository_arn=images.repository_arn,
+        ),
+    )
     pulumi.export("ci_preview_role_arn", ci.preview_role_arn)
     pulumi.export("ci_deploy_role_arn", ci.deploy_role_arn)

@@ -37,7 +37,7 @@ from components.documents.ci import (
     github_oidc_trust_policy,
 )
 from components.documents.common import policy_document
-from components.settings.stack import Settings
+from components.settings.platform import CiSettings
 
 MAX_SESSION_SECONDS = 3600
 """One hour: a deploy job's timeout (60 min in .github/workflows/deploy.yml)."""
@@ -45,8 +45,11 @@ MAX_SESSION_SECONDS = 3600
 
 @dataclass
 class CiTrustArgs:
-    settings: Settings
-    """`ci` (repository, oidc_provider_arn, deploy_environment), `stack` and `region`."""
+    ci: CiSettings
+    """`mlops:ci`: repository, oidc_provider_arn, deploy_environment."""
+    stack: str
+    """The stack's name: the default deploy environment."""
+    region: str
     repository_arn: pulumi.Input[str]
     """The release image repository: the preview looks release tags up there."""
 
@@ -58,8 +61,7 @@ class CiTrust(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: CiTrustArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlops:index:CiTrust", name, None, opts)
-        settings = args.settings
-        ci = settings.ci
+        ci = args.ci
         if not ci.repository:
             raise ValueError(f"CiTrust {name}: mlops:ci.repository is not set")
         child = pulumi.ResourceOptions(parent=self)
@@ -75,7 +77,7 @@ class CiTrust(pulumi.ComponentResource):
                 opts=child,
             ).arn
 
-        environment = ci.deploy_environment or settings.stack
+        environment = ci.deploy_environment or args.stack
         roles = {}
         for role, subject, description in (
             ("preview", "pull_request", "pulumi preview of this stack from pull requests"),
@@ -97,7 +99,7 @@ class CiTrust(pulumi.ComponentResource):
             role=roles["preview"].id,
             policy=pulumi.Output.all(account.account_id, args.repository_arn).apply(
                 lambda v: json.dumps(
-                    policy_document(ci_preview_statements(settings.region, v[0], v[1]))
+                    policy_document(ci_preview_statements(args.region, v[0], v[1]))
                 )
             ),
             opts=child,
@@ -106,7 +108,7 @@ class CiTrust(pulumi.ComponentResource):
             f"{name}-deploy-policy",
             role=roles["deploy"].id,
             policy=account.account_id.apply(
-                lambda a: json.dumps(policy_document(ci_deploy_statements(settings.region, a)))
+                lambda a: json.dumps(policy_document(ci_deploy_statements(args.region, a)))
             ),
             opts=child,
         )

@@ -26,7 +26,8 @@ import pulumi_aws as aws
 
 from components.gpu_capacity import GpuCapacity, GpuCapacityArgs
 from components.network import Network
-from components.settings.stack import Settings
+from components.settings.pipeline import TrainingSettings
+from components.settings.serving import GpuServingSettings
 
 FARGATE = "FARGATE"
 FARGATE_SPOT = "FARGATE_SPOT"
@@ -34,12 +35,17 @@ FARGATE_SPOT = "FARGATE_SPOT"
 
 @dataclass
 class ClusterArgs:
-    settings: Settings
-    """The whole stack config (training capacity decides which extra providers attach)."""
     network: Network
     """The VPC and subnets capacity that runs on EC2 instances lives in."""
     gpu_instance_security_group_ids: Sequence[pulumi.Input[str]] = field(default_factory=list)
     """Extra security groups for GPU container instances (the shared store's client group)."""
+    container_insights: bool = False
+    """`observability.container_insights`: ECS Container Insights on the cluster."""
+    gpu_training: TrainingSettings | None = None
+    """`mlops:training` when it runs on GPU EC2 (`Settings.training_gpu`): its instances and
+    provider attach; None: none."""
+    gpu_serving: GpuServingSettings | None = None
+    """`inference.gpu` when the service runs on GPU EC2 (`Settings.serving_gpu`); None: none."""
 
 
 class Cluster(pulumi.ComponentResource):
@@ -62,9 +68,7 @@ class Cluster(pulumi.ComponentResource):
             settings=[
                 {
                     "name": "containerInsights",
-                    "value": "enabled"
-                    if args.settings.observability.container_insights
-                    else "disabled",
+                    "value": "enabled" if args.container_insights else "disabled",
                 }
             ],
             opts=child,
@@ -79,18 +83,18 @@ class Cluster(pulumi.ComponentResource):
             "security_group_ids": list(args.gpu_instance_security_group_ids),
         }
         gpu: GpuCapacity | None = None
-        if args.settings.gpu_training:
+        if args.gpu_training is not None:
             gpu = GpuCapacity(
                 f"{name}-gpu",
-                GpuCapacityArgs.for_training(args.settings.training, **where),
+                GpuCapacityArgs.for_training(args.gpu_training, **where),
                 opts=child,
             )
             providers.append(gpu.capacity_provider_name)
         serving: GpuCapacity | None = None
-        if args.settings.gpu_serving:
+        if args.gpu_serving is not None:
             serving = GpuCapacity(
                 f"{name}-serving-gpu",
-                GpuCapacityArgs.for_serving(args.settings.inference.gpu, **where),
+                GpuCapacityArgs.for_serving(args.gpu_serving, **where),
                 opts=child,
             )
             providers.append(serving.capacity_provider_name)

@@ -3,7 +3,7 @@
 Creates:
 - `<name>-repo`: the release repository `<project>-<stack>`: scan on push, KMS encryption
   (AWS-managed key), every tag IMMUTABLE, deletable with its images only where the stack does not
-  protect its data (`store.protect`), and its lifecycle policy (components/documents.py
+  retains its data (`protection.retain_on_destroy`), and its lifecycle policy (documents/image.py
   `ecr_lifecycle_policy`): untagged images expire after a day, each flavour keeps its newest
   `image.keep_images` release tags;
 - `<name>-cache` (+ `-cache-lifecycle`): the mutable `<project>-<stack>-build-cache`
@@ -50,12 +50,12 @@ from components.documents.image import (
     ecr_cache_lifecycle_policy,
     ecr_lifecycle_policy,
 )
-from components.settings.stack import Settings
+from components.settings.platform import ImageSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 APP_DIR = PROJECT_ROOT / "app"
 PLATFORM = "linux/amd64"
-"""ECS GPU AMIs and Fargate tasks here are x86_64 (settings.GPU_INSTANCES excludes Graviton)."""
+"""ECS GPU AMIs and Fargate tasks here are x86_64 (aws_facts.GPU_INSTANCES excludes Graviton)."""
 # Files Docker always sends with the context, even when .dockerignore lists them.
 _BUILD_FILES = ("Dockerfile", ".dockerignore")
 _DIGEST_REF = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
@@ -159,10 +159,15 @@ def context_tag(context: Path, flavour: str) -> str:
 
 @dataclass
 class ImageRepoArgs:
-    settings: Settings
-    """The whole stack config: `image` (keep_images, pin, gpu_pin), `training.capacity` and
-    `inference.capacity` (the gpu flavour), `store.protect` (whether the repository may be
-    deleted with its images)."""
+    stack: str
+    """The stack's name: the repository is `<project>-<stack>`."""
+    image: ImageSettings
+    """`mlops:image`: keep_images, pin, gpu_pin."""
+    flavours: tuple[str, ...]
+    """The flavours to build and keep (`Settings.image_flavours`): `cpu`, and `gpu` when
+    training or serving runs on GPU EC2."""
+    retain_on_destroy: bool = False
+    """`protection.retain_on_destroy`: the repository is not deleted while it holds images."""
     context: Path = APP_DIR
     """The Docker build context; its `Dockerfile` builds both flavours (`--build-arg FLAVOUR`)."""
 
@@ -174,19 +179,17 @@ class ImageRepo(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: ImageRepoArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlops:index:ImageRepo", name, None, opts)
-        settings = args.settings
         self._name = name
         self._args = args
-        self._capacities = (
-            f"training.capacity {settings.training.capacity.value}, "
-            f"inference.capacity {settings.inference.capacity.value}"
-        )
-        self._flavours = ["cpu", "gpu"] if settings.gpu_image else ["cpu"]
+        unknown = set(args.flavours) - set(IMAGE_FLAVOURS)
+        if "cpu" not in args.flavours or unknown:
+            raise ValueError(f"image flavours {args.flavours}: cpu, and gpu or not")
+        self._flavours = list(args.flavours)
         self._released = False
         child = pulumi.ResourceOptions(parent=self)
         # A fixed name, so `release()` can look the release tags up before anything is declared;
         # one repository per project and stack.
-        self._repository = f"{pulumi.get_project()}-{settings.stack}".lower()
+        self._repository = f"{pulumi.get_project()}-{args.stack}".lower()
 
         repo = aws.ecr.Repository(
             f"{name}-repo",
@@ -202,13 +205,13 @@ class ImageRepo(pulumi.ComponentResource):
             encryption_configurations=[
                 aws.ecr.RepositoryEncryptionConfigurationArgs(encryption_type="KMS")
             ],
-            force_delete=not settings.store.protect,
+            force_delete=not args.retain_on_destroy,
             opts=child,
         )
         aws.ecr.LifecyclePolicy(
             f"{name}-lifecycle",
             repository=repo.name,
-            policy=json.dumps(ecr_lifecycle_policy(settings.image.keep_images, self._flavours)),
+            policy=json.dumps(ecr_lifecycle_policy(args.image.keep_images, self._flavours)),
             opts=child,
         )
         # Declared even when nothing is built, so the cache outlives deploys that reuse tags.
@@ -258,12 +261,12 @@ class ImageRepo(pulumi.ComponentResource):
         if self._released:
             raise ValueError(f"ImageRepo {self._name}: release was already called")
         self._released = True
-        settings = self._args.settings
+        image = self._args.image
         repo, cache = self._repo, self._cache
-        if settings.image.pin:
-            # Rollback: no build. Each flavour deploys its own pushed digest; settings.py
+        if image.pin:
+            # Rollback: no build. Each flavour deploys its own pushed digest; settings/stack.py
             # requires `gpu_pin` alongside `pin` on a gpu-ec2 stack.
-            pins = {"cpu": settings.image.pin, "gpu": settings.image.gpu_pin}
+            pins = {"cpu": image.pin, "gpu": image.gpu_pin}
             for flavour in self._flavours:
                 digest = pins[flavour]
                 self._resolvers[flavour](
@@ -378,7 +381,8 @@ class ImageRepo(pulumi.ComponentResource):
         if flavour not in self._refs:
             raise ValueError(
                 f"image flavour {flavour!r} is built only when mlops:training.capacity or "
-                f"mlops:inference.capacity is gpu-ec2; this stack has {self._capacities}"
+                f"mlops:inference.capacity is gpu-ec2; this stack builds "
+                f"{', '.join(self._flavours)} only"
             )
         return self._refs[flavour]
 

@@ -67,7 +67,8 @@ from components.documents.inference import (
 )
 from components.documents.load_balancer import ALB_LOG_PREFIX, alb_access_log_bucket_policy
 from components.network import HTTPS_PORT, Network, TcpRuleNames, allow_https_out, allow_tcp
-from components.settings.stack import Settings
+from components.settings.platform import ObservabilitySettings, ProtectionSettings
+from components.settings.serving import InferenceSettings
 from components.shared_store import SharedStore
 from components.task_roles import TaskRoleSpec, ecs_task_roles
 
@@ -82,8 +83,20 @@ HTTP_PORT = 80
 
 @dataclass
 class InferenceServiceArgs:
-    settings: Settings
-    """The whole stack config: `inference`, `observability`, `store.protect`, `region`."""
+    stack: str
+    region: str
+    inference: InferenceSettings
+    """`mlops:inference`: sizes, scaling, the edge (HTTPS, WAF, access logs), the dashboard."""
+    observability: ObservabilitySettings
+    """`mlops:observability`: log retention, alarm email and key, Container Insights, dashboard."""
+    protection: ProtectionSettings
+    """`mlops:protection`: retain the ALB and access logs; roll back on deployment alarms."""
+    gpu: bool
+    """The service runs on the cluster's serving GPU capacity (`Settings.serving_gpu`)."""
+    https: bool
+    """The load balancer serves HTTPS (`Settings.https`: a certificate or a domain)."""
+    vpc_cidr: str
+    """`network.cidr`: who may reach the api's internal port."""
     network: Network
     """Public subnets for the ALB, task subnets and public-IP mode for the tasks."""
     cluster: Cluster
@@ -116,9 +129,8 @@ class InferenceService(pulumi.ComponentResource):
         self._name = name
         self._child = pulumi.ResourceOptions(parent=self)
         self._zone: pulumi.Output[str] | None = None
-        settings = args.settings
-        inference = settings.inference
-        if settings.gpu_serving and args.cluster.serving_capacity is None:
+        inference = args.inference
+        if args.gpu and args.cluster.serving_capacity is None:
             raise ValueError(f"InferenceService {name}: gpu-ec2 needs the cluster's serving GPUs")
         self._account = aws.get_caller_identity_output(
             opts=pulumi.InvokeOutputOptions(parent=self)
@@ -127,7 +139,7 @@ class InferenceService(pulumi.ComponentResource):
         if inference.dashboard:
             ports[DASHBOARD_CONTAINER] = DASHBOARD_PORT
 
-        log_groups = self._log_groups(settings)
+        log_groups = self._log_groups(args)
         execution_role, task_role = self._roles(args, log_groups)
         alb_group, task_group = self._security_groups(args, ports)
         alb, target_groups, listeners = self._load_balancer(args, alb_group, ports)
@@ -135,10 +147,10 @@ class InferenceService(pulumi.ComponentResource):
             self._waf(alb)
         task_definition = self._task_definition(args, log_groups, execution_role, task_role)
 
-        key, topic = self._alarm_topic(settings)
+        key, topic = self._alarm_topic(args)
         alarm_specs = inference_alarms(
             min([inference.min, *(schedule.min for schedule in inference.schedules)]),
-            container_insights=settings.observability.container_insights,
+            container_insights=args.observability.container_insights,
         )
         target_group_dims = {
             "LoadBalancer": alb.arn_suffix,
@@ -154,7 +166,7 @@ class InferenceService(pulumi.ComponentResource):
             task_definition=task_definition.arn,
             desired_count=inference.desired,
             capacity_provider_strategies=_service_strategy(args),
-            **_placement(settings),
+            **_placement(args),
             deployment_minimum_healthy_percent=100,
             deployment_maximum_percent=200,
             deployment_circuit_breaker={"enable": True, "rollback": True},
@@ -163,7 +175,7 @@ class InferenceService(pulumi.ComponentResource):
             alarms={
                 "alarm_names": [alarm.name for alarm in deployment_alarms],
                 "enable": True,
-                "rollback": settings.store.protect,
+                "rollback": args.protection.rollback_on_alarm,
             },
             # Covers the container start period (store wait + model load) before the ALB's
             # failing /health checks count against a new task.
@@ -183,7 +195,7 @@ class InferenceService(pulumi.ComponentResource):
             network_configuration={
                 "subnets": args.network.task_subnet_ids,
                 # EC2 tasks cannot have one (settings require NAT egress with gpu-ec2).
-                "assign_public_ip": args.network.assign_public_ip and not settings.gpu_serving,
+                "assign_public_ip": args.network.assign_public_ip and not args.gpu,
                 "security_groups": [task_group.id, args.store.client_security_group_id],
             },
             # pulumi-aws: updating the capacity provider strategy requires a forced deployment.
@@ -209,10 +221,10 @@ class InferenceService(pulumi.ComponentResource):
                 dims = target_group_dims if spec.scope == "target_group" else service_dims
                 self._alarm(spec, dims, topic)
 
-        if settings.gpu_serving:
+        if args.gpu:
             self._gpu_alarms(args, topic)
         self._autoscaling(args, service, alb, target_groups[API_CONTAINER])
-        if settings.observability.cloudwatch_dashboard:
+        if args.observability.cloudwatch_dashboard:
             self._dashboard(args, service, alb, target_groups[API_CONTAINER])
 
         if inference.domain:
@@ -245,14 +257,14 @@ class InferenceService(pulumi.ComponentResource):
 
     # ------------------------------------------------------------------------------ pieces
 
-    def _log_groups(self, settings: Settings) -> dict[str, aws.cloudwatch.LogGroup]:
+    def _log_groups(self, args: InferenceServiceArgs) -> dict[str, aws.cloudwatch.LogGroup]:
         containers = [API_CONTAINER, FORECASTER_CONTAINER]
-        if settings.inference.dashboard:
+        if args.inference.dashboard:
             containers.insert(1, DASHBOARD_CONTAINER)
         return {
             container: aws.cloudwatch.LogGroup(
                 f"{self._name}-logs-{container}",
-                retention_in_days=settings.observability.log_retention_days,
+                retention_in_days=args.observability.log_retention_days,
                 opts=self._child,
             )
             for container in containers
@@ -282,7 +294,7 @@ class InferenceService(pulumi.ComponentResource):
         self, args: InferenceServiceArgs, ports: dict[str, int]
     ) -> tuple[aws.ec2.SecurityGroup, aws.ec2.SecurityGroup]:
         name = self._name
-        inference = args.settings.inference
+        inference = args.inference
         alb_group = aws.ec2.SecurityGroup(
             f"{name}-alb-sg",
             vpc_id=args.network.vpc_id,
@@ -297,7 +309,7 @@ class InferenceService(pulumi.ComponentResource):
         )
         # Standalone rules (pulumi-aws recommends aws.vpc.SecurityGroup{Ingress,Egress}Rule over
         # inline rules); the provider drops AWS's default allow-all egress of a new group.
-        listener_ports = [HTTP_PORT] + ([HTTPS_PORT] if args.settings.https else [])
+        listener_ports = [HTTP_PORT] + ([HTTPS_PORT] if args.https else [])
         for port in listener_ports:
             for index, cidr in enumerate(inference.allowed_cidrs):
                 aws.vpc.SecurityGroupIngressRule(
@@ -329,7 +341,7 @@ class InferenceService(pulumi.ComponentResource):
         aws.vpc.SecurityGroupIngressRule(
             f"{name}-task-in-internal",
             security_group_id=task_group.id,
-            cidr_ipv4=args.settings.network.cidr,
+            cidr_ipv4=args.vpc_cidr,
             ip_protocol="tcp",
             from_port=API_INTERNAL_PORT,
             to_port=API_INTERNAL_PORT,
@@ -344,11 +356,13 @@ class InferenceService(pulumi.ComponentResource):
         )
         return alb_group, task_group
 
-    def _access_log_bucket(self, settings: Settings) -> tuple[aws.s3.Bucket, list[pulumi.Resource]]:
+    def _access_log_bucket(
+        self, args: InferenceServiceArgs
+    ) -> tuple[aws.s3.Bucket, list[pulumi.Resource]]:
         name = self._name
         bucket = aws.s3.Bucket(
             f"{name}-access-logs",
-            force_destroy=not settings.store.protect,
+            force_destroy=not args.protection.retain_on_destroy,
             opts=self._child,
         )
         public_access = aws.s3.BucketPublicAccessBlock(
@@ -381,7 +395,7 @@ class InferenceService(pulumi.ComponentResource):
             versioning_configuration={"status": "Enabled"},
             opts=self._child,
         )
-        days = settings.observability.log_retention_days
+        days = args.observability.log_retention_days
         aws.s3.BucketLifecycleConfiguration(
             f"{name}-access-logs-expiry",
             bucket=bucket.id,
@@ -406,7 +420,7 @@ class InferenceService(pulumi.ComponentResource):
             # S3 rejects a lifecycle rule on noncurrent versions before versioning is set.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[versioning]),
         )
-        region = settings.region
+        region = args.region
         policy = aws.s3.BucketPolicy(
             f"{name}-access-logs-policy",
             bucket=bucket.id,
@@ -422,12 +436,11 @@ class InferenceService(pulumi.ComponentResource):
         self, args: InferenceServiceArgs, alb_group: aws.ec2.SecurityGroup, ports: dict[str, int]
     ) -> tuple[aws.lb.LoadBalancer, dict[str, aws.lb.TargetGroup], list[pulumi.Resource]]:
         name = self._name
-        settings = args.settings
-        inference = settings.inference
+        inference = args.inference
         access_logs = None
         log_dependencies: list[pulumi.Resource] = []
         if inference.access_logs:
-            bucket, log_dependencies = self._access_log_bucket(settings)
+            bucket, log_dependencies = self._access_log_bucket(args)
             access_logs = {"bucket": bucket.bucket, "prefix": ALB_LOG_PREFIX, "enabled": True}
         alb = aws.lb.LoadBalancer(
             f"{name}-alb",
@@ -437,7 +450,7 @@ class InferenceService(pulumi.ComponentResource):
             security_groups=[alb_group.id],
             drop_invalid_header_fields=True,
             desync_mitigation_mode="defensive",
-            enable_deletion_protection=settings.store.protect,
+            enable_deletion_protection=args.protection.retain_on_destroy,
             access_logs=access_logs,
             opts=pulumi.ResourceOptions(parent=self, depends_on=log_dependencies),
         )
@@ -471,14 +484,14 @@ class InferenceService(pulumi.ComponentResource):
         forward_api = [{"type": "forward", "target_group_arn": target_groups[API_CONTAINER].arn}]
 
         listeners: list[pulumi.Resource] = []
-        if settings.https:
+        if args.https:
             front = aws.lb.Listener(
                 f"{name}-https",
                 load_balancer_arn=alb.arn,
                 port=HTTPS_PORT,
                 protocol="HTTPS",
                 ssl_policy=TLS_POLICY,
-                certificate_arn=self._certificate_arn(settings),
+                certificate_arn=self._certificate_arn(args),
                 default_actions=forward_api,
                 opts=self._child,
             )
@@ -504,7 +517,7 @@ class InferenceService(pulumi.ComponentResource):
             opts=self._child,
         )
         listeners.append(http)
-        if not settings.https:
+        if not args.https:
             front = http
         if DASHBOARD_CONTAINER in target_groups:
             listeners.append(
@@ -523,20 +536,20 @@ class InferenceService(pulumi.ComponentResource):
                 )
             )
         if inference.domain:
-            self._alias(settings, alb)
+            self._alias(args, alb)
         return alb, target_groups, listeners
 
-    def _zone_id(self, settings: Settings) -> pulumi.Output[str]:
+    def _zone_id(self, args: InferenceServiceArgs) -> pulumi.Output[str]:
         if self._zone is None:
             # The public zone must exist in this account: preview fails here, naming it, if not.
             self._zone = aws.route53.get_zone_output(
-                name=settings.inference.hosted_zone,
+                name=args.inference.hosted_zone,
                 private_zone=False,
                 opts=pulumi.InvokeOutputOptions(parent=self),
             ).zone_id
         return self._zone
 
-    def _certificate_arn(self, settings: Settings) -> pulumi.Input[str]:
+    def _certificate_arn(self, args: InferenceServiceArgs) -> pulumi.Input[str]:
         """The existing certificate, or a new one for `inference.domain`, validated by DNS.
 
         ACM User Guide, "DNS validation": ACM names one CNAME per domain
@@ -544,7 +557,7 @@ class InferenceService(pulumi.ComponentResource):
         `acm.CertificateValidation` waits for that, so the HTTPS listener never gets a
         certificate that is still pending.
         """
-        inference = settings.inference
+        inference = args.inference
         if inference.certificate_arn:
             return inference.certificate_arn
         name = self._name
@@ -557,7 +570,7 @@ class InferenceService(pulumi.ComponentResource):
         option = certificate.domain_validation_options[0]
         record = aws.route53.Record(
             f"{name}-cert-dns",
-            zone_id=self._zone_id(settings),
+            zone_id=self._zone_id(args),
             name=option.resource_record_name,
             type=option.resource_record_type,
             records=[option.resource_record_value],
@@ -573,13 +586,13 @@ class InferenceService(pulumi.ComponentResource):
         )
         return validation.certificate_arn
 
-    def _alias(self, settings: Settings, alb: aws.lb.LoadBalancer) -> None:
+    def _alias(self, args: InferenceServiceArgs, alb: aws.lb.LoadBalancer) -> None:
         """`inference.domain` as an alias A record of the load balancer (Route 53 Developer
         Guide, "Routing traffic to an ELB load balancer": alias name and hosted zone id)."""
         aws.route53.Record(
             f"{self._name}-alias",
-            zone_id=self._zone_id(settings),
-            name=settings.inference.domain,
+            zone_id=self._zone_id(args),
+            name=args.inference.domain,
             type="A",
             aliases=[
                 {"name": alb.dns_name, "zone_id": alb.zone_id, "evaluate_target_health": True}
@@ -640,29 +653,28 @@ class InferenceService(pulumi.ComponentResource):
         execution_role: aws.iam.Role,
         task_role: aws.iam.Role,
     ) -> aws.ecs.TaskDefinition:
-        settings = args.settings
-        inference = settings.inference
+        inference = args.inference
         names = list(log_groups)
         containers = pulumi.Output.all(args.image_ref, *(log_groups[n].name for n in names)).apply(
             lambda values: json.dumps(
                 inference_containers(
                     values[0],
                     dict(zip(names, values[1:], strict=True)),
-                    settings.region,
+                    args.region,
                     dashboard=inference.dashboard,
                     forecast_interval_seconds=inference.forecast_interval_seconds,
-                    api_gpus=inference.gpu.gpus if settings.gpu_serving else 0,
+                    api_gpus=inference.gpu.gpus if args.gpu else 0,
                 )
             )
         )
         return aws.ecs.TaskDefinition(
             f"{self._name}-task",
             # `family` is required; one per project, stack and service.
-            family=f"{pulumi.get_project()}-{settings.stack}-{self._name}",
+            family=f"{pulumi.get_project()}-{args.stack}-{self._name}",
             # awsvpc on EC2 too: each task gets its own ENI, security group and private IP, the
             # target groups stay `ip`, and the agent can block the instance metadata service
             # (ECS_AWSVPC_BLOCK_IMDS). An instance holds ENIs - 1 such tasks (ENI trunking is an
-            # account setting we do not own); settings.py refuses instance types and counts
+            # account setting we do not own); settings/serving.py refuses instance types and counts
             # that cannot place `inference.max` tasks. With one GPU per task on the default
             # xlarge types, the GPU binds first (1 task per instance; g4dn.xlarge has 3 ENIs,
             # g5/g6.xlarge 4), so bridge mode and its dynamic host ports would buy nothing.
@@ -676,7 +688,7 @@ class InferenceService(pulumi.ComponentResource):
             **(
                 # GPUs exist only on EC2 capacity: the serving GPU instances.
                 {"requires_compatibilities": ["EC2"]}
-                if settings.gpu_serving
+                if args.gpu
                 else {
                     "requires_compatibilities": ["FARGATE"],
                     "runtime_platform": {
@@ -688,10 +700,10 @@ class InferenceService(pulumi.ComponentResource):
             opts=self._child,
         )
 
-    def _alarm_topic(self, settings: Settings) -> tuple[aws.kms.Key | None, aws.sns.Topic]:
+    def _alarm_topic(self, args: InferenceServiceArgs) -> tuple[aws.kms.Key | None, aws.sns.Topic]:
         name = self._name
         key = None
-        if settings.observability.alarm_topic_cmk:
+        if args.observability.alarm_topic_cmk:
             key = aws.kms.Key(
                 f"{name}-alarms-key",
                 description="Encrypts the inference alarm topic",
@@ -714,12 +726,12 @@ class InferenceService(pulumi.ComponentResource):
             ),
             opts=self._child,
         )
-        if settings.observability.alarm_email:
+        if args.observability.alarm_email:
             aws.sns.TopicSubscription(
                 f"{name}-alarms-email",
                 topic=topic.arn,
                 protocol="email",
-                endpoint=settings.observability.alarm_email,
+                endpoint=args.observability.alarm_email,
                 opts=self._child,
             )
         return key, topic
@@ -746,7 +758,7 @@ class InferenceService(pulumi.ComponentResource):
                 "CapacityProviderName": args.cluster.serving_capacity_provider_name,
             },
         }
-        for spec in gpu_capacity_alarms(args.settings.inference.gpu.min_instances):
+        for spec in gpu_capacity_alarms(args.inference.gpu.min_instances):
             self._alarm(spec, dimensions[spec.scope], topic)
 
     def _autoscaling(
@@ -757,7 +769,7 @@ class InferenceService(pulumi.ComponentResource):
         api_targets: aws.lb.TargetGroup,
     ) -> None:
         name = self._name
-        inference = args.settings.inference
+        inference = args.inference
         target = aws.appautoscaling.Target(
             f"{name}-scaling-target",
             service_namespace="ecs",
@@ -820,7 +832,6 @@ class InferenceService(pulumi.ComponentResource):
         alb: aws.lb.LoadBalancer,
         api_targets: aws.lb.TargetGroup,
     ) -> None:
-        settings = args.settings
         capacity = args.cluster.serving_capacity
         gpu_names = (
             [capacity.auto_scaling_group_name, args.cluster.serving_capacity_provider_name]
@@ -829,7 +840,7 @@ class InferenceService(pulumi.ComponentResource):
         )
 
         def body_of(values: list[Any]) -> str:
-            region = settings.region
+            region = args.region
             body = inference_dashboard(region, *values[:4])
             if gpu_names:
                 bottom = max(w["y"] + w["height"] for w in body["widgets"])
@@ -848,7 +859,7 @@ class InferenceService(pulumi.ComponentResource):
         aws.cloudwatch.Dashboard(
             f"{self._name}-dashboard-view",
             # `dashboard_name` is required.
-            dashboard_name=f"{pulumi.get_project()}-{settings.stack}-{self._name}",
+            dashboard_name=f"{pulumi.get_project()}-{args.stack}-{self._name}",
             dashboard_body=body,
             opts=self._child,
         )
@@ -869,21 +880,21 @@ def _service_strategy(
                 )
             ]
         )
-    return cluster.capacity_provider_names.apply(lambda names: _strategy(names, args.settings))
+    return cluster.capacity_provider_names.apply(lambda names: _strategy(names, args))
 
 
-def _placement(settings: Settings) -> dict[str, Any]:
+def _placement(args: InferenceServiceArgs) -> dict[str, Any]:
     """Fargate: the platform version (Fargate only). EC2: spread across AZs, then instances."""
-    if settings.gpu_serving:
+    if args.gpu:
         return {"ordered_placement_strategies": SPREAD_ACROSS_AZS}
     return {"platform_version": "LATEST"}
 
 
 def _strategy(
-    available: list[str], settings: Settings
+    available: list[str], args: InferenceServiceArgs
 ) -> list[aws.ecs.ServiceCapacityProviderStrategyArgs]:
     """The capacity provider strategy, checked against the providers the cluster offers."""
-    inference = settings.inference
+    inference = args.inference
     strategy = capacity_provider_strategy(
         inference.on_demand_base, inference.on_demand_weight, inference.spot_weight
     )

@@ -49,7 +49,7 @@ from components.documents.monitoring import (
 from components.documents.training import FARGATE_SPOT
 from components.image_repo import ImageRepo
 from components.network import Network, allow_https_out
-from components.settings.stack import Settings
+from components.settings.pipeline import MonitoringSettings
 from components.shared_store import SharedStore
 from components.task_roles import TaskRoleSpec, ecs_task_roles
 
@@ -60,8 +60,12 @@ EVENT_MAX_RETRIES = 10
 
 @dataclass
 class MonitoringArgs:
-    settings: Settings
-    """The whole stack config: `monitoring`, `observability.log_retention_days`, `region`."""
+    stack: str
+    region: str
+    monitoring: MonitoringSettings
+    """`mlops:monitoring`: the ingest schedule and source, the monitor's thresholds."""
+    log_retention_days: int
+    """`observability.log_retention_days`."""
     network: Network
     """Where the task runs (`task_subnet_ids`) and whether it needs a public IP."""
     cluster: Cluster
@@ -82,22 +86,21 @@ class Monitoring(pulumi.ComponentResource):
         super().__init__("mlops:index:Monitoring", name, None, opts)
         self._name = name
         self._child = pulumi.ResourceOptions(parent=self)
-        settings = args.settings
         self._account = aws.get_caller_identity_output(
             opts=pulumi.InvokeOutputOptions(parent=self)
         ).account_id
-        self._family = f"{pulumi.get_project()}-{settings.stack}-{name}-ingest"
+        self._family = f"{pulumi.get_project()}-{args.stack}-{name}-ingest"
 
         log_group = aws.cloudwatch.LogGroup(
             f"{name}-logs",
-            retention_in_days=settings.observability.log_retention_days,
+            retention_in_days=args.log_retention_days,
             opts=self._child,
         )
         execution_role, task_role = self._task_roles(args, log_group)
         task_group = self._task_security_group(args)
         definition = self._task_definition(args, log_group, execution_role, task_role)
         rule = None
-        if settings.monitoring.ingest_schedule:
+        if args.monitoring.ingest_schedule:
             rule = self._schedule(args, definition, task_group, execution_role, task_role)
 
         self.task_definition_arn = definition.arn
@@ -130,7 +133,7 @@ class Monitoring(pulumi.ComponentResource):
             ),
             self._child,
         )
-        region = args.settings.region
+        region = args.region
         aws.iam.RolePolicy(
             f"{name}-task-events",
             role=task_role.id,
@@ -167,8 +170,7 @@ class Monitoring(pulumi.ComponentResource):
         execution_role: aws.iam.Role,
         task_role: aws.iam.Role,
     ) -> aws.ecs.TaskDefinition:
-        settings = args.settings
-        monitoring = settings.monitoring
+        monitoring = args.monitoring
         thresholds = MonitorThresholds(
             error_tolerance=monitoring.error_tolerance,
             drift_p_value=monitoring.drift_p_value,
@@ -181,7 +183,7 @@ class Monitoring(pulumi.ComponentResource):
                     ingest_container(
                         values[0],
                         values[1],
-                        settings.region,
+                        args.region,
                         source=monitoring.source,
                         thresholds=thresholds,
                     )
@@ -212,7 +214,6 @@ class Monitoring(pulumi.ComponentResource):
         task_role: aws.iam.Role,
     ) -> aws.cloudwatch.EventRule:
         name = self._name
-        settings = args.settings
         role = aws.iam.Role(
             f"{name}-events-role",
             assume_role_policy=self._trust("events.amazonaws.com"),
@@ -228,7 +229,7 @@ class Monitoring(pulumi.ComponentResource):
                 lambda v: json.dumps(
                     policy_document(
                         run_scheduled_task_statements(
-                            region=settings.region,
+                            region=args.region,
                             account=v[0],
                             cluster_name=v[1],
                             family=self._family,
@@ -242,7 +243,7 @@ class Monitoring(pulumi.ComponentResource):
         rule = aws.cloudwatch.EventRule(
             f"{name}-schedule",
             description="Ingest new weekly observations, then monitor forecasts and drift",
-            schedule_expression=settings.monitoring.ingest_schedule,
+            schedule_expression=args.monitoring.ingest_schedule,
             # A run mounts the store: its mount targets must exist before the first one.
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.store.mount_targets)),
         )

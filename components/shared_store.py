@@ -4,7 +4,8 @@ Creates, as children of the component:
 
 - `<name>-fs`: an encrypted (AWS-managed key `aws/elasticfilesystem`), `generalPurpose` file
   system with the configured throughput mode, an Infrequent Access lifecycle and, with
-  `store.protect`, Pulumi's `protect` so neither `pulumi destroy` nor a replacement deletes it;
+  `protection.retain_on_destroy`, Pulumi's `protect` so neither `pulumi destroy` nor a
+  replacement deletes it;
 - `<name>-backup`: the AWS Backup policy, ENABLED or DISABLED from `store.backups`;
 - `<name>-nfs-sg` and `<name>-client-sg`: the mount targets' group admits NFS (TCP 2049) only
   from the client group, which tasks attach; no CIDR is ever allowed in;
@@ -54,7 +55,7 @@ def lifecycle_policies(infrequent_access_after_days: int) -> list[dict[str, str]
 @dataclass
 class SharedStoreArgs:
     settings: StoreSettings
-    """Throughput, IA lifecycle, backups and protection from `mlops:store`."""
+    """Throughput, IA lifecycle and backups from `mlops:store`."""
     vpc_id: pulumi.Input[str]
     """The VPC the security groups live in."""
     subnet_ids: pulumi.Input[list[str]]
@@ -62,6 +63,8 @@ class SharedStoreArgs:
     subnet_count: int
     """How many `subnet_ids` there are (the network's AZ count, known from config): the mount
     targets are declared before the subnet ids resolve."""
+    retain_on_destroy: bool = False
+    """`protection.retain_on_destroy`: Pulumi refuses to delete or replace the file system."""
 
 
 class SharedStore(pulumi.ComponentResource):
@@ -108,7 +111,7 @@ class SharedStore(pulumi.ComponentResource):
             performance_mode="generalPurpose",
             throughput_mode=settings.throughput.value,
             lifecycle_policies=lifecycle_policies(settings.infrequent_access_after_days),
-            opts=pulumi.ResourceOptions(parent=self, protect=settings.protect),
+            opts=pulumi.ResourceOptions(parent=self, protect=args.retain_on_destroy),
         )
         aws.efs.BackupPolicy(
             f"{name}-backup",

@@ -65,8 +65,7 @@ from components.documents.triggers import (
 )
 from components.image_repo import ImageRepo
 from components.network import Network, allow_https_out
-from components.settings.pipeline import Capacity
-from components.settings.stack import Settings
+from components.settings.pipeline import Capacity, TrainingSettings
 from components.shared_store import SharedStore
 from components.task_roles import TaskRoleSpec, ecs_task_roles
 
@@ -82,8 +81,14 @@ DLQ_RETENTION_SECONDS = 14 * 24 * 3600
 
 @dataclass
 class TrainingTaskArgs:
-    settings: Settings
-    """The whole stack config: `training`, `observability.log_retention_days`, `region`."""
+    stack: str
+    region: str
+    training: TrainingSettings
+    """`mlops:training`: capacity, sizes, schedule, triggers, promote margin."""
+    gpu: bool
+    """The train step runs on the cluster's GPU EC2 capacity (`Settings.training_gpu`)."""
+    log_retention_days: int
+    """`observability.log_retention_days`."""
     network: Network
     """Where tasks run (`task_subnet_ids`) and whether they need a public IP."""
     cluster: Cluster
@@ -112,20 +117,18 @@ class TrainingTask(pulumi.ComponentResource):
         super().__init__("mlops:index:TrainingTask", name, None, opts)
         self._name = name
         self._child = pulumi.ResourceOptions(parent=self)
-        settings = args.settings
-        if settings.gpu_training and args.cluster.gpu_capacity_provider_name is None:
+        if args.gpu and args.cluster.gpu_capacity_provider_name is None:
             raise ValueError(f"TrainingTask {name}: gpu-ec2 needs the cluster's GPU capacity")
         self._account = aws.get_caller_identity_output(
             opts=pulumi.InvokeOutputOptions(parent=self)
         ).account_id
         self._families = {
-            step: f"{pulumi.get_project()}-{settings.stack}-{name}-{step}"
-            for step in TRAINING_STEPS
+            step: f"{pulumi.get_project()}-{args.stack}-{name}-{step}" for step in TRAINING_STEPS
         }
 
         log_group = aws.cloudwatch.LogGroup(
             f"{name}-logs",
-            retention_in_days=settings.observability.log_retention_days,
+            retention_in_days=args.log_retention_days,
             opts=self._child,
         )
         execution_role, task_role = self._task_roles(args, log_group)
@@ -199,8 +202,8 @@ class TrainingTask(pulumi.ComponentResource):
         execution_role: aws.iam.Role,
         task_role: aws.iam.Role,
     ) -> aws.ecs.TaskDefinition:
-        training = args.settings.training
-        on_gpu = step == "train" and args.settings.gpu_training
+        training = args.training
+        on_gpu = step == "train" and args.gpu
         is_train = step == "train"
         image = args.image_repo.image_ref("gpu" if on_gpu else "cpu")
         containers = pulumi.Output.all(image, log_group.name).apply(
@@ -210,7 +213,7 @@ class TrainingTask(pulumi.ComponentResource):
                         step,
                         values[0],
                         values[1],
-                        args.settings.region,
+                        args.region,
                         promote_margin=training.promote_margin,
                         gpus=training.gpus if on_gpu else 0,
                     )
@@ -252,15 +255,14 @@ class TrainingTask(pulumi.ComponentResource):
         task_role: aws.iam.Role,
     ) -> aws.sfn.StateMachine:
         name = self._name
-        settings = args.settings
         train_capacity = self._train_capacity(args)
         # The `/aws/vendedlogs/` prefix keeps the account's CloudWatch Logs resource policy under
         # its 5,120-character limit (Step Functions Developer Guide, "Avoiding Amazon CloudWatch
         # Logs resource policy size restrictions"); a prefix needs an explicit name.
         log_group = aws.cloudwatch.LogGroup(
             f"{name}-sfn-logs",
-            name=f"/aws/vendedlogs/states/{pulumi.get_project()}-{settings.stack}-{name}",
-            retention_in_days=settings.observability.log_retention_days,
+            name=f"/aws/vendedlogs/states/{pulumi.get_project()}-{args.stack}-{name}",
+            retention_in_days=args.log_retention_days,
             opts=self._child,
         )
         role = aws.iam.Role(
@@ -283,7 +285,7 @@ class TrainingTask(pulumi.ComponentResource):
                 lambda v: json.dumps(
                     policy_document(
                         state_machine_role_statements(
-                            region=settings.region,
+                            region=args.region,
                             account=v[0],
                             cluster_name=v[1],
                             families=list(self._families.values()),
@@ -313,7 +315,7 @@ class TrainingTask(pulumi.ComponentResource):
                         security_groups=[v[2], v[3]],
                         assign_public_ip=args.network.assign_public_ip,
                         train_capacity=v[4],
-                        gpu_train=settings.gpu_training,
+                        gpu_train=args.gpu,
                         topic_arn=v[5],
                     )
                 )
@@ -340,11 +342,10 @@ class TrainingTask(pulumi.ComponentResource):
     @staticmethod
     def _train_capacity(args: TrainingTaskArgs) -> pulumi.Input[str]:
         """The capacity provider of the first Train attempt."""
-        capacity = args.settings.training.capacity
-        if capacity is Capacity.GPU_EC2 and args.cluster.gpu_capacity_provider_name is not None:
+        if args.gpu and args.cluster.gpu_capacity_provider_name is not None:
             # Resolves once the provider is attached: no run can ask for it before.
             return args.cluster.gpu_capacity_provider_name
-        if capacity is Capacity.FARGATE_SPOT:
+        if args.training.capacity is Capacity.FARGATE_SPOT:
             return FARGATE_SPOT
         return FARGATE
 
@@ -352,7 +353,7 @@ class TrainingTask(pulumi.ComponentResource):
         self, args: TrainingTaskArgs, state_machine: aws.sfn.StateMachine
     ) -> aws.sqs.Queue:
         name = self._name
-        training = args.settings.training
+        training = args.training
         role = aws.iam.Role(
             f"{name}-events-role",
             assume_role_policy=self._trust("events.amazonaws.com"),
@@ -379,7 +380,7 @@ class TrainingTask(pulumi.ComponentResource):
         self._push_trigger: list[pulumi.Resource] = []
         if training.on_image_push:
             # The release tag of the image the train step runs (`<flavour>-<hash>`).
-            flavour = "gpu" if args.settings.gpu_training else "cpu"
+            flavour = "gpu" if args.gpu else "cpu"
             pattern = args.image_repo.repository_name.apply(
                 lambda repo: json.dumps(ecr_push_pattern(repo, f"{flavour}-"))
             )

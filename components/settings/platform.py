@@ -72,7 +72,21 @@ class StoreSettings:
     """0 = never; else an EFS TransitionToIA value."""
     backups: bool = True
     protect: bool = False
-    """True: Pulumi refuses to delete the file system (and the load balancer)."""
+    """Deprecated, the old spelling of `mlops:protection`: `true` switched on all three of its
+    keys. Read only by the parser (settings/stack.py), which turns it into `protection`."""
+
+
+@dataclass(frozen=True)
+class ProtectionSettings:
+    """`mlops:protection`: what a production stack must not lose or expose, one key a thing."""
+
+    retain_on_destroy: bool = False
+    """EFS file system Pulumi-protected, ECR repository not force-deleted, access-log bucket not
+    force-destroyed, ALB deletion protection on."""
+    require_https: bool = False
+    """The stack is refused unless `inference.domain` or `inference.certificate_arn` is set."""
+    rollback_on_alarm: bool = False
+    """ECS deployments roll back when a deployment alarm fires (besides the circuit breaker)."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +146,15 @@ def parse_store(raw: Any) -> StoreSettings:
         ),
         backups=s.bool("backups"),
         protect=s.bool("protect"),
+    )
+
+
+def parse_protection(raw: Any) -> ProtectionSettings:
+    s = Section("protection", raw, ProtectionSettings)
+    return ProtectionSettings(
+        retain_on_destroy=s.bool("retain_on_destroy"),
+        require_https=s.bool("require_https"),
+        rollback_on_alarm=s.bool("rollback_on_alarm"),
     )
 
 

@@ -32,11 +32,13 @@ from components.settings.platform import (
     ImageSettings,
     NetworkSettings,
     ObservabilitySettings,
+    ProtectionSettings,
     StoreSettings,
     parse_ci,
     parse_image,
     parse_network,
     parse_observability,
+    parse_protection,
     parse_store,
 )
 from components.settings.serving import InferenceSettings, ServingCapacity, parse_inference
@@ -56,6 +58,10 @@ class Settings:
     monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
     observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
     ci: CiSettings = field(default_factory=CiSettings)
+    protection: ProtectionSettings = field(default_factory=ProtectionSettings)
+
+    # The decisions that span sections, made here once; components take their answers as
+    # arguments and never read `capacity` themselves.
 
     @property
     def https(self) -> bool:
@@ -63,17 +69,20 @@ class Settings:
         return bool(self.inference.certificate_arn or self.inference.domain)
 
     @property
-    def gpu_training(self) -> bool:
+    def training_gpu(self) -> bool:
+        """The train step runs on the cluster's GPU EC2 capacity (`training.capacity: gpu-ec2`)."""
         return self.training.capacity is Capacity.GPU_EC2
 
     @property
-    def gpu_serving(self) -> bool:
+    def serving_gpu(self) -> bool:
+        """The service runs on its GPU EC2 capacity (`inference.capacity: gpu-ec2`)."""
         return self.inference.capacity is ServingCapacity.GPU_EC2
 
     @property
-    def gpu_image(self) -> bool:
-        """Whether anything runs the gpu image flavour (CUDA base, CUDA-enabled XGBoost)."""
-        return self.gpu_training or self.gpu_serving
+    def image_flavours(self) -> tuple[str, ...]:
+        """The image flavours built and kept: `gpu` (CUDA base, CUDA-enabled XGBoost) only when
+        something runs on GPU EC2."""
+        return ("cpu", "gpu") if self.training_gpu or self.serving_gpu else ("cpu",)
 
 
 SECTIONS: dict[str, type] = {
@@ -85,6 +94,7 @@ SECTIONS: dict[str, type] = {
     "monitoring": MonitoringSettings,
     "observability": ObservabilitySettings,
     "ci": CiSettings,
+    "protection": ProtectionSettings,
 }
 
 
@@ -97,6 +107,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "monitoring": parse_monitoring,
     "observability": parse_observability,
     "ci": parse_ci,
+    "protection": parse_protection,
 }
 
 
@@ -111,8 +122,9 @@ def parse(raw: Mapping[str, Any], stack: str = "dev", region: str = "us-east-1")
                 + ", ".join(f"{PROJECT}:{s}" for s in SECTIONS)
             )
     values = {name: parser(raw.get(name)) for name, parser in _PARSERS.items()}
+    values["protection"] = _old_protect(raw, values["protection"])
     settings = Settings(stack=stack, region=region, **values)
-    if settings.gpu_training and settings.network.egress is Egress.PUBLIC_IP:
+    if settings.training_gpu and settings.network.egress is Egress.PUBLIC_IP:
         # GPU instances run in private subnets without public IPs; with no NAT they could not
         # reach ECS, ECR or CloudWatch and would never register with the cluster.
         raise fail(
@@ -121,7 +133,7 @@ def parse(raw: Mapping[str, Any], stack: str = "dev", region: str = "us-east-1")
             "gpu-ec2 needs mlops:network.egress single-nat or nat-per-az (GPU instances run in "
             "private subnets), got public-ip",
         )
-    if settings.gpu_serving and settings.network.egress is Egress.PUBLIC_IP:
+    if settings.serving_gpu and settings.network.egress is Egress.PUBLIC_IP:
         # awsvpc tasks on EC2 get no public IP (ECS Developer Guide, "Amazon ECS task networking
         # options for the EC2 launch type"): without NAT they cannot pull the image or log.
         raise fail(
@@ -131,11 +143,10 @@ def parse(raw: Mapping[str, Any], stack: str = "dev", region: str = "us-east-1")
             "public IP, so they reach ECR and CloudWatch through NAT), got public-ip",
         )
     _check_pins(settings)
-    if settings.store.protect and not settings.https:
-        # A protected (production) stack never serves its API over plain HTTP.
+    if settings.protection.require_https and not settings.https:
         raise pulumi.RunError(
             f"{PROJECT}:inference.domain: '' and {PROJECT}:inference.certificate_arn: '' are not "
-            "allowed on a protected stack (store.protect: true); set inference.domain to a name "
+            "allowed with protection.require_https: true; set inference.domain to a name "
             "in a Route 53 public zone of this account (a DNS-validated certificate is issued) "
             "or inference.certificate_arn to an existing ACM certificate in "
             f"{settings.region}"
@@ -143,11 +154,36 @@ def parse(raw: Mapping[str, Any], stack: str = "dev", region: str = "us-east-1")
     return settings
 
 
+def _old_protect(raw: Mapping[str, Any], protection: ProtectionSettings) -> ProtectionSettings:
+    """`store.protect`, the deprecated spelling: `true` or `false` sets all three `protection`
+    keys. Given with `protection`, every protection key set must agree with it."""
+    store = raw.get("store")
+    if not isinstance(store, Mapping) or "protect" not in store:
+        return protection
+    old = store["protect"]  # a bool: parse_store checked it
+    given = raw.get("protection") or {}
+    for key, value in given.items():
+        if value != old:
+            raise fail(
+                f"protection.{key}",
+                value,
+                f"it disagrees with the deprecated store.protect: {str(old).lower()}, which sets "
+                "every protection key; remove store.protect and keep the protection keys",
+            )
+    pulumi.log.warn(
+        f"{PROJECT}:store.protect is deprecated: it sets {PROJECT}:protection.retain_on_destroy, "
+        f"require_https and rollback_on_alarm, all {str(old).lower()}; set those keys instead "
+        "(docs/configuration.md#protection)"
+    )
+    return ProtectionSettings(retain_on_destroy=old, require_https=old, rollback_on_alarm=old)
+
+
 def _check_pins(settings: Settings) -> None:
     """A pinned (rollback) stack builds nothing, so every flavour it runs needs its own digest:
     the cpu image has no CUDA-enabled XGBoost, and one digest cannot be both flavours."""
     image = settings.image
-    if image.gpu_pin and not settings.gpu_image:
+    gpu_image = "gpu" in settings.image_flavours
+    if image.gpu_pin and not gpu_image:
         raise fail(
             "image.gpu_pin",
             image.gpu_pin,
@@ -159,7 +195,7 @@ def _check_pins(settings: Settings) -> None:
         raise fail(
             "image.gpu_pin", image.gpu_pin, "it only applies with image.pin; set both or neither"
         )
-    if image.pin and settings.gpu_image and not image.gpu_pin:
+    if image.pin and gpu_image and not image.gpu_pin:
         raise fail(
             "image.gpu_pin",
             image.gpu_pin,

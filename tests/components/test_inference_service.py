@@ -56,7 +56,7 @@ def prod_without_certificate() -> Plan:
         {
             "inference": {"domain": "", "hosted_zone": "", "access_logs": False, "waf": False},
             "observability": {"alarm_email": ""},
-            "store": {"protect": False},
+            "protection": {"retain_on_destroy": False, "require_https": False},
         },
     )
 

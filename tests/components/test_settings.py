@@ -12,7 +12,7 @@ import yaml
 from components.aws_facts import FARGATE_MEMORY
 from components.cron import CronError, check_cron
 from components.settings.pipeline import Capacity
-from components.settings.platform import Egress, Throughput
+from components.settings.platform import Egress, ProtectionSettings, Throughput
 from components.settings.stack import Settings, parse
 from preflight.offline import ROOT, run_stack
 
@@ -37,7 +37,7 @@ def test_dev_stack_file_loads_cheap_settings():
     assert settings.training.capacity is Capacity.FARGATE_SPOT
     assert settings.training.gpus == 0
     assert settings.observability.log_retention_days == 7
-    assert settings.store.protect is False
+    assert settings.protection == ProtectionSettings(False, False, False)
 
 
 def test_prod_stack_file_loads_safe_settings():
@@ -45,10 +45,10 @@ def test_prod_stack_file_loads_safe_settings():
     assert settings.network.azs == 3
     assert settings.network.egress is Egress.NAT_PER_AZ
     assert settings.inference.on_demand_base >= 1 and settings.inference.spot_weight >= 1
-    assert settings.training.capacity is Capacity.GPU_EC2 and settings.gpu_training
+    assert settings.training.capacity is Capacity.GPU_EC2 and settings.training_gpu
     assert settings.training.gpus == 1
     assert settings.observability.log_retention_days == 90
-    assert settings.store.protect is True
+    assert settings.protection == ProtectionSettings(True, True, True)
     # HTTPS on a domain of the account's own zone: no placeholder certificate ARN.
     assert settings.https and settings.inference.domain and not settings.inference.certificate_arn
     assert settings.observability.container_insights and settings.observability.alarm_topic_cmk
@@ -317,7 +317,7 @@ def test_gpu_pin_must_be_a_digest():
 # ------------------------------------------------------------- HTTPS, per-stack choices, CI
 
 
-def test_a_protected_stack_without_domain_or_certificate_names_both_keys():
+def test_require_https_without_domain_or_certificate_names_both_keys():
     raw = with_value("prod", "inference", "domain", "")
     raw["inference"]["hosted_zone"] = ""
     with pytest.raises(pulumi.RunError) as raised:

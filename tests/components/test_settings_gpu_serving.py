@@ -53,12 +53,12 @@ def test_fargate_stays_the_default_and_both_stack_files_serve_on_fargate():
     for stack in ("dev", "prod"):
         settings = parse(stack_raw(stack), stack=stack)
         assert settings.inference.capacity is ServingCapacity.FARGATE
-        assert not settings.gpu_serving
+        assert not settings.serving_gpu
 
 
 def test_prod_with_gpu_serving_loads_its_gpu_keys():
     settings = parse(gpu_prod(), stack="prod")
-    assert settings.gpu_serving and settings.gpu_image
+    assert settings.serving_gpu and settings.image_flavours == ("cpu", "gpu")
     gpu = settings.inference.gpu
     assert gpu.gpus == 1
     assert gpu.min_instances >= 1 and gpu.on_demand_base >= 1
@@ -91,7 +91,7 @@ def test_awsvpc_eni_limit_caps_tasks_per_instance():
         instance_types=["g5.48xlarge"], gpus=1, min_instances=1, max_instances=1, on_demand_base=1
     )
     raw["inference"].update(min=1, desired=1, max=enis - 1)
-    assert parse(raw, stack="prod").gpu_serving
+    assert parse(raw, stack="prod").serving_gpu
     raw["inference"]["max"] = enis
     message = refused(raw)
     assert message.startswith("mlops:inference.gpu.max_instances: 1 is not allowed")
@@ -101,7 +101,7 @@ def test_awsvpc_eni_limit_caps_tasks_per_instance():
 def test_gpus_bind_before_enis_on_a_four_gpu_type():
     raw = gpu_prod(instance_types=["g4dn.12xlarge"], gpus=1, min_instances=1, max_instances=2)
     raw["inference"].update(min=1, desired=1, max=8)
-    assert parse(raw, stack="prod").gpu_serving  # 4 GPUs < 8 - 1 interfaces: 4 per instance
+    assert parse(raw, stack="prod").serving_gpu  # 4 GPUs < 8 - 1 interfaces: 4 per instance
     raw["inference"]["max"] = 9
     message = refused(raw)
     assert "holds 4 task(s)" in message and "4 GPU(s)" in message
@@ -160,7 +160,7 @@ def test_a_pinned_gpu_serving_stack_needs_the_gpu_digest():
     raw["image"]["pin"] = "sha256:" + "a" * 64
     assert refused(raw).startswith("mlops:image.gpu_pin: '' is not allowed")
     raw["image"]["gpu_pin"] = "sha256:" + "b" * 64
-    assert parse(raw).gpu_image
+    assert "gpu" in parse(raw).image_flavours
 
 
 def test_defaults_are_cheap_single_gpu_types_cheapest_first():
