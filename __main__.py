@@ -2,10 +2,12 @@
 
 import pulumi
 
+from components.alarm_topic import AlarmTopic, AlarmTopicArgs
 from components.ci_trust import CiTrust, CiTrustArgs
 from components.cluster import Cluster, ClusterArgs
 from components.image_repo import ImageRepo, ImageRepoArgs
 from components.inference_service import InferenceService, InferenceServiceArgs
+from components.load_balancer import LoadBalancer, LoadBalancerArgs
 from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
 from components.settings import stack as stack_settings
@@ -44,22 +46,43 @@ cluster = Cluster(
         gpu_serving=settings.inference.gpu if settings.serving_gpu else None,
     ),
 )
+alarms = AlarmTopic(
+    "inference-alarms",
+    AlarmTopicArgs(
+        customer_managed_key=settings.observability.alarm_topic_cmk,
+        email=settings.observability.alarm_email,
+    ),
+)
+edge = LoadBalancer(
+    "inference",
+    LoadBalancerArgs(
+        inference=settings.inference,
+        network=network,
+        https=settings.https,
+        region=settings.region,
+        vpc_cidr=settings.network.cidr,
+        log_retention_days=settings.observability.log_retention_days,
+        retain_on_destroy=settings.protection.retain_on_destroy,
+    ),
+)
 inference = InferenceService(
     "inference",
     InferenceServiceArgs(
         stack=settings.stack,
         region=settings.region,
         inference=settings.inference,
-        observability=settings.observability,
-        protection=settings.protection,
         gpu=settings.serving_gpu,
-        https=settings.https,
-        vpc_cidr=settings.network.cidr,
         network=network,
         cluster=cluster,
         store=store,
+        load_balancer=edge,
+        alarm_topic=alarms,
         image_ref=images.image_ref("gpu" if settings.serving_gpu else "cpu"),
         repository_arn=images.repository_arn,
+        log_retention_days=settings.observability.log_retention_days,
+        container_insights=settings.observability.container_insights,
+        cloudwatch_dashboard=settings.observability.cloudwatch_dashboard,
+        rollback_on_alarm=settings.protection.rollback_on_alarm,
     ),
 )
 training = TrainingTask(
@@ -74,8 +97,7 @@ training = TrainingTask(
         cluster=cluster,
         store=store,
         image_repo=images,
-        alarm_topic_arn=inference.alarm_topic_arn,
-        alarm_topic_key_arn=inference.alarm_topic_key_arn,
+        alarm_topic=alarms,
     ),
 )
 monitoring = Monitoring(

@@ -38,6 +38,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from components.alarm_topic import AlarmTopic
 from components.cluster import Cluster
 from components.documents.common import (
     STORE_VOLUME,
@@ -97,10 +98,8 @@ class TrainingTaskArgs:
     """The shared EFS store every step mounts."""
     image_repo: ImageRepo
     """The image (`image_ref("cpu"|"gpu")`) and the repository whose pushes trigger retraining."""
-    alarm_topic_arn: pulumi.Input[str]
-    """The KMS-encrypted SNS topic failed runs are reported to."""
-    alarm_topic_key_arn: pulumi.Input[str]
-    """The topic's KMS key (publishing needs a data key from it)."""
+    alarm_topic: AlarmTopic
+    """The stack's alarm topic failed runs are reported to (and its key, when it has one)."""
 
 
 class TrainingTask(pulumi.ComponentResource):
@@ -279,8 +278,8 @@ class TrainingTask(pulumi.ComponentResource):
                 args.cluster.cluster_name,
                 execution_role.arn,
                 task_role.arn,
-                args.alarm_topic_arn,
-                args.alarm_topic_key_arn,
+                args.alarm_topic.topic_arn,
+                args.alarm_topic.key_arn,
             ).apply(
                 lambda v: json.dumps(
                     policy_document(
@@ -304,7 +303,7 @@ class TrainingTask(pulumi.ComponentResource):
             task_group.id,
             args.store.client_security_group_id,
             train_capacity,
-            args.alarm_topic_arn,
+            args.alarm_topic.topic_arn,
         ).apply(
             lambda v: json.dumps(
                 training_state_machine(

@@ -58,6 +58,8 @@ class Resource:
     """Top-level input names whose value (or part of it) is a secret."""
     id: str = ""
     """The physical id the mocks gave it (`sg-...`, `fs-...`), as other resources' inputs see it."""
+    aliases: list[str] = field(default_factory=list)
+    """The URNs it was known by before (`ResourceOptions.aliases`), expanded as the engine would."""
 
 
 @dataclass
@@ -351,9 +353,36 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 depends_on=list(request.dependencies),
                 secret_inputs={key for key, value in raw.items() if _has_secret(value)},
                 id=response.id,
+                aliases=_alias_urns(request, response.urn),
             )
         )
         return response
+
+
+def _qualified_type(urn: str) -> str:
+    """The `parent$child` type chain a URN carries (`urn:pulumi:stack::project::chain::name`)."""
+    return urn.split("::")[2]
+
+
+def _alias_urns(request, urn: str) -> list[str]:
+    """A registration's aliases as full URNs: the engine's expansion of an alias spec (Pulumi's
+    `Alias`: unset fields default to the resource's own; `parentUrn` names the old parent)."""
+    stack, project = urn.split("::")[0].removeprefix("urn:pulumi:"), urn.split("::")[1]
+    found = list(request.aliasURNs)
+    for alias in request.aliases:
+        if alias.urn:
+            found.append(alias.urn)
+            continue
+        spec = alias.spec
+        parent = "" if spec.noParent else (spec.parentUrn or request.parent)
+        chain = spec.type or request.type
+        if parent and _qualified_type(parent) != "pulumi:pulumi:Stack":
+            chain = f"{_qualified_type(parent)}${chain}"
+        found.append(
+            f"urn:pulumi:{spec.stack or stack}::{spec.project or project}::{chain}::"
+            f"{spec.name or request.name}"
+        )
+    return found
 
 
 def stack_config(stack: str) -> dict[str, Any]:

@@ -67,8 +67,13 @@ def _settings(plan: Plan):
 
 
 def _mine(plan: Plan) -> list[Resource]:
-    component = plan.one("mlops:index:InferenceService", "inference")
-    return plan.children_of(component.urn)
+    """The service's resources and those it is given: its load balancer and alarm topic."""
+    components = [
+        plan.one("mlops:index:InferenceService", "inference"),
+        plan.one("mlops:index:LoadBalancer", "inference"),
+        plan.one("mlops:index:AlarmTopic", "inference-alarms"),
+    ]
+    return [child for c in components for child in plan.children_of(c.urn)]
 
 
 def _containers(plan: Plan) -> dict[str, dict[str, Any]]:

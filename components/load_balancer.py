@@ -1,0 +1,489 @@
+"""LoadBalancer: the inference service's edge, from the internet to the tasks' security group.
+
+Creates, as children of the component (name `inference`: the names its resources had when
+InferenceService owned them; each carries an alias to that old parent, components/moved.py):
+
+- `<name>-alb-sg` (80/443 from `inference.allowed_cidrs`, out only to the tasks) and
+  `<name>-task-sg`, the tasks' group (the container ports from the ALB's group only, the api's
+  internal port for `/metrics` and `/model` from the VPC's CIDR only, HTTPS out for ECR and
+  logs);
+- with `inference.access_logs`: `<name>-access-logs`, an SSE-S3 bucket (ALB access logs support
+  no other encryption) with public access blocked, ownership enforced, versioning, expiry of
+  logs and old versions, incomplete multipart uploads aborted, and the log-delivery bucket
+  policy for the Region (its ELB account, or the log delivery service in newer Regions);
+- `<name>-alb` with target groups `<name>-api` (`/health`: a task waiting for its first model
+  stays in rotation) and `<name>-dashboard` (`/dashboard/`), listener `<name>-http` (forward, or
+  a 301 to HTTPS), `<name>-https` with the certificate, and the `/dashboard*` rule; with
+  `inference.waf`, `<name>-waf` and its association;
+- with `inference.domain`: `<name>-certificate` (ACM, DNS-validated through `<name>-cert-dns`
+  records in the Route 53 zone, awaited by `<name>-cert-validation`) and `<name>-alias`, an A
+  alias record of the domain to the load balancer.
+
+With `protection.retain_on_destroy` the ALB has deletion protection on and the access-log bucket
+is not force-destroyed. InferenceService registers its tasks in `target_groups`, attaches
+`task_security_group_id` and waits for `listeners`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from components import moved
+from components.documents.inference import (
+    API_CONTAINER,
+    API_HEALTH_PATH,
+    API_INTERNAL_PORT,
+    API_PORT,
+    DASHBOARD_CONTAINER,
+    DASHBOARD_PATH,
+    DASHBOARD_PORT,
+)
+from components.documents.load_balancer import ALB_LOG_PREFIX, alb_access_log_bucket_policy
+from components.network import HTTPS_PORT, Network, TcpRuleNames, allow_https_out, allow_tcp
+from components.settings.serving import InferenceSettings
+
+TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+"""TLS 1.3 and 1.2: the ELB-recommended policy for HTTPS listeners."""
+DEREGISTRATION_DELAY = 30
+"""Seconds: longer than the api's graceful shutdown (25 s), short enough for quick deploys."""
+HTTP_PORT = 80
+
+
+@dataclass
+class LoadBalancerArgs:
+    inference: InferenceSettings
+    """`mlops:inference`: allowed_cidrs, certificate_arn, domain, hosted_zone, waf, access_logs,
+    dashboard (a second target group)."""
+    network: Network
+    """The VPC and its public subnets."""
+    https: bool
+    """Serve HTTPS (`Settings.https`: a certificate or a domain), HTTP redirecting to it."""
+    region: str
+    """The Region, for the access-log delivery principal."""
+    vpc_cidr: str
+    """`network.cidr`: who may reach the api's internal port."""
+    log_retention_days: int
+    """`observability.log_retention_days`: how long access logs are kept."""
+    retain_on_destroy: bool = False
+    """`protection.retain_on_destroy`: ALB deletion protection, the log bucket kept."""
+
+
+class LoadBalancer(pulumi.ComponentResource):
+    url: pulumi.Output[str]
+    dns_name: pulumi.Output[str]
+    arn_suffix: pulumi.Output[str]
+    """`LoadBalancer` dimension of the ALB's CloudWatch metrics."""
+    target_groups: dict[str, aws.lb.TargetGroup]
+    """Per container (`api`, and `dashboard` with `inference.dashboard`)."""
+    ports: dict[str, int]
+    """The container port each target group forwards to."""
+    listeners: list[pulumi.Resource]
+    """The listeners and rules: the service waits for them before registering targets."""
+    task_security_group_id: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: LoadBalancerArgs, opts: pulumi.ResourceOptions | None = None
+    ):
+        super().__init__("mlops:index:LoadBalancer", name, None, opts)
+        self._name = name
+        self._moved = moved.from_inference_service()
+        self._child = self._opts()
+        self._zone: pulumi.Output[str] | None = None
+        self._account = aws.get_caller_identity_output(
+            opts=pulumi.InvokeOutputOptions(parent=self)
+        ).account_id
+        inference = args.inference
+        ports = {API_CONTAINER: API_PORT}
+        if inference.dashboard:
+            ports[DASHBOARD_CONTAINER] = DASHBOARD_PORT
+
+        alb_group, task_group = self._security_groups(args, ports)
+        alb, target_groups, listeners = self._load_balancer(args, alb_group, ports)
+        if inference.waf:
+            self._waf(alb)
+
+        if inference.domain:
+            self.url = pulumi.Output.from_input(f"https://{inference.domain}")
+        else:
+            self.url = pulumi.Output.concat(
+                "https://" if inference.certificate_arn else "http://", alb.dns_name
+            )
+        self.dns_name = alb.dns_name
+        self.arn_suffix = alb.arn_suffix
+        self.target_groups = target_groups
+        self.ports = ports
+        self.listeners = listeners
+        self.task_security_group_id = task_group.id
+        self.register_outputs(
+            {
+                "url": self.url,
+                "dns_name": self.dns_name,
+                "arn_suffix": self.arn_suffix,
+                "task_security_group_id": self.task_security_group_id,
+            }
+        )
+
+    def _opts(self, **extra: Any) -> pulumi.ResourceOptions:
+        """A child's options: this parent, and the alias to its InferenceService past."""
+        return pulumi.ResourceOptions(parent=self, aliases=self._moved, **extra)
+
+    def _security_groups(
+        self, args: LoadBalancerArgs, ports: dict[str, int]
+    ) -> tuple[aws.ec2.SecurityGroup, aws.ec2.SecurityGroup]:
+        name = self._name
+        inference = args.inference
+        alb_group = aws.ec2.SecurityGroup(
+            f"{name}-alb-sg",
+            vpc_id=args.network.vpc_id,
+            description="Inference ALB: HTTP(S) from the allowed CIDRs, out to the tasks only",
+            opts=self._child,
+        )
+        task_group = aws.ec2.SecurityGroup(
+            f"{name}-task-sg",
+            vpc_id=args.network.vpc_id,
+            description="Inference tasks: container ports from the ALB only",
+            opts=self._child,
+        )
+        # Standalone rules (pulumi-aws recommends aws.vpc.SecurityGroup{Ingress,Egress}Rule over
+        # inline rules); the provider drops AWS's default allow-all egress of a new group.
+        listener_ports = [HTTP_PORT] + ([HTTPS_PORT] if args.https else [])
+        for port in listener_ports:
+            for index, cidr in enumerate(inference.allowed_cidrs):
+                aws.vpc.SecurityGroupIngressRule(
+                    f"{name}-alb-in-{port}-{index}",
+                    security_group_id=alb_group.id,
+                    cidr_ipv4=cidr,
+                    ip_protocol="tcp",
+                    from_port=port,
+                    to_port=port,
+                    description=f"Port {port} from an allowed CIDR",
+                    opts=self._child,
+                )
+        for container, port in ports.items():
+            allow_tcp(
+                port,
+                source=alb_group,
+                target=task_group,
+                names=TcpRuleNames(
+                    egress=f"{name}-alb-to-{container}",
+                    egress_description=f"To the {container} containers",
+                    ingress=f"{name}-task-from-alb-{container}",
+                    ingress_description=f"{container} from the load balancer",
+                ),
+                opts=self._child,
+            )
+        # /metrics and /model answer only on the api's internal port, which no target group
+        # forwards to: reachable from inside the VPC (a Prometheus scraper, an operator's
+        # session), never from the internet.
+        aws.vpc.SecurityGroupIngressRule(
+            f"{name}-task-in-internal",
+            security_group_id=task_group.id,
+            cidr_ipv4=args.vpc_cidr,
+            ip_protocol="tcp",
+            from_port=API_INTERNAL_PORT,
+            to_port=API_INTERNAL_PORT,
+            description="api /metrics and /model from inside the VPC",
+            opts=self._child,
+        )
+        allow_https_out(
+            f"{name}-task-out-https",
+            task_group,
+            "HTTPS to ECR, S3 (image layers) and CloudWatch Logs",
+            self._child,
+        )
+        return alb_group, task_group
+
+    def _access_log_bucket(
+        self, args: LoadBalancerArgs
+    ) -> tuple[aws.s3.Bucket, list[pulumi.Resource]]:
+        name = self._name
+        bucket = aws.s3.Bucket(
+            f"{name}-access-logs",
+            force_destroy=not args.retain_on_destroy,
+            opts=self._child,
+        )
+        public_access = aws.s3.BucketPublicAccessBlock(
+            f"{name}-access-logs-public",
+            bucket=bucket.id,
+            block_public_acls=True,
+            block_public_policy=True,
+            ignore_public_acls=True,
+            restrict_public_buckets=True,
+            opts=self._child,
+        )
+        ownership = aws.s3.BucketOwnershipControls(
+            f"{name}-access-logs-ownership",
+            bucket=bucket.id,
+            rule={"object_ownership": "BucketOwnerEnforced"},
+            opts=self._child,
+        )
+        # ELB User Guide, "Enable access logs for your Application Load Balancer": the only
+        # server-side encryption access logs support is SSE-S3 (AES256), not SSE-KMS.
+        encryption = aws.s3.BucketServerSideEncryptionConfiguration(
+            f"{name}-access-logs-encryption",
+            bucket=bucket.id,
+            rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"}}],
+            opts=self._child,
+        )
+        # Versioning keeps an overwritten or deleted log recoverable until it expires.
+        versioning = aws.s3.BucketVersioning(
+            f"{name}-access-logs-versioning",
+            bucket=bucket.id,
+            versioning_configuration={"status": "Enabled"},
+            opts=self._child,
+        )
+        days = args.log_retention_days
+        aws.s3.BucketLifecycleConfiguration(
+            f"{name}-access-logs-expiry",
+            bucket=bucket.id,
+            rules=[
+                {
+                    "id": "expire-access-logs",
+                    "status": "Enabled",
+                    # Every object: logs under the prefix, and anything else written there.
+                    "filter": {},
+                    "expiration": {"days": days},
+                    "noncurrent_version_expiration": {"noncurrent_days": 1},
+                    "abort_incomplete_multipart_upload": {"days_after_initiation": 1},
+                },
+                {
+                    # Expired objects leave delete markers behind in a versioned bucket.
+                    "id": "remove-expired-delete-markers",
+                    "status": "Enabled",
+                    "filter": {},
+                    "expiration": {"expired_object_delete_marker": True},
+                },
+            ],
+            # S3 rejects a lifecycle rule on noncurrent versions before versioning is set.
+            opts=self._opts(depends_on=[versioning]),
+        )
+        region = args.region
+        policy = aws.s3.BucketPolicy(
+            f"{name}-access-logs-policy",
+            bucket=bucket.id,
+            policy=pulumi.Output.all(bucket.arn, self._account).apply(
+                lambda v: json.dumps(alb_access_log_bucket_policy(v[0], v[1], region))
+            ),
+            opts=self._opts(depends_on=[public_access]),
+        )
+        # ELB checks that it can write to the bucket when logging is turned on.
+        return bucket, [policy, ownership, encryption]
+
+    def _load_balancer(
+        self, args: LoadBalancerArgs, alb_group: aws.ec2.SecurityGroup, ports: dict[str, int]
+    ) -> tuple[aws.lb.LoadBalancer, dict[str, aws.lb.TargetGroup], list[pulumi.Resource]]:
+        name = self._name
+        inference = args.inference
+        access_logs = None
+        log_dependencies: list[pulumi.Resource] = []
+        if inference.access_logs:
+            bucket, log_dependencies = self._access_log_bucket(args)
+            access_logs = {"bucket": bucket.bucket, "prefix": ALB_LOG_PREFIX, "enabled": True}
+        alb = aws.lb.LoadBalancer(
+            f"{name}-alb",
+            load_balancer_type="application",
+            internal=False,
+            subnets=args.network.public_subnet_ids,
+            security_groups=[alb_group.id],
+            drop_invalid_header_fields=True,
+            desync_mitigation_mode="defensive",
+            enable_deletion_protection=args.retain_on_destroy,
+            access_logs=access_logs,
+            opts=self._opts(depends_on=log_dependencies),
+        )
+
+        health = {
+            API_CONTAINER: API_HEALTH_PATH,
+            DASHBOARD_CONTAINER: DASHBOARD_PATH,
+        }
+        target_groups = {
+            container: aws.lb.TargetGroup(
+                f"{name}-{container}",
+                target_type="ip",
+                port=port,
+                protocol="HTTP",
+                vpc_id=args.network.vpc_id,
+                deregistration_delay=DEREGISTRATION_DELAY,
+                health_check={
+                    "path": health[container],
+                    "port": "traffic-port",
+                    "protocol": "HTTP",
+                    "matcher": "200",
+                    "interval": 10,
+                    "timeout": 5,
+                    "healthy_threshold": 2,
+                    "unhealthy_threshold": 3,
+                },
+                opts=self._child,
+            )
+            for container, port in ports.items()
+        }
+        forward_api = [{"type": "forward", "target_group_arn": target_groups[API_CONTAINER].arn}]
+
+        listeners: list[pulumi.Resource] = []
+        if args.https:
+            front = aws.lb.Listener(
+                f"{name}-https",
+                load_balancer_arn=alb.arn,
+                port=HTTPS_PORT,
+                protocol="HTTPS",
+                ssl_policy=TLS_POLICY,
+                certificate_arn=self._certificate_arn(args),
+                default_actions=forward_api,
+                opts=self._child,
+            )
+            http_actions: list[dict[str, Any]] = [
+                {
+                    "type": "redirect",
+                    "redirect": {
+                        "port": str(HTTPS_PORT),
+                        "protocol": "HTTPS",
+                        "status_code": "HTTP_301",
+                    },
+                }
+            ]
+            listeners.append(front)
+        else:
+            http_actions = forward_api
+        http = aws.lb.Listener(
+            f"{name}-http",
+            load_balancer_arn=alb.arn,
+            port=HTTP_PORT,
+            protocol="HTTP",
+            default_actions=http_actions,
+            opts=self._child,
+        )
+        listeners.append(http)
+        if not args.https:
+            front = http
+        if DASHBOARD_CONTAINER in target_groups:
+            listeners.append(
+                aws.lb.ListenerRule(
+                    f"{name}-dashboard-rule",
+                    listener_arn=front.arn,
+                    priority=10,
+                    conditions=[{"path_pattern": {"values": ["/dashboard*"]}}],
+                    actions=[
+                        {
+                            "type": "forward",
+                            "target_group_arn": target_groups[DASHBOARD_CONTAINER].arn,
+                        }
+                    ],
+                    opts=self._child,
+                )
+            )
+        if inference.domain:
+            self._alias(args, alb)
+        return alb, target_groups, listeners
+
+    def _zone_id(self, args: LoadBalancerArgs) -> pulumi.Output[str]:
+        if self._zone is None:
+            # The public zone must exist in this account: preview fails here, naming it, if not.
+            self._zone = aws.route53.get_zone_output(
+                name=args.inference.hosted_zone,
+                private_zone=False,
+                opts=pulumi.InvokeOutputOptions(parent=self),
+            ).zone_id
+        return self._zone
+
+    def _certificate_arn(self, args: LoadBalancerArgs) -> pulumi.Input[str]:
+        """The existing certificate, or a new one for `inference.domain`, validated by DNS.
+
+        ACM User Guide, "DNS validation": ACM names one CNAME per domain
+        (`domain_validation_options`); once it resolves, ACM issues the certificate.
+        `acm.CertificateValidation` waits for that, so the HTTPS listener never gets a
+        certificate that is still pending.
+        """
+        inference = args.inference
+        if inference.certificate_arn:
+            return inference.certificate_arn
+        name = self._name
+        certificate = aws.acm.Certificate(
+            f"{name}-certificate",
+            domain_name=inference.domain,
+            validation_method="DNS",
+            opts=self._child,
+        )
+        option = certificate.domain_validation_options[0]
+        record = aws.route53.Record(
+            f"{name}-cert-dns",
+            zone_id=self._zone_id(args),
+            name=option.resource_record_name,
+            type=option.resource_record_type,
+            records=[option.resource_record_value],
+            ttl=300,
+            allow_overwrite=True,  # the same CNAME serves every certificate of this name
+            opts=self._child,
+        )
+        validation = aws.acm.CertificateValidation(
+            f"{name}-cert-validation",
+            certificate_arn=certificate.arn,
+            validation_record_fqdns=[record.fqdn],
+            opts=self._child,
+        )
+        return validation.certificate_arn
+
+    def _alias(self, args: LoadBalancerArgs, alb: aws.lb.LoadBalancer) -> None:
+        """`inference.domain` as an alias A record of the load balancer (Route 53 Developer
+        Guide, "Routing traffic to an ELB load balancer": alias name and hosted zone id)."""
+        aws.route53.Record(
+            f"{self._name}-alias",
+            zone_id=self._zone_id(args),
+            name=args.inference.domain,
+            type="A",
+            aliases=[
+                {"name": alb.dns_name, "zone_id": alb.zone_id, "evaluate_target_health": True}
+            ],
+            opts=self._child,
+        )
+
+    def _waf(self, alb: aws.lb.LoadBalancer) -> None:
+        def visibility(metric: str) -> dict[str, Any]:
+            return {
+                "cloudwatch_metrics_enabled": True,
+                "metric_name": metric,
+                "sampled_requests_enabled": True,
+            }
+
+        def managed(
+            group: str, priority: int, overrides: list[dict[str, Any]] | None = None
+        ) -> dict[str, Any]:
+            statement: dict[str, Any] = {"vendor_name": "AWS", "name": group}
+            if overrides:
+                statement["rule_action_overrides"] = overrides
+            return {
+                "name": group,
+                "priority": priority,
+                "override_action": {"none": {}},
+                "statement": {"managed_rule_group_statement": statement},
+                "visibility_config": visibility(group),
+            }
+
+        acl = aws.wafv2.WebAcl(
+            f"{self._name}-waf",
+            scope="REGIONAL",
+            default_action={"allow": {}},
+            rules=[
+                # The common rule set blocks bodies over 8 KB (SizeRestrictions_BODY); a /predict
+                # batch of long histories is bigger, so that rule only counts.
+                managed(
+                    "AWSManagedRulesCommonRuleSet",
+                    0,
+                    [{"name": "SizeRestrictions_BODY", "action_to_use": {"count": {}}}],
+                ),
+                managed("AWSManagedRulesKnownBadInputsRuleSet", 1),
+            ],
+            visibility_config=visibility("inference-alb"),
+            opts=self._child,
+        )
+        aws.wafv2.WebAclAssociation(
+            f"{self._name}-waf-association",
+            resource_arn=alb.arn,
+            web_acl_arn=acl.arn,
+            opts=self._child,
+        )
