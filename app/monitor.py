@@ -51,6 +51,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from app.backtest import FOLD_WEEKS
 from app.cli import command_settings, open_store
 from app.forecast import HISTORY_NAME, LATEST_NAME, forecast_dates
+from app.lineage import file_sha256
 from app.model import SEASON, Forecaster, ModelLoadError, fill_gaps, read_series
 from app.settings import new_run_id
 from app.store import Store
@@ -483,8 +484,6 @@ def _weeks_between(dates: np.ndarray, since: str) -> int:
 
 def check(store: Store, settings: MonitorSettings) -> MonitorResult:
     """Steps 1-3, and the decision whether to signal; writes status, scores and history."""
-    from app.ingest import sha256
-
     dataset = store.ensure_dataset()
     dates, values = read_series(dataset)
     current = store.current_run_id()
@@ -522,7 +521,7 @@ def check(store: Store, settings: MonitorSettings) -> MonitorResult:
     status = {
         "checked_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "last_observed": last_observed,
-        "dataset_sha256": sha256(dataset),
+        "dataset_sha256": file_sha256(dataset),
         "model_run_id": current,
         "checks": checks,
         "drift": bool(tripped),

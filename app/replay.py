@@ -29,18 +29,16 @@ import time
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
+from app._procs import Child, LinePrinter
 from app.ingest import MISSING, WEEK_END_OFFSET, IngestError, ingest, render_rows
 from app.model import read_series
 from app.monitor import MonitorSettings, check, record_signal
 from app.settings import new_run_id
 from app.store import SHIPPED_DATASET, Store
-
-if TYPE_CHECKING:
-    from app.local import Local
 
 log = logging.getLogger(__name__)
 
@@ -189,10 +187,27 @@ def _non_negative(text: str) -> float:
     return value
 
 
+class ReplayHost(Protocol):
+    """What `LocalReplay` needs of `app local` (app/local.py `Local` satisfies it): its options
+    and store, its printer, and a way to run a step as a child and wait for it."""
+
+    args: argparse.Namespace
+    store_dir: Path
+    printer: LinePrinter
+
+    def env(self, **extra: str) -> dict[str, str]: ...
+
+    def start(self, name: str, command: str, env: dict[str, str]) -> Child: ...
+
+    def wait_step(self, child: Child, started: float) -> int: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
 class LocalReplay:
     """Drives a Replay from `app local`: releases, monitors, retrains with the local children."""
 
-    def __init__(self, local: Local, settings: MonitorSettings | None = None) -> None:
+    def __init__(self, local: ReplayHost, settings: MonitorSettings | None = None) -> None:
         args = local.args
         self.local = local
         self.store = Store(local.store_dir)
