@@ -1,8 +1,7 @@
-"""Network: the egress mode decides NAT gateways, subnet types and where tasks run."""
+"""Network: the egress mode decides NAT gateways, subnet types and where tasks run (the stacks
+whole, and the component built alone for a third mode)."""
 
 from __future__ import annotations
-
-from preflight.offline import run_stack
 
 
 def vpc_inputs(plan):
@@ -27,9 +26,8 @@ def test_prod_has_a_nat_per_az_and_runs_tasks_in_private_subnets(prod_plan):
     assert len(prod_plan.exports["task_subnet_ids"]) == 3
 
 
-def test_single_nat_egress_declares_one_shared_gateway():
-    plan = run_stack("dev", {"network": {"egress": "single-nat"}})
-    vpc = vpc_inputs(plan)
+def test_single_nat_egress_declares_one_shared_gateway(build):
+    vpc = vpc_inputs(build("network", "dev", {"network": {"egress": "single-nat"}}))
     assert vpc["natGateways"] == {"strategy": "Single"}
     assert [s["type"] for s in vpc["subnetSpecs"]] == ["Public", "Private"]
 

@@ -8,7 +8,7 @@ import pytest
 
 from components.settings.platform import ProtectionSettings
 from components.settings.stack import parse
-from preflight.offline import Plan, run_stack
+from preflight.offline import Plan
 from tests.components.test_settings import stack_raw
 
 FS = "aws:efs/fileSystem:FileSystem"
@@ -76,20 +76,19 @@ def test_a_protection_key_must_be_a_bool():
         parse(raw)
 
 
-@pytest.fixture(scope="module")
-def retain_only() -> Plan:
-    """dev, access logs on, with only `retain_on_destroy`."""
-    return run_stack(
-        "dev", {"protection": {"retain_on_destroy": True}, "inference": {"access_logs": True}}
-    )
+@pytest.fixture
+def retain_only(build) -> Plan:
+    """The inference service and its neighbours (store, image repository, load balancer) on dev,
+    access logs on, with only `retain_on_destroy`."""
+    overrides = {"protection": {"retain_on_destroy": True}, "inference": {"access_logs": True}}
+    return build("inference_service", "dev", overrides).plan
 
 
-@pytest.fixture(scope="module")
-def rollback_only() -> Plan:
-    """dev, access logs on, with only `rollback_on_alarm`."""
-    return run_stack(
-        "dev", {"protection": {"rollback_on_alarm": True}, "inference": {"access_logs": True}}
-    )
+@pytest.fixture
+def rollback_only(build) -> Plan:
+    """The same with only `rollback_on_alarm`."""
+    overrides = {"protection": {"rollback_on_alarm": True}, "inference": {"access_logs": True}}
+    return build("inference_service", "dev", overrides).plan
 
 
 def test_retain_on_destroy_keeps_the_data_and_the_edge_and_nothing_else(retain_only: Plan):
