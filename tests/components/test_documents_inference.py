@@ -1,4 +1,4 @@
-"""The inference section of documents.py: containers, strategy, policies, alarms, dashboard."""
+"""documents/inference.py: containers, capacity strategy, alarms, dashboard."""
 
 from __future__ import annotations
 
@@ -7,11 +7,6 @@ import json
 import pytest
 
 from app.settings import AppSettings
-from components.documents.alerts import (
-    alarm_publisher_statements,
-    alarm_topic_key_policy,
-    alarm_topic_policy,
-)
 from components.documents.common import STORE_WAIT_SECONDS, looks_secret
 from components.documents.inference import (
     ALARM_SCOPES,
@@ -20,14 +15,10 @@ from components.documents.inference import (
     inference_containers,
     inference_dashboard,
 )
-from components.documents.load_balancer import alb_access_log_bucket_policy
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/mlops@sha256:" + "a" * 64
 GROUPS = {"api": "/mlops/api", "dashboard": "/mlops/dashboard", "forecaster": "/mlops/forecaster"}
 ACCOUNT = "123456789012"
-BUCKET_ARN = "arn:aws:s3:::inference-access-logs-1234"
-TOPIC = f"arn:aws:sns:us-east-1:{ACCOUNT}:inference-alarms-1234"
-KEY = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/0f4b4c2e-8a35-4c1e-9d59-6c1d1b2a7e10"
 ALB = "app/inference-alb-1234/50dc6c495c0c9188"
 TG = "targetgroup/inference-api-1234/6d0ecf831eec9f09"
 
@@ -168,100 +159,6 @@ def test_on_demand_only_drops_spot():
 def test_an_unplaceable_strategy_is_refused(values):
     with pytest.raises(ValueError):
         capacity_provider_strategy(*values)
-
-
-# -------------------------------------------------------------------------- access logs
-
-
-# AWS facts, from the ELB User Guide, "Enable access logs for your Application Load Balancer"
-# (step "Attach a policy to your S3 bucket"): Regions available before August 2022 grant their
-# Elastic Load Balancing account (us-east-1: 127311923021, eu-west-1: 156460612806); Regions
-# available since (Zurich eu-central-2, Nov 2022; Tel Aviv il-central-1, Aug 2023) grant the
-# log delivery service principal.
-OLD_REGIONS = {"us-east-1": "127311923021", "eu-west-1": "156460612806"}
-NEW_REGIONS = ("eu-central-2", "il-central-1")
-LOG_DELIVERY_SERVICE = "logdelivery.elasticloadbalancing.amazonaws.com"
-
-
-def _check_log_policy(policy: dict, principal: dict) -> None:
-    allow, deny = policy["Statement"]
-    assert allow["Effect"] == "Allow"
-    assert allow["Principal"] == principal
-    assert allow["Action"] == "s3:PutObject"
-    assert allow["Resource"] == f"{BUCKET_ARN}/alb/AWSLogs/{ACCOUNT}/*"
-    assert deny["Effect"] == "Deny"
-    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
-    assert deny["Resource"] == [BUCKET_ARN, f"{BUCKET_ARN}/*"]
-
-
-@pytest.mark.parametrize(("region", "elb_account"), sorted(OLD_REGIONS.items()))
-def test_access_log_policy_grants_the_elb_account_in_regions_before_august_2022(
-    region, elb_account
-):
-    policy = alb_access_log_bucket_policy(BUCKET_ARN, ACCOUNT, region)
-    _check_log_policy(policy, {"AWS": f"arn:aws:iam::{elb_account}:root"})
-
-
-@pytest.mark.parametrize("region", NEW_REGIONS)
-def test_access_log_policy_grants_the_log_delivery_service_in_newer_regions(region):
-    policy = alb_access_log_bucket_policy(BUCKET_ARN, ACCOUNT, region)
-    _check_log_policy(policy, {"Service": LOG_DELIVERY_SERVICE})
-
-
-@pytest.mark.parametrize(
-    ("bucket", "account", "region", "prefix"),
-    [
-        ("inference-logs", ACCOUNT, "us-east-1", "alb"),
-        (BUCKET_ARN, "1234", "us-east-1", "alb"),
-        (BUCKET_ARN, ACCOUNT, "arn:aws:iam::127311923021:root", "alb"),
-        (BUCKET_ARN, ACCOUNT, "us-east-1", "AWSLogs"),
-        (BUCKET_ARN, ACCOUNT, "us-east-1", "alb/"),
-    ],
-)
-def test_access_log_policy_refuses_bad_input(bucket, account, region, prefix):
-    with pytest.raises(ValueError):
-        alb_access_log_bucket_policy(bucket, account, region, prefix)
-
-
-# ------------------------------------------------------------------------ alarm topic
-
-
-def test_key_policy_lets_cloudwatch_encrypt_and_delegates_to_iam():
-    statements = {s["Sid"]: s for s in alarm_topic_key_policy(ACCOUNT)["Statement"]}
-    root = statements["AccountAdministersAndDelegatesThroughIam"]
-    assert root["Principal"] == {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}
-    cloudwatch = statements["CloudWatchAlarmsEncryptNotifications"]
-    assert cloudwatch["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
-    assert set(cloudwatch["Action"]) == {"kms:Decrypt", "kms:GenerateDataKey*"}
-    assert cloudwatch["Condition"] == {"StringEquals": {"aws:SourceAccount": ACCOUNT}}
-
-
-def test_topic_policy_lets_only_this_accounts_alarms_publish_over_tls():
-    allow, deny = alarm_topic_policy(TOPIC, ACCOUNT)["Statement"]
-    assert allow["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
-    assert (allow["Action"], allow["Resource"]) == ("sns:Publish", TOPIC)
-    assert allow["Condition"] == {"StringEquals": {"aws:SourceAccount": ACCOUNT}}
-    assert deny["Effect"] == "Deny" and deny["Resource"] == TOPIC
-
-
-def test_publisher_statements_name_the_topic_and_its_key():
-    publish, encrypt = alarm_publisher_statements(TOPIC, KEY)
-    assert (publish["Action"], publish["Resource"]) == ("sns:Publish", TOPIC)
-    assert set(encrypt["Action"]) == {"kms:GenerateDataKey*", "kms:Decrypt"}
-    assert encrypt["Resource"] == KEY
-
-
-@pytest.mark.parametrize(
-    "build",
-    [
-        lambda: alarm_topic_key_policy("not-an-account"),
-        lambda: alarm_topic_policy("arn:aws:sqs:us-east-1:123456789012:q", ACCOUNT),
-        lambda: alarm_publisher_statements(KEY, TOPIC),
-    ],
-)
-def test_alarm_topic_documents_refuse_bad_input(build):
-    with pytest.raises(ValueError):
-        build()
 
 
 # -------------------------------------------------------------------------------- alarms
