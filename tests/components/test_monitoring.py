@@ -27,7 +27,7 @@ from components.documents.monitoring import (
 from components.settings.pipeline import NOAA_WEEKLY_URL, MonitoringSettings
 from components.settings.stack import parse
 from preflight.costs import estimate_cost
-from preflight.offline import ACCOUNT, REGION, Plan, run_stack
+from preflight.offline import ACCOUNT, REGION, Plan
 
 RULE = "aws:cloudwatch/eventRule:EventRule"
 TARGET = "aws:cloudwatch/eventTarget:EventTarget"
@@ -37,9 +37,10 @@ IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/mlops@sha256:" + "a" * 64
 ROLE_ARNS = [f"arn:aws:iam::{ACCOUNT}:role/exec", f"arn:aws:iam::{ACCOUNT}:role/task"]
 
 
-@pytest.fixture(scope="module")
-def plan() -> Plan:
-    return run_stack("dev")
+@pytest.fixture
+def plan(build) -> Plan:
+    """Monitoring built alone on dev, with the network, store, cluster and images it is given."""
+    return build("monitoring", "dev").plan
 
 
 def document(value: Any) -> Any:
@@ -177,7 +178,8 @@ def test_the_schedule_runs_the_ingest_task_weekly_on_fargate_spot(plan):
     assert run["Resource"] == task_definition_arn_patterns(REGION, ACCOUNT, task.inputs["family"])
 
 
-def test_the_task_gets_https_out_and_the_store_nothing_else(plan):
+def test_the_task_gets_https_out_and_the_store_nothing_else(dev_plan: Plan):
+    plan = dev_plan  # the whole program: __main__.py authorizes the store's clients
     egress = [
         r
         for r in plan.of_type("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")
@@ -205,7 +207,7 @@ def test_the_ingest_task_is_small_and_priced_as_fargate_spot(plan):
     assert all(line.monthly_usd is not None and line.monthly_usd > 0 for line in lines)
 
 
-def test_no_schedule_no_rule_but_the_task_definition_stays():
-    plan = run_stack("dev", {"monitoring": {"ingest_schedule": ""}})
+def test_no_schedule_no_rule_but_the_task_definition_stays(build):
+    plan = build("monitoring", "dev", {"monitoring": {"ingest_schedule": ""}})
     assert not [r for r in plan.of_type(RULE) if r.name.startswith("monitoring-")]
     assert plan.one(TASK_DEFINITION, "monitoring-ingest")
