@@ -10,7 +10,7 @@ import pytest
 
 from components.documents.training import STAR_RESOURCE_SIDS, TRAINING_STEPS
 from components.documents.triggers import ecr_push_pattern, start_execution_statements
-from preflight.offline import Plan, Resource, run_stack
+from preflight.offline import Plan, Resource
 
 TASK_DEF = "aws:ecs/taskDefinition:TaskDefinition"
 STATE_MACHINE = "aws:sfn/stateMachine:StateMachine"
@@ -296,15 +296,14 @@ def test_dead_letter_queue_is_encrypted_and_open_to_these_rules_only(plan: Plan)
     assert statement["Condition"] == {"ArnEquals": {"aws:SourceArn": rules}}
 
 
-@pytest.fixture(scope="module")
-def no_triggers_plan() -> Plan:
-    return run_stack(
+@pytest.fixture
+def no_triggers_plan(build) -> Plan:
+    """TrainingTask built alone (no Monitoring, so no ingest rule either) with every trigger off."""
+    return build(
+        "training_task",
         "dev",
-        {
-            "training": {"schedule": "", "on_image_push": False, "on_drift_event": False},
-            "monitoring": {"ingest_schedule": ""},
-        },
-    )
+        {"training": {"schedule": "", "on_image_push": False, "on_drift_event": False}},
+    ).plan
 
 
 def test_disabled_triggers_create_no_rules(no_triggers_plan: Plan):
