@@ -9,10 +9,20 @@ from components.image_repo import ImageRepo, ImageRepoArgs
 from components.inference_service import InferenceService, InferenceServiceArgs
 from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
+from components.permissions_boundary import PermissionsBoundary, PermissionsBoundaryArgs
 from components.shared_store import SharedStore, SharedStoreArgs
 from components.training_task import TrainingTask, TrainingTaskArgs
 
 settings = stack_settings.load()
+
+# First: every role declared after this carries the stack's permissions boundary.
+boundary = PermissionsBoundary(
+    "boundary",
+    PermissionsBoundaryArgs(
+        project=pulumi.get_project(), stack=settings.stack, region=settings.region
+    ),
+)
+boundary.attach_to_every_role()
 
 network = Network("network", NetworkArgs(settings=settings.network))
 images = ImageRepo("image", ImageRepoArgs(settings=settings))
@@ -83,6 +93,13 @@ pulumi.export("train_task_definition_arn", training.task_definition_arns["train"
 pulumi.export("gate_task_definition_arn", training.task_definition_arns["gate"])
 pulumi.export("ingest_task_definition_arn", monitoring.task_definition_arn)
 if settings.ci.repository:
-    ci = CiTrust("ci", CiTrustArgs(settings=settings, repository_arn=images.repository_arn))
+    ci = CiTrust(
+        "ci",
+        CiTrustArgs(
+            settings=settings,
+            repository_arn=images.repository_arn,
+            permissions_boundary_arn=boundary.arn,
+        ),
+    )
     pulumi.export("ci_preview_role_arn", ci.preview_role_arn)
     pulumi.export("ci_deploy_role_arn", ci.deploy_role_arn)

@@ -30,6 +30,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components import documents as docs
+from components.permissions_boundary import deploy_statements
 from components.settings import Settings
 
 MAX_SESSION_SECONDS = 3600
@@ -42,6 +43,8 @@ class CiTrustArgs:
     """`ci` (repository, oidc_provider_arn, deploy_environment), `stack` and `region`."""
     repository_arn: pulumi.Input[str]
     """The release image repository: the preview looks release tags up there."""
+    permissions_boundary_arn: pulumi.Input[str]
+    """The stack's boundary: the deploy role changes only roles that carry it."""
 
 
 class CiTrust(pulumi.ComponentResource):
@@ -98,9 +101,11 @@ class CiTrust(pulumi.ComponentResource):
         aws.iam.RolePolicy(
             f"{name}-deploy-policy",
             role=roles["deploy"].id,
-            policy=account.account_id.apply(
-                lambda a: json.dumps(
-                    docs.policy_document(docs.ci_deploy_statements(settings.region, a))
+            policy=pulumi.Output.all(account.account_id, args.permissions_boundary_arn).apply(
+                lambda v: json.dumps(
+                    docs.policy_document(
+                        deploy_statements(docs.ci_deploy_statements(settings.region, v[0]), v[1])
+                    )
                 )
             ),
             opts=child,
