@@ -12,7 +12,9 @@ Creates, as children of the component (only when `mlops:ci.repository` is set):
 - `<name>-deploy-role` (+ `-deploy-policy`): assumed only by jobs of the repository's deployment
   environment (`sub` `repo:OWNER/REPO:environment:<ci.deploy_environment or the stack>`, which
   carries the required reviewers); what `pulumi up`/`destroy` of this stack needs, in this
-  account and Region, IAM only on this program's roles (documents.py `ci_deploy_statements`).
+  account and Region, IAM only on this program's roles (documents.py `ci_deploy_statements`), and
+  only on roles that carry the stack's permissions boundary (permissions_boundary.py
+  `deploy_statements`). Both roles carry that boundary, like every role of the stack.
 
 GitHub Docs, "Configuring OpenID Connect in Amazon Web Services": the provider, audience and
 trust conditions. The provider needs no thumbprint: for GitHub, IAM validates the token with its
