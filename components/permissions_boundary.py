@@ -312,7 +312,12 @@ class PermissionsBoundary(pulumi.ComponentResource):
 
     def attach_to_every_role(self) -> None:
         """Every `aws.iam.Role` declared from now on in this stack carries the boundary and
-        waits for the policy to exist. Call once, before any component that creates a role."""
+        waits for the policy to exist. Call once, before any component that creates a role.
+
+        A stack transformation runs in this process, so it reaches every role this program
+        declares but not the children of a remote (multi-language) component: the only one here,
+        awsx's Vpc, creates no role, and the policy pack, which sees every resource, would stop
+        one that did (`iam-role-permissions-boundary`)."""
         pulumi.runtime.register_stack_transformation(self._attach)
 
     def _attach(
