@@ -84,9 +84,8 @@ READ_POLICY_ACTIONS = ("iam:GetPolicy", "iam:GetPolicyVersion", "iam:ListPolicyV
 
 # What the program's roles need outside the deploy services (`docs.CI_DEPLOY_SERVICES`, allowed
 # whole): the ECS GPU AMI parameter (preview and deploy), and the state machine's tracing.
+PUBLIC_PARAMETER_ACTIONS = ("ssm:GetParameter", "ssm:GetParameters")
 EXTRA_ACTIONS = (
-    "ssm:GetParameter",
-    "ssm:GetParameters",
     "xray:PutTraceSegments",
     "xray:PutTelemetryRecords",
     "xray:GetSamplingRules",
@@ -148,18 +147,26 @@ def _check_boundary_arn(arn: str) -> None:
         raise ValueError(f"{arn!r} is not a customer managed policy ARN")
 
 
-def boundary_document(account: str, policy_name: str) -> dict[str, Any]:
+def boundary_document(account: str, region: str, policy_name: str) -> dict[str, Any]:
     """The boundary policy. Allows the union of what the program's roles need (each role's own
     policy still narrows it: effective permissions are the intersection); denies, to every role
     that carries it, changing this policy, removing or swapping a boundary, and creating or
-    changing a role or user that does not carry this one."""
+    changing a role or user that does not carry this one.
+
+    IAM is allowed only where the deploy role may act (`ci_deploy_statements`: this program's
+    role and instance-profile names, service-linked roles, the GitHub OIDC provider) and on this
+    policy for reading. `iam:PassRole` in particular: a role that could pass any role of the
+    account to ECS or EC2 could run a task or an instance as an administrator role.
+    `ssm:GetParameter(s)` only on AWS's public parameters (the ECS GPU AMI), not the account's
+    own, which may hold secrets.
+    """
     arn = boundary_arn(account, policy_name)
-    iam_resources = [
-        f"arn:aws:iam::{account}:role/*",
-        f"arn:aws:iam::{account}:instance-profile/*",
-        f"arn:aws:iam::{account}:oidc-provider/{docs.GITHUB_OIDC_HOST}",
-        arn,
-    ]
+    iam_resources: list[str] = []
+    for statement in docs.ci_deploy_statements(region, account):
+        for resource in _resources(statement):
+            if resource.startswith(f"arn:aws:iam::{account}:") and resource not in iam_resources:
+                iam_resources.append(resource)
+    iam_resources.append(arn)
     return docs.policy_document(
         [
             {
@@ -170,6 +177,14 @@ def boundary_document(account: str, policy_name: str) -> dict[str, Any]:
                     *EXTRA_ACTIONS,
                 ],
                 "Resource": "*",
+            },
+            {
+                # AWS public parameters have no account in their ARN (Systems Manager User
+                # Guide, "Discovering public parameters"): `parameter/aws/service/...`.
+                "Sid": "AwsPublicParameters",
+                "Effect": "Allow",
+                "Action": list(PUBLIC_PARAMETER_ACTIONS),
+                "Resource": f"arn:aws:ssm:{region}::parameter/aws/service/*",
             },
             {
                 "Sid": "ProgramIam",
@@ -300,7 +315,7 @@ class PermissionsBoundary(pulumi.ComponentResource):
                 "and the roles it creates may do"
             ),
             policy=account.account_id.apply(
-                lambda a: json.dumps(boundary_document(a, policy_name))
+                lambda a: json.dumps(boundary_document(a, args.region, policy_name))
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
