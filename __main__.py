@@ -10,11 +10,21 @@ from components.inference_service import InferenceService, InferenceServiceArgs
 from components.load_balancer import LoadBalancer, LoadBalancerArgs
 from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
+from components.permissions_boundary import PermissionsBoundary, PermissionsBoundaryArgs
 from components.settings import stack as stack_settings
 from components.shared_store import SharedStore, SharedStoreArgs
 from components.training_task import TrainingTask, TrainingTaskArgs
 
 settings = stack_settings.load()
+
+# First: every role declared after this carries the stack's permissions boundary.
+boundary = PermissionsBoundary(
+    "boundary",
+    PermissionsBoundaryArgs(
+        project=pulumi.get_project(), stack=settings.stack, region=settings.region
+    ),
+)
+boundary.attach_to_every_role()
 
 network = Network("network", NetworkArgs(settings=settings.network))
 images = ImageRepo(
@@ -141,6 +151,7 @@ if settings.ci.repository:
             stack=settings.stack,
             region=settings.region,
             repository_arn=images.repository_arn,
+            permissions_boundary_arn=boundary.arn,
         ),
     )
     pulumi.export("ci_preview_role_arn", ci.preview_role_arn)

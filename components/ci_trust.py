@@ -12,7 +12,9 @@ Creates, as children of the component (only when `mlops:ci.repository` is set):
 - `<name>-deploy-role` (+ `-deploy-policy`): assumed only by jobs of the repository's deployment
   environment (`sub` `repo:OWNER/REPO:environment:<ci.deploy_environment or the stack>`, which
   carries the required reviewers); what `pulumi up`/`destroy` of this stack needs, in this
-  account and Region, IAM only on this program's roles (documents.py `ci_deploy_statements`).
+  account and Region, IAM only on this program's roles (documents.py `ci_deploy_statements`), and
+  only on roles that carry the stack's permissions boundary (permissions_boundary.py
+  `deploy_statements`). Both roles carry that boundary, like every role of the stack.
 
 GitHub Docs, "Configuring OpenID Connect in Amazon Web Services": the provider, audience and
 trust conditions. The provider needs no thumbprint: for GitHub, IAM validates the token with its
@@ -37,6 +39,7 @@ from components.documents.ci import (
     github_oidc_trust_policy,
 )
 from components.documents.common import policy_document
+from components.permissions_boundary import deploy_statements
 from components.settings.platform import CiSettings
 
 MAX_SESSION_SECONDS = 3600
@@ -52,6 +55,8 @@ class CiTrustArgs:
     region: str
     repository_arn: pulumi.Input[str]
     """The release image repository: the preview looks release tags up there."""
+    permissions_boundary_arn: pulumi.Input[str]
+    """The stack's boundary: the deploy role changes only roles that carry it."""
 
 
 class CiTrust(pulumi.ComponentResource):
@@ -107,8 +112,12 @@ class CiTrust(pulumi.ComponentResource):
         aws.iam.RolePolicy(
             f"{name}-deploy-policy",
             role=roles["deploy"].id,
-            policy=account.account_id.apply(
-                lambda a: json.dumps(policy_document(ci_deploy_statements(args.region, a)))
+            policy=pulumi.Output.all(account.account_id, args.permissions_boundary_arn).apply(
+                lambda v: json.dumps(
+                    policy_document(
+                        deploy_statements(ci_deploy_statements(args.region, v[0]), v[1])
+                    )
+                )
             ),
             opts=child,
         )

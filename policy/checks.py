@@ -398,6 +398,22 @@ def iam_no_wildcard_action(resource_type: str, props: Mapping[str, Any]) -> list
     return []
 
 
+_MANAGED_POLICY_ARN = re.compile(r"arn:aws[a-z-]*:iam::(\d{12}|aws):policy/[\w+=,.@/-]+")
+
+
+def iam_role_permissions_boundary(resource_type: str, props: Mapping[str, Any]) -> list[str]:
+    """Every role carries a permissions boundary (components/permissions_boundary.py): without
+    one, whoever can edit the role's policies can grant it anything."""
+    if resource_type != IAM_ROLE:
+        return []
+    boundary = props.get("permissionsBoundary")
+    if not boundary:
+        return ["has no permissionsBoundary: every role of the stack carries the stack's boundary"]
+    if not _MANAGED_POLICY_ARN.fullmatch(str(boundary)):
+        return [f"permissionsBoundary {boundary!r} is not a managed policy ARN"]
+    return []
+
+
 # --- compute and traffic -----------------------------------------------------------------------
 
 
@@ -550,6 +566,7 @@ RESOURCE_CHECKS: tuple[Check, ...] = (
     Check("container-env-no-secrets", container_env_no_secrets),
     Check("iam-no-broad-managed-policies", iam_no_broad_managed_policies),
     Check("iam-no-wildcard-action", iam_no_wildcard_action),
+    Check("iam-role-permissions-boundary", iam_role_permissions_boundary),
     Check("gpu-only-on-ec2", gpu_only_on_ec2),
     Check("ecs-service-circuit-breaker", ecs_service_circuit_breaker),
     Check("imdsv2-required", imdsv2_required),

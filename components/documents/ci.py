@@ -116,7 +116,7 @@ def ci_deploy_statements(region: str, account: str) -> list[dict[str, Any]]:
     if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", region):
         raise ValueError(f"{region!r} is not an AWS Region code")
     regional = [f"arn:aws:{service}:{region}:{account}:*" for service in CI_DEPLOY_SERVICES]
-    prefixes = ("inference-", "training-", "cluster-", "image-", "store-", "ci-")
+    prefixes = ("inference-", "training-", "cluster-", "image-", "store-", "monitoring-", "ci-")
     roles = [f"arn:aws:iam::{account}:role/{p}*" for p in prefixes]
     return [
         {

@@ -22,6 +22,7 @@ from components.inference_service import InferenceService, InferenceServiceArgs
 from components.load_balancer import LoadBalancer, LoadBalancerArgs
 from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
+from components.permissions_boundary import PermissionsBoundary, PermissionsBoundaryArgs
 from components.settings.stack import Settings, parse
 from components.shared_store import SharedStore, SharedStoreArgs
 from components.training_task import TrainingTask, TrainingTaskArgs
@@ -188,9 +189,19 @@ def monitoring(s: Settings) -> Monitoring:
 
 def ci_trust(s: Settings) -> CiTrust:
     images = _with_release(s)
+    boundary = PermissionsBoundary(
+        "boundary",
+        PermissionsBoundaryArgs(project=pulumi.get_project(), stack=s.stack, region=s.region),
+    )
     return CiTrust(
         "ci",
-        CiTrustArgs(ci=s.ci, stack=s.stack, region=s.region, repository_arn=images.repository_arn),
+        CiTrustArgs(
+            ci=s.ci,
+            stack=s.stack,
+            region=s.region,
+            repository_arn=images.repository_arn,
+            permissions_boundary_arn=boundary.arn,
+        ),
     )
 
 

@@ -257,6 +257,20 @@ CASES: list[tuple[str, str, dict[str, Any], dict[str, Any], str]] = [
         "Action '*'",
     ),
     (
+        "iam-role-permissions-boundary",
+        checks.IAM_ROLE,
+        {"permissionsBoundary": "arn:aws:iam::123456789012:policy/mlops-dev-permissions-boundary"},
+        {"assumeRolePolicy": "{}"},
+        "no permissionsBoundary",
+    ),
+    (
+        "iam-role-permissions-boundary",
+        checks.IAM_ROLE,
+        {"permissionsBoundary": "arn:aws:iam::aws:policy/PowerUserAccess"},
+        {"permissionsBoundary": "PowerUserAccess"},
+        "not a managed policy ARN",
+    ),
+    (
         "gpu-only-on-ec2",
         TD,
         task(
