@@ -85,6 +85,7 @@ class _Output:
         raise AssertionError(f"no {needle!r} in the output of local:\n{self.text()}")
 
 
+@pytest.mark.slow  # the whole pipeline (validate, train, gate, three services): ~20 s alone
 def test_local_runs_the_pipeline_serves_and_stops_everything_on_sigint(store_copy: Store) -> None:
     api_port, dashboard_port = free_port(), free_port()
     env = app_env(store_copy.root, TRAIN_ROUNDS="3", FORECAST_INTERVAL_SECONDS="0.5")
