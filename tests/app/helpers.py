@@ -25,6 +25,12 @@ intervals, fast to train. Commands run as children backtest the cheaper harmonic
 (`MODEL_FAMILY`) unless a test says otherwise."""
 
 
+PATIENCE = 180.0
+"""Seconds a test waits for an event it needs (a file, a port, a log line) before failing: long
+enough for a machine under any load the suite meets, since a test that waits for the event
+itself never depends on how fast it comes."""
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
