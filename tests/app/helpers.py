@@ -54,7 +54,7 @@ def app_env(store_root: Path, **overrides: Any) -> dict[str, str]:
 
 
 def run_app(
-    *args: str, store_root: Path, timeout: float = 60, **env: Any
+    *args: str, store_root: Path, timeout: float = PATIENCE, **env: Any
 ) -> subprocess.CompletedProcess:
     """Run `python -m app <args>` to completion, capturing its output."""
     return subprocess.run(
@@ -121,7 +121,7 @@ class ServerProcess:
     def log(self) -> str:
         return self.log_path.read_text()
 
-    def wait_ready(self, path: str = "/ready", timeout: float = 60.0) -> None:
+    def wait_ready(self, path: str = "/ready", timeout: float = PATIENCE) -> None:
         """Wait until `path` answers 200 (raises with the server log if the process dies)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -16,7 +16,7 @@ from app.model_check import check_run, load_checked, plausible_range
 from app.store import Store
 from app.train import train
 from tests.app.conftest import FIRST_RUN
-from tests.app.helpers import REPO_ROOT, replace_model
+from tests.app.helpers import PATIENCE, REPO_ROOT, replace_model
 
 
 @pytest.fixture
@@ -30,7 +30,10 @@ def load_in_a_subprocess(run_dir: Path) -> subprocess.CompletedProcess:
     """`Forecaster.load` in a process of its own, as every loader did before the check."""
     code = "import sys; from app.model import Forecaster; Forecaster.load(sys.argv[1])"
     return subprocess.run(
-        [sys.executable, "-c", code, str(run_dir)], cwd=REPO_ROOT, capture_output=True, timeout=60
+        [sys.executable, "-c", code, str(run_dir)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        timeout=PATIENCE,
     )
 
 
