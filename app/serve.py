@@ -52,7 +52,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import orjson
 import prometheus_client
 import uvicorn
@@ -605,33 +604,24 @@ def create_app(settings: AppSettings, store: Store) -> FastAPI:
         except BrokenProcessPool:
             return _error(503, "the body parser restarted; retry", {"Retry-After": "1"})
         try:
-            result = await batcher.submit(parsed.histories, parsed.horizons)
+            result = await batcher.submit(parsed.histories, parsed.horizons, parsed.levels)
         except Exception:
             return _error(500, "prediction failed; see the server log")
-        if not all(np.isfinite(forecast).all() for forecast in result.forecasts):
-            log.error("run %s forecast a non-finite value; refusing to return it", result.run_id)
-            return _error(500, "the model produced a non-finite forecast; see the server log")
-        predictions: list[dict[str, Any]] = [
-            {"forecast": forecast.round(4)} for forecast in result.forecasts
-        ]
-        # Bounds come from the model that made the forecasts (a swap may land between the two).
-        made_by = next(
-            (m for m in (forecaster, slot.forecaster) if m and m.run_id == result.run_id), None
-        )
-        if parsed.levels and made_by is not None and set(parsed.levels) <= set(made_by.levels):
-            for prediction, bounds in zip(
-                predictions, made_by.bounds(result.forecasts, parsed.levels), strict=True
-            ):
-                for side in ("lower", "upper"):
-                    if not all(np.isfinite(b).all() for b in bounds[side].values()):
-                        log.error("run %s has non-finite interval bounds", result.run_id)
-                        return _error(
-                            500, "the model produced a non-finite interval; see the server log"
-                        )
-                    prediction[side] = {lv: b.round(4) for lv, b in bounds[side].items()}
+        if result.nonfinite:
+            log.error("run %s produced a non-finite %s", result.model.run_id, result.nonfinite)
+            return _error(
+                500, f"the model produced a non-finite {result.nonfinite}; see the server log"
+            )
+        # Forecasts, bounds and run id all come from the one model call that made them.
         return _json(
             orjson.dumps(
-                {"predictions": predictions, "model": result.run_id},
+                {
+                    "predictions": [
+                        {"forecast": forecast, **bounds}
+                        for forecast, bounds in zip(result.forecasts, result.bounds, strict=True)
+                    ],
+                    "model": result.model.run_id,
+                },
                 option=orjson.OPT_SERIALIZE_NUMPY,
             )
         )

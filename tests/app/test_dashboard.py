@@ -153,7 +153,7 @@ def dashboard_url(store: Store, tmp_path: Path):  # type: ignore[no-untyped-def]
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
-            process.wait(timeout=15)
+            process.wait(timeout=PATIENCE)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
@@ -221,7 +221,7 @@ def test_dashboard_plots_the_series_and_forecast_in_a_real_browser(
             # The interval refresh goes through the Dash callback under the same prefix.
             with page.expect_response(
                 lambda response: "/dashboard/_dash-update-component" in response.url,
-                timeout=10_000,
+                timeout=PATIENCE * 1000,
             ) as refresh:
                 pass
             assert refresh.value.status == 200

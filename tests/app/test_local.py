@@ -193,7 +193,7 @@ def test_local_killed_with_sigkill_takes_its_children_with_it(store_copy: Store)
         children = _descendants(process.pid)
         assert len(children) >= 5, children  # serve, its parser, the ticker, gunicorn + workers
         process.kill()
-        process.wait(timeout=10)
+        process.wait(timeout=PATIENCE)
         # A short-lived grandchild (a model probe started after the listing) may finish its
         # probe first; it too must be gone within the deadline, and it holds no port.
         groups = set(children.values())

@@ -433,7 +433,7 @@ def test_ready_is_503_until_a_model_is_promoted(store_copy: Store) -> None:
         assert int(response.headers["Retry-After"]) > 0
         assert run_dir.exists()
         store_copy.set_current(FIRST_RUN)
-        server.wait_ready("/ready", timeout=5)
+        server.wait_ready("/ready")
         assert httpx.post(server.url + "/predict", json=predict_body()).json()["model"] == FIRST_RUN
 
 
@@ -722,5 +722,5 @@ def test_sigterm_lets_in_flight_requests_finish(server: ServerProcess) -> None:
         payload = orjson.loads(response.split(b"\r\n\r\n", 1)[1])
         assert len(payload["predictions"][0]["forecast"]) == 6
     # uvicorn drains, then re-raises the captured SIGTERM: the usual exit status of a stopped task.
-    assert server.process.wait(timeout=10) == -signal.SIGTERM
+    assert server.process.wait(timeout=PATIENCE) == -signal.SIGTERM
     assert "Finished server process" in server.log()
