@@ -57,6 +57,7 @@ import prometheus_client
 import uvicorn
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.routing import Route
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app import _xgboost_import  # noqa: F401  (must precede app.model: see its docstring)
@@ -439,7 +440,9 @@ async def _read_body(request: Request) -> bytes:
 
 class BodyParser:
     """Parses `/predict` bodies: small ones on the event loop (the fast path), large ones in a
-    worker process, LARGE_BODIES_AT_ONCE at a time (`slots`, taken before reading them)."""
+    worker process, LARGE_BODIES_AT_ONCE at a time (`slots`, taken before reading them). The
+    worker starts with the first large body: most servers never see one, and starting it with
+    the server cost the cold start a second interpreter importing numpy on the same cores."""
 
     def __init__(self) -> None:
         self.slots = asyncio.Semaphore(LARGE_BODIES_AT_ONCE)
@@ -456,10 +459,6 @@ class BodyParser:
                 initargs=(os.getpid(),),
             )
         return self._pool
-
-    def start(self) -> None:
-        """Start the worker now, so the first large body does not wait for it."""
-        self._executor().submit(int)
 
     async def parse(self, body: bytes, **limits: Any) -> PredictRequest:
         if len(body) < LARGE_BODY_BYTES:
@@ -530,7 +529,6 @@ def create_app(settings: AppSettings, store: Store) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         watcher = asyncio.create_task(watch_current())
-        parser.start()
         # Everything allocated so far (modules, the model) lives as long as the process: moving
         # it out of the collector's reach keeps full collections from pausing requests.
         gc.collect()
@@ -636,8 +634,9 @@ def create_app(settings: AppSettings, store: Store) -> FastAPI:
         )
 
     # The hot path is a plain Starlette route: FastAPI's dependency resolution would cost
-    # ~25 us per request and has nothing to resolve here (the body is parsed by hand).
-    api.add_route("/predict", predict, methods=["POST"])
+    # ~25 us per request and has nothing to resolve here (the body is parsed by hand). It goes
+    # first in the router, which tries each route's pattern in turn.
+    api.router.routes.insert(0, Route("/predict", predict, methods=["POST"]))
     api.add_middleware(MetricsMiddleware, metrics=metrics)
     return api
 
