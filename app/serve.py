@@ -143,6 +143,13 @@ class Metrics:
             "Promoted models that failed to load (the previous model kept serving).",
             registry=self.registry,
         )
+        self.current_checks = Counter(
+            "mlops_current_checks",
+            "Model files checked before loading, by how: `probe` (in a child process) or "
+            "`recorded` (probe.json proved these bytes with these libraries).",
+            ["how"],
+            registry=self.registry,
+        )
         self.batch_size = Histogram(
             "mlops_predict_batch_size",
             "Instances per model call.",
@@ -273,10 +280,15 @@ class ModelSlot:
             return None
         return run_id, self._key(run_id)
 
+    def _count_check(self, how: str) -> None:
+        self.metrics.current_checks.labels(how).inc()
+
     def _load(self, run_id: str, key: tuple) -> Forecaster | None:
         """The run's model, or None after logging and counting why it cannot be loaded."""
         try:
-            return load_checked(self.store.run_dir(run_id), device=self.device)
+            return load_checked(
+                self.store.run_dir(run_id), device=self.device, on_check=self._count_check
+            )
         except (ModelLoadError, ValueError) as exc:
             self._failed(run_id, key, exc)
             return None
@@ -309,7 +321,9 @@ class ModelSlot:
         for run_id in self._earlier_promoted_runs(candidate[0])[:MAX_FALLBACK_RUNS]:
             key = self._key(run_id)
             try:
-                forecaster = load_checked(self.store.run_dir(run_id), device=self.device)
+                forecaster = load_checked(
+                    self.store.run_dir(run_id), device=self.device, on_check=self._count_check
+                )
             except (ModelLoadError, ValueError) as exc:
                 log.error("cannot load earlier promoted run %s either: %s", run_id, exc)
                 continue

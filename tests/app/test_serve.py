@@ -412,6 +412,8 @@ def test_metrics_expose_requests_latency_model_and_batches(shared_server: str) -
     assert metric(text, "http_request_duration_seconds_count", route="/predict", status="200") >= 1
     assert metric(text, "mlops_model_info", run_id=FIRST_RUN) == 1
     assert metric(text, "mlops_model_reloads_total") == 1
+    # The gate probed run-a and wrote its probe.json: the server loaded it without a child.
+    assert metric(text, "mlops_current_checks_total", how="recorded") == 1
     assert metric(text, "mlops_model_reload_failures_total") == 0
     assert metric(text, "mlops_predict_batch_size_count") >= 1
     assert metric(text, "process_resident_memory_bytes") > 0
