@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import select
 import shutil
 import signal
 import socket
@@ -628,23 +629,20 @@ def test_slow_clients_are_cut_off_with_408(split_server: SplitServer) -> None:
     """The defect: a connection sending one header byte a second stayed open indefinitely."""
     server = split_server
     trickle = socket.create_connection(("127.0.0.1", server.port))
-    started = time.monotonic()
-    for byte in b"GET /health HTTP/1.1\r\nHost: x":
+    trickle.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: ")
+    # One byte every 0.1 s, the headers never complete: only the server can end this.
+    deadline = time.monotonic() + PATIENCE
+    while time.monotonic() < deadline and not select.select([trickle], [], [], 0.1)[0]:
         try:
-            trickle.sendall(bytes([byte]))
+            trickle.sendall(b"a")
         except OSError:
             break
-        time.sleep(0.1)
-        if time.monotonic() - started > 3:
-            break
-    received, _ = _read_until_closed(trickle, timeout=5)
-    assert time.monotonic() - started < 3
+    received, _ = _read_until_closed(trickle, timeout=PATIENCE)
     assert received.startswith(b"HTTP/1.1 408 ")
 
     no_body = socket.create_connection(("127.0.0.1", server.port))
     no_body.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
-    received, waited = _read_until_closed(no_body, timeout=5)
-    assert waited < 3
+    received, _ = _read_until_closed(no_body, timeout=PATIENCE)
     assert received.startswith(b"HTTP/1.1 408 ")
     assert httpx.get(server.url + "/health").status_code == 200
 
@@ -688,9 +686,7 @@ def test_schemathesis_finds_no_5xx_no_off_schema_response_and_no_refused_valid_r
 
 def test_missing_store_at_start_waits_then_fails_clearly(tmp_path: Path) -> None:
     missing = tmp_path / "not-mounted"
-    started = time.monotonic()
     result = run_app("serve", store_root=missing, STORE_WAIT_SECONDS="1", PORT="1")
-    assert time.monotonic() - started < 15
     assert result.returncode == 1
     assert result.stderr.count("retrying") >= 1
     assert f"error: store directory {missing} does not exist after waiting 1s" in result.stderr
