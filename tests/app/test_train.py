@@ -67,6 +67,7 @@ def test_run_directory_holds_model_metrics_and_card(trained_store: Path) -> None
         "decision.json",
         "metrics.json",
         "model.ubj",
+        "probe.json",  # the gate's passed child-process probe (app.model_check)
     ]
     card = (run_dir / "card.md").read_text()
     assert "seasonal naive + drift MAE" in card and "| 4 | 1998-01-10..2000-01-01 |" in card
