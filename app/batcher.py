@@ -29,15 +29,30 @@ log = logging.getLogger(__name__)
 class _Pending:
     histories: list[np.ndarray]
     horizons: list[int]
+    levels: tuple[int, ...]
     future: asyncio.Future
 
 
 @dataclass
 class BatchResult:
-    """One request's forecasts and the run id of the model that made them."""
+    """One request's forecasts, their interval bounds (per instance; `{}` when none were asked
+    for or the model that made them has none), and that model, all from one model call."""
 
     forecasts: list[np.ndarray]
-    run_id: str
+    bounds: list[dict[str, dict[str, np.ndarray]]]
+    model: Forecaster
+    nonfinite: str = ""
+    """"forecast" or "interval" when a figure of this request is not a finite number."""
+
+
+def _nonfinite(forecasts: list[np.ndarray], bounds: list[dict[str, dict[str, np.ndarray]]]) -> str:
+    if not all(np.isfinite(forecast).all() for forecast in forecasts):
+        return "forecast"
+    for by_side in bounds:
+        for arrays in by_side.values():
+            if not all(np.isfinite(array).all() for array in arrays.values()):
+                return "interval"
+    return ""
 
 
 @dataclass
@@ -47,6 +62,8 @@ class MicroBatcher:
     model: Callable[[], Forecaster | None]
     max_batch: int
     wait_s: float
+    decimals: int | None = 4
+    """Figures are rounded to this many decimals, once per batch (the response's precision)."""
     on_batch: Callable[[int], None] = lambda size: None
     _pending: list[_Pending] = field(default_factory=list)
     _instances: int = 0
@@ -54,11 +71,14 @@ class MicroBatcher:
     _deadline: float = 0.0
     _seen: int = 0
 
-    def submit(self, histories: list[np.ndarray], horizons: list[int]) -> asyncio.Future:
-        """Queue one request; the future resolves to its BatchResult."""
+    def submit(
+        self, histories: list[np.ndarray], horizons: list[int], levels: tuple[int, ...] = ()
+    ) -> asyncio.Future:
+        """Queue one request, with the interval levels it wants bounds for; the future resolves
+        to its BatchResult."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._pending.append(_Pending(histories, horizons, future))
+        self._pending.append(_Pending(histories, horizons, levels, future))
         self._instances += len(histories)
         if self._instances >= self.max_batch:
             self.flush()
@@ -89,9 +109,14 @@ class MicroBatcher:
         try:
             if forecaster is None:
                 raise RuntimeError("no model loaded")
+            known = forecaster.levels
+            # Bounds at every level any request of the batch asked for, in the same call. A
+            # request validated against a model swapped out since gets no bounds, as before.
+            wanted = {item.levels for item in batch if set(item.levels) <= set(known)}
+            levels = wanted.pop() if len(wanted) == 1 else tuple(sorted(set().union(*wanted)))
             histories = [h for item in batch for h in item.histories]
             horizons = [h for item in batch for h in item.horizons]
-            forecasts = forecaster.predict(histories, horizons)
+            made = forecaster.forecast(histories, horizons, levels, self.decimals)
         except Exception as exc:
             log.exception("prediction failed for a batch of %d requests", len(batch))
             for item in batch:
@@ -103,5 +128,17 @@ class MicroBatcher:
         for item in batch:
             end = start + len(item.horizons)
             if not item.future.done():  # the client may have gone away
-                item.future.set_result(BatchResult(forecasts[start:end], forecaster.run_id))
+                forecasts = made.points[start:end]
+                if not item.levels or not set(item.levels) <= set(known):
+                    bounds = [{}] * len(forecasts)
+                elif item.levels == levels:
+                    bounds = made.bounds[start:end]
+                else:
+                    names = [str(level) for level in item.levels]
+                    bounds = [
+                        {side: {lv: by[lv] for lv in names} for side, by in b.items()}
+                        for b in made.bounds[start:end]
+                    ]
+                nonfinite = "" if made.finite else _nonfinite(forecasts, bounds)
+                item.future.set_result(BatchResult(forecasts, bounds, forecaster, nonfinite))
             start = end

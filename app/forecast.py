@@ -252,18 +252,17 @@ class Ticker:
 
     def _forecast(self, model: Forecaster, dates: np.ndarray, values: np.ndarray) -> dict[str, Any]:
         horizon = min(self.settings.forecast_horizon, model.max_horizon)
-        (predicted,) = model.predict([fill_gaps(values)], [horizon])
+        levels = [level for level in DEFAULT_LEVELS if level in model.levels]
+        made = model.forecast([fill_gaps(values)], [horizon], levels)
+        ((predicted,), (bounds,)) = made.points, made.bounds
         future = np.datetime_as_string(forecast_dates(dates, horizon), unit="D")
         points = [
             {"date": str(day), "value": round(float(value), 4)}
             for day, value in zip(future, predicted, strict=True)
         ]
-        levels = [level for level in DEFAULT_LEVELS if level in model.levels]
-        if levels:
-            (bounds,) = model.bounds([predicted], levels)
-            for i, point in enumerate(points):
-                for side in ("lower", "upper"):
-                    point[side] = {lv: round(float(b[i]), 4) for lv, b in bounds[side].items()}
+        for i, point in enumerate(points):
+            for side, by_level in bounds.items():
+                point[side] = {lv: round(float(b[i]), 4) for lv, b in by_level.items()}
         report = self._series_report or {}
         return {
             "generated_at": datetime.now(UTC).isoformat(timespec="milliseconds"),

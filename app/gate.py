@@ -41,7 +41,7 @@ from app.backtest import backtest, same_folds
 from app.cli import command_settings, open_store
 from app.lineage import file_sha256
 from app.model import METRICS_FILE, ModelLoadError, read_series
-from app.model_check import check_run
+from app.model_check import check_run, record_probe
 from app.store import Store, check_run_id
 
 log = logging.getLogger(__name__)
@@ -82,11 +82,14 @@ def _metrics(store: Store, run_id: str) -> dict[str, Any] | None:
 
 def _check_servable(store: Store, run_id: str) -> None:
     """GateError unless the run's model file (either family's) matches its record and loads and
-    predicts in a child process: every promotion, by gate or by hand, passes here."""
+    predicts in a child process: every promotion, by gate or by hand, passes here, and writes
+    the run's probe.json (app.model_check) when it does."""
     try:
-        check_run(store.run_dir(run_id))
+        verified = check_run(store.run_dir(run_id))
     except ModelLoadError as exc:
         raise GateError(f"run {run_id} cannot be served: {exc}") from None
+    # Servers loading these exact bytes with these libraries may skip their own probe.
+    record_probe(store.run_dir(run_id), verified)
 
 
 def latest_trained_run(store: Store) -> str | None:

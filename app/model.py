@@ -33,7 +33,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -254,6 +254,15 @@ def interval_offsets(intervals: dict[str, Any], levels: list[int] | tuple[int, .
     }
 
 
+class Forecasts(NamedTuple):
+    """A batch's forecasts from `Forecaster.forecast`, one entry per instance."""
+
+    points: list[np.ndarray]
+    bounds: list[dict[str, dict[str, np.ndarray]]]
+    """`{"lower": {level: array}, "upper": {level: array}}`, or `{}` without levels."""
+    finite: bool
+
+
 @dataclass
 class Forecaster:
     """A trained model loaded from `models/<run_id>/`, ready to predict."""
@@ -340,6 +349,65 @@ class Forecaster:
         last WINDOW of them, the harmonic family up to its `window`."""
         if self.harmonic is not None:
             return harmonic_predict(histories, horizons, self.harmonic)
+        values = self._predict_flat(histories, horizons)
+        ends = np.cumsum(horizons).tolist()
+        return [values[end - h : end] for end, h in zip(ends, horizons, strict=True)]
+
+    def forecast(
+        self,
+        histories: list[np.ndarray],
+        horizons: list[int],
+        levels: list[int] | tuple[int, ...] = (),
+        decimals: int | None = None,
+    ) -> Forecasts:
+        """The forecasts and their interval bounds at `levels` (a subset of `self.levels`), from
+        one model call for the whole batch; bounds are the forecast plus the run's calibrated
+        offsets per step, as `bounds()` gives them. `decimals` rounds every figure, once for
+        the batch. `finite` says whether every figure of the batch is a finite number."""
+        if self.harmonic is not None:
+            values = np.concatenate(harmonic_predict(histories, horizons, self.harmonic))
+        else:
+            values = self._predict_flat(histories, horizons)
+        flat: dict[str, dict[str, np.ndarray]] = {"lower": {}, "upper": {}}
+        if levels:
+            steps = np.concatenate([self._steps[:h] for h in horizons])
+            for level in levels:
+                lower, upper = self._offsets[level]
+                flat["lower"][str(level)] = values + lower[steps]
+                flat["upper"][str(level)] = values + upper[steps]
+        every = [values, *flat["lower"].values(), *flat["upper"].values()]
+        finite = bool(np.isfinite(np.concatenate(every) if levels else values).all())
+        if decimals is not None:
+            values = values.round(decimals)
+            for side in flat.values():
+                for level, array in side.items():
+                    side[level] = array.round(decimals)
+        points, bounds, start = [], [], 0
+        for h in horizons:
+            end = start + h
+            points.append(values[start:end])
+            bounds.append(
+                {side: {lv: a[start:end] for lv, a in by.items()} for side, by in flat.items()}
+                if levels
+                else {}
+            )
+            start = end
+        return Forecasts(points, bounds, finite)
+
+    @functools.cached_property
+    def _steps(self) -> np.ndarray:
+        """Step index within a forecast, sliced to each horizon (offsets are per step)."""
+        return np.arange(self.max_horizon)
+
+    @functools.cached_property
+    def _offsets(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """Lower and upper offsets per horizon step, by level, as arrays (read once)."""
+        if not self.levels:
+            return {}
+        return interval_offsets(self.metrics["intervals"], self.levels)
+
+    def _predict_flat(self, histories: list[np.ndarray], horizons: list[int]) -> np.ndarray:
+        """The xgboost family's forecasts of the batch, one after another in one array."""
         assert self.booster is not None
         windows = np.stack([history[-WINDOW:] for history in histories])
         features, anchor = design_matrix(windows, np.asarray(horizons))
@@ -349,9 +417,7 @@ class Forecaster:
             raw = self.booster.predict(xgb.DMatrix(features), validate_features=False)
         else:
             raw = self.booster.inplace_predict(features, validate_features=False)
-        values = anchor + raw
-        ends = np.cumsum(horizons).tolist()
-        return [values[end - h : end] for end, h in zip(ends, horizons, strict=True)]
+        return anchor + raw
 
     def bounds(
         self, forecasts: list[np.ndarray], levels: list[int] | tuple[int, ...]

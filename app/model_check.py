@@ -13,17 +13,27 @@ loader (`serve`, the forecast ticker, `gate`,
 2. a child process (`python -m app.model_check RUN_DIR`) checks the file against that record,
    loads it and predicts with it; a crash there costs the child, not the caller;
 3. only then does the caller load the same run in its own process (checking the sha256 again).
-"""
+
+A probe that passed for `gate` or `promote` is recorded in `models/<run>/probe.json`: the
+model file's name, sha256 and size as the child verified them, and the versions of Python,
+numpy and XGBoost it loaded them with. A loader whose model file has exactly those bytes and
+whose libraries are those versions skips the child (the same bytes through the same code were
+proven already); anything else (a damaged or changed file, an upgraded library, no record) is
+probed in a child as before. The hash is taken of the bytes read now, never trusted from the
+record."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
+import platform
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +49,21 @@ RANGE_FACTOR = 2.0
 multiplied by it. The model reads only differences of the history, so it keeps working as CO2
 rises past its training levels; values outside the range are typing or unit errors."""
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+PROBE_FILE = "probe.json"
+"""Written into the run directory by `gate`/`promote` once the child's probe passed."""
+
+log = logging.getLogger(__name__)
+
+
+def library_versions() -> dict[str, str]:
+    """What decides how a model file loads: the interpreter and the libraries that parse it."""
+    import xgboost  # already imported, through app._xgboost_import (see above)
+
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "xgboost": xgboost.__version__,
+    }
 
 
 def model_file_record(raw: bytes, name: str = MODEL_FILE) -> dict[str, Any]:
@@ -98,8 +123,9 @@ def _child_command(run_dir: Path) -> list[str]:
     return [sys.executable, *flags, "-m", "app.model_check", str(run_dir)]
 
 
-def check_run(run_dir: Path, timeout: float = PROBE_TIMEOUT_SECONDS) -> None:
-    """Check, load and probe the run in a child process; ModelLoadError says why it failed."""
+def check_run(run_dir: Path, timeout: float = PROBE_TIMEOUT_SECONDS) -> dict[str, Any]:
+    """Check, load and probe the run in a child process; ModelLoadError says why it failed.
+    Returns what the child verified: the model file's record and the library versions."""
     run_dir = Path(run_dir)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
@@ -127,14 +153,56 @@ def check_run(run_dir: Path, timeout: float = PROBE_TIMEOUT_SECONDS) -> None:
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         reason = lines[-1] if lines else f"exit status {result.returncode}"
         raise ModelLoadError(reason)
+    try:
+        return json.loads(result.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise ModelLoadError(
+            f"{model_path(run_dir)}: the probe process passed but reported nothing readable"
+        ) from None
+
+
+def record_probe(run_dir: Path, verified: dict[str, Any]) -> None:
+    """Write `probe.json` (atomically) from what `check_run` returned."""
+    from app.store import atomic_write_bytes
+
+    atomic_write_bytes(Path(run_dir) / PROBE_FILE, json.dumps(verified, indent=1).encode())
+
+
+def _proven(run_dir: Path) -> bool:
+    """Whether probe.json vouches for the model file as it is now, with these libraries."""
+    try:
+        record = json.loads((run_dir / PROBE_FILE).read_bytes())
+        model_file, path = record["model_file"], model_path(run_dir)
+        if model_file["name"] != path.name:
+            return False
+        raw = path.read_bytes()
+        same_file = hashlib.sha256(raw).hexdigest() == model_file["sha256"]
+        return (
+            same_file
+            and len(raw) == model_file["bytes"]
+            and (record["versions"] == library_versions())
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def load_checked(
-    run_dir: Path, timeout: float = PROBE_TIMEOUT_SECONDS, device: str = "cpu"
+    run_dir: Path,
+    timeout: float = PROBE_TIMEOUT_SECONDS,
+    device: str = "cpu",
+    on_check: Callable[[str], None] = lambda how: None,
 ) -> Forecaster:
-    """The run's model, loaded in this process only after it survived `check_run`; `device`
-    as in `Forecaster.load` (the probe child always predicts on the CPU)."""
-    check_run(run_dir, timeout)
+    """The run's model, loaded in this process only after it survived `check_run`, or after
+    its probe.json proved these exact bytes with these libraries; `device` as in
+    `Forecaster.load` (the probe child always predicts on the CPU). `on_check` hears which:
+    "recorded" or "probe"."""
+    run_dir = Path(run_dir)
+    if _proven(run_dir):
+        log.info("%s: probe.json proves these bytes; no probe process", model_path(run_dir))
+        on_check("recorded")
+    else:
+        on_check("probe")
+        check_run(run_dir, timeout)
     forecaster = Forecaster.load(run_dir, device)
     plausible_range(forecaster.metrics)
     return forecaster
@@ -146,10 +214,14 @@ def main(argv: list[str]) -> int:
         print("usage: python -m app.model_check RUN_DIR", file=sys.stderr)
         return 2
     try:
-        _probe(Forecaster.load(Path(argv[0])))
+        forecaster = Forecaster.load(Path(argv[0]))
+        _probe(forecaster)
     except ModelLoadError as exc:
         print(exc, file=sys.stderr)
         return 1
+    # Forecaster.load checked the bytes it loaded against this record.
+    verified = {"model_file": forecaster.metrics["model_file"], "versions": library_versions()}
+    print(json.dumps(verified))
     return 0
 
 

@@ -52,12 +52,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import orjson
 import prometheus_client
 import uvicorn
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.routing import Route
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app import _xgboost_import  # noqa: F401  (must precede app.model: see its docstring)
@@ -141,6 +141,13 @@ class Metrics:
         self.failed_reloads = Counter(
             "mlops_model_reload_failures",
             "Promoted models that failed to load (the previous model kept serving).",
+            registry=self.registry,
+        )
+        self.current_checks = Counter(
+            "mlops_current_checks",
+            "Model files checked before loading, by how: `probe` (in a child process) or "
+            "`recorded` (probe.json proved these bytes with these libraries).",
+            ["how"],
             registry=self.registry,
         )
         self.batch_size = Histogram(
@@ -273,10 +280,15 @@ class ModelSlot:
             return None
         return run_id, self._key(run_id)
 
+    def _count_check(self, how: str) -> None:
+        self.metrics.current_checks.labels(how).inc()
+
     def _load(self, run_id: str, key: tuple) -> Forecaster | None:
         """The run's model, or None after logging and counting why it cannot be loaded."""
         try:
-            return load_checked(self.store.run_dir(run_id), device=self.device)
+            return load_checked(
+                self.store.run_dir(run_id), device=self.device, on_check=self._count_check
+            )
         except (ModelLoadError, ValueError) as exc:
             self._failed(run_id, key, exc)
             return None
@@ -309,7 +321,9 @@ class ModelSlot:
         for run_id in self._earlier_promoted_runs(candidate[0])[:MAX_FALLBACK_RUNS]:
             key = self._key(run_id)
             try:
-                forecaster = load_checked(self.store.run_dir(run_id), device=self.device)
+                forecaster = load_checked(
+                    self.store.run_dir(run_id), device=self.device, on_check=self._count_check
+                )
             except (ModelLoadError, ValueError) as exc:
                 log.error("cannot load earlier promoted run %s either: %s", run_id, exc)
                 continue
@@ -440,7 +454,9 @@ async def _read_body(request: Request) -> bytes:
 
 class BodyParser:
     """Parses `/predict` bodies: small ones on the event loop (the fast path), large ones in a
-    worker process, LARGE_BODIES_AT_ONCE at a time (`slots`, taken before reading them)."""
+    worker process, LARGE_BODIES_AT_ONCE at a time (`slots`, taken before reading them). The
+    worker starts with the first large body: most servers never see one, and starting it with
+    the server cost the cold start a second interpreter importing numpy on the same cores."""
 
     def __init__(self) -> None:
         self.slots = asyncio.Semaphore(LARGE_BODIES_AT_ONCE)
@@ -457,10 +473,6 @@ class BodyParser:
                 initargs=(os.getpid(),),
             )
         return self._pool
-
-    def start(self) -> None:
-        """Start the worker now, so the first large body does not wait for it."""
-        self._executor().submit(int)
 
     async def parse(self, body: bytes, **limits: Any) -> PredictRequest:
         if len(body) < LARGE_BODY_BYTES:
@@ -531,7 +543,6 @@ def create_app(settings: AppSettings, store: Store) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         watcher = asyncio.create_task(watch_current())
-        parser.start()
         # Everything allocated so far (modules, the model) lives as long as the process: moving
         # it out of the collector's reach keeps full collections from pausing requests.
         gc.collect()
@@ -605,33 +616,24 @@ def create_app(settings: AppSettings, store: Store) -> FastAPI:
         except BrokenProcessPool:
             return _error(503, "the body parser restarted; retry", {"Retry-After": "1"})
         try:
-            result = await batcher.submit(parsed.histories, parsed.horizons)
+            result = await batcher.submit(parsed.histories, parsed.horizons, parsed.levels)
         except Exception:
             return _error(500, "prediction failed; see the server log")
-        if not all(np.isfinite(forecast).all() for forecast in result.forecasts):
-            log.error("run %s forecast a non-finite value; refusing to return it", result.run_id)
-            return _error(500, "the model produced a non-finite forecast; see the server log")
-        predictions: list[dict[str, Any]] = [
-            {"forecast": forecast.round(4)} for forecast in result.forecasts
-        ]
-        # Bounds come from the model that made the forecasts (a swap may land between the two).
-        made_by = next(
-            (m for m in (forecaster, slot.forecaster) if m and m.run_id == result.run_id), None
-        )
-        if parsed.levels and made_by is not None and set(parsed.levels) <= set(made_by.levels):
-            for prediction, bounds in zip(
-                predictions, made_by.bounds(result.forecasts, parsed.levels), strict=True
-            ):
-                for side in ("lower", "upper"):
-                    if not all(np.isfinite(b).all() for b in bounds[side].values()):
-                        log.error("run %s has non-finite interval bounds", result.run_id)
-                        return _error(
-                            500, "the model produced a non-finite interval; see the server log"
-                        )
-                    prediction[side] = {lv: b.round(4) for lv, b in bounds[side].items()}
+        if result.nonfinite:
+            log.error("run %s produced a non-finite %s", result.model.run_id, result.nonfinite)
+            return _error(
+                500, f"the model produced a non-finite {result.nonfinite}; see the server log"
+            )
+        # Forecasts, bounds and run id all come from the one model call that made them.
         return _json(
             orjson.dumps(
-                {"predictions": predictions, "model": result.run_id},
+                {
+                    "predictions": [
+                        {"forecast": forecast, **bounds}
+                        for forecast, bounds in zip(result.forecasts, result.bounds, strict=True)
+                    ],
+                    "model": result.model.run_id,
+                },
                 option=orjson.OPT_SERIALIZE_NUMPY,
             )
         )
@@ -646,8 +648,9 @@ def create_app(settings: AppSettings, store: Store) -> FastAPI:
         )
 
     # The hot path is a plain Starlette route: FastAPI's dependency resolution would cost
-    # ~25 us per request and has nothing to resolve here (the body is parsed by hand).
-    api.add_route("/predict", predict, methods=["POST"])
+    # ~25 us per request and has nothing to resolve here (the body is parsed by hand). It goes
+    # first in the router, which tries each route's pattern in turn.
+    api.router.routes.insert(0, Route("/predict", predict, methods=["POST"]))
     api.add_middleware(MetricsMiddleware, metrics=metrics)
     return api
 

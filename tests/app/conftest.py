@@ -21,17 +21,19 @@ from tests.app.helpers import TEST_ROUNDS, ServerProcess
 FIRST_RUN = "run-a"
 
 
-@pytest.fixture(scope="session")
-def trained_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A store root with the shipped dataset, one validated and trained run (`run-a`, the
-    xgboost family with few boosting rounds) promoted to models/CURRENT. Read-only: use
-    `store_copy` to change things."""
-    root = tmp_path_factory.mktemp("trained-store")
+def _train_first_run(root: Path) -> None:
     store = Store(root)
     assert validate(store, FIRST_RUN)["ok"]
     train(store, FIRST_RUN, rounds=TEST_ROUNDS, log_every=TEST_ROUNDS, threads=2, family="xgboost")
     assert decide(store, FIRST_RUN, margin=0.0)["promoted"]
-    return root
+
+
+@pytest.fixture(scope="session")
+def trained_store(build_once) -> Path:
+    """A store root with the shipped dataset, one validated and trained run (`run-a`, the
+    xgboost family with few boosting rounds) promoted to models/CURRENT. Trained once per test
+    run and shared by every worker: read-only, use `store_copy` to change things."""
+    return build_once("trained-store", _train_first_run)
 
 
 @pytest.fixture

@@ -25,6 +25,12 @@ intervals, fast to train. Commands run as children backtest the cheaper harmonic
 (`MODEL_FAMILY`) unless a test says otherwise."""
 
 
+PATIENCE = 180.0
+"""Seconds a test waits for an event it needs (a file, a port, a log line) before failing: long
+enough for a machine under any load the suite meets, since a test that waits for the event
+itself never depends on how fast it comes."""
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -48,7 +54,7 @@ def app_env(store_root: Path, **overrides: Any) -> dict[str, str]:
 
 
 def run_app(
-    *args: str, store_root: Path, timeout: float = 60, **env: Any
+    *args: str, store_root: Path, timeout: float = PATIENCE, **env: Any
 ) -> subprocess.CompletedProcess:
     """Run `python -m app <args>` to completion, capturing its output."""
     return subprocess.run(
@@ -115,7 +121,7 @@ class ServerProcess:
     def log(self) -> str:
         return self.log_path.read_text()
 
-    def wait_ready(self, path: str = "/ready", timeout: float = 60.0) -> None:
+    def wait_ready(self, path: str = "/ready", timeout: float = PATIENCE) -> None:
         """Wait until `path` answers 200 (raises with the server log if the process dies)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

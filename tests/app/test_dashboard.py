@@ -19,7 +19,7 @@ from app.dashboard import create_app, read_snapshot
 from app.forecast import Ticker
 from app.settings import AppSettings
 from app.store import Store
-from tests.app.helpers import REPO_ROOT, free_port
+from tests.app.helpers import PATIENCE, REPO_ROOT, free_port
 
 SCREENSHOT = REPO_ROOT / "docs" / "dashboard.png"
 """Rewritten only with UPDATE_SCREENSHOT=1, so a plain test run leaves the tree clean."""
@@ -148,12 +148,12 @@ def dashboard_url(store: Store, tmp_path: Path):  # type: ignore[no-untyped-def]
         )
     url = f"http://127.0.0.1:{port}/dashboard/"
     try:
-        _wait_for_200(url, process, timeout=30)
+        _wait_for_200(url, process, timeout=PATIENCE)
         yield url
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
-            process.wait(timeout=15)
+            process.wait(timeout=PATIENCE)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
@@ -221,7 +221,7 @@ def test_dashboard_plots_the_series_and_forecast_in_a_real_browser(
             # The interval refresh goes through the Dash callback under the same prefix.
             with page.expect_response(
                 lambda response: "/dashboard/_dash-update-component" in response.url,
-                timeout=10_000,
+                timeout=PATIENCE * 1000,
             ) as refresh:
                 pass
             assert refresh.value.status == 200

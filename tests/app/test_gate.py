@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import shutil
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
 import pytest
 
+from app import gate
 from app.gate import GateError, decide, main, promote, promote_main
 from app.store import Store
 from app.train import train
 from app.validate import validate
 from tests.app.conftest import FIRST_RUN
-from tests.app.helpers import TEST_ROUNDS, replace_model
+from tests.app.helpers import PATIENCE, TEST_ROUNDS, replace_model
 
 
 @pytest.fixture
@@ -34,14 +36,16 @@ def clone_run(
     mae: float,
     drift_mae: float | None = None,
     coverage: dict[str, float] | None = None,
+    extra_rounds: int = 1,
 ) -> None:
-    """A copy of the first run with another recipe (one more boosting round) and its mean
-    backtest figures replaced; scored on the same folds of the same dataset as the first run."""
+    """A copy of the first run with another recipe (`extra_rounds` more boosting rounds) and its
+    mean backtest figures replaced; scored on the same folds of the same dataset as the first
+    run."""
     shutil.copytree(store.run_dir(FIRST_RUN), store.run_dir(run_id))
     (store.run_dir(run_id) / "decision.json").unlink()
     metrics = store.read_json(store.run_dir(run_id) / "metrics.json")
     metrics["run_id"] = run_id
-    metrics["recipe"]["rounds"] += 1
+    metrics["recipe"]["rounds"] += extra_rounds
     metrics["backtest"]["mean"]["mae"] = mae
     if drift_mae is not None:
         metrics["backtest"]["mean"]["drift_mae"] = drift_mae
@@ -152,17 +156,57 @@ def test_the_gate_compares_both_models_on_the_candidates_folds(
     assert store.current_run_id() == "old"
 
 
-def test_overlapping_gates_leave_the_better_run_current(store_copy: Store) -> None:
-    clone_run(store_copy, "good", mae=current_mae(store_copy) * 0.9)
-    clone_run(store_copy, "best", mae=current_mae(store_copy) * 0.8)
+class _WatchedLock:
+    """The gate's in-process lock, counting the threads that have asked for it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.asked = threading.Condition()
+        self.askers = 0
+
+    def __enter__(self) -> None:
+        with self.asked:
+            self.askers += 1
+            self.asked.notify_all()
+        self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
+@pytest.mark.parametrize("first, second", [("best", "good"), ("good", "best")])
+def test_overlapping_gates_leave_the_better_run_current(
+    store_copy: Store, monkeypatch: pytest.MonkeyPatch, first: str, second: str
+) -> None:
+    """Two gates overlap on purpose, in both orders: the first decides while holding the gate
+    lock, and only once the second is waiting at the lock does the first go on. The second
+    must then compare against what the first left current, and the better run ends current."""
+    clone_run(store_copy, "good", mae=current_mae(store_copy) * 0.9, extra_rounds=1)
+    clone_run(store_copy, "best", mae=current_mae(store_copy) * 0.8, extra_rounds=2)
+    lock = _WatchedLock()
+    monkeypatch.setattr(gate, "_IN_PROCESS", lock)
+    first_inside = threading.Event()
+    judge = gate._judge
+
+    def judge_once_the_second_waits(store, run_id, *args):
+        if run_id == first:
+            first_inside.set()
+            with lock.asked:
+                assert lock.asked.wait_for(lambda: lock.askers >= 2, timeout=PATIENCE)
+        return judge(store, run_id, *args)
+
+    monkeypatch.setattr(gate, "_judge", judge_once_the_second_waits)
     with ThreadPoolExecutor(2) as pool:
-        decisions = list(pool.map(lambda run: decide(store_copy, run, 0.0), ["best", "good"]))
+        first_decision = pool.submit(decide, store_copy, first, 0.0)
+        assert first_inside.wait(PATIENCE)
+        second_decision = pool.submit(decide, store_copy, second, 0.0)
+        decisions = {first: first_decision.result(), second: second_decision.result()}
+
     assert store_copy.current_run_id() == "best"
-    by_run = {d["run_id"]: d for d in decisions}
-    assert by_run["best"]["promoted"] is True
-    # Whichever ran second compared against what the first left current.
-    if by_run["good"]["previous"] == "best":
-        assert by_run["good"]["promoted"] is False
+    assert decisions[first]["previous"] == FIRST_RUN
+    assert decisions[first]["promoted"] is True
+    assert decisions[second]["previous"] == first
+    assert decisions[second]["promoted"] is (second == "best")
 
 
 @pytest.mark.parametrize("recorded", [True, False], ids=["damaged-before-hashing", "truncated"])

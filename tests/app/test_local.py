@@ -17,7 +17,7 @@ import pytest
 from app._procs import LinePrinter
 from app.local import Local, parse_args
 from app.store import Store
-from tests.app.helpers import REPO_ROOT, app_env, free_port
+from tests.app.helpers import PATIENCE, REPO_ROOT, app_env, free_port
 
 PROC = Path("/proc")
 
@@ -85,6 +85,7 @@ class _Output:
         raise AssertionError(f"no {needle!r} in the output of local:\n{self.text()}")
 
 
+@pytest.mark.slow  # the whole pipeline (validate, train, gate, three services): ~20 s alone
 def test_local_runs_the_pipeline_serves_and_stops_everything_on_sigint(store_copy: Store) -> None:
     api_port, dashboard_port = free_port(), free_port()
     env = app_env(store_copy.root, TRAIN_ROUNDS="3", FORECAST_INTERVAL_SECONDS="0.5")
@@ -104,7 +105,7 @@ def test_local_runs_the_pipeline_serves_and_stops_everything_on_sigint(store_cop
     )
     output = _Output(process.stdout)
     try:
-        output.wait_for("press Ctrl-C to stop", process, timeout=60)
+        output.wait_for("press Ctrl-C to stop", process, timeout=PATIENCE)
 
         ready = httpx.get(f"http://127.0.0.1:{api_port}/ready", timeout=5)
         assert ready.status_code == 200
@@ -115,7 +116,7 @@ def test_local_runs_the_pipeline_serves_and_stops_everything_on_sigint(store_cop
         assert current in httpx.get(dashboard + "_dash-layout", timeout=5).text
 
         latest = store_copy.forecasts_dir / "latest.json"
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + PATIENCE
         while not latest.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         assert latest.exists(), output.text()
@@ -134,7 +135,7 @@ def test_local_runs_the_pipeline_serves_and_stops_everything_on_sigint(store_cop
         pgids = set(children.values())
 
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=30) == 0, output.text()
+        assert process.wait(timeout=PATIENCE) == 0, output.text()
     finally:
         if process.poll() is None:
             process.kill()
@@ -188,15 +189,15 @@ def test_local_killed_with_sigkill_takes_its_children_with_it(store_copy: Store)
     )
     output = _Output(process.stdout)
     try:
-        output.wait_for("press Ctrl-C to stop", process, timeout=60)
+        output.wait_for("press Ctrl-C to stop", process, timeout=PATIENCE)
         children = _descendants(process.pid)
         assert len(children) >= 5, children  # serve, its parser, the ticker, gunicorn + workers
         process.kill()
-        process.wait(timeout=10)
+        process.wait(timeout=PATIENCE)
         # A short-lived grandchild (a model probe started after the listing) may finish its
         # probe first; it too must be gone within the deadline, and it holds no port.
         groups = set(children.values())
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + PATIENCE
         while time.monotonic() < deadline and (
             [pid for pid in children if _alive(pid)] or _live_members(groups)
         ):

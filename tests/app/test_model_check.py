@@ -11,12 +11,13 @@ from pathlib import Path
 import orjson
 import pytest
 
+from app import model_check
 from app.model import Forecaster, ModelLoadError
-from app.model_check import check_run, load_checked, plausible_range
+from app.model_check import PROBE_FILE, check_run, library_versions, load_checked, plausible_range
 from app.store import Store
 from app.train import train
 from tests.app.conftest import FIRST_RUN
-from tests.app.helpers import REPO_ROOT, replace_model
+from tests.app.helpers import PATIENCE, REPO_ROOT, replace_model
 
 
 @pytest.fixture
@@ -30,7 +31,10 @@ def load_in_a_subprocess(run_dir: Path) -> subprocess.CompletedProcess:
     """`Forecaster.load` in a process of its own, as every loader did before the check."""
     code = "import sys; from app.model import Forecaster; Forecaster.load(sys.argv[1])"
     return subprocess.run(
-        [sys.executable, "-c", code, str(run_dir)], cwd=REPO_ROOT, capture_output=True, timeout=60
+        [sys.executable, "-c", code, str(run_dir)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        timeout=PATIENCE,
     )
 
 
@@ -130,3 +134,46 @@ def test_a_record_naming_another_familys_file_is_refused(harmonic_run: Path) -> 
     (harmonic_run / "metrics.json").write_bytes(orjson.dumps(metrics))
     with pytest.raises(ModelLoadError, match=r"records the model file 'model\.ubj'"):
         check_run(harmonic_run)
+
+
+def _no_child(*args: object, **kwargs: object) -> None:
+    raise AssertionError("a probe process was started")
+
+
+def test_the_gate_records_the_probe_it_passed(run_dir: Path) -> None:
+    """trained_store's run-a was promoted by `decide`, whose probe wrote probe.json."""
+    record = orjson.loads((run_dir / PROBE_FILE).read_bytes())
+    raw = (run_dir / "model.ubj").read_bytes()
+    assert record["model_file"]["sha256"] == hashlib.sha256(raw).hexdigest()
+    assert record["model_file"]["bytes"] == len(raw)
+    assert record["versions"]["xgboost"] == __import__("xgboost").__version__
+    assert record["versions"] == library_versions()
+
+
+def test_a_proven_file_loads_without_a_probe_process(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(model_check, "check_run", _no_child)
+    checks: list[str] = []
+    forecaster = load_checked(run_dir, on_check=checks.append)
+    assert checks == ["recorded"]
+    assert forecaster.run_id == run_dir.name
+
+
+def test_a_file_changed_after_its_probe_is_probed_again(run_dir: Path) -> None:
+    """Damaged before hashing (metrics.json agrees with the new bytes): only the bytes differ
+    from probe.json's, and the probe process takes the abort, not this one."""
+    replace_model(run_dir, b"")
+    checks: list[str] = []
+    with pytest.raises(ModelLoadError, match="killed the probe process"):
+        load_checked(run_dir, on_check=checks.append)
+    assert checks == ["probe"]
+
+
+def test_a_probe_from_other_library_versions_is_probed_again(run_dir: Path) -> None:
+    record = orjson.loads((run_dir / PROBE_FILE).read_bytes())
+    record["versions"]["xgboost"] = "1.0.0"
+    (run_dir / PROBE_FILE).write_bytes(orjson.dumps(record))
+    checks: list[str] = []
+    load_checked(run_dir, on_check=checks.append)
+    assert checks == ["probe"]

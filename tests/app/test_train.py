@@ -18,7 +18,7 @@ from app.store import Store
 from app.train import train
 from app.validate import DatasetError, validate
 from tests.app.conftest import FIRST_RUN
-from tests.app.helpers import REPO_ROOT, TEST_ROUNDS, app_env, run_app
+from tests.app.helpers import PATIENCE, REPO_ROOT, TEST_ROUNDS, app_env, run_app
 
 
 def test_trained_run_reports_a_rolling_backtest_against_seasonal_naive_plus_drift(
@@ -67,6 +67,7 @@ def test_run_directory_holds_model_metrics_and_card(trained_store: Path) -> None
         "decision.json",
         "metrics.json",
         "model.ubj",
+        "probe.json",  # the gate's passed child-process probe (app.model_check)
     ]
     card = (run_dir / "card.md").read_text()
     assert "seasonal naive + drift MAE" in card and "| 4 | 1998-01-10..2000-01-01 |" in card
@@ -171,7 +172,7 @@ def test_sigterm_checkpoints_and_a_rerun_resumes_from_the_checkpoint(tmp_path: P
         text=True,
     )
     assert child.stderr is not None
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + PATIENCE
     log = []
     for line in child.stderr:
         log.append(line)
@@ -180,7 +181,7 @@ def test_sigterm_checkpoints_and_a_rerun_resumes_from_the_checkpoint(tmp_path: P
             break
         assert time.monotonic() < deadline, "".join(log)
     log += child.stderr.readlines()
-    assert child.wait(timeout=30) == 143, "".join(log)
+    assert child.wait(timeout=PATIENCE) == 143, "".join(log)
     output = "".join(log)
     assert "SIGTERM received" in output
     assert "rerun with RUN_ID=spot to resume" in output

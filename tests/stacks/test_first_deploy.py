@@ -103,7 +103,7 @@ def test_a_new_stack_serves_503_then_hot_reloads_its_first_model(stack, tmp_path
         for step in ("validate", "train", "gate"):
             result = run_app(step, store_root=store, timeout=300, RUN_ID="first")
             assert result.returncode == 0, result.stderr
-        server.wait_ready("/ready", timeout=30)  # hot-reloaded, no restart
+        server.wait_ready("/ready")  # hot-reloaded, no restart
         served = httpx.post(server.url + "/predict", json=predict_body())
         assert served.status_code == 200 and served.json()["model"] == "first"
         assert httpx.get(server.url + path).status_code == 200
