@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import re
+import stat
 import tempfile
 import time
 from dataclasses import dataclass
@@ -36,8 +37,39 @@ SHIPPED_DATASET = Path(__file__).parent / "data" / "co2_weekly.csv"
 _RUN_ID = re.compile(RUN_ID_PATTERN)
 
 
+MAX_CURRENT_BYTES = 256
+"""models/CURRENT holds one run id (at most 128 characters) and a newline."""
+MAX_JSON_BYTES = 16 * 1024 * 1024
+"""The store's JSON files (metrics, decisions, reports) are kilobytes; far larger is damage."""
+
+
 class StoreUnavailableError(RuntimeError):
     """The store directory did not become available and writable in time."""
+
+
+class DamagedFileError(ValueError):
+    """A store file exists but its content is not what its writer writes (undecodable, empty,
+    oversized, or not a regular file): damage from outside, never a crash of the reader."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path} is damaged: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+def read_limited(path: Path, limit: int) -> bytes:
+    """The bytes of the regular file `path`, read through `limit` (never more is read).
+
+    FileNotFoundError when it does not exist; DamagedFileError when it is not a regular file or
+    is larger than `limit` bytes."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise DamagedFileError(path, "not a regular file")
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise DamagedFileError(path, f"larger than {limit} bytes")
+    return data
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -181,12 +213,40 @@ class Store:
     # --- runs ---------------------------------------------------------------------------------
 
     def current_run_id(self) -> str | None:
-        """The promoted run id from models/CURRENT, or None when nothing is promoted yet."""
+        """The promoted run id from models/CURRENT, or None when nothing is promoted yet.
+
+        DamagedFileError when it exists but does not hold one valid run id (a store mutated from
+        outside: `promote RUN_ID` repairs it)."""
         try:
-            run_id = self.current_path.read_text().strip()
+            data = read_limited(self.current_path, MAX_CURRENT_BYTES)
         except FileNotFoundError:
             return None
-        return run_id or None
+        if not data.strip():
+            raise DamagedFileError(self.current_path, "empty (it should hold a run id)")
+        try:
+            run_id = data.decode("ascii").strip()
+        except UnicodeDecodeError:
+            raise DamagedFileError(
+                self.current_path, f"not a run id (undecodable bytes {data[:16]!r})"
+            ) from None
+        if not _RUN_ID.match(run_id):
+            raise DamagedFileError(self.current_path, f"not a run id ({run_id[:40]!r})")
+        return run_id
+
+    def promoted_runs(self, exclude: str | None = None) -> list[str]:
+        """Runs that were promoted (their decision.json says so), newest decision first: where
+        a reader falls back to when CURRENT is damaged or names a run that does not load."""
+        decided = []
+        for run_id in self.list_runs():
+            if run_id == exclude:
+                continue
+            try:
+                decision = self.read_json(self.run_dir(run_id) / "decision.json")
+            except (OSError, ValueError):
+                continue
+            if isinstance(decision, dict) and decision.get("promoted") is True:
+                decided.append((str(decision.get("decided_at", "")), run_id))
+        return [run_id for _, run_id in sorted(decided, reverse=True)]
 
     def set_current(self, run_id: str) -> None:
         """Point models/CURRENT at `run_id` (atomically; servers pick it up on their next poll)."""
@@ -219,5 +279,13 @@ class Store:
             path, orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY) + b"\n"
         )
 
-    def read_json(self, path: Path) -> Any:
-        return orjson.loads(path.read_bytes())
+    def read_json(self, path: Path, limit: int = MAX_JSON_BYTES) -> Any:
+        """The parsed JSON file; FileNotFoundError when missing, DamagedFileError (a ValueError)
+        when empty, oversized, not a regular file or not JSON."""
+        data = read_limited(path, limit)
+        if not data.strip():
+            raise DamagedFileError(path, "empty")
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise DamagedFileError(path, f"not JSON ({exc})") from None
