@@ -247,12 +247,12 @@ def decide(store: Store, run_id: str, margin: float) -> dict[str, Any]:
     with gate_lock(store):
         previous = _current_or_refuse(store)
         promoted, reason, figures = _judge(store, run_id, metrics, previous, margin)
-        if promoted and previous != run_id:
+        swap = promoted and previous != run_id
+        if swap:
             _check_servable(store, run_id)
             # The compare-and-swap: under the lock, CURRENT still names what was compared.
             if _current_or_refuse(store) != previous:
                 raise GateError("models/CURRENT changed during the decision; gate again")
-            store.set_current(run_id)
         decision = {
             "run_id": run_id,
             "promoted": promoted,
@@ -262,7 +262,18 @@ def decide(store: Store, run_id: str, margin: float) -> dict[str, Any]:
             "margin": margin,
             **figures,
         }
-        store.write_json(store.run_dir(run_id) / "decision.json", decision)
+        # decision.json before CURRENT: a kill in between leaves a checked run recorded as
+        # promoted (a fallback servers may use), never a CURRENT with no decision behind it.
+        decision_path = store.run_dir(run_id) / "decision.json"
+        store.write_json(decision_path, decision)
+        if swap:
+            try:
+                store.set_current(run_id)
+            except OSError as exc:
+                decision.update(promoted=False, reason=f"models/CURRENT not written: {exc}")
+                with contextlib.suppress(OSError):
+                    store.write_json(decision_path, decision)
+                raise
     return decision
 
 
@@ -299,6 +310,7 @@ def promote(store: Store, run_id: str) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     settings = command_settings("gate", argv)
     store = open_store(settings)
+    store.clean_stale()
     run_id = settings.run_id or latest_trained_run(store)
     if run_id is None:
         print("error: no trained run to gate in models/; run train first", file=sys.stderr)

@@ -50,7 +50,7 @@ from typing import Any
 import orjson
 
 from app.cli import command_settings, open_store
-from app.store import Store
+from app.store import Store, is_full
 
 log = logging.getLogger(__name__)
 
@@ -373,9 +373,12 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     settings = command_settings("ingest")
     store = open_store(settings)
+    store.clean_stale()
     try:
         outcome = ingest(store, args.source)
     except (IngestError, OSError, ValueError) as exc:
+        if is_full(exc):
+            raise  # `python -m app` names the path and the space it needed
         problems = getattr(exc, "problems", [str(exc)])
         print(
             f"error: ingest of {args.source} refused, the dataset is unchanged:\n"

@@ -17,12 +17,16 @@ with `os.replace`, so readers (the server, the dashboard, other tasks) never see
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import logging
 import os
 import re
+import shutil
 import stat
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +49,48 @@ MAX_JSON_BYTES = 16 * 1024 * 1024
 
 class StoreUnavailableError(RuntimeError):
     """The store directory did not become available and writable in time."""
+
+
+STALE_TEMP_SECONDS = 15 * 60
+"""A temp file of an atomic write older than this was left by a killed writer (one write of a
+store file takes well under a second)."""
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+class StoreFullError(OSError):
+    """A write to the store failed for lack of space: one line naming the path and the space
+    it needed, never a traceback (`python -m app` prints it and exits 1)."""
+
+    def __init__(self, path: Path, needed: int, cause: OSError) -> None:
+        try:
+            free = shutil.disk_usage(path.parent).free
+            have = f", {_size(free)} free there"
+        except OSError:
+            have = ""
+        super().__init__(
+            cause.errno,
+            f"no space left to write {path}: it needs {_size(needed)} free{have} "
+            f"({cause.strerror or cause}); free space in the store and run the command again",
+        )
+        self.path = path
+        self.needed = needed
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _size(count: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count} bytes"
+
+
+def is_full(exc: BaseException) -> bool:
+    """True for an OSError that means the file system (or this process's file size limit) is
+    full: ENOSPC, EDQUOT, EFBIG."""
+    return isinstance(exc, OSError) and exc.errno in _FULL
 
 
 class DamagedFileError(ValueError):
@@ -84,17 +130,24 @@ def _fsync_dir(directory: Path) -> None:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that readers see either the old or the new content, never a mix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        if is_full(exc):
+            raise StoreFullError(path, len(data), exc) from None
+        raise
     try:
         with os.fdopen(fd, "wb") as tmp:
             tmp.write(data)
             tmp.flush()
             os.fsync(tmp.fileno())
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
+        if is_full(exc):
+            raise StoreFullError(path, len(data), exc) from None  # type: ignore[arg-type]
         raise
     _fsync_dir(path.parent)
 
@@ -122,6 +175,23 @@ def _probe_writable(root: Path) -> str | None:
     except OSError as exc:
         return f"is not writable ({exc.strerror or exc})"
     return None
+
+
+def _unheld(lock_path: Path) -> bool:
+    """True when no live process holds the lockf lock on `lock_path` (or there is none)."""
+    try:
+        fd = os.open(lock_path, os.O_RDWR)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True
 
 
 @dataclass(frozen=True)
@@ -265,6 +335,84 @@ class Store:
     def has_model(self, run_id: str) -> bool:
         # Either family's model file (app.model.MODEL_FILES; not imported: it pulls in xgboost).
         return any((self.run_dir(run_id) / name).is_file() for name in ("model.ubj", "model.json"))
+
+    @contextlib.contextmanager
+    def staging_dir(self, run_id: str) -> Iterator[Path]:
+        """A fresh `models/.<run_id>.<random>.tmp/` to write a whole run into, then
+        `install_run` it. Its `.lock` is held while inside, so `clean_stale` removes only the
+        staging directories of writers that died; left over on any error, it is removed."""
+        check_run_id(run_id)
+        try:
+            self.models_dir.mkdir(parents=True, exist_ok=True)
+            path = Path(tempfile.mkdtemp(dir=self.models_dir, prefix=f".{run_id}.", suffix=".tmp"))
+            path.chmod(0o755)  # what mkdir gave run directories; mkdtemp makes 0700
+            fd = os.open(path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            if is_full(exc):
+                raise StoreFullError(self.models_dir / f".{run_id}.tmp", 4096, exc) from None
+            raise
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX)
+            yield path
+        finally:
+            os.close(fd)
+            shutil.rmtree(path, ignore_errors=True)
+
+    def install_run(self, staging: Path, run_id: str) -> None:
+        """Rename the complete run in `staging` to `models/<run_id>/` whole. A run directory
+        already there holds only a checkpoint (a finished run is never trained again); it is
+        renamed aside first and removed after."""
+        target = self.run_dir(run_id)
+        aside = None
+        if target.exists():
+            aside = staging.with_name(f"{staging.name[:-4]}.old")
+            os.rename(target, aside)
+        os.rename(staging, target)
+        (target / ".lock").unlink(missing_ok=True)  # held until now: clean_stale keeps off
+        _fsync_dir(self.models_dir)
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
+
+    def clean_stale(self, now: float | None = None) -> list[Path]:
+        """Remove what killed writers left: staging directories no live writer holds (one
+        with a complete run whose run directory is missing is installed instead: the kill came
+        between install_run's two renames), renamed-aside run directories, and temp files of
+        atomic writes older than STALE_TEMP_SECONDS. Returns what it removed."""
+        now = time.time() if now is None else now
+        removed: list[Path] = []
+        try:
+            entries = list(self.models_dir.iterdir())
+        except OSError:
+            entries = []
+        for entry in entries:
+            name = entry.name
+            if name.startswith(".") and name.endswith(".tmp") and entry.is_dir():
+                if not _unheld(entry / ".lock"):
+                    continue
+                run_id = name[1:].rsplit(".", 2)[0]
+                if (entry / "metrics.json").is_file() and not (self.models_dir / run_id).exists():
+                    log.warning("finishing the install of run %s that a killed train left", run_id)
+                    self.install_run(entry, run_id)
+                    continue
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+            elif name.startswith(".") and name.endswith(".old") and entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+        folders = [self.datasets_dir, self.models_dir, self.reports_dir, *entries]
+        with contextlib.suppress(OSError):
+            folders += list(self.reports_dir.iterdir())
+        for folder in folders:
+            if not folder.is_dir() or folder.name.startswith("."):
+                continue
+            for tmp in folder.glob(".*.tmp"):
+                with contextlib.suppress(OSError):
+                    if tmp.is_file() and now - tmp.stat().st_mtime > STALE_TEMP_SECONDS:
+                        tmp.unlink()
+                        removed.append(tmp)
+        for path in removed:
+            log.info("removed %s, left by a killed writer", path)
+        return removed
 
     # --- atomic file operations ---------------------------------------------------------------
 

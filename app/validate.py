@@ -342,6 +342,7 @@ def validate(store: Store, run_id: str, run_date: date | None = None) -> dict[st
 def main(argv: list[str]) -> int:
     settings = command_settings("validate", argv)
     store = open_store(settings)
+    store.clean_stale()
     run_id = settings.run_id_or_new()
     report = validate(store, run_id, settings.run_date)
     report_path = store.report_path(run_id)

@@ -6,6 +6,11 @@ models/CURRENT`, and its empty and oversized variants.
 
 from __future__ import annotations
 
+import os
+import resource
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,7 +20,7 @@ import pytest
 from app.gate import GateError, decide, promote
 from app.store import DamagedFileError, Store
 from tests.app.conftest import FIRST_RUN
-from tests.app.helpers import ServerProcess, run_app
+from tests.app.helpers import REPO_ROOT, ServerProcess, app_env, run_app
 
 DAMAGE = {
     "undecodable": b"\xff\xfe garbage\n",
@@ -86,3 +91,105 @@ def test_gate_refuses_a_damaged_current_and_promote_repairs_it(store_copy: Store
     assert "models/CURRENT is damaged" in result.stderr
     assert promote(store_copy, FIRST_RUN)["previous"] is None
     assert store_copy.current_run_id() == FIRST_RUN
+
+
+def run_with_file_limit(
+    limit: int, *args: str, store_root: Path, run_id: str = "run-full"
+) -> subprocess.CompletedProcess:
+    """`python -m app <args>` that may write no file larger than `limit` bytes (RLIMIT_FSIZE:
+    the writes past it fail with EFBIG, as on a full disk; no privileges needed)."""
+
+    def limit_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        cwd=REPO_ROOT,
+        env=app_env(store_root, RUN_ID=run_id),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=limit_files,
+    )
+
+
+def assert_one_line_naming(result: subprocess.CompletedProcess, path: str) -> None:
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    assert path in errors[0] and "needs" in errors[0] and "free" in errors[0], errors[0]
+
+
+def test_train_on_a_full_disk_fails_in_one_line_and_leaves_no_run_directory(
+    store_copy: Store,
+) -> None:
+    """The defect: a traceback, and models/<run>/ with model.json and card.md but no
+    metrics.json. The harmonic run's model.json (130 bytes) and card.md (2 KB) fit in 8 KB, its
+    metrics.json (14 KB) does not."""
+    assert run_app("validate", store_root=store_copy.root, RUN_ID="run-full").returncode == 0
+    result = run_with_file_limit(8192, "train", store_root=store_copy.root)
+    assert_one_line_naming(result, "metrics.json")
+    assert sorted(p.name for p in store_copy.models_dir.iterdir()) == [
+        ".gate.lock",
+        "CURRENT",
+        FIRST_RUN,
+    ]
+
+
+def test_gate_on_a_full_disk_fails_in_one_line_and_keeps_current(store_copy: Store) -> None:
+    result = run_with_file_limit(100, "gate", store_root=store_copy.root, run_id=FIRST_RUN)
+    assert_one_line_naming(result, "decision.json")
+    assert store_copy.current_run_id() == FIRST_RUN
+
+
+def test_validate_on_a_full_disk_fails_in_one_line(store_copy: Store) -> None:
+    result = run_with_file_limit(100, "validate", store_root=store_copy.root)
+    assert_one_line_naming(result, "validation.json")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a 2 MiB tmpfs needs root")
+def test_train_on_a_small_file_system_fails_in_one_line(store_copy: Store, tmp_path: Path) -> None:
+    """A real full file system (ENOSPC), not a file size limit: a 1 MiB tmpfs that the
+    store's dataset and one run fill."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        root = mount / "store"
+        shutil.copytree(store_copy.root, root, ignore=shutil.ignore_patterns("*.ubj"))
+        assert run_app("validate", store_root=root, RUN_ID="run-full").returncode == 0
+        ballast = mount / "ballast"
+        free = shutil.disk_usage(mount).free
+        ballast.write_bytes(b"\0" * (free - 8192))
+        result = run_app("train", store_root=root, RUN_ID="run-full")
+        assert_one_line_naming(result, str(root / "models"))
+        assert not (root / "models" / "run-full").exists()
+        assert not [p for p in (root / "models").iterdir() if p.name.endswith(".tmp")]
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_clean_stale_removes_what_a_killed_writer_left_and_nothing_live(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.write_json(store.run_dir("run-a") / "metrics.json", {"run_id": "run-a"})
+    old = time.time() - 3600
+    stale_file = store.run_dir("run-a") / ".metrics.json.x1y2.tmp"
+    stale_file.write_bytes(b"{")
+    os.utime(stale_file, (old, old))
+    fresh_file = store.datasets_dir / ".co2_weekly.csv.abc.tmp"
+    fresh_file.parent.mkdir(parents=True)
+    fresh_file.write_bytes(b"date")  # a write in progress elsewhere: young, kept
+    dead = store.models_dir / ".run-b.k1ll3d.tmp"  # a staging directory with no live holder
+    dead.mkdir()
+    (dead / "model.json").write_bytes(b"{}")
+    (dead / ".lock").touch()
+    ready = store.models_dir / ".run-c.n3arly.tmp"  # complete, killed between the renames
+    ready.mkdir()
+    (ready / "metrics.json").write_bytes(b"{}")
+    removed = store.clean_stale()
+    assert sorted(removed) == sorted([stale_file, dead])
+    assert fresh_file.exists()
+    assert (store.run_dir("run-c") / "metrics.json").exists()
+    assert [p.name for p in store.models_dir.iterdir() if p.name.startswith(".")] == []
