@@ -39,6 +39,8 @@ import itertools
 import logging
 import math
 import os
+import re
+import stat
 import sys
 import urllib.request
 from collections.abc import Iterator
@@ -94,7 +96,7 @@ def parse_noaa_weekly(text: str, name: str = "source") -> list[Week]:
     """The weeks of a file in NOAA's weekly format; IngestError lists every bad line."""
     weeks: list[Week] = []
     problems: list[str] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(text.split("\n"), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -125,26 +127,33 @@ def parse_noaa_weekly(text: str, name: str = "source") -> list[Week]:
     return weeks
 
 
+_INTEGER = re.compile(r"[0-9]{1,4}")
+_DECIMAL_YEAR = re.compile(r"[0-9]{4}\.[0-9]+")
+_PPM = re.compile(r"-?[0-9]+\.[0-9]{2}")
+"""NOAA's format of a value: two decimals, always. Not what `float()` accepts (`3_7_2.5`,
+full-width digits, `1e2`, `nan`); fewer decimals is a value cut off mid-download."""
+
+
 def _parse_line(line: str, number: int) -> Week:
     fields = line.split()
     if len(fields) < 5:
         raise ValueError(f"expected at least 5 columns (yr mon day decimal ppm), got {len(fields)}")
-    try:
-        year, month, day = (int(field) for field in fields[:3])
-    except ValueError:
-        raise ValueError("year, month and day must be integers") from None
+    if not all(_INTEGER.fullmatch(field) for field in fields[:3]):
+        raise ValueError("year, month and day must be integers (ASCII digits)")
+    year, month, day = (int(field) for field in fields[:3])
+    if not _DECIMAL_YEAR.fullmatch(fields[3]):
+        raise ValueError(f"decimal date {fields[3]!r} is not a decimal year (like 1974.3795)")
     try:
         start = date(year, month, day)
     except ValueError as exc:
         raise ValueError(f"not a date ({exc})") from None
     if start.weekday() != 6:
         raise ValueError(f"{start} is a {start:%A}; NOAA's weeks start on Sunday")
-    try:
-        value = float(fields[4])
-    except ValueError:
-        raise ValueError(f"ppm {fields[4]!r} is not a number") from None
-    if not math.isfinite(value):
-        raise ValueError(f"ppm {fields[4]!r} is not a finite number")
+    if not _PPM.fullmatch(fields[4]):
+        raise ValueError(
+            f"ppm {fields[4]!r} is not a number in NOAA's format (digits, a dot, two decimals)"
+        )
+    value = float(fields[4])
     if value == MISSING:
         return Week(start + WEEK_END_OFFSET, None, number)
     from app.validate import MAX_PPM, MIN_PPM
@@ -274,6 +283,20 @@ def ingest_weeks(store: Store, weeks: list[Week], source: str) -> dict[str, Any]
             pending_missing = []
             appended.append((week.week_end, week.co2))
 
+        # A revision to "no data" of the dataset's last weeks waits for a later observed week:
+        # the series never ends on a gap (NOAA marks a week it has not yet finished as missing).
+        if not appended:
+            by_date = {revision["date"]: revision for revision in revisions}
+            position = len(rows) - 1
+            while position >= 0 and rows[position][1] is None:
+                revision = by_date.get(rows[position][0].isoformat())
+                if revision is None:
+                    break
+                rows[position] = (rows[position][0], revision["old"])
+                revisions.remove(revision)
+                pending_missing.append(Week(rows[position][0], None, revision["line"]))
+                position -= 1
+
         now = datetime.now(UTC).isoformat(timespec="seconds")
         outcome: dict[str, Any] = {
             "ingested_at": now,
@@ -332,20 +355,53 @@ def _append_revisions(
     store.write_bytes(path, existing + lines)
 
 
+def _read_local(source: str) -> bytes:
+    """A regular file's bytes, read through MAX_SOURCE_BYTES + 1 (a FIFO, a device or a huge
+    sparse file is refused without reading it whole, or waiting on a writer)."""
+    fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as handle:
+        mode = os.fstat(handle.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            kind = (
+                "a FIFO"
+                if stat.S_ISFIFO(mode)
+                else "a device"
+                if stat.S_ISCHR(mode) or (stat.S_ISBLK(mode))
+                else "not a regular file"
+            )
+            raise IngestError([f"{source}: {kind}, not a file; ingest reads regular files"])
+        return handle.read(MAX_SOURCE_BYTES + 1)
+
+
 def read_source(source: str) -> str:
-    """The text of a URL (http/https) or a local file."""
+    """The text of a URL (http/https) or a local regular file, read through MAX_SOURCE_BYTES;
+    IngestError for an oversized, non-UTF-8, BOM-prefixed or cut-off (no final newline)
+    source."""
     if source.startswith(("https://", "http://")):
         request = urllib.request.Request(source, headers={"User-Agent": "mlops-ingest"})
         with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_SECONDS) as response:
             data = response.read(MAX_SOURCE_BYTES + 1)
     else:
-        data = Path(source).read_bytes()
+        data = _read_local(source)
     if len(data) > MAX_SOURCE_BYTES:
-        raise IngestError([f"{source}: larger than {MAX_SOURCE_BYTES // 1024 // 1024} MB"])
+        raise IngestError([f"{source}: larger than {MAX_SOURCE_BYTES // 1024 // 1024} MiB"])
+    if data.startswith(b"\xef\xbb\xbf"):
+        raise IngestError(
+            [f"{source}: starts with a UTF-8 byte order mark (BOM); NOAA's file has none"]
+        )
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise IngestError([f"{source}: not UTF-8 text ({exc})"]) from None
+    if text and not text.endswith("\n"):
+        last = text.rsplit("\n", 1)[-1]
+        raise IngestError(
+            [
+                f"{source}: the last line has no newline, so it may be cut off "
+                f"({last.strip()[:60]!r}); the whole batch is refused"
+            ]
+        )
+    return text
 
 
 def ingest(store: Store, source: str) -> dict[str, Any]:

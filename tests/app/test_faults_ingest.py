@@ -1,0 +1,114 @@
+"""Faults of ingest's input (issue 24, points 2 and 7): a download cut off mid-value, numbers
+only Python's `float()` reads, a BOM, FIFOs, devices and huge files, a trailing gap."""
+
+from __future__ import annotations
+
+import os
+import threading
+import tracemalloc
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+
+from app.ingest import IngestError, ingest, read_rows
+from app.store import Store
+from tests.app.test_ingest import FIRST_SUNDAY, HEADER, noaa_file, noaa_line, sha
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    store = Store(tmp_path / "store")
+    store.ensure_dataset()
+    return store
+
+
+def cut_source(tmp_path: Path, tail: str) -> Path:
+    """Two full weeks, then the third week's line cut after `tail` characters of its value."""
+    full = noaa_line(FIRST_SUNDAY + timedelta(weeks=2), 373.98)
+    cut = full[: full.index("373.98") + len(tail)]
+    path = tmp_path / "cut.txt"
+    lines = [noaa_line(FIRST_SUNDAY + timedelta(weeks=i), 372.0 + i / 10) for i in range(2)]
+    path.write_text(HEADER + "\n".join([*lines, cut]))
+    return path
+
+
+@pytest.mark.parametrize("tail", ["373", "373.", "373.9", "373.98"])
+def test_a_download_cut_off_mid_value_is_refused(store, tmp_path, tail):
+    """The defect: `... 2002.1301    373.` stored 373 (the truth is 373.98) and exited 0."""
+    shipped = sha(store.dataset_path)
+    with pytest.raises(IngestError, match="the last line has no newline, so it may be cut off"):
+        ingest(store, str(cut_source(tmp_path, tail)))
+    assert sha(store.dataset_path) == shipped
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["373", "373.", "373.9", "3_7_2.50", "\uff13\uff17\uff12.\uff15\uff10", "3.72e2", "nan"],
+)
+def test_a_value_not_in_noaa_format_is_refused_even_with_a_newline(store, tmp_path, value):
+    source = noaa_file(tmp_path / "w.txt", [371.83])
+    line = noaa_line(FIRST_SUNDAY + timedelta(weeks=1), 372.5).replace("372.50", value)
+    source.write_text(source.read_text() + line + "\n")
+    with pytest.raises(IngestError) as refused:
+        ingest(store, str(source))
+    (problem,) = refused.value.problems
+    assert "line 7:" in problem and "not a number in NOAA's format" in problem
+    assert read_rows(store.dataset_path)[-1][0] == date(2001, 12, 29)
+
+
+def test_a_bom_is_named_as_a_bom(store, tmp_path):
+    source = noaa_file(tmp_path / "w.txt", [371.83])
+    source.write_bytes(b"\xef\xbb\xbf" + source.read_bytes())
+    with pytest.raises(IngestError, match="byte order mark"):
+        ingest(store, str(source))
+
+
+def test_a_fifo_is_refused_without_waiting_for_a_writer(store, tmp_path):
+    fifo = tmp_path / "source.fifo"
+    os.mkfifo(fifo)
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            ingest(store, str(fifo))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(20)
+    assert not worker.is_alive(), "ingest hung on a FIFO"
+    assert isinstance(outcome[0], IngestError) and "a FIFO" in str(outcome[0])
+
+
+def test_a_device_is_refused(store):
+    with pytest.raises(IngestError, match="a device"):
+        ingest(store, "/dev/zero")
+
+
+def test_a_huge_sparse_file_is_refused_without_reading_it_whole(store, tmp_path):
+    """The defect: the whole file was read before the size check (1 GiB peaked at 1,060 MiB)."""
+    huge = tmp_path / "huge.txt"
+    with open(huge, "wb") as handle:
+        handle.truncate(256 * 1024 * 1024)
+    tracemalloc.start()
+    try:
+        with pytest.raises(IngestError, match="larger than 16 MiB"):
+            ingest(store, str(huge))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 40 * 1024 * 1024
+
+
+def test_a_trailing_week_revised_to_no_data_waits_for_a_later_week(store, tmp_path):
+    """The defect: the dataset ended on a gap, which the README says cannot happen."""
+    ingest(store, str(noaa_file(tmp_path / "w.txt", [371.83, 372.01])))
+    outcome = ingest(store, str(noaa_file(tmp_path / "w.txt", [371.83, None])))
+    assert outcome["revised"] == 0 and outcome["held_missing"] == 1
+    assert read_rows(store.dataset_path)[-1] == (date(2002, 1, 12), 372.01)
+    outcome = ingest(store, str(noaa_file(tmp_path / "w.txt", [371.83, None, 372.4])))
+    assert outcome["revised"] == 1
+    assert read_rows(store.dataset_path)[-2:] == [(date(2002, 1, 12), None),
+                                                  (date(2002, 1, 19), 372.4)]  # fmt: skip
