@@ -155,3 +155,14 @@ def stop_all(children: Sequence[Child], timeout: float, printer: LinePrinter) ->
         running = [child for child in running if not child.finished()]
     for child in children:
         child.flush_output()
+
+
+CRASH_ENV = "MLOPS_CRASH_AT"
+"""Fault tests only: `python -m app` SIGKILLs itself at the crash point of this name."""
+
+
+def crash_point(name: str) -> None:
+    """Die by SIGKILL here when `MLOPS_CRASH_AT` names this point: how the fault suite (tests
+    and `python -m benchmarks.faults`) kills a command between two of its writes, exactly."""
+    if os.environ.get(CRASH_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import email.utils
 import fcntl
 import hashlib
 import itertools
@@ -51,8 +52,9 @@ from typing import Any
 
 import orjson
 
+from app._procs import crash_point
 from app.cli import command_settings, open_store
-from app.store import Store, is_full
+from app.store import Store, is_full, read_limited
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,7 @@ DECIMALS = 2
 
 STATE_NAME = "ingest.json"
 REVISIONS_NAME = "revisions.jsonl"
+PENDING_NAME = "ingest.pending.json"
 LOCK_NAME = ".ingest.lock"
 
 
@@ -218,7 +221,7 @@ def revisions_path(store: Store) -> Path:
 def read_state(store: Store) -> dict[str, Any]:
     try:
         state = store.read_json(state_path(store))
-    except (FileNotFoundError, orjson.JSONDecodeError):
+    except (FileNotFoundError, ValueError):
         return {}
     return state if isinstance(state, dict) else {}
 
@@ -226,25 +229,41 @@ def read_state(store: Store) -> dict[str, Any]:
 # --- ingest --------------------------------------------------------------------------------
 
 
-def ingest_weeks(store: Store, weeks: list[Week], source: str) -> dict[str, Any]:
+def ingest_weeks(
+    store: Store, weeks: list[Week], source: str, source_date: datetime | None = None
+) -> dict[str, Any]:
     """Merge `weeks` into the store's dataset; returns what happened (also in ingest.json).
+
+    `source_date` is the source's own date (`read_dated_source`): a source older than the
+    newest one ingested may append weeks but revises none (its revisions are listed as not
+    applied), so an older file never overwrites a newer value.
 
     Raises IngestError, writing nothing to the dataset, when the merged dataset would not pass
     the training data's validation.
     """
     from app.validate import check_dataset
 
+    source_date = source_date or datetime.now(UTC)
     with dataset_lock(store):
         dataset = store.ensure_dataset()
+        candidate = dataset.with_name(f".{dataset.name}.candidate")
+        candidate.unlink(missing_ok=True)  # left by a killed ingest (we hold the lock)
+        complete_pending(store)
         before_sha = sha256(dataset)
         rows = read_rows(dataset)
         state = read_state(store)
+        newest = state.get("newest_source_date")
+        try:
+            older = newest is not None and source_date < datetime.fromisoformat(newest)
+        except (TypeError, ValueError):
+            older = False
         # Weeks up to base_last_date came with the image; later ones through ingest.
         base_last = date.fromisoformat(state.get("base_last_date") or rows[-1][0].isoformat())
         index = {day: position for position, (day, _) in enumerate(rows)}
         last = rows[-1][0]
 
         revisions: list[dict[str, Any]] = []
+        not_applied: list[dict[str, Any]] = []
         appended: list[tuple[date, float | None]] = []
         pending_missing: list[Week] = []
         tail = last
@@ -254,7 +273,11 @@ def ingest_weeks(store: Store, weeks: list[Week], source: str) -> dict[str, Any]
                 if week.week_end <= base_last or position is None:
                     continue
                 old = rows[position][1]
-                if old != week.co2:
+                if old != week.co2 and older:
+                    not_applied.append(
+                        {"date": week.week_end.isoformat(), "kept": old, "older": week.co2}
+                    )
+                elif old != week.co2:
                     rows[position] = (week.week_end, week.co2)
                     revisions.append(
                         {
@@ -308,7 +331,19 @@ def ingest_weeks(store: Store, weeks: list[Week], source: str) -> dict[str, Any]
             "held_missing": len(pending_missing),
             "base_last_date": base_last.isoformat(),
             "sha256_before": before_sha,
+            "source_date": source_date.isoformat(),
+            "newest_source_date": newest if older else source_date.isoformat(),
+            "revisions_not_applied": not_applied,
         }
+        if not_applied:
+            log.warning(
+                "%s is dated %s, older than the newest source ingested (%s): %d revision(s) "
+                "not applied, the newer values kept",
+                source,
+                source_date.isoformat(),
+                newest,
+                len(not_applied),
+            )
         if not appended and not revisions:
             outcome.update(changed=False, sha256=before_sha, last_date=last.isoformat())
             store.write_json(state_path(store), outcome)
@@ -316,7 +351,6 @@ def ingest_weeks(store: Store, weeks: list[Week], source: str) -> dict[str, Any]
 
         merged = rows + appended
         data = render_rows(merged)
-        candidate = dataset.with_name(f".{dataset.name}.candidate")
         try:
             candidate.write_bytes(data)
             _, problems = check_dataset(candidate)
@@ -326,33 +360,86 @@ def ingest_weeks(store: Store, weeks: list[Week], source: str) -> dict[str, Any]
             raise IngestError(
                 [f"the dataset after this ingest would fail validation: {p}" for p in problems]
             )
-        store.write_bytes(dataset, data)
-        if revisions:
-            _append_revisions(store, revisions, source, now)
         outcome.update(
             changed=True,
             sha256=hashlib.sha256(data).hexdigest(),
             last_date=merged[-1][0].isoformat(),
             first_appended=appended[0][0].isoformat() if appended else None,
         )
-        store.write_json(state_path(store), outcome)
+        # The audit before the data: the journal names the new dataset's sha256 and holds the
+        # revision records and the outcome; a kill after the dataset's rename is completed by
+        # the next ingest (complete_pending), so no value changes without its record.
+        try:
+            revisions_size = revisions_path(store).stat().st_size
+        except FileNotFoundError:
+            revisions_size = 0
+        journal = {
+            "sha256": outcome["sha256"],
+            "revisions_size": revisions_size,
+            "revisions": [{**r, "source": source, "ingested_at": now} for r in revisions],
+            "outcome": outcome,
+        }
+        store.write_json(pending_path(store), journal)
+        crash_point("ingest:journal")
+        store.write_bytes(dataset, data)
+        crash_point("ingest:dataset")
+        _finish(store, journal)
         return outcome
 
 
-def _append_revisions(
-    store: Store, revisions: list[dict[str, Any]], source: str, when: str
-) -> None:
-    """Append to revisions.jsonl by rewriting it atomically (it stays small: revisions are rare)."""
+def pending_path(store: Store) -> Path:
+    return store.datasets_dir / PENDING_NAME
+
+
+def _finish(store: Store, journal: dict[str, Any]) -> None:
+    """Write the journal's revision records and outcome, then drop it. Idempotent: the
+    records go after the first `revisions_size` bytes of revisions.jsonl, so a rerun after a
+    kill between the writes never records a revision twice."""
     path = revisions_path(store)
+    if journal["revisions"]:
+        try:
+            existing = read_limited(path, MAX_SOURCE_BYTES * 4)[: journal["revisions_size"]]
+        except FileNotFoundError:
+            existing = b""
+        lines = b"".join(orjson.dumps(record) + b"\n" for record in journal["revisions"])
+        store.write_bytes(path, existing + lines)
+        crash_point("ingest:revisions")
+    store.write_json(state_path(store), journal["outcome"])
+    pending_path(store).unlink(missing_ok=True)
+
+
+def complete_pending(store: Store) -> None:
+    """Finish an ingest a kill interrupted (`datasets/ingest.pending.json`): when the dataset is
+    the one the journal names, its records are written; when it is not, the kill came before
+    the dataset's rename and the journal is dropped (this ingest starts over)."""
     try:
-        existing = path.read_bytes()
+        journal = store.read_json(pending_path(store))
     except FileNotFoundError:
-        existing = b""
-    lines = b"".join(
-        orjson.dumps({**revision, "source": source, "ingested_at": when}) + b"\n"
-        for revision in revisions
-    )
-    store.write_bytes(path, existing + lines)
+        return
+    except ValueError as exc:
+        log.warning("dropping a damaged ingest journal: %s", exc)
+        pending_path(store).unlink(missing_ok=True)
+        return
+    if store.dataset_path.exists() and sha256(store.dataset_path) == journal.get("sha256"):
+        log.warning("completing the records of an ingest that was killed after its data landed")
+        _finish(store, journal)
+    else:
+        pending_path(store).unlink(missing_ok=True)
+
+
+_FILE_CREATION = re.compile(r"^#\s*File Creation:\s*(.+?)\s*$", re.MULTILINE)
+
+
+def noaa_creation_date(text: str) -> datetime | None:
+    """The `# File Creation: Fri Nov 28 04:41:02 2025` line of NOAA's header, as UTC."""
+    found = _FILE_CREATION.search(text[:8192])
+    if not found:
+        return None
+    try:
+        stamp = datetime.strptime(" ".join(found.group(1).split()), "%a %b %d %H:%M:%S %Y")
+    except ValueError:
+        return None
+    return stamp.replace(tzinfo=UTC)
 
 
 def _read_local(source: str) -> bytes:
@@ -377,12 +464,23 @@ def read_source(source: str) -> str:
     """The text of a URL (http/https) or a local regular file, read through MAX_SOURCE_BYTES;
     IngestError for an oversized, non-UTF-8, BOM-prefixed or cut-off (no final newline)
     source."""
+    return read_dated_source(source)[0]
+
+
+def read_dated_source(source: str) -> tuple[str, datetime]:
+    """`read_source`, and the source's own date: NOAA's `# File Creation:` header line, else
+    the HTTP `Last-Modified` header, else the file's modification time (else now)."""
+    stated: datetime | None = None
     if source.startswith(("https://", "http://")):
         request = urllib.request.Request(source, headers={"User-Agent": "mlops-ingest"})
         with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_SECONDS) as response:
             data = response.read(MAX_SOURCE_BYTES + 1)
+            with contextlib.suppress(TypeError, ValueError):
+                stated = email.utils.parsedate_to_datetime(response.headers["Last-Modified"])
     else:
         data = _read_local(source)
+        with contextlib.suppress(OSError):
+            stated = datetime.fromtimestamp(os.stat(source).st_mtime, UTC)
     if len(data) > MAX_SOURCE_BYTES:
         raise IngestError([f"{source}: larger than {MAX_SOURCE_BYTES // 1024 // 1024} MiB"])
     if data.startswith(b"\xef\xbb\xbf"):
@@ -401,13 +499,15 @@ def read_source(source: str) -> str:
                 f"({last.strip()[:60]!r}); the whole batch is refused"
             ]
         )
-    return text
+    dated = noaa_creation_date(text) or stated or datetime.now(UTC)
+    return text, dated if dated.tzinfo else dated.replace(tzinfo=UTC)
 
 
 def ingest(store: Store, source: str) -> dict[str, Any]:
     """Read, parse and merge `source` into the store's dataset."""
-    text = read_source(source)
-    return ingest_weeks(store, parse_noaa_weekly(text, Path(source).name or source), source)
+    text, source_date = read_dated_source(source)
+    weeks = parse_noaa_weekly(text, Path(source).name or source)
+    return ingest_weeks(store, weeks, source, source_date)
 
 
 def main(argv: list[str]) -> int:

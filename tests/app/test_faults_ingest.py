@@ -4,15 +4,20 @@ only Python's `float()` reads, a BOM, FIFOs, devices and huge files, a trailing 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import threading
 import tracemalloc
 from datetime import date, timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 
-from app.ingest import IngestError, ingest, read_rows
+from app.ingest import IngestError, ingest, read_rows, revisions_path
 from app.store import Store
+from tests.app.helpers import REPO_ROOT, app_env, run_app
 from tests.app.test_ingest import FIRST_SUNDAY, HEADER, noaa_file, noaa_line, sha
 
 
@@ -112,3 +117,71 @@ def test_a_trailing_week_revised_to_no_data_waits_for_a_later_week(store, tmp_pa
     assert outcome["revised"] == 1
     assert read_rows(store.dataset_path)[-2:] == [(date(2002, 1, 12), None),
                                                   (date(2002, 1, 19), 372.4)]  # fmt: skip
+
+
+def dated_file(path: Path, values: list[float | None], created: str) -> Path:
+    """A NOAA weekly file whose header says when NOAA created it (as the real file's does)."""
+    noaa_file(path, values)
+    path.write_text(f"# File Creation: {created}\n" + path.read_text())
+    return path
+
+
+def test_an_older_file_ingested_after_a_newer_one_revises_nothing(store, tmp_path):
+    """The defect: in 1 of 6 concurrent runs the older file ran last and put a week back."""
+    ingest(store, str(dated_file(tmp_path / "a.txt", [371.83, 372.01], "Sat Jan  5 04:40:53 2002")))
+    newer = dated_file(tmp_path / "new.txt", [371.83, 372.11, 372.4], "Sat Jan 19 04:41:02 2002")
+    older = dated_file(tmp_path / "old.txt", [371.83, 372.01, 372.4], "Sat Jan 12 04:40:11 2002")
+    older.touch()  # written to disk last: the header's date decides, not the mtime
+    assert ingest(store, str(newer))["revised"] == 1
+    outcome = ingest(store, str(older))
+    assert outcome["revised"] == 0
+    assert outcome["revisions_not_applied"] == [
+        {"date": "2002-01-12", "kept": 372.11, "older": 372.01}
+    ]
+    assert outcome["newest_source_date"] == "2002-01-19T04:41:02+00:00"
+    assert (date(2002, 1, 12), 372.11) in read_rows(store.dataset_path)
+
+
+def test_concurrent_older_and_newer_ingests_keep_the_newer_value(tmp_path):
+    store_root = tmp_path / "store"
+    store_root.mkdir()
+    base = dated_file(tmp_path / "a.txt", [371.83, 372.01], "Sat Jan  5 04:40:53 2002")
+    assert run_app("ingest", "--source", str(base), store_root=store_root).returncode == 0
+    newer = dated_file(tmp_path / "new.txt", [371.83, 372.11, 372.4], "Sat Jan 19 04:41:02 2002")
+    older = dated_file(tmp_path / "old.txt", [371.83, 372.01, 372.4], "Sat Jan 12 04:40:11 2002")
+    for _ in range(2):
+        both = [
+            subprocess.Popen(
+                [sys.executable, "-m", "app", "ingest", "--source", str(source)],
+                cwd=REPO_ROOT,
+                env=app_env(store_root),
+                stderr=subprocess.DEVNULL,
+            )
+            for source in (older, newer)
+        ]
+        assert [process.wait(120) for process in both] == [0, 0]
+        assert (date(2002, 1, 12), 372.11) in read_rows(Store(store_root).dataset_path)
+
+
+@pytest.mark.parametrize("point", ["ingest:journal", "ingest:dataset", "ingest:revisions"])
+def test_a_kill_between_data_and_audit_never_loses_a_revision(tmp_path, point):
+    """The defect: the dataset was replaced before revisions.jsonl; a kill in between left the
+    new value with no record, and the rerun saw "no change"."""
+    store_root = tmp_path / "store"
+    store_root.mkdir()
+    first = noaa_file(tmp_path / "a.txt", [371.83, 372.01])
+    assert run_app("ingest", "--source", str(first), store_root=store_root).returncode == 0
+    revised = noaa_file(tmp_path / "b.txt", [371.83, 372.11, 372.4])
+    killed = run_app(
+        "ingest", "--source", str(revised), store_root=store_root, MLOPS_CRASH_AT=point
+    )
+    assert killed.returncode == -signal.SIGKILL
+    rerun = run_app("ingest", "--source", str(revised), store_root=store_root)
+    assert rerun.returncode == 0, rerun.stderr
+    store = Store(store_root)
+    records = [orjson.loads(line) for line in revisions_path(store).read_bytes().splitlines()]
+    assert [(r["date"], r["old"], r["new"]) for r in records] == [("2002-01-12", 372.01, 372.11)]
+    assert (date(2002, 1, 12), 372.11) in read_rows(store.dataset_path)
+    assert not (store.datasets_dir / "ingest.pending.json").exists()
+    state = orjson.loads((store.datasets_dir / "ingest.json").read_bytes())
+    assert state["last_date"] == "2002-01-19"
