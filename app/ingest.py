@@ -230,7 +230,11 @@ def read_state(store: Store) -> dict[str, Any]:
 
 
 def ingest_weeks(
-    store: Store, weeks: list[Week], source: str, source_date: datetime | None = None
+    store: Store,
+    weeks: list[Week],
+    source: str,
+    source_date: datetime | None = None,
+    spike: tuple[float, int] | None = None,
 ) -> dict[str, Any]:
     """Merge `weeks` into the store's dataset; returns what happened (also in ingest.json).
 
@@ -353,7 +357,7 @@ def ingest_weeks(
         data = render_rows(merged)
         try:
             candidate.write_bytes(data)
-            _, problems = check_dataset(candidate)
+            _, problems = check_dataset(candidate, None, *(spike or ()))
         finally:
             candidate.unlink(missing_ok=True)
         if problems:
@@ -503,11 +507,12 @@ def read_dated_source(source: str) -> tuple[str, datetime]:
     return text, dated if dated.tzinfo else dated.replace(tzinfo=UTC)
 
 
-def ingest(store: Store, source: str) -> dict[str, Any]:
-    """Read, parse and merge `source` into the store's dataset."""
+def ingest(store: Store, source: str, spike: tuple[float, int] | None = None) -> dict[str, Any]:
+    """Read, parse and merge `source` into the store's dataset; `spike` is (VALIDATE_SPIKE_Z,
+    VALIDATE_SPIKE_WINDOW_WEEKS), their defaults when None."""
     text, source_date = read_dated_source(source)
     weeks = parse_noaa_weekly(text, Path(source).name or source)
-    return ingest_weeks(store, weeks, source, source_date)
+    return ingest_weeks(store, weeks, source, source_date, spike)
 
 
 def main(argv: list[str]) -> int:
@@ -531,7 +536,8 @@ def main(argv: list[str]) -> int:
     store = open_store(settings)
     store.clean_stale()
     try:
-        outcome = ingest(store, args.source)
+        spike = (settings.validate_spike_z, settings.validate_spike_window_weeks)
+        outcome = ingest(store, args.source, spike)
     except (IngestError, OSError, ValueError) as exc:
         if is_full(exc):
             raise  # `python -m app` names the path and the space it needed

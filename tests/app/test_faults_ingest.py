@@ -185,3 +185,41 @@ def test_a_kill_between_data_and_audit_never_loses_a_revision(tmp_path, point):
     assert not (store.datasets_dir / "ingest.pending.json").exists()
     state = orjson.loads((store.datasets_dir / "ingest.json").read_bytes())
     assert state["last_date"] == "2002-01-19"
+
+
+def test_an_in_range_spike_is_refused_naming_the_week_and_figures(store, tmp_path):
+    """The defect: one 499 ppm week among values around 372 passed ingest and validate."""
+    shipped = sha(store.dataset_path)
+    source = noaa_file(tmp_path / "w.txt", [371.83, 372.01, 499.0, 372.2, 372.3])
+    with pytest.raises(IngestError) as refused:
+        ingest(store, str(source))
+    (problem,) = refused.value.problems
+    assert "an isolated spike at line" in problem and "2002-01-19, 499 ppm" in problem
+    assert "+126.99 ppm" in problem and "VALIDATE_SPIKE_Z is 15" in problem
+    assert sha(store.dataset_path) == shipped
+
+
+def test_a_spike_in_the_last_week_is_refused_too(store, tmp_path):
+    with pytest.raises(IngestError, match=r"isolated spike .*2002-01-12, 499 ppm"):
+        ingest(store, str(noaa_file(tmp_path / "w.txt", [371.83, 499.0])))
+
+
+def test_a_lasting_step_is_no_spike(store, tmp_path):
+    """Replay's `--inject-shift 3` step must reach the drift checks, not be refused here."""
+    values = [371.83, 372.01, 372.1, 375.2, 375.3, 375.25, 375.4]
+    assert ingest(store, str(noaa_file(tmp_path / "w.txt", values)))["appended"] == 7
+
+
+def test_validate_refuses_a_spike_and_the_threshold_is_a_setting(tmp_path):
+    store_root = tmp_path / "store"
+    store = Store(store_root)
+    text = store.ensure_dataset().read_text().splitlines()
+    position = len(text) - 10
+    day, _ = text[position].split(",")
+    text[position] = f"{day},499"
+    store.dataset_path.write_text("\n".join(text) + "\n")
+    refused = run_app("validate", store_root=store_root, RUN_ID="spiky")
+    assert refused.returncode == 1
+    assert f"an isolated spike at line {position + 1} ({day}, 499 ppm)" in refused.stderr
+    passed = run_app("validate", store_root=store_root, RUN_ID="lax", VALIDATE_SPIKE_Z="1000")
+    assert passed.returncode == 0, passed.stderr
