@@ -37,6 +37,13 @@ def die_with(parent_pid: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def child_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`env` (default: this process's) for a child that calls `die_with_parent_if_asked`: the
+    kernel kills it when this process dies, even by SIGKILL. Start it from a thread that waits
+    for it (`subprocess.run`), since the signal follows the forking thread."""
+    return {**(os.environ if env is None else env), PARENT_ENV: str(os.getpid())}
+
+
 def die_with_parent_if_asked() -> None:
     """In a child of `app local` (`MLOPS_DIE_WITH_PARENT` set): die with the supervisor. The
     variable is removed, so the child's own children decide for themselves."""

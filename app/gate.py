@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from app._procs import crash_point
 from app.backtest import backtest, same_folds
 from app.cli import command_settings, open_store
 from app.lineage import file_sha256
@@ -266,6 +267,7 @@ def decide(store: Store, run_id: str, margin: float) -> dict[str, Any]:
         # promoted (a fallback servers may use), never a CURRENT with no decision behind it.
         decision_path = store.run_dir(run_id) / "decision.json"
         store.write_json(decision_path, decision)
+        crash_point("gate:decided")
         if swap:
             try:
                 store.set_current(run_id)

@@ -30,6 +30,7 @@ import numpy as np
 import orjson
 import xgboost as xgb
 
+from app._procs import crash_point
 from app.backtest import BacktestError, backtest, fold_bounds, training_split
 from app.cli import command_settings, open_store
 from app.device import gpu_visible
@@ -348,6 +349,7 @@ def train(
         store.write_bytes(staging / model_name, raw_model)
         store.write_text(staging / "card.md", model_card(metrics))
         store.write_json(staging / METRICS_FILE, metrics)
+        crash_point("train:staged")
         store.install_run(staging, run_id)
     return metrics
 

@@ -144,23 +144,21 @@ def test_an_older_file_ingested_after_a_newer_one_revises_nothing(store, tmp_pat
 
 def test_concurrent_older_and_newer_ingests_keep_the_newer_value(tmp_path):
     store_root = tmp_path / "store"
-    store_root.mkdir()
     base = dated_file(tmp_path / "a.txt", [371.83, 372.01], "Sat Jan  5 04:40:53 2002")
-    assert run_app("ingest", "--source", str(base), store_root=store_root).returncode == 0
+    ingest(Store(store_root), str(base))
     newer = dated_file(tmp_path / "new.txt", [371.83, 372.11, 372.4], "Sat Jan 19 04:41:02 2002")
     older = dated_file(tmp_path / "old.txt", [371.83, 372.01, 372.4], "Sat Jan 12 04:40:11 2002")
-    for _ in range(2):
-        both = [
-            subprocess.Popen(
-                [sys.executable, "-m", "app", "ingest", "--source", str(source)],
-                cwd=REPO_ROOT,
-                env=app_env(store_root),
-                stderr=subprocess.DEVNULL,
-            )
-            for source in (older, newer)
-        ]
-        assert [process.wait(120) for process in both] == [0, 0]
-        assert (date(2002, 1, 12), 372.11) in read_rows(Store(store_root).dataset_path)
+    both = [
+        subprocess.Popen(
+            [sys.executable, "-m", "app", "ingest", "--source", str(source)],
+            cwd=REPO_ROOT,
+            env=app_env(store_root),
+            stderr=subprocess.DEVNULL,
+        )
+        for source in (newer, older)
+    ]
+    assert [process.wait(120) for process in both] == [0, 0]
+    assert (date(2002, 1, 12), 372.11) in read_rows(Store(store_root).dataset_path)
 
 
 @pytest.mark.parametrize("point", ["ingest:journal", "ingest:dataset", "ingest:revisions"])
@@ -168,16 +166,14 @@ def test_a_kill_between_data_and_audit_never_loses_a_revision(tmp_path, point):
     """The defect: the dataset was replaced before revisions.jsonl; a kill in between left the
     new value with no record, and the rerun saw "no change"."""
     store_root = tmp_path / "store"
-    store_root.mkdir()
-    first = noaa_file(tmp_path / "a.txt", [371.83, 372.01])
-    assert run_app("ingest", "--source", str(first), store_root=store_root).returncode == 0
+    store = Store(store_root)
+    ingest(store, str(noaa_file(tmp_path / "a.txt", [371.83, 372.01])))
     revised = noaa_file(tmp_path / "b.txt", [371.83, 372.11, 372.4])
     killed = run_app(
         "ingest", "--source", str(revised), store_root=store_root, MLOPS_CRASH_AT=point
     )
     assert killed.returncode == -signal.SIGKILL
-    rerun = run_app("ingest", "--source", str(revised), store_root=store_root)
-    assert rerun.returncode == 0, rerun.stderr
+    ingest(store, str(revised))  # the rerun
     store = Store(store_root)
     records = [orjson.loads(line) for line in revisions_path(store).read_bytes().splitlines()]
     assert [(r["date"], r["old"], r["new"]) for r in records] == [("2002-01-12", 372.01, 372.11)]
@@ -223,3 +219,11 @@ def test_validate_refuses_a_spike_and_the_threshold_is_a_setting(tmp_path):
     assert f"an isolated spike at line {position + 1} ({day}, 499 ppm)" in refused.stderr
     passed = run_app("validate", store_root=store_root, RUN_ID="lax", VALIDATE_SPIKE_Z="1000")
     assert passed.returncode == 0, passed.stderr
+
+
+def test_a_candidate_left_by_a_killed_ingest_is_removed_by_the_next(store, tmp_path):
+    """The defect: a killed ingest could leave `.co2_weekly.csv.candidate` for good."""
+    stale = store.datasets_dir / ".co2_weekly.csv.candidate"
+    stale.write_bytes(b"date,co2\n")
+    ingest(store, str(noaa_file(tmp_path / "w.txt", [371.83])))
+    assert not stale.exists()
