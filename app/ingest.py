@@ -14,17 +14,26 @@ taken as they are; NOAA's `-999.99` (no data) becomes an empty value, as in the 
 
 What an ingest does, under a lock so two ingests never interleave:
 
-* parses the whole source first: one malformed line, a date that is not a Sunday, a value outside
-  the physical bounds refuses the whole batch with an error naming the source line and reason;
-* appends weeks after the dataset's last week (missing weeks at the end of the source wait for
-  a later observed week, so the series never ends on a gap);
+* reads the source through a 16 MiB limit (regular files and URLs only) and refuses one whose
+  last line has no newline (cut off) or that starts with a BOM;
+* parses the whole source first, numbers in NOAA's own format only (`-?[0-9]+.[0-9]{2}`): one
+  malformed line, a date that is not a Sunday, a value outside the physical bounds refuses the
+  whole batch with an error naming the source line and reason;
+* appends weeks after the dataset's last week (missing weeks at the end of the source, and
+  revisions of the last weeks to no data, wait for a later observed week, so the series never
+  ends on a gap);
 * compares weeks this ingest appended earlier: a changed value is a revision, applied and
-  recorded in `datasets/revisions.jsonl` (date, old and new value, source line, when);
+  recorded in `datasets/revisions.jsonl` (date, old and new value, source line, when), unless
+  the source is older (its `# File Creation:` line, HTTP Last-Modified or mtime) than the newest
+  ingested: then it is listed in `revisions_not_applied` and the newer value kept;
   weeks of the shipped base series are never compared, since NOAA's and Scripps' records of
   the same week are two programmes' measurements, not revisions of each other;
-* runs the training data's validation (`app.validate`) on the dataset as it would be;
-* replaces the dataset atomically, and only when a row changed: re-ingesting the same file
-  writes nothing, so the dataset's sha256 changes exactly when its rows do.
+* runs the training data's validation (`app.validate`, spikes included) on the dataset as it
+  would be;
+* writes its journal (`datasets/ingest.pending.json`: the records and outcome) before it
+  replaces the dataset atomically, and only when a row changed: re-ingesting the same file
+  writes nothing, so the dataset's sha256 changes exactly when its rows do; a journal a kill
+  left is completed by the next ingest.
 
 Every run records its outcome in `datasets/ingest.json` (shown on the dashboard).
 """

@@ -8,10 +8,16 @@ Layout::
     models/<run_id>/                   model.ubj or model.json, metrics.json, card.md, decision.json
     models/<run_id>/checkpoint/        a booster saved when a Spot task is interrupted
     models/CURRENT                     the promoted run id
+    models/.<run_id>.<random>.tmp/     a run being written by train, renamed whole when complete
+    datasets/ingest.pending.json       ingest's journal: the records of a dataset being replaced
+    replay/schedule.json               a replay's shift week, fixed when it started
     forecasts/                         the forecast ticker's output
 
 Every write goes to a temp file in the same directory, is fsynced and then renamed over the target
 with `os.replace`, so readers (the server, the dashboard, other tasks) never see a torn file.
+Reads are bounded (`read_limited`): a file damaged from outside (undecodable, empty, oversized)
+is a DamagedFileError, and a write that finds no space a StoreFullError naming the path and the
+space it needed. `clean_stale` removes what killed writers left.
 """
 
 from __future__ import annotations
