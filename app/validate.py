@@ -335,12 +335,15 @@ def spike_problems(frame: pd.DataFrame, z_max: float, window: int) -> list[str]:
     scored = spike_robust_z(frame, window)
     z = scored["z"].to_numpy()
     problems = []
+    returning = False  # the change out of a spike just reported: not a second spike
     for position in range(len(scored)):
-        if not abs(z[position]) > z_max:
+        if returning or not abs(z[position]) > z_max:
+            returning = False
             continue
         last = position == len(scored) - 1
         if not last and not (z[position + 1] * z[position] < 0 and abs(z[position + 1]) > z_max):
             continue
+        returning = True
         row = scored.iloc[position]
         (line,) = _lines([scored.index[position]])
         problems.append(

@@ -227,3 +227,11 @@ def test_a_candidate_left_by_a_killed_ingest_is_removed_by_the_next(store, tmp_p
     stale.write_bytes(b"date,co2\n")
     ingest(store, str(noaa_file(tmp_path / "w.txt", [371.83])))
     assert not stale.exists()
+
+
+def test_the_week_after_a_spike_is_not_reported_as_a_second_one(store, tmp_path):
+    source = noaa_file(tmp_path / "w.txt", [371.83, 372.01, 499.0, 372.2])
+    with pytest.raises(IngestError) as refused:
+        ingest(store, str(source))
+    (problem,) = refused.value.problems
+    assert "2002-01-19, 499 ppm" in problem
