@@ -6,6 +6,7 @@ import importlib
 import sys
 
 from app._procs import die_with_parent_if_asked
+from app.store import StoreFullError, is_full
 
 COMMANDS = {
     "validate": ("app.validate", "check the dataset in the store; exit 1 on anomalies"),
@@ -40,9 +41,22 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = args[0], args[1:]
     die_with_parent_if_asked()
     module = importlib.import_module(COMMANDS[command][0])
-    if command == "promote":
-        return module.promote_main(rest)
-    return module.main(rest)
+    try:
+        if command == "promote":
+            return module.promote_main(rest)
+        return module.main(rest)
+    except OSError as exc:
+        # A full store (or file size limit) ends every command the same way: one line naming
+        # the path and the space it needed, no traceback; other OS errors stay loud.
+        if not is_full(exc):
+            raise
+        if not isinstance(exc, StoreFullError):
+            where = f" writing {exc.filename}" if exc.filename else ""
+            exc = OSError(
+                exc.errno, f"no space left{where} ({exc.strerror}); free space in the store"
+            )
+        print(f"error: {command}: {exc.strerror}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -37,6 +37,13 @@ def die_with(parent_pid: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def child_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`env` (default: this process's) for a child that calls `die_with_parent_if_asked`: the
+    kernel kills it when this process dies, even by SIGKILL. Start it from a thread that waits
+    for it (`subprocess.run`), since the signal follows the forking thread."""
+    return {**(os.environ if env is None else env), PARENT_ENV: str(os.getpid())}
+
+
 def die_with_parent_if_asked() -> None:
     """In a child of `app local` (`MLOPS_DIE_WITH_PARENT` set): die with the supervisor. The
     variable is removed, so the child's own children decide for themselves."""
@@ -155,3 +162,14 @@ def stop_all(children: Sequence[Child], timeout: float, printer: LinePrinter) ->
         running = [child for child in running if not child.finished()]
     for child in children:
         child.flush_output()
+
+
+CRASH_ENV = "MLOPS_CRASH_AT"
+"""Fault tests only: `python -m app` SIGKILLs itself at the crash point of this name."""
+
+
+def crash_point(name: str) -> None:
+    """Die by SIGKILL here when `MLOPS_CRASH_AT` names this point: how the fault suite (tests
+    and `python -m benchmarks.faults`) kills a command between two of its writes, exactly."""
+    if os.environ.get(CRASH_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -161,7 +161,10 @@ def read_snapshot(store: Store) -> Snapshot:
     """Read what the page shows. Missing or half-written pieces become empty, never errors."""
     if not store.root.is_dir():
         return Snapshot(store_root=store.root, store_ok=False)
-    current = store.current_run_id()
+    try:
+        current = store.current_run_id()
+    except ValueError:  # a damaged CURRENT (DamagedFileError) shows as no model, not an error
+        current = None
     series = _series_cache.get(store.dataset_path)
     extra: dict[str, Any] = {}
     if series is not None:

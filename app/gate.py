@@ -37,12 +37,13 @@ from typing import Any
 
 import numpy as np
 
+from app._procs import crash_point
 from app.backtest import backtest, same_folds
 from app.cli import command_settings, open_store
 from app.lineage import file_sha256
 from app.model import METRICS_FILE, ModelLoadError, read_series
 from app.model_check import check_run, record_probe
-from app.store import Store, check_run_id
+from app.store import DamagedFileError, Store, check_run_id
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +226,20 @@ def _judge(
     return True, f"{verdict} ({folds})", figures
 
 
+def _current_or_refuse(store: Store) -> str | None:
+    """CURRENT's run id; GateError naming the repair when it is damaged (the gate compares
+    against what CURRENT names, so it cannot decide without it)."""
+    try:
+        return store.current_run_id()
+    except DamagedFileError as exc:
+        promoted = store.promoted_runs()
+        hint = f" (the last promoted run is {promoted[0]})" if promoted else ""
+        raise GateError(
+            f"{exc}; the gate will not guess what is served: repair it with "
+            f"`python -m app promote RUN_ID`{hint}"
+        ) from None
+
+
 def decide(store: Store, run_id: str, margin: float) -> dict[str, Any]:
     """Apply the promotion rules to `run_id`, swap CURRENT when it wins, write decision.json."""
     metrics_path = store.run_dir(run_id) / METRICS_FILE
@@ -234,14 +249,14 @@ def decide(store: Store, run_id: str, margin: float) -> dict[str, Any]:
     if "backtest" not in metrics:
         raise GateError(f"run {run_id} has no backtest in {metrics_path} (trained by older code)")
     with gate_lock(store):
-        previous = store.current_run_id()
+        previous = _current_or_refuse(store)
         promoted, reason, figures = _judge(store, run_id, metrics, previous, margin)
-        if promoted and previous != run_id:
+        swap = promoted and previous != run_id
+        if swap:
             _check_servable(store, run_id)
             # The compare-and-swap: under the lock, CURRENT still names what was compared.
-            if store.current_run_id() != previous:
+            if _current_or_refuse(store) != previous:
                 raise GateError("models/CURRENT changed during the decision; gate again")
-            store.set_current(run_id)
         decision = {
             "run_id": run_id,
             "promoted": promoted,
@@ -251,7 +266,19 @@ def decide(store: Store, run_id: str, margin: float) -> dict[str, Any]:
             "margin": margin,
             **figures,
         }
-        store.write_json(store.run_dir(run_id) / "decision.json", decision)
+        # decision.json before CURRENT: a kill in between leaves a checked run recorded as
+        # promoted (a fallback servers may use), never a CURRENT with no decision behind it.
+        decision_path = store.run_dir(run_id) / "decision.json"
+        store.write_json(decision_path, decision)
+        crash_point("gate:decided")
+        if swap:
+            try:
+                store.set_current(run_id)
+            except OSError as exc:
+                decision.update(promoted=False, reason=f"models/CURRENT not written: {exc}")
+                with contextlib.suppress(OSError):
+                    store.write_json(decision_path, decision)
+                raise
     return decision
 
 
@@ -268,7 +295,11 @@ def promote(store: Store, run_id: str) -> dict[str, Any]:
         )
     _check_servable(store, run_id)
     with gate_lock(store):
-        previous = store.current_run_id()
+        try:
+            previous = store.current_run_id()
+        except DamagedFileError as exc:
+            log.warning("%s; promote repairs it", exc)
+            previous = None
         store.set_current(run_id)
     decision = {
         "run_id": run_id,
@@ -284,6 +315,7 @@ def promote(store: Store, run_id: str) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     settings = command_settings("gate", argv)
     store = open_store(settings)
+    store.clean_stale()
     run_id = settings.run_id or latest_trained_run(store)
     if run_id is None:
         print("error: no trained run to gate in models/; run train first", file=sys.stderr)

@@ -14,17 +14,26 @@ taken as they are; NOAA's `-999.99` (no data) becomes an empty value, as in the 
 
 What an ingest does, under a lock so two ingests never interleave:
 
-* parses the whole source first: one malformed line, a date that is not a Sunday, a value outside
-  the physical bounds refuses the whole batch with an error naming the source line and reason;
-* appends weeks after the dataset's last week (missing weeks at the end of the source wait for
-  a later observed week, so the series never ends on a gap);
+* reads the source through a 16 MiB limit (regular files and URLs only) and refuses one whose
+  last line has no newline (cut off) or that starts with a BOM;
+* parses the whole source first, numbers in NOAA's own format only (`-?[0-9]+.[0-9]{2}`): one
+  malformed line, a date that is not a Sunday, a value outside the physical bounds refuses the
+  whole batch with an error naming the source line and reason;
+* appends weeks after the dataset's last week (missing weeks at the end of the source, and
+  revisions of the last weeks to no data, wait for a later observed week, so the series never
+  ends on a gap);
 * compares weeks this ingest appended earlier: a changed value is a revision, applied and
-  recorded in `datasets/revisions.jsonl` (date, old and new value, source line, when);
+  recorded in `datasets/revisions.jsonl` (date, old and new value, source line, when), unless
+  the source is older (its `# File Creation:` line, HTTP Last-Modified or mtime) than the newest
+  ingested: then it is listed in `revisions_not_applied` and the newer value kept;
   weeks of the shipped base series are never compared, since NOAA's and Scripps' records of
   the same week are two programmes' measurements, not revisions of each other;
-* runs the training data's validation (`app.validate`) on the dataset as it would be;
-* replaces the dataset atomically, and only when a row changed: re-ingesting the same file
-  writes nothing, so the dataset's sha256 changes exactly when its rows do.
+* runs the training data's validation (`app.validate`, spikes included) on the dataset as it
+  would be;
+* writes its journal (`datasets/ingest.pending.json`: the records and outcome) before it
+  replaces the dataset atomically, and only when a row changed: re-ingesting the same file
+  writes nothing, so the dataset's sha256 changes exactly when its rows do; a journal a kill
+  left is completed by the next ingest.
 
 Every run records its outcome in `datasets/ingest.json` (shown on the dashboard).
 """
@@ -33,12 +42,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import email.utils
 import fcntl
 import hashlib
 import itertools
 import logging
 import math
 import os
+import re
+import stat
 import sys
 import urllib.request
 from collections.abc import Iterator
@@ -49,8 +61,9 @@ from typing import Any
 
 import orjson
 
+from app._procs import crash_point
 from app.cli import command_settings, open_store
-from app.store import Store
+from app.store import Store, is_full, read_limited
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +80,7 @@ DECIMALS = 2
 
 STATE_NAME = "ingest.json"
 REVISIONS_NAME = "revisions.jsonl"
+PENDING_NAME = "ingest.pending.json"
 LOCK_NAME = ".ingest.lock"
 
 
@@ -94,7 +108,7 @@ def parse_noaa_weekly(text: str, name: str = "source") -> list[Week]:
     """The weeks of a file in NOAA's weekly format; IngestError lists every bad line."""
     weeks: list[Week] = []
     problems: list[str] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(text.split("\n"), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -125,26 +139,33 @@ def parse_noaa_weekly(text: str, name: str = "source") -> list[Week]:
     return weeks
 
 
+_INTEGER = re.compile(r"[0-9]{1,4}")
+_DECIMAL_YEAR = re.compile(r"[0-9]{4}\.[0-9]+")
+_PPM = re.compile(r"-?[0-9]+\.[0-9]{2}")
+"""NOAA's format of a value: two decimals, always. Not what `float()` accepts (`3_7_2.5`,
+full-width digits, `1e2`, `nan`); fewer decimals is a value cut off mid-download."""
+
+
 def _parse_line(line: str, number: int) -> Week:
     fields = line.split()
     if len(fields) < 5:
         raise ValueError(f"expected at least 5 columns (yr mon day decimal ppm), got {len(fields)}")
-    try:
-        year, month, day = (int(field) for field in fields[:3])
-    except ValueError:
-        raise ValueError("year, month and day must be integers") from None
+    if not all(_INTEGER.fullmatch(field) for field in fields[:3]):
+        raise ValueError("year, month and day must be integers (ASCII digits)")
+    year, month, day = (int(field) for field in fields[:3])
+    if not _DECIMAL_YEAR.fullmatch(fields[3]):
+        raise ValueError(f"decimal date {fields[3]!r} is not a decimal year (like 1974.3795)")
     try:
         start = date(year, month, day)
     except ValueError as exc:
         raise ValueError(f"not a date ({exc})") from None
     if start.weekday() != 6:
         raise ValueError(f"{start} is a {start:%A}; NOAA's weeks start on Sunday")
-    try:
-        value = float(fields[4])
-    except ValueError:
-        raise ValueError(f"ppm {fields[4]!r} is not a number") from None
-    if not math.isfinite(value):
-        raise ValueError(f"ppm {fields[4]!r} is not a finite number")
+    if not _PPM.fullmatch(fields[4]):
+        raise ValueError(
+            f"ppm {fields[4]!r} is not a number in NOAA's format (digits, a dot, two decimals)"
+        )
+    value = float(fields[4])
     if value == MISSING:
         return Week(start + WEEK_END_OFFSET, None, number)
     from app.validate import MAX_PPM, MIN_PPM
@@ -209,7 +230,7 @@ def revisions_path(store: Store) -> Path:
 def read_state(store: Store) -> dict[str, Any]:
     try:
         state = store.read_json(state_path(store))
-    except (FileNotFoundError, orjson.JSONDecodeError):
+    except (FileNotFoundError, ValueError):
         return {}
     return state if isinstance(state, dict) else {}
 
@@ -217,25 +238,45 @@ def read_state(store: Store) -> dict[str, Any]:
 # --- ingest --------------------------------------------------------------------------------
 
 
-def ingest_weeks(store: Store, weeks: list[Week], source: str) -> dict[str, Any]:
+def ingest_weeks(
+    store: Store,
+    weeks: list[Week],
+    source: str,
+    source_date: datetime | None = None,
+    spike: tuple[float, int] | None = None,
+) -> dict[str, Any]:
     """Merge `weeks` into the store's dataset; returns what happened (also in ingest.json).
+
+    `source_date` is the source's own date (`read_dated_source`): a source older than the
+    newest one ingested may append weeks but revises none (its revisions are listed as not
+    applied), so an older file never overwrites a newer value.
 
     Raises IngestError, writing nothing to the dataset, when the merged dataset would not pass
     the training data's validation.
     """
     from app.validate import check_dataset
 
+    source_date = source_date or datetime.now(UTC)
     with dataset_lock(store):
         dataset = store.ensure_dataset()
+        candidate = dataset.with_name(f".{dataset.name}.candidate")
+        candidate.unlink(missing_ok=True)  # left by a killed ingest (we hold the lock)
+        complete_pending(store)
         before_sha = sha256(dataset)
         rows = read_rows(dataset)
         state = read_state(store)
+        newest = state.get("newest_source_date")
+        try:
+            older = newest is not None and source_date < datetime.fromisoformat(newest)
+        except (TypeError, ValueError):
+            older = False
         # Weeks up to base_last_date came with the image; later ones through ingest.
         base_last = date.fromisoformat(state.get("base_last_date") or rows[-1][0].isoformat())
         index = {day: position for position, (day, _) in enumerate(rows)}
         last = rows[-1][0]
 
         revisions: list[dict[str, Any]] = []
+        not_applied: list[dict[str, Any]] = []
         appended: list[tuple[date, float | None]] = []
         pending_missing: list[Week] = []
         tail = last
@@ -245,7 +286,11 @@ def ingest_weeks(store: Store, weeks: list[Week], source: str) -> dict[str, Any]
                 if week.week_end <= base_last or position is None:
                     continue
                 old = rows[position][1]
-                if old != week.co2:
+                if old != week.co2 and older:
+                    not_applied.append(
+                        {"date": week.week_end.isoformat(), "kept": old, "older": week.co2}
+                    )
+                elif old != week.co2:
                     rows[position] = (week.week_end, week.co2)
                     revisions.append(
                         {
@@ -274,6 +319,20 @@ def ingest_weeks(store: Store, weeks: list[Week], source: str) -> dict[str, Any]
             pending_missing = []
             appended.append((week.week_end, week.co2))
 
+        # A revision to "no data" of the dataset's last weeks waits for a later observed week:
+        # the series never ends on a gap (NOAA marks a week it has not yet finished as missing).
+        if not appended:
+            by_date = {revision["date"]: revision for revision in revisions}
+            position = len(rows) - 1
+            while position >= 0 and rows[position][1] is None:
+                revision = by_date.get(rows[position][0].isoformat())
+                if revision is None:
+                    break
+                rows[position] = (rows[position][0], revision["old"])
+                revisions.remove(revision)
+                pending_missing.append(Week(rows[position][0], None, revision["line"]))
+                position -= 1
+
         now = datetime.now(UTC).isoformat(timespec="seconds")
         outcome: dict[str, Any] = {
             "ingested_at": now,
@@ -285,7 +344,19 @@ def ingest_weeks(store: Store, weeks: list[Week], source: str) -> dict[str, Any]
             "held_missing": len(pending_missing),
             "base_last_date": base_last.isoformat(),
             "sha256_before": before_sha,
+            "source_date": source_date.isoformat(),
+            "newest_source_date": newest if older else source_date.isoformat(),
+            "revisions_not_applied": not_applied,
         }
+        if not_applied:
+            log.warning(
+                "%s is dated %s, older than the newest source ingested (%s): %d revision(s) "
+                "not applied, the newer values kept",
+                source,
+                source_date.isoformat(),
+                newest,
+                len(not_applied),
+            )
         if not appended and not revisions:
             outcome.update(changed=False, sha256=before_sha, last_date=last.isoformat())
             store.write_json(state_path(store), outcome)
@@ -293,65 +364,164 @@ def ingest_weeks(store: Store, weeks: list[Week], source: str) -> dict[str, Any]
 
         merged = rows + appended
         data = render_rows(merged)
-        candidate = dataset.with_name(f".{dataset.name}.candidate")
         try:
             candidate.write_bytes(data)
-            _, problems = check_dataset(candidate)
+            _, problems = check_dataset(candidate, None, *(spike or ()))
         finally:
             candidate.unlink(missing_ok=True)
         if problems:
             raise IngestError(
                 [f"the dataset after this ingest would fail validation: {p}" for p in problems]
             )
-        store.write_bytes(dataset, data)
-        if revisions:
-            _append_revisions(store, revisions, source, now)
         outcome.update(
             changed=True,
             sha256=hashlib.sha256(data).hexdigest(),
             last_date=merged[-1][0].isoformat(),
             first_appended=appended[0][0].isoformat() if appended else None,
         )
-        store.write_json(state_path(store), outcome)
+        # The audit before the data: the journal names the new dataset's sha256 and holds the
+        # revision records and the outcome; a kill after the dataset's rename is completed by
+        # the next ingest (complete_pending), so no value changes without its record.
+        try:
+            revisions_size = revisions_path(store).stat().st_size
+        except FileNotFoundError:
+            revisions_size = 0
+        journal = {
+            "sha256": outcome["sha256"],
+            "revisions_size": revisions_size,
+            "revisions": [{**r, "source": source, "ingested_at": now} for r in revisions],
+            "outcome": outcome,
+        }
+        store.write_json(pending_path(store), journal)
+        crash_point("ingest:journal")
+        store.write_bytes(dataset, data)
+        crash_point("ingest:dataset")
+        _finish(store, journal)
         return outcome
 
 
-def _append_revisions(
-    store: Store, revisions: list[dict[str, Any]], source: str, when: str
-) -> None:
-    """Append to revisions.jsonl by rewriting it atomically (it stays small: revisions are rare)."""
+def pending_path(store: Store) -> Path:
+    return store.datasets_dir / PENDING_NAME
+
+
+def _finish(store: Store, journal: dict[str, Any]) -> None:
+    """Write the journal's revision records and outcome, then drop it. Idempotent: the
+    records go after the first `revisions_size` bytes of revisions.jsonl, so a rerun after a
+    kill between the writes never records a revision twice."""
     path = revisions_path(store)
+    if journal["revisions"]:
+        try:
+            existing = read_limited(path, MAX_SOURCE_BYTES * 4)[: journal["revisions_size"]]
+        except FileNotFoundError:
+            existing = b""
+        lines = b"".join(orjson.dumps(record) + b"\n" for record in journal["revisions"])
+        store.write_bytes(path, existing + lines)
+        crash_point("ingest:revisions")
+    store.write_json(state_path(store), journal["outcome"])
+    pending_path(store).unlink(missing_ok=True)
+
+
+def complete_pending(store: Store) -> None:
+    """Finish an ingest a kill interrupted (`datasets/ingest.pending.json`): when the dataset is
+    the one the journal names, its records are written; when it is not, the kill came before
+    the dataset's rename and the journal is dropped (this ingest starts over)."""
     try:
-        existing = path.read_bytes()
+        journal = store.read_json(pending_path(store))
     except FileNotFoundError:
-        existing = b""
-    lines = b"".join(
-        orjson.dumps({**revision, "source": source, "ingested_at": when}) + b"\n"
-        for revision in revisions
-    )
-    store.write_bytes(path, existing + lines)
+        return
+    except ValueError as exc:
+        log.warning("dropping a damaged ingest journal: %s", exc)
+        pending_path(store).unlink(missing_ok=True)
+        return
+    if store.dataset_path.exists() and sha256(store.dataset_path) == journal.get("sha256"):
+        log.warning("completing the records of an ingest that was killed after its data landed")
+        _finish(store, journal)
+    else:
+        pending_path(store).unlink(missing_ok=True)
+
+
+_FILE_CREATION = re.compile(r"^#\s*File Creation:\s*(.+?)\s*$", re.MULTILINE)
+
+
+def noaa_creation_date(text: str) -> datetime | None:
+    """The `# File Creation: Fri Nov 28 04:41:02 2025` line of NOAA's header, as UTC."""
+    found = _FILE_CREATION.search(text[:8192])
+    if not found:
+        return None
+    try:
+        stamp = datetime.strptime(" ".join(found.group(1).split()), "%a %b %d %H:%M:%S %Y")
+    except ValueError:
+        return None
+    return stamp.replace(tzinfo=UTC)
+
+
+def _read_local(source: str) -> bytes:
+    """A regular file's bytes, read through MAX_SOURCE_BYTES + 1 (a FIFO, a device or a huge
+    sparse file is refused without reading it whole, or waiting on a writer)."""
+    fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as handle:
+        mode = os.fstat(handle.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            kind = (
+                "a FIFO"
+                if stat.S_ISFIFO(mode)
+                else "a device"
+                if stat.S_ISCHR(mode) or (stat.S_ISBLK(mode))
+                else "not a regular file"
+            )
+            raise IngestError([f"{source}: {kind}, not a file; ingest reads regular files"])
+        return handle.read(MAX_SOURCE_BYTES + 1)
 
 
 def read_source(source: str) -> str:
-    """The text of a URL (http/https) or a local file."""
+    """The text of a URL (http/https) or a local regular file, read through MAX_SOURCE_BYTES;
+    IngestError for an oversized, non-UTF-8, BOM-prefixed or cut-off (no final newline)
+    source."""
+    return read_dated_source(source)[0]
+
+
+def read_dated_source(source: str) -> tuple[str, datetime]:
+    """`read_source`, and the source's own date: NOAA's `# File Creation:` header line, else
+    the HTTP `Last-Modified` header, else the file's modification time (else now)."""
+    stated: datetime | None = None
     if source.startswith(("https://", "http://")):
         request = urllib.request.Request(source, headers={"User-Agent": "mlops-ingest"})
         with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_SECONDS) as response:
             data = response.read(MAX_SOURCE_BYTES + 1)
+            with contextlib.suppress(TypeError, ValueError):
+                stated = email.utils.parsedate_to_datetime(response.headers["Last-Modified"])
     else:
-        data = Path(source).read_bytes()
+        data = _read_local(source)
+        with contextlib.suppress(OSError):
+            stated = datetime.fromtimestamp(os.stat(source).st_mtime, UTC)
     if len(data) > MAX_SOURCE_BYTES:
-        raise IngestError([f"{source}: larger than {MAX_SOURCE_BYTES // 1024 // 1024} MB"])
+        raise IngestError([f"{source}: larger than {MAX_SOURCE_BYTES // 1024 // 1024} MiB"])
+    if data.startswith(b"\xef\xbb\xbf"):
+        raise IngestError(
+            [f"{source}: starts with a UTF-8 byte order mark (BOM); NOAA's file has none"]
+        )
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise IngestError([f"{source}: not UTF-8 text ({exc})"]) from None
+    if text and not text.endswith("\n"):
+        last = text.rsplit("\n", 1)[-1]
+        raise IngestError(
+            [
+                f"{source}: the last line has no newline, so it may be cut off "
+                f"({last.strip()[:60]!r}); the whole batch is refused"
+            ]
+        )
+    dated = noaa_creation_date(text) or stated or datetime.now(UTC)
+    return text, dated if dated.tzinfo else dated.replace(tzinfo=UTC)
 
 
-def ingest(store: Store, source: str) -> dict[str, Any]:
-    """Read, parse and merge `source` into the store's dataset."""
-    text = read_source(source)
-    return ingest_weeks(store, parse_noaa_weekly(text, Path(source).name or source), source)
+def ingest(store: Store, source: str, spike: tuple[float, int] | None = None) -> dict[str, Any]:
+    """Read, parse and merge `source` into the store's dataset; `spike` is (VALIDATE_SPIKE_Z,
+    VALIDATE_SPIKE_WINDOW_WEEKS), their defaults when None."""
+    text, source_date = read_dated_source(source)
+    weeks = parse_noaa_weekly(text, Path(source).name or source)
+    return ingest_weeks(store, weeks, source, source_date, spike)
 
 
 def main(argv: list[str]) -> int:
@@ -373,9 +543,13 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     settings = command_settings("ingest")
     store = open_store(settings)
+    store.clean_stale()
     try:
-        outcome = ingest(store, args.source)
+        spike = (settings.validate_spike_z, settings.validate_spike_window_weeks)
+        outcome = ingest(store, args.source, spike)
     except (IngestError, OSError, ValueError) as exc:
+        if is_full(exc):
+            raise  # `python -m app` names the path and the space it needed
         problems = getattr(exc, "problems", [str(exc)])
         print(
             f"error: ingest of {args.source} refused, the dataset is unchanged:\n"

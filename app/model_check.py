@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from app import _xgboost_import  # noqa: F401  (must precede app.model: see its docstring)
+from app._procs import child_env, die_with_parent_if_asked
 from app.model import METRICS_FILE, MODEL_FILE, MODEL_FILES, SEASON, Forecaster, ModelLoadError
 
 PROBE_TIMEOUT_SECONDS = 60.0
@@ -127,7 +128,7 @@ def check_run(run_dir: Path, timeout: float = PROBE_TIMEOUT_SECONDS) -> dict[str
     """Check, load and probe the run in a child process; ModelLoadError says why it failed.
     Returns what the child verified: the model file's record and the library versions."""
     run_dir = Path(run_dir)
-    env = dict(os.environ)
+    env = child_env()  # a probe dies with its parent: a killed gate leaves no orphan
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
     try:
         result = subprocess.run(
@@ -226,4 +227,5 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    die_with_parent_if_asked()
     sys.exit(main(sys.argv[1:]))

@@ -486,7 +486,11 @@ def check(store: Store, settings: MonitorSettings) -> MonitorResult:
     """Steps 1-3, and the decision whether to signal; writes status, scores and history."""
     dataset = store.ensure_dataset()
     dates, values = read_series(dataset)
-    current = store.current_run_id()
+    try:
+        current = store.current_run_id()
+    except ValueError as exc:  # DamagedFileError: one line, then score without a model
+        log.error("%s; scoring without the promoted model", exc)
+        current = None
     model = None
     if current is not None:
         try:

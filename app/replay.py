@@ -43,6 +43,7 @@ from app.store import SHIPPED_DATASET, Store
 log = logging.getLogger(__name__)
 
 SOURCE_NAME = "co2_weekly_mlo.txt"
+SCHEDULE_NAME = "schedule.json"
 DEFAULT_YEARS = 4
 
 
@@ -76,6 +77,8 @@ class Replay:
     shift_at: int | None = None
     """Index into the held-back weeks from which `shift_ppm` is added."""
     signals: list[dict[str, Any]] = field(default_factory=list)
+    shift_day: str | None = None
+    """The first shifted week, as fixed when the replay started (`replay/schedule.json`)."""
 
     @classmethod
     def seed(
@@ -84,12 +87,16 @@ class Replay:
         """Hold back the last `years` of the shipped series; a fresh store gets the rest.
 
         A store that already has a dataset keeps it, and the replay releases the shipped weeks
-        after its last one (none, when it already holds them all).
+        after its last one (none, when it already holds them all). The shift's week is fixed
+        when a replay starts on a fresh store and kept in `replay/schedule.json`: a restarted
+        replay shifts from the same week (every remaining week, once that week is released).
         """
         dates, values = read_series(SHIPPED_DATASET)
+        schedule = None
         if store.dataset_path.exists():
             last = read_series(store.dataset_path)[0][-1]
             held = dates > last
+            schedule = _read_schedule(store)
         else:
             held = np.arange(len(dates)) >= len(dates) - round(years * 52)
             rows = [
@@ -98,9 +105,21 @@ class Replay:
             ]
             store.write_bytes(store.dataset_path, render_rows(rows))
         held_dates, held_values = dates[held], values[held]
-        if shift_ppm and shift_at is None:
-            shift_at = len(held_dates) // 2
-        return cls(store, held_dates, held_values, 0, shift_ppm, shift_at)
+        if schedule is not None:
+            shift_ppm = float(schedule.get("shift_ppm") or 0.0)
+            day = schedule.get("shift_date")
+            shift_at = int(np.searchsorted(held_dates, np.datetime64(day))) if day else None
+            log.info("replay schedule kept: shift %+g ppm from %s", shift_ppm, day)
+        else:
+            if shift_ppm and shift_at is None:
+                shift_at = len(held_dates) // 2
+            day = None
+            if shift_ppm and shift_at is not None and shift_at < len(held_dates):
+                day = str(held_dates[shift_at])
+            store.write_json(_schedule_path(store), {"shift_ppm": shift_ppm, "shift_date": day})
+        replay = cls(store, held_dates, held_values, 0, shift_ppm, shift_at)
+        replay.shift_day = day
+        return replay
 
     @property
     def source_path(self) -> Path:
@@ -113,7 +132,7 @@ class Replay:
     def shift_date(self) -> str | None:
         if not self.shift_ppm or self.shift_at is None or self.shift_at >= len(self.dates):
             return None
-        return str(self.dates[self.shift_at])
+        return self.shift_day or str(self.dates[self.shift_at])
 
     def release(self, weeks: int) -> dict[str, Any]:
         """Publish `weeks` more weeks in the source file and ingest it; the ingest's outcome."""
@@ -124,6 +143,18 @@ class Replay:
         text = noaa_weekly_text(self.dates[: self.released], values)
         self.store.write_text(self.source_path, text)
         return ingest(self.store, str(self.source_path))
+
+
+def _schedule_path(store: Store) -> Path:
+    return store.root / "replay" / SCHEDULE_NAME
+
+
+def _read_schedule(store: Store) -> dict[str, Any] | None:
+    try:
+        schedule = store.read_json(_schedule_path(store))
+    except (OSError, ValueError):
+        return None
+    return schedule if isinstance(schedule, dict) else None
 
 
 # --- inside `app local` ------------------------------------------------------------------------

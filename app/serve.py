@@ -85,7 +85,7 @@ from app.payload import (
     start_parser_process,
 )
 from app.settings import AppSettings
-from app.store import Store
+from app.store import DamagedFileError, Store
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +215,8 @@ class ModelSlot:
     openapi_bodies: dict[bool, bytes] = field(default_factory=dict)
     served_key: tuple | None = None
     failed_key: tuple | None = None
+    damaged: str | None = None
+    """Why models/CURRENT is damaged, while it is (logged once per change)."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
@@ -274,8 +276,19 @@ class ModelSlot:
         return (run_id, *stamps)
 
     def _candidate(self) -> tuple[str, tuple] | None:
-        """CURRENT's run id and key, when it differs from what is served."""
-        run_id = self.store.current_run_id()
+        """CURRENT's run id and key, when it differs from what is served. A damaged CURRENT
+        (DamagedFileError) is logged once per change of state and reads as "no change"."""
+        try:
+            run_id = self.store.current_run_id()
+        except DamagedFileError as exc:
+            if self.damaged != str(exc):
+                self.damaged = str(exc)
+                serving = self.forecaster.run_id if self.forecaster else "no model"
+                log.error("%s; still serving %s until a run is promoted", exc, serving)
+            return None
+        if self.damaged is not None:
+            self.damaged = None
+            log.info("models/CURRENT is readable again (run %s)", run_id)
         if run_id is None or (self.served_key and self.served_key[0] == run_id):
             return None
         return run_id, self._key(run_id)
@@ -293,32 +306,26 @@ class ModelSlot:
             self._failed(run_id, key, exc)
             return None
 
-    def _earlier_promoted_runs(self, current: str) -> list[str]:
-        """Runs promoted before, newest decision first (their decision.json says so)."""
-        decided = []
-        for run_id in self.store.list_runs():
-            if run_id == current:
-                continue
-            try:
-                decision = self.store.read_json(self.store.run_dir(run_id) / "decision.json")
-            except (OSError, ValueError):
-                continue
-            if isinstance(decision, dict) and decision.get("promoted") is True:
-                decided.append((str(decision.get("decided_at", "")), run_id))
-        return [run_id for _, run_id in sorted(decided, reverse=True)]
-
     def load_current(self) -> None:
         """Load CURRENT synchronously (at start-up, before the server listens). When it cannot
-        be served, fall back to the most recently promoted run that can, or stay not ready."""
+        be served, or is damaged, fall back to the most recently promoted run that can, or stay
+        not ready."""
         candidate = self._candidate()
-        if candidate is None:
+        if candidate is None and self.damaged is None:
             log.info("no promoted model yet (models/CURRENT); /ready answers 503 until one is")
             return
-        forecaster = self._load(*candidate)
-        if forecaster is not None:
-            self.swap(forecaster, candidate[1])
-            return
-        for run_id in self._earlier_promoted_runs(candidate[0])[:MAX_FALLBACK_RUNS]:
+        if candidate is not None:
+            forecaster = self._load(*candidate)
+            if forecaster is not None:
+                self.swap(forecaster, candidate[1])
+                return
+        bad = "is damaged"
+        if candidate is not None:
+            bad = f"names run {candidate[0]}, which cannot be served"
+        self._fall_back(bad, exclude=candidate[0] if candidate else None)
+
+    def _fall_back(self, bad: str, exclude: str | None) -> None:
+        for run_id in self.store.promoted_runs(exclude=exclude)[:MAX_FALLBACK_RUNS]:
             key = self._key(run_id)
             try:
                 forecaster = load_checked(
@@ -328,22 +335,24 @@ class ModelSlot:
                 log.error("cannot load earlier promoted run %s either: %s", run_id, exc)
                 continue
             log.warning(
-                "CURRENT names run %s, which cannot be served; serving the last good promoted "
-                "run %s until a new run is promoted",
-                candidate[0],
+                "CURRENT %s; serving the last good promoted run %s until a new run is promoted",
+                bad,
                 run_id,
             )
             self.swap(forecaster, key)
             return
         log.error(
-            "no servable model: CURRENT names run %s, which cannot be served, and no earlier "
-            "promoted run loads; /ready answers 503 until a good run is promoted",
-            candidate[0],
+            "no servable model: CURRENT %s, and no earlier promoted run loads; /ready answers "
+            "503 until a good run is promoted",
+            bad,
         )
 
     async def reload_if_changed(self) -> None:
         async with self.lock:
+            was_damaged = self.damaged
             candidate = await asyncio.to_thread(self._candidate)
+            if candidate is None and self.damaged and not was_damaged and not self.forecaster:
+                await asyncio.to_thread(self._fall_back, "is damaged", None)
             if candidate is None or candidate[1] == self.failed_key:
                 return
             forecaster = await asyncio.to_thread(self._load, *candidate)

@@ -52,6 +52,13 @@ class AppSettings(BaseSettings):
     model_family: Literal["auto", "xgboost", "harmonic"] = "auto"
     """Which model family `train` backtests: `auto` backtests both and serves the better one."""
 
+    validate_spike_z: float = Field(15.0, gt=0, le=1000)
+    """`validate` and `ingest` refuse an isolated spike: a week whose week-on-week change is
+    more than this many robust z-scores (median and MAD of the window's changes) from the
+    usual, and whose next change goes back as far. The shipped series peaks at 5.7."""
+    validate_spike_window_weeks: int = Field(52, ge=8, le=1040)
+    """Observed weeks of changes before a week that its robust z-score is measured against."""
+
     train_rounds: int = Field(100, ge=1, le=100_000)
     """Boosting rounds of a full training run."""
     train_log_every: int = Field(10, ge=1)

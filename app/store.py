@@ -8,20 +8,31 @@ Layout::
     models/<run_id>/                   model.ubj or model.json, metrics.json, card.md, decision.json
     models/<run_id>/checkpoint/        a booster saved when a Spot task is interrupted
     models/CURRENT                     the promoted run id
+    models/.<run_id>.<random>.tmp/     a run being written by train, renamed whole when complete
+    datasets/ingest.pending.json       ingest's journal: the records of a dataset being replaced
+    replay/schedule.json               a replay's shift week, fixed when it started
     forecasts/                         the forecast ticker's output
 
 Every write goes to a temp file in the same directory, is fsynced and then renamed over the target
 with `os.replace`, so readers (the server, the dashboard, other tasks) never see a torn file.
+Reads are bounded (`read_limited`): a file damaged from outside (undecodable, empty, oversized)
+is a DamagedFileError, and a write that finds no space a StoreFullError naming the path and the
+space it needed. `clean_stale` removes what killed writers left.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import logging
 import os
 import re
+import shutil
+import stat
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,8 +47,81 @@ SHIPPED_DATASET = Path(__file__).parent / "data" / "co2_weekly.csv"
 _RUN_ID = re.compile(RUN_ID_PATTERN)
 
 
+MAX_CURRENT_BYTES = 256
+"""models/CURRENT holds one run id (at most 128 characters) and a newline."""
+MAX_JSON_BYTES = 16 * 1024 * 1024
+"""The store's JSON files (metrics, decisions, reports) are kilobytes; far larger is damage."""
+
+
 class StoreUnavailableError(RuntimeError):
     """The store directory did not become available and writable in time."""
+
+
+STALE_TEMP_SECONDS = 15 * 60
+"""A temp file of an atomic write older than this was left by a killed writer (one write of a
+store file takes well under a second)."""
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+class StoreFullError(OSError):
+    """A write to the store failed for lack of space: one line naming the path and the space
+    it needed, never a traceback (`python -m app` prints it and exits 1)."""
+
+    def __init__(self, path: Path, needed: int, cause: OSError) -> None:
+        try:
+            free = shutil.disk_usage(path.parent).free
+            have = f", {_size(free)} free there"
+        except OSError:
+            have = ""
+        super().__init__(
+            cause.errno,
+            f"no space left to write {path}: it needs {_size(needed)} free{have} "
+            f"({cause.strerror or cause}); free space in the store and run the command again",
+        )
+        self.path = path
+        self.needed = needed
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _size(count: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count} bytes"
+
+
+def is_full(exc: BaseException) -> bool:
+    """True for an OSError that means the file system (or this process's file size limit) is
+    full: ENOSPC, EDQUOT, EFBIG."""
+    return isinstance(exc, OSError) and exc.errno in _FULL
+
+
+class DamagedFileError(ValueError):
+    """A store file exists but its content is not what its writer writes (undecodable, empty,
+    oversized, or not a regular file): damage from outside, never a crash of the reader."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path} is damaged: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+def read_limited(path: Path, limit: int) -> bytes:
+    """The bytes of the regular file `path`, read through `limit` (never more is read).
+
+    FileNotFoundError when it does not exist; DamagedFileError when it is not a regular file or
+    is larger than `limit` bytes."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise DamagedFileError(path, "not a regular file")
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise DamagedFileError(path, f"larger than {limit} bytes")
+    return data
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -52,17 +136,24 @@ def _fsync_dir(directory: Path) -> None:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that readers see either the old or the new content, never a mix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        if is_full(exc):
+            raise StoreFullError(path, len(data), exc) from None
+        raise
     try:
         with os.fdopen(fd, "wb") as tmp:
             tmp.write(data)
             tmp.flush()
             os.fsync(tmp.fileno())
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
+        if is_full(exc):
+            raise StoreFullError(path, len(data), exc) from None  # type: ignore[arg-type]
         raise
     _fsync_dir(path.parent)
 
@@ -90,6 +181,23 @@ def _probe_writable(root: Path) -> str | None:
     except OSError as exc:
         return f"is not writable ({exc.strerror or exc})"
     return None
+
+
+def _unheld(lock_path: Path) -> bool:
+    """True when no live process holds the lockf lock on `lock_path` (or there is none)."""
+    try:
+        fd = os.open(lock_path, os.O_RDWR)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True
 
 
 @dataclass(frozen=True)
@@ -181,12 +289,40 @@ class Store:
     # --- runs ---------------------------------------------------------------------------------
 
     def current_run_id(self) -> str | None:
-        """The promoted run id from models/CURRENT, or None when nothing is promoted yet."""
+        """The promoted run id from models/CURRENT, or None when nothing is promoted yet.
+
+        DamagedFileError when it exists but does not hold one valid run id (a store mutated from
+        outside: `promote RUN_ID` repairs it)."""
         try:
-            run_id = self.current_path.read_text().strip()
+            data = read_limited(self.current_path, MAX_CURRENT_BYTES)
         except FileNotFoundError:
             return None
-        return run_id or None
+        if not data.strip():
+            raise DamagedFileError(self.current_path, "empty (it should hold a run id)")
+        try:
+            run_id = data.decode("ascii").strip()
+        except UnicodeDecodeError:
+            raise DamagedFileError(
+                self.current_path, f"not a run id (undecodable bytes {data[:16]!r})"
+            ) from None
+        if not _RUN_ID.match(run_id):
+            raise DamagedFileError(self.current_path, f"not a run id ({run_id[:40]!r})")
+        return run_id
+
+    def promoted_runs(self, exclude: str | None = None) -> list[str]:
+        """Runs that were promoted (their decision.json says so), newest decision first: where
+        a reader falls back to when CURRENT is damaged or names a run that does not load."""
+        decided = []
+        for run_id in self.list_runs():
+            if run_id == exclude:
+                continue
+            try:
+                decision = self.read_json(self.run_dir(run_id) / "decision.json")
+            except (OSError, ValueError):
+                continue
+            if isinstance(decision, dict) and decision.get("promoted") is True:
+                decided.append((str(decision.get("decided_at", "")), run_id))
+        return [run_id for _, run_id in sorted(decided, reverse=True)]
 
     def set_current(self, run_id: str) -> None:
         """Point models/CURRENT at `run_id` (atomically; servers pick it up on their next poll)."""
@@ -206,6 +342,84 @@ class Store:
         # Either family's model file (app.model.MODEL_FILES; not imported: it pulls in xgboost).
         return any((self.run_dir(run_id) / name).is_file() for name in ("model.ubj", "model.json"))
 
+    @contextlib.contextmanager
+    def staging_dir(self, run_id: str) -> Iterator[Path]:
+        """A fresh `models/.<run_id>.<random>.tmp/` to write a whole run into, then
+        `install_run` it. Its `.lock` is held while inside, so `clean_stale` removes only the
+        staging directories of writers that died; left over on any error, it is removed."""
+        check_run_id(run_id)
+        try:
+            self.models_dir.mkdir(parents=True, exist_ok=True)
+            path = Path(tempfile.mkdtemp(dir=self.models_dir, prefix=f".{run_id}.", suffix=".tmp"))
+            path.chmod(0o755)  # what mkdir gave run directories; mkdtemp makes 0700
+            fd = os.open(path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            if is_full(exc):
+                raise StoreFullError(self.models_dir / f".{run_id}.tmp", 4096, exc) from None
+            raise
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX)
+            yield path
+        finally:
+            os.close(fd)
+            shutil.rmtree(path, ignore_errors=True)
+
+    def install_run(self, staging: Path, run_id: str) -> None:
+        """Rename the complete run in `staging` to `models/<run_id>/` whole. A run directory
+        already there holds only a checkpoint (a finished run is never trained again); it is
+        renamed aside first and removed after."""
+        target = self.run_dir(run_id)
+        aside = None
+        if target.exists():
+            aside = staging.with_name(f"{staging.name[:-4]}.old")
+            os.rename(target, aside)
+        os.rename(staging, target)
+        (target / ".lock").unlink(missing_ok=True)  # held until now: clean_stale keeps off
+        _fsync_dir(self.models_dir)
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
+
+    def clean_stale(self, now: float | None = None) -> list[Path]:
+        """Remove what killed writers left: staging directories no live writer holds (one
+        with a complete run whose run directory is missing is installed instead: the kill came
+        between install_run's two renames), renamed-aside run directories, and temp files of
+        atomic writes older than STALE_TEMP_SECONDS. Returns what it removed."""
+        now = time.time() if now is None else now
+        removed: list[Path] = []
+        try:
+            entries = list(self.models_dir.iterdir())
+        except OSError:
+            entries = []
+        for entry in entries:
+            name = entry.name
+            if name.startswith(".") and name.endswith(".tmp") and entry.is_dir():
+                if not _unheld(entry / ".lock"):
+                    continue
+                run_id = name[1:].rsplit(".", 2)[0]
+                if (entry / "metrics.json").is_file() and not (self.models_dir / run_id).exists():
+                    log.warning("finishing the install of run %s that a killed train left", run_id)
+                    self.install_run(entry, run_id)
+                    continue
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+            elif name.startswith(".") and name.endswith(".old") and entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+        folders = [self.datasets_dir, self.models_dir, self.reports_dir, *entries]
+        with contextlib.suppress(OSError):
+            folders += list(self.reports_dir.iterdir())
+        for folder in folders:
+            if not folder.is_dir() or folder.name.startswith("."):
+                continue
+            for tmp in folder.glob(".*.tmp"):
+                with contextlib.suppress(OSError):
+                    if tmp.is_file() and now - tmp.stat().st_mtime > STALE_TEMP_SECONDS:
+                        tmp.unlink()
+                        removed.append(tmp)
+        for path in removed:
+            log.info("removed %s, left by a killed writer", path)
+        return removed
+
     # --- atomic file operations ---------------------------------------------------------------
 
     def write_bytes(self, path: Path, data: bytes) -> None:
@@ -219,5 +433,13 @@ class Store:
             path, orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY) + b"\n"
         )
 
-    def read_json(self, path: Path) -> Any:
-        return orjson.loads(path.read_bytes())
+    def read_json(self, path: Path, limit: int = MAX_JSON_BYTES) -> Any:
+        """The parsed JSON file; FileNotFoundError when missing, DamagedFileError (a ValueError)
+        when empty, oversized, not a regular file or not JSON."""
+        data = read_limited(path, limit)
+        if not data.strip():
+            raise DamagedFileError(path, "empty")
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise DamagedFileError(path, f"not JSON ({exc})") from None

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -31,6 +30,7 @@ import numpy as np
 import orjson
 import xgboost as xgb
 
+from app._procs import crash_point
 from app.backtest import BacktestError, backtest, fold_bounds, training_split
 from app.cli import command_settings, open_store
 from app.device import gpu_visible
@@ -343,11 +343,14 @@ def train(
         "model_file": model_file_record(raw_model, model_name),
         "history_range": history_range(values),
     }
-    # metrics.json goes last: its presence marks the run as complete.
-    store.write_bytes(run_dir / model_name, raw_model)
-    store.write_text(run_dir / "card.md", model_card(metrics))
-    store.write_json(run_dir / METRICS_FILE, metrics)
-    shutil.rmtree(store.checkpoint_dir(run_id), ignore_errors=True)
+    # The whole run is written into a staging directory and renamed into place: a kill or a
+    # full disk never leaves a run directory with a model and no metrics.json.
+    with store.staging_dir(run_id) as staging:
+        store.write_bytes(staging / model_name, raw_model)
+        store.write_text(staging / "card.md", model_card(metrics))
+        store.write_json(staging / METRICS_FILE, metrics)
+        crash_point("train:staged")
+        store.install_run(staging, run_id)
     return metrics
 
 
@@ -414,6 +417,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, on_sigterm)
     try:
         store = open_store(settings)
+        store.clean_stale()
         run_id = settings.run_id_or_new()
         log.info("training run %s (%d rounds)", run_id, settings.train_rounds)
         metrics = train(

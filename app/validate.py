@@ -30,6 +30,7 @@ import pandera.pandas as pa
 
 from app.cli import command_settings, open_store
 from app.lineage import file_sha256
+from app.settings import AppSettings
 from app.store import Store
 
 log = logging.getLogger(__name__)
@@ -297,22 +298,94 @@ def drift_problems(stats: dict[str, Any], accepted: dict[str, Any]) -> list[str]
     return problems
 
 
-def check_dataset(path: Path, run_date: date | None = None) -> tuple[pd.DataFrame, list[str]]:
-    """The parsed frame (cut at `run_date` when given) and its schema problems."""
+SPIKE_Z = AppSettings.model_fields["validate_spike_z"].default
+SPIKE_WINDOW_WEEKS = AppSettings.model_fields["validate_spike_window_weeks"].default
+MAD_SCALE = 1.4826
+"""MAD times this estimates a normal distribution's standard deviation."""
+MIN_SPREAD_PPM = 0.01
+"""The data's precision: a window of identical changes does not make every change a spike."""
+
+
+def spike_robust_z(frame: pd.DataFrame, window: int) -> pd.DataFrame:
+    """Per observed week: its week-on-week change, and that change's robust z-score against
+    the `window` changes before it (their median, and MAD_SCALE times their median absolute
+    deviation from it)."""
+    observed = frame[frame["co2"].notna()]
+    change = observed["co2"].diff()
+    before = change.shift(1)
+    centre = before.rolling(window, min_periods=window // 2).median()
+    spread = (before - centre).abs().rolling(window, min_periods=window // 2).median() * MAD_SCALE
+    spread = spread.clip(lower=MIN_SPREAD_PPM)
+    return pd.DataFrame(
+        {
+            "date": observed["date"],
+            "co2": observed["co2"],
+            "change": change,
+            "centre": centre,
+            "spread": spread,
+            "z": (change - centre) / spread,
+        }
+    )
+
+
+def spike_problems(frame: pd.DataFrame, z_max: float, window: int) -> list[str]:
+    """An isolated spike: a week whose change is more than `z_max` robust z-scores from the
+    usual and whose next change goes back by as many (or which is the last week: nothing
+    has confirmed it yet). A lasting step is not a spike; the drift check judges those."""
+    scored = spike_robust_z(frame, window)
+    z = scored["z"].to_numpy()
+    problems = []
+    returning = False  # the change out of a spike just reported: not a second spike
+    for position in range(len(scored)):
+        if returning or not abs(z[position]) > z_max:
+            returning = False
+            continue
+        last = position == len(scored) - 1
+        if not last and not (z[position + 1] * z[position] < 0 and abs(z[position + 1]) > z_max):
+            continue
+        returning = True
+        row = scored.iloc[position]
+        (line,) = _lines([scored.index[position]])
+        problems.append(
+            f"co2: an isolated spike at line {line} ({row['date']:%Y-%m-%d}, {row['co2']:g} ppm): "
+            f"its week-on-week change {row['change']:+.2f} ppm is {abs(z[position]):.1f} robust "
+            f"z-scores from the previous {window} weeks' changes (median {row['centre']:+.2f}, "
+            f"scale {row['spread']:.2f} ppm); VALIDATE_SPIKE_Z is {z_max:g}"
+        )
+    return problems
+
+
+def check_dataset(
+    path: Path,
+    run_date: date | None = None,
+    spike_z: float = SPIKE_Z,
+    spike_window: int = SPIKE_WINDOW_WEEKS,
+) -> tuple[pd.DataFrame, list[str]]:
+    """The parsed frame (cut at `run_date` when given), its schema problems and isolated
+    spikes (`spike_problems`)."""
     frame, problems = load_frame(path)
     if problems and frame.empty:
         return frame, problems  # nothing parsed: the schema would only repeat the problem
     if run_date is not None:
         frame = frame[frame["date"] <= pd.Timestamp(run_date)]
-    return frame, problems + schema_problems(frame)
+    problems += schema_problems(frame)
+    if not problems:
+        problems += spike_problems(frame, spike_z, spike_window)
+    return frame, problems
 
 
-def validate(store: Store, run_id: str, run_date: date | None = None) -> dict[str, Any]:
+def validate(
+    store: Store,
+    run_id: str,
+    run_date: date | None = None,
+    spike_z: float = SPIKE_Z,
+    spike_window: int = SPIKE_WINDOW_WEEKS,
+) -> dict[str, Any]:
     """Validate the store's dataset, write the report and, when it passes, the accepted stats."""
     path = store.ensure_dataset()
     # Hashed before parsing: the report vouches for exactly these bytes.
     sha256 = file_sha256(path)
-    frame, problems = check_dataset(path, run_date)
+    frame, problems = check_dataset(path, run_date, spike_z, spike_window)
     stats = dataset_stats(frame) if len(frame) else {"rows": 0}
     drift_checked = False
     if not problems and store.accepted_stats_path.exists():
@@ -342,8 +415,15 @@ def validate(store: Store, run_id: str, run_date: date | None = None) -> dict[st
 def main(argv: list[str]) -> int:
     settings = command_settings("validate", argv)
     store = open_store(settings)
+    store.clean_stale()
     run_id = settings.run_id_or_new()
-    report = validate(store, run_id, settings.run_date)
+    report = validate(
+        store,
+        run_id,
+        settings.run_date,
+        settings.validate_spike_z,
+        settings.validate_spike_window_weeks,
+    )
     report_path = store.report_path(run_id)
     if not report["ok"]:
         summary = "\n".join(f"  - {problem}" for problem in report["problems"])

@@ -158,7 +158,9 @@ def test_a_bad_line_refuses_the_batch_naming_line_and_reason(store, tmp_path, li
 
 def test_skipped_weeks_are_refused(store, tmp_path):
     source = noaa_file(tmp_path / "w.txt", [371.83])
-    source.write_text(source.read_text() + noaa_line(FIRST_SUNDAY + timedelta(weeks=3), 372.5))
+    source.write_text(
+        source.read_text() + noaa_line(FIRST_SUNDAY + timedelta(weeks=3), 372.5) + "\n"
+    )
 
     with pytest.raises(IngestError, match=r"line 7: the week starting 2002-01-20 does not follow"):
         ingest(store, str(source))
