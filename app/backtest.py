@@ -31,6 +31,7 @@ import xgboost as xgb
 
 from app.model import (
     FEATURE_NAMES,
+    HARMONIC_MIN_HISTORY,
     LEVELS,
     MAX_HORIZON,
     SEASON,
@@ -38,6 +39,7 @@ from app.model import (
     Forecaster,
     design_matrix,
     fill_gaps,
+    harmonic_predict_many,
 )
 
 log = logging.getLogger(__name__)
@@ -139,6 +141,13 @@ class FoldForecasts:
     naive: np.ndarray
     drift: np.ndarray
     origins: int
+    origin_index: np.ndarray | None = None
+    """Index of each origin in the series (the forecasts run from each, in this order)."""
+    horizons: np.ndarray | None = None
+    """Steps forecast from each origin."""
+    observed: np.ndarray | None = None
+    """Which of the (origin, step) pairs, all origins' steps concatenated, have an observed
+    target: the pairs `steps`, `actual` and the forecasts above keep."""
 
 
 def history_length(recipe: dict[str, Any]) -> int:
@@ -159,6 +168,56 @@ def fold_model(
     return Forecaster("backtest", "", {}, family="xgboost", booster=booster)
 
 
+def _fold_pairs(values: np.ndarray, start: int, end: int, length: int) -> dict[str, Any]:
+    """Origins `start - 1 .. end - 2` (observed ones), their histories (the last `length` weeks,
+    gaps filled from the past), steps, targets and the baselines' forecasts."""
+    origins = [o for o in range(start - 1, end - 1) if not np.isnan(values[o])]
+    horizons = [min(MAX_HORIZON, end - 1 - o) for o in origins]
+    histories = [fill_gaps(values[max(0, o + 1 - length) : o + 1]) for o in origins]
+    steps = np.concatenate([np.arange(1, h + 1) for h in horizons])
+    target = np.concatenate(
+        [o + np.arange(1, h + 1) for o, h in zip(origins, horizons, strict=True)]
+    )
+    naive = np.concatenate(
+        [
+            hist[-SEASON : -SEASON + h] if h < SEASON else hist[-SEASON:]
+            for hist, h in zip(histories, horizons, strict=True)
+        ]
+    )
+    drift = naive + np.repeat(
+        [np.mean(hist[-SEASON:] - hist[-2 * SEASON : -SEASON]) for hist in histories], horizons
+    )
+    return {
+        "origins": origins,
+        "horizons": horizons,
+        "histories": histories,
+        "steps": steps,
+        "target": target,
+        "naive": naive,
+        "drift": drift,
+        "observed": ~np.isnan(values[target]),
+    }
+
+
+def _fold_forecasts(
+    values: np.ndarray, start: int, end: int, pairs: dict[str, Any], predicted: list[np.ndarray]
+) -> FoldForecasts:
+    observed = pairs["observed"]
+    return FoldForecasts(
+        start=start,
+        end=end,
+        steps=pairs["steps"][observed],
+        actual=values[pairs["target"]][observed],
+        model=np.concatenate(predicted)[observed],
+        naive=pairs["naive"][observed],
+        drift=pairs["drift"][observed],
+        origins=len(pairs["origins"]),
+        origin_index=np.asarray(pairs["origins"], dtype=np.int64),
+        horizons=np.asarray(pairs["horizons"], dtype=np.int64),
+        observed=observed,
+    )
+
+
 def forecast_folds(
     values: np.ndarray,
     recipe: dict[str, Any],
@@ -167,46 +226,64 @@ def forecast_folds(
 ) -> list[FoldForecasts]:
     """Forecasts of the recipe and the baselines over every fold.
 
-    `model_for_fold(start)` may supply each fold's model (the benchmark's library methods);
-    by default it is `fold_model(recipe, values, start)`."""
+    `model_for_fold(start)` may supply each fold's model; by default it is
+    `fold_model(recipe, values, start)`."""
     length = history_length(recipe)
     result = []
     for start, end in fold_bounds(len(values)):
-        origins = [o for o in range(start - 1, end - 1) if not np.isnan(values[o])]
-        horizons = [min(MAX_HORIZON, end - 1 - o) for o in origins]
-        histories = [fill_gaps(values[max(0, o + 1 - length) : o + 1]) for o in origins]
-        if model_for_fold is None:
-            predicted = fold_model(recipe, values, start, stop).predict(histories, horizons)
-        else:
-            predicted = model_for_fold(start).predict(histories, horizons)
-        steps = np.concatenate([np.arange(1, h + 1) for h in horizons])
-        target = np.concatenate(
-            [o + np.arange(1, h + 1) for o, h in zip(origins, horizons, strict=True)]
+        pairs = _fold_pairs(values, start, end, length)
+        model = (
+            fold_model(recipe, values, start, stop)
+            if model_for_fold is None
+            else (model_for_fold(start))
         )
-        naive = np.concatenate(
-            [
-                hist[-SEASON : -SEASON + h] if h < SEASON else hist[-SEASON:]
-                for hist, h in zip(histories, horizons, strict=True)
-            ]
-        )
-        drift = naive + np.repeat(
-            [np.mean(hist[-SEASON:] - hist[-2 * SEASON : -SEASON]) for hist in histories],
-            horizons,
-        )
-        observed = ~np.isnan(values[target])
-        result.append(
-            FoldForecasts(
-                start=start,
-                end=end,
-                steps=steps[observed],
-                actual=values[target][observed],
-                model=np.concatenate(predicted)[observed],
-                naive=naive[observed],
-                drift=drift[observed],
-                origins=len(origins),
-            )
-        )
+        predicted = model.predict(pairs["histories"], pairs["horizons"])
+        result.append(_fold_forecasts(values, start, end, pairs, predicted))
     return result
+
+
+def grid_folds(values: np.ndarray, grid: list[dict[str, Any]]) -> list[list[FoldForecasts]]:
+    """`forecast_folds` of every harmonic setting in `grid` at once: `result[setting][fold]`.
+
+    Per fold, one `harmonic_predict_many` call: settings that share a window, harmonics and
+    half-life share one batched least-squares solve."""
+    length = max(max(int(p["window"]) for p in grid), BASELINE_HISTORY)
+    result: list[list[FoldForecasts]] = [[] for _ in grid]
+    for start, end in fold_bounds(len(values)):
+        pairs = _fold_pairs(values, start, end, length)
+        many = harmonic_predict_many(pairs["histories"], pairs["horizons"], grid)
+        for g, predicted in enumerate(many):
+            result[g].append(_fold_forecasts(values, start, end, pairs, predicted))
+    return result
+
+
+def choose_setting(per_setting: list[list[FoldForecasts]]) -> int:
+    """Index of the setting with the lowest mean fold MAE (the first among equals)."""
+    scores = [np.mean([_mae(f.actual - f.model) for f in folds]) for folds in per_setting]
+    return int(np.argmin(scores))
+
+
+def nested_backtest(values: np.ndarray, grid: list[dict[str, Any]]) -> dict[str, Any]:
+    """The grid's honest score: for each reported fold, the setting is chosen on the weeks before
+    it only (origins of the last FOLDS * FOLD_WEEKS weeks before the fold with at least
+    HARMONIC_MIN_HISTORY weeks of history, targets before the fold), then scored on the fold."""
+    reported = grid_folds(values, grid)
+    length = max(max(int(p["window"]) for p in grid), BASELINE_HISTORY)
+    rows = []
+    for k, (start, _end) in enumerate(fold_bounds(len(values))):
+        inner_start = max(HARMONIC_MIN_HISTORY, start - FOLDS * FOLD_WEEKS)
+        pairs = _fold_pairs(values, inner_start, start, length)
+        many = harmonic_predict_many(pairs["histories"], pairs["horizons"], grid)
+        actual = values[pairs["target"]][pairs["observed"]]
+        inner = [_mae(actual - np.concatenate(p)[pairs["observed"]]) for p in many]
+        chosen = int(np.argmin(inner))
+        fold = reported[chosen][k]
+        rows.append({"fold": k + 1, "setting": chosen, "mae": _mae(fold.actual - fold.model)})
+    return {
+        "method": "per fold, the grid setting with the lowest MAE on the weeks before the fold",
+        "folds": rows,
+        "mae": round(float(np.mean([row["mae"] for row in rows])), 5),
+    }
 
 
 def _mae(errors: np.ndarray) -> float:
@@ -291,13 +368,52 @@ def summarize(folds: list[FoldForecasts], dates: np.ndarray) -> dict[str, Any]:
     }
 
 
+def coverage_by_horizon(
+    folds: list[FoldForecasts], buckets: dict[str, tuple[int, int]]
+) -> dict[str, dict[str, float]]:
+    """Leave-one-fold-out coverage per level within each bucket of steps (first, last)."""
+    errors = [fold.actual - fold.model for fold in folds]
+    inside: dict[str, list[np.ndarray]] = {str(level): [] for level in LEVELS}
+    for k, fold in enumerate(folds):
+        others = [i for i in range(len(folds)) if i != k] or [k]
+        other_errors = np.concatenate([errors[i] for i in others])
+        other_steps = np.concatenate([folds[i].steps for i in others])
+        for level in LEVELS:
+            lower, upper = _offsets(other_errors, other_steps, level)
+            idx = fold.steps - 1
+            inside[str(level)].append((errors[k] >= lower[idx]) & (errors[k] <= upper[idx]))
+    steps = np.concatenate([fold.steps for fold in folds])
+    result = {}
+    for name, (first, last) in buckets.items():
+        chosen = (steps >= first) & (steps <= last)
+        result[name] = {
+            level: round(float(np.mean(np.concatenate(hits)[chosen])) * 100, 2)
+            for level, hits in inside.items()
+        }
+    return result
+
+
 def backtest(
     dates: np.ndarray,
     values: np.ndarray,
     recipe: dict[str, Any],
     stop: threading.Event | None = None,
 ) -> dict[str, Any]:
-    """The recipe's rolling-origin backtest on this series (see the module docstring)."""
+    """The recipe's rolling-origin backtest on this series (see the module docstring).
+
+    A harmonic recipe with a `grid` backtests every setting of it at once (`grid_folds`) and
+    reports the one with the lowest mean MAE; `selection` names it (its `params`)."""
+    if recipe["family"] == "harmonic" and recipe.get("grid"):
+        per_setting = grid_folds(values, recipe["grid"])
+        best = choose_setting(per_setting)
+        report = summarize(per_setting[best], dates)
+        report["selection"] = {
+            "method": "the grid setting with the lowest mean MAE over the folds",
+            "settings": len(recipe["grid"]),
+            "chosen": best,
+            "params": dict(recipe["grid"][best]),
+        }
+        return report
     return summarize(forecast_folds(values, recipe, stop=stop), dates)
 
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.backtest import backtest
 from app.lineage import file_sha256
-from app.model import Forecaster
+from app.model import HARMONIC_GRID, HARMONIC_PARAMS, Forecaster, read_series
 from app.store import Store
 from app.train import train
 from app.validate import DatasetError, validate
@@ -96,15 +97,22 @@ def test_training_is_reproducible(store_copy: Store, trained_store: Path) -> Non
     assert metrics["backtest"] == Store(trained_store).read_json(first / "metrics.json")["backtest"]
 
 
-def test_auto_serves_the_family_with_the_lower_backtest_mae(store_copy: Store) -> None:
+def test_auto_serves_the_harmonic_setting_with_the_lowest_backtest_mae(store_copy: Store) -> None:
     metrics = train(store_copy, "auto", rounds=10, log_every=10, threads=2)
-    selection = metrics["selection"]
-    assert set(selection) == {"xgboost", "harmonic"}
-    best = min(selection, key=lambda family: selection[family]["mean_mae"])
-    assert metrics["family"] == best == "harmonic"
+    assert set(metrics["selection"]) == {"harmonic"}  # xgboost only when asked for by name
+    assert metrics["family"] == "harmonic"
+    assert metrics["backtest"]["selection"]["settings"] == len(HARMONIC_GRID)
+    # The served setting scores no worse than the reference setting, each backtested alone.
+    dates, values = read_series(store_copy.dataset_path)
+    served = backtest(dates, values, {"family": "harmonic", "params": metrics["params"]})
+    reference = backtest(dates, values, {"family": "harmonic", "params": HARMONIC_PARAMS})
+    assert served["mean"] == metrics["backtest"]["mean"]
+    assert served["mean"]["mae"] <= reference["mean"]["mae"]
+    assert metrics["recipe"] == {"family": "harmonic", "params": metrics["params"]}
     assert (store_copy.run_dir("auto") / "model.json").exists()
     assert not (store_copy.run_dir("auto") / "model.ubj").exists()
-    assert Forecaster.load(store_copy.run_dir("auto")).family == "harmonic"
+    loaded = Forecaster.load(store_copy.run_dir("auto"))
+    assert loaded.family == "harmonic" and loaded.harmonic == metrics["params"]
 
 
 def test_an_unvalidated_dataset_is_refused(tmp_path: Path) -> None:
