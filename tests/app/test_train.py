@@ -215,3 +215,42 @@ def test_sigterm_checkpoints_and_a_rerun_resumes_from_the_checkpoint(tmp_path: P
     assert metrics["rounds"] == done + 10
     assert metrics["backtest"]["mean"]["mae"] < metrics["backtest"]["mean"]["naive_mae"]
     assert not store.checkpoint_dir("spot").exists()
+
+
+def test_interval_bounds_are_conformal_order_statistics_per_horizon_bucket() -> None:
+    from app.backtest import HORIZON_BUCKETS, fold_offsets
+
+    # Two folds (too few to adjust the level): 9 errors per bucket, step scale 1 everywhere.
+    # At 80 %, ranks floor(10 * 0.1) = 1 and ceil(10 * 0.9) = 9: the smallest and largest error,
+    # where a plain quantile would interpolate inside them.
+    rng = np.random.default_rng(1)
+    steps = np.concatenate(
+        [np.repeat(np.arange(first, last + 1), 1) for first, last in HORIZON_BUCKETS]
+    )
+    errors, fold_steps = [], []
+    for _ in range(2):
+        signs = rng.choice([-1.0, 1.0], size=len(steps))
+        errors.append(signs)
+        fold_steps.append(steps)
+    lower, upper = fold_offsets(errors, fold_steps, 80)
+    assert np.all(lower == -1.0) and np.all(upper == 1.0)
+
+
+def test_intervals_cover_a_new_fold_when_folds_differ_in_scale() -> None:
+    from app.backtest import fold_offsets
+
+    # Six folds whose error scale differs fold to fold (as real eras do), 52 steps x 100 origins.
+    rng = np.random.default_rng(7)
+    steps = np.tile(np.arange(1, 53), 100)
+    folds = [rng.normal(0, s, len(steps)) * np.sqrt(steps) for s in (0.6, 1.0, 1.5, 0.8, 1.2, 1.0)]
+    fresh = (
+        rng.normal(0, 1.0, (200, len(steps)))
+        * np.sqrt(steps)
+        * rng.choice((0.6, 1.0, 1.5, 0.8, 1.2, 1.0), size=(200, 1))
+    )
+    for level in (50, 80, 95):
+        lower, upper = fold_offsets(folds, [steps] * len(folds), level)
+        inside = (fresh >= lower[steps - 1]) & (fresh <= upper[steps - 1])
+        assert abs(inside.mean() * 100 - level) < 2.5, (level, inside.mean())
+        # Widths grow with the step inside each bucket (each step's own error scale).
+        assert upper[51] - lower[51] > upper[26] - lower[26]
