@@ -89,13 +89,14 @@ HARMONIC_GRID: list[dict[str, Any]] = [
         "local_slope": local_slope,
     }
     for window in (260, 520, 780)
-    for harmonics in (3, 5)
+    for harmonics in (3, 8, 20)
     for half_life in (104, 390)
     for damping in (0.98, 0.995, 1.0)
     for level_weeks, local_slope in ((4, 0), (13, 1))
 ]
-"""The settings `train` chooses among on the backtest (72, `HARMONIC_PARAMS` among them): 5 to
-15 years of history, 3 or 5 annual harmonics, a half-life of 2 or 7.5 years, the trend's slope
+"""The settings `train` chooses among on the backtest (108, `HARMONIC_PARAMS` among them): 5 to
+15 years of history, 3, 8 or 20 annual harmonics (20 follow sharp seasonal features such as
+holiday weeks), a half-life of 2 or 7.5 years, the trend's slope
 damped by 0.98 or 0.995 a week or not, and either the current level of the last 4 weeks or the
 level and local slope of the last 13 (a trend that adapts to a recent change of growth)."""
 HARMONIC_MIN_HISTORY = 156
