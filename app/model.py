@@ -1,17 +1,20 @@
-"""The forecaster: two model families over weekly CO2 values, and their prediction intervals.
+"""The forecaster: two model families over a weekly series, and their prediction intervals.
 
-`train` backtests both families on the same rolling folds and serves the better one; metrics.json
-says which (`family`). Both forecast a batch in one vectorised call, nothing is recursive.
+`train` backtests the harmonic family's grid of settings (`MODEL_FAMILY=auto`) or the xgboost
+family (`MODEL_FAMILY=xgboost`) and serves the best; metrics.json says which (`family`,
+`params`). Both forecast a batch in one vectorised call, nothing is recursive.
 
-* `xgboost`: a direct multi-horizon XGBoost model (`model.ubj`, XGBoost's own format).
-* `harmonic`: discounted least squares of a linear trend plus three annual harmonics over the
-  last `window` weeks of the history (a half-life of `half_life_weeks` weighs recent years
-  more), extrapolated, plus the mean residual of the last `level_weeks` weeks (the current
-  level). Nothing is learned beyond its few settings (`model.json`); the fit is one matrix
-  product per history, with the projection matrix cached per history length.
+* `harmonic`: weighted least squares of a linear trend plus `harmonics` annual harmonics over
+  the last `window` weeks of the history (a half-life of `half_life_weeks` weighs recent years
+  more), extrapolated with the slope damped by `damping` per week, plus the mean residual of the
+  last `level_weeks` weeks (the current level) and, with `local_slope`, the residuals' recent
+  slope. Nothing is learned beyond its few settings (`model.json`); a batch is one batched
+  solve (`harmonic_predict_many`, which also runs a whole grid of settings at once).
+* `xgboost`: a direct multi-horizon XGBoost model (`model.ubj`, XGBoost's own format), imported
+  on first use only: a process serving the harmonic family never loads xgboost.
 
-Intervals (both families): per horizon step, empirical quantiles of the backtest's forecast
-errors (split-conformal), stored in metrics.json as offsets added to the forecast.
+Intervals (both families): offsets per horizon step from the backtest's errors, conformal per
+horizon bucket (`app.backtest.fold_offsets`), stored in metrics.json.
 
 XGBoost family: one training row per (forecast origin, horizon step h): the features describe the
 history up to the origin and h itself, and the target is the value h weeks ahead minus its seasonal
@@ -32,11 +35,13 @@ import logging
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
-import xgboost as xgb
+
+if TYPE_CHECKING:
+    import xgboost as xgb
 
 SEASON = 52
 """Weeks per seasonal cycle."""
@@ -398,7 +403,7 @@ class Forecaster:
         if self.device == "cuda":
             # Host features on a GPU booster: a DMatrix copies them over explicitly, where
             # inplace_predict would warn about mismatched devices and do the same.
-            raw = self.booster.predict(xgb.DMatrix(features), validate_features=False)
+            raw = self.booster.predict(_xgboost().DMatrix(features), validate_features=False)
         else:
             raw = self.booster.inplace_predict(features, validate_features=False)
         values = anchor + raw
@@ -422,7 +427,15 @@ class Forecaster:
         return result
 
 
+def _xgboost() -> Any:
+    """xgboost, imported on first use: a process serving the harmonic family never loads it."""
+    import xgboost
+
+    return xgboost
+
+
 def _load_booster(raw: bytes, model_path: Path) -> xgb.Booster:
+    xgb = _xgboost()
     booster = xgb.Booster()
     try:
         booster.load_model(bytearray(raw))
@@ -465,6 +478,7 @@ def _load_harmonic(raw: bytes, model_path: Path) -> dict[str, Any]:
 
 def _onto_gpu(booster: xgb.Booster, model_path: Path) -> str:
     """Move the booster to the GPU; "cpu" (logged once) when this model cannot run there."""
+    xgb = _xgboost()
     if not xgb.build_info().get("USE_CUDA"):
         # xgboost-cpu accepts device=cuda and quietly stays on the CPU: say so instead.
         log.warning("%s: this XGBoost build has no CUDA; predicting on CPU", model_path)
