@@ -152,6 +152,14 @@ def recipes(family: str, rounds: int, device: str, threads: int) -> list[dict[st
     return chosen[family]
 
 
+def min_history(recipe: dict[str, Any]) -> int:
+    """Weeks of history a request must carry: MIN_HISTORY, or for a harmonic setting at least
+    twice its coefficients (2 + 2 x harmonics), so 20 harmonics are never fitted to 56 points."""
+    if recipe["family"] == "harmonic":
+        return max(MIN_HISTORY, 2 * (2 + 2 * int(recipe["params"]["harmonics"])))
+    return MIN_HISTORY
+
+
 def served_recipe(dates: np.ndarray, values: np.ndarray) -> dict[str, Any]:
     """What `train` would serve on this series with `MODEL_FAMILY=auto`, for the benchmark:
     `{"recipe", "label", "selection_seconds", "nested"}` (the grid's nested backtest too)."""
@@ -339,7 +347,7 @@ def train(
         "resumed_from_round": resumed_from,
         "train_seconds": round(train_seconds, 3),
         "backtest_seconds": round(backtest_seconds, 3),
-        "min_history": MIN_HISTORY,
+        "min_history": min_history(chosen),
         "max_horizon": MAX_HORIZON,
         "feature_version": FEATURE_VERSION,
         "features": list(FEATURE_NAMES) if chosen["family"] == "xgboost" else None,

@@ -254,3 +254,12 @@ def test_intervals_cover_a_new_fold_when_folds_differ_in_scale() -> None:
         assert abs(inside.mean() * 100 - level) < 2.5, (level, inside.mean())
         # Widths grow with the step inside each bucket (each step's own error scale).
         assert upper[51] - lower[51] > upper[26] - lower[26]
+
+
+def test_a_many_harmonic_setting_asks_for_more_history() -> None:
+    from app.model import MIN_HISTORY
+    from app.train import min_history
+
+    assert min_history({"family": "harmonic", "params": HARMONIC_PARAMS}) == MIN_HISTORY
+    twenty = {**HARMONIC_PARAMS, "harmonics": 20}
+    assert min_history({"family": "harmonic", "params": twenty}) == 84  # 42 coefficients
