@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+
+# One BLAS thread (before numpy loads): the harmonic grid's batched solves are many small
+# matrices, where OpenBLAS's thread start-up costs more than it saves on a shared 2-core task.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from app._procs import die_with_parent_if_asked
 from app.store import StoreFullError, is_full

@@ -217,10 +217,16 @@ def build_figure(snapshot: Snapshot) -> go.Figure:
             )
         )
     if forecast:
-        x = [point["date"] for point in forecast]
-        y = [point["value"] for point in forecast]
-        if dates:
-            x, y = [dates[-1], *x], [float(snapshot.values[-1]), *y]
+        # One ordered series: the forecast's own weeks in date order, joined to the observed
+        # value at its origin (the week before its first), never to the newest observation,
+        # which may lie after the forecast's start (a line back across it).
+        ordered = sorted(forecast, key=lambda point: point["date"])
+        x = [point["date"] for point in ordered]
+        y = [point["value"] for point in ordered]
+        origin = np.datetime64(x[0], "D") - np.timedelta64(7, "D")
+        at = np.nonzero(snapshot.dates == origin)[0]
+        if len(at) and np.isfinite(snapshot.values[at[0]]):
+            x, y = [str(origin), *x], [float(snapshot.values[at[0]]), *y]
         figure.add_trace(
             go.Scatter(
                 x=x,

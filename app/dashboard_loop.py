@@ -85,6 +85,25 @@ def _layout(title: str) -> dict[str, Any]:
     }
 
 
+def _empty(figure: go.Figure, why: str) -> None:
+    """Say on an empty chart why it is empty (instead of bare axes)."""
+    figure.update_layout(
+        annotations=[
+            {
+                "text": why,
+                "showarrow": False,
+                "xref": "paper",
+                "yref": "paper",
+                "x": 0.5,
+                "y": 0.5,
+                "font": {"size": 13, "color": "#666"},
+            }
+        ],
+        xaxis={"visible": False},
+        yaxis={"visible": False},
+    )
+
+
 def forecasts_vs_actuals_figure(loop: LoopSnapshot) -> go.Figure:
     """Observed weeks and what the forecasts 1 and 4 weeks earlier said about them."""
     figure = go.Figure()
@@ -114,6 +133,12 @@ def forecasts_vs_actuals_figure(loop: LoopSnapshot) -> go.Figure:
                 )
             )
     figure.update_layout(**_layout("Past forecasts against what happened (ppm)"))
+    if not loop.scores:
+        _empty(
+            figure,
+            "No forecast scored yet: the monitor scores forecasts once the weeks they<br>"
+            "forecast are observed (after ingest appends them, or a replay releases them).",
+        )
     return figure
 
 
@@ -175,6 +200,12 @@ def error_band_figure(loop: LoopSnapshot) -> go.Figure:
                 )
             )
     figure.update_layout(**_layout("Rolling forecast error against the backtest band (ppm)"))
+    if not rows:
+        _empty(
+            figure,
+            "No monitor check with a band yet: the monitor runs after each ingest<br>"
+            "and needs a promoted model and scored forecasts.",
+        )
     return figure
 
 

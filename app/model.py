@@ -1,17 +1,20 @@
-"""The forecaster: two model families over weekly CO2 values, and their prediction intervals.
+"""The forecaster: two model families over a weekly series, and their prediction intervals.
 
-`train` backtests both families on the same rolling folds and serves the better one; metrics.json
-says which (`family`). Both forecast a batch in one vectorised call, nothing is recursive.
+`train` backtests the harmonic family's grid of settings (`MODEL_FAMILY=auto`) or the xgboost
+family (`MODEL_FAMILY=xgboost`) and serves the best; metrics.json says which (`family`,
+`params`). Both forecast a batch in one vectorised call, nothing is recursive.
 
-* `xgboost`: a direct multi-horizon XGBoost model (`model.ubj`, XGBoost's own format).
-* `harmonic`: discounted least squares of a linear trend plus three annual harmonics over the
-  last `window` weeks of the history (a half-life of `half_life_weeks` weighs recent years
-  more), extrapolated, plus the mean residual of the last `level_weeks` weeks (the current
-  level). Nothing is learned beyond its few settings (`model.json`); the fit is one matrix
-  product per history, with the projection matrix cached per history length.
+* `harmonic`: weighted least squares of a linear trend plus `harmonics` annual harmonics over
+  the last `window` weeks of the history (a half-life of `half_life_weeks` weighs recent years
+  more), extrapolated with the slope damped by `damping` per week, plus the mean residual of the
+  last `level_weeks` weeks (the current level) and, with `local_slope`, the residuals' recent
+  slope. Nothing is learned beyond its few settings (`model.json`); a batch is one batched
+  solve (`harmonic_predict_many`, which also runs a whole grid of settings at once).
+* `xgboost`: a direct multi-horizon XGBoost model (`model.ubj`, XGBoost's own format), imported
+  on first use only: a process serving the harmonic family never loads xgboost.
 
-Intervals (both families): per horizon step, empirical quantiles of the backtest's forecast
-errors (split-conformal), stored in metrics.json as offsets added to the forecast.
+Intervals (both families): offsets per horizon step from the backtest's errors, conformal per
+horizon bucket (`app.backtest.fold_offsets`), stored in metrics.json.
 
 XGBoost family: one training row per (forecast origin, horizon step h): the features describe the
 history up to the origin and h itself, and the target is the value h weeks ahead minus its seasonal
@@ -33,11 +36,13 @@ import logging
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import orjson
-import xgboost as xgb
+
+if TYPE_CHECKING:
+    import xgboost as xgb
 
 SEASON = 52
 """Weeks per seasonal cycle."""
@@ -74,8 +79,34 @@ HARMONIC_PARAMS: dict[str, Any] = {
     "half_life_weeks": 390,
     "level_weeks": 4,
     "period_weeks": 365.25 / 7,
+    "damping": 1.0,
+    "local_slope": 0,
 }
-"""The harmonic family's settings: 15 years of history, the newest 7.5 years weigh double."""
+"""The harmonic family's reference setting: 15 years of history, the newest 7.5 years weigh
+double, an undamped trend, the current level from the last 4 weeks, no local slope."""
+HARMONIC_GRID: list[dict[str, Any]] = [
+    {
+        "window": window,
+        "harmonics": harmonics,
+        "half_life_weeks": half_life,
+        "level_weeks": level_weeks,
+        "period_weeks": 365.25 / 7,
+        "damping": damping,
+        "local_slope": local_slope,
+    }
+    for window in (260, 520, 780)
+    for harmonics in (3, 8, 20)
+    for half_life in (104, 390)
+    for damping in (0.98, 0.995, 1.0)
+    for level_weeks, local_slope in ((4, 0), (13, 1))
+]
+"""The settings `train` chooses among on the backtest (108, `HARMONIC_PARAMS` among them): 5 to
+15 years of history, 3, 8 or 20 annual harmonics (20 follow sharp seasonal features such as
+holiday weeks), a half-life of 2 or 7.5 years, the trend's slope
+damped by 0.98 or 0.995 a week or not, and either the current level of the last 4 weeks or the
+level and local slope of the last 13 (a trend that adapts to a recent change of growth)."""
+HARMONIC_MIN_HISTORY = 156
+"""Weeks a harmonic setting needs before a forecast origin: three seasonal cycles."""
 LEVELS = (50, 80, 90, 95, 99)
 """Interval levels (percent) a run calibrates and `/predict` may ask for."""
 DEFAULT_LEVELS = (80, 95)
@@ -199,50 +230,77 @@ def design_matrix(windows: np.ndarray, horizons: np.ndarray) -> tuple[np.ndarray
     return features, anchor
 
 
-@functools.lru_cache(maxsize=32)
-def _harmonic_operators(
-    length: int, harmonics: int, half_life: float, period: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For histories of `length` weeks: the weighted least-squares projection (p, length), the
-    basis over the history (length, p) and over the next MAX_HORIZON weeks (MAX_HORIZON, p)."""
+def _harmonic_basis(t: np.ndarray, harmonics: int, period: float) -> np.ndarray:
+    """Columns: intercept, trend (in years, for conditioning), then sin/cos of each harmonic."""
+    columns = [np.ones_like(t), t / SEASON]
+    for k in range(1, harmonics + 1):
+        columns += [np.sin(2 * np.pi * k * t / period), np.cos(2 * np.pi * k * t / period)]
+    return np.column_stack(columns)
 
-    def basis(t: np.ndarray) -> np.ndarray:
-        columns = [np.ones_like(t), t]
-        for k in range(1, harmonics + 1):
-            columns += [np.sin(2 * np.pi * k * t / period), np.cos(2 * np.pi * k * t / period)]
-        return np.column_stack(columns)
 
-    t = np.arange(-length + 1, 1, dtype=np.float64)
-    root_weights = np.sqrt(0.5 ** (-t / half_life))
-    history_basis = basis(t)
-    projection = np.linalg.pinv(history_basis * root_weights[:, None]) * root_weights[None, :]
-    future_basis = basis(np.arange(1, MAX_HORIZON + 1, dtype=np.float64))
-    return projection, history_basis, future_basis
+def _damped_steps(damping: float) -> np.ndarray:
+    """`sum_{i=1..h} damping**i` for h = 1..MAX_HORIZON: how far a damped slope carries."""
+    return np.cumsum(float(damping) ** np.arange(1, MAX_HORIZON + 1))
+
+
+def harmonic_predict_many(
+    histories: list[np.ndarray], horizons: list[int], grid: list[dict[str, Any]]
+) -> list[list[np.ndarray]]:
+    """Every grid setting's forecasts for every history: `result[setting][history]`.
+
+    Settings that share (window, harmonics, half_life_weeks, period_weeks) share one batched
+    weighted least-squares solve over all histories (histories shorter than the window are
+    padded with zero weight); the trend damping, current level and local slope of each setting
+    are a cheap step on the shared fits."""
+    horizons_arr = np.asarray(horizons, dtype=np.int64)
+    result: list[list[np.ndarray]] = [[np.empty(0)] * len(histories) for _ in grid]
+    groups: dict[tuple, list[int]] = {}
+    for g, params in enumerate(grid):
+        key = (
+            int(params["window"]),
+            int(params["harmonics"]),
+            float(params["half_life_weeks"]),
+            float(params["period_weeks"]),
+        )
+        groups.setdefault(key, []).append(g)
+    for (window, harmonics, half_life, period), members in groups.items():
+        t = np.arange(-window + 1, 1, dtype=np.float64)
+        basis = _harmonic_basis(t, harmonics, period)
+        future = _harmonic_basis(np.arange(1, MAX_HORIZON + 1, dtype=np.float64), harmonics, period)
+        windows = np.zeros((len(histories), window))
+        weights = np.zeros((len(histories), window))
+        discount = 0.5 ** (-t / half_life)
+        for i, history in enumerate(histories):
+            tail = np.asarray(history[-window:], dtype=np.float64)
+            windows[i, window - len(tail) :] = tail
+            weights[i, window - len(tail) :] = discount[window - len(tail) :]
+        weighted = basis[None, :, :] * weights[:, :, None]
+        gram = np.einsum("nwp,wq->npq", weighted, basis)
+        rhs = np.einsum("nwp,nw->np", weighted, windows)
+        coefficients = np.linalg.solve(gram, rhs[:, :, None])[:, :, 0]
+        residuals = windows - coefficients @ basis.T
+        # The seasonal part and the intercept go forward as fitted; the trend's slope is damped.
+        seasonal = coefficients[:, 2:] @ future[:, 2:].T + coefficients[:, :1]
+        slope = coefficients[:, 1] / SEASON
+        for g in members:
+            params = grid[g]
+            level_weeks = int(params["level_weeks"])
+            steps = _damped_steps(float(params.get("damping", 1.0)))
+            recent = residuals[:, -level_weeks:].mean(axis=1)
+            local = np.zeros(len(histories))
+            if params.get("local_slope", 0):
+                before = residuals[:, -2 * level_weeks : -level_weeks].mean(axis=1)
+                local = (recent - before) / level_weeks
+            paths = seasonal + recent[:, None] + (slope + local)[:, None] * steps[None, :]
+            result[g] = [paths[i, : horizons_arr[i]] for i in range(len(histories))]
+    return result
 
 
 def harmonic_predict(
     histories: list[np.ndarray], horizons: list[int], params: dict[str, Any]
 ) -> list[np.ndarray]:
-    """The harmonic family's forecasts: histories of one length share one matrix product."""
-    forecasts: list[np.ndarray] = [np.empty(0)] * len(histories)
-    by_length: dict[int, list[int]] = {}
-    for i, history in enumerate(histories):
-        by_length.setdefault(min(len(history), int(params["window"])), []).append(i)
-    for length, members in by_length.items():
-        projection, history_basis, future_basis = _harmonic_operators(
-            length,
-            int(params["harmonics"]),
-            float(params["half_life_weeks"]),
-            float(params["period_weeks"]),
-        )
-        windows = np.stack([np.asarray(histories[i][-length:], dtype=np.float64) for i in members])
-        coefficients = windows @ projection.T
-        residuals = windows - coefficients @ history_basis.T
-        level = residuals[:, -int(params["level_weeks"]) :].mean(axis=1)
-        paths = coefficients @ future_basis.T + level[:, None]
-        for row, i in enumerate(members):
-            forecasts[i] = paths[row, : horizons[i]]
-    return forecasts
+    """The harmonic family's forecasts for one setting (one batched solve for the batch)."""
+    return harmonic_predict_many(histories, horizons, [params])[0]
 
 
 def interval_offsets(intervals: dict[str, Any], levels: list[int] | tuple[int, ...]) -> dict:
@@ -414,7 +472,7 @@ class Forecaster:
         if self.device == "cuda":
             # Host features on a GPU booster: a DMatrix copies them over explicitly, where
             # inplace_predict would warn about mismatched devices and do the same.
-            raw = self.booster.predict(xgb.DMatrix(features), validate_features=False)
+            raw = self.booster.predict(_xgboost().DMatrix(features), validate_features=False)
         else:
             raw = self.booster.inplace_predict(features, validate_features=False)
         return anchor + raw
@@ -436,7 +494,15 @@ class Forecaster:
         return result
 
 
+def _xgboost() -> Any:
+    """xgboost, imported on first use: a process serving the harmonic family never loads it."""
+    import xgboost
+
+    return xgboost
+
+
 def _load_booster(raw: bytes, model_path: Path) -> xgb.Booster:
+    xgb = _xgboost()
     booster = xgb.Booster()
     try:
         booster.load_model(bytearray(raw))
@@ -458,17 +524,28 @@ def _load_harmonic(raw: bytes, model_path: Path) -> dict[str, Any]:
         params = orjson.loads(raw).get("params")
     except (orjson.JSONDecodeError, AttributeError):
         raise ModelLoadError(f"{model_path} is not a harmonic model (JSON)") from None
-    if not isinstance(params, dict) or set(params) != set(HARMONIC_PARAMS):
+    required = set(HARMONIC_PARAMS) - {"damping", "local_slope"}
+    if not isinstance(params, dict) or not required <= set(params) <= set(HARMONIC_PARAMS):
         raise ModelLoadError(
             f"{model_path} must hold params with the keys {sorted(HARMONIC_PARAMS)}"
         )
-    if not all(isinstance(v, int | float) and np.isfinite(v) and v > 0 for v in params.values()):
-        raise ModelLoadError(f"{model_path}: every harmonic parameter must be a positive number")
+    # Runs trained before the trend could be damped keep an undamped trend, no local slope.
+    params = {"damping": 1.0, "local_slope": 0, **params}
+    if not all(isinstance(v, int | float) and np.isfinite(v) for v in params.values()):
+        raise ModelLoadError(f"{model_path}: every harmonic parameter must be a finite number")
+    if not all(params[k] > 0 for k in required):
+        raise ModelLoadError(f"{model_path}: {', '.join(sorted(required))} must be positive")
+    if not 0 < params["damping"] <= 1 or params["local_slope"] not in (0, 1):
+        raise ModelLoadError(
+            f"{model_path}: damping must be in (0, 1] and local_slope 0 or 1, got "
+            f"{params['damping']!r} and {params['local_slope']!r}"
+        )
     return params
 
 
 def _onto_gpu(booster: xgb.Booster, model_path: Path) -> str:
     """Move the booster to the GPU; "cpu" (logged once) when this model cannot run there."""
+    xgb = _xgboost()
     if not xgb.build_info().get("USE_CUDA"):
         # xgboost-cpu accepts device=cuda and quietly stays on the CPU: say so instead.
         log.warning("%s: this XGBoost build has no CUDA; predicting on CPU", model_path)

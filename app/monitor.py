@@ -38,6 +38,7 @@ import argparse
 import logging
 import subprocess
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -271,10 +272,22 @@ def rolling_target_mae(
     return np.array(out)
 
 
+SIGNAL_EXCLUSION_WEEKS = 26
+"""Target weeks this close to a drift signal (either side) stay out of the band: the shift the
+monitor detected must not widen the band it is judged against."""
+
+
 def backtest_band(
-    model: Forecaster, dates: np.ndarray, values: np.ndarray, settings: MonitorSettings
+    model: Forecaster,
+    dates: np.ndarray,
+    values: np.ndarray,
+    settings: MonitorSettings,
+    signals: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """The rolling-error statistic over the model's holdout: its 5th, 50th and 95th percentile."""
+    """The rolling-error statistic over the model's holdout: its 5th, 50th and 95th percentile.
+
+    Target weeks within SIGNAL_EXCLUSION_WEEKS of any drift signal (`signals`: the last observed
+    date of each) are left out, unless that leaves no complete window."""
     last = np.datetime64(model.metrics["dataset"]["last_date"], "D")
     keep = dates <= last
     dates, values = dates[keep], values[keep]
@@ -291,9 +304,17 @@ def backtest_band(
                 targets.append(target)
                 errors.append(abs(value - values[target]))
     weeks = np.arange(origins[0] + 1, n)
-    rolling = rolling_target_mae(
-        np.array(targets), np.array(errors), weeks, settings.monitor_error_window_weeks
-    )
+    targets_arr, errors_arr = np.array(targets), np.array(errors)
+    window = settings.monitor_error_window_weeks
+    signal_dates = sorted({str(day) for day in signals})
+    rolling = np.empty(0)
+    if signal_dates and len(targets_arr):
+        at = np.array(signal_dates, dtype="datetime64[D]")
+        gap = np.abs(dates[targets_arr][:, None] - at[None, :]).astype(np.int64).min(axis=1)
+        keep = gap > SIGNAL_EXCLUSION_WEEKS * 7
+        rolling = rolling_target_mae(targets_arr[keep], errors_arr[keep], weeks, window)
+    if len(rolling) == 0:
+        rolling = rolling_target_mae(targets_arr, errors_arr, weeks, window)
     p5, p50, p95 = np.percentile(rolling, [5, 50, 95])
     return {
         "run_id": model.run_id,
@@ -303,6 +324,7 @@ def backtest_band(
         "p50": round(float(p50), 4),
         "p95": round(float(p95), 4),
         "backtest_weeks": len(weeks),
+        "signals": signal_dates,
     }
 
 
@@ -314,16 +336,24 @@ def _band(
     settings: MonitorSettings,
 ) -> dict[str, Any]:
     path = _path(store, f"band-{model.run_id}.json")
+    signals = sorted(
+        {
+            str(row["last_observed"])
+            for row in _read_jsonl(_path(store, "signals.jsonl"))
+            if row.get("last_observed")
+        }
+    )
     try:
         band = store.read_json(path)
-        if (band["window_weeks"], band["horizons"]) == (
+        if (band["window_weeks"], band["horizons"], band["signals"]) == (
             settings.monitor_error_window_weeks,
             settings.monitor_error_horizons,
+            signals,
         ):
             return band
     except (FileNotFoundError, KeyError, TypeError, orjson.JSONDecodeError):
         pass
-    band = backtest_band(model, dates, values, settings)
+    band = backtest_band(model, dates, values, settings, signals)
     store.write_json(path, band)
     return band
 

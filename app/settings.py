@@ -49,8 +49,12 @@ class AppSettings(BaseSettings):
     promote_margin: float = Field(0.0, ge=0.0, lt=1.0)
     """A run must beat the current model's mean backtest MAE, on the same folds, by this fraction
     to be promoted."""
+    coverage_slack: float = Field(1.0, ge=0.0, le=50.0)
+    """Percentage points by which a candidate's interval coverage may be further off a level than
+    the current model's on the same folds (beyond the fixed 5-point band) and still promote."""
     model_family: Literal["auto", "xgboost", "harmonic"] = "auto"
-    """Which model family `train` backtests: `auto` backtests both and serves the better one."""
+    """Which model family `train` backtests: `auto` and `harmonic` choose among the harmonic
+    family's settings (`HARMONIC_GRID`) on the backtest; `xgboost` trains the booster."""
 
     validate_spike_z: float = Field(15.0, gt=0, le=1000)
     """`validate` and `ingest` refuse an isolated spike: a week whose week-on-week change is

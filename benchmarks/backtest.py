@@ -1,210 +1,219 @@
-"""Backtest benchmark: the served model against seasonal naive + drift and library methods.
+"""Backtest benchmark: the served forecaster against classical methods, on three weekly series.
 
-    python -m benchmarks.backtest [--run-date YYYY-MM-DD] [--rounds N] [--stride K]
+    python -m benchmarks.backtest --setup      # once: benchmarks/venv with statsforecast
+    python -m benchmarks.backtest [--series co2,gasoline,chicago] [--refresh-reference]
 
-One run, the same rolling folds as `train` (`app.backtest`: the newest 5 folds of 104 weeks,
-each method fitted only on the weeks before its fold, forecasting up to 52 weeks ahead from its
-origins). For each fold and on average it prints the MAE of
+For each series (`benchmarks.series`: CO2 and two real weekly series that are not CO2), on the
+same rolling folds as `train` (`app.backtest`: the newest 5 folds of 104 weeks, each method
+fitted only on the weeks before its fold, forecasting up to 52 weeks ahead from every observed
+week of the fold), it prints the mean MAE of
 
-* the served model: what `train` would serve on this data (`auto`: the family with the lower
-  mean MAE), and the other family next to it;
+* the served family: what `train` would serve on this series with `MODEL_FAMILY=auto`;
+* MSTL(52)+AutoETS and AutoARIMA(52) from statsforecast (`benchmarks.reference`, run in
+  benchmarks/venv because statsforecast needs pandas<3), fitted once per fold and run forward
+  to each origin with those parameters;
 * seasonal naive + drift, and plain seasonal naive as a reference line;
-* classical methods from statsmodels, fitted once per fold on the weeks before it and then run
-  forward with those parameters to each origin (no refit, no look-ahead):
-  - ARIMA(1,1,1) with drift and four annual Fourier pairs as regressors (dynamic harmonic
-    regression; a seasonal ARIMA with period 52 takes minutes per fit in statsmodels),
-  - STL decomposition + exponential smoothing (ETS with additive trend) on the adjusted series,
-    refitted at each origin (cheap).
 
-The library methods score the same (origin, step) pairs as the served model: with `--stride K`
-every K-th origin (default 4, to keep statsmodels' share of the run to a few minutes; the served
-model's own report card in metrics.json uses every origin). Also prints the served model's
-interval coverage per level (each fold's bounds from the other folds). statsmodels is a
-benchmark dependency only (requirements.txt), never in the image.
+then the served family's interval coverage per level (each fold's bounds from the other folds
+only) at short (1-13 weeks) and long (27-52 weeks) horizons, and the seconds each takes: the
+served family's whole backtest (what `app train` spends on it) beside the reference's fits and
+forward passes. Results go to benchmarks/results/backtest.md and backtest.json. The reference
+forecasts of a series are cached in benchmarks/results/reference/ keyed by the data and folds
+(AutoARIMA takes minutes); `--refresh-reference` recomputes them.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
-import warnings
-from datetime import date
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from app.backtest import FoldForecasts, forecast_folds, summarize
-from app.model import HARMONIC_PARAMS, MAX_HORIZON, fill_gaps, read_series
-from app.store import SHIPPED_DATASET
-from app.train import PARAMS
+from app.backtest import coverage_by_horizon, forecast_folds, summarize
+from app.train import served_recipe
+from benchmarks.series import SERIES, load
 
-FOURIER_PAIRS = 4
-PERIOD = 365.25 / 7
-
-
-def _fourier(index: np.ndarray) -> np.ndarray:
-    t = np.asarray(index, dtype=np.float64)[:, None]
-    k = np.arange(1, FOURIER_PAIRS + 1)[None, :]
-    return np.hstack([np.sin(2 * np.pi * k * t / PERIOD), np.cos(2 * np.pi * k * t / PERIOD)])
+HERE = Path(__file__).resolve().parent
+VENV = HERE / "venv"
+RESULTS = HERE / "results"
+REFERENCE_CACHE = RESULTS / "reference"
+METHODS = ("MSTL(52)+AutoETS", "AutoARIMA(52)")
+BUCKETS = {"short (1-13)": (1, 13), "long (27-52)": (27, 52)}
 
 
-class _PerOrigin:
-    """Adapts a `forecast(origin_index, h)` function to the backtest's `predict` call."""
-
-    def __init__(self, values: np.ndarray, start: int, end: int, stride: int, forecast) -> None:
-        self.origins = [o for o in range(start - 1, end - 1) if not np.isnan(values[o])]
-        self.forecast = forecast
-        self.stride = stride
-
-    def predict(self, histories: list[np.ndarray], horizons: list[int]) -> list[np.ndarray]:
-        return [
-            np.asarray(self.forecast(origin, h), dtype=np.float64)
-            if i % self.stride == 0
-            else np.full(h, np.nan)
-            for i, (origin, h) in enumerate(zip(self.origins, horizons, strict=True))
-        ]
+def setup() -> int:
+    """Create benchmarks/venv with the pinned reference dependencies."""
+    subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    pip = [str(VENV / "bin" / "python"), "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, "-r", str(HERE / "requirements.txt")], check=True)
+    print(f"{VENV}: ready")
+    return 0
 
 
-def arima_fourier(values: np.ndarray, start: int) -> Any:
-    from statsmodels.tsa.statespace.sarimax import SARIMAX
-
-    fitted = SARIMAX(
-        fill_gaps(values[:start]), exog=_fourier(np.arange(start)), order=(1, 1, 1), trend="c"
-    ).fit(disp=False)
-
-    def forecast(origin: int, h: int) -> np.ndarray:
-        run = fitted.apply(fill_gaps(values[: origin + 1]), exog=_fourier(np.arange(origin + 1)))
-        return run.forecast(h, exog=_fourier(np.arange(origin + 1, origin + 1 + h)))
-
-    return forecast
-
-
-def stl_ets(values: np.ndarray, start: int) -> Any:
-    from statsmodels.tsa.exponential_smoothing.ets import ETSModel
-    from statsmodels.tsa.forecasting.stl import STLForecast
-
-    def forecast(origin: int, h: int) -> np.ndarray:
-        history = fill_gaps(values[: origin + 1])
-        model = STLForecast(history, ETSModel, model_kwargs={"trend": "add"}, period=52)
-        return model.fit().forecast(h)
-
-    return forecast
-
-
-LIBRARY_METHODS = {
-    "ARIMA(1,1,1)+Fourier (statsmodels)": arima_fourier,
-    "STL + ETS (statsmodels)": stl_ets,
-}
-
-
-def _mask(folds: list[FoldForecasts], reference: list[FoldForecasts]) -> list[FoldForecasts]:
-    """`folds` restricted to the pairs `reference` forecast (the strided origins)."""
-    kept = []
-    for fold, ref in zip(folds, reference, strict=True):
-        keep = ~np.isnan(ref.model)
-        kept.append(
-            FoldForecasts(
-                fold.start,
-                fold.end,
-                fold.steps[keep],
-                fold.actual[keep],
-                fold.model[keep],
-                fold.naive[keep],
-                fold.drift[keep],
-                fold.origins,
-            )
+def reference_forecasts(name: str, values: np.ndarray, folds: list, refresh: bool) -> dict:
+    """Per method, per fold: the reference's forecasts from each origin, and its seconds."""
+    job = {
+        "methods": list(METHODS),
+        "values": [None if np.isnan(v) else float(v) for v in values],
+        "folds": [
+            {
+                "start": f.start,
+                "origins": [int(o) for o in f.origin_index],
+                "horizons": [int(h) for h in f.horizons],
+            }
+            for f in folds
+        ],
+    }
+    raw = json.dumps(job, sort_keys=True).encode()
+    requirements = (HERE / "requirements.txt").read_bytes() + (HERE / "reference.py").read_bytes()
+    key = hashlib.sha256(raw + requirements).hexdigest()[:16]
+    cache = REFERENCE_CACHE / f"{name}-{key}.json"
+    if cache.exists() and not refresh:
+        print(f"  reference forecasts: cached {cache.relative_to(HERE.parent)}")
+        return json.loads(cache.read_text())
+    python = VENV / "bin" / "python"
+    if not python.exists():
+        raise SystemExit(f"{python} is missing: run `python -m benchmarks.backtest --setup` first")
+    with tempfile.TemporaryDirectory() as tmp:
+        job_path, out_path = Path(tmp) / "job.json", Path(tmp) / "out.json"
+        job_path.write_bytes(raw)
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parent)}
+        subprocess.run(
+            [str(python), "-m", "benchmarks.reference", str(job_path), str(out_path)],
+            check=True,
+            env=env,
         )
-    return kept
+        result = json.loads(out_path.read_text())
+    REFERENCE_CACHE.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(result))
+    return result
 
 
-def _fold_mae(folds: list[FoldForecasts], which: str) -> list[float]:
-    return [float(np.mean(np.abs(getattr(f, which) - f.actual))) for f in folds]
+def _fold_mae(folds: list, forecasts: list[np.ndarray]) -> list[float]:
+    return [float(np.mean(np.abs(f.actual - p))) for f, p in zip(folds, forecasts, strict=True)]
+
+
+def score_series(name: str, refresh: bool) -> dict[str, Any]:
+    dates, values = load(name)
+    recipe = served_recipe(dates, values)
+    folds = forecast_folds(values, recipe["recipe"])
+    card = summarize(folds, dates)
+    # What `app train` spends: the whole grid's backtest, the choice and the report card.
+    served_seconds = recipe["selection_seconds"]
+    reference = reference_forecasts(name, values, folds, refresh)
+
+    maes: dict[str, list[float]] = {
+        f"served: {recipe['label']}": _fold_mae(folds, [f.model for f in folds])
+    }
+    seconds = {f"served: {recipe['label']}": served_seconds}
+    for method in METHODS:
+        predicted = []
+        for fold, ref in zip(folds, reference[method], strict=True):
+            flat = np.concatenate([np.asarray(p, dtype=np.float64) for p in ref["forecasts"]])
+            predicted.append(flat[fold.observed])
+        maes[method] = _fold_mae(folds, predicted)
+        seconds[method] = sum(r["fit_seconds"] + r["forward_seconds"] for r in reference[method])
+    maes["seasonal naive + drift"] = _fold_mae(folds, [f.drift for f in folds])
+    maes["seasonal naive"] = _fold_mae(folds, [f.naive for f in folds])
+    return {
+        "series": name,
+        "units": SERIES[name].units,
+        "source": SERIES[name].source,
+        "weeks": len(values),
+        "folds": [(r["first_date"], r["last_date"]) for r in card["folds"]],
+        "pairs": int(sum(len(f.actual) for f in folds)),
+        "recipe": recipe["recipe"],
+        "nested": recipe.get("nested"),
+        "mae": {label: {"folds": m, "mean": float(np.mean(m))} for label, m in maes.items()},
+        "coverage": card["coverage"],
+        "coverage_by_horizon": coverage_by_horizon(folds, BUCKETS),
+        "seconds": seconds,
+    }
+
+
+def render(results: list[dict[str, Any]]) -> str:
+    lines = ["## Mean backtest MAE (5 folds x 104 weeks, horizons 1-52, every origin)", ""]
+    lines.append(
+        "| series (units) | weeks | "
+        + " | ".join(
+            label.split(":")[0] if label.startswith("served") else label
+            for label in results[0]["mae"]
+        )
+        + " |"
+    )
+    lines.append("|---|---:|" + "---:|" * len(results[0]["mae"]))
+    for r in results:
+        cells = " | ".join(f"{v['mean']:.3f}" for v in r["mae"].values())
+        lines.append(f"| {r['series']} ({r['units']}) | {r['weeks']} | {cells} |")
+    lines += [
+        "",
+        "Served family per series: "
+        + "; ".join(f"{r['series']}: {next(iter(r['mae']))[len('served: ') :]}" for r in results),
+    ]
+    if any(r["nested"] for r in results):
+        lines += [
+            "",
+            "Nested backtest (settings chosen on inner folds before each reported "
+            "fold; the served run chooses on all data): "
+            + "; ".join(f"{r['series']} {r['nested']['mae']:.3f}" for r in results if r["nested"]),
+        ]
+    lines += ["", "## Interval coverage of the served family (leave-one-fold-out), percent", ""]
+    levels = list(results[0]["coverage"])
+    lines.append("| series | horizons | " + " | ".join(f"{lv} %" for lv in levels) + " |")
+    lines.append("|---|---|" + "---:|" * len(levels))
+    for r in results:
+        lines.append(
+            f"| {r['series']} | all | "
+            + " | ".join(f"{r['coverage'][lv]:.1f}" for lv in levels)
+            + " |"
+        )
+        for bucket, cov in r["coverage_by_horizon"].items():
+            lines.append(
+                f"| {r['series']} | {bucket} | "
+                + " | ".join(f"{cov[lv]:.1f}" for lv in levels)
+                + " |"
+            )
+    lines += [
+        "",
+        "## Seconds (served: its whole backtest, as in `app train`; reference: fits + "
+        "forward passes over the same folds)",
+        "",
+    ]
+    lines.append("| series | " + " | ".join(results[0]["seconds"]) + " |")
+    lines.append("|---|" + "---:|" * len(results[0]["seconds"]))
+    for r in results:
+        lines.append(
+            f"| {r['series']} | " + " | ".join(f"{s:.1f}" for s in r["seconds"].values()) + " |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.backtest")
-    parser.add_argument("--run-date", type=date.fromisoformat, default=None)
-    parser.add_argument("--rounds", type=int, default=100, help="xgboost rounds (TRAIN_ROUNDS)")
-    parser.add_argument("--stride", type=int, default=4, help="score every K-th origin")
-    parser.add_argument("--data", type=Path, default=SHIPPED_DATASET)
+    parser.add_argument("--setup", action="store_true", help="create benchmarks/venv and exit")
+    parser.add_argument("--series", default=",".join(SERIES), help="comma-separated names")
+    parser.add_argument("--refresh-reference", action="store_true")
     args = parser.parse_args(argv)
-    warnings.filterwarnings("ignore")
-
-    dates, values = read_series(args.data)
-    if args.run_date is not None:
-        keep = dates <= np.datetime64(args.run_date)
-        dates, values = dates[keep], values[keep]
-    recipes = {
-        "xgboost": {"family": "xgboost", "params": PARAMS, "rounds": args.rounds, "threads": 0},
-        "harmonic": {"family": "harmonic", "params": HARMONIC_PARAMS},
-    }
-    families: dict[str, list[FoldForecasts]] = {}
-    seconds: dict[str, float] = {}
-    for name, recipe in recipes.items():
-        started = time.monotonic()
-        families[name] = forecast_folds(values, recipe)
-        seconds[name] = time.monotonic() - started
-    cards = {name: summarize(folds, dates) for name, folds in families.items()}
-    served = min(cards, key=lambda name: cards[name]["mean"]["mae"])
-    other = next(name for name in cards if name != served)
-
-    rows: dict[str, list[float]] = {}
-    for label, make in LIBRARY_METHODS.items():
-        started = time.monotonic()
-        library = forecast_folds(
-            values,
-            recipes["harmonic"],
-            model_for_fold=lambda start, make=make: _PerOrigin(
-                values,
-                start,
-                start + 104,
-                args.stride,
-                make(values, start),
-            ),
-        )
-        seconds[label] = time.monotonic() - started
-        strided = _mask(library, library)
-        rows[label] = _fold_mae(strided, "model")
-    reference = _mask(families[served], library)
-    table = {
-        f"served: {served}": _fold_mae(reference, "model"),
-        f"{other} (not served)": _fold_mae(_mask(families[other], library), "model"),
-        "seasonal naive + drift": _fold_mae(reference, "drift"),
-        **rows,
-        "seasonal naive (reference)": _fold_mae(reference, "naive"),
-    }
-
-    folds = cards[served]["folds"]
-    print(
-        f"Rolling-origin backtest: {len(folds)} folds of 104 weeks, "
-        f"{folds[0]['first_date']}..{folds[-1]['last_date']}, horizons 1..{MAX_HORIZON}, "
-        f"every {args.stride}th origin "
-        f"({sum(len(f.actual) for f in reference)} origin/step pairs per method)"
+    if args.setup:
+        return setup()
+    results = []
+    for name in args.series.split(","):
+        print(f"{name}: backtesting", flush=True)
+        results.append(score_series(name, args.refresh_reference))
+    text = render(results)
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "backtest.md").write_text(
+        "# Backtest benchmark\n\nWritten by `python -m benchmarks.backtest`.\n\n" + text
     )
-    header = (
-        "| method | "
-        + " | ".join(
-            f"fold {f['fold']} ({f['first_date'][:4]}-{f['last_date'][2:4]})" for f in folds
-        )
-        + " | mean MAE |"
-    )
-    print(header)
-    print("|---|" + "---:|" * (len(folds) + 1))
-    for label, maes in table.items():
-        cells = " | ".join(f"{m:.3f}" for m in maes)
-        print(f"| {label} | {cells} | **{np.mean(maes):.3f}** |")
-    print()
-    print(
-        f"Served model ({served}), every origin: mean MAE {cards[served]['mean']['mae']:.3f}, "
-        f"RMSE {cards[served]['mean']['rmse']:.3f}, skill vs seasonal naive + drift "
-        f"{cards[served]['mean']['skill']:.3f}"
-    )
-    print(
-        "Interval coverage (leave-one-fold-out), per level: "
-        + ", ".join(f"{lv}%: {cov:.1f}%" for lv, cov in cards[served]["coverage"].items())
-    )
-    print("Seconds: " + ", ".join(f"{name} {secs:.1f}" for name, secs in seconds.items()))
+    (RESULTS / "backtest.json").write_text(json.dumps(results, indent=1) + "\n")
     return 0
 
 

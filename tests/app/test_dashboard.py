@@ -232,3 +232,35 @@ def test_dashboard_plots_the_series_and_forecast_in_a_real_browser(
         finally:
             browser.close()
     assert shot.stat().st_size > 20_000
+
+
+def test_a_forecast_behind_the_data_is_one_ordered_line_from_its_own_origin(
+    tmp_path: Path,
+) -> None:
+    import numpy as np
+
+    from app.dashboard import Snapshot, build_figure
+
+    dates = np.arange(np.datetime64("2001-01-06"), np.datetime64("2001-12-30"), 7)
+    values = np.linspace(370.0, 372.0, len(dates))
+    # Forecast from 2001-02-24 while the data runs to 2001-12-29, its points out of order.
+    weeks = [str(np.datetime64("2001-02-24") + np.timedelta64(7 * h, "D")) for h in (1, 3, 2)]
+    forecast = [
+        {"date": day, "value": 371.0 + i, "lower": {}, "upper": {}} for i, day in enumerate(weeks)
+    ]
+    snapshot = Snapshot(
+        tmp_path, True, dates, values, latest={"run_id": "r", "forecast": forecast, "levels": []}
+    )
+    (line,) = [trace for trace in build_figure(snapshot).data if trace.name.startswith("forecast")]
+    assert list(line.x) == ["2001-02-24", "2001-03-03", "2001-03-10", "2001-03-17"]
+    origin = int(np.nonzero(dates == np.datetime64("2001-02-24"))[0][0])
+    assert line.y[0] == values[origin]  # starts at its origin's observation, not the newest one
+
+
+def test_empty_loop_charts_say_why(tmp_path: Path) -> None:
+    from app.dashboard_loop import error_band_figure, forecasts_vs_actuals_figure, read_loop
+
+    loop = read_loop(Store(tmp_path))
+    for figure in (forecasts_vs_actuals_figure(loop), error_band_figure(loop)):
+        (note,) = figure.layout.annotations
+        assert note.text.startswith("No ")

@@ -11,7 +11,15 @@ import orjson
 import pytest
 
 from app import device
-from app.model import HARMONIC_PARAMS, Forecaster, ModelLoadError, harmonic_predict, read_series
+from app.model import (
+    HARMONIC_GRID,
+    HARMONIC_PARAMS,
+    Forecaster,
+    ModelLoadError,
+    harmonic_predict,
+    harmonic_predict_many,
+    read_series,
+)
 from app.store import Store
 from tests.app.conftest import FIRST_RUN
 from tests.app.helpers import replace_model, shipped_history
@@ -145,6 +153,46 @@ def test_harmonic_family_follows_the_cycle_and_the_trend() -> None:
     batch = harmonic_predict([past, past[-100:], past], [4, 8, 52], HARMONIC_PARAMS)
     np.testing.assert_allclose(batch[0], forecast[:4])
     np.testing.assert_allclose(batch[1], harmonic_predict([past[-100:]], [8], HARMONIC_PARAMS)[0])
+
+
+def _plain_harmonic(history: np.ndarray, h: int, params: dict) -> np.ndarray:
+    """The harmonic setting written out with numpy's own least squares, one history at a time."""
+    window = min(len(history), int(params["window"]))
+    y = np.asarray(history[-window:], dtype=np.float64)
+    t = np.arange(-window + 1, 1, dtype=np.float64)
+    period, k = params["period_weeks"], np.arange(1, int(params["harmonics"]) + 1)
+
+    def basis(t: np.ndarray) -> np.ndarray:
+        angles = 2 * np.pi * t[:, None] * k[None, :] / period
+        return np.hstack([np.ones((len(t), 1)), t[:, None], np.sin(angles), np.cos(angles)])
+
+    root = np.sqrt(0.5 ** (-t / params["half_life_weeks"]))
+    coef = np.linalg.lstsq(basis(t) * root[:, None], y * root, rcond=None)[0]
+    residuals = y - basis(t) @ coef
+    lw = int(params["level_weeks"])
+    level = residuals[-lw:].mean()
+    slope = coef[1]
+    if params["local_slope"]:
+        slope += (level - residuals[-2 * lw : -lw].mean()) / lw
+    steps = np.cumsum(params["damping"] ** np.arange(1, h + 1))
+    future = basis(np.arange(1, h + 1, dtype=np.float64))
+    future[:, 1] = 0.0  # the trend goes forward damped, below
+    return future @ coef + level + slope * steps
+
+
+def test_every_grid_setting_matches_a_plain_least_squares_fit() -> None:
+    history = np.array(shipped_history(900))
+    histories = [history, history[:-37], history[-300:]]
+    horizons = [52, 20, 7]
+    many = harmonic_predict_many(histories, horizons, HARMONIC_GRID)
+    assert len(many) == len(HARMONIC_GRID) >= 100
+    for params, forecasts in zip(HARMONIC_GRID, many, strict=True):
+        for hist, h, forecast in zip(histories, horizons, forecasts, strict=True):
+            np.testing.assert_allclose(forecast, _plain_harmonic(hist, h, params), atol=1e-6)
+    # A damped trend flattens: its 52-week step is smaller than the undamped one's.
+    damped = {**HARMONIC_PARAMS, "damping": 0.98}
+    growth = [harmonic_predict([history], [52], p)[0][-1] for p in (HARMONIC_PARAMS, damped)]
+    assert growth[0] - history[-1] > growth[1] - history[-1] > 0
 
 
 def test_a_harmonic_model_file_with_bad_params_is_a_clear_error(

@@ -224,3 +224,26 @@ def test_cli_monitor_rejects_a_bad_threshold(store_copy):
     result = run_app("monitor", store_root=store_copy.root, MONITOR_DRIFT_P_VALUE="2")
     assert result.returncode == 2
     assert "MONITOR_DRIFT_P_VALUE='2'" in result.stderr
+
+
+def test_the_band_leaves_out_the_weeks_around_a_drift_signal() -> None:
+    from app.model import HARMONIC_PARAMS, Forecaster
+    from app.monitor import SIGNAL_EXCLUSION_WEEKS, backtest_band
+    from app.store import SHIPPED_DATASET
+
+    dates, values = read_series(SHIPPED_DATASET)
+    values = fill_gaps(values)
+    # A +3 ppm step 60 weeks before the end of the model's data: inside its 104-week holdout.
+    shifted = values.copy()
+    shifted[-60:] += 3.0
+    last = str(dates[-1])
+    model = Forecaster(
+        "m", "", {"dataset": {"last_date": last}}, family="harmonic", harmonic=HARMONIC_PARAMS
+    )
+    calm = backtest_band(model, dates, values, SETTINGS)
+    inflated = backtest_band(model, dates, shifted, SETTINGS)
+    signal = str(dates[-60 + 4])  # the monitor tripped four weeks after the step
+    kept = backtest_band(model, dates, shifted, SETTINGS, signals=[signal])
+    assert inflated["p95"] > 2 * calm["p95"]  # the shift alone widens the band
+    assert kept["p95"] < 1.3 * calm["p95"]  # ... unless its weeks are left out
+    assert kept["signals"] == [signal] and SIGNAL_EXCLUSION_WEEKS == 26

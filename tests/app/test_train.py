@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.backtest import backtest
 from app.lineage import file_sha256
-from app.model import Forecaster
+from app.model import HARMONIC_GRID, HARMONIC_PARAMS, Forecaster, read_series
 from app.store import Store
 from app.train import train
 from app.validate import DatasetError, validate
@@ -97,15 +98,22 @@ def test_training_is_reproducible(store_copy: Store, trained_store: Path) -> Non
     assert metrics["backtest"] == Store(trained_store).read_json(first / "metrics.json")["backtest"]
 
 
-def test_auto_serves_the_family_with_the_lower_backtest_mae(store_copy: Store) -> None:
+def test_auto_serves_the_harmonic_setting_with_the_lowest_backtest_mae(store_copy: Store) -> None:
     metrics = train(store_copy, "auto", rounds=10, log_every=10, threads=2)
-    selection = metrics["selection"]
-    assert set(selection) == {"xgboost", "harmonic"}
-    best = min(selection, key=lambda family: selection[family]["mean_mae"])
-    assert metrics["family"] == best == "harmonic"
+    assert set(metrics["selection"]) == {"harmonic"}  # xgboost only when asked for by name
+    assert metrics["family"] == "harmonic"
+    assert metrics["backtest"]["selection"]["settings"] == len(HARMONIC_GRID)
+    # The served setting scores no worse than the reference setting, each backtested alone.
+    dates, values = read_series(store_copy.dataset_path)
+    served = backtest(dates, values, {"family": "harmonic", "params": metrics["params"]})
+    reference = backtest(dates, values, {"family": "harmonic", "params": HARMONIC_PARAMS})
+    assert served["mean"] == metrics["backtest"]["mean"]
+    assert served["mean"]["mae"] <= reference["mean"]["mae"]
+    assert metrics["recipe"] == {"family": "harmonic", "params": metrics["params"]}
     assert (store_copy.run_dir("auto") / "model.json").exists()
     assert not (store_copy.run_dir("auto") / "model.ubj").exists()
-    assert Forecaster.load(store_copy.run_dir("auto")).family == "harmonic"
+    loaded = Forecaster.load(store_copy.run_dir("auto"))
+    assert loaded.family == "harmonic" and loaded.harmonic == metrics["params"]
 
 
 def test_an_unvalidated_dataset_is_refused(tmp_path: Path) -> None:
@@ -208,3 +216,51 @@ def test_sigterm_checkpoints_and_a_rerun_resumes_from_the_checkpoint(tmp_path: P
     assert metrics["rounds"] == done + 10
     assert metrics["backtest"]["mean"]["mae"] < metrics["backtest"]["mean"]["naive_mae"]
     assert not store.checkpoint_dir("spot").exists()
+
+
+def test_interval_bounds_are_conformal_order_statistics_per_horizon_bucket() -> None:
+    from app.backtest import HORIZON_BUCKETS, fold_offsets
+
+    # Two folds (too few to adjust the level): 9 errors per bucket, step scale 1 everywhere.
+    # At 80 %, ranks floor(10 * 0.1) = 1 and ceil(10 * 0.9) = 9: the smallest and largest error,
+    # where a plain quantile would interpolate inside them.
+    rng = np.random.default_rng(1)
+    steps = np.concatenate(
+        [np.repeat(np.arange(first, last + 1), 1) for first, last in HORIZON_BUCKETS]
+    )
+    errors, fold_steps = [], []
+    for _ in range(2):
+        signs = rng.choice([-1.0, 1.0], size=len(steps))
+        errors.append(signs)
+        fold_steps.append(steps)
+    lower, upper = fold_offsets(errors, fold_steps, 80)
+    assert np.all(lower == -1.0) and np.all(upper == 1.0)
+
+
+def test_intervals_cover_a_new_fold_when_folds_differ_in_scale() -> None:
+    from app.backtest import fold_offsets
+
+    # Six folds whose error scale differs fold to fold (as real eras do), 52 steps x 100 origins.
+    rng = np.random.default_rng(7)
+    steps = np.tile(np.arange(1, 53), 100)
+    folds = [rng.normal(0, s, len(steps)) * np.sqrt(steps) for s in (0.6, 1.0, 1.5, 0.8, 1.2, 1.0)]
+    fresh = (
+        rng.normal(0, 1.0, (200, len(steps)))
+        * np.sqrt(steps)
+        * rng.choice((0.6, 1.0, 1.5, 0.8, 1.2, 1.0), size=(200, 1))
+    )
+    for level in (50, 80, 95):
+        lower, upper = fold_offsets(folds, [steps] * len(folds), level)
+        inside = (fresh >= lower[steps - 1]) & (fresh <= upper[steps - 1])
+        assert abs(inside.mean() * 100 - level) < 2.5, (level, inside.mean())
+        # Widths grow with the step inside each bucket (each step's own error scale).
+        assert upper[51] - lower[51] > upper[26] - lower[26]
+
+
+def test_a_many_harmonic_setting_asks_for_more_history() -> None:
+    from app.model import MIN_HISTORY
+    from app.train import min_history
+
+    assert min_history({"family": "harmonic", "params": HARMONIC_PARAMS}) == MIN_HISTORY
+    twenty = {**HARMONIC_PARAMS, "harmonics": 20}
+    assert min_history({"family": "harmonic", "params": twenty}) == 84  # 42 coefficients
