@@ -294,7 +294,11 @@ def collect_training() -> str:
     code = _training_exit()
     root = ml_root()
     models = store / "models"
-    models.mkdir(exist_ok=True)
+    if not models.is_dir():
+        models.mkdir()
+        if os.geteuid() == 0:  # the store's owner (the gate, the forecaster) writes here next
+            owner = store.stat()
+            os.chown(models, owner.st_uid, owner.st_gid)
     final = models / rid
     if final.exists():
         raise Refused(f"models/{rid} already exists in the store: a run id is collected once")
@@ -324,7 +328,7 @@ def collect_training() -> str:
         }
         _write_json(tmp / "report.json", report)
         if os.geteuid() == 0:
-            owner = models.stat()
+            owner = store.stat()
             _chown_tree(tmp, owner.st_uid, owner.st_gid)
         os.rename(tmp, final)
     except BaseException:

@@ -358,3 +358,30 @@ def test_stage_serving_copies_the_current_model_without_records(env: Env) -> Non
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (env.ml / "model").iterdir()) == ["metrics.json", "model.json"]
     assert (env.ml / "model" / "model.json").read_bytes() == b'{"w": 1}'
+
+
+# ------------------------------------------------------------------------------ owners (as root)
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing owners needs root, as in the task")
+def test_owners_follow_the_workload_and_the_store(env: Env) -> None:
+    os.chown(env.store, 10001, 10001)  # the store as the forecaster's uid owns it on EFS
+    (env.store / "datasets").mkdir()
+    (env.store / "datasets" / "a.csv").write_text("1\n")
+    staged = env.run("stage-training", RUN_ID="r1", MLOPS_CHANNELS='{"train": "datasets"}',
+                     MLOPS_WORKLOAD_UID="10002")
+    assert staged.returncode == 0, staged.stderr
+    assert (env.ml / "model").stat().st_uid == 10002
+    assert (env.ml / "output").stat().st_uid == 10002
+    assert (env.ml / "input" / "data" / "train" / "a.csv").stat().st_mode & 0o004  # readable
+    (env.ml / "model" / "m.bin").write_bytes(b"x")
+    os.chmod(env.ml / "model" / "m.bin", 0o600)  # written by a root workload, private
+    assert env.collect("r1").returncode == 0
+    assert (env.models).stat().st_uid == 10001
+    assert (env.models / "r1" / "m.bin").stat().st_uid == 10001
+
+
+def test_a_non_root_stager_refuses_to_hand_files_to_another_uid(env: Env) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("as root the owner change succeeds")
+    result = env.run("stage-training", RUN_ID="r1", MLOPS_WORKLOAD_UID=str(os.getuid() + 1))
+    assert result.returncode == 1
+    assert "not root" in result.stderr
