@@ -504,6 +504,8 @@ def sagemaker_main(argv: list[str]) -> int:
                     shutil.copyfile(path, model_dir / path.name)
     except TrainingInterrupted:
         text = "interrupted by SIGTERM before training finished"
+    except SageMakerInputError as exc:
+        text = str(exc)
     except (DatasetError, ValueError) as exc:
         problems = getattr(exc, "problems", [str(exc)])
         text = "cannot train on this dataset: " + "; ".join(problems)

@@ -57,7 +57,7 @@ def _device(raw: str) -> str:
     return raw
 
 
-# name -> (parser, default, what it is)
+# name -> (parser, default as SageMaker passes it: a string)
 HYPERPARAMETERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "num_round": (_int(1, 5000), "60"),
     "max_depth": (_int(1, 16), "4"),
