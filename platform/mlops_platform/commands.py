@@ -300,8 +300,11 @@ def collect_training() -> str:
             owner = store.stat()
             os.chown(models, owner.st_uid, owner.st_gid)
     final = models / rid
-    if final.exists():
-        raise Refused(f"models/{rid} already exists in the store: a run id is collected once")
+    previous = _previous_report(final)
+    if previous is not None and previous.get("status") == "trained" and (
+        read_current_quietly(models) == rid or (final / "decision.json").exists()
+    ):
+        raise Refused(f"models/{rid} is already trained and gated: a run id is collected once")
     model_dir = root / "model"
     failure = _failure_text(root / "output" / "failure")
     tmp = models / f".{rid}.{secrets.token_hex(4)}.tmp"
@@ -330,7 +333,15 @@ def collect_training() -> str:
         if os.geteuid() == 0:
             owner = store.stat()
             _chown_tree(tmp, owner.st_uid, owner.st_gid)
-        os.rename(tmp, final)
+        if final.exists():
+            # A retried task (a Spot interruption, a step retry) collects the same run id again:
+            # the new attempt replaces the earlier one, which no gate has decided on.
+            old = models / f".{rid}.{secrets.token_hex(4)}.old"
+            os.rename(final, old)
+            os.rename(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -341,7 +352,25 @@ def collect_training() -> str:
     return f"collected run {rid}: {len(files)} file(s) into models/{rid}"
 
 
+def _previous_report(run_dir: Path) -> dict[str, Any] | None:
+    """The report of an earlier collection of this run id, {} when unreadable, None if none."""
+    if not run_dir.exists():
+        return None
+    try:
+        report = json.loads((run_dir / "report.json").read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return report if isinstance(report, dict) else {}
+
+
 # ------------------------------------------------------------------------------ CURRENT
+def read_current_quietly(models: Path) -> str | None:
+    try:
+        return read_current(models)
+    except Refused:
+        return None
+
+
 def read_current(models: Path) -> str | None:
     """The promoted run id, None when nothing is promoted; Refused when CURRENT is damaged."""
     path = models / "CURRENT"
@@ -435,8 +464,8 @@ def _decide(models: Path, rid: str) -> dict[str, Any]:
             promoted=True, reason=f"first model: {key} = {value:g}, nothing promoted yet"
         )
         return decision
-    if current == rid:
-        decision["reason"] = f"run {rid} is already the promoted model"
+    if current == rid:  # a retried gate: the earlier decision stands
+        decision.update(promoted=True, reason=f"run {rid} is already the promoted model")
         return decision
     current_value, why = _objective(models / current, file, key)
     decision["current_objective"] = current_value

@@ -186,9 +186,26 @@ def test_collect_moves_the_model_into_the_store_with_a_report(env: Env) -> None:
     }
     assert report["exit_code"] == 0
     assert [p.name for p in env.models.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_a_retried_task_replaces_an_ungated_attempt_never_a_gated_one(env: Env) -> None:
+    env.train("r1", {"model.json": b"{}"}, failure="Spot interruption")
+    assert env.collect("r1", MLOPS_TRAINING_EXIT="143").returncode == 1
+    env.train("r1", {"model.json": b'{"w": 2}', "metrics.json": b'{"accuracy": 0.9}'})
+    retried = env.collect("r1", MLOPS_TRAINING_EXIT="0")
+    assert retried.returncode == 0, retried.stderr
+    report = json.loads((env.models / "r1" / "report.json").read_text())
+    assert (report["status"], report["failure"]) == ("trained", None)
+    assert (env.models / "r1" / "model.json").read_bytes() == b'{"w": 2}'
+    assert sorted(p.name for p in env.models.iterdir()) == ["r1"]
+    assert env.gate("r1").stdout.startswith("promoted run r1")
+    retried_gate = env.gate("r1")  # a retried gate step keeps the decision
+    assert retried_gate.stdout.startswith("promoted run r1: run r1 is already the promoted model")
+    assert env.decision("r1")["promoted"] is True
     again = env.collect("r1")
     assert again.returncode == 1
-    assert "already exists" in again.stderr
+    assert "already trained and gated" in again.stderr
+    assert (env.models / "r1" / "model.json").read_bytes() == b'{"w": 2}'
 
 
 def test_failure_file_is_reported_and_exits_1(env: Env) -> None:
