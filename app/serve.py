@@ -12,6 +12,9 @@ Contract (DESIGN.md, "The app"):
   intervals); 422 `{"detail": ...}` naming the field for anything else.
 * `GET /metrics` Prometheus text.
 * `GET /openapi.json` the OpenAPI document of all of the above (`app/openapi.py`).
+* SageMaker's serving paths, undocumented in /openapi.json so that document is unchanged:
+  `GET /ping` is `/ready`, `POST /invocations` is `/predict`. Without STORE_DIR and with a
+  model in /opt/ml/model (SageMaker's layout, `app/sagemaker.py`) that model is served.
 
 With `INTERNAL_PORT` set, `/metrics` and `/model` answer only on that port, which no load
 balancer forwards to; `PORT` answers 404 for them.
@@ -90,7 +93,16 @@ from app.store import DamagedFileError, Store
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
-ROUTES = ("/health", "/ready", "/model", "/predict", "/metrics", "/openapi.json")
+ROUTES = (
+    "/health",
+    "/ready",
+    "/model",
+    "/predict",
+    "/metrics",
+    "/openapi.json",
+    "/ping",
+    "/invocations",
+)
 INTERNAL_ROUTES = frozenset(("/model", "/metrics"))
 """Answered only on INTERNAL_PORT when it is set: not for the internet."""
 GRACEFUL_SHUTDOWN_SECONDS = 25
@@ -585,6 +597,11 @@ def create_app(settings: AppSettings, store: Store) -> FastAPI:
             return _json(orjson.dumps({"status": "not ready", "detail": "no model loaded"}), 503)
         return _json(orjson.dumps({"status": "ready", "model": forecaster.run_id}))
 
+    # SageMaker's serving contract, so the same image runs as a SageMaker endpoint: GET /ping is
+    # 200 when the container is ready for inference requests (here: /ready), POST /invocations
+    # is /predict. https://docs.aws.amazon.com/sagemaker/latest/dg/your-algorithms-inference-code.html
+    api.add_api_route("/ping", ready, methods=["GET"], include_in_schema=False)
+
     @api.get("/model")
     async def model(request: Request) -> Response:
         if not on_internal_port(request):
@@ -658,8 +675,10 @@ def create_app(settings: AppSettings, store: Store) -> FastAPI:
 
     # The hot path is a plain Starlette route: FastAPI's dependency resolution would cost
     # ~25 us per request and has nothing to resolve here (the body is parsed by hand). It goes
-    # first in the router, which tries each route's pattern in turn.
+    # first in the router, which tries each route's pattern in turn; SageMaker's /invocations
+    # is the same handler.
     api.router.routes.insert(0, Route("/predict", predict, methods=["POST"]))
+    api.add_route("/invocations", predict, methods=["POST"])
     api.add_middleware(MetricsMiddleware, metrics=metrics)
     return api
 
@@ -676,6 +695,14 @@ def _listen(host: str, port: int) -> socket.socket:
 
 def main(argv: list[str]) -> int:
     settings = command_settings("serve", argv)
+    from app import sagemaker
+
+    model_dir = sagemaker.ml_root() / "model"
+    if sagemaker.use_sagemaker(model_dir):
+        # SageMaker stages the model into /opt/ml/model: serve it through a scratch store.
+        root = sagemaker.serving_store(model_dir)
+        log.info("SageMaker layout: serving the model in %s (scratch store %s)", model_dir, root)
+        settings = settings.model_copy(update={"store_dir": root})
     if settings.internal_port == settings.port:
         log.error("INTERNAL_PORT must differ from PORT (%d)", settings.port)
         return 2

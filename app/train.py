@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -30,6 +31,7 @@ import numpy as np
 import orjson
 import xgboost as xgb
 
+from app import sagemaker
 from app._procs import crash_point
 from app.backtest import (
     BacktestError,
@@ -436,9 +438,130 @@ def model_card(metrics: dict[str, Any]) -> str:
 """
 
 
+# ---------------------------------------------------------------------------- SageMaker layout
+# SageMaker's training contract (app/sagemaker.py): channels in /opt/ml/input/data/<channel>/,
+# hyperparameters (all strings) in /opt/ml/input/config/hyperparameters.json, the model to
+# /opt/ml/model/, the reason of a failure to /opt/ml/output/failure.
+SAGEMAKER_HYPERPARAMETERS = (
+    "model_family",
+    "run_date",
+    "train_log_every",
+    "train_rounds",
+    "train_threads",
+)
+"""hyperparameters.json keys: the settings of the same name (docs/configuration.md)."""
+SAGEMAKER_CHANNEL = "train"
+
+
+class SageMakerInputError(ValueError):
+    """Bad hyperparameters or channel data: the message is the failure text."""
+
+
+def _sagemaker_hyperparameters(path: Path) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    try:
+        given = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise SageMakerInputError(f"{path} is not JSON: {exc}") from None
+    if not isinstance(given, dict):
+        raise SageMakerInputError(f"{path} must hold a JSON object")
+    unknown = sorted(set(given) - set(SAGEMAKER_HYPERPARAMETERS))
+    if unknown:
+        raise SageMakerInputError(
+            f"unknown hyperparameter(s) {', '.join(unknown)}: allowed are "
+            f"{', '.join(SAGEMAKER_HYPERPARAMETERS)}"
+        )
+    return {key: str(value) for key, value in given.items()}
+
+
+def _sagemaker_dataset(data: Path) -> Path | None:
+    """The CSV of the `train` channel (or of the only channel); None: no channel, shipped data."""
+    channels = sorted(p for p in data.iterdir() if p.is_dir())
+    if not channels:
+        return None
+    named = [c for c in channels if c.name == SAGEMAKER_CHANNEL]
+    if not named and len(channels) > 1:
+        raise SageMakerInputError(
+            f"channels {', '.join(c.name for c in channels)}: name the weekly series' channel "
+            f"{SAGEMAKER_CHANNEL!r}"
+        )
+    channel = (named or channels)[0]
+    files = sorted(p for p in channel.rglob("*.csv") if p.is_file())
+    if len(files) != 1:
+        raise SageMakerInputError(
+            f"channel {channel.name!r} holds {len(files)} CSV files: give exactly one, the weekly "
+            "series (date,ppm)"
+        )
+    return files[0]
+
+
+def sagemaker_main(argv: list[str]) -> int:
+    """Train in SageMaker's layout: validate and train in a scratch store, copy the run out."""
+    import tempfile
+
+    from app.settings import SettingsError
+    from app.validate import DatasetError, validate
+
+    root = sagemaker.ml_root()
+    failure = root / "output" / "failure"
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    try:
+        hyper = _sagemaker_hyperparameters(root / "input" / "config" / "hyperparameters.json")
+        os.environ.update({key.upper(): value for key, value in hyper.items()})
+        try:
+            settings = command_settings("train", argv)
+        except SettingsError as exc:
+            message = f"hyperparameters.json or environment: {exc.message}"
+            raise SageMakerInputError(message) from None
+        run_id = settings.run_id_or_new()
+        with tempfile.TemporaryDirectory(prefix="mlops-train-") as scratch:
+            store = Store(Path(scratch))
+            source = _sagemaker_dataset(root / "input" / "data")
+            if source is not None:
+                store.datasets_dir.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, store.dataset_path)
+            report = validate(store, run_id, settings.run_date)
+            output_data = root / "output" / "data"
+            output_data.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(store.report_path(run_id), output_data / "validation.json")
+            if not report["ok"]:
+                raise DatasetError(report["problems"])
+            metrics = train(
+                store, run_id, rounds=settings.train_rounds, log_every=settings.train_log_every,
+                run_date=settings.run_date, stop=stop, threads=settings.train_threads,
+                family=settings.model_family,
+            )
+            model_dir = root / "model"
+            model_dir.mkdir(parents=True, exist_ok=True)
+            for path in sorted(store.run_dir(run_id).iterdir()):
+                if path.is_file():
+                    shutil.copyfile(path, model_dir / path.name)
+    except TrainingInterrupted:
+        text = "interrupted by SIGTERM before training finished"
+    except SageMakerInputError as exc:
+        text = str(exc)
+    except (DatasetError, ValueError) as exc:
+        problems = getattr(exc, "problems", [str(exc)])
+        text = "cannot train on this dataset: " + "; ".join(problems)
+    else:
+        log.info(
+            "run %s (%s) trained into %s: backtest MAE %.3f ppm",
+            run_id, metrics["family"], model_dir, metrics["backtest"]["mean"]["mae"],
+        )
+        return 0
+    failure.parent.mkdir(parents=True, exist_ok=True)
+    failure.write_text(text + "\n")
+    print(f"error: {text}", file=sys.stderr)
+    return EXIT_INTERRUPTED if text.startswith("interrupted") else 1
+
+
 def main(argv: list[str]) -> int:
     from app.validate import DatasetError
 
+    if sagemaker.use_sagemaker(sagemaker.ml_root() / "input" / "data"):
+        return sagemaker_main(argv)
     settings = command_settings("train", argv)
     stop = threading.Event()
 

@@ -98,7 +98,13 @@ def test_readme_links_every_docs_page() -> None:
         for _, target in links(README)
         if not target.startswith("#")
     }
-    missing = [p.name for p in DOCS.glob("*.md") if p.resolve() not in linked]
+    # docs/_*.md are sections another page includes (docs/_platform-containers.md goes into
+    # docs/workload-contract.md), not pages of their own.
+    missing = [
+        p.name
+        for p in DOCS.glob("*.md")
+        if p.resolve() not in linked and not p.name.startswith("_")
+    ]
     assert not missing, f"README.md does not link {missing}"
 
 
