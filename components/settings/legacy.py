@@ -1,4 +1,5 @@
-"""Keys of the old stack config that became workload environment (`workloads/deprecated.yaml`):
+"""Keys of the old stack config that became workload environment (`deprecated_keys` in
+`workloads/defaults.yaml`):
 still read, with a warning, and set in the workload's job or sidecar."""
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ import pulumi
 import yaml
 
 from components.settings._section import PROJECT, fail
-from components.settings.workload import WORKLOADS, WorkloadSpec
+from components.settings.workload import DEFAULTS, WorkloadSpec
 
 HTTPS_URL = re.compile(r"https://[A-Za-z0-9.-]+(:\d+)?(/\S*)?")
 
 
 def deprecated_keys() -> dict[str, dict[str, Any]]:
     """`section.key` -> {into: job | sidecar <name>, variable, check, min, max}."""
-    return yaml.safe_load((WORKLOADS / "deprecated.yaml").read_text())
+    return yaml.safe_load(DEFAULTS.read_text())["deprecated_keys"]
 
 
 def _deprecated_value(key: str, value: Any, rule: Mapping[str, Any]) -> str:

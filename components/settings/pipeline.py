@@ -42,7 +42,7 @@ class MonitoringSettings:
     ingest_schedule: str = "cron(0 6 ? * MON *)"
     """When the workload's scheduled job runs (EventBridge cron or rate); "" = never."""
     error_tolerance: float = 2.5
-    """Forecast-error check: trips above this multiple of the backtest band's 95th percentile."""
+    """Prediction-error check: trips above this multiple of the backtest band's 95th percentile."""
     drift_p_value: float = 0.001
     """Input-drift check: significance level of the Mann-Whitney U test."""
     cooldown_weeks: int = 8

@@ -43,7 +43,7 @@ from components.settings.platform import (
     parse_store,
 )
 from components.settings.serving import InferenceSettings, ServingCapacity, parse_inference
-from components.settings.workload import WorkloadSpec, parse_workload
+from components.settings.workload import SidecarSpec, WorkloadSpec, parse_workload
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,14 @@ class Settings:
     def serving_gpu(self) -> bool:
         """The service runs on its GPU EC2 capacity (`inference.capacity: gpu-ec2`)."""
         return self.inference.capacity is ServingCapacity.GPU_EC2
+
+    @property
+    def sidecars(self) -> tuple[SidecarSpec, ...]:
+        """The workload's sidecars deployed: `inference.dashboard: false` leaves out those
+        served under a path (the web UIs behind the load balancer)."""
+        return tuple(
+            c for c in self.workload.sidecars if self.inference.dashboard or c.path is None
+        )
 
     @property
     def image_flavours(self) -> tuple[str, ...]:

@@ -2,9 +2,10 @@
 
 Sizes, capacity, GPUs and schedules stay in `mlops:training`, `mlops:inference` and
 `mlops:monitoring`; this section says what runs, those say where and how big. Without the section
-the bundled reference workload `workloads/<DEFAULT_WORKLOAD>.yaml` is read, so a stack file that
+the bundled reference workload (`default_workload` in `workloads/defaults.yaml`) is read, so a
+stack file that
 never declares a workload deploys what it deployed before. Keys of the old config that became
-workload environment (`workloads/deprecated.yaml`) are still read, with a warning.
+workload environment (`deprecated_keys` there) are still read, with a warning.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from components.settings._section import PROJECT, Section, fail
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKLOADS = ROOT / "workloads"
-DEFAULT_WORKLOAD = "forecaster"
-"""The reference workload (app/), read when a stack declares no `mlops:workload`."""
+DEFAULTS = WORKLOADS / "defaults.yaml"
+"""`default_workload`: the file read when a stack declares no `mlops:workload` (the reference
+workload, app/); `deprecated_keys`: settings/legacy.py."""
 
 ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 RESERVED_ENV = (
@@ -472,4 +474,5 @@ def parse_workload(raw: Any) -> WorkloadSpec:
 
 
 def default_workload_raw() -> Any:
-    return yaml.safe_load((WORKLOADS / f"{DEFAULT_WORKLOAD}.yaml").read_text())
+    name = yaml.safe_load(DEFAULTS.read_text())["default_workload"]
+    return yaml.safe_load((WORKLOADS / name).read_text())

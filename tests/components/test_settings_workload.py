@@ -144,19 +144,19 @@ def test_bad_values_are_refused_naming_key_value_and_allowed(path, value, key, a
 
 def test_no_gate_step_needs_an_objective():
     raw = {k: v for k, v in BYOC.items() if k != "objective"}
-    with pytest.raises(pulumi.RunError, match="mlops:workload.objective: .*platform gate"):
+    with pytest.raises(pulumi.RunError, match=r"mlops:workload.objective: .*platform gate"):
         parse({"workload": raw})
 
 
 def test_the_platform_contract_refuses_channels_it_would_ignore():
     raw = {**BYOC, "contract": "platform"}
-    with pytest.raises(pulumi.RunError, match="workload.training.channels.*only the sagemaker"):
+    with pytest.raises(pulumi.RunError, match=r"workload.training.channels.*only the sagemaker"):
         parse({"workload": raw})
 
 
 def test_location_and_image_pin_are_refused_together():
     raw = {**BYOC, "image": {"location": f"ghcr.io/me/model@{DIGEST}"}}
-    with pytest.raises(pulumi.RunError, match="mlops:image.pin: .*workload.image.location"):
+    with pytest.raises(pulumi.RunError, match=r"mlops:image.pin: .*workload.image.location"):
         parse({"workload": raw, "image": {"pin": DIGEST}})
 
 
@@ -190,7 +190,7 @@ def test_old_keys_keep_their_validation(section, key, value, allowed):
 
 
 def test_old_job_keys_need_a_job():
-    with pytest.raises(pulumi.RunError, match="mlops:workload.job: .*INGEST_SOURCE need a job"):
+    with pytest.raises(pulumi.RunError, match=r"mlops:workload.job: .*INGEST_SOURCE need a job"):
         parse({"workload": BYOC, "monitoring": {"source": "https://example.org/w.txt"}})
 
 
