@@ -250,6 +250,7 @@ class TrainingTask(pulumi.ComponentResource):
             user=args.security.container_user,
             read_only_root=args.security.read_only_root,
             store=args.store_mounted,
+            run_as_root=args.security.run_as_root,
         )
 
         def build(values: list[Any]) -> str:

@@ -104,6 +104,8 @@ class ContainerSpec:
     """More task volumes: volume name -> container path (e.g. the /opt/ml task volume)."""
     depends_on: Sequence[tuple[str, str]] = ()
     """(container, condition) pairs: START, COMPLETE, SUCCESS or HEALTHY (ECS `dependsOn`)."""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    """Docker labels; the policy pack reads `LABEL_*` (policy/checks.py)."""
     restart: bool = True
     """A non-essential container restarted in place when it exits; False for one that runs
     once (a staging container, a train step beside its collector)."""
@@ -175,6 +177,8 @@ def container_definition(spec: ContainerSpec) -> dict[str, Any]:
         # A sidecar that exits is restarted in place instead of replacing the whole task (ECS
         # "container restart policies"; restartAttemptPeriod is 60..1800 s).
         definition["restartPolicy"] = {"enabled": True, "restartAttemptPeriod": 60}
+    if spec.labels:
+        definition["dockerLabels"] = dict(spec.labels)
     if spec.cpu:
         definition["cpu"] = spec.cpu
     if spec.memory:
@@ -219,6 +223,23 @@ def scratch_volume() -> dict[str, Any]:
     In pulumi-aws Python input shape (`aws.ecs.TaskDefinitionVolumeArgs` as a dict).
     """
     return {"name": SCRATCH_VOLUME}
+
+
+LABEL_ROOT_OPT_OUT = "mlops.security.run-as-root"
+"""On a workload container run as root with a writable root (`workload.security.run_as_root`):
+the documented opt-out, which the policy pack reports as advisory instead of refusing."""
+LABEL_STAGING = "mlops.platform.staging"
+"""On the platform's staging containers: root (they give staged files to the workload's uid) on
+a read-only root file system."""
+LABEL_HEALTH = "mlops.health-check"
+"""`load-balancer` on a server with no container health check: its target group checks it."""
+
+
+def workload_labels(run_as_root: bool, health_by_load_balancer: bool = False) -> dict[str, str]:
+    return {
+        **({LABEL_ROOT_OPT_OUT: "true"} if run_as_root else {}),
+        **({LABEL_HEALTH: "load-balancer"} if health_by_load_balancer else {}),
+    }
 
 
 STORE_WAIT_SECONDS = 60

@@ -6,7 +6,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from components.documents.alerts import AlarmSpec
-from components.documents.common import STORE_WAIT_SECONDS, ContainerSpec, container_definition
+from components.documents.common import (
+    STORE_WAIT_SECONDS,
+    ContainerSpec,
+    container_definition,
+    workload_labels,
+)
 from components.settings.workload import SecuritySpec, ServingSpec, SidecarSpec
 
 SERVER_CONTAINER = "api"
@@ -66,6 +71,7 @@ def inference_containers(
             gpus=server_gpus,
             mounts=server_mounts or {},
             depends_on=server_depends_on,
+            labels=workload_labels(security.run_as_root, serving.health_command is None),
             **user,
         )
     ]
@@ -82,6 +88,9 @@ def inference_containers(
                 health_start_period=serving.start_period_seconds,
                 environment={**common, **car.environment},
                 essential=False,
+                labels=workload_labels(
+                    security.run_as_root, car.port is not None and car.health_command is None
+                ),
                 **user,
             )
         )

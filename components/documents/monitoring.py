@@ -14,6 +14,7 @@ from components.documents.common import (
     ContainerSpec,
     container_definition,
     task_definition_arn_patterns,
+    workload_labels,
 )
 from components.settings.workload import JobSpec, SecuritySpec
 
@@ -70,6 +71,7 @@ def job_container(
             user=security.container_user,
             read_only_root=security.read_only_root,
             store=store,
+            labels=workload_labels(security.run_as_root),
         )
     )
 

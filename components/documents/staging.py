@@ -24,7 +24,12 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from components.documents.common import ContainerSpec, container_definition
+from components.documents.common import (
+    LABEL_STAGING,
+    ContainerSpec,
+    container_definition,
+    workload_labels,
+)
 from components.settings.workload import Objective, SecuritySpec, TrainingSpec
 
 ML_VOLUME = "ml"
@@ -62,6 +67,7 @@ def _platform(name: str, image: str, log_group: str, region: str, **extra: Any) 
         region=region,
         user=ROOT_USER,
         mounts={ML_VOLUME: ML_MOUNT},
+        labels={LABEL_STAGING: "true"},
         **extra,
     )
 
@@ -106,6 +112,7 @@ def training_containers(
         store=False,
         mounts={ML_VOLUME: ML_MOUNT},
         depends_on=[(STAGE_TRAINING, "SUCCESS")],
+        labels=workload_labels(security.run_as_root),
     )
     collect = _platform(
         COLLECT_TRAINING,

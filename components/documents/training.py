@@ -11,6 +11,7 @@ from components.documents.common import (
     STEP_ENVIRONMENT,
     ContainerSpec,
     container_definition,
+    workload_labels,
 )
 from components.documents.pipeline_iam import (  # noqa: F401  (re-exported: the training builders)
     ECS_EVENTS_RULE,
@@ -136,6 +137,7 @@ def training_container(
             user=security.user,
             read_only_root=security.read_only_root,
             store=security.store,
+            labels=workload_labels(security.run_as_root),
         )
     )
 
@@ -147,6 +149,7 @@ class ContainerSecurity:
     user: str = "10001:10001"
     read_only_root: bool = True
     store: bool = True
+    run_as_root: bool = False
 
 
 def _retry(
