@@ -78,8 +78,11 @@ class Settings:
 
     @property
     def serving_gpu(self) -> bool:
-        """The service runs on its GPU EC2 capacity (`inference.capacity: gpu-ec2`)."""
-        return self.inference.capacity is ServingCapacity.GPU_EC2
+        """The service runs on its GPU EC2 capacity (`inference.capacity: gpu-ec2`); a
+        training-only workload (`workload.serving: null`) has no service."""
+        return (
+            self.inference.capacity is ServingCapacity.GPU_EC2 and self.workload.serving is not None
+        )
 
     @property
     def sidecars(self) -> tuple[SidecarSpec, ...]:

@@ -116,3 +116,15 @@ def test_execution_roles_pull_the_workload_and_platform_repositories_only(digits
         "mlops-digits",
         "mlops-digits-platform",
     ]
+
+
+def test_a_training_only_workload_has_no_service_load_balancer_or_rollout():
+    plan = run_stack("digits", {"workload": {"serving": None}})
+    types = {r.type for r in plan.resources}
+    assert "aws:ecs/service:Service" not in types
+    assert not types & {"aws:lb/loadBalancer:LoadBalancer", "aws:lb/targetGroup:TargetGroup"}
+    assert not [r for r in plan.resources if r.type == "aws:cloudwatch/metricAlarm:MetricAlarm"]
+    definition = json.loads(plan.one(STATE_MACHINE, "training-pipeline").inputs["definition"])
+    assert "RollService" not in definition["States"]
+    assert definition["States"]["Gate"]["Next"] == "Succeeded"
+    assert "url" not in plan.exports
