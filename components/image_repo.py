@@ -295,12 +295,7 @@ class ImageRepo(pulumi.ComponentResource):
                 )
             return
 
-        tags = {
-            flavour: context_tag(
-                self._args.context, flavour, self._flavour_args(flavour), self._args.dockerfile
-            )
-            for flavour in self._flavours
-        }
+        tags = {flavour: self._tag(flavour) for flavour in self._flavours}
         pushed = self._pushed_digests()
         missing = [flavour for flavour in self._flavours if tags[flavour] not in pushed]
         for flavour in self._flavours:
@@ -337,6 +332,12 @@ class ImageRepo(pulumi.ComponentResource):
                 list(after),
             )
             self._resolvers[flavour](ref)
+
+    def _tag(self, flavour: str) -> str:
+        extra, dockerfile = self._flavour_args(flavour), self._args.dockerfile
+        if extra or dockerfile != "Dockerfile":
+            return context_tag(self._args.context, flavour, extra, dockerfile)
+        return context_tag(self._args.context, flavour)
 
     def _flavour_args(self, flavour: str) -> dict[str, str]:
         extra = self._args.gpu_build_args if flavour == "gpu" else {}
