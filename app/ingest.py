@@ -63,10 +63,14 @@ import orjson
 
 from app._procs import crash_point
 from app.cli import command_settings, open_store
-from app.store import Store, is_full, read_limited
+from app.series import Series
+from app.series import load as load_series
+from app.store import SHIPPED_DATASET, Store, is_full, read_limited
 
 log = logging.getLogger(__name__)
 
+NOAA_FORMAT = "noaa_co2_weekly"
+"""The `source_format` of a series descriptor that this module reads."""
 NOAA_WEEKLY_URL = "https://gml.noaa.gov/webdata/ccgg/trends/co2/co2_weekly_mlo.txt"
 MISSING = -999.99
 """NOAA's "no data" value."""
@@ -104,8 +108,10 @@ class Week:
 # --- parsing -----------------------------------------------------------------------------------
 
 
-def parse_noaa_weekly(text: str, name: str = "source") -> list[Week]:
-    """The weeks of a file in NOAA's weekly format; IngestError lists every bad line."""
+def parse_noaa_weekly(text: str, name: str = "source", series: Series | None = None) -> list[Week]:
+    """The weeks of a file in NOAA's weekly format; IngestError lists every bad line. Values
+    must lie in `series`' physical bounds (the shipped CO2 descriptor's when None)."""
+    series = series or load_series(SHIPPED_DATASET)
     weeks: list[Week] = []
     problems: list[str] = []
     for number, raw in enumerate(text.split("\n"), start=1):
@@ -113,7 +119,7 @@ def parse_noaa_weekly(text: str, name: str = "source") -> list[Week]:
         if not line or line.startswith("#"):
             continue
         try:
-            weeks.append(_parse_line(line, number))
+            weeks.append(_parse_line(line, number, series))
         except ValueError as exc:
             problems.append(f"{name} line {number}: {exc}: {raw.strip()[:80]!r}")
     if problems:
@@ -146,7 +152,7 @@ _PPM = re.compile(r"-?[0-9]+\.[0-9]{2}")
 full-width digits, `1e2`, `nan`); fewer decimals is a value cut off mid-download."""
 
 
-def _parse_line(line: str, number: int) -> Week:
+def _parse_line(line: str, number: int, series: Series) -> Week:
     fields = line.split()
     if len(fields) < 5:
         raise ValueError(f"expected at least 5 columns (yr mon day decimal ppm), got {len(fields)}")
@@ -168,10 +174,9 @@ def _parse_line(line: str, number: int) -> Week:
     value = float(fields[4])
     if value == MISSING:
         return Week(start + WEEK_END_OFFSET, None, number)
-    from app.validate import MAX_PPM, MIN_PPM
-
-    if not MIN_PPM <= value <= MAX_PPM:
-        raise ValueError(f"ppm {value:g} is outside the physical bounds {MIN_PPM:g}-{MAX_PPM:g}")
+    low, high = series.minimum, series.maximum
+    if low is not None and high is not None and not low <= value <= high:
+        raise ValueError(f"ppm {value:g} is outside the physical bounds {low:g}-{high:g}")
     return Week(start + WEEK_END_OFFSET, round(value, DECIMALS), number)
 
 
@@ -195,9 +200,10 @@ def read_rows(path: Path) -> list[tuple[date, float | None]]:
     ]
 
 
-def render_rows(rows: list[tuple[date, float | None]]) -> bytes:
-    """The dataset CSV, in the shipped file's format (`date,co2`, empty for a missing week)."""
-    lines = ["date,co2"]
+def render_rows(rows: list[tuple[date, float | None]], column: str = "co2") -> bytes:
+    """The dataset CSV, in the shipped file's format (`date,<column>`, empty for a missing
+    week)."""
+    lines = [f"date,{column}"]
     lines += [f"{day.isoformat()},{'' if value is None else f'{value:g}'}" for day, value in rows]
     return ("\n".join(lines) + "\n").encode()
 
@@ -363,10 +369,11 @@ def ingest_weeks(
             return outcome
 
         merged = rows + appended
-        data = render_rows(merged)
+        series = store.series()
+        data = render_rows(merged, series.column)
         try:
             candidate.write_bytes(data)
-            _, problems = check_dataset(candidate, None, *(spike or ()))
+            _, problems = check_dataset(candidate, series, None, *(spike or ()))
         finally:
             candidate.unlink(missing_ok=True)
         if problems:
@@ -378,6 +385,10 @@ def ingest_weeks(
             sha256=hashlib.sha256(data).hexdigest(),
             last_date=merged[-1][0].isoformat(),
             first_appended=appended[0][0].isoformat() if appended else None,
+            # The merged dataset passed the training data's checks (schema, bounds, spikes)
+            # as these exact bytes: the forecast ticker may forecast from it (`forecast`).
+            validated=True,
+            series=series.name,
         )
         # The audit before the data: the journal names the new dataset's sha256 and holds the
         # revision records and the outcome; a kill after the dataset's rename is completed by
@@ -519,8 +530,17 @@ def read_dated_source(source: str) -> tuple[str, datetime]:
 def ingest(store: Store, source: str, spike: tuple[float, int] | None = None) -> dict[str, Any]:
     """Read, parse and merge `source` into the store's dataset; `spike` is (VALIDATE_SPIKE_Z,
     VALIDATE_SPIKE_WINDOW_WEEKS), their defaults when None."""
+    series = store.series()
+    if series.source_format != NOAA_FORMAT:
+        raise IngestError(
+            [
+                f"series {series.name!r} has source_format {series.source_format!r}; ingest "
+                f"reads only {NOAA_FORMAT!r} (NOAA's weekly file): append the series' weeks to "
+                f"{store.dataset_path} and run validate instead"
+            ]
+        )
     text, source_date = read_dated_source(source)
-    weeks = parse_noaa_weekly(text, Path(source).name or source)
+    weeks = parse_noaa_weekly(text, Path(source).name or source, series)
     return ingest_weeks(store, weeks, source, source_date, spike)
 
 

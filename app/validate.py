@@ -374,7 +374,7 @@ def spike_problems(
         (line,) = _lines([scored.index[position]])
         problems.append(
             f"{name}: an isolated spike at line {line} ({row['date']:%Y-%m-%d}, "
-            f"{row['value']:g}{units}): its week-on-week change {row['change']:+.3g}{units} is "
+            f"{row['value']:g}{units}): its week-on-week change {row['change']:+.5g}{units} is "
             f"{abs(z[position]):.1f} robust z-scores from the previous {window} weeks' changes "
             f"(median {row['centre']:+.3g}, scale {row['spread']:.3g}{units}); "
             f"VALIDATE_SPIKE_Z is {z_max:g}"
