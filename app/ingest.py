@@ -59,6 +59,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
 from app._procs import crash_point
@@ -69,6 +70,8 @@ from app.store import SHIPPED_DATASET, Store, is_full, read_limited
 
 log = logging.getLogger(__name__)
 
+NOAA_SOURCE_NAME = "co2_weekly_mlo.txt"
+"""The name of NOAA's weekly file (`NOAA_WEEKLY_URL`), which the replay writes its weeks into."""
 NOAA_FORMAT = "noaa_co2_weekly"
 """The `source_format` of a series descriptor that this module reads."""
 NOAA_WEEKLY_URL = "https://gml.noaa.gov/webdata/ccgg/trends/co2/co2_weekly_mlo.txt"
@@ -178,6 +181,24 @@ def _parse_line(line: str, number: int, series: Series) -> Week:
     if low is not None and high is not None and not low <= value <= high:
         raise ValueError(f"ppm {value:g} is outside the physical bounds {low:g}-{high:g}")
     return Week(start + WEEK_END_OFFSET, round(value, DECIMALS), number)
+
+
+def noaa_weekly_text(dates: np.ndarray, values: np.ndarray) -> str:
+    """Weeks (dated by their Saturday, as in the dataset) written in NOAA's weekly format."""
+    lines = [
+        f"# Replay of the shipped series in the format of NOAA GML's {NOAA_SOURCE_NAME}",
+        "#      Start of week      CO2 molfrac           (-999.99 = no data)  increase",
+        "# (yr, mon, day, decimal)    (ppm)  #days       1 yr ago  10 yr ago  since 1800",
+    ]
+    for day, value in zip(dates.astype(object), values, strict=True):
+        start: date = day - WEEK_END_OFFSET
+        decimal = start.year + (start.timetuple().tm_yday - 1) / 365.0
+        ppm, days = (MISSING, 0) if not np.isfinite(value) else (float(value), 7)
+        lines.append(
+            f"  {start.year:4d} {start.month:3d} {start.day:3d}  {decimal:9.4f}    "
+            f"{ppm:7.2f}  {days:<10d} -999.99   -999.99   -999.99"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _limit(problems: list[str], shown: int = 10) -> list[str]:
