@@ -45,12 +45,13 @@ MIN_ROWS = 520
 MAX_MISSING_FRACTION = 0.10
 """The real series misses 2.6% of its weeks."""
 
-DRIFT_NOISE_MULTIPLES = {"history_tolerance": 2.0, "level_shift": 10.0, "growth_per_year": 10.0}
-"""Drift tolerances of a series whose descriptor gives none, as multiples of the accepted
-dataset's week-to-week noise (`weekly_noise`): a year already accepted may not change its mean
-by more than `history_tolerance` (history rewritten), and the latest year's mean may move by at
-most `level_shift` plus `growth_per_year` per year elapsed. For the shipped series (noise 0.3)
-these would be 0.6, 3 and 3 against its descriptor's 0.5, 5 and 4."""
+DRIFT_MULTIPLE = 3.0
+"""Drift tolerances of a series whose descriptor gives none (`drift_tolerances`), from the
+accepted dataset: a year already accepted may not change its mean by more than DRIFT_MULTIPLE /
+2 x its week-to-week noise (`weekly_noise`; history rewritten); the latest year's mean may move
+by at most DRIFT_MULTIPLE x (the median change between consecutive yearly means + the weekly
+noise), plus DRIFT_MULTIPLE x the median yearly change per year elapsed. For the shipped series
+these come to 0.45, 4.7 and 3.8 against its descriptor's 0.5, 5 and 4."""
 NOISE_RATIO = 3.0
 """Allowed ratio between the week-to-week noise of the new and the accepted dataset."""
 
@@ -265,13 +266,17 @@ def dataset_stats(frame: pd.DataFrame) -> dict[str, Any]:
 
 
 def drift_tolerances(series: Series, accepted: dict[str, Any]) -> dict[str, float]:
-    """The descriptor's drift tolerances; each one it lacks is a multiple of the accepted
-    dataset's week-to-week noise (DRIFT_NOISE_MULTIPLES)."""
+    """The descriptor's drift tolerances; each one it lacks comes from the accepted dataset's
+    noise and year-to-year change (DRIFT_MULTIPLE)."""
     noise = float(accepted.get("weekly_noise") or 0.0)
-    return {
-        key: series.drift.get(key, multiple * noise)
-        for key, multiple in DRIFT_NOISE_MULTIPLES.items()
+    yearly = np.array(list((accepted.get("yearly_means") or {}).values()), dtype=np.float64)
+    change = float(np.median(np.abs(np.diff(yearly)))) if len(yearly) > 1 else noise
+    derived = {
+        "history_tolerance": DRIFT_MULTIPLE / 2 * noise,
+        "level_shift": DRIFT_MULTIPLE * (change + noise),
+        "growth_per_year": DRIFT_MULTIPLE * change,
     }
+    return {key: series.drift.get(key, value) for key, value in derived.items()}
 
 
 def drift_problems(stats: dict[str, Any], accepted: dict[str, Any], series: Series) -> list[str]:
