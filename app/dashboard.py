@@ -333,8 +333,14 @@ def status_text(snapshot: Snapshot, now: datetime | None = None) -> str:
     return (
         f"Forecast of {latest.get('horizon', '?')} weeks after {latest.get('last_observed', '?')} "
         f"by run {latest.get('run_id', '?')} ({latest.get('family', 'xgboost')}), from dataset "
-        f"{sha}… validated by run {dataset.get('validated_by', '?')}, generated {age}."
+        f"{sha}… {_validated_by(dataset)}, generated {age}."
     )
+
+
+def _validated_by(dataset: dict[str, Any]) -> str:
+    if dataset.get("validated_by") == "ingest":
+        return f"validated by ingest at {dataset.get('ingested_at', '?')}"
+    return f"validated by run {dataset.get('validated_by', '?')}"
 
 
 def model_panel(snapshot: Snapshot) -> html.Div:

@@ -385,7 +385,11 @@ def ingest_weeks(
                 len(not_applied),
             )
         if not appended and not revisions:
-            outcome.update(changed=False, sha256=before_sha, last_date=last.isoformat())
+            # Unchanged bytes stay as validated as the previous ingest left them.
+            validated = state.get("validated") is True and state.get("sha256") == before_sha
+            outcome.update(
+                changed=False, sha256=before_sha, last_date=last.isoformat(), validated=validated
+            )
             store.write_json(state_path(store), outcome)
             return outcome
 
