@@ -256,7 +256,7 @@ def test_replay_says_what_it_will_do_and_roughly_how_long(tmp_path: Path) -> Non
     assert replay.estimate(0.5) == (
         "about 78s for the 52 remaining ticks (1s pause + 0.5s ingest and monitor each)"
     )
-    # With a promoted model that trained in 30 s: a retrain costs about 30 + 15 s, and the
+    # With a promoted model that trained in 30 s: a retrain costs about 30 + 5 s, and the
     # cooldown allows at most 208 / 8 = 26 of them.
     store = Store(tmp_path / "store")
     store.write_json(
@@ -265,5 +265,5 @@ def test_replay_says_what_it_will_do_and_roughly_how_long(tmp_path: Path) -> Non
     store.set_current("m")
     assert replay.estimate(0.5) == (
         "about 78s for the 52 remaining ticks (1s pause + 0.5s ingest and monitor each), plus "
-        "about 45s per drift retrain (up to 26: 21 min in all)"
+        "about 35s per drift retrain (up to 26: 16 min in all)"
     )
