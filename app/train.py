@@ -32,6 +32,7 @@ import orjson
 import xgboost as xgb
 
 from app import sagemaker
+from app import series as series_module
 from app._procs import crash_point
 from app.backtest import (
     BacktestError,
@@ -57,7 +58,7 @@ from app.model import (
 )
 from app.model_check import history_range, model_file_record
 from app.series import from_metrics
-from app.store import Store
+from app.store import SHIPPED_DATASET, Store
 
 log = logging.getLogger(__name__)
 
@@ -504,6 +505,30 @@ def _sagemaker_dataset(data: Path) -> Path | None:
     return files[0]
 
 
+def _stage_sagemaker_dataset(store: Store, source: Path) -> None:
+    """Copy the channel's CSV into the scratch store as the series it is: with the channel's
+    `<name>.series.json` when there is one; as the shipped series when its column is the shipped
+    one's (it keeps that descriptor's bounds); else as a series without descriptor."""
+    store.datasets_dir.mkdir(parents=True, exist_ok=True)
+    descriptors = sorted(source.parent.glob("*" + series_module.DESCRIPTOR_SUFFIX))
+    if len(descriptors) > 1:
+        raise SageMakerInputError(
+            f"channel holds {len(descriptors)} series descriptors: give at most one"
+        )
+    if descriptors:
+        name = descriptors[0].name[: -len(series_module.DESCRIPTOR_SUFFIX)]
+        shutil.copyfile(descriptors[0], store.datasets_dir / descriptors[0].name)
+    elif series_module.csv_column(source) == series_module.load(SHIPPED_DATASET).column:
+        name = series_module.shipped_name()
+    else:
+        name = source.stem
+    try:
+        series_module.check_name(name, "the channel's series name")
+    except series_module.SeriesError as exc:
+        raise SageMakerInputError(str(exc)) from None
+    shutil.copyfile(source, store.datasets_dir / f"{name}.csv")
+
+
 def sagemaker_main(argv: list[str]) -> int:
     """Train in SageMaker's layout: validate and train in a scratch store, copy the run out."""
     import tempfile
@@ -528,8 +553,7 @@ def sagemaker_main(argv: list[str]) -> int:
             store = Store(Path(scratch))
             source = _sagemaker_dataset(root / "input" / "data")
             if source is not None:
-                store.datasets_dir.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, store.dataset_path)
+                _stage_sagemaker_dataset(store, source)
             report = validate(store, run_id, settings.run_date)
             output_data = root / "output" / "data"
             output_data.mkdir(parents=True, exist_ok=True)
