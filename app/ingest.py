@@ -66,7 +66,14 @@ from app._procs import crash_point
 from app.cli import command_settings, open_store
 from app.series import Series
 from app.series import load as load_series
-from app.store import SHIPPED_DATASET, Store, is_full, read_limited
+from app.store import (
+    INGEST_PENDING_NAME,
+    INGEST_STATE_NAME,
+    SHIPPED_DATASET,
+    Store,
+    is_full,
+    read_limited,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +92,9 @@ MAX_SOURCE_BYTES = 16 * 1024 * 1024
 DECIMALS = 2
 """NOAA publishes two decimals; values are compared and written at that precision."""
 
-STATE_NAME = "ingest.json"
+STATE_NAME = INGEST_STATE_NAME
 REVISIONS_NAME = "revisions.jsonl"
-PENDING_NAME = "ingest.pending.json"
+PENDING_NAME = INGEST_PENDING_NAME
 LOCK_NAME = ".ingest.lock"
 
 

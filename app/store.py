@@ -50,6 +50,10 @@ SHIPPED_DESCRIPTOR = series_module.shipped_descriptor()
 _RUN_ID = re.compile(RUN_ID_PATTERN)
 
 
+INGEST_STATE_NAME = "ingest.json"
+"""`datasets/ingest.json`: ingest's record of its last run (the forecast ticker reads it)."""
+INGEST_PENDING_NAME = "ingest.pending.json"
+"""`datasets/ingest.pending.json`: ingest's journal while it replaces the dataset."""
 MAX_CURRENT_BYTES = 256
 """models/CURRENT holds one run id (at most 128 characters) and a newline."""
 MAX_JSON_BYTES = 16 * 1024 * 1024
