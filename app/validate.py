@@ -31,7 +31,7 @@ import pandera.pandas as pa
 
 from app.cli import command_settings, open_store
 from app.lineage import file_sha256
-from app.series import Series, SeriesError
+from app.series import Series, SeriesError, shipped_name
 from app.settings import AppSettings
 from app.store import Store
 
@@ -424,8 +424,11 @@ def validate(
     drift_checked = False
     if not problems and store.accepted_stats_path.exists():
         accepted = store.read_json(store.accepted_stats_path)
-        problems += drift_problems(stats, accepted, series)
-        drift_checked = True
+        # Stats of another series (SERIES_NAME switched) say nothing about this one; stats
+        # written before descriptors existed are the shipped series'.
+        if accepted.get("series", shipped_name()) == series.name:
+            problems += drift_problems(stats, accepted, series)
+            drift_checked = True
     report = {
         "run_id": run_id,
         "ok": not problems,
@@ -443,7 +446,9 @@ def validate(
     }
     store.write_json(store.report_path(run_id), report)
     if report["ok"]:
-        store.write_json(store.accepted_stats_path, {"run_id": run_id, **stats})
+        store.write_json(
+            store.accepted_stats_path, {"run_id": run_id, "series": series.name, **stats}
+        )
     return report
 
 

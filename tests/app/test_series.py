@@ -224,3 +224,16 @@ def test_a_bad_descriptor_is_refused_naming_key_and_value(
         load(store.dataset_path)
     done = run_app("validate", store_root=store.root, RUN_ID="bad")
     assert done.returncode == 2 and message in done.stderr
+
+
+def test_switching_series_in_one_store_does_not_drift_check_against_the_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = gasoline_store(tmp_path / "store")
+    shutil.copy(REPO_ROOT / "app" / "data" / "co2_weekly.csv", store.datasets_dir)
+    monkeypatch.setenv("SERIES_NAME", "co2_weekly")
+    assert validate(store, "co2")["ok"]
+    monkeypatch.setenv("SERIES_NAME", "gasoline")
+    report = validate(store, "gas")
+    assert report["ok"] and report["drift_checked"] is False
+    assert validate(store, "gas-again")["drift_checked"] is True
