@@ -241,9 +241,40 @@ def _harmonic_basis(t: np.ndarray, harmonics: int, period: float) -> np.ndarray:
     return np.column_stack(columns)
 
 
+@functools.lru_cache(maxsize=64)
 def _damped_steps(damping: float) -> np.ndarray:
     """`sum_{i=1..h} damping**i` for h = 1..MAX_HORIZON: how far a damped slope carries."""
-    return np.cumsum(float(damping) ** np.arange(1, MAX_HORIZON + 1))
+    steps = np.cumsum(float(damping) ** np.arange(1, MAX_HORIZON + 1))
+    steps.flags.writeable = False
+    return steps
+
+
+@functools.lru_cache(maxsize=64)
+def _harmonic_operators(
+    window: int, harmonics: int, half_life: float, period: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For one (window, harmonics, half-life, period): the basis over the window (window, p),
+    over the next MAX_HORIZON weeks (MAX_HORIZON, p), and the weights by age (window,)."""
+    t = np.arange(-window + 1, 1, dtype=np.float64)
+    basis = _harmonic_basis(t, harmonics, period)
+    future = _harmonic_basis(np.arange(1, MAX_HORIZON + 1, dtype=np.float64), harmonics, period)
+    discount = 0.5 ** (-t / half_life)
+    for array in (basis, future, discount):
+        array.flags.writeable = False
+    return basis, future, discount
+
+
+@functools.lru_cache(maxsize=128)
+def _harmonic_projection(
+    window: int, harmonics: int, half_life: float, period: float, length: int
+) -> np.ndarray:
+    """The weighted least-squares fit of the last `length` weeks of a window, as one linear map
+    from those weeks to the coefficients (p, length): every history of that length shares it."""
+    basis, _, discount = _harmonic_operators(window, harmonics, half_life, period)
+    weighted = basis[-length:] * discount[-length:, None]
+    projection = np.linalg.solve(basis[-length:].T @ weighted, weighted.T)
+    projection.flags.writeable = False
+    return projection
 
 
 def harmonic_predict_many(
@@ -267,20 +298,19 @@ def harmonic_predict_many(
         )
         groups.setdefault(key, []).append(g)
     for (window, harmonics, half_life, period), members in groups.items():
-        t = np.arange(-window + 1, 1, dtype=np.float64)
-        basis = _harmonic_basis(t, harmonics, period)
-        future = _harmonic_basis(np.arange(1, MAX_HORIZON + 1, dtype=np.float64), harmonics, period)
+        basis, future, _ = _harmonic_operators(window, harmonics, half_life, period)
         windows = np.zeros((len(histories), window))
-        weights = np.zeros((len(histories), window))
-        discount = 0.5 ** (-t / half_life)
+        by_length: dict[int, list[int]] = {}
         for i, history in enumerate(histories):
             tail = np.asarray(history[-window:], dtype=np.float64)
             windows[i, window - len(tail) :] = tail
-            weights[i, window - len(tail) :] = discount[window - len(tail) :]
-        weighted = basis[None, :, :] * weights[:, :, None]
-        gram = np.einsum("nwp,wq->npq", weighted, basis)
-        rhs = np.einsum("nwp,nw->np", weighted, windows)
-        coefficients = np.linalg.solve(gram, rhs[:, :, None])[:, :, 0]
+            by_length.setdefault(len(tail), []).append(i)
+        # Histories of one length share their weights, so one cached projection fits them all
+        # (a history shorter than the window: zero weight on the padding, as if it were absent).
+        coefficients = np.empty((len(histories), basis.shape[1]))
+        for length, rows in by_length.items():
+            projection = _harmonic_projection(window, harmonics, half_life, period, length)
+            coefficients[rows] = windows[rows, window - length :] @ projection.T
         residuals = windows - coefficients @ basis.T
         # The seasonal part and the intercept go forward as fitted; the trend's slope is damped.
         seasonal = coefficients[:, 2:] @ future[:, 2:].T + coefficients[:, :1]
