@@ -154,8 +154,12 @@ def parse_descriptor(path: Path, data: bytes) -> Series:
     text = {}
     for key in ("title", "units", "description"):
         value = raw.get(key) or ""
-        if not isinstance(value, str) or len(value) > 200 or "\n" in value:
-            raise SeriesError(f"{path}: {key} must be one line of at most 200 characters")
+        # No markup: Plotly renders tags in legend and axis text (the dashboard shows these).
+        if not isinstance(value, str) or len(value) > 200 or any(c in value for c in "\n<>&"):
+            raise SeriesError(
+                f"{path}: {key} must be one line of at most 200 characters without <, > or &, "
+                f"got {value!r}"
+            )
         text[key] = value
     column = raw.get("column", "value")
     if not isinstance(column, str) or not _COLUMN.fullmatch(column) or column == "date":

@@ -211,6 +211,7 @@ def test_the_store_holds_the_shipped_series_unless_told_otherwise(
         ({"max": "lots"}, "max must be a finite number"),
         ({"colour": "red"}, "unknown keys ['colour']"),
         ({"drift": {"level_shift": -1}}, "drift.level_shift must be at least 0"),
+        ({"title": "<a href='x'>gas</a>"}, "title must be one line of at most 200 characters"),
     ],
 )
 def test_a_bad_descriptor_is_refused_naming_key_and_value(
