@@ -80,7 +80,9 @@ log = logging.getLogger(__name__)
 NOAA_SOURCE_NAME = "co2_weekly_mlo.txt"
 """The name of NOAA's weekly file (`NOAA_WEEKLY_URL`), which the replay writes its weeks into."""
 NOAA_FORMAT = "noaa_co2_weekly"
-"""The `source_format` of a series descriptor that this module reads."""
+"""The `source_format` of a series in NOAA's weekly format (the shipped series)."""
+SOURCE_FORMATS = (NOAA_FORMAT, None, "csv")
+"""What ingest reads: NOAA's format, or (null or "csv") a `date,<column>` CSV like the dataset."""
 NOAA_WEEKLY_URL = "https://gml.noaa.gov/webdata/ccgg/trends/co2/co2_weekly_mlo.txt"
 MISSING = -999.99
 """NOAA's "no data" value."""
@@ -113,6 +115,17 @@ class Week:
     week_end: date
     co2: float | None
     line: int
+    offset: timedelta = timedelta(days=6)
+    """From the source's own date of the week to the dataset's (NOAA: Sunday to Saturday)."""
+
+    @property
+    def source_date(self) -> date:
+        return self.week_end - self.offset
+
+    def describe(self) -> str:
+        return (
+            f"the week starting {self.source_date}" if self.offset else f"the week {self.week_end}"
+        )
 
 
 # --- parsing -----------------------------------------------------------------------------------
@@ -136,11 +149,17 @@ def parse_noaa_weekly(text: str, name: str = "source", series: Series | None = N
         raise IngestError(_limit(problems))
     if not weeks:
         raise IngestError([f"{name}: no data lines (is this NOAA's weekly file?)"])
+    return _in_order(weeks, name)
+
+
+def _in_order(weeks: list[Week], name: str) -> list[Week]:
+    """`weeks`, or IngestError naming every repeated or out-of-order week."""
+    problems: list[str] = []
     seen: dict[date, int] = {}
     for week in weeks:
         if week.week_end in seen:
             problems.append(
-                f"{name} line {week.line}: the week starting {week.week_end - WEEK_END_OFFSET} "
+                f"{name} line {week.line}: {week.describe()} "
                 f"appears again (first on line {seen[week.week_end]})"
             )
         seen.setdefault(week.week_end, week.line)
@@ -148,7 +167,7 @@ def parse_noaa_weekly(text: str, name: str = "source", series: Series | None = N
         if week.week_end <= previous.week_end:
             problems.append(
                 f"{name} line {week.line}: weeks out of order "
-                f"({week.week_end - WEEK_END_OFFSET} after {previous.week_end - WEEK_END_OFFSET})"
+                f"({week.source_date} after {previous.source_date})"
             )
     if problems:
         raise IngestError(_limit(problems))
@@ -208,6 +227,58 @@ def noaa_weekly_text(dates: np.ndarray, values: np.ndarray) -> str:
     return "\n".join(lines) + "\n"
 
 
+_CSV_VALUE = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]{1,3})?")
+"""A plain decimal number: not everything `float()` accepts (`nan`, `inf`, `1_0`, full-width
+digits)."""
+
+
+def parse_csv_weekly(text: str, name: str, series: Series) -> list[Week]:
+    """The weeks of a `date,<column>` CSV in the dataset's own format (`source_format` null or
+    "csv"): ISO dates one week apart, an empty value for a missing week, values inside the
+    series' physical bounds where it has them. IngestError lists every bad line."""
+    lines = text.split("\n")
+    header = [field.strip() for field in lines[0].split(",")] if lines else []
+    if len(header) < 2 or header[0] != "date" or (series.described and header[1] != series.column):
+        wanted = f"date,{series.column}" if series.described else "date,<column>"
+        raise IngestError(
+            [f"{name} line 1: header must start with {wanted!r}, got {lines[0][:80]!r}"]
+        )
+    weeks: list[Week] = []
+    problems: list[str] = []
+    for number, raw in enumerate(lines[1:], start=2):
+        if not raw.strip():
+            continue
+        fields = [field.strip() for field in raw.split(",")]
+        try:
+            day = date.fromisoformat(fields[0]) if _ISO_DATE.fullmatch(fields[0]) else None
+            if day is None:
+                raise ValueError(f"{fields[0]!r} is not a YYYY-MM-DD date")
+            text_value = fields[1] if len(fields) > 1 else ""
+            if not text_value:
+                weeks.append(Week(day, None, number, timedelta(0)))
+                continue
+            if not _CSV_VALUE.fullmatch(text_value):
+                raise ValueError(f"{text_value!r} is not a plain number")
+            value = float(text_value)
+            low, high = series.minimum, series.maximum
+            if not math.isfinite(value) or (
+                low is not None and high is not None and not low <= value <= high
+            ):
+                bounds = f"{low:g}-{high:g}" if low is not None and high is not None else "finite"
+                raise ValueError(f"{value:g} is outside the physical bounds {bounds}")
+            weeks.append(Week(day, value, number, timedelta(0)))
+        except ValueError as exc:
+            problems.append(f"{name} line {number}: {exc}: {raw.strip()[:80]!r}")
+    if problems:
+        raise IngestError(_limit(problems))
+    if not weeks:
+        raise IngestError([f"{name}: no data lines after the header"])
+    return _in_order(weeks, name)
+
+
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
 def _limit(problems: list[str], shown: int = 10) -> list[str]:
     if len(problems) <= shown:
         return problems
@@ -232,8 +303,15 @@ def render_rows(rows: list[tuple[date, float | None]], column: str = "co2") -> b
     """The dataset CSV, in the shipped file's format (`date,<column>`, empty for a missing
     week)."""
     lines = [f"date,{column}"]
-    lines += [f"{day.isoformat()},{'' if value is None else f'{value:g}'}" for day, value in rows]
+    lines += [f"{day.isoformat()},{'' if value is None else _number(value)}" for day, value in rows]
     return ("\n".join(lines) + "\n").encode()
+
+
+def _number(value: float) -> str:
+    """`value` as `g` writes it (the shipped file's style) when that loses nothing, else in
+    full (`g` keeps 6 significant digits)."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
 
 
 def sha256(path: Path) -> str:
@@ -339,9 +417,9 @@ def ingest_weeks(
             if week.week_end != expected:
                 raise IngestError(
                     [
-                        f"{source} line {week.line}: the week starting "
-                        f"{week.week_end - WEEK_END_OFFSET} does not follow the dataset's weeks "
-                        f"(expected the week starting {expected - WEEK_END_OFFSET}): weeks are "
+                        f"{source} line {week.line}: {week.describe()} does not follow the "
+                        f"dataset's weeks (expected "
+                        f"{Week(expected, None, 0, week.offset).describe()}): weeks are "
                         "missing from the source"
                     ]
                 )
@@ -563,16 +641,25 @@ def ingest(store: Store, source: str, spike: tuple[float, int] | None = None) ->
     """Read, parse and merge `source` into the store's dataset; `spike` is (VALIDATE_SPIKE_Z,
     VALIDATE_SPIKE_WINDOW_WEEKS), their defaults when None."""
     series = store.series()
-    if series.source_format != NOAA_FORMAT:
+    if series.source_format not in SOURCE_FORMATS:
         raise IngestError(
             [
                 f"series {series.name!r} has source_format {series.source_format!r}; ingest "
-                f"reads only {NOAA_FORMAT!r} (NOAA's weekly file): append the series' weeks to "
-                f"{store.dataset_path} and run validate instead"
+                f"reads {', '.join(repr(f) for f in SOURCE_FORMATS)}"
+            ]
+        )
+    if series.source_format != NOAA_FORMAT and source == NOAA_WEEKLY_URL:
+        raise IngestError(
+            [
+                f"series {series.name!r} is not NOAA's weekly CO2 file: give its new weeks as a "
+                f"date,{series.column} CSV with --source or INGEST_SOURCE"
             ]
         )
     text, source_date = read_dated_source(source)
-    weeks = parse_noaa_weekly(text, Path(source).name or source, series)
+    if series.source_format == NOAA_FORMAT:
+        weeks = parse_noaa_weekly(text, Path(source).name or source, series)
+    else:
+        weeks = parse_csv_weekly(text, Path(source).name or source, series)
     return ingest_weeks(store, weeks, source, source_date, spike)
 
 

@@ -238,3 +238,54 @@ def test_switching_series_in_one_store_does_not_drift_check_against_the_other(
     report = validate(store, "gas")
     assert report["ok"] and report["drift_checked"] is False
     assert validate(store, "gas-again")["drift_checked"] is True
+
+
+# --- ingest of a series that is not NOAA's ---------------------------------------------------
+
+
+def test_ingest_appends_a_date_value_csv_to_a_series_of_its_own(tmp_path: Path) -> None:
+    from app.forecast import Ticker
+    from app.ingest import IngestError, ingest
+    from app.settings import AppSettings
+
+    store = gasoline_store(tmp_path / "store", DESCRIPTOR)
+    lines = GASOLINE.read_text().splitlines()
+    (store.datasets_dir / "gasoline.csv").write_text("\n".join(lines[:-8]) + "\n")
+    assert validate(store, "first")["ok"]
+
+    source = tmp_path / "new-weeks.csv"
+    source.write_text("\n".join([lines[0], *lines[-8:]]) + "\n")
+    outcome = ingest(store, str(source))
+    assert (
+        outcome["appended"] == 8 and outcome["validated"] and outcome["last_date"] == "2017-01-16"
+    )
+    assert read_series(store.dataset_path)[1].tolist() == read_series(GASOLINE)[1].tolist()
+    # The forecast ticker's series starts from the newest week ingest accepted, though the only
+    # validation run saw the data to 2016-11-21.
+    ticker = Ticker(store, AppSettings(store_dir=store.root), identity="test:1")
+    dates, _ = ticker._load_series()
+    assert dates[-1] == np.datetime64("2017-01-16")
+
+    # Refused against the series' own bounds and format, the dataset unchanged.
+    before = store.dataset_path.read_bytes()
+    cases = [
+        ("2017-01-23,25.0", "25 is outside the physical bounds 0-20"),
+        ("2017-01-23,nan", "'nan' is not a plain number"),
+        ("23/01/2017,8.1", "'23/01/2017' is not a YYYY-MM-DD date"),
+        (
+            "2017-01-30,8.1",
+            "the week 2017-01-30 does not follow the dataset's weeks (expected "
+            "the week 2017-01-23)",
+        ),
+    ]
+    for row, message in cases:
+        source.write_text(f"date,value\n{row}\n")
+        with pytest.raises(IngestError) as refused:
+            ingest(store, str(source))
+        assert message in refused.value.problems[0], refused.value.problems
+    source.write_text("date,barrels\n2017-01-23,8.1\n")
+    with pytest.raises(IngestError, match="header must start with 'date,value'"):
+        ingest(store, str(source))
+    with pytest.raises(IngestError, match="give its new weeks as a date,value CSV"):
+        ingest(store, "https://gml.noaa.gov/webdata/ccgg/trends/co2/co2_weekly_mlo.txt")
+    assert store.dataset_path.read_bytes() == before
