@@ -289,3 +289,18 @@ def test_ingest_appends_a_date_value_csv_to_a_series_of_its_own(tmp_path: Path) 
     with pytest.raises(IngestError, match="give its new weeks as a date,value CSV"):
         ingest(store, "https://gml.noaa.gov/webdata/ccgg/trends/co2/co2_weekly_mlo.txt")
     assert store.dataset_path.read_bytes() == before
+
+
+@pytest.mark.parametrize("command", ["validate", "train", "monitor"])
+def test_a_store_with_two_series_and_no_series_name_stops_every_command_in_one_line(
+    tmp_path: Path, command: str
+) -> None:
+    store = gasoline_store(tmp_path / "store")
+    shutil.copy(GASOLINE, store.datasets_dir / "other.csv")
+    done = run_app(command, store_root=store.root, RUN_ID="two")
+    assert done.returncode == (1 if command == "train" else 2)  # train: "cannot train on this"
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .endswith("holds several series (gasoline, other); set SERIES_NAME to the one to use")
+    )
