@@ -311,7 +311,9 @@ def harmonic_predict_many(
         for length, rows in by_length.items():
             projection = _harmonic_projection(window, harmonics, half_life, period, length)
             coefficients[rows] = windows[rows, window - length :] @ projection.T
-        residuals = windows - coefficients @ basis.T
+        # Only the last 2 x level_weeks residuals are read (the level and the local slope).
+        need = min(window, 2 * max(int(grid[g]["level_weeks"]) for g in members))
+        residuals = windows[:, -need:] - coefficients @ basis[-need:].T
         # The seasonal part and the intercept go forward as fitted; the trend's slope is damped.
         seasonal = coefficients[:, 2:] @ future[:, 2:].T + coefficients[:, :1]
         slope = coefficients[:, 1] / SEASON
@@ -459,20 +461,24 @@ class Forecaster:
             values = np.concatenate(harmonic_predict(histories, horizons, self.harmonic))
         else:
             values = self._predict_flat(histories, horizons)
-        flat: dict[str, dict[str, np.ndarray]] = {"lower": {}, "upper": {}}
         if levels:
+            # One matrix, one row per figure: the forecast, then each level's lower and upper
+            # bound (the forecast plus that step's offset); checked and rounded in one go.
             steps = np.concatenate([self._steps[:h] for h in horizons])
-            for level in levels:
-                lower, upper = self._offsets[level]
-                flat["lower"][str(level)] = values + lower[steps]
-                flat["upper"][str(level)] = values + upper[steps]
-        every = [values, *flat["lower"].values(), *flat["upper"].values()]
-        finite = bool(np.isfinite(np.concatenate(every) if levels else values).all())
+            # order="C": the fancy-indexed offsets would make the sum column-major, and orjson
+            # serialises only C-contiguous rows.
+            rows = np.add(values[None, :], self._offset_rows(tuple(levels))[:, steps], order="C")
+        else:
+            rows = values[None, :]
+        finite = bool(np.isfinite(rows).all())
         if decimals is not None:
-            values = values.round(decimals)
-            for side in flat.values():
-                for level, array in side.items():
-                    side[level] = array.round(decimals)
+            rows = rows.round(decimals)
+        values = rows[0]
+        names = [str(level) for level in levels]
+        flat = {
+            "lower": {name: rows[1 + i] for i, name in enumerate(names)},
+            "upper": {name: rows[1 + len(names) + i] for i, name in enumerate(names)},
+        }
         points, bounds, start = [], [], 0
         for h in horizons:
             end = start + h
@@ -489,6 +495,20 @@ class Forecaster:
     def _steps(self) -> np.ndarray:
         """Step index within a forecast, sliced to each horizon (offsets are per step)."""
         return np.arange(self.max_horizon)
+
+    def _offset_rows(self, levels: tuple[int, ...]) -> np.ndarray:
+        """Zeros, then the lower offsets of each level, then the upper ones: (1 + 2 x levels,
+        max_horizon), built once per levels tuple."""
+        cache = self.__dict__.setdefault("_offset_rows_cache", {})
+        rows = cache.get(levels)
+        if rows is None:
+            offsets = self._offsets
+            lower = [offsets[level][0][: self.max_horizon] for level in levels]
+            upper = [offsets[level][1][: self.max_horizon] for level in levels]
+            rows = np.vstack([np.zeros(self.max_horizon), *lower, *upper])
+            rows.flags.writeable = False
+            cache[levels] = rows
+        return rows
 
     @functools.cached_property
     def _offsets(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
