@@ -19,7 +19,7 @@ horizon bucket (`app.backtest.fold_offsets`), stored in metrics.json.
 XGBoost family: one training row per (forecast origin, horizon step h): the features describe the
 history up to the origin and h itself, and the target is the value h weeks ahead minus its seasonal
 anchor (the value 52 weeks before the target, which the history always contains for h <= 52). Every
-feature is a difference of history values, so the model does not depend on the CO2 level and keeps
+feature is a difference of history values, so the model does not depend on the level and keeps
 working as the series rises past the levels seen in training.
 
 Predicting a batch of requests is one `inplace_predict` call on one feature matrix; nothing is
@@ -140,8 +140,9 @@ def check_model_bytes(raw: bytes, metrics: dict[str, Any], model_path: Path) -> 
         raise ModelLoadError(f"{model_path} does not match the sha256 recorded by train")
 
 
-def read_series(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read a `date,co2` CSV: dates as datetime64[D] and values as float64 (NaN where empty).
+def read_series(path: Path, column: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Read a `date,<column>` CSV: dates as datetime64[D] and values as float64 (NaN where
+    empty). Any second column name is accepted unless `column` (the descriptor's) is given.
 
     Raises ValueError naming the line of the first unparsable row.
     """
@@ -150,13 +151,15 @@ def read_series(path: Path) -> tuple[np.ndarray, np.ndarray]:
     with open(path, newline="") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
-        if header is None or [column.strip() for column in header[:2]] != ["date", "co2"]:
-            raise ValueError(f"{path}: expected a header 'date,co2', got {header!r}")
+        names = [name.strip() for name in header[:2]] if header else []
+        expected = f"date,{column or '<column>'}"
+        if len(names) < 2 or names[0] != "date" or (column and names[1] != column):
+            raise ValueError(f"{path}: expected a header {expected!r}, got {header!r}")
         for line_no, row in enumerate(reader, start=2):
             if not row:
                 continue
             if len(row) < 2:
-                raise ValueError(f"{path}: line {line_no}: expected 'date,co2', got {row!r}")
+                raise ValueError(f"{path}: line {line_no}: expected {expected!r}, got {row!r}")
             try:
                 dates.append(date.fromisoformat(row[0].strip()))
             except ValueError:
@@ -165,7 +168,7 @@ def read_series(path: Path) -> tuple[np.ndarray, np.ndarray]:
             try:
                 values.append(float(text) if text else np.nan)
             except ValueError:
-                raise ValueError(f"{path}: line {line_no}: bad co2 value {text!r}") from None
+                raise ValueError(f"{path}: line {line_no}: bad {names[1]} value {text!r}") from None
     return np.array(dates, dtype="datetime64[D]"), np.array(values, dtype=np.float64)
 
 
