@@ -1,1 +1,1 @@
-"""The container app: validate, train, gate and serve a CO2 forecaster from the shared store."""
+"""The container app: validate, train, gate and serve a weekly forecaster from the shared store."""

@@ -11,6 +11,7 @@ import sys
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from app._procs import die_with_parent_if_asked
+from app.series import SeriesError
 from app.store import StoreFullError, is_full
 
 COMMANDS = {
@@ -21,7 +22,10 @@ COMMANDS = {
     "serve": ("app.serve", "the inference API on PORT"),
     "forecast": ("app.forecast", "write fresh forecasts to forecasts/ every few seconds"),
     "dashboard": ("app.dashboard", "the Dash dashboard on DASHBOARD_PORT under /dashboard"),
-    "ingest": ("app.ingest", "append new weekly observations (NOAA's weekly file) to the dataset"),
+    "ingest": (
+        "app.ingest",
+        "append new weekly observations (NOAA's file, or a CSV)",
+    ),
     "monitor": ("app.monitor", "score past forecasts, check for drift, signal DataDriftDetected"),
     "local": ("app.local", "the whole pipeline on this machine with a local store"),
     "check-image": ("app.provenance", "exit 1 unless this ECS task runs TRIGGER_IMAGE_DIGEST"),
@@ -50,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         if command == "promote":
             return module.promote_main(rest)
         return module.main(rest)
+    except SeriesError as exc:
+        # Which series, or its descriptor, is unusable: one line naming the file, key and value.
+        print(f"error: {command}: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         # A full store (or file size limit) ends every command the same way: one line naming
         # the path and the space it needed, no traceback; other OS errors stay loud.

@@ -32,6 +32,7 @@ from app.cli import command_settings
 from app.dashboard_loop import loop_section
 from app.forecast import LATEST_NAME
 from app.model import read_series
+from app.series import Series, SeriesError
 from app.store import Store
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,8 @@ class Snapshot:
     current: str | None = None
     metrics: dict[str, Any] | None = None
     runs: tuple[RunRow, ...] = ()
+    series: Series = field(default_factory=lambda: Series(name="series", described=False))
+    """The store's series descriptor: the page's title, legend and units."""
 
 
 class _SeriesCache:
@@ -157,6 +160,15 @@ def _run_row(store: Store, run_id: str, current: str | None) -> RunRow:
     )
 
 
+def store_series(store: Store) -> Series:
+    """The store's series descriptor; one made from the CSV's name when it is unusable."""
+    try:
+        return store.series()
+    except (SeriesError, OSError) as exc:
+        log.warning("cannot read the series descriptor: %s", exc)
+        return Series(name="series", described=False)
+
+
 def read_snapshot(store: Store) -> Snapshot:
     """Read what the page shows. Missing or half-written pieces become empty, never errors."""
     if not store.root.is_dir():
@@ -165,8 +177,12 @@ def read_snapshot(store: Store) -> Snapshot:
         current = store.current_run_id()
     except ValueError:  # a damaged CURRENT (DamagedFileError) shows as no model, not an error
         current = None
-    series = _series_cache.get(store.dataset_path)
-    extra: dict[str, Any] = {}
+    described = store_series(store)
+    try:
+        series = _series_cache.get(store.dataset_path)
+    except SeriesError:
+        series = None
+    extra: dict[str, Any] = {"series": described}
     if series is not None:
         extra["dates"], extra["values"] = series
     return Snapshot(
@@ -192,7 +208,7 @@ def build_figure(snapshot: Snapshot) -> go.Figure:
             x=dates,
             y=snapshot.values.tolist(),
             mode="lines",
-            name="observed (weekly CO₂, ppm)",
+            name=f"observed ({snapshot.series.in_units(snapshot.series.label)})",
             line={"color": _OBSERVED_COLOUR, "width": 1.5},
             connectgaps=False,
         )
@@ -240,7 +256,7 @@ def build_figure(snapshot: Snapshot) -> go.Figure:
     layout: dict[str, Any] = {
         "margin": {"l": 60, "r": 20, "t": 30, "b": 40},
         "height": 460,
-        "yaxis": {"title": {"text": "CO₂ (ppm)"}},
+        "yaxis": {"title": {"text": snapshot.series.in_units(snapshot.series.label)}},
         "legend": {"orientation": "h", "y": 1.08, "x": 0},
         "template": "plotly_white",
         # Keeps the user's zoom when the interval refresh replaces the figure.
@@ -317,8 +333,14 @@ def status_text(snapshot: Snapshot, now: datetime | None = None) -> str:
     return (
         f"Forecast of {latest.get('horizon', '?')} weeks after {latest.get('last_observed', '?')} "
         f"by run {latest.get('run_id', '?')} ({latest.get('family', 'xgboost')}), from dataset "
-        f"{sha}… validated by run {dataset.get('validated_by', '?')}, generated {age}."
+        f"{sha}… {_validated_by(dataset)}, generated {age}."
     )
+
+
+def _validated_by(dataset: dict[str, Any]) -> str:
+    if dataset.get("validated_by") == "ingest":
+        return f"validated by ingest at {dataset.get('ingested_at', '?')}"
+    return f"validated by run {dataset.get('validated_by', '?')}"
 
 
 def model_panel(snapshot: Snapshot) -> html.Div:
@@ -333,6 +355,7 @@ def model_panel(snapshot: Snapshot) -> html.Div:
     folds = card.get("folds") or []
     dataset = metrics.get("dataset") or {}
     coverage = metrics.get("coverage") or {}
+    units = snapshot.series.unit_suffix()
     rows = [
         ("run", snapshot.current),
         ("model family", str(metrics.get("family", "xgboost"))),
@@ -343,11 +366,11 @@ def model_panel(snapshot: Snapshot) -> html.Div:
             f"validated by run {dataset.get('validation_run', '?')}",
         ),
         ("skill vs seasonal naive + drift", _fmt(_float(mean.get("skill")), "{:.2f}")),
-        ("backtest MAE (mean)", _fmt(_float(mean.get("mae")), "{:.3f} ppm")),
+        ("backtest MAE (mean)", _fmt(_float(mean.get("mae")), "{:.3f}" + units)),
         ("backtest MAE per fold", " / ".join(f"{f['mae']:.3f}" for f in folds) or "—"),
-        ("backtest RMSE", _fmt(_float(mean.get("rmse")), "{:.3f} ppm")),
-        ("seasonal naive + drift MAE", _fmt(_float(mean.get("drift_mae")), "{:.3f} ppm")),
-        ("seasonal naive MAE", _fmt(_float(mean.get("naive_mae")), "{:.3f} ppm")),
+        ("backtest RMSE", _fmt(_float(mean.get("rmse")), "{:.3f}" + units)),
+        ("seasonal naive + drift MAE", _fmt(_float(mean.get("drift_mae")), "{:.3f}" + units)),
+        ("seasonal naive MAE", _fmt(_float(mean.get("naive_mae")), "{:.3f}" + units)),
         (
             "folds",
             f"{len(folds)} x {card.get('spec', {}).get('fold_weeks', '?')} weeks, "
@@ -444,7 +467,7 @@ def _page(store: Store, refresh_ms: int) -> html.Main:
     snapshot = read_snapshot(store)
     return html.Main(
         [
-            html.H1("Weekly CO₂ at Mauna Loa: observations and live forecast"),
+            html.H1(f"{snapshot.series.label}: observations and live forecast"),
             html.P(status_text(snapshot), id="status"),
             html.Div(
                 dcc.Graph(
@@ -483,7 +506,7 @@ def create_app(store_root: Path, refresh_seconds: float = 10.0) -> Dash:
     app = Dash(
         __name__,
         url_base_pathname=PREFIX,
-        title="mlops: CO₂ forecast",
+        title=f"mlops: {store_series(store).label} forecast",
         update_title=None,
         index_string=_index_string(),
         serve_locally=True,

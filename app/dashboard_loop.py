@@ -16,6 +16,7 @@ import orjson
 import plotly.graph_objects as go
 from dash import dcc, html
 
+from app.series import SeriesError
 from app.store import Store
 
 MAX_SIGNALS = 10
@@ -30,6 +31,8 @@ class LoopSnapshot:
     status: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     scores: list[dict[str, Any]] = field(default_factory=list)
+    units: str = ""
+    """The series' units (its descriptor's), shown beside every figure."""
     signals: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -71,7 +74,15 @@ def read_loop(store: Store) -> LoopSnapshot:
         history=_jsonl(monitoring / "history.jsonl"),
         scores=list(scores.get("scores") or []),
         signals=signals,
+        units=_units(store),
     )
+
+
+def _units(store: Store) -> str:
+    try:
+        return store.series().units
+    except (SeriesError, OSError):
+        return ""
 
 
 def _layout(title: str) -> dict[str, Any]:
@@ -132,7 +143,7 @@ def forecasts_vs_actuals_figure(loop: LoopSnapshot) -> go.Figure:
                     marker={"size": 6, "symbol": "x" if horizon > 1 else "circle-open"},
                 )
             )
-    figure.update_layout(**_layout("Past forecasts against what happened (ppm)"))
+    figure.update_layout(**_layout(_in_units("Past forecasts against what happened", loop)))
     if not loop.scores:
         _empty(
             figure,
@@ -172,7 +183,7 @@ def error_band_figure(loop: LoopSnapshot) -> go.Figure:
         figure.add_trace(
             go.Scatter(
                 x=x,
-                y=[row["threshold_ppm"] for row in rows],
+                y=[row["threshold"] for row in rows],
                 mode="lines",
                 line={"dash": "dash", "color": "#b3261e"},
                 name="alarm threshold",
@@ -181,7 +192,7 @@ def error_band_figure(loop: LoopSnapshot) -> go.Figure:
         figure.add_trace(
             go.Scatter(
                 x=x,
-                y=[row["realized_mae_ppm"] for row in rows],
+                y=[row["realized_mae"] for row in rows],
                 mode="lines+markers",
                 marker={"size": 4},
                 name="realized rolling MAE",
@@ -193,13 +204,15 @@ def error_band_figure(loop: LoopSnapshot) -> go.Figure:
             figure.add_trace(
                 go.Scatter(
                     x=[row["last_observed"] for row in signalled],
-                    y=[row["realized_mae_ppm"] or row["threshold_ppm"] for row in signalled],
+                    y=[row["realized_mae"] or row["threshold"] for row in signalled],
                     mode="markers",
                     marker={"size": 12, "symbol": "star", "color": "#b3261e"},
                     name="drift signalled",
                 )
             )
-    figure.update_layout(**_layout("Rolling forecast error against the backtest band (ppm)"))
+    figure.update_layout(
+        **_layout(_in_units("Rolling forecast error against the backtest band", loop))
+    )
     if not rows:
         _empty(
             figure,
@@ -207,6 +220,10 @@ def error_band_figure(loop: LoopSnapshot) -> go.Figure:
             "and needs a promoted model and scored forecasts.",
         )
     return figure
+
+
+def _in_units(text: str, loop: LoopSnapshot) -> str:
+    return f"{text} ({loop.units})" if loop.units else text
 
 
 def _fmt(value: Any, pattern: str) -> str:
@@ -224,6 +241,7 @@ def drift_status(loop: LoopSnapshot) -> html.Div:
         if status.get("drift")
         else html.Span("no drift", className="ok")
     )
+    units = f" {loop.units}" if loop.units else ""
     rows: list[tuple[str, Any]] = [
         ("status", state),
         ("checked", f"{status.get('checked_at', '—')} (data to {status.get('last_observed')})"),
@@ -234,11 +252,11 @@ def drift_status(loop: LoopSnapshot) -> html.Div:
             rows.append(
                 (
                     "forecast error",
-                    f"rolling MAE {_fmt(check.get('realized_mae_ppm'), '{:.3f}')} ppm over "
+                    f"rolling MAE {_fmt(check.get('realized_mae'), '{:.3f}')}{units} over "
                     f"{check.get('window_weeks')} weeks (horizons 1-{check.get('horizons')}); "
-                    f"threshold {_fmt(check.get('threshold_ppm'), '{:.3f}')} ppm; backtest band "
+                    f"threshold {_fmt(check.get('threshold'), '{:.3f}')}{units}; backtest band "
                     f"{_fmt((check.get('band') or {}).get('p5'), '{:.3f}')}-"
-                    f"{_fmt((check.get('band') or {}).get('p95'), '{:.3f}')} ppm"
+                    f"{_fmt((check.get('band') or {}).get('p95'), '{:.3f}')}{units}"
                     + (" — TRIPPED" if check.get("tripped") else ""),
                 )
             )
@@ -248,8 +266,8 @@ def drift_status(loop: LoopSnapshot) -> html.Div:
                     "input drift",
                     f"{check.get('test')}: p = {_fmt(check.get('p_value'), '{:.2g}')} "
                     f"(threshold {check.get('p_threshold')}), median annual change shift "
-                    f"{_fmt(check.get('shift_ppm'), '{:+.2f}')} ppm (at least "
-                    f"{check.get('min_shift_ppm')}), {check.get('recent_weeks')} recent vs "
+                    f"{_fmt(check.get('shift'), '{:+.3g}')}{units} (at least "
+                    f"{check.get('min_shift')}), {check.get('recent_weeks')} recent vs "
                     f"{check.get('reference_weeks')} training weeks"
                     + (" — TRIPPED" if check.get("tripped") else ""),
                 )

@@ -8,11 +8,14 @@ changes), with the model's interval bounds at each level it calibrated, and writ
     forecasts/history.jsonl   recent forecasts, one JSON per line, oldest first: at least the
                               last `FORECAST_HISTORY_LIMIT` and at most twice as many
 
-Lineage: it forecasts only from the last validated dataset, the one whose sha256 the newest
-passing validation report names, cut at that report's last date. A dataset file that differs
-(rewritten, not validated yet, or failed) is ignored: the ticker keeps forecasting from the last
-validated series it read, or writes nothing when it has none. The forecast origin is the last
-observed week; trailing weeks without a value are never forecast from.
+Lineage: it forecasts only from a dataset that passed validation as those exact bytes: the one
+ingest last wrote, when its record (`datasets/ingest.json`, `validated: true`) names the file's
+sha256 (ingest runs the training data's checks on the merged dataset before it writes it), so
+the forecast starts from the newest week ingest accepted; else the one whose sha256 the newest
+passing validation report names, cut at that report's last date. A dataset file that neither
+names (rewritten by hand, or failed) is ignored with one warning: the ticker keeps forecasting
+from the last accepted series it read, or writes nothing when it has none. The forecast origin is
+the last observed week; trailing weeks without a value are never forecast from.
 
 Several replicas may run; one writes. Each tick a replica that is not the writer tries an
 exclusive, non-blocking POSIX lock (`lockf`) on `forecasts/.writer.lock`. POSIX locks work on EFS
@@ -45,6 +48,8 @@ from app.lineage import file_sha256, passing_reports
 from app.model import DEFAULT_LEVELS, Forecaster, ModelLoadError, fill_gaps, read_series
 from app.model_check import load_checked
 from app.settings import AppSettings
+from app.store import INGEST_PENDING_NAME as PENDING_NAME
+from app.store import INGEST_STATE_NAME as STATE_NAME
 from app.store import Store
 
 log = logging.getLogger(__name__)
@@ -118,6 +123,17 @@ def forecast_dates(dates: np.ndarray, horizon: int) -> np.ndarray:
     recent = np.diff(dates[-9:]).astype("timedelta64[D]").astype(np.int64)
     step = int(np.median(recent)) if recent.size else 7
     return dates[-1] + np.arange(1, horizon + 1) * np.timedelta64(max(step, 1), "D")
+
+
+def _ingest_record(store: Store) -> dict[str, Any] | None:
+    """Ingest's record of the dataset it last wrote, when it validated those bytes."""
+    try:
+        record = store.read_json(store.datasets_dir / STATE_NAME)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("validated") is not True:
+        return None
+    return record
 
 
 class Ticker:
@@ -207,7 +223,10 @@ class Ticker:
         return model
 
     def _load_series(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """The last validated series, checked again when the file or the reports change."""
+        """The newest accepted series, checked again when the file, the reports or ingest's
+        record change: the dataset as ingest last wrote it when ingest validated those exact
+        bytes (`datasets/ingest.json`), else the one the newest passing validation report names,
+        cut at its last date."""
         path = self.store.dataset_path
         try:
             stat = path.stat()
@@ -216,30 +235,46 @@ class Ticker:
             return self._series
         reports = passing_reports(self.store)
         newest = reports[-1] if reports else None
-        key = (stat.st_mtime_ns, stat.st_size, newest and newest.get("checked_at"), len(reports))
+        ingested = _ingest_record(self.store)
+        key = (
+            stat.st_mtime_ns,
+            stat.st_size,
+            newest and newest.get("checked_at"),
+            len(reports),
+            ingested and ingested.get("ingested_at"),
+        )
         if key == self._series_key:
             return self._series
-        self._series_key = key
-        kept = "the last validated series" if self._series is not None else "nothing"
-        if newest is None:
-            log.warning(
-                "no passing validation report in %s: forecasting %s", self.store.reports_dir, kept
-            )
-            return self._series
+        kept = "the last accepted series" if self._series is not None else "nothing"
         sha256 = file_sha256(path)
-        if sha256 != newest["dataset_sha256"]:
+        if ingested is not None and ingested.get("sha256") == sha256:
+            accepted = {
+                "dataset_sha256": sha256,
+                "run_id": "ingest",
+                "ingested_at": ingested.get("ingested_at"),
+                "last_date": None,
+            }
+        elif newest is not None and newest["dataset_sha256"] == sha256:
+            accepted = newest
+        elif (self.store.datasets_dir / PENDING_NAME).exists():
+            # An ingest is between writing the dataset and its record: look again next tick.
+            log.debug("ingest in progress: forecasting from %s", kept)
+            return self._series
+        else:
+            self._series_key = key
             log.warning(
-                "%s (sha256 %s…) is not the dataset validated by run %s (%s…); forecasting from %s",
+                "%s (sha256 %s…) was accepted neither by ingest nor by a validation run "
+                "(newest passing: %s); forecasting from %s",
                 path,
                 sha256[:12],
-                newest.get("run_id"),
-                newest["dataset_sha256"][:12],
+                newest.get("run_id") if newest else "none",
                 kept,
             )
             return self._series
+        self._series_key = key
         dates, values = read_series(path)
-        if newest.get("last_date"):
-            keep = dates <= np.datetime64(newest["last_date"])
+        if accepted.get("last_date"):
+            keep = dates <= np.datetime64(accepted["last_date"])
             dates, values = dates[keep], values[keep]
         observed = np.flatnonzero(~np.isnan(values))
         if observed.size == 0:
@@ -247,7 +282,7 @@ class Ticker:
         # The origin is the last observed week: trailing empty weeks are dropped, not filled.
         last = int(observed[-1]) + 1
         self._series = (dates[:last], values[:last])
-        self._series_report = newest
+        self._series_report = accepted
         return self._series
 
     def _forecast(self, model: Forecaster, dates: np.ndarray, values: np.ndarray) -> dict[str, Any]:
@@ -276,6 +311,7 @@ class Ticker:
                 "sha256": report.get("dataset_sha256"),
                 "validated_by": report.get("run_id"),
                 "last_date": report.get("last_date"),
+                **({"ingested_at": report["ingested_at"]} if "ingested_at" in report else {}),
             },
             "writer": self.identity,
         }

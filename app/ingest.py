@@ -59,14 +59,30 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
 from app._procs import crash_point
 from app.cli import command_settings, open_store
-from app.store import Store, is_full, read_limited
+from app.series import Series
+from app.series import load as load_series
+from app.store import (
+    INGEST_PENDING_NAME,
+    INGEST_STATE_NAME,
+    SHIPPED_DATASET,
+    Store,
+    is_full,
+    read_limited,
+)
 
 log = logging.getLogger(__name__)
 
+NOAA_SOURCE_NAME = "co2_weekly_mlo.txt"
+"""The name of NOAA's weekly file (`NOAA_WEEKLY_URL`), which the replay writes its weeks into."""
+NOAA_FORMAT = "noaa_co2_weekly"
+"""The `source_format` of a series in NOAA's weekly format (the shipped series)."""
+SOURCE_FORMATS = (NOAA_FORMAT, None, "csv")
+"""What ingest reads: NOAA's format, or (null or "csv") a `date,<column>` CSV like the dataset."""
 NOAA_WEEKLY_URL = "https://gml.noaa.gov/webdata/ccgg/trends/co2/co2_weekly_mlo.txt"
 MISSING = -999.99
 """NOAA's "no data" value."""
@@ -78,9 +94,9 @@ MAX_SOURCE_BYTES = 16 * 1024 * 1024
 DECIMALS = 2
 """NOAA publishes two decimals; values are compared and written at that precision."""
 
-STATE_NAME = "ingest.json"
+STATE_NAME = INGEST_STATE_NAME
 REVISIONS_NAME = "revisions.jsonl"
-PENDING_NAME = "ingest.pending.json"
+PENDING_NAME = INGEST_PENDING_NAME
 LOCK_NAME = ".ingest.lock"
 
 
@@ -99,13 +115,26 @@ class Week:
     week_end: date
     co2: float | None
     line: int
+    offset: timedelta = timedelta(days=6)
+    """From the source's own date of the week to the dataset's (NOAA: Sunday to Saturday)."""
+
+    @property
+    def source_date(self) -> date:
+        return self.week_end - self.offset
+
+    def describe(self) -> str:
+        return (
+            f"the week starting {self.source_date}" if self.offset else f"the week {self.week_end}"
+        )
 
 
 # --- parsing -----------------------------------------------------------------------------------
 
 
-def parse_noaa_weekly(text: str, name: str = "source") -> list[Week]:
-    """The weeks of a file in NOAA's weekly format; IngestError lists every bad line."""
+def parse_noaa_weekly(text: str, name: str = "source", series: Series | None = None) -> list[Week]:
+    """The weeks of a file in NOAA's weekly format; IngestError lists every bad line. Values
+    must lie in `series`' physical bounds (the shipped CO2 descriptor's when None)."""
+    series = series or load_series(SHIPPED_DATASET)
     weeks: list[Week] = []
     problems: list[str] = []
     for number, raw in enumerate(text.split("\n"), start=1):
@@ -113,18 +142,24 @@ def parse_noaa_weekly(text: str, name: str = "source") -> list[Week]:
         if not line or line.startswith("#"):
             continue
         try:
-            weeks.append(_parse_line(line, number))
+            weeks.append(_parse_line(line, number, series))
         except ValueError as exc:
             problems.append(f"{name} line {number}: {exc}: {raw.strip()[:80]!r}")
     if problems:
         raise IngestError(_limit(problems))
     if not weeks:
         raise IngestError([f"{name}: no data lines (is this NOAA's weekly file?)"])
+    return _in_order(weeks, name)
+
+
+def _in_order(weeks: list[Week], name: str) -> list[Week]:
+    """`weeks`, or IngestError naming every repeated or out-of-order week."""
+    problems: list[str] = []
     seen: dict[date, int] = {}
     for week in weeks:
         if week.week_end in seen:
             problems.append(
-                f"{name} line {week.line}: the week starting {week.week_end - WEEK_END_OFFSET} "
+                f"{name} line {week.line}: {week.describe()} "
                 f"appears again (first on line {seen[week.week_end]})"
             )
         seen.setdefault(week.week_end, week.line)
@@ -132,7 +167,7 @@ def parse_noaa_weekly(text: str, name: str = "source") -> list[Week]:
         if week.week_end <= previous.week_end:
             problems.append(
                 f"{name} line {week.line}: weeks out of order "
-                f"({week.week_end - WEEK_END_OFFSET} after {previous.week_end - WEEK_END_OFFSET})"
+                f"({week.source_date} after {previous.source_date})"
             )
     if problems:
         raise IngestError(_limit(problems))
@@ -146,7 +181,7 @@ _PPM = re.compile(r"-?[0-9]+\.[0-9]{2}")
 full-width digits, `1e2`, `nan`); fewer decimals is a value cut off mid-download."""
 
 
-def _parse_line(line: str, number: int) -> Week:
+def _parse_line(line: str, number: int, series: Series) -> Week:
     fields = line.split()
     if len(fields) < 5:
         raise ValueError(f"expected at least 5 columns (yr mon day decimal ppm), got {len(fields)}")
@@ -168,11 +203,80 @@ def _parse_line(line: str, number: int) -> Week:
     value = float(fields[4])
     if value == MISSING:
         return Week(start + WEEK_END_OFFSET, None, number)
-    from app.validate import MAX_PPM, MIN_PPM
-
-    if not MIN_PPM <= value <= MAX_PPM:
-        raise ValueError(f"ppm {value:g} is outside the physical bounds {MIN_PPM:g}-{MAX_PPM:g}")
+    low, high = series.minimum, series.maximum
+    if low is not None and high is not None and not low <= value <= high:
+        raise ValueError(f"ppm {value:g} is outside the physical bounds {low:g}-{high:g}")
     return Week(start + WEEK_END_OFFSET, round(value, DECIMALS), number)
+
+
+def noaa_weekly_text(dates: np.ndarray, values: np.ndarray) -> str:
+    """Weeks (dated by their Saturday, as in the dataset) written in NOAA's weekly format."""
+    lines = [
+        f"# Replay of the shipped series in the format of NOAA GML's {NOAA_SOURCE_NAME}",
+        "#      Start of week      CO2 molfrac           (-999.99 = no data)  increase",
+        "# (yr, mon, day, decimal)    (ppm)  #days       1 yr ago  10 yr ago  since 1800",
+    ]
+    for day, value in zip(dates.astype(object), values, strict=True):
+        start: date = day - WEEK_END_OFFSET
+        decimal = start.year + (start.timetuple().tm_yday - 1) / 365.0
+        ppm, days = (MISSING, 0) if not np.isfinite(value) else (float(value), 7)
+        lines.append(
+            f"  {start.year:4d} {start.month:3d} {start.day:3d}  {decimal:9.4f}    "
+            f"{ppm:7.2f}  {days:<10d} -999.99   -999.99   -999.99"
+        )
+    return "\n".join(lines) + "\n"
+
+
+_CSV_VALUE = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]{1,3})?")
+"""A plain decimal number: not everything `float()` accepts (`nan`, `inf`, `1_0`, full-width
+digits)."""
+
+
+def parse_csv_weekly(text: str, name: str, series: Series) -> list[Week]:
+    """The weeks of a `date,<column>` CSV in the dataset's own format (`source_format` null or
+    "csv"): ISO dates one week apart, an empty value for a missing week, values inside the
+    series' physical bounds where it has them. IngestError lists every bad line."""
+    lines = text.split("\n")
+    header = [field.strip() for field in lines[0].split(",")] if lines else []
+    if len(header) < 2 or header[0] != "date" or (series.described and header[1] != series.column):
+        wanted = f"date,{series.column}" if series.described else "date,<column>"
+        raise IngestError(
+            [f"{name} line 1: header must start with {wanted!r}, got {lines[0][:80]!r}"]
+        )
+    weeks: list[Week] = []
+    problems: list[str] = []
+    for number, raw in enumerate(lines[1:], start=2):
+        if not raw.strip():
+            continue
+        fields = [field.strip() for field in raw.split(",")]
+        try:
+            day = date.fromisoformat(fields[0]) if _ISO_DATE.fullmatch(fields[0]) else None
+            if day is None:
+                raise ValueError(f"{fields[0]!r} is not a YYYY-MM-DD date")
+            text_value = fields[1] if len(fields) > 1 else ""
+            if not text_value:
+                weeks.append(Week(day, None, number, timedelta(0)))
+                continue
+            if not _CSV_VALUE.fullmatch(text_value):
+                raise ValueError(f"{text_value!r} is not a plain number")
+            value = float(text_value)
+            low, high = series.minimum, series.maximum
+            if not math.isfinite(value) or (
+                low is not None and high is not None and not low <= value <= high
+            ):
+                bounds = f"{low:g}-{high:g}" if low is not None and high is not None else "finite"
+                raise ValueError(f"{value:g} is outside the physical bounds {bounds}")
+            weeks.append(Week(day, value, number, timedelta(0)))
+        except ValueError as exc:
+            problems.append(f"{name} line {number}: {exc}: {raw.strip()[:80]!r}")
+    if problems:
+        raise IngestError(_limit(problems))
+    if not weeks:
+        raise IngestError([f"{name}: no data lines after the header"])
+    return _in_order(weeks, name)
+
+
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 def _limit(problems: list[str], shown: int = 10) -> list[str]:
@@ -195,11 +299,19 @@ def read_rows(path: Path) -> list[tuple[date, float | None]]:
     ]
 
 
-def render_rows(rows: list[tuple[date, float | None]]) -> bytes:
-    """The dataset CSV, in the shipped file's format (`date,co2`, empty for a missing week)."""
-    lines = ["date,co2"]
-    lines += [f"{day.isoformat()},{'' if value is None else f'{value:g}'}" for day, value in rows]
+def render_rows(rows: list[tuple[date, float | None]], column: str = "co2") -> bytes:
+    """The dataset CSV, in the shipped file's format (`date,<column>`, empty for a missing
+    week)."""
+    lines = [f"date,{column}"]
+    lines += [f"{day.isoformat()},{'' if value is None else _number(value)}" for day, value in rows]
     return ("\n".join(lines) + "\n").encode()
+
+
+def _number(value: float) -> str:
+    """`value` as `g` writes it (the shipped file's style) when that loses nothing, else in
+    full (`g` keeps 6 significant digits)."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
 
 
 def sha256(path: Path) -> str:
@@ -305,9 +417,9 @@ def ingest_weeks(
             if week.week_end != expected:
                 raise IngestError(
                     [
-                        f"{source} line {week.line}: the week starting "
-                        f"{week.week_end - WEEK_END_OFFSET} does not follow the dataset's weeks "
-                        f"(expected the week starting {expected - WEEK_END_OFFSET}): weeks are "
+                        f"{source} line {week.line}: {week.describe()} does not follow the "
+                        f"dataset's weeks (expected "
+                        f"{Week(expected, None, 0, week.offset).describe()}): weeks are "
                         "missing from the source"
                     ]
                 )
@@ -358,15 +470,20 @@ def ingest_weeks(
                 len(not_applied),
             )
         if not appended and not revisions:
-            outcome.update(changed=False, sha256=before_sha, last_date=last.isoformat())
+            # Unchanged bytes stay as validated as the previous ingest left them.
+            validated = state.get("validated") is True and state.get("sha256") == before_sha
+            outcome.update(
+                changed=False, sha256=before_sha, last_date=last.isoformat(), validated=validated
+            )
             store.write_json(state_path(store), outcome)
             return outcome
 
         merged = rows + appended
-        data = render_rows(merged)
+        series = store.series()
+        data = render_rows(merged, series.column)
         try:
             candidate.write_bytes(data)
-            _, problems = check_dataset(candidate, None, *(spike or ()))
+            _, problems = check_dataset(candidate, series, None, *(spike or ()))
         finally:
             candidate.unlink(missing_ok=True)
         if problems:
@@ -378,6 +495,10 @@ def ingest_weeks(
             sha256=hashlib.sha256(data).hexdigest(),
             last_date=merged[-1][0].isoformat(),
             first_appended=appended[0][0].isoformat() if appended else None,
+            # The merged dataset passed the training data's checks (schema, bounds, spikes)
+            # as these exact bytes: the forecast ticker may forecast from it (`forecast`).
+            validated=True,
+            series=series.name,
         )
         # The audit before the data: the journal names the new dataset's sha256 and holds the
         # revision records and the outcome; a kill after the dataset's rename is completed by
@@ -519,8 +640,26 @@ def read_dated_source(source: str) -> tuple[str, datetime]:
 def ingest(store: Store, source: str, spike: tuple[float, int] | None = None) -> dict[str, Any]:
     """Read, parse and merge `source` into the store's dataset; `spike` is (VALIDATE_SPIKE_Z,
     VALIDATE_SPIKE_WINDOW_WEEKS), their defaults when None."""
+    series = store.series()
+    if series.source_format not in SOURCE_FORMATS:
+        raise IngestError(
+            [
+                f"series {series.name!r} has source_format {series.source_format!r}; ingest "
+                f"reads {', '.join(repr(f) for f in SOURCE_FORMATS)}"
+            ]
+        )
+    if series.source_format != NOAA_FORMAT and source == NOAA_WEEKLY_URL:
+        raise IngestError(
+            [
+                f"series {series.name!r} is not NOAA's weekly CO2 file: give its new weeks as a "
+                f"date,{series.column} CSV with --source or INGEST_SOURCE"
+            ]
+        )
     text, source_date = read_dated_source(source)
-    weeks = parse_noaa_weekly(text, Path(source).name or source)
+    if series.source_format == NOAA_FORMAT:
+        weeks = parse_noaa_weekly(text, Path(source).name or source, series)
+    else:
+        weeks = parse_csv_weekly(text, Path(source).name or source, series)
     return ingest_weeks(store, weeks, source, source_date, spike)
 
 

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from app._procs import PARENT_ENV, Child, LinePrinter, stop_all
-from app.replay import LocalReplay, add_replay_arguments
+from app.replay import LocalReplay, ReplayError, add_replay_arguments
 from app.settings import new_run_id
 from app.store import Store
 
@@ -201,7 +201,13 @@ class Local:
                 return 1
         self.store_dir.mkdir(parents=True, exist_ok=True)
         self.say(f"store {self.store_dir}")
-        replay = LocalReplay(self) if self.args.replay else None
+        try:
+            replay = LocalReplay(self) if self.args.replay else None
+        except ReplayError as exc:
+            self.printer.line("replay", str(exc))
+            return 2
+        if replay is not None:
+            replay.say(replay.plan())
         try:
             status = self.prepare_model()
             if status != 0:

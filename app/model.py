@@ -19,7 +19,7 @@ horizon bucket (`app.backtest.fold_offsets`), stored in metrics.json.
 XGBoost family: one training row per (forecast origin, horizon step h): the features describe the
 history up to the origin and h itself, and the target is the value h weeks ahead minus its seasonal
 anchor (the value 52 weeks before the target, which the history always contains for h <= 52). Every
-feature is a difference of history values, so the model does not depend on the CO2 level and keeps
+feature is a difference of history values, so the model does not depend on the level and keeps
 working as the series rises past the levels seen in training.
 
 Predicting a batch of requests is one `inplace_predict` call on one feature matrix; nothing is
@@ -140,8 +140,9 @@ def check_model_bytes(raw: bytes, metrics: dict[str, Any], model_path: Path) -> 
         raise ModelLoadError(f"{model_path} does not match the sha256 recorded by train")
 
 
-def read_series(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read a `date,co2` CSV: dates as datetime64[D] and values as float64 (NaN where empty).
+def read_series(path: Path, column: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Read a `date,<column>` CSV: dates as datetime64[D] and values as float64 (NaN where
+    empty). Any second column name is accepted unless `column` (the descriptor's) is given.
 
     Raises ValueError naming the line of the first unparsable row.
     """
@@ -150,13 +151,15 @@ def read_series(path: Path) -> tuple[np.ndarray, np.ndarray]:
     with open(path, newline="") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
-        if header is None or [column.strip() for column in header[:2]] != ["date", "co2"]:
-            raise ValueError(f"{path}: expected a header 'date,co2', got {header!r}")
+        names = [name.strip() for name in header[:2]] if header else []
+        expected = f"date,{column or '<column>'}"
+        if len(names) < 2 or names[0] != "date" or (column and names[1] != column):
+            raise ValueError(f"{path}: expected a header {expected!r}, got {header!r}")
         for line_no, row in enumerate(reader, start=2):
             if not row:
                 continue
             if len(row) < 2:
-                raise ValueError(f"{path}: line {line_no}: expected 'date,co2', got {row!r}")
+                raise ValueError(f"{path}: line {line_no}: expected {expected!r}, got {row!r}")
             try:
                 dates.append(date.fromisoformat(row[0].strip()))
             except ValueError:
@@ -165,7 +168,7 @@ def read_series(path: Path) -> tuple[np.ndarray, np.ndarray]:
             try:
                 values.append(float(text) if text else np.nan)
             except ValueError:
-                raise ValueError(f"{path}: line {line_no}: bad co2 value {text!r}") from None
+                raise ValueError(f"{path}: line {line_no}: bad {names[1]} value {text!r}") from None
     return np.array(dates, dtype="datetime64[D]"), np.array(values, dtype=np.float64)
 
 
@@ -238,9 +241,40 @@ def _harmonic_basis(t: np.ndarray, harmonics: int, period: float) -> np.ndarray:
     return np.column_stack(columns)
 
 
+@functools.lru_cache(maxsize=64)
 def _damped_steps(damping: float) -> np.ndarray:
     """`sum_{i=1..h} damping**i` for h = 1..MAX_HORIZON: how far a damped slope carries."""
-    return np.cumsum(float(damping) ** np.arange(1, MAX_HORIZON + 1))
+    steps = np.cumsum(float(damping) ** np.arange(1, MAX_HORIZON + 1))
+    steps.flags.writeable = False
+    return steps
+
+
+@functools.lru_cache(maxsize=64)
+def _harmonic_operators(
+    window: int, harmonics: int, half_life: float, period: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For one (window, harmonics, half-life, period): the basis over the window (window, p),
+    over the next MAX_HORIZON weeks (MAX_HORIZON, p), and the weights by age (window,)."""
+    t = np.arange(-window + 1, 1, dtype=np.float64)
+    basis = _harmonic_basis(t, harmonics, period)
+    future = _harmonic_basis(np.arange(1, MAX_HORIZON + 1, dtype=np.float64), harmonics, period)
+    discount = 0.5 ** (-t / half_life)
+    for array in (basis, future, discount):
+        array.flags.writeable = False
+    return basis, future, discount
+
+
+@functools.lru_cache(maxsize=128)
+def _harmonic_projection(
+    window: int, harmonics: int, half_life: float, period: float, length: int
+) -> np.ndarray:
+    """The weighted least-squares fit of the last `length` weeks of a window, as one linear map
+    from those weeks to the coefficients (p, length): every history of that length shares it."""
+    basis, _, discount = _harmonic_operators(window, harmonics, half_life, period)
+    weighted = basis[-length:] * discount[-length:, None]
+    projection = np.linalg.solve(basis[-length:].T @ weighted, weighted.T)
+    projection.flags.writeable = False
+    return projection
 
 
 def harmonic_predict_many(
@@ -264,21 +298,22 @@ def harmonic_predict_many(
         )
         groups.setdefault(key, []).append(g)
     for (window, harmonics, half_life, period), members in groups.items():
-        t = np.arange(-window + 1, 1, dtype=np.float64)
-        basis = _harmonic_basis(t, harmonics, period)
-        future = _harmonic_basis(np.arange(1, MAX_HORIZON + 1, dtype=np.float64), harmonics, period)
+        basis, future, _ = _harmonic_operators(window, harmonics, half_life, period)
         windows = np.zeros((len(histories), window))
-        weights = np.zeros((len(histories), window))
-        discount = 0.5 ** (-t / half_life)
+        by_length: dict[int, list[int]] = {}
         for i, history in enumerate(histories):
             tail = np.asarray(history[-window:], dtype=np.float64)
             windows[i, window - len(tail) :] = tail
-            weights[i, window - len(tail) :] = discount[window - len(tail) :]
-        weighted = basis[None, :, :] * weights[:, :, None]
-        gram = np.einsum("nwp,wq->npq", weighted, basis)
-        rhs = np.einsum("nwp,nw->np", weighted, windows)
-        coefficients = np.linalg.solve(gram, rhs[:, :, None])[:, :, 0]
-        residuals = windows - coefficients @ basis.T
+            by_length.setdefault(len(tail), []).append(i)
+        # Histories of one length share their weights, so one cached projection fits them all
+        # (a history shorter than the window: zero weight on the padding, as if it were absent).
+        coefficients = np.empty((len(histories), basis.shape[1]))
+        for length, rows in by_length.items():
+            projection = _harmonic_projection(window, harmonics, half_life, period, length)
+            coefficients[rows] = windows[rows, window - length :] @ projection.T
+        # Only the last 2 x level_weeks residuals are read (the level and the local slope).
+        need = min(window, 2 * max(int(grid[g]["level_weeks"]) for g in members))
+        residuals = windows[:, -need:] - coefficients @ basis[-need:].T
         # The seasonal part and the intercept go forward as fitted; the trend's slope is damped.
         seasonal = coefficients[:, 2:] @ future[:, 2:].T + coefficients[:, :1]
         slope = coefficients[:, 1] / SEASON
@@ -426,20 +461,24 @@ class Forecaster:
             values = np.concatenate(harmonic_predict(histories, horizons, self.harmonic))
         else:
             values = self._predict_flat(histories, horizons)
-        flat: dict[str, dict[str, np.ndarray]] = {"lower": {}, "upper": {}}
         if levels:
+            # One matrix, one row per figure: the forecast, then each level's lower and upper
+            # bound (the forecast plus that step's offset); checked and rounded in one go.
             steps = np.concatenate([self._steps[:h] for h in horizons])
-            for level in levels:
-                lower, upper = self._offsets[level]
-                flat["lower"][str(level)] = values + lower[steps]
-                flat["upper"][str(level)] = values + upper[steps]
-        every = [values, *flat["lower"].values(), *flat["upper"].values()]
-        finite = bool(np.isfinite(np.concatenate(every) if levels else values).all())
+            # order="C": the fancy-indexed offsets would make the sum column-major, and orjson
+            # serialises only C-contiguous rows.
+            rows = np.add(values[None, :], self._offset_rows(tuple(levels))[:, steps], order="C")
+        else:
+            rows = values[None, :]
+        finite = bool(np.isfinite(rows).all())
         if decimals is not None:
-            values = values.round(decimals)
-            for side in flat.values():
-                for level, array in side.items():
-                    side[level] = array.round(decimals)
+            rows = rows.round(decimals)
+        values = rows[0]
+        names = [str(level) for level in levels]
+        flat = {
+            "lower": {name: rows[1 + i] for i, name in enumerate(names)},
+            "upper": {name: rows[1 + len(names) + i] for i, name in enumerate(names)},
+        }
         points, bounds, start = [], [], 0
         for h in horizons:
             end = start + h
@@ -456,6 +495,20 @@ class Forecaster:
     def _steps(self) -> np.ndarray:
         """Step index within a forecast, sliced to each horizon (offsets are per step)."""
         return np.arange(self.max_horizon)
+
+    def _offset_rows(self, levels: tuple[int, ...]) -> np.ndarray:
+        """Zeros, then the lower offsets of each level, then the upper ones: (1 + 2 x levels,
+        max_horizon), built once per levels tuple."""
+        cache = self.__dict__.setdefault("_offset_rows_cache", {})
+        rows = cache.get(levels)
+        if rows is None:
+            offsets = self._offsets
+            lower = [offsets[level][0][: self.max_horizon] for level in levels]
+            upper = [offsets[level][1][: self.max_horizon] for level in levels]
+            rows = np.vstack([np.zeros(self.max_horizon), *lower, *upper])
+            rows.flags.writeable = False
+            cache[levels] = rows
+        return rows
 
     @functools.cached_property
     def _offsets(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:

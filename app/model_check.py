@@ -47,8 +47,9 @@ PROBE_TIMEOUT_SECONDS = 60.0
 """Longest the child may take: a cold start of Python, numpy and xgboost on a slow volume."""
 RANGE_FACTOR = 2.0
 """Plausible history values: from the lowest training value divided by this, to the highest
-multiplied by it. The model reads only differences of the history, so it keeps working as CO2
-rises past its training levels; values outside the range are typing or unit errors."""
+multiplied by it (`history_range`). The model reads only differences of the history, so it keeps
+working as a series rises past its training levels; values outside the range are typing or unit
+errors."""
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 PROBE_FILE = "probe.json"
 """Written into the run directory by `gate`/`promote` once the child's probe passed."""
@@ -84,14 +85,27 @@ def model_path(run_dir: Path) -> Path:
     return Path(run_dir) / MODEL_FILES.get(str(family), MODEL_FILE)
 
 
-def history_range(values: np.ndarray) -> dict[str, Any]:
-    """The plausible range of history values for a model trained on `values` (NaN = missing)."""
+def history_range(
+    values: np.ndarray, bounds: tuple[float | None, float | None] = (None, None)
+) -> dict[str, Any]:
+    """The plausible range of history values for a model trained on `values` (NaN = missing):
+    for data above zero, the lowest value divided by RANGE_FACTOR to the highest multiplied by
+    it; otherwise the data's span widened by RANGE_FACTOR spans on each side. Clipped to the
+    series' physical `bounds` (its descriptor's min and max) where it has them."""
     observed = values[~np.isnan(values)]
-    return {
-        "min": math.floor(float(observed.min()) / RANGE_FACTOR * 10) / 10,
-        "max": math.ceil(float(observed.max()) * RANGE_FACTOR * 10) / 10,
-        "rule": f"training minimum / {RANGE_FACTOR:g} to training maximum x {RANGE_FACTOR:g}",
-    }
+    low, high = float(observed.min()), float(observed.max())
+    if low > 0:
+        low, high = low / RANGE_FACTOR, high * RANGE_FACTOR
+        rule = f"training minimum / {RANGE_FACTOR:g} to training maximum x {RANGE_FACTOR:g}"
+    else:
+        span = max(high - low, abs(high), 1.0)
+        low, high = low - RANGE_FACTOR * span, high + RANGE_FACTOR * span
+        rule = f"training range widened by {RANGE_FACTOR:g} times its span on each side"
+    low, high = math.floor(low * 10) / 10, math.ceil(high * 10) / 10
+    if bounds[0] is not None and bounds[1] is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+        rule += f", within the series' physical bounds {bounds[0]:g}..{bounds[1]:g}"
+    return {"min": low, "max": high, "rule": rule}
 
 
 def plausible_range(metrics: dict[str, Any]) -> tuple[float, float]:

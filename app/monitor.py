@@ -7,8 +7,8 @@ Run after each ingest. In order:
    promoted model's own forecast from the newest observed week (the forecast of record, so a
    week is scored even when no ticker ran).
 2. **Score.** Every archived forecast step whose target week is now observed gets its realized
-   error (forecast - observed, ppm) in `monitoring/scores.json`, with the mean absolute error per
-   horizon.
+   error (forecast - observed, in the series' units) in `monitoring/scores.json`, with the mean
+   absolute error per horizon.
 3. **Check.** Two signals, thresholds from `MONITOR_*` settings:
    - *forecast error*: the promoted model's mean absolute error over the last
      `MONITOR_ERROR_WINDOW_WEEKS` observed weeks, at horizons 1..`MONITOR_ERROR_HORIZONS`,
@@ -19,9 +19,11 @@ Run after each ingest. In order:
      and the seasonal cycle) over the weeks the model has not seen, at most the last
      `MONITOR_DRIFT_WINDOW_WEEKS`, against its last `MONITOR_DRIFT_REFERENCE_YEARS` years of
      training data: a two-sided Mann-Whitney U test (scipy) trips when p < `MONITOR_DRIFT_P_VALUE`
-     and the medians differ by at least `MONITOR_DRIFT_MIN_SHIFT_PPM` (the series is
-     autocorrelated, so the p-value alone overstates the evidence; the effect floor keeps El Nino
-     years from alarming).
+     and the medians differ by at least `MONITOR_DRIFT_MIN_SHIFT` (alias
+     `MONITOR_DRIFT_MIN_SHIFT_PPM`; unset: the series descriptor's `monitor.min_drift_shift`, else
+     one robust standard deviation of the reference annual changes). The series is
+     autocorrelated, so the p-value alone overstates the evidence; the effect floor keeps
+     ordinary unusual years (an El Nino year in the shipped series) from alarming.
 4. **Signal.** When a check trips, and no signal went out in the last `MONITOR_COOLDOWN_WEEKS`
    weeks of data, `MONITOR_ON_DRIFT` says what happens: `eventbridge` publishes
    `DataDriftDetected` (source `mlops.monitoring`) to the default event bus, whose rule in the
@@ -46,7 +48,7 @@ from typing import Any, Literal
 
 import numpy as np
 import orjson
-from pydantic import Field, ValidationError
+from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.backtest import FOLD_WEEKS
@@ -54,6 +56,7 @@ from app.cli import command_settings, open_store
 from app.forecast import HISTORY_NAME, LATEST_NAME, forecast_dates
 from app.lineage import file_sha256
 from app.model import SEASON, Forecaster, ModelLoadError, fill_gaps, read_series
+from app.series import from_metrics
 from app.settings import new_run_id
 from app.store import Store
 
@@ -67,6 +70,8 @@ HOLDOUT_WEEKS = FOLD_WEEKS
 RECORD_HORIZON = 26
 """Steps of the forecast of record."""
 PIPELINE = ("validate", "train", "gate")
+MAD_SCALE = 1.4826
+"""MAD times this estimates a normal distribution's standard deviation."""
 
 
 class MonitorSettings(BaseSettings):
@@ -88,8 +93,14 @@ class MonitorSettings(BaseSettings):
     """Years of training data the recent weeks are compared with."""
     monitor_drift_p_value: float = Field(0.001, gt=0, lt=1)
     """Significance level of the Mann-Whitney U test."""
-    monitor_drift_min_shift_ppm: float = Field(2.0, ge=0, le=50)
-    """Smallest difference of median annual change (ppm) that counts as drift."""
+    monitor_drift_min_shift: float | None = Field(
+        None,
+        ge=0,
+        validation_alias=AliasChoices("MONITOR_DRIFT_MIN_SHIFT", "MONITOR_DRIFT_MIN_SHIFT_PPM"),
+    )
+    """Smallest difference of median annual change (in the series' units) that counts as drift.
+    None: the descriptor's `monitor.min_drift_shift` (2.0 for the shipped series), else one
+    robust standard deviation (MAD x 1.4826) of the reference weeks' annual changes."""
     monitor_cooldown_weeks: int = Field(8, ge=0, le=520)
     """Weeks of new data after a signal before the next one may go out."""
     monitor_on_drift: Literal["eventbridge", "retrain", "log"] = "retrain"
@@ -364,6 +375,7 @@ def error_check(
     dates: np.ndarray,
     values: np.ndarray,
     settings: MonitorSettings,
+    units: str = "",
 ) -> dict[str, Any]:
     """The promoted model's rolling realized error against its backtest band."""
     window = settings.monitor_error_window_weeks
@@ -382,15 +394,16 @@ def error_check(
         "check": "forecast_error",
         "run_id": band["run_id"],
         "band": {key: band[key] for key in ("p5", "p50", "p95")},
-        "threshold_ppm": threshold,
+        "threshold": threshold,
+        "units": units,
         "window_weeks": window,
         "horizons": settings.monitor_error_horizons,
         "weeks_scored": len(per_week),
     }
     if len(per_week) < max(2, window // 2):
-        return {**result, "tripped": False, "realized_mae_ppm": None, "note": "too few weeks"}
+        return {**result, "tripped": False, "realized_mae": None, "note": "too few weeks"}
     realized = float(np.mean([np.mean(errors) for errors in per_week.values()]))
-    return {**result, "tripped": realized > threshold, "realized_mae_ppm": round(realized, 4)}
+    return {**result, "tripped": realized > threshold, "realized_mae": round(realized, 4)}
 
 
 def annual_change(dates: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -411,18 +424,26 @@ def input_drift_check(
     start = last - np.timedelta64(int(settings.monitor_drift_reference_years * 365.25), "D")
     reference = change[(change_dates > start) & (change_dates <= last)]
     recent = change[change_dates > last][-settings.monitor_drift_window_weeks :]
+    series = from_metrics(model.metrics)
+    min_shift = settings.monitor_drift_min_shift
+    if min_shift is None:
+        min_shift = series.monitor.get("min_drift_shift")
+    if min_shift is None and len(reference):
+        spread = np.median(np.abs(reference - np.median(reference)))
+        min_shift = round(float(MAD_SCALE * spread), 6)
     result: dict[str, Any] = {
         "check": "input_drift",
         "test": "Mann-Whitney U, two-sided (scipy.stats.mannwhitneyu)",
-        "statistic": "annual change y[t] - y[t-52] (ppm)",
+        "statistic": series.in_units("annual change y[t] - y[t-52]"),
+        "units": series.units,
         "run_id": model.run_id,
         "reference_weeks": len(reference),
         "recent_weeks": len(recent),
         "p_threshold": settings.monitor_drift_p_value,
-        "min_shift_ppm": settings.monitor_drift_min_shift_ppm,
+        "min_shift": min_shift,
     }
     if len(recent) < settings.monitor_drift_min_weeks or len(reference) < 2 * SEASON:
-        return {**result, "tripped": False, "p_value": None, "shift_ppm": None,
+        return {**result, "tripped": False, "p_value": None, "shift": None,
                 "note": "too few weeks"}  # fmt: skip
     test = mannwhitneyu(recent, reference, alternative="two-sided")
     shift = float(np.median(recent) - np.median(reference))
@@ -431,11 +452,10 @@ def input_drift_check(
         **result,
         "u_statistic": float(test.statistic),
         "p_value": p_value,
-        "shift_ppm": round(shift, 4),
-        "recent_median_ppm": round(float(np.median(recent)), 4),
-        "reference_median_ppm": round(float(np.median(reference)), 4),
-        "tripped": p_value < settings.monitor_drift_p_value
-        and abs(shift) >= settings.monitor_drift_min_shift_ppm,
+        "shift": round(shift, 4),
+        "recent_median": round(float(np.median(recent)), 4),
+        "reference_median": round(float(np.median(reference)), 4),
+        "tripped": p_value < settings.monitor_drift_p_value and abs(shift) >= (min_shift or 0.0),
     }
 
 
@@ -540,7 +560,8 @@ def check(store: Store, settings: MonitorSettings) -> MonitorResult:
     checks: list[dict[str, Any]] = []
     if model is not None:
         band = _band(store, model, dates, values, settings)
-        checks.append(error_check(scores, band, dates, values, settings))
+        units = from_metrics(model.metrics).units
+        checks.append(error_check(scores, band, dates, values, settings, units))
         checks.append(input_drift_check(model, dates, values, settings))
     tripped = [c for c in checks if c["tripped"]]
     reasons = [_reason(c) for c in tripped]
@@ -572,14 +593,15 @@ def check(store: Store, settings: MonitorSettings) -> MonitorResult:
 
 
 def _reason(result: dict[str, Any]) -> str:
+    units = f" {result['units']}" if result.get("units") else ""
     if result["check"] == "forecast_error":
         return (
-            f"forecast error: rolling MAE {result['realized_mae_ppm']:.3f} ppm over the last "
+            f"forecast error: rolling MAE {result['realized_mae']:.3f}{units} over the last "
             f"{result['window_weeks']} weeks (horizons 1-{result['horizons']}) exceeds "
-            f"{result['threshold_ppm']:.3f} ppm (backtest p95 {result['band']['p95']:.3f})"
+            f"{result['threshold']:.3f}{units} (backtest p95 {result['band']['p95']:.3f})"
         )
     return (
-        f"input drift: median annual change moved {result['shift_ppm']:+.2f} ppm over the "
+        f"input drift: median annual change moved {result['shift']:+.3g}{units} over the "
         f"last {result['recent_weeks']} unseen weeks (Mann-Whitney U p={result['p_value']:.2g} "
         f"< {result['p_threshold']:g})"
     )
@@ -593,13 +615,13 @@ def _history_line(status: dict[str, Any]) -> dict[str, Any]:
         "checked_at": status["checked_at"],
         "last_observed": status["last_observed"],
         "model_run_id": status["model_run_id"],
-        "realized_mae_ppm": error.get("realized_mae_ppm"),
+        "realized_mae": error.get("realized_mae"),
         "band_p5": (error.get("band") or {}).get("p5"),
         "band_p95": (error.get("band") or {}).get("p95"),
-        "threshold_ppm": error.get("threshold_ppm"),
+        "threshold": error.get("threshold"),
         "error_tripped": error.get("tripped", False),
         "drift_p_value": drift.get("p_value"),
-        "drift_shift_ppm": drift.get("shift_ppm"),
+        "drift_shift": drift.get("shift"),
         "drift_tripped": drift.get("tripped", False),
         "signalled": status["signalled"],
     }

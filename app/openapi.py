@@ -81,6 +81,8 @@ def openapi_document(
     levels: tuple[int, ...] = (),
     default_levels: tuple[int, ...] = (),
     internal: bool,
+    series: str = "",
+    range_rule: str = "",
 ) -> dict[str, Any]:
     """The document for one server: the served model's limits (its calibrated interval `levels`
     among them), and `/model` and `/metrics` only where they answer (`internal`: on the internal
@@ -91,8 +93,8 @@ def openapi_document(
         low, high = history_range
         value.update(minimum=low, maximum=high)
         range_note = (
-            f" Values must lie in {low:g}..{high:g}, the served model's plausible range: half the "
-            "lowest to twice the highest value it was trained on."
+            f" Values must lie in {low:g}..{high:g}, the served model's plausible range"
+            + (f" ({range_rule})." if range_rule else ".")
         )
     levels_schema = _levels_schema(levels, default_levels)
     not_ready = _error("No model is loaded yet (nothing promoted, or it failed to load).")
@@ -217,8 +219,8 @@ def openapi_document(
             "required": ["history", "horizon"],
             "properties": {
                 "history": {
-                    "description": "Weekly CO2 values (ppm), oldest first; only the most recent "
-                    "ones are used." + range_note,
+                    "description": f"Weekly values of {series or 'the served series'}, oldest "
+                    "first; only the most recent ones are used." + range_note,
                     "type": "array",
                     "minItems": min_history,
                     "maxItems": max_history,

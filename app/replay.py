@@ -1,19 +1,19 @@
-"""The closed loop on a laptop: `python -m app local --replay [--inject-shift PPM]`.
+"""The closed loop on a laptop: `python -m app local --replay [--inject-shift SIZE]`.
 
 On a fresh store the replay holds back the last `--replay-years` of the shipped series: the first
 model trains on the rest. Then, every `--tick-seconds`, it releases the next `--weeks-per-tick`
 weeks the way NOAA publishes them (the whole weekly file so far, in NOAA's format, in
-`replay/co2_weekly_mlo.txt`) through the same `app.ingest` code, and runs `app.monitor`'s checks
+`replay/<NOAA's file name>`) through the same `app.ingest` code, and runs `app.monitor`'s checks
 after each release. A check that trips runs validate -> train -> gate as child processes, where
 AWS would publish `DataDriftDetected` and the stack's rule would start the state machine; the
 api, the forecast ticker and the dashboard pick up the new observations and, when the gate
 promotes, the new model, as they do in AWS.
 
-`--inject-shift PPM` adds a step of PPM to every week from the middle of the held-back years
-(`--shift-at` weeks into the replay), so a user can watch the drift detected, a retrain and a hot
-swap within a few minutes.
+`--inject-shift SIZE` adds a step of SIZE (in the series' units) to every week from the middle
+of the held-back years (`--shift-at` weeks into the replay), so a user can watch the drift
+detected, a retrain and a hot swap within a few minutes.
 
-`python -m app.replay measure [--years N] [--inject-shift PPM]` replays without retraining and
+`python -m app.replay measure [--years N] [--inject-shift SIZE]` replays without retraining and
 prints how often the checks trip on the shipped history (the false-alarm rate) and how many weeks
 after an injected shift they first trip (the detection delay).
 """
@@ -27,42 +27,35 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from app._procs import Child, LinePrinter
-from app.ingest import MISSING, WEEK_END_OFFSET, IngestError, ingest, render_rows
+from app.ingest import NOAA_SOURCE_NAME, IngestError, ingest, noaa_weekly_text, render_rows
 from app.model import read_series
 from app.monitor import MonitorSettings, check, record_signal
+from app.series import load as load_series
 from app.settings import new_run_id
 from app.store import SHIPPED_DATASET, Store
 
 log = logging.getLogger(__name__)
 
-SOURCE_NAME = "co2_weekly_mlo.txt"
+SOURCE_NAME = NOAA_SOURCE_NAME
 SCHEDULE_NAME = "schedule.json"
 DEFAULT_YEARS = 4
+RETRAIN_OVERHEAD_SECONDS = 5.0
+"""Besides training: three Python start-ups, validation and the gate's probe of the new model
+(4.5-5 s per retrain in the replay of 2026-12-03, whose models trained in 3.6-4.5 s)."""
 
 
-def noaa_weekly_text(dates: np.ndarray, values: np.ndarray) -> str:
-    """Weeks (dated by their Saturday, as in the dataset) written in NOAA's weekly format."""
-    lines = [
-        "# Replay of the shipped series in the format of NOAA GML's co2_weekly_mlo.txt",
-        "#      Start of week      CO2 molfrac           (-999.99 = no data)  increase",
-        "# (yr, mon, day, decimal)    (ppm)  #days       1 yr ago  10 yr ago  since 1800",
-    ]
-    for day, value in zip(dates.astype(object), values, strict=True):
-        start: date = day - WEEK_END_OFFSET
-        decimal = start.year + (start.timetuple().tm_yday - 1) / 365.0
-        ppm, days = (MISSING, 0) if not np.isfinite(value) else (float(value), 7)
-        lines.append(
-            f"  {start.year:4d} {start.month:3d} {start.day:3d}  {decimal:9.4f}    "
-            f"{ppm:7.2f}  {days:<10d} -999.99   -999.99   -999.99"
-        )
-    return "\n".join(lines) + "\n"
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f}s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
+class ReplayError(Exception):
+    """The replay cannot run on this store; the message says how to start one that can."""
 
 
 @dataclass
@@ -73,16 +66,16 @@ class Replay:
     dates: np.ndarray
     values: np.ndarray
     released: int = 0
-    shift_ppm: float = 0.0
+    shift: float = 0.0
     shift_at: int | None = None
-    """Index into the held-back weeks from which `shift_ppm` is added."""
+    """Index into the held-back weeks from which `shift` is added."""
     signals: list[dict[str, Any]] = field(default_factory=list)
     shift_day: str | None = None
     """The first shifted week, as fixed when the replay started (`replay/schedule.json`)."""
 
     @classmethod
     def seed(
-        cls, store: Store, years: float, shift_ppm: float = 0.0, shift_at: int | None = None
+        cls, store: Store, years: float, shift: float = 0.0, shift_at: int | None = None
     ) -> Replay:
         """Hold back the last `years` of the shipped series; a fresh store gets the rest.
 
@@ -91,6 +84,12 @@ class Replay:
         when a replay starts on a fresh store and kept in `replay/schedule.json`: a restarted
         replay shifts from the same week (every remaining week, once that week is released).
         """
+        shipped = load_series(SHIPPED_DATASET)
+        if store.series_name != shipped.name:
+            raise ReplayError(
+                f"the replay releases the shipped series {shipped.name!r}, but this store "
+                f"holds {store.series_name!r}: give `--store` a new folder to replay"
+            )
         dates, values = read_series(SHIPPED_DATASET)
         schedule = None
         if store.dataset_path.exists():
@@ -103,21 +102,27 @@ class Replay:
                 (day, None if not np.isfinite(value) else float(value))
                 for day, value in zip(dates[~held].astype(object), values[~held], strict=True)
             ]
-            store.write_bytes(store.dataset_path, render_rows(rows))
+            store.write_bytes(store.dataset_path, render_rows(rows, shipped.column))
         held_dates, held_values = dates[held], values[held]
+        if not len(held_dates):
+            raise ReplayError(
+                f"store {store.root} already holds every week of the shipped series to "
+                f"{dates[-1]}, so a replay has nothing to release; replay into a new store: "
+                "python -m app local --replay --store ./.mlops-replay"
+            )
         if schedule is not None:
-            shift_ppm = float(schedule.get("shift_ppm") or 0.0)
+            shift = float(schedule.get("shift") or 0.0)
             day = schedule.get("shift_date")
             shift_at = int(np.searchsorted(held_dates, np.datetime64(day))) if day else None
-            log.info("replay schedule kept: shift %+g ppm from %s", shift_ppm, day)
+            log.info("replay schedule kept: shift %+g from %s", shift, day)
         else:
-            if shift_ppm and shift_at is None:
+            if shift and shift_at is None:
                 shift_at = len(held_dates) // 2
             day = None
-            if shift_ppm and shift_at is not None and shift_at < len(held_dates):
+            if shift and shift_at is not None and shift_at < len(held_dates):
                 day = str(held_dates[shift_at])
-            store.write_json(_schedule_path(store), {"shift_ppm": shift_ppm, "shift_date": day})
-        replay = cls(store, held_dates, held_values, 0, shift_ppm, shift_at)
+            store.write_json(_schedule_path(store), {"shift": shift, "shift_date": day})
+        replay = cls(store, held_dates, held_values, 0, shift, shift_at)
         replay.shift_day = day
         return replay
 
@@ -130,7 +135,7 @@ class Replay:
         return self.released >= len(self.dates)
 
     def shift_date(self) -> str | None:
-        if not self.shift_ppm or self.shift_at is None or self.shift_at >= len(self.dates):
+        if not self.shift or self.shift_at is None or self.shift_at >= len(self.dates):
             return None
         return self.shift_day or str(self.dates[self.shift_at])
 
@@ -138,8 +143,8 @@ class Replay:
         """Publish `weeks` more weeks in the source file and ingest it; the ingest's outcome."""
         self.released = min(self.released + weeks, len(self.dates))
         values = self.values[: self.released].copy()
-        if self.shift_ppm and self.shift_at is not None:
-            values[self.shift_at :] += self.shift_ppm
+        if self.shift and self.shift_at is not None:
+            values[self.shift_at :] += self.shift
         text = noaa_weekly_text(self.dates[: self.released], values)
         self.store.write_text(self.source_path, text)
         return ingest(self.store, str(self.source_path))
@@ -179,8 +184,9 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
         "--inject-shift",
         type=float,
         default=0.0,
-        metavar="PPM",
-        help="add PPM to every week from the middle of the replay on (0: none)",
+        metavar="SIZE",
+        help="add SIZE (in the series' units) to every week from the middle of the replay on "
+        "(0: none)",
     )
     group.add_argument(
         "--shift-at",
@@ -244,8 +250,56 @@ class LocalReplay:
         self.store = Store(local.store_dir)
         self.settings = settings or MonitorSettings()
         self.replay = Replay.seed(self.store, args.replay_years, args.inject_shift, args.shift_at)
+        self.units = self.store.series().unit_suffix()
         self.weeks_per_tick = args.weeks_per_tick
         self.tick_seconds = args.tick_seconds
+
+    def plan(self) -> str:
+        """What the replay will do, said before the first model trains."""
+        replay = self.replay
+        shift = replay.shift_date()
+        ticks = -(-len(replay.dates) // self.weeks_per_tick)
+        return (
+            f"will release {len(replay.dates)} held-back weeks ({replay.dates[0]} to "
+            f"{replay.dates[-1]}), {self.weeks_per_tick} per tick every {self.tick_seconds:g}s "
+            f"({ticks} ticks), through ingest and the monitor"
+            + (f"; {replay.shift:+g}{self.units} from the week of {shift}" if shift else "")
+            + "; each drift signal retrains (at most one per "
+            f"{self.settings.monitor_cooldown_weeks} weeks of data); how long it takes follows "
+            "after the first tick"
+        )
+
+    def estimate(self, tick_cost: float) -> str:
+        """Roughly how long the rest takes: ticks x (pause + the first tick's cost), plus one
+        validate -> train -> gate (timed by the promoted model's training) per retrain."""
+        left = -(-(len(self.replay.dates) - self.replay.released) // self.weeks_per_tick)
+        base = left * (self.tick_seconds + tick_cost)
+        retrain = self._retrain_seconds()
+        cooldown = max(self.settings.monitor_cooldown_weeks, 1)
+        most = -(-(len(self.replay.dates) - self.replay.released) // cooldown)
+        text = (
+            f"about {_duration(base)} for the {left} remaining ticks "
+            f"({self.tick_seconds:g}s pause + {tick_cost:.1f}s ingest and monitor each)"
+        )
+        if retrain is not None:
+            text += (
+                f", plus about {_duration(retrain)} per drift retrain (up to {most}: "
+                f"{_duration(base + most * retrain)} in all)"
+            )
+        return text
+
+    def _retrain_seconds(self) -> float | None:
+        """validate -> train -> gate: the promoted run's training and backtest time plus about
+        RETRAIN_OVERHEAD_SECONDS of process start-up, validation and the gate's probe."""
+        current = self.store.current_run_id()
+        if current is None:
+            return None
+        try:
+            metrics = self.store.read_json(self.store.run_dir(current) / "metrics.json")
+            trained = float(metrics["train_seconds"]) + float(metrics["backtest_seconds"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return trained + RETRAIN_OVERHEAD_SECONDS
 
     def say(self, text: str) -> None:
         self.local.printer.line("replay", text)
@@ -253,13 +307,9 @@ class LocalReplay:
     def run(self) -> None:
         """Release every held-back week, monitoring after each release; then say what happened."""
         replay = self.replay
-        shift = replay.shift_date()
-        self.say(
-            f"releasing {len(replay.dates)} held-back weeks, {self.weeks_per_tick} per "
-            f"{self.tick_seconds:g}s"
-            + (f"; +{replay.shift_ppm:g} ppm from the week of {shift}" if shift else "")
-        )
+        self.say(f"releasing {len(replay.dates)} held-back weeks now")
         promoted_before = self._promoted()
+        started = time.monotonic()
         while not replay.done:
             try:
                 outcome = replay.release(self.weeks_per_tick)
@@ -268,6 +318,9 @@ class LocalReplay:
                 return
             result = check(self.store, self.settings)
             self.say(self._describe(outcome, result.status))
+            if started is not None:
+                self.say(self.estimate(time.monotonic() - started))
+                started = None
             if result.signal:
                 self._retrain(result.status)
             self.local.sleep(self.tick_seconds)
@@ -282,12 +335,14 @@ class LocalReplay:
     def _describe(self, outcome: dict[str, Any], status: dict[str, Any]) -> str:
         parts = [f"week {outcome['last_date']}: +{outcome['appended']} week(s)"]
         for item in status["checks"]:
-            if item["check"] == "forecast_error" and item.get("realized_mae_ppm") is not None:
+            if item["check"] == "forecast_error" and item.get("realized_mae") is not None:
                 parts.append(
-                    f"error {item['realized_mae_ppm']:.2f} ppm (limit {item['threshold_ppm']:.2f})"
+                    f"error {item['realized_mae']:.3g}{self.units} (limit {item['threshold']:.3g})"
                 )
             if item["check"] == "input_drift" and item.get("p_value") is not None:
-                parts.append(f"drift p={item['p_value']:.2g} shift {item['shift_ppm']:+.2f} ppm")
+                parts.append(
+                    f"drift p={item['p_value']:.2g} shift {item['shift']:+.3g}{self.units}"
+                )
         if status["drift"]:
             parts.append("DRIFT" + (" (cooling down)" if status["cooldown"] else ""))
         return ", ".join(parts)
@@ -332,7 +387,7 @@ class LocalReplay:
 
 
 def measure(
-    years: float, shift_ppm: float, settings: MonitorSettings, rounds: int, weeks: int = 1
+    years: float, shift: float, settings: MonitorSettings, rounds: int, weeks: int = 1
 ) -> dict[str, Any]:
     """Replay `years` of the shipped history against one model (no retraining).
 
@@ -345,11 +400,11 @@ def measure(
 
     with tempfile.TemporaryDirectory() as root:
         store = Store(Path(root))
-        replay = Replay.seed(store, years, shift_ppm)
+        replay = Replay.seed(store, years, shift)
         assert validate(store, "measure")["ok"]
         train(store, "measure", rounds=rounds, log_every=rounds)
         decide(store, "measure", 0.0)
-        shift_at = replay.shift_at if shift_ppm else None
+        shift_at = replay.shift_at if shift else None
         checks: list[tuple[int, dict[str, bool]]] = []
         while not replay.done:
             replay.release(weeks)

@@ -87,6 +87,7 @@ from app.payload import (
     parse_predict,
     start_parser_process,
 )
+from app.series import from_metrics
 from app.settings import AppSettings
 from app.store import DamagedFileError, Store
 
@@ -212,6 +213,15 @@ class MetricsMiddleware:
             self.metrics.observe(route, scope["method"], status, time.perf_counter() - started)
 
 
+def _described(forecaster: Forecaster | None) -> dict[str, str]:
+    """The served series' name and units and the plausible range's rule, for /openapi.json."""
+    if forecaster is None:
+        return {}
+    series = from_metrics(forecaster.metrics)
+    rule = (forecaster.metrics.get("history_range") or {}).get("rule")
+    return {"series": series.in_units(series.label), "range_rule": str(rule or "")}
+
+
 @dataclass
 class ModelSlot:
     """The model being served and what the reloader knows about CURRENT."""
@@ -247,6 +257,7 @@ class ModelSlot:
                 levels=forecaster.levels if forecaster else (),
                 default_levels=DEFAULT_LEVELS,
                 internal=internal or not self.settings.internal_port,
+                **_described(forecaster),
             )
             self.openapi_bodies[internal] = orjson.dumps(document)
 

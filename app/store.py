@@ -2,7 +2,8 @@
 
 Layout::
 
-    datasets/co2_weekly.csv            the training series (copied from the app when empty)
+    datasets/<name>.csv                the training series (the app's own copied in when empty)
+    datasets/<name>.series.json        its descriptor: column, units, bounds (`app.series`)
     datasets/accepted_stats.json       statistics of the last dataset that passed validation
     reports/<run_id>/validation.json   one validation report per run
     models/<run_id>/                   model.ubj or model.json, metrics.json, card.md, decision.json
@@ -39,14 +40,20 @@ from typing import Any
 
 import orjson
 
+from app import series as series_module
 from app.settings import RUN_ID_PATTERN
 
 log = logging.getLogger(__name__)
 
-SHIPPED_DATASET = Path(__file__).parent / "data" / "co2_weekly.csv"
+SHIPPED_DATASET = series_module.shipped_dataset()
+SHIPPED_DESCRIPTOR = series_module.shipped_descriptor()
 _RUN_ID = re.compile(RUN_ID_PATTERN)
 
 
+INGEST_STATE_NAME = "ingest.json"
+"""`datasets/ingest.json`: ingest's record of its last run (the forecast ticker reads it)."""
+INGEST_PENDING_NAME = "ingest.pending.json"
+"""`datasets/ingest.pending.json`: ingest's journal while it replaces the dataset."""
 MAX_CURRENT_BYTES = 256
 """models/CURRENT holds one run id (at most 128 characters) and a newline."""
 MAX_JSON_BYTES = 16 * 1024 * 1024
@@ -245,8 +252,50 @@ class Store:
         return self.root / "datasets"
 
     @property
+    def series_name(self) -> str:
+        """Which series the store holds: `SERIES_NAME` when set; else the one descriptor in
+        `datasets/`; else the one CSV there; else the series shipped with the app.
+        SeriesError when several could be meant and `SERIES_NAME` does not say which."""
+        chosen = os.environ.get("SERIES_NAME", "").strip()
+        if chosen:
+            return series_module.check_name(chosen, "SERIES_NAME")
+        shipped = series_module.shipped_name()
+        try:
+            names = [entry.name for entry in os.scandir(self.datasets_dir)]
+        except (FileNotFoundError, NotADirectoryError):
+            return shipped
+        names = [name for name in names if not name.startswith(".")]
+        suffix = series_module.DESCRIPTOR_SUFFIX
+        for candidates in (
+            sorted(name[: -len(suffix)] for name in names if name.endswith(suffix)),
+            sorted(name[:-4] for name in names if name.endswith(".csv")),
+        ):
+            if len(candidates) == 1:
+                return series_module.check_name(candidates[0], f"dataset {candidates[0]!r}")
+            if len(candidates) > 1:
+                if shipped in candidates:
+                    return shipped
+                raise series_module.SeriesError(
+                    f"{self.datasets_dir} holds several series ({', '.join(candidates)}); "
+                    "set SERIES_NAME to the one to use"
+                )
+        return shipped
+
+    @property
     def dataset_path(self) -> Path:
-        return self.datasets_dir / "co2_weekly.csv"
+        return self.datasets_dir / f"{self.series_name}.csv"
+
+    @property
+    def descriptor_path(self) -> Path:
+        return self.datasets_dir / f"{self.series_name}{series_module.DESCRIPTOR_SUFFIX}"
+
+    def series(self) -> series_module.Series:
+        """The descriptor of the store's series (SeriesError when it is unusable); the shipped
+        series keeps its shipped descriptor in a store made before descriptors existed."""
+        path = self.dataset_path
+        if path.name == SHIPPED_DATASET.name and not self.descriptor_path.exists():
+            return series_module.load(SHIPPED_DATASET)
+        return series_module.load(path)
 
     @property
     def accepted_stats_path(self) -> Path:
@@ -281,10 +330,15 @@ class Store:
 
     def ensure_dataset(self) -> Path:
         """The dataset path, after copying the series shipped with the app if there is none."""
-        if not self.dataset_path.exists():
-            log.info("no dataset in the store; copying the shipped series to %s", self.dataset_path)
-            self.write_bytes(self.dataset_path, SHIPPED_DATASET.read_bytes())
-        return self.dataset_path
+        path = self.dataset_path
+        if path.name != SHIPPED_DATASET.name:
+            return path
+        if not self.descriptor_path.exists():  # also a store made before descriptors existed
+            self.write_bytes(self.descriptor_path, SHIPPED_DESCRIPTOR.read_bytes())
+        if not path.exists():
+            log.info("no dataset in the store; copying the shipped series to %s", path)
+            self.write_bytes(path, SHIPPED_DATASET.read_bytes())
+        return path
 
     # --- runs ---------------------------------------------------------------------------------
 

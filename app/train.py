@@ -32,6 +32,7 @@ import orjson
 import xgboost as xgb
 
 from app import sagemaker
+from app import series as series_module
 from app._procs import crash_point
 from app.backtest import (
     BacktestError,
@@ -56,7 +57,8 @@ from app.model import (
     read_series,
 )
 from app.model_check import history_range, model_file_record
-from app.store import Store
+from app.series import from_metrics
+from app.store import SHIPPED_DATASET, Store
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +273,8 @@ def train(
     report, why_not = report_for(store, run_id, dataset_sha, run_date)
     if report is None:
         raise DatasetError([why_not])
-    dates, values = read_series(dataset)
+    series = store.series()
+    dates, values = read_series(dataset, series.column if series.described else None)
     if file_sha256(dataset) != dataset_sha:
         raise DatasetError(["the dataset changed while it was being read; validate again"])
     if run_date is not None:
@@ -320,9 +323,10 @@ def train(
             _checkpoint_and_stop(store, run_id, booster, rounds, train_seconds, dataset_sha)
         mean = reports[recipe["family"]]["mean"]
         log.info(
-            "backtest %s: mean MAE %.4f ppm over %d folds (seasonal naive + drift %.4f)",
+            "backtest %s: mean MAE %.4f%s over %d folds (seasonal naive + drift %.4f)",
             recipe["family"],
             mean["mae"],
+            series.unit_suffix(),
             len(reports[recipe["family"]]["folds"]),
             mean["drift_mae"],
         )
@@ -374,7 +378,8 @@ def train(
         "image_digest": os.environ.get("TRIGGER_IMAGE_DIGEST") or None,
         "code_version": code_version(),
         "model_file": model_file_record(raw_model, model_name),
-        "history_range": history_range(values),
+        "history_range": history_range(values, (series.minimum, series.maximum)),
+        "series": series.to_json(),
     }
     # The whole run is written into a staging directory and renamed into place: a kill or a
     # full disk never leaves a run directory with a model and no metrics.json.
@@ -412,12 +417,16 @@ def model_card(metrics: dict[str, Any]) -> str:
         f"| {mean['naive_mae']:.3f} | {mean['skill']:.3f} |"
     )
     coverage = ", ".join(f"{level}%: {value:.1f}%" for level, value in card["coverage"].items())
-    return f"""# Model card: CO2 forecaster, run {metrics["run_id"]}
+    series = from_metrics(metrics)
+    what = series.description or f"the weekly series {series.label!r}"
+    return f"""# Model card: {series.label} forecaster, run {metrics["run_id"]}
 
 - **Trained**: {metrics["trained_at"]} on {metrics["device"]}; code {metrics["code_version"]},
   image {metrics["image_digest"] or "unknown (not run from a pushed image)"}.
-- **Task**: forecast weekly atmospheric CO2 (ppm) at Mauna Loa 1 to {metrics["max_horizon"]} weeks
-  ahead from the last {metrics["min_history"]} or more weekly values.
+- **Task**: forecast {what} ({series.units or "no units given"}) 1 to
+  {metrics["max_horizon"]} weeks ahead from the last {metrics["min_history"]} or more weekly
+  values; plausible history values {metrics["history_range"]["min"]:g} to
+  {metrics["history_range"]["max"]:g} ({metrics["history_range"]["rule"]}).
 - **Data**: `{dataset["path"]}` ({dataset["weeks"]} weeks, {dataset["first_date"]} to
   {dataset["last_date"]}, sha256 `{dataset["sha256"][:12]}…`, validated by run
   {dataset["validation_run"]}); missing weeks are interpolated from the past only.
@@ -432,9 +441,9 @@ def model_card(metrics: dict[str, Any]) -> str:
 
 - **Intervals**: {metrics["intervals"]["method"]}; coverage on the backtest (each fold's bounds
   from the other folds): {coverage}.
-- **Limitations**: trained on one station's weekly means; an abrupt change in the seasonal cycle
-  or the growth rate (such as the 1998 El Niño) is outside what the training data shows, and
-  the intervals are calibrated for histories of at least the family's window.
+- **Limitations**: trained on one weekly series; an abrupt change in its seasonal cycle or its
+  growth rate that the training data does not show is outside what the model knows, and the
+  intervals are calibrated for histories of at least the family's window.
 """
 
 
@@ -491,9 +500,33 @@ def _sagemaker_dataset(data: Path) -> Path | None:
     if len(files) != 1:
         raise SageMakerInputError(
             f"channel {channel.name!r} holds {len(files)} CSV files: give exactly one, the weekly "
-            "series (date,ppm)"
+            "series (date,value)"
         )
     return files[0]
+
+
+def _stage_sagemaker_dataset(store: Store, source: Path) -> None:
+    """Copy the channel's CSV into the scratch store as the series it is: with the channel's
+    `<name>.series.json` when there is one; as the shipped series when its column is the shipped
+    one's (it keeps that descriptor's bounds); else as a series without descriptor."""
+    store.datasets_dir.mkdir(parents=True, exist_ok=True)
+    descriptors = sorted(source.parent.glob("*" + series_module.DESCRIPTOR_SUFFIX))
+    if len(descriptors) > 1:
+        raise SageMakerInputError(
+            f"channel holds {len(descriptors)} series descriptors: give at most one"
+        )
+    if descriptors:
+        name = descriptors[0].name[: -len(series_module.DESCRIPTOR_SUFFIX)]
+        shutil.copyfile(descriptors[0], store.datasets_dir / descriptors[0].name)
+    elif series_module.csv_column(source) == series_module.load(SHIPPED_DATASET).column:
+        name = series_module.shipped_name()
+    else:
+        name = source.stem
+    try:
+        series_module.check_name(name, "the channel's series name")
+    except series_module.SeriesError as exc:
+        raise SageMakerInputError(str(exc)) from None
+    shutil.copyfile(source, store.datasets_dir / f"{name}.csv")
 
 
 def sagemaker_main(argv: list[str]) -> int:
@@ -520,8 +553,7 @@ def sagemaker_main(argv: list[str]) -> int:
             store = Store(Path(scratch))
             source = _sagemaker_dataset(root / "input" / "data")
             if source is not None:
-                store.datasets_dir.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, store.dataset_path)
+                _stage_sagemaker_dataset(store, source)
             report = validate(store, run_id, settings.run_date)
             output_data = root / "output" / "data"
             output_data.mkdir(parents=True, exist_ok=True)
@@ -529,8 +561,13 @@ def sagemaker_main(argv: list[str]) -> int:
             if not report["ok"]:
                 raise DatasetError(report["problems"])
             metrics = train(
-                store, run_id, rounds=settings.train_rounds, log_every=settings.train_log_every,
-                run_date=settings.run_date, stop=stop, threads=settings.train_threads,
+                store,
+                run_id,
+                rounds=settings.train_rounds,
+                log_every=settings.train_log_every,
+                run_date=settings.run_date,
+                stop=stop,
+                threads=settings.train_threads,
                 family=settings.model_family,
             )
             model_dir = root / "model"
@@ -547,8 +584,12 @@ def sagemaker_main(argv: list[str]) -> int:
         text = "cannot train on this dataset: " + "; ".join(problems)
     else:
         log.info(
-            "run %s (%s) trained into %s: backtest MAE %.3f ppm",
-            run_id, metrics["family"], model_dir, metrics["backtest"]["mean"]["mae"],
+            "run %s (%s) trained into %s: backtest MAE %.3f%s",
+            run_id,
+            metrics["family"],
+            model_dir,
+            metrics["backtest"]["mean"]["mae"],
+            from_metrics(metrics).unit_suffix(),
         )
         return 0
     failure.parent.mkdir(parents=True, exist_ok=True)
@@ -597,12 +638,14 @@ def main(argv: list[str]) -> int:
         return 1
     mean = metrics["backtest"]["mean"]
     log.info(
-        "run %s (%s) trained in %.1fs: backtest MAE %.3f ppm, skill %.3f against seasonal naive "
-        "+ drift (MAE %.3f; seasonal naive %.3f); interval coverage %s",
+        "run %s (%s, series %r) trained in %.1fs: backtest MAE %.3f%s, skill %.3f against "
+        "seasonal naive + drift (MAE %.3f; seasonal naive %.3f); interval coverage %s",
         metrics["run_id"],
         metrics["family"],
+        metrics["series"]["name"],
         metrics["train_seconds"] + metrics["backtest_seconds"],
         mean["mae"],
+        from_metrics(metrics).unit_suffix(),
         mean["skill"],
         mean["drift_mae"],
         mean["naive_mae"],

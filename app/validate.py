@@ -2,8 +2,9 @@
 
 Two layers, both reported in `reports/<run_id>/validation.json`:
 
-* a pandera schema for what must hold for any weekly CO2 series: parsable, unique and increasing
-  weekly timestamps, values in physical bounds, no long outages, enough rows;
+* a pandera schema for what must hold for any weekly series: parsable, unique and increasing
+  weekly timestamps, finite values inside the descriptor's physical bounds (`app.series`; a
+  series without bounds has none), no long outages, enough rows;
 * a drift check against the statistics of the last dataset that passed (`accepted_stats.json`):
   history rewritten, a jump in level, a change in week-to-week noise, lost rows.
 
@@ -30,13 +31,12 @@ import pandera.pandas as pa
 
 from app.cli import command_settings, open_store
 from app.lineage import file_sha256
+from app.series import Series, SeriesError, shipped_name
 from app.settings import AppSettings
 from app.store import Store
 
 log = logging.getLogger(__name__)
 
-MIN_PPM, MAX_PPM = 250.0, 500.0
-"""Physical bounds: pre-industrial air held ~280 ppm, and no plausible reading here exceeds 500."""
 MAX_GAP_WEEKS = 20
 """Longest allowed stretch between two observed weeks. The real series' longest outage is
 18 missing weeks (early 1964, a 19-week gap), which must pass."""
@@ -45,11 +45,13 @@ MIN_ROWS = 520
 MAX_MISSING_FRACTION = 0.10
 """The real series misses 2.6% of its weeks."""
 
-MAX_YEAR_MEAN_CHANGE_PPM = 0.5
-"""A year already accepted may not change its mean by more than this (history rewritten)."""
-LEVEL_SHIFT_PPM = 5.0
-"""Allowed deviation of the latest year's mean from the accepted one, plus GROWTH_PPM_PER_YEAR."""
-GROWTH_PPM_PER_YEAR = 4.0
+DRIFT_MULTIPLE = 3.0
+"""Drift tolerances of a series whose descriptor gives none (`drift_tolerances`), from the
+accepted dataset: a year already accepted may not change its mean by more than DRIFT_MULTIPLE /
+2 x its week-to-week noise (`weekly_noise`; history rewritten); the latest year's mean may move
+by at most DRIFT_MULTIPLE x (the median change between consecutive yearly means + the weekly
+noise), plus DRIFT_MULTIPLE x the median yearly change per year elapsed. For the shipped series
+these come to 0.45, 4.7 and 3.8 against its descriptor's 0.5, 5 and 4."""
 NOISE_RATIO = 3.0
 """Allowed ratio between the week-to-week noise of the new and the accepted dataset."""
 
@@ -76,20 +78,23 @@ def _examples(lines: list[int], values: list[Any], limit: int = 3) -> str:
 
 def _empty_frame() -> pd.DataFrame:
     return pd.DataFrame(
-        {"date": pd.Series([], dtype="datetime64[ns]"), "co2": pd.Series([], dtype="float64")}
+        {"date": pd.Series([], dtype="datetime64[ns]"), "value": pd.Series([], dtype="float64")}
     )
 
 
-def load_frame(path: Path) -> tuple[pd.DataFrame, list[str]]:
-    """Parse the CSV into (date, co2) columns; unparsable rows are dropped and reported."""
+def load_frame(path: Path, column: str | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Parse a `date,<column>` CSV into (date, value) columns; unparsable rows are dropped and
+    reported. Any second column name passes unless `column` (the descriptor's) is given."""
     try:
         raw = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=True)
     except pd.errors.EmptyDataError:
         return _empty_frame(), [f"{path.name} is empty"]
     columns = [str(column).strip() for column in raw.columns]
-    if columns[:2] != ["date", "co2"]:
-        return _empty_frame(), [f"header must start with 'date,co2', got {','.join(columns)!r}"]
-    raw.columns = columns
+    if len(columns) < 2 or columns[0] != "date" or (column and columns[1] != column):
+        wanted = f"date,{column}" if column else "date,<column>"
+        return _empty_frame(), [f"header must start with {wanted!r}, got {','.join(columns)!r}"]
+    name = columns[1]
+    raw.columns = ["date", "value", *columns[2:]]
     problems = []
     date_text = raw["date"].str.strip()
     dates = pd.to_datetime(date_text, format="%Y-%m-%d", errors="coerce")
@@ -99,86 +104,91 @@ def load_frame(path: Path) -> tuple[pd.DataFrame, list[str]]:
             "date: not a YYYY-MM-DD date at "
             + _examples(_lines(raw.index[bad_dates]), [repr(v) for v in date_text[bad_dates]])
         )
-    co2_text = raw["co2"].str.strip()
-    values = pd.to_numeric(co2_text.where(co2_text != "", None), errors="coerce")
-    bad_values = values.isna() & (co2_text != "")
+    value_text = raw["value"].str.strip()
+    values = pd.to_numeric(value_text.where(value_text != "", None), errors="coerce")
+    bad_values = values.isna() & (value_text != "")
     if bad_values.any():
         problems.append(
-            "co2: not a number at "
-            + _examples(_lines(raw.index[bad_values]), [repr(v) for v in co2_text[bad_values]])
+            f"{name}: not a number at "
+            + _examples(_lines(raw.index[bad_values]), [repr(v) for v in value_text[bad_values]])
         )
-    frame = pd.DataFrame({"date": dates, "co2": values.astype("float64")})
+    frame = pd.DataFrame({"date": dates, "value": values.astype("float64")})
     return frame[~bad_dates & ~bad_values], problems
 
 
 def _weeks_since_previous_observation(frame: pd.DataFrame) -> pd.Series:
-    observed = frame["date"].where(frame["co2"].notna())
+    observed = frame["date"].where(frame["value"].notna())
     previous = observed.ffill().shift(1)
     return (frame["date"] - previous).dt.days / 7.0
 
 
 # Each custom check reports its own name as its error, which `_describe_failures` turns into a
 # sentence with example lines.
-SCHEMA = pa.DataFrameSchema(
-    {
-        "date": pa.Column(
-            "datetime64[ns]",
-            nullable=False,
-            unique=True,
-            checks=[
-                pa.Check(
-                    lambda s: s.diff().dt.days.fillna(0) >= 0,
-                    name="date_order",
-                    error="date_order",
-                ),
-                pa.Check(
-                    lambda s: s.diff().dt.days.fillna(7) % 7 == 0,
-                    name="weekly_cadence",
-                    error="weekly_cadence",
-                ),
-            ],
-        ),
-        "co2": pa.Column(
-            "float64",
-            nullable=True,
-            checks=[
-                pa.Check(
-                    lambda s: s.between(MIN_PPM, MAX_PPM) & np.isfinite(s),
-                    ignore_na=True,
-                    name="physical_bounds",
-                    error="physical_bounds",
-                )
-            ],
-        ),
-    },
-    checks=[
-        pa.Check(
-            lambda df: _weeks_since_previous_observation(df).fillna(0) <= MAX_GAP_WEEKS,
-            name="max_gap",
-            error="max_gap",
-        ),
-        pa.Check(lambda df: len(df) >= MIN_ROWS, name="min_rows", error="min_rows"),
-        pa.Check(
-            lambda df: len(df) == 0 or df["co2"].isna().mean() <= MAX_MISSING_FRACTION,
-            name="missing_fraction",
-            error="missing_fraction",
-        ),
-    ],
-    strict=True,
-)
+def schema(series: Series) -> pa.DataFrameSchema:
+    """The rules every weekly series must meet, with `series`' physical bounds if it has any."""
+    low = -np.inf if series.minimum is None else series.minimum
+    high = np.inf if series.maximum is None else series.maximum
+    return pa.DataFrameSchema(
+        {
+            "date": pa.Column(
+                "datetime64[ns]",
+                nullable=False,
+                unique=True,
+                checks=[
+                    pa.Check(
+                        lambda s: s.diff().dt.days.fillna(0) >= 0,
+                        name="date_order",
+                        error="date_order",
+                    ),
+                    pa.Check(
+                        lambda s: s.diff().dt.days.fillna(7) % 7 == 0,
+                        name="weekly_cadence",
+                        error="weekly_cadence",
+                    ),
+                ],
+            ),
+            "value": pa.Column(
+                "float64",
+                nullable=True,
+                checks=[
+                    pa.Check(
+                        lambda s: s.between(low, high) & np.isfinite(s),
+                        ignore_na=True,
+                        name="physical_bounds",
+                        error="physical_bounds",
+                    )
+                ],
+            ),
+        },
+        checks=[
+            pa.Check(
+                lambda df: _weeks_since_previous_observation(df).fillna(0) <= MAX_GAP_WEEKS,
+                name="max_gap",
+                error="max_gap",
+            ),
+            pa.Check(lambda df: len(df) >= MIN_ROWS, name="min_rows", error="min_rows"),
+            pa.Check(
+                lambda df: len(df) == 0 or df["value"].isna().mean() <= MAX_MISSING_FRACTION,
+                name="missing_fraction",
+                error="missing_fraction",
+            ),
+        ],
+        strict=True,
+    )
 
 
-def schema_problems(frame: pd.DataFrame) -> list[str]:
+def schema_problems(frame: pd.DataFrame, series: Series) -> list[str]:
     """Every schema rule the frame breaks, one sentence each with example lines."""
     try:
-        SCHEMA.validate(frame, lazy=True)
+        schema(series).validate(frame, lazy=True)
     except pa.errors.SchemaErrors as exc:
-        return _describe_failures(frame, exc.failure_cases)
+        return _describe_failures(frame, exc.failure_cases, series)
     return []
 
 
-def _describe_failures(frame: pd.DataFrame, failures: pd.DataFrame) -> list[str]:
+def _describe_failures(frame: pd.DataFrame, failures: pd.DataFrame, series: Series) -> list[str]:
     problems = []
+    name = series.column
     for (column, check), group in failures.groupby(["column", "check"], dropna=False, sort=False):
         indexed = group[group["index"].notna()]
         lines = _lines(indexed["index"])
@@ -188,9 +198,9 @@ def _describe_failures(frame: pd.DataFrame, failures: pd.DataFrame) -> list[str]
         elif check == "min_rows":
             problems.append(f"too few rows: {len(frame)}, at least {MIN_ROWS} needed")
         elif check == "missing_fraction":
-            share = frame["co2"].isna().mean()
+            share = frame["value"].isna().mean()
             problems.append(
-                f"co2: {share:.0%} of the weeks have no value, at most "
+                f"{name}: {share:.0%} of the weeks have no value, at most "
                 f"{MAX_MISSING_FRACTION:.0%} allowed"
             )
         elif check == "max_gap":
@@ -201,7 +211,7 @@ def _describe_failures(frame: pd.DataFrame, failures: pd.DataFrame) -> list[str]
                 for i in ends
             ]
             problems.append(
-                f"co2: gap without a value longer than {MAX_GAP_WEEKS} weeks: "
+                f"{name}: gap without a value longer than {MAX_GAP_WEEKS} weeks: "
                 + _examples(_lines(ends), details)
             )
         elif check == "date_order":
@@ -214,10 +224,12 @@ def _describe_failures(frame: pd.DataFrame, failures: pd.DataFrame) -> list[str]
             )
         elif check == "physical_bounds":
             values = [f"{v:g}" for v in indexed["failure_case"]]
-            problems.append(
-                f"co2: values outside the physical bounds {MIN_PPM:g}-{MAX_PPM:g} ppm at "
-                + _examples(lines, values)
-            )
+            if series.has_bounds:
+                bounds = f"the physical bounds {series.minimum:g}-{series.maximum:g}"
+                bounds += series.unit_suffix()
+            else:
+                bounds = "the finite numbers"
+            problems.append(f"{name}: values outside {bounds} at " + _examples(lines, values))
         else:
             cases = ", ".join(str(v) for v in group["failure_case"].head(3))
             where = column if isinstance(column, str) else "dataset"
@@ -227,7 +239,7 @@ def _describe_failures(frame: pd.DataFrame, failures: pd.DataFrame) -> list[str]
 
 def dataset_stats(frame: pd.DataFrame) -> dict[str, Any]:
     """Statistics kept for the drift check of the next dataset and shown on the dashboard."""
-    values = frame["co2"]
+    values = frame["value"]
     if values.notna().sum() == 0:
         return {"rows": len(frame)}
     years = frame["date"].dt.year
@@ -253,9 +265,25 @@ def dataset_stats(frame: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def drift_problems(stats: dict[str, Any], accepted: dict[str, Any]) -> list[str]:
+def drift_tolerances(series: Series, accepted: dict[str, Any]) -> dict[str, float]:
+    """The descriptor's drift tolerances; each one it lacks comes from the accepted dataset's
+    noise and year-to-year change (DRIFT_MULTIPLE)."""
+    noise = float(accepted.get("weekly_noise") or 0.0)
+    yearly = np.array(list((accepted.get("yearly_means") or {}).values()), dtype=np.float64)
+    change = float(np.median(np.abs(np.diff(yearly)))) if len(yearly) > 1 else noise
+    derived = {
+        "history_tolerance": DRIFT_MULTIPLE / 2 * noise,
+        "level_shift": DRIFT_MULTIPLE * (change + noise),
+        "growth_per_year": DRIFT_MULTIPLE * change,
+    }
+    return {key: series.drift.get(key, value) for key, value in derived.items()}
+
+
+def drift_problems(stats: dict[str, Any], accepted: dict[str, Any], series: Series) -> list[str]:
     """Ways the new dataset departs from the last accepted one beyond normal growth."""
     problems = []
+    tolerance = drift_tolerances(series, accepted)
+    units = series.unit_suffix()
     if stats["rows"] < accepted["rows"]:
         problems.append(
             f"drift: the dataset shrank from {accepted['rows']} to {stats['rows']} rows "
@@ -265,13 +293,13 @@ def drift_problems(stats: dict[str, Any], accepted: dict[str, Any]) -> list[str]
         (year, stats["yearly_means"][year] - mean)
         for year, mean in accepted.get("yearly_means", {}).items()
         if year in stats["yearly_means"]
-        and abs(stats["yearly_means"][year] - mean) > MAX_YEAR_MEAN_CHANGE_PPM
+        and abs(stats["yearly_means"][year] - mean) > tolerance["history_tolerance"]
     ]
     # The last accepted year may have been partial, so it may legitimately change.
     last_accepted_year = accepted["last_date"][:4]
     changed = [(year, delta) for year, delta in changed if year != last_accepted_year]
     if changed:
-        shown = ", ".join(f"{year} by {delta:+.2f} ppm" for year, delta in changed[:3])
+        shown = ", ".join(f"{year} by {delta:+.2f}{units}" for year, delta in changed[:3])
         problems.append(
             f"drift: history was rewritten: yearly means changed ({shown}"
             f"{' and more' if len(changed) > 3 else ''}) since the last accepted dataset"
@@ -281,19 +309,19 @@ def drift_problems(stats: dict[str, Any], accepted: dict[str, Any]) -> list[str]
         (date.fromisoformat(stats["last_date"]) - date.fromisoformat(accepted["last_date"])).days
         / 365.25,
     )
-    allowed = LEVEL_SHIFT_PPM + GROWTH_PPM_PER_YEAR * elapsed_years
+    allowed = tolerance["level_shift"] + tolerance["growth_per_year"] * elapsed_years
     shift = stats["last_year_mean"] - accepted["last_year_mean"]
     if abs(shift) > allowed:
         problems.append(
-            f"drift: the latest year's mean moved {shift:+.2f} ppm from the accepted "
-            f"{accepted['last_year_mean']:.2f} ppm; at most {allowed:.1f} ppm expected"
+            f"drift: the latest year's mean moved {shift:+.3g}{units} from the accepted "
+            f"{accepted['last_year_mean']:.4g}{units}; at most {allowed:.3g}{units} expected"
         )
     if accepted.get("weekly_noise", 0) > 0:
         ratio = stats["weekly_noise"] / accepted["weekly_noise"]
         if ratio > NOISE_RATIO or ratio < 1 / NOISE_RATIO:
             problems.append(
                 f"drift: week-to-week noise is {ratio:.1f}x that of the accepted dataset "
-                f"({stats['weekly_noise']:.3f} vs {accepted['weekly_noise']:.3f} ppm)"
+                f"({stats['weekly_noise']:.3g} vs {accepted['weekly_noise']:.3g}{units})"
             )
     return problems
 
@@ -302,7 +330,7 @@ SPIKE_Z = AppSettings.model_fields["validate_spike_z"].default
 SPIKE_WINDOW_WEEKS = AppSettings.model_fields["validate_spike_window_weeks"].default
 MAD_SCALE = 1.4826
 """MAD times this estimates a normal distribution's standard deviation."""
-MIN_SPREAD_PPM = 0.01
+MIN_SPREAD = 0.01
 """The data's precision: a window of identical changes does not make every change a spike."""
 
 
@@ -310,16 +338,16 @@ def spike_robust_z(frame: pd.DataFrame, window: int) -> pd.DataFrame:
     """Per observed week: its week-on-week change, and that change's robust z-score against
     the `window` changes before it (their median, and MAD_SCALE times their median absolute
     deviation from it)."""
-    observed = frame[frame["co2"].notna()]
-    change = observed["co2"].diff()
+    observed = frame[frame["value"].notna()]
+    change = observed["value"].diff()
     before = change.shift(1)
     centre = before.rolling(window, min_periods=window // 2).median()
     spread = (before - centre).abs().rolling(window, min_periods=window // 2).median() * MAD_SCALE
-    spread = spread.clip(lower=MIN_SPREAD_PPM)
+    spread = spread.clip(lower=MIN_SPREAD)
     return pd.DataFrame(
         {
             "date": observed["date"],
-            "co2": observed["co2"],
+            "value": observed["value"],
             "change": change,
             "centre": centre,
             "spread": spread,
@@ -328,11 +356,14 @@ def spike_robust_z(frame: pd.DataFrame, window: int) -> pd.DataFrame:
     )
 
 
-def spike_problems(frame: pd.DataFrame, z_max: float, window: int) -> list[str]:
+def spike_problems(
+    frame: pd.DataFrame, z_max: float, window: int, series: Series | None = None
+) -> list[str]:
     """An isolated spike: a week whose change is more than `z_max` robust z-scores from the
     usual and whose next change goes back by as many (or which is the last week: nothing
     has confirmed it yet). A lasting step is not a spike; the drift check judges those."""
     scored = spike_robust_z(frame, window)
+    name, units = (series.column, series.unit_suffix()) if series else ("value", "")
     z = scored["z"].to_numpy()
     problems = []
     returning = False  # the change out of a spike just reported: not a second spike
@@ -347,30 +378,32 @@ def spike_problems(frame: pd.DataFrame, z_max: float, window: int) -> list[str]:
         row = scored.iloc[position]
         (line,) = _lines([scored.index[position]])
         problems.append(
-            f"co2: an isolated spike at line {line} ({row['date']:%Y-%m-%d}, {row['co2']:g} ppm): "
-            f"its week-on-week change {row['change']:+.2f} ppm is {abs(z[position]):.1f} robust "
-            f"z-scores from the previous {window} weeks' changes (median {row['centre']:+.2f}, "
-            f"scale {row['spread']:.2f} ppm); VALIDATE_SPIKE_Z is {z_max:g}"
+            f"{name}: an isolated spike at line {line} ({row['date']:%Y-%m-%d}, "
+            f"{row['value']:g}{units}): its week-on-week change {row['change']:+.5g}{units} is "
+            f"{abs(z[position]):.1f} robust z-scores from the previous {window} weeks' changes "
+            f"(median {row['centre']:+.3g}, scale {row['spread']:.3g}{units}); "
+            f"VALIDATE_SPIKE_Z is {z_max:g}"
         )
     return problems
 
 
 def check_dataset(
     path: Path,
+    series: Series,
     run_date: date | None = None,
     spike_z: float = SPIKE_Z,
     spike_window: int = SPIKE_WINDOW_WEEKS,
 ) -> tuple[pd.DataFrame, list[str]]:
     """The parsed frame (cut at `run_date` when given), its schema problems and isolated
     spikes (`spike_problems`)."""
-    frame, problems = load_frame(path)
+    frame, problems = load_frame(path, series.column if series.described else None)
     if problems and frame.empty:
         return frame, problems  # nothing parsed: the schema would only repeat the problem
     if run_date is not None:
         frame = frame[frame["date"] <= pd.Timestamp(run_date)]
-    problems += schema_problems(frame)
+    problems += schema_problems(frame, series)
     if not problems:
-        problems += spike_problems(frame, spike_z, spike_window)
+        problems += spike_problems(frame, spike_z, spike_window, series)
     return frame, problems
 
 
@@ -385,13 +418,17 @@ def validate(
     path = store.ensure_dataset()
     # Hashed before parsing: the report vouches for exactly these bytes.
     sha256 = file_sha256(path)
-    frame, problems = check_dataset(path, run_date, spike_z, spike_window)
+    series = store.series()
+    frame, problems = check_dataset(path, series, run_date, spike_z, spike_window)
     stats = dataset_stats(frame) if len(frame) else {"rows": 0}
     drift_checked = False
     if not problems and store.accepted_stats_path.exists():
         accepted = store.read_json(store.accepted_stats_path)
-        problems += drift_problems(stats, accepted)
-        drift_checked = True
+        # Stats of another series (SERIES_NAME switched) say nothing about this one; stats
+        # written before descriptors existed are the shipped series'.
+        if accepted.get("series", shipped_name()) == series.name:
+            problems += drift_problems(stats, accepted, series)
+            drift_checked = True
     report = {
         "run_id": run_id,
         "ok": not problems,
@@ -400,6 +437,7 @@ def validate(
         "problems": problems,
         "stats": stats,
         "dataset": str(path.relative_to(store.root)),
+        "series": series.to_json(),
         "dataset_sha256": sha256,
         "run_date": run_date.isoformat() if run_date else None,
         "first_date": stats.get("first_date"),
@@ -408,7 +446,9 @@ def validate(
     }
     store.write_json(store.report_path(run_id), report)
     if report["ok"]:
-        store.write_json(store.accepted_stats_path, {"run_id": run_id, **stats})
+        store.write_json(
+            store.accepted_stats_path, {"run_id": run_id, "series": series.name, **stats}
+        )
     return report
 
 
@@ -417,13 +457,19 @@ def main(argv: list[str]) -> int:
     store = open_store(settings)
     store.clean_stale()
     run_id = settings.run_id_or_new()
-    report = validate(
-        store,
-        run_id,
-        settings.run_date,
-        settings.validate_spike_z,
-        settings.validate_spike_window_weeks,
-    )
+    try:
+        if not store.ensure_dataset().exists():
+            raise SeriesError(f"no dataset {store.dataset_path}: put the series' CSV there")
+        report = validate(
+            store,
+            run_id,
+            settings.run_date,
+            settings.validate_spike_z,
+            settings.validate_spike_window_weeks,
+        )
+    except SeriesError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     report_path = store.report_path(run_id)
     if not report["ok"]:
         summary = "\n".join(f"  - {problem}" for problem in report["problems"])
@@ -434,8 +480,9 @@ def main(argv: list[str]) -> int:
         )
         return 1
     log.info(
-        "validation passed for run %s: %d rows %s..%s%s; report %s",
+        "validation passed for run %s: series %r, %d rows %s..%s%s; report %s",
         run_id,
+        report["series"]["name"],
         report["rows"],
         report["stats"]["first_date"],
         report["stats"]["last_date"],

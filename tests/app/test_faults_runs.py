@@ -46,11 +46,11 @@ def test_a_restarted_replay_keeps_its_shift_week(tmp_path):
     """The defect: `seed` computed the shift from the weeks still held back, so after a restart
     the step landed later: +3, then 0 for 22 weeks, then +3 again."""
     store = Store(tmp_path / "store")
-    first = Replay.seed(store, years=1, shift_ppm=3.0)
+    first = Replay.seed(store, years=1, shift=3.0)
     shift_day = first.shift_date()
     assert shift_day is not None
     first.release(10)
-    restarted = Replay.seed(store, years=1, shift_ppm=3.0)
+    restarted = Replay.seed(store, years=1, shift=3.0)
     assert restarted.shift_date() == shift_day
     restarted.release(len(restarted.dates))
     dates, values = read_series(store.dataset_path)
@@ -66,10 +66,10 @@ def test_a_restarted_replay_keeps_its_shift_week(tmp_path):
 
 def test_a_replay_restarted_after_its_shift_week_keeps_shifting(tmp_path):
     store = Store(tmp_path / "store")
-    first = Replay.seed(store, years=1, shift_ppm=3.0)
+    first = Replay.seed(store, years=1, shift=3.0)
     shift_day = first.shift_date()
     first.release(40)
-    restarted = Replay.seed(store, years=1, shift_ppm=3.0)
+    restarted = Replay.seed(store, years=1, shift=3.0)
     assert restarted.shift_date() == shift_day
     restarted.release(len(restarted.dates))
     dates, values = read_series(store.dataset_path)

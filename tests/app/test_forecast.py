@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+import pytest
 
 from app.forecast import HISTORY_NAME, LATEST_NAME, Ticker
 from app.lineage import file_sha256
@@ -247,3 +249,60 @@ def test_two_tickers_have_one_writer_and_the_standby_takes_over_when_it_dies(
             if ticker.poll() is None:
                 ticker.kill()
                 ticker.wait()
+
+
+def _ingest_weeks(store: Store, tmp_path: Path, values: list[float]) -> dict:
+    """Publish `values` as the weeks after the store's last one, in NOAA's format, and ingest."""
+    from app.ingest import ingest, noaa_weekly_text
+    from app.model import read_series
+
+    last = read_series(store.dataset_path)[0][-1]
+    dates = last + np.arange(1, len(values) + 1) * np.timedelta64(7, "D")
+    source = tmp_path / "co2_weekly_mlo.txt"
+    source.write_text(noaa_weekly_text(dates, np.array(values)))
+    return ingest(store, str(source))
+
+
+def test_the_forecast_starts_from_the_newest_week_ingest_accepted_without_warnings(
+    store_copy: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The defect: weeks ingest accepted (and validated) did not move the forecast until a
+    training run validated them, and every changed dataset logged a warning."""
+    ticker = Ticker(store_copy, _settings(store_copy), identity="test:1")
+    assert ticker.tick()["last_observed"] == "2001-12-29"
+    with caplog.at_level(logging.WARNING, logger="app.forecast"):
+        for week, value in enumerate([371.9, 372.1, 372.4], start=1):
+            outcome = _ingest_weeks(store_copy, tmp_path, [value])
+            assert outcome["changed"] and outcome["validated"]
+            latest = ticker.tick()
+            assert latest["last_observed"] == str(np.datetime64("2001-12-29") + 7 * week)
+            assert latest["dataset"]["validated_by"] == "ingest"
+            assert latest["dataset"]["sha256"] == file_sha256(store_copy.dataset_path)
+            ticker.tick()  # nothing new: the same forecast, no log line
+    assert [r.getMessage() for r in caplog.records] == []
+    # An ingest that finds nothing new leaves the dataset accepted, for a restarted ticker too.
+    from app.ingest import ingest
+
+    again = ingest(store_copy, str(tmp_path / "co2_weekly_mlo.txt"))
+    assert not again["changed"] and again["validated"]
+    fresh = Ticker(store_copy, _settings(store_copy), identity="test:2")
+    ticker.lock.release()
+    assert fresh.tick()["last_observed"] == "2002-01-19"
+    fresh.lock.release()
+
+
+def test_a_dataset_nobody_accepted_warns_once_not_every_tick(
+    store_copy: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    ticker = Ticker(store_copy, _settings(store_copy), identity="test:1")
+    before = ticker.tick()
+    lines = store_copy.dataset_path.read_text().splitlines()
+    store_copy.dataset_path.write_text("\n".join([*lines, "2002-01-05,372.0"]) + "\n")
+    with caplog.at_level(logging.WARNING, logger="app.forecast"):
+        for _ in range(5):
+            assert ticker.tick()["last_observed"] == before["last_observed"]
+    ticker.lock.release()
+    warnings = [r.getMessage() for r in caplog.records]
+    assert (
+        len(warnings) == 1 and "accepted neither by ingest nor by a validation run" in warnings[0]
+    )

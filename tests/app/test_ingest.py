@@ -153,7 +153,7 @@ def test_a_bad_line_refuses_the_batch_naming_line_and_reason(store, tmp_path, li
     assert problem.startswith("w.txt line 7: ") and reason in problem
     assert sha(store.dataset_path) == shipped
     left = [p.name for p in store.datasets_dir.iterdir() if p.name != ".ingest.lock"]
-    assert left == ["co2_weekly.csv"]  # no temporary file left behind
+    assert sorted(left) == ["co2_weekly.csv", "co2_weekly.series.json"]  # no temp file left
 
 
 def test_skipped_weeks_are_refused(store, tmp_path):

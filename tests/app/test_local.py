@@ -16,6 +16,7 @@ import pytest
 
 from app._procs import LinePrinter
 from app.local import Local, parse_args
+from app.replay import LocalReplay
 from app.store import Store
 from tests.app.helpers import PATIENCE, REPO_ROOT, app_env, free_port
 
@@ -214,3 +215,55 @@ def test_local_killed_with_sigkill_takes_its_children_with_it(store_copy: Store)
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind(("127.0.0.1", api_port))
         probe.listen()
+
+
+def test_replay_on_a_store_the_quick_start_made_says_in_one_line_how_to_start_one(
+    store_copy: Store,
+) -> None:
+    """The defect: it printed `releasing 0 held-back weeks` and `replay done: 0 weeks released`."""
+    out = io.StringIO()
+    args = ["--store", str(store_copy.root), "--replay", "--api-port", str(free_port())]
+    local = Local(parse_args([*args, "--dashboard-port", str(free_port())]), LinePrinter(out))
+
+    assert local.run() == 2
+
+    assert local.children == []
+    (said,) = [line for line in out.getvalue().splitlines() if line.startswith("[replay]")]
+    assert "already holds every week of the shipped series to 2001-12-29" in said
+    assert said.endswith(
+        "nothing to release; replay into a new store: "
+        "python -m app local --replay --store ./.mlops-replay"
+    )
+
+
+def test_replay_says_what_it_will_do_and_roughly_how_long(tmp_path: Path) -> None:
+    out = io.StringIO()
+    args = ["--store", str(tmp_path / "store"), "--replay", "--inject-shift", "3"]
+    local = Local(
+        parse_args([*args, "--weeks-per-tick", "4", "--tick-seconds", "1"]), LinePrinter(out)
+    )
+    replay = LocalReplay(local)
+
+    # Four years held back: 208 weeks, 52 ticks of 4; the shift from the middle week.
+    plan = replay.plan()
+    assert plan.startswith(
+        "will release 208 held-back weeks (1998-01-10 to 2001-12-29), 4 per tick every 1s "
+        "(52 ticks), through ingest and the monitor"
+    )
+    assert "+3 ppm from the week of 2000-01-08" in plan
+    assert "at most one per 8 weeks of data" in plan
+    # No model yet: the ticks only. 52 x (1 s pause + 0.5 s measured).
+    assert replay.estimate(0.5) == (
+        "about 78s for the 52 remaining ticks (1s pause + 0.5s ingest and monitor each)"
+    )
+    # With a promoted model that trained in 30 s: a retrain costs about 30 + 5 s, and the
+    # cooldown allows at most 208 / 8 = 26 of them.
+    store = Store(tmp_path / "store")
+    store.write_json(
+        store.run_dir("m") / "metrics.json", {"train_seconds": 20.0, "backtest_seconds": 10.0}
+    )
+    store.set_current("m")
+    assert replay.estimate(0.5) == (
+        "about 78s for the 52 remaining ticks (1s pause + 0.5s ingest and monitor each), plus "
+        "about 35s per drift retrain (up to 26: 16 min in all)"
+    )

@@ -46,9 +46,10 @@ def test_train_records_the_model_files_sha256_size_and_history_range(run_dir: Pa
         "bytes": len(raw),
         "sha256": hashlib.sha256(raw).hexdigest(),
     }
-    # The shipped series spans 313..372 ppm: half its lowest to twice its highest value.
+    # The shipped series spans 313..374 ppm: half its lowest to twice its highest value, within
+    # its descriptor's physical bounds, 250..500 ppm (app/data/co2_weekly.series.json).
     low, high = plausible_range(metrics)
-    assert 150 < low < 160 and 740 < high < 750
+    assert (low, high) == (250.0, 500.0)
 
 
 def test_an_empty_model_file_aborts_the_process_that_loads_it(run_dir: Path) -> None:
@@ -113,7 +114,7 @@ def test_a_harmonic_run_records_its_model_json_and_range_and_loads_after_its_pro
         "sha256": hashlib.sha256(raw).hexdigest(),
     }
     low, high = plausible_range(metrics)
-    assert 150 < low < 160 and 740 < high < 750
+    assert (low, high) == (250.0, 500.0)
     assert load_checked(harmonic_run).family == "harmonic"
 
 

@@ -109,7 +109,7 @@ def test_a_normal_continuation_trips_nothing(store_copy):
         status = check(store_copy, SETTINGS).status
         assert not status["drift"], status["reasons"]
     by_name = {c["check"]: c for c in status["checks"]}
-    assert by_name["forecast_error"]["realized_mae_ppm"] is not None
+    assert by_name["forecast_error"]["realized_mae"] is not None
     assert by_name["input_drift"]["p_value"] is not None
     assert by_name["input_drift"]["recent_weeks"] == 26
 

@@ -76,6 +76,22 @@ def test_train_under_opt_ml_writes_the_model_to_opt_ml_model(sagemaker_trained: 
     report = orjson.loads((sagemaker_trained / "output" / "data" / "validation.json").read_bytes())
     assert report["ok"] is True
     assert not (sagemaker_trained / "output" / "failure").exists()
+    # The shipped column: the shipped series, with its descriptor's bounds.
+    assert metrics["series"]["name"] == "co2_weekly"
+    assert (metrics["history_range"]["min"], metrics["history_range"]["max"]) == (250.0, 500.0)
+
+
+def test_train_under_opt_ml_on_a_plain_date_value_channel_trains_that_series(
+    tmp_path: Path,
+) -> None:
+    gasoline = REPO_ROOT / "benchmarks" / "data" / "gasoline.csv"
+    stage(tmp_path, HYPER, gasoline.read_bytes())
+    result = train(tmp_path, RUN_ID="sm-gas")
+    assert result.returncode == 0, result.stderr
+    metrics = orjson.loads((tmp_path / "model" / "metrics.json").read_bytes())
+    assert metrics["series"]["name"] == "weekly" and metrics["series"]["column"] == "value"
+    # No descriptor: half the lowest (6.321) to twice the highest (9.815) weekly value.
+    assert (metrics["history_range"]["min"], metrics["history_range"]["max"]) == (3.1, 19.7)
 
 
 @pytest.mark.parametrize(("hyper", "csv", "message"), [
