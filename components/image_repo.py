@@ -36,8 +36,8 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pulumi
@@ -142,11 +142,16 @@ def context_files(context: Path) -> Iterator[tuple[str, Path]]:
                 yield relative, Path(directory) / name
 
 
-def context_tag(context: Path, flavour: str) -> str:
+def context_tag(
+    context: Path, flavour: str, build_args: Mapping[str, str] | None = None, dockerfile: str = ""
+) -> str:
     """`<flavour>-<16 hex>`: a hash of every context file's path and bytes, the flavour and the
-    platform. The same context gives the same tag on any machine; any change gives a new one.
+    platform (and the workload's build args and Dockerfile name, when it gives them). The same
+    context gives the same tag on any machine; any change gives a new one.
     """
     digest = hashlib.sha256(f"{flavour}\0{PLATFORM}\0".encode())
+    if build_args or dockerfile not in ("", "Dockerfile"):
+        digest.update(json.dumps([dockerfile, dict(build_args or {})], sort_keys=True).encode())
     for relative, path in context_files(context):
         data = path.read_bytes()
         digest.update(f"{relative}\0{len(data)}\0".encode())
@@ -169,7 +174,19 @@ class ImageRepoArgs:
     retain_on_destroy: bool = False
     """`protection.retain_on_destroy`: the repository is not deleted while it holds images."""
     context: Path = APP_DIR
-    """The Docker build context; its `Dockerfile` builds both flavours (`--build-arg FLAVOUR`)."""
+    """The Docker build context (`workload.image.build.context`); its Dockerfile builds both
+    flavours (`--build-arg FLAVOUR`)."""
+    dockerfile: str = "Dockerfile"
+    """Relative to `context`."""
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    """`workload.image.build.args`, for both flavours."""
+    gpu_build_args: Mapping[str, str] = field(default_factory=dict)
+    """`workload.image.build.gpu_args`, for the gpu flavour."""
+    suffix: str = ""
+    """Appended to the repository's name (`-platform`: the platform image's own repository)."""
+    location: str = ""
+    """`workload.image.location`: an image built elsewhere, by digest; nothing is built and every
+    flavour runs it."""
 
 
 class ImageRepo(pulumi.ComponentResource):
@@ -189,7 +206,7 @@ class ImageRepo(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         # A fixed name, so `release()` can look the release tags up before anything is declared;
         # one repository per project and stack.
-        self._repository = f"{pulumi.get_project()}-{args.stack}".lower()
+        self._repository = f"{pulumi.get_project()}-{args.stack}{args.suffix}".lower()
 
         repo = aws.ecr.Repository(
             f"{name}-repo",
@@ -263,6 +280,10 @@ class ImageRepo(pulumi.ComponentResource):
         self._released = True
         image = self._args.image
         repo, cache = self._repo, self._cache
+        if self._args.location:
+            for flavour in self._flavours:
+                self._resolvers[flavour](pulumi.Output.from_input(self._args.location))
+            return
         if image.pin:
             # Rollback: no build. Each flavour deploys its own pushed digest; settings/stack.py
             # requires `gpu_pin` alongside `pin` on a gpu-ec2 stack.
@@ -274,7 +295,7 @@ class ImageRepo(pulumi.ComponentResource):
                 )
             return
 
-        tags = {flavour: context_tag(self._args.context, flavour) for flavour in self._flavours}
+        tags = {flavour: self._tag(flavour) for flavour in self._flavours}
         pushed = self._pushed_digests()
         missing = [flavour for flavour in self._flavours if tags[flavour] not in pushed]
         for flavour in self._flavours:
@@ -312,6 +333,16 @@ class ImageRepo(pulumi.ComponentResource):
             )
             self._resolvers[flavour](ref)
 
+    def _tag(self, flavour: str) -> str:
+        extra, dockerfile = self._flavour_args(flavour), self._args.dockerfile
+        if extra or dockerfile != "Dockerfile":
+            return context_tag(self._args.context, flavour, extra, dockerfile)
+        return context_tag(self._args.context, flavour)
+
+    def _flavour_args(self, flavour: str) -> dict[str, str]:
+        extra = self._args.gpu_build_args if flavour == "gpu" else {}
+        return {**self._args.build_args, **extra}
+
     def _pushed_digests(self) -> dict[str, str]:
         """Release tag -> digest of every image in the release repository; {} before it exists.
 
@@ -347,11 +378,15 @@ class ImageRepo(pulumi.ComponentResource):
         def build_args(cache_from: list[pulumi.Input[str]]) -> docker.DockerBuildArgs:
             return docker.DockerBuildArgs(
                 context=relative,
-                dockerfile=f"{relative}/Dockerfile",
+                dockerfile=f"{relative}/{self._args.dockerfile}",
                 platform=PLATFORM,
                 # BUILDKIT_INLINE_CACHE writes the cache metadata into the pushed image, which
                 # `cacheFrom` needs (pulumi-docker `Image` docs, caching with ECR example).
-                args={"FLAVOUR": flavour, "BUILDKIT_INLINE_CACHE": "1"},
+                args={
+                    **self._flavour_args(flavour),
+                    "FLAVOUR": flavour,
+                    "BUILDKIT_INLINE_CACHE": "1",
+                },
                 cache_from=docker.CacheFromArgs(images=cache_from) if cache_from else None,
             )
 

@@ -12,7 +12,8 @@ WAF) and the alarm topic (`AlarmTopic`), and creates, as children of the compone
 - `<name>-execution-role` (+ `-execution-policy`: pull from this stack's repository, write these
   log groups; `ecr:GetAuthorizationToken` is its only "*") and `<name>-task-role` (only the
   shared store's client statements, inline);
-- `<name>-task`: the task definition (api, dashboard, forecaster) and `<name>-service`, its
+- `<name>-task`: the task definition (the workload's server `api` and its sidecars) and
+  `<name>-service`, its
   tasks registered in the load balancer's target groups; with gpu-ec2 the network mode stays
   awsvpc, so the target groups keep target type `ip` and the task keeps its own security group
   (see `_task_definition` for the ENI arithmetic);
@@ -27,7 +28,8 @@ WAF) and the alarm topic (`AlarmTopic`), and creates, as children of the compone
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -39,19 +41,25 @@ from components.documents.alerts import AlarmSpec
 from components.documents.common import STORE_VOLUME, scratch_volume
 from components.documents.gpu import SPREAD_ACROSS_AZS, gpu_capacity_alarms, gpu_capacity_widgets
 from components.documents.inference import (
-    API_CONTAINER,
-    DASHBOARD_CONTAINER,
-    FORECASTER_CONTAINER,
-    INFERENCE_START_PERIOD,
+    SERVER_CONTAINER,
     capacity_provider_strategy,
     inference_alarms,
     inference_containers,
     inference_dashboard,
 )
+from components.documents.staging import (
+    ML_MOUNT,
+    ML_VOLUME,
+    STAGE_SERVING,
+    ml_volume,
+    sagemaker_environment,
+    stage_serving_spec,
+)
 from components.inference_scaling import declare_scaling
 from components.load_balancer import LoadBalancer
 from components.network import Network
 from components.settings.serving import InferenceSettings
+from components.settings.workload import SecuritySpec, ServingSpec, SidecarSpec
 from components.shared_store import SharedStore
 from components.task_roles import TaskRoleSpec, ecs_task_roles
 
@@ -77,8 +85,9 @@ class InferenceServiceArgs:
     image_ref: pulumi.Input[str]
     """The image by digest (`repo@sha256:...`): the cpu flavour on Fargate, the gpu flavour (CUDA
     XGBoost) with `inference.capacity: gpu-ec2`."""
-    repository_arn: pulumi.Input[str]
-    """The ECR repository the image is pulled from (the execution role may pull only there)."""
+    repository_arns: Sequence[pulumi.Input[str]]
+    """The ECR repositories the images are pulled from (the execution role may pull only
+    there); none for an image in another registry."""
     log_retention_days: int
     """`observability.log_retention_days`."""
     container_insights: bool = False
@@ -87,6 +96,17 @@ class InferenceServiceArgs:
     """`observability.cloudwatch_dashboard`: a CloudWatch dashboard of the service."""
     rollback_on_alarm: bool = False
     """`protection.rollback_on_alarm`: a deployment alarm rolls the deployment back."""
+    serving: ServingSpec = field(default_factory=ServingSpec)
+    """`workload.serving`: the server's command, ports, health and environment."""
+    sidecars: Sequence[SidecarSpec] = ()
+    """The workload's sidecars deployed (`Settings.sidecars`)."""
+    security: SecuritySpec = field(default_factory=SecuritySpec)
+    """`workload.security`: the containers' user and root file system."""
+    store_mounted: bool = True
+    """The workload uses the shared store itself (contract `platform`)."""
+    platform_image: pulumi.Input[str] | None = None
+    """The `sagemaker` contract: the platform image whose `stage-serving` container stages the
+    promoted model into /opt/ml/model before the server starts (documents/staging.py)."""
 
 
 class InferenceService(pulumi.ComponentResource):
@@ -119,8 +139,9 @@ class InferenceService(pulumi.ComponentResource):
         alarm_specs = inference_alarms(
             min([inference.min, *(schedule.min for schedule in inference.schedules)]),
             container_insights=args.container_insights,
+            health_path=args.serving.health_path,
         )
-        api_targets = edge.target_groups[API_CONTAINER]
+        api_targets = edge.target_groups[SERVER_CONTAINER]
         target_group_dims = {
             "LoadBalancer": edge.arn_suffix,
             "TargetGroup": api_targets.arn_suffix,
@@ -131,8 +152,12 @@ class InferenceService(pulumi.ComponentResource):
             if spec.deployment
         ]
 
+        # A staged (`sagemaker`) service is named up front: the pipeline that rolls it is
+        # declared before the image its tasks run is built, so it cannot wait for the service.
+        fixed = f"{pulumi.get_project()}-{args.stack}-{name}" if args.platform_image else None
         service = aws.ecs.Service(
             f"{name}-service",
+            **({"name": fixed} if fixed else {}),
             cluster=args.cluster.cluster_arn,
             task_definition=task_definition.arn,
             desired_count=inference.desired,
@@ -149,8 +174,8 @@ class InferenceService(pulumi.ComponentResource):
                 "rollback": args.rollback_on_alarm,
             },
             # Covers the container start period (store wait + model load) before the ALB's
-            # failing /health checks count against a new task.
-            health_check_grace_period_seconds=INFERENCE_START_PERIOD,
+            # failing health checks count against a new task.
+            health_check_grace_period_seconds=args.serving.start_period_seconds,
             availability_zone_rebalancing="ENABLED",
             enable_execute_command=False,
             enable_ecs_managed_tags=True,
@@ -175,9 +200,7 @@ class InferenceService(pulumi.ComponentResource):
             # pulumi-aws: updating the capacity provider strategy requires a forced deployment.
             force_new_deployment=True,
             # Not waiting for steady state keeps `pulumi up` (and CI) short: a rolling deploy
-            # takes minutes, and the circuit breaker and deployment alarms judge it. A new
-            # stack's tasks pass the /health check without a model, so its first deployment
-            # reaches steady state before the first training run has promoted one.
+            # takes minutes, and the circuit breaker and deployment alarms judge it.
             wait_for_steady_state=False,
             opts=pulumi.ResourceOptions(
                 parent=self,
@@ -210,6 +233,19 @@ class InferenceService(pulumi.ComponentResource):
 
         self.url = edge.url
         self.service_name = service.name
+        self.rolled_service_name = fixed or ""
+        """The staged service's name, known before it exists ("" otherwise)."""
+        # ECS service ARN format: arn:aws:ecs:REGION:ACCOUNT:service/CLUSTER/SERVICE.
+        self.service_arn = pulumi.Output.concat(
+            "arn:aws:ecs:",
+            args.region,
+            ":",
+            self._account,
+            ":service/",
+            args.cluster.cluster_name,
+            "/",
+            fixed or service.name,
+        )
         self.log_group_names = pulumi.Output.all(
             **{container: group.name for container, group in log_groups.items()}
         )
@@ -230,9 +266,9 @@ class InferenceService(pulumi.ComponentResource):
     # ------------------------------------------------------------------------------ pieces
 
     def _log_groups(self, args: InferenceServiceArgs) -> dict[str, aws.cloudwatch.LogGroup]:
-        containers = [API_CONTAINER, FORECASTER_CONTAINER]
-        if args.inference.dashboard:
-            containers.insert(1, DASHBOARD_CONTAINER)
+        containers = [SERVER_CONTAINER, *(c.name for c in args.sidecars)]
+        if args.platform_image is not None:
+            containers.append(STAGE_SERVING)
         return {
             container: aws.cloudwatch.LogGroup(
                 f"{self._name}-logs-{container}",
@@ -249,7 +285,7 @@ class InferenceService(pulumi.ComponentResource):
             TaskRoleSpec(
                 name=self._name,
                 account=self._account,
-                repository_arn=args.repository_arn,
+                repository_arns=list(args.repository_arns),
                 log_group_arns=[group.arn for group in log_groups.values()],
                 store=args.store,
                 execution_description=(
@@ -271,18 +307,35 @@ class InferenceService(pulumi.ComponentResource):
     ) -> aws.ecs.TaskDefinition:
         inference = args.inference
         names = list(log_groups)
-        containers = pulumi.Output.all(args.image_ref, *(log_groups[n].name for n in names)).apply(
-            lambda values: json.dumps(
+        staged = args.platform_image is not None
+
+        def build(values: list[Any]) -> str:
+            groups = dict(zip(names, values[2:], strict=True))
+            extra = (
+                [stage_serving_spec(values[1], groups[STAGE_SERVING], args.region, args.security)]
+                if staged
+                else []
+            )
+            return json.dumps(
                 inference_containers(
                     values[0],
-                    dict(zip(names, values[1:], strict=True)),
+                    groups,
                     args.region,
-                    dashboard=inference.dashboard,
-                    forecast_interval_seconds=inference.forecast_interval_seconds,
-                    api_gpus=inference.gpu.gpus if args.gpu else 0,
+                    serving=args.serving,
+                    sidecars=args.sidecars,
+                    security=args.security,
+                    store=args.store_mounted,
+                    server_gpus=inference.gpu.gpus if args.gpu else 0,
+                    extra=extra,
+                    server_mounts={ML_VOLUME: ML_MOUNT} if staged else None,
+                    server_depends_on=[(STAGE_SERVING, "SUCCESS")] if staged else (),
+                    server_environment=sagemaker_environment() if staged else None,
                 )
             )
-        )
+
+        containers = pulumi.Output.all(
+            args.image_ref, args.platform_image or "", *(log_groups[n].name for n in names)
+        ).apply(build)
         return aws.ecs.TaskDefinition(
             f"{self._name}-task",
             # `family` is required; one per project, stack and service.
@@ -300,7 +353,11 @@ class InferenceService(pulumi.ComponentResource):
             execution_role_arn=execution_role.arn,
             task_role_arn=task_role.arn,
             container_definitions=containers,
-            volumes=[args.store.volume(STORE_VOLUME), scratch_volume()],
+            volumes=[
+                args.store.volume(STORE_VOLUME),
+                scratch_volume(),
+                *([ml_volume()] if staged else []),
+            ],
             **(
                 # GPUs exist only on EC2 capacity: the serving GPU instances.
                 {"requires_compatibilities": ["EC2"]}

@@ -4,16 +4,17 @@ Creates, as children of the component (name `inference`: the names its resources
 InferenceService owned them; each carries an alias to that old parent, components/moved.py):
 
 - `<name>-alb-sg` (80/443 from `inference.allowed_cidrs`, out only to the tasks) and
-  `<name>-task-sg`, the tasks' group (the container ports from the ALB's group only, the api's
-  internal port for `/metrics` and `/model` from the VPC's CIDR only, HTTPS out for ECR and
+  `<name>-task-sg`, the tasks' group (the container ports from the ALB's group only, the
+  server's `internal_port` from the VPC's CIDR only, HTTPS out for ECR and
   logs);
 - with `inference.access_logs`: `<name>-access-logs`, an SSE-S3 bucket (ALB access logs support
   no other encryption) with public access blocked, ownership enforced, versioning, expiry of
   logs and old versions, incomplete multipart uploads aborted, and the log-delivery bucket
   policy for the Region (its ELB account, or the log delivery service in newer Regions);
-- `<name>-alb` with target groups `<name>-api` (`/health`: a task waiting for its first model
-  stays in rotation) and `<name>-dashboard` (`/dashboard/`), listener `<name>-http` (forward, or
-  a 301 to HTTPS), `<name>-https` with the certificate, and the `/dashboard*` rule; with
+- `<name>-alb` with target groups `<name>-api` (the workload's `serving.health_path`) and one per
+  sidecar served under a path (`<name>-<sidecar>`, checked on that path), listener
+  `<name>-http` (forward, or a 301 to HTTPS), `<name>-https` with the certificate, and a
+  `<name>-<sidecar>-rule` per such sidecar; with
   `inference.waf`, `<name>-waf` and its association;
 - with `inference.domain`: `<name>-certificate` (ACM, DNS-validated through `<name>-cert-dns`
   records in the Route 53 zone, awaited by `<name>-cert-validation`) and `<name>-alias`, an A
@@ -27,25 +28,19 @@ is not force-destroyed. InferenceService registers its tasks in `target_groups`,
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 
 from components import moved
-from components.documents.inference import (
-    API_CONTAINER,
-    API_HEALTH_PATH,
-    API_INTERNAL_PORT,
-    API_PORT,
-    DASHBOARD_CONTAINER,
-    DASHBOARD_PATH,
-    DASHBOARD_PORT,
-)
+from components.documents.inference import SERVER_CONTAINER
 from components.documents.load_balancer import ALB_LOG_PREFIX, alb_access_log_bucket_policy
 from components.network import HTTPS_PORT, Network, TcpRuleNames, allow_https_out, allow_tcp
 from components.settings.serving import InferenceSettings
+from components.settings.workload import ServingSpec, SidecarSpec
 
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 """TLS 1.3 and 1.2: the ELB-recommended policy for HTTPS listeners."""
@@ -58,7 +53,7 @@ HTTP_PORT = 80
 class LoadBalancerArgs:
     inference: InferenceSettings
     """`mlops:inference`: allowed_cidrs, certificate_arn, domain, hosted_zone, waf, access_logs,
-    dashboard (a second target group)."""
+    dashboard."""
     network: Network
     """The VPC and its public subnets."""
     https: bool
@@ -69,6 +64,10 @@ class LoadBalancerArgs:
     """`network.cidr`: who may reach the api's internal port."""
     log_retention_days: int
     """`observability.log_retention_days`: how long access logs are kept."""
+    serving: ServingSpec = field(default_factory=ServingSpec)
+    """`workload.serving`: the server's port, internal port and health path."""
+    sidecars: Sequence[SidecarSpec] = ()
+    """The workload's sidecars (`Settings.sidecars`); those with a path get a target group."""
     retain_on_destroy: bool = False
     """`protection.retain_on_destroy`: ALB deletion protection, the log bucket kept."""
 
@@ -79,7 +78,7 @@ class LoadBalancer(pulumi.ComponentResource):
     arn_suffix: pulumi.Output[str]
     """`LoadBalancer` dimension of the ALB's CloudWatch metrics."""
     target_groups: dict[str, aws.lb.TargetGroup]
-    """Per container (`api`, and `dashboard` with `inference.dashboard`)."""
+    """Per container: the server (`api`) and each sidecar served under a path."""
     ports: dict[str, int]
     """The container port each target group forwards to."""
     listeners: list[pulumi.Resource]
@@ -98,9 +97,13 @@ class LoadBalancer(pulumi.ComponentResource):
             opts=pulumi.InvokeOutputOptions(parent=self)
         ).account_id
         inference = args.inference
-        ports = {API_CONTAINER: API_PORT}
-        if inference.dashboard:
-            ports[DASHBOARD_CONTAINER] = DASHBOARD_PORT
+        ports = {SERVER_CONTAINER: args.serving.port}
+        self._health = {SERVER_CONTAINER: args.serving.health_path}
+        self._paths: dict[str, str] = {}
+        for car in args.sidecars:
+            if car.path is not None and car.port is not None:
+                ports[car.name] = car.port
+                self._health[car.name] = self._paths[car.name] = car.path
 
         alb_group, task_group = self._security_groups(args, ports)
         alb, target_groups, listeners = self._load_balancer(args, alb_group, ports)
@@ -177,19 +180,20 @@ class LoadBalancer(pulumi.ComponentResource):
                 ),
                 opts=self._child,
             )
-        # /metrics and /model answer only on the api's internal port, which no target group
-        # forwards to: reachable from inside the VPC (a Prometheus scraper, an operator's
-        # session), never from the internet.
-        aws.vpc.SecurityGroupIngressRule(
-            f"{name}-task-in-internal",
-            security_group_id=task_group.id,
-            cidr_ipv4=args.vpc_cidr,
-            ip_protocol="tcp",
-            from_port=API_INTERNAL_PORT,
-            to_port=API_INTERNAL_PORT,
-            description="api /metrics and /model from inside the VPC",
-            opts=self._child,
-        )
+        # The server's internal port (`serving.internal_port`), which no target group forwards
+        # to: reachable from inside the VPC (a Prometheus scraper, an operator's session), never
+        # from the internet.
+        if args.serving.internal_port is not None:
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-task-in-internal",
+                security_group_id=task_group.id,
+                cidr_ipv4=args.vpc_cidr,
+                ip_protocol="tcp",
+                from_port=args.serving.internal_port,
+                to_port=args.serving.internal_port,
+                description="api /metrics and /model from inside the VPC",
+                opts=self._child,
+            )
         allow_https_out(
             f"{name}-task-out-https",
             task_group,
@@ -297,10 +301,7 @@ class LoadBalancer(pulumi.ComponentResource):
             opts=self._opts(depends_on=log_dependencies),
         )
 
-        health = {
-            API_CONTAINER: API_HEALTH_PATH,
-            DASHBOARD_CONTAINER: DASHBOARD_PATH,
-        }
+        health = self._health
         target_groups = {
             container: aws.lb.TargetGroup(
                 f"{name}-{container}",
@@ -323,7 +324,7 @@ class LoadBalancer(pulumi.ComponentResource):
             )
             for container, port in ports.items()
         }
-        forward_api = [{"type": "forward", "target_group_arn": target_groups[API_CONTAINER].arn}]
+        forward_api = [{"type": "forward", "target_group_arn": target_groups[SERVER_CONTAINER].arn}]
 
         listeners: list[pulumi.Resource] = []
         if args.https:
@@ -361,19 +362,15 @@ class LoadBalancer(pulumi.ComponentResource):
         listeners.append(http)
         if not args.https:
             front = http
-        if DASHBOARD_CONTAINER in target_groups:
+        for index, (container, path) in enumerate(self._paths.items()):
             listeners.append(
                 aws.lb.ListenerRule(
-                    f"{name}-dashboard-rule",
+                    f"{name}-{container}-rule",
                     listener_arn=front.arn,
-                    priority=10,
-                    conditions=[{"path_pattern": {"values": ["/dashboard*"]}}],
-                    actions=[
-                        {
-                            "type": "forward",
-                            "target_group_arn": target_groups[DASHBOARD_CONTAINER].arn,
-                        }
-                    ],
+                    priority=10 * (index + 1),
+                    # `/ui/` -> `/ui*`: the path itself, with or without its slash, and below.
+                    conditions=[{"path_pattern": {"values": [path.rstrip("/") + "*"]}}],
+                    actions=[{"type": "forward", "target_group_arn": target_groups[container].arn}],
                     opts=self._child,
                 )
             )

@@ -1,22 +1,23 @@
-"""Monitoring: the scheduled ingest task that closes the loop.
+"""Monitoring: the workload's scheduled job (`workload.job`), which closes the loop.
 
-Once a week (`monitoring.ingest_schedule`) a small Fargate Spot task runs `python -m app ingest
---monitor`: it appends NOAA's new weekly observations to the shared store's dataset, scores the
-stored forecasts against them and checks for drift. When a check trips it puts a
+Declared only when the workload has a job. On `monitoring.ingest_schedule` a small Fargate Spot
+task runs the job's command (the reference workload's ingests new observations into the store
+and checks its predictions and inputs for drift). A job with `emits_drift` may put a
 `DataDriftDetected` event (source `mlops.monitoring`) on the default event bus, where the
-TrainingTask's drift rule starts validate -> train -> gate.
+TrainingTask's drift rule starts the pipeline.
 
 Creates, as children of the component:
 
 - `<name>-logs`: the task's log group, with the stack's retention;
-- `<name>-execution-role` (+ `-execution-policy`): pulls this repository's images and writes that
-  log group; `<name>-task-role` (+ `-task-store`, `-task-events`): mounts and writes the store,
-  and `events:PutEvents` on the default bus ARN only, for that one source and detail type;
-- `<name>-task-sg` (+ `-https-out`): HTTPS out only (the source, ECR, CloudWatch Logs,
-  EventBridge), nothing in; the task also attaches the store's client group for NFS. Security
-  groups filter addresses, not host names, and NOAA publishes no address range, so "egress to the
-  source" is HTTPS out, the rule the training tasks already have: nothing else new;
-- `<name>-ingest`: the task definition (cpu image, 0.25 vCPU / 1 GB, non-root, read-only root);
+- `<name>-execution-role` (+ `-execution-policy`): pulls the workload's image and writes that
+  log group; `<name>-task-role` (+ `-task-store`, and with `emits_drift` `-task-events`): mounts
+  and writes the store, and `events:PutEvents` on the default bus ARN only, for that one source
+  and detail type;
+- `<name>-task-sg` (+ `-https-out`): HTTPS out only (the job's data sources, ECR, CloudWatch
+  Logs, EventBridge), nothing in; the task also attaches the store's client group for NFS.
+  Security groups filter addresses, not host names, so "egress to the source" is HTTPS out, the
+  rule the training tasks already have: nothing else new;
+- `<name>-ingest`: the task definition (cpu image, 0.25 vCPU / 1 GB, the workload's user);
 - `<name>-events-role` (+ `-events-policy`), `<name>-schedule` (+ `-schedule-target`): the
   EventBridge schedule that runs the task on FARGATE_SPOT, when `ingest_schedule` is set. A Spot
   interruption loses one weekly run; the next one ingests the weeks it missed.
@@ -25,7 +26,8 @@ Creates, as children of the component:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_aws as aws
@@ -38,11 +40,11 @@ from components.documents.common import (
     scratch_volume,
 )
 from components.documents.monitoring import (
-    INGEST_CPU,
-    INGEST_MEMORY,
+    JOB_CPU,
+    JOB_MEMORY,
     MonitorThresholds,
     default_event_bus_arn,
-    ingest_container,
+    job_container,
     publish_drift_statements,
     run_scheduled_task_statements,
 )
@@ -50,6 +52,7 @@ from components.documents.training import FARGATE_SPOT
 from components.image_repo import ImageRepo
 from components.network import Network, allow_https_out
 from components.settings.pipeline import MonitoringSettings
+from components.settings.workload import JobSpec, SecuritySpec
 from components.shared_store import SharedStore
 from components.task_roles import TaskRoleSpec, ecs_task_roles
 
@@ -63,7 +66,7 @@ class MonitoringArgs:
     stack: str
     region: str
     monitoring: MonitoringSettings
-    """`mlops:monitoring`: the ingest schedule and source, the monitor's thresholds."""
+    """`mlops:monitoring`: the job's schedule, the monitor's thresholds."""
     log_retention_days: int
     """`observability.log_retention_days`."""
     network: Network
@@ -71,9 +74,17 @@ class MonitoringArgs:
     cluster: Cluster
     """The ECS cluster the task runs in (its FARGATE_SPOT capacity provider)."""
     store: SharedStore
-    """The shared EFS store holding the dataset, the forecasts and the monitoring state."""
+    """The shared EFS store the job reads and writes."""
     image_repo: ImageRepo
-    """The image (`image_ref("cpu")`) and the repository the execution role may pull from."""
+    """The image (`image_ref("cpu")`)."""
+    job: JobSpec
+    """`workload.job`: its command, environment and whether it may emit the drift event."""
+    security: SecuritySpec = field(default_factory=SecuritySpec)
+    """`workload.security`."""
+    repository_arns: Sequence[pulumi.Input[str]] = ()
+    """The ECR repositories the execution role may pull from (none for another registry)."""
+    store_mounted: bool = True
+    """The workload uses the shared store itself (contract `platform`)."""
 
 
 class Monitoring(pulumi.ComponentResource):
@@ -125,7 +136,7 @@ class Monitoring(pulumi.ComponentResource):
             TaskRoleSpec(
                 name=name,
                 account=self._account,
-                repository_arn=args.image_repo.repository_arn,
+                repository_arns=list(args.repository_arns),
                 log_group_arns=[log_group.arn],
                 store=args.store,
                 execution_description="Pulls the app image and writes the ingest task's logs",
@@ -134,6 +145,8 @@ class Monitoring(pulumi.ComponentResource):
             self._child,
         )
         region = args.region
+        if not args.job.emits_drift:
+            return execution_role, task_role
         aws.iam.RolePolicy(
             f"{name}-task-events",
             role=task_role.id,
@@ -158,7 +171,7 @@ class Monitoring(pulumi.ComponentResource):
         allow_https_out(
             f"{self._name}-https-out",
             group,
-            "The data source (NOAA GML), ECR, CloudWatch Logs and EventBridge",
+            "The job's data sources, ECR, CloudWatch Logs and EventBridge",
             self._child,
         )
         return group
@@ -174,18 +187,19 @@ class Monitoring(pulumi.ComponentResource):
         thresholds = MonitorThresholds(
             error_tolerance=monitoring.error_tolerance,
             drift_p_value=monitoring.drift_p_value,
-            drift_min_shift_ppm=monitoring.drift_min_shift_ppm,
             cooldown_weeks=monitoring.cooldown_weeks,
         )
         containers = pulumi.Output.all(args.image_repo.image_ref("cpu"), log_group.name).apply(
             lambda values: json.dumps(
                 [
-                    ingest_container(
+                    job_container(
                         values[0],
                         values[1],
                         args.region,
-                        source=monitoring.source,
+                        job=args.job,
                         thresholds=thresholds,
+                        security=args.security,
+                        store=args.store_mounted,
                     )
                 ]
             )
@@ -194,8 +208,8 @@ class Monitoring(pulumi.ComponentResource):
             f"{self._name}-ingest",
             family=self._family,
             network_mode="awsvpc",
-            cpu=str(INGEST_CPU),
-            memory=str(INGEST_MEMORY),
+            cpu=str(JOB_CPU),
+            memory=str(JOB_MEMORY),
             execution_role_arn=execution_role.arn,
             task_role_arn=task_role.arn,
             container_definitions=containers,
@@ -242,7 +256,7 @@ class Monitoring(pulumi.ComponentResource):
         )
         rule = aws.cloudwatch.EventRule(
             f"{name}-schedule",
-            description="Ingest new weekly observations, then monitor forecasts and drift",
+            description="Run the workload's scheduled job (workload.job)",
             schedule_expression=args.monitoring.ingest_schedule,
             # A run mounts the store: its mount targets must exist before the first one.
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.store.mount_targets)),

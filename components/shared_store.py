@@ -1,4 +1,5 @@
-"""SharedStore: the EFS file system every task mounts (datasets, models, reports, forecasts).
+"""SharedStore: the EFS file system every task mounts (datasets, models, reports, the
+workload's own files).
 
 Creates, as children of the component:
 

@@ -1,8 +1,8 @@
 """The two IAM roles every ECS task of this program runs with, built one way for all of them.
 
 - `<name>-execution-role` (+ `<name>-execution-policy`): what ECS itself does for the task: pull
-  from this stack's repository and write the given log groups (`ecr:GetAuthorizationToken` is
-  its only "*"; documents.py `execution_role_statements`);
+  from the workload's ECR repositories and write the given log groups
+  (`ecr:GetAuthorizationToken` is its only "*"; documents/execution.py);
 - `<name>-task-role` (+ `<name>-task-store`): what the containers may do: mount and write the
   shared store through its access point. Callers attach further inline policies to it.
 
@@ -19,7 +19,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.documents.common import assume_role_policy, policy_document
-from components.documents.training import execution_role_statements
+from components.documents.execution import execution_role_statements
 from components.shared_store import SharedStore
 
 
@@ -28,7 +28,8 @@ class TaskRoleSpec:
     name: str
     """The child-name prefix (the owning component's name)."""
     account: pulumi.Input[str]
-    repository_arn: pulumi.Input[str]
+    repository_arns: Sequence[pulumi.Input[str]]
+    """The ECR repositories the task pulls from: none for an image in another registry."""
     log_group_arns: Sequence[pulumi.Input[str]]
     store: SharedStore
     execution_description: str
@@ -51,8 +52,12 @@ def ecs_task_roles(
     aws.iam.RolePolicy(
         f"{spec.name}-execution-policy",
         role=execution_role.id,
-        policy=pulumi.Output.all(spec.repository_arn, *spec.log_group_arns).apply(
-            lambda arns: json.dumps(policy_document(execution_role_statements(arns[0], arns[1:])))
+        policy=pulumi.Output.all(
+            pulumi.Output.all(*spec.repository_arns), *spec.log_group_arns
+        ).apply(
+            lambda arns: json.dumps(
+                policy_document(execution_role_statements(list(arns[0]), arns[1:]))
+            )
         ),
         opts=opts,
     )

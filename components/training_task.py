@@ -9,14 +9,13 @@ Creates, as children of the component:
   shared store through its access point;
 - `<name>-task-sg` (+ `-https-out`): the tasks' group, HTTPS out only (ECR, CloudWatch); the
   tasks also attach the store's client group for NFS;
-- `<name>-validate`, `<name>-train`, `<name>-gate`: task definitions, all from the same image
-  digest, non-root, read-only root, `/tmp` scratch and the store volume. validate and gate are
-  small Fargate tasks on the cpu image; train runs on Fargate (cpu image, `training.cpu` and
-  `training.memory`) or, with `gpu-ec2`, on the GPU instances (gpu image, EC2-only, reserving
-  `training.gpus` GPUs);
+- `<name>-train`, and `<name>-validate`, `<name>-gate` where the workload has those steps: task
+  definitions running the workload's commands, all from the same image digest, as the workload's
+  user, `/tmp` scratch and the store volume. validate and gate are small Fargate tasks on the cpu
+  image; train runs on Fargate (cpu image, `training.cpu`/`.memory`) or, with `gpu-ec2`, on the
+  GPU instances (gpu image, EC2-only, reserving `training.gpus` GPUs);
 - `<name>-sfn-logs`, `<name>-sfn-role` (+ `-sfn-policy`), `<name>-pipeline`: the state machine
-  (components/documents.py `training_state_machine`), logging ALL with execution data and traced
-  with X-Ray;
+  (documents/training.py), logging ALL with execution data and traced with X-Ray;
 - `<name>-events-role` (+ `-events-policy`), `<name>-dlq` (+ `-dlq-policy`) and per enabled
   trigger `<name>-on-<push|schedule|drift>` with its target: an ECR push of a release image, the
   `training.schedule`, a `DataDriftDetected` event.
@@ -24,15 +23,16 @@ Creates, as children of the component:
 The ECS RunTask API cannot override a container's image, so a run always uses the task
 definitions' image: `pulumi up` builds and pushes the image (after `image_triggers` exist, so the
 very first push of a new stack starts the first run) and registers new task definition revisions;
-the push-triggered run's AwaitImage step retries until its task runs the pushed digest
-(`TRIGGER_IMAGE_DIGEST`, checked by app/provenance.py), so it never records a digest it did not
+the push-triggered run's AwaitImage step (the workload's `await_image` command) retries until
+its task runs the pushed digest (`TRIGGER_IMAGE_DIGEST`), so it never records a digest it did not
 run.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -46,38 +46,34 @@ from components.documents.common import (
     policy_document,
     scratch_volume,
 )
+from components.documents.staging import (
+    TRAINING_CONTAINERS,
+    ml_volume,
+    platform_gate_container,
+    roll_service_state,
+    training_containers,
+)
 from components.documents.training import (
     FARGATE,
     FARGATE_SPOT,
     TRAINING_STEPS,
+    ContainerSecurity,
     PipelineSpec,
     state_machine_role_statements,
     training_container,
     training_state_machine,
 )
-from components.documents.triggers import (
-    ECR_PUSH_INPUT_PATHS,
-    dead_letter_queue_policy,
-    drift_pattern,
-    ecr_push_pattern,
-    start_execution_statements,
-    trigger_input,
-    trigger_input_template,
-)
 from components.image_repo import ImageRepo
 from components.network import Network, allow_https_out
 from components.settings.pipeline import Capacity, TrainingSettings
+from components.settings.workload import Objective, SecuritySpec, StepSpec, TrainingSpec
 from components.shared_store import SharedStore
 from components.task_roles import TaskRoleSpec, ecs_task_roles
+from components.training_triggers import TriggerSpec, declare_triggers
 
 STEP_CPU = 512
 STEP_MEMORY = 1024
 """validate and gate: a small Fargate size (MiB); the dataset is a few thousand rows."""
-EVENT_MAX_AGE_SECONDS = 3600
-"""EventBridge stops retrying a failed delivery after an hour and dead-letters the event."""
-EVENT_MAX_RETRIES = 10
-DLQ_RETENTION_SECONDS = 14 * 24 * 3600
-"""The SQS maximum: two weeks to look at an undelivered trigger."""
 
 
 @dataclass
@@ -100,12 +96,33 @@ class TrainingTaskArgs:
     """The image (`image_ref("cpu"|"gpu")`) and the repository whose pushes trigger retraining."""
     alarm_topic: AlarmTopic
     """The stack's alarm topic failed runs are reported to (and its key, when it has one)."""
+    # `workload.training`, `.steps`, `.security`; ECR repositories (None: the image repo's).
+    train: TrainingSpec = field(default_factory=TrainingSpec)
+    steps: Mapping[str, StepSpec] = field(default_factory=dict)
+    security: SecuritySpec = field(default_factory=SecuritySpec)
+    repository_arns: Sequence[pulumi.Input[str]] | None = None
+    store_mounted: bool = True
+    staging: Staging | None = None
+    """The `sagemaker` contract: the platform image around train, its gate, the rollout."""
+
+
+@dataclass
+class Staging:
+    platform_image: pulumi.Input[str]
+    """The platform image (`platform/`) by digest: stage-training, collect-training, gate."""
+    staged: bool
+    """The `sagemaker` contract: the train task is stage-training, train, collect-training."""
+    objective: Objective | None
+    """The platform gate's objective; None when the workload has its own gate step."""
+    rolled_service: tuple[pulumi.Input[str], pulumi.Input[str]] | None = None
+    """(cluster ARN, service name) rolled after the gate; None for a training-only workload."""
+    service_arn: pulumi.Input[str] = ""
 
 
 class TrainingTask(pulumi.ComponentResource):
     state_machine_arn: pulumi.Output[str]
     task_definition_arns: dict[str, pulumi.Output[str]]
-    """Per step (validate, train, gate): the registered revision's ARN."""
+    """Per step the workload has (validate, train, gate): the registered revision's ARN."""
     task_role_arn: pulumi.Output[str]
     execution_role_arn: pulumi.Output[str]
     dead_letter_queue_url: pulumi.Output[str]
@@ -121,8 +138,14 @@ class TrainingTask(pulumi.ComponentResource):
         self._account = aws.get_caller_identity_output(
             opts=pulumi.InvokeOutputOptions(parent=self)
         ).account_id
+        platform_gate = args.staging is not None and args.staging.objective is not None
+        self._steps = [
+            s
+            for s in TRAINING_STEPS
+            if s == "train" or s in args.steps or (s == "gate" and platform_gate)
+        ]
         self._families = {
-            step: f"{pulumi.get_project()}-{args.stack}-{name}-{step}" for step in TRAINING_STEPS
+            step: f"{pulumi.get_project()}-{args.stack}-{name}-{step}" for step in self._steps
         }
 
         log_group = aws.cloudwatch.LogGroup(
@@ -134,10 +157,20 @@ class TrainingTask(pulumi.ComponentResource):
         task_group = self._task_security_group(args)
         definitions = {
             step: self._task_definition(args, step, log_group, execution_role, task_role)
-            for step in TRAINING_STEPS
+            for step in self._steps
         }
         state_machine = self._state_machine(args, task_group, execution_role, task_role)
-        dead_letter_queue = self._triggers(args, state_machine)
+        dead_letter_queue, self._push_trigger = declare_triggers(
+            TriggerSpec(
+                name=name,
+                training=args.training,
+                gpu=args.gpu,
+                repository_name=args.image_repo.repository_name,
+                trust=self._trust("events.amazonaws.com"),
+            ),
+            state_machine,
+            self._child,
+        )
 
         self.image_triggers: list[pulumi.Resource] = list(self._push_trigger)
         """What must exist before a release image is pushed: the push rule and its target (an
@@ -169,7 +202,11 @@ class TrainingTask(pulumi.ComponentResource):
             TaskRoleSpec(
                 name=self._name,
                 account=self._account,
-                repository_arn=args.image_repo.repository_arn,
+                repository_arns=(
+                    [args.image_repo.repository_arn]
+                    if args.repository_arns is None
+                    else list(args.repository_arns)
+                ),
                 log_group_arns=[log_group.arn],
                 store=args.store,
                 execution_description="Pulls the training image and writes the training task logs",
@@ -205,20 +242,48 @@ class TrainingTask(pulumi.ComponentResource):
         on_gpu = step == "train" and args.gpu
         is_train = step == "train"
         image = args.image_repo.image_ref("gpu" if on_gpu else "cpu")
-        containers = pulumi.Output.all(image, log_group.name).apply(
-            lambda values: json.dumps(
-                [
-                    training_container(
-                        step,
+        staging = args.staging
+        platform_image = staging.platform_image if staging else image
+        own = step in args.steps or is_train
+        command = args.train.command if is_train else args.steps[step].command if own else ()
+        security = ContainerSecurity(
+            user=args.security.container_user,
+            read_only_root=args.security.read_only_root,
+            store=args.store_mounted,
+            run_as_root=args.security.run_as_root,
+        )
+
+        def build(values: list[Any]) -> str:
+            if staging is not None and staging.staged and is_train:
+                return json.dumps(
+                    training_containers(
+                        values[2],
                         values[0],
                         values[1],
                         args.region,
-                        promote_margin=training.promote_margin,
+                        training=args.train,
+                        security=args.security,
                         gpus=training.gpus if on_gpu else 0,
                     )
-                ]
+                )
+            if staging is not None and not own:
+                return json.dumps(
+                    [platform_gate_container(values[2], values[1], args.region, staging.objective)]
+                )
+            definition = training_container(
+                step,
+                values[0],
+                values[1],
+                args.region,
+                command=command,
+                environment=args.train.environment if is_train else None,
+                promote_margin=training.promote_margin,
+                gpus=training.gpus if on_gpu else 0,
+                security=security,
             )
-        )
+            return json.dumps([definition])
+
+        containers = pulumi.Output.all(image, log_group.name, platform_image).apply(build)
         placement: dict[str, Any] = (
             # GPUs exist only on EC2 capacity: the GPU instances of the cluster's provider.
             {"requires_compatibilities": ["EC2"]}
@@ -241,7 +306,11 @@ class TrainingTask(pulumi.ComponentResource):
             execution_role_arn=execution_role.arn,
             task_role_arn=task_role.arn,
             container_definitions=containers,
-            volumes=[args.store.volume(STORE_VOLUME), scratch_volume()],
+            volumes=[
+                args.store.volume(STORE_VOLUME),
+                scratch_volume(),
+                *([ml_volume()] if staging is not None and staging.staged and is_train else []),
+            ],
             **placement,
             opts=self._child,
         )
@@ -270,6 +339,7 @@ class TrainingTask(pulumi.ComponentResource):
             description="Runs the training tasks, reports failures, delivers logs and traces",
             opts=self._child,
         )
+        rolled = args.staging.rolled_service if args.staging else None
         policy = aws.iam.RolePolicy(
             f"{name}-sfn-policy",
             role=role.id,
@@ -280,6 +350,7 @@ class TrainingTask(pulumi.ComponentResource):
                 task_role.arn,
                 args.alarm_topic.topic_arn,
                 args.alarm_topic.key_arn,
+                args.staging.service_arn if rolled else "",
             ).apply(
                 lambda v: json.dumps(
                     policy_document(
@@ -291,6 +362,7 @@ class TrainingTask(pulumi.ComponentResource):
                             pass_role_arns=[v[2], v[3]],
                             topic_arn=v[4],
                             topic_key_arn=v[5],
+                            rolled_service_arn=v[6],
                         )
                     )
                 )
@@ -304,6 +376,7 @@ class TrainingTask(pulumi.ComponentResource):
             args.store.client_security_group_id,
             train_capacity,
             args.alarm_topic.topic_arn,
+            *(rolled or ("", "")),
         ).apply(
             lambda v: json.dumps(
                 training_state_machine(
@@ -316,6 +389,16 @@ class TrainingTask(pulumi.ComponentResource):
                         train_capacity=v[4],
                         gpu_train=args.gpu,
                         topic_arn=v[5],
+                        await_command=(
+                            args.steps["await_image"].command if "await_image" in args.steps else ()
+                        ),
+                        train_timeout_seconds=args.train.timeout_minutes * 60,
+                        companions=(
+                            {"train": [c for c in TRAINING_CONTAINERS if c != "train"]}
+                            if args.staging and args.staging.staged
+                            else {}
+                        ),
+                        rollout=roll_service_state(v[6], v[7]) if rolled else None,
                     )
                 )
             )
@@ -347,128 +430,3 @@ class TrainingTask(pulumi.ComponentResource):
         if args.training.capacity is Capacity.FARGATE_SPOT:
             return FARGATE_SPOT
         return FARGATE
-
-    def _triggers(
-        self, args: TrainingTaskArgs, state_machine: aws.sfn.StateMachine
-    ) -> aws.sqs.Queue:
-        name = self._name
-        training = args.training
-        role = aws.iam.Role(
-            f"{name}-events-role",
-            assume_role_policy=self._trust("events.amazonaws.com"),
-            description="Lets the training triggers start the training state machine",
-            opts=self._child,
-        )
-        aws.iam.RolePolicy(
-            f"{name}-events-policy",
-            role=role.id,
-            policy=state_machine.arn.apply(
-                lambda arn: json.dumps(policy_document(start_execution_statements(arn)))
-            ),
-            opts=self._child,
-        )
-        # SSE-SQS: encrypted at rest without a KMS key policy for EventBridge to satisfy.
-        queue = aws.sqs.Queue(
-            f"{name}-dlq",
-            sqs_managed_sse_enabled=True,
-            message_retention_seconds=DLQ_RETENTION_SECONDS,
-            opts=self._child,
-        )
-
-        rules: list[aws.cloudwatch.EventRule] = []
-        self._push_trigger: list[pulumi.Resource] = []
-        if training.on_image_push:
-            # The release tag of the image the train step runs (`<flavour>-<hash>`).
-            flavour = "gpu" if args.gpu else "cpu"
-            pattern = args.image_repo.repository_name.apply(
-                lambda repo: json.dumps(ecr_push_pattern(repo, f"{flavour}-"))
-            )
-            rule = self._rule("push", "Retrain when a new release image is pushed", pattern)
-            target = self._target(
-                "push",
-                rule,
-                state_machine,
-                role,
-                queue,
-                input_transformer={
-                    "input_paths": dict(ECR_PUSH_INPUT_PATHS),
-                    "input_template": trigger_input_template("image-push", "digest"),
-                },
-            )
-            rules.append(rule)
-            self._push_trigger = [rule, target]
-        if training.schedule:
-            rule = aws.cloudwatch.EventRule(
-                f"{name}-on-schedule",
-                description="Retrain on the training.schedule",
-                schedule_expression=training.schedule,
-                opts=self._child,
-            )
-            self._target(
-                "schedule",
-                rule,
-                state_machine,
-                role,
-                queue,
-                input=json.dumps(trigger_input("schedule")),
-            )
-            rules.append(rule)
-        if training.on_drift_event:
-            rule = self._rule(
-                "drift",
-                "Retrain when monitoring reports data drift",
-                json.dumps(drift_pattern()),
-            )
-            self._target(
-                "drift",
-                rule,
-                state_machine,
-                role,
-                queue,
-                input=json.dumps(trigger_input("drift")),
-            )
-            rules.append(rule)
-
-        if rules:
-            aws.sqs.QueuePolicy(
-                f"{name}-dlq-policy",
-                queue_url=queue.url,
-                policy=pulumi.Output.all(queue.arn, *(rule.arn for rule in rules)).apply(
-                    lambda arns: json.dumps(dead_letter_queue_policy(arns[0], arns[1:]))
-                ),
-                opts=self._child,
-            )
-        return queue
-
-    def _rule(
-        self, trigger: str, description: str, pattern: pulumi.Input[str]
-    ) -> aws.cloudwatch.EventRule:
-        return aws.cloudwatch.EventRule(
-            f"{self._name}-on-{trigger}",
-            description=description,
-            event_pattern=pattern,
-            opts=self._child,
-        )
-
-    def _target(
-        self,
-        trigger: str,
-        rule: aws.cloudwatch.EventRule,
-        state_machine: aws.sfn.StateMachine,
-        role: aws.iam.Role,
-        queue: aws.sqs.Queue,
-        **event_input: Any,
-    ) -> aws.cloudwatch.EventTarget:
-        return aws.cloudwatch.EventTarget(
-            f"{self._name}-on-{trigger}-target",
-            rule=rule.name,
-            arn=state_machine.arn,
-            role_arn=role.arn,
-            retry_policy={
-                "maximum_event_age_in_seconds": EVENT_MAX_AGE_SECONDS,
-                "maximum_retry_attempts": EVENT_MAX_RETRIES,
-            },
-            dead_letter_config={"arn": queue.arn},
-            **event_input,
-            opts=self._child,
-        )

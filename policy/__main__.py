@@ -43,7 +43,9 @@ def resource_policy(check: checks.Check) -> ResourceValidationPolicy:
     return ResourceValidationPolicy(
         name=check.name,
         description=check.description,
-        enforcement_level=EnforcementLevel.MANDATORY,
+        enforcement_level=(
+            EnforcementLevel.ADVISORY if check.advisory else EnforcementLevel.MANDATORY
+        ),
         validate=validate,
     )
 

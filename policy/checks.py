@@ -278,14 +278,28 @@ def container_log_configuration(resource_type: str, props: Mapping[str, Any]) ->
     )
 
 
+LABEL_ROOT_OPT_OUT = "mlops.security.run-as-root"
+LABEL_STAGING = "mlops.platform.staging"
+LABEL_HEALTH = "mlops.health-check"
+"""Docker labels the program sets (components/documents/common.py, the same names)."""
+
+
+def _label(container: Mapping[str, Any], name: str) -> str:
+    return str(_map(container.get("dockerLabels")).get(name, ""))
+
+
 def container_health_check(resource_type: str, props: Mapping[str, Any]) -> list[str]:
-    """Containers that listen on a port have a container health check."""
+    """Containers that listen on a port have a container health check (or, labelled
+    `mlops.health-check: load-balancer`, their target group's: the image may have no python or
+    curl to run one)."""
     return _each_container(
         resource_type,
         props,
         lambda c: (
             "has portMappings but no healthCheck.command"
-            if _seq(c.get("portMappings")) and not _seq(_map(c.get("healthCheck")).get("command"))
+            if _seq(c.get("portMappings"))
+            and not _seq(_map(c.get("healthCheck")).get("command"))
+            and _label(c, LABEL_HEALTH) != "load-balancer"
             else None
         ),
     )
@@ -298,7 +312,7 @@ def container_read_only_root(resource_type: str, props: Mapping[str, Any]) -> li
         props,
         lambda c: (
             None
-            if c.get("readonlyRootFilesystem") is True
+            if c.get("readonlyRootFilesystem") is True or _label(c, LABEL_ROOT_OPT_OUT) == "true"
             else "readonlyRootFilesystem is not true"
         ),
     )
@@ -314,8 +328,31 @@ def _runs_as_root(container: Mapping[str, Any]) -> str | None:
 
 
 def container_non_root(resource_type: str, props: Mapping[str, Any]) -> list[str]:
-    """Containers run as a non-root user."""
-    return _each_container(resource_type, props, _runs_as_root)
+    """Containers run as a non-root user (but for the workload's documented opt-out, reported
+    by `workload-runs-as-root`, and the platform's staging containers on a read-only root)."""
+
+    def problem(c: Mapping[str, Any]) -> str | None:
+        if _label(c, LABEL_ROOT_OPT_OUT) == "true":
+            return None
+        if _label(c, LABEL_STAGING) == "true" and c.get("readonlyRootFilesystem") is True:
+            return None
+        return _runs_as_root(c)
+
+    return _each_container(resource_type, props, problem)
+
+
+def workload_runs_as_root(resource_type: str, props: Mapping[str, Any]) -> list[str]:
+    """The workload opted out of non-root and read-only root (`workload.security.run_as_root`):
+    advisory, the image needs it (AWS's own SageMaker samples run nginx and gunicorn as root)."""
+    return _each_container(
+        resource_type,
+        props,
+        lambda c: (
+            "runs as root with a writable root file system (workload.security.run_as_root)"
+            if _label(c, LABEL_ROOT_OPT_OUT) == "true"
+            else None
+        ),
+    )
 
 
 def container_not_privileged(resource_type: str, props: Mapping[str, Any]) -> list[str]:
@@ -535,6 +572,8 @@ class Check:
     name: str
     """The policy's name in the pack (kebab-case, stable: CrossGuard config refers to it)."""
     validate: Callable[[str, Mapping[str, Any]], list[str]]
+    advisory: bool = False
+    """Reported, never blocking (CrossGuard ADVISORY)."""
 
     @property
     def description(self) -> str:
@@ -562,6 +601,7 @@ RESOURCE_CHECKS: tuple[Check, ...] = (
     Check("container-health-check", container_health_check),
     Check("container-read-only-root", container_read_only_root),
     Check("container-non-root", container_non_root),
+    Check("workload-runs-as-root", workload_runs_as_root, advisory=True),
     Check("container-not-privileged", container_not_privileged),
     Check("container-env-no-secrets", container_env_no_secrets),
     Check("iam-no-broad-managed-policies", iam_no_broad_managed_policies),

@@ -148,3 +148,24 @@ def test_no_component_args_take_the_whole_settings():
         if Settings in _names_in(c, field.type)
     ]
     assert takes_settings == []
+
+
+WORKLOAD_WORDS = re.compile(r"co2|ppm|noaa|forecast", re.IGNORECASE)
+
+
+def test_nothing_in_components_names_the_reference_workload():
+    """The infrastructure knows workloads only through `mlops:workload`: the forecaster's
+    commands, URL and thresholds live in workloads/forecaster.yaml, never in components/."""
+    found = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in sorted((ROOT / "components").rglob("*"))
+        if path.is_file() and path.suffix in (".py", ".yaml", ".json", ".md")
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if WORKLOAD_WORDS.search(line)
+    ]
+    assert not found, "\n".join(found)
+
+
+def test_the_reference_workload_file_does_name_it():
+    # The check above can fail: the same words are in the reference workload's own file.
+    assert WORKLOAD_WORDS.search((ROOT / "workloads" / "forecaster.yaml").read_text())

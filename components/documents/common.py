@@ -11,7 +11,8 @@ from typing import Any
 IAM_VERSION = "2012-10-17"
 
 APP_UID = 10001
-"""The image's non-root user and group (app/Dockerfile `USER 10001:10001`, the EFS access point)."""
+"""The default non-root user and group of a workload (`workload.security.user`; the EFS access
+point)."""
 STORE_VOLUME = "store"
 STORE_MOUNT = "/mnt/store"
 SCRATCH_VOLUME = "scratch"
@@ -83,8 +84,9 @@ class ContainerSpec:
     port: int | None = None
     internal_port: int | None = None
     """A second port, for callers inside the VPC only: no target group forwards to it."""
-    health_path: str | None = None
-    """HTTP path probed on `port` by the container health check."""
+    health_command: Sequence[str] | None = None
+    """The ECS container health check (`CMD ...`/`CMD-SHELL ...`), from the workload: the
+    platform never assumes a program (python, curl) in the image."""
     health_start_period: int = 60
     """Seconds of failed checks ignored at start: covers the EFS wait and the model load."""
     environment: Mapping[str, str] = field(default_factory=dict)
@@ -94,13 +96,27 @@ class ContainerSpec:
     memory: int | None = None
     gpus: int = 0
     stop_timeout: int = FARGATE_MAX_STOP_TIMEOUT
+    user: str = f"{APP_UID}:{APP_UID}"
+    read_only_root: bool = True
+    store: bool = True
+    """The shared store mounted at /mnt/store, with STORE_DIR set."""
+    mounts: Mapping[str, str] = field(default_factory=dict)
+    """More task volumes: volume name -> container path (e.g. the /opt/ml task volume)."""
+    depends_on: Sequence[tuple[str, str]] = ()
+    """(container, condition) pairs: START, COMPLETE, SUCCESS or HEALTHY (ECS `dependsOn`)."""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    """Docker labels; the policy pack reads `LABEL_*` (policy/checks.py)."""
+    restart: bool = True
+    """A non-essential container restarted in place when it exits; False for one that runs
+    once (a staging container, a train step beside its collector)."""
 
 
 def container_definition(spec: ContainerSpec) -> dict[str, Any]:
     """An ECS container definition (ECS API camelCase names), hardened the same way everywhere.
 
-    Non-root user 10001, read-only root filesystem with a writable scratch volume at /tmp, the
-    shared store at /mnt/store, awslogs, an init process to reap children and forward signals,
+    The workload's user (non-root 10001 by default), read-only root filesystem (unless the
+    workload opts out) with a writable scratch volume at /tmp, the shared store at /mnt/store
+    where the container uses it, awslogs, an init process to reap children and forward signals,
     and a stop timeout that lets a task drain. Integers stay integers: inside a container
     definition `cpu` and `memory` are numbers (ECS RegisterTaskDefinition API).
     """
@@ -125,17 +141,27 @@ def container_definition(spec: ContainerSpec) -> dict[str, Any]:
         "image": spec.image,
         "essential": spec.essential,
         "command": list(spec.command),
-        "user": f"{APP_UID}:{APP_UID}",
-        "readonlyRootFilesystem": True,
+        "user": spec.user,
+        "readonlyRootFilesystem": spec.read_only_root,
         "privileged": False,
         "linuxParameters": {"initProcessEnabled": True},
         "mountPoints": [
-            {"sourceVolume": STORE_VOLUME, "containerPath": STORE_MOUNT, "readOnly": False},
+            *(
+                [{"sourceVolume": STORE_VOLUME, "containerPath": STORE_MOUNT, "readOnly": False}]
+                if spec.store
+                else []
+            ),
             {"sourceVolume": SCRATCH_VOLUME, "containerPath": SCRATCH_MOUNT, "readOnly": False},
+            *(
+                {"sourceVolume": volume, "containerPath": path, "readOnly": False}
+                for volume, path in spec.mounts.items()
+            ),
         ],
         "environment": [
             {"name": key, "value": value}
-            for key, value in sorted({**spec.environment, "STORE_DIR": STORE_MOUNT}.items())
+            for key, value in sorted(
+                {**spec.environment, **({"STORE_DIR": STORE_MOUNT} if spec.store else {})}.items()
+            )
         ],
         "logConfiguration": {
             "logDriver": "awslogs",
@@ -147,10 +173,12 @@ def container_definition(spec: ContainerSpec) -> dict[str, Any]:
         },
         "stopTimeout": spec.stop_timeout,
     }
-    if not spec.essential:
+    if not spec.essential and spec.restart:
         # A sidecar that exits is restarted in place instead of replacing the whole task (ECS
         # "container restart policies"; restartAttemptPeriod is 60..1800 s).
         definition["restartPolicy"] = {"enabled": True, "restartAttemptPeriod": 60}
+    if spec.labels:
+        definition["dockerLabels"] = dict(spec.labels)
     if spec.cpu:
         definition["cpu"] = spec.cpu
     if spec.memory:
@@ -165,18 +193,20 @@ def container_definition(spec: ContainerSpec) -> dict[str, Any]:
         definition["portMappings"] = [
             {"containerPort": port, "hostPort": port, "protocol": "tcp"} for port in ports
         ]
-    if spec.health_path is not None:
-        if spec.port is None or not spec.health_path.startswith("/"):
-            raise ValueError(f"container {spec.name}: a health check needs a port and a /path")
-        url = f"http://127.0.0.1:{spec.port}{spec.health_path}"
+    if spec.depends_on:
+        conditions = ("START", "COMPLETE", "SUCCESS", "HEALTHY")
+        for _container, condition in spec.depends_on:
+            if condition not in conditions:
+                raise ValueError(f"container {spec.name}: dependsOn condition {condition!r}")
+        definition["dependsOn"] = [
+            {"containerName": container, "condition": condition}
+            for container, condition in spec.depends_on
+        ]
+    if spec.health_command is not None:
+        if len(spec.health_command) < 2 or spec.health_command[0] not in ("CMD", "CMD-SHELL"):
+            raise ValueError(f"container {spec.name}: a health check is [CMD|CMD-SHELL, ...]")
         definition["healthCheck"] = {
-            # The image has no curl: python's urllib raises (exit 1) on errors and non-2xx.
-            "command": [
-                "CMD",
-                "python",
-                "-c",
-                f"import urllib.request; urllib.request.urlopen('{url}', timeout=4)",
-            ],
+            "command": list(spec.health_command),
             "interval": 15,
             "timeout": 5,
             "retries": 3,
@@ -193,6 +223,23 @@ def scratch_volume() -> dict[str, Any]:
     In pulumi-aws Python input shape (`aws.ecs.TaskDefinitionVolumeArgs` as a dict).
     """
     return {"name": SCRATCH_VOLUME}
+
+
+LABEL_ROOT_OPT_OUT = "mlops.security.run-as-root"
+"""On a workload container run as root with a writable root (`workload.security.run_as_root`):
+the documented opt-out, which the policy pack reports as advisory instead of refusing."""
+LABEL_STAGING = "mlops.platform.staging"
+"""On the platform's staging containers: root (they give staged files to the workload's uid) on
+a read-only root file system."""
+LABEL_HEALTH = "mlops.health-check"
+"""`load-balancer` on a server with no container health check: its target group checks it."""
+
+
+def workload_labels(run_as_root: bool, health_by_load_balancer: bool = False) -> dict[str, str]:
+    return {
+        **({LABEL_ROOT_OPT_OUT: "true"} if run_as_root else {}),
+        **({LABEL_HEALTH: "load-balancer"} if health_by_load_balancer else {}),
+    }
 
 
 STORE_WAIT_SECONDS = 60

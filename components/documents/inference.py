@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from components.documents.alerts import AlarmSpec
-from components.documents.common import STORE_WAIT_SECONDS, ContainerSpec, container_definition
+from components.documents.common import (
+    STORE_WAIT_SECONDS,
+    ContainerSpec,
+    container_definition,
+    workload_labels,
+)
+from components.settings.workload import SecuritySpec, ServingSpec, SidecarSpec
 
-API_CONTAINER = "api"
-DASHBOARD_CONTAINER = "dashboard"
-FORECASTER_CONTAINER = "forecaster"
-API_PORT = 8080
-API_INTERNAL_PORT = 8081
-"""The api's `/metrics` and `/model` (the app's INTERNAL_PORT): reachable from the VPC's CIDR,
-never through the load balancer, whose target group forwards API_PORT only."""
-DASHBOARD_PORT = 8050
-API_HEALTH_PATH = "/health"
-"""200 while the process serves, model or not: the container health check and the load
-balancer's. A task waiting for its first model stays in rotation and answers `/predict` with 503
-and Retry-After; checking `/ready` instead would have ECS replace every task of a new stack (no
-model can exist before the first training run) and fail its very first deployment."""
-DASHBOARD_PATH = "/dashboard/"
-INFERENCE_START_PERIOD = 120
-"""Container health-check grace: the store wait plus imports and the model load, which run before
-the server listens (`app/serve.py`); also the service's load-balancer grace period."""
+SERVER_CONTAINER = "api"
+"""The workload's server: the container the load balancer forwards to."""
 
 
 def inference_containers(
@@ -32,75 +23,79 @@ def inference_containers(
     log_groups: Mapping[str, str],
     region: str,
     *,
-    dashboard: bool,
-    forecast_interval_seconds: int,
+    serving: ServingSpec,
+    sidecars: Sequence[SidecarSpec],
+    security: SecuritySpec,
+    store: bool = True,
     log_level: str = "INFO",
-    api_gpus: int = 0,
+    server_gpus: int = 0,
+    extra: Sequence[ContainerSpec] = (),
+    server_mounts: Mapping[str, str] | None = None,
+    server_depends_on: Sequence[tuple[str, str]] = (),
+    server_environment: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """The inference task's container definitions: api, optional dashboard, forecaster.
+    """The inference task's container definitions: the workload's server, then its sidecars
+    (`workload.serving`, `workload.sidecars`), then `extra` platform containers.
 
-    `api_gpus` (EC2 GPU capacity only) reserves GPUs for the api, the one container that predicts
-    with the model; the dashboard and the forecaster (which calls the api) need none.
-
-    `log_groups` maps each container name to its CloudWatch log group. The api's container health
-    check probes `/health` (liveness), not `/ready`: with `/ready`, every task of a stack whose
-    first model is not promoted yet, or whose promoted model fails to load, would be killed and
-    replaced in a loop although it is healthy and keeps serving the last good model (see
-    `API_HEALTH_PATH`). Only the api is essential: the dashboard and
-    the forecaster are restarted in place when they exit (container restart policy), so a crash
-    in either never costs serving capacity.
+    `server_gpus` (EC2 GPU capacity only) reserves GPUs for the server, the one container that
+    predicts with the model. `log_groups` maps each container name to its CloudWatch log group.
+    A container health check runs only where the workload gives `health_command` (the load
+    balancer checks `serving.health_path` either way): a health check that kills a task waiting
+    for its first model would replace every task of a new stack in a loop. Only the server is
+    essential: a sidecar that exits is restarted in place (container restart policy), so a crash
+    never costs serving capacity. `store`: the workload uses the shared store (contract
+    `platform`), mounted at /mnt/store with STORE_DIR set.
     """
-    if forecast_interval_seconds < 1:
-        raise ValueError(f"forecast interval {forecast_interval_seconds} must be at least 1 s")
-    names = [API_CONTAINER, *([DASHBOARD_CONTAINER] if dashboard else []), FORECASTER_CONTAINER]
+    names = [SERVER_CONTAINER, *(c.name for c in sidecars), *(c.name for c in extra)]
     missing = [n for n in names if not log_groups.get(n)]
     if missing:
         raise ValueError(f"no log group for container(s) {', '.join(missing)}")
     common = {"LOG_LEVEL": log_level, "STORE_WAIT_SECONDS": str(STORE_WAIT_SECONDS)}
+    user = {
+        "user": security.container_user,
+        "read_only_root": security.read_only_root,
+        "store": store,
+    }
     specs = [
         ContainerSpec(
-            name=API_CONTAINER,
+            name=SERVER_CONTAINER,
             image=image,
-            command=["serve"],
-            log_group=log_groups[API_CONTAINER],
+            command=list(serving.command),
+            log_group=log_groups[SERVER_CONTAINER],
             region=region,
-            port=API_PORT,
-            internal_port=API_INTERNAL_PORT,
-            health_path=API_HEALTH_PATH,
-            health_start_period=INFERENCE_START_PERIOD,
-            environment={
-                **common,
-                "PORT": str(API_PORT),
-                "INTERNAL_PORT": str(API_INTERNAL_PORT),
-            },
-            gpus=api_gpus,
+            port=serving.port,
+            internal_port=serving.internal_port,
+            health_command=serving.health_command,
+            health_start_period=serving.start_period_seconds,
+            environment={**common, **(server_environment or {}), **serving.environment},
+            gpus=server_gpus,
+            mounts=server_mounts or {},
+            depends_on=server_depends_on,
+            labels=workload_labels(security.run_as_root, serving.health_command is None),
+            **user,
         )
     ]
-    if dashboard:
+    for car in sidecars:
         specs.append(
             ContainerSpec(
-                name=DASHBOARD_CONTAINER,
+                name=car.name,
                 image=image,
-                command=["dashboard"],
-                log_group=log_groups[DASHBOARD_CONTAINER],
+                command=list(car.command),
+                log_group=log_groups[car.name],
                 region=region,
-                port=DASHBOARD_PORT,
-                health_path=DASHBOARD_PATH,
-                health_start_period=INFERENCE_START_PERIOD,
-                environment={**common, "DASHBOARD_PORT": str(DASHBOARD_PORT)},
+                port=car.port,
+                health_command=car.health_command,
+                health_start_period=serving.start_period_seconds,
+                environment={**common, **car.environment},
                 essential=False,
+                labels=workload_labels(
+                    security.run_as_root, car.port is not None and car.health_command is None
+                ),
+                **user,
             )
         )
-    specs.append(
-        ContainerSpec(
-            name=FORECASTER_CONTAINER,
-            image=image,
-            command=["forecast"],
-            log_group=log_groups[FORECASTER_CONTAINER],
-            region=region,
-            environment={**common, "FORECAST_INTERVAL_SECONDS": str(forecast_interval_seconds)},
-            essential=False,
-        )
+    specs.extend(
+        ContainerSpec(**{**spec.__dict__, "log_group": log_groups[spec.name]}) for spec in extra
     )
     return [container_definition(spec) for spec in specs]
 
@@ -134,12 +129,13 @@ CPU_HIGH_PERCENT = 90
 TARGET_5XX_PER_MINUTE = 5
 
 
-def inference_alarms(min_tasks: int, container_insights: bool = True) -> list[AlarmSpec]:
+def inference_alarms(
+    min_tasks: int, container_insights: bool = True, health_path: str = "/ping"
+) -> list[AlarmSpec]:
     """The service's alarms: target 5xx, unhealthy hosts, p99 latency, CPU, tasks below min.
 
     The 5xx and unhealthy-host alarms double as deployment alarms; the load balancer's health
-    check is `API_HEALTH_PATH`, so a task waiting for its first model is a healthy host and a new
-    stack's first deployment can succeed. The tasks-below-min alarm reads Container Insights'
+    check is the workload's `health_path`. The tasks-below-min alarm reads Container Insights'
     RunningTaskCount, so it exists only with Container Insights and when `min_tasks > 0` (pass
     the lowest minimum any schedule sets, so a scheduled scale-to-zero does not page); missing
     data there means no task reports at all, so it breaches.
@@ -160,7 +156,7 @@ def inference_alarms(min_tasks: int, container_insights: bool = True) -> list[Al
         ),
         AlarmSpec(
             role="unhealthy-hosts",
-            description=f"an api target fails the load balancer's {API_HEALTH_PATH} check",
+            description=f"an api target fails the load balancer's {health_path} check",
             namespace="AWS/ApplicationELB",
             metric_name="UnHealthyHostCount",
             scope="target_group",

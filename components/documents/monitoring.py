@@ -1,4 +1,4 @@
-"""Monitoring: the scheduled ingest task and what it may do."""
+"""Monitoring: the workload's scheduled job and what it may do."""
 
 from __future__ import annotations
 
@@ -14,60 +14,64 @@ from components.documents.common import (
     ContainerSpec,
     container_definition,
     task_definition_arn_patterns,
+    workload_labels,
 )
+from components.settings.workload import JobSpec, SecuritySpec
 
-INGEST_CONTAINER = "ingest"
-INGEST_CPU = 256
-INGEST_MEMORY = 1024
-"""Fargate size of the ingest task (MiB): pandas, scipy and one model, a few thousand rows."""
+JOB_CONTAINER = "ingest"
+"""The scheduled job's container (its name predates `workload.job`)."""
+JOB_CPU = 256
+JOB_MEMORY = 1024
+"""Fargate size of the scheduled job (MiB)."""
 DEFAULT_EVENT_BUS = "default"
 
 
 @dataclass(frozen=True)
 class MonitorThresholds:
-    """The monitor's thresholds (app/monitor.py `MonitorSettings`, as `MONITOR_*` variables)."""
+    """`mlops:monitoring`'s checks, handed to the job as `MONITOR_*` variables."""
 
     error_tolerance: float = 2.5
     drift_p_value: float = 0.001
-    drift_min_shift_ppm: float = 2.0
     cooldown_weeks: int = 8
 
 
-def ingest_container(
+def job_container(
     image: str,
     log_group: str,
     region: str,
     *,
-    source: str,
+    job: JobSpec,
     thresholds: MonitorThresholds,
+    security: SecuritySpec,
+    store: bool = True,
 ) -> dict[str, Any]:
-    """The ingest task's one container: `python -m app ingest --monitor`.
+    """The scheduled job's one container (`workload.job`).
 
-    It appends the new weeks of `source`, then runs the monitor, which publishes
-    `DataDriftDetected` to the default bus (`MONITOR_ON_DRIFT=eventbridge`). `AWS_REGION` is set
-    explicitly: botocore resolves the EventBridge endpoint from it.
+    With `emits_drift` the job may publish `DataDriftDetected` to the default bus: it gets
+    `EVENT_BUS_NAME` and `AWS_REGION` (botocore resolves the EventBridge endpoint from it), and
+    its role `events:PutEvents` (publish_drift_statements).
     """
-    if not re.fullmatch(r"https://[^\s]+", source):
-        raise ValueError(f"ingest source {source!r} must be an https:// URL")
     environment = {
         **STEP_ENVIRONMENT,
-        "INGEST_SOURCE": source,
-        "MONITOR_ON_DRIFT": "eventbridge",
-        "EVENT_BUS_NAME": DEFAULT_EVENT_BUS,
-        "AWS_REGION": region,
         "MONITOR_ERROR_TOLERANCE": str(thresholds.error_tolerance),
         "MONITOR_DRIFT_P_VALUE": str(thresholds.drift_p_value),
-        "MONITOR_DRIFT_MIN_SHIFT_PPM": str(thresholds.drift_min_shift_ppm),
         "MONITOR_COOLDOWN_WEEKS": str(thresholds.cooldown_weeks),
+        **job.environment,
     }
+    if job.emits_drift:
+        environment |= {"EVENT_BUS_NAME": DEFAULT_EVENT_BUS, "AWS_REGION": region}
     return container_definition(
         ContainerSpec(
-            name=INGEST_CONTAINER,
+            name=JOB_CONTAINER,
             image=image,
-            command=["ingest", "--monitor"],
+            command=list(job.command),
             log_group=log_group,
             region=region,
             environment=environment,
+            user=security.container_user,
+            read_only_root=security.read_only_root,
+            store=store,
+            labels=workload_labels(security.run_as_root),
         )
     )
 

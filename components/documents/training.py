@@ -2,31 +2,29 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from components.documents.alerts import alarm_publisher_statements
 from components.documents.common import (
     DEFAULT_TRIGGER,
     STEP_ENVIRONMENT,
     ContainerSpec,
     container_definition,
-    task_definition_arn_patterns,
+    workload_labels,
+)
+from components.documents.pipeline_iam import (  # noqa: F401  (re-exported: the training builders)
+    ECS_EVENTS_RULE,
+    state_machine_role_statements,
 )
 
 TRAINING_STEPS = ("validate", "train", "gate")
-"""The pipeline's ECS tasks, in order; each is its own task definition family and container."""
+"""The pipeline's ECS tasks, in order, those the workload has (train always); each is its own
+task definition family and container."""
 FARGATE = "FARGATE"
 FARGATE_SPOT = "FARGATE_SPOT"
 ECS_SYNC_RESOURCE = "arn:aws:states:::ecs:runTask.sync"
 SNS_PUBLISH_RESOURCE = "arn:aws:states:::sns:publish"
-ECS_EVENTS_RULE = "StepFunctionsGetEventsForECSTaskRule"
-"""The managed rule `.sync` ECS integrations create to learn when a task stops (Step Functions
-Developer Guide, "IAM policies for Amazon ECS/AWS Fargate")."""
-IMAGE_CHECK_COMMAND = "check-image"
-"""`python -m app check-image`: exit 0 once the task runs the trigger's image"""
 IMAGE_CHECK_RETRY = {"interval": 30, "attempts": 8, "backoff": 1.5}
 """AwaitImage retries: 30 s growing by 1.5 over 8 attempts, at most 25 minutes of waits (full
 jitter halves that on average) plus each attempt's task start, for `pulumi up` to register the
@@ -79,11 +77,24 @@ class PipelineSpec:
     gpu_train: bool = False
     """Train runs the gpu image: pushes of it trigger runs, and validate and gate (cpu image)
     cannot be checked against its digest."""
+    await_command: Sequence[str] = ()
+    """`workload.steps.await_image`: a command that exits 0 once the task runs the trigger's
+    image, retried after an image push (AwaitImage); () = no such state."""
+    train_timeout_seconds: int = STEP_TIMEOUT_SECONDS["train"]
+    """`workload.training.timeout_minutes`."""
+    companions: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    """Per step, the other containers of its task that get the run's RUN_ID (staging)."""
+    rollout: Mapping[str, Any] | None = None
+    """A Task state run after Gate (documents/staging.py `roll_service_state`), or None."""
+
+    @property
+    def steps(self) -> tuple[str, ...]:
+        return tuple(step for step in TRAINING_STEPS if step in self.families)
 
     @property
     def image_steps(self) -> tuple[str, ...]:
         """The steps running the image whose push triggers a run (`trigger.image_digest`)."""
-        return ("train",) if self.gpu_train else TRAINING_STEPS
+        return ("train",) if self.gpu_train else self.steps
 
 
 def training_container(
@@ -92,13 +103,17 @@ def training_container(
     log_group: str,
     region: str,
     *,
+    command: Sequence[str] | None = None,
+    environment: Mapping[str, str] | None = None,
     promote_margin: float = 0.0,
     gpus: int = 0,
+    security: ContainerSecurity | None = None,
 ) -> dict[str, Any]:
-    """The one container of a pipeline step's task definition: `python -m app <step>`.
+    """The one container of a pipeline step's task definition: the workload's command for the
+    step (`workload.training.command`, `workload.steps.<step>.command`; default `[<step>]`).
 
-    The image's ENTRYPOINT is `python -m app`, so the command is the step. Only `train` may
-    reserve GPUs, and only on EC2 (the caller checks the capacity).
+    Only `train` may reserve GPUs, and only on EC2 (the caller checks the capacity). The gate
+    gets `PROMOTE_MARGIN` (`training.promote_margin`); `environment` is the workload's own.
     """
     if step not in TRAINING_STEPS:
         raise ValueError(f"step {step!r}: use one of {', '.join(TRAINING_STEPS)}")
@@ -106,20 +121,35 @@ def training_container(
         raise ValueError(f"{step} needs no GPU; only train reserves them")
     if not 0.0 <= promote_margin < 1.0:
         raise ValueError(f"promote_margin {promote_margin!r} must be at least 0 and below 1")
-    environment = dict(STEP_ENVIRONMENT)
+    env = dict(STEP_ENVIRONMENT)
     if step == "gate":
-        environment["PROMOTE_MARGIN"] = str(promote_margin)
+        env["PROMOTE_MARGIN"] = str(promote_margin)
+    security = security or ContainerSecurity()
     return container_definition(
         ContainerSpec(
             name=step,
             image=image,
-            command=[step],
+            command=list(command or [step]),
             log_group=log_group,
             region=region,
-            environment=environment,
+            environment={**env, **(environment or {})},
             gpus=gpus,
+            user=security.user,
+            read_only_root=security.read_only_root,
+            store=security.store,
+            labels=workload_labels(security.run_as_root),
         )
     )
+
+
+@dataclass(frozen=True)
+class ContainerSecurity:
+    """The workload's user and root file system, and whether it mounts the store."""
+
+    user: str = "10001:10001"
+    read_only_root: bool = True
+    store: bool = True
+    run_as_root: bool = False
 
 
 def _retry(
@@ -186,11 +216,21 @@ def _run_task(
                     "AssignPublicIp": "ENABLED" if spec.assign_public_ip else "DISABLED",
                 }
             },
-            "Overrides": {"ContainerOverrides": [container_override]},
+            "Overrides": {
+                "ContainerOverrides": [
+                    container_override,
+                    *(
+                        {"Name": name, "Environment": container_override["Environment"][:3]}
+                        for name in spec.companions.get(step, ())
+                    ),
+                ]
+            },
         },
         # Discard the task description: the next step gets the same input, the trigger.
         "ResultPath": None,
-        "TimeoutSeconds": STEP_TIMEOUT_SECONDS[step],
+        "TimeoutSeconds": (
+            spec.train_timeout_seconds if step == "train" else STEP_TIMEOUT_SECONDS[step]
+        ),
         "Retry": [dict(r) for r in retry],
         "Catch": [dict(c) for c in catch],
         "Next": next_state,
@@ -200,14 +240,15 @@ def _run_task(
 def training_state_machine(spec: PipelineSpec) -> dict[str, Any]:
     """The training pipeline in Amazon States Language (JSONPath).
 
-    Prepare (defaults under the trigger) → [AwaitImage after an image push] → Validate →
-    Train (→ TrainOnDemand when a Spot attempt fails) → Gate → Succeeded. Any step that fails
-    for good goes to NotifyFailure (SNS) and then Failed. AwaitImage runs the `check-image`
-    command of a step running the pushed image, retried until the deployed task definitions run the
-    pushed digest: the push event fires while `pulumi up` is still registering them.
+    Prepare (defaults under the trigger) → [AwaitImage after an image push] → [Validate] →
+    Train (→ TrainOnDemand when a Spot attempt fails) → [Gate] → Succeeded, the bracketed
+    states where the workload has the step. Any step that fails for good goes to NotifyFailure
+    (SNS) and then Failed. AwaitImage runs the workload's `await_image` command in a step running
+    the pushed image, retried until the deployed task definitions run the pushed digest: the push
+    event fires while `pulumi up` is still registering them.
     """
-    if set(spec.families) != set(TRAINING_STEPS):
-        raise ValueError(f"families must name exactly the steps {TRAINING_STEPS}")
+    if "train" not in spec.families or not set(spec.families) <= set(TRAINING_STEPS):
+        raise ValueError(f"families must name train and only the steps {TRAINING_STEPS}")
     if not spec.subnets or not spec.security_groups:
         raise ValueError("tasks need at least one subnet and one security group")
     if not spec.topic_arn.startswith("arn:aws") or ":sns:" not in spec.topic_arn:
@@ -219,6 +260,11 @@ def training_state_machine(spec: PipelineSpec) -> dict[str, Any]:
     # Capacity refusals and API errors: 30 s, 60 s, 120 s, 240 s (with full jitter).
     ecs_retry = _retry(ECS_ERRORS, interval=30, attempts=4)
     spot = spec.train_capacity == FARGATE_SPOT
+    first = "Validate" if "validate" in spec.families else "Train"
+    after_train = "Gate" if "gate" in spec.families else "Succeeded"
+    # The pushed flavour's step: validate on cpu stacks (small and on demand), or train (gpu
+    # stacks, or no validate; on GPU the instance it starts serves the Train step right after).
+    await_step = "validate" if first == "Validate" and not spec.gpu_train else "train"
 
     states: dict[str, Any] = {
         "Defaults": {
@@ -251,9 +297,11 @@ def training_state_machine(spec: PipelineSpec) -> dict[str, Any]:
                     ),
                 },
             },
-            "Next": "PushedImage",
+            "Next": "PushedImage" if spec.await_command else first,
         },
-        "PushedImage": {
+    }
+    if spec.await_command:
+        states["PushedImage"] = {
             "Type": "Choice",
             "Choices": [
                 {
@@ -262,15 +310,13 @@ def training_state_machine(spec: PipelineSpec) -> dict[str, Any]:
                     "Next": "AwaitImage",
                 }
             ],
-            "Default": "Validate",
-        },
-        # On the step that runs the pushed flavour: validate (cpu stacks, small and on demand) or
-        # train (gpu stacks; the instance it starts serves the Train step right after).
-        "AwaitImage": _run_task(
+            "Default": first,
+        }
+        states["AwaitImage"] = _run_task(
             spec,
-            "train" if spec.gpu_train else "validate",
-            spec.train_capacity if spec.gpu_train else spec.step_capacity,
-            "Validate",
+            await_step,
+            spec.step_capacity if await_step == "validate" else spec.train_capacity,
+            first,
             [
                 ecs_retry,
                 _retry(
@@ -281,10 +327,12 @@ def training_state_machine(spec: PipelineSpec) -> dict[str, Any]:
                 ),
             ],
             notify,
-            command=[IMAGE_CHECK_COMMAND],
-        ),
-        "Validate": _run_task(spec, "validate", spec.step_capacity, "Train", [ecs_retry], notify),
-    }
+            command=spec.await_command,
+        )
+    if first == "Validate":
+        states["Validate"] = _run_task(
+            spec, "validate", spec.step_capacity, "Train", [ecs_retry], notify
+        )
     if spot:
         # Spot: capacity refusals (`ECS.AmazonECSException`) are retried with backoff first;
         # still refused, or interrupted (`States.TaskFailed`), the run falls back to on-demand,
@@ -293,7 +341,7 @@ def training_state_machine(spec: PipelineSpec) -> dict[str, Any]:
             spec,
             "train",
             FARGATE_SPOT,
-            "Gate",
+            after_train,
             [ecs_retry],
             [
                 {
@@ -304,7 +352,9 @@ def training_state_machine(spec: PipelineSpec) -> dict[str, Any]:
                 *notify,
             ],
         )
-        states["TrainOnDemand"] = _run_task(spec, "train", FARGATE, "Gate", [ecs_retry], notify)
+        states["TrainOnDemand"] = _run_task(
+            spec, "train", FARGATE, after_train, [ecs_retry], notify
+        )
     else:
         # On-demand Fargate or the GPU provider: a stopped task (host drained, container
         # killed) resumes from its checkpoint once.
@@ -312,11 +362,17 @@ def training_state_machine(spec: PipelineSpec) -> dict[str, Any]:
             spec,
             "train",
             spec.train_capacity,
-            "Gate",
+            after_train,
             [ecs_retry, _retry([TASK_FAILED], interval=30, attempts=1)],
             notify,
         )
-    states["Gate"] = _run_task(spec, "gate", spec.step_capacity, "Succeeded", [ecs_retry], notify)
+    if after_train == "Gate":
+        after_gate = "RollService" if spec.rollout else "Succeeded"
+        states["Gate"] = _run_task(
+            spec, "gate", spec.step_capacity, after_gate, [ecs_retry], notify
+        )
+    if spec.rollout:
+        states["RollService"] = {**spec.rollout, "Catch": notify, "Next": "Succeeded"}
     states["NotifyFailure"] = {
         "Type": "Task",
         "Resource": SNS_PUBLISH_RESOURCE,
@@ -347,100 +403,6 @@ def training_state_machine(spec: PipelineSpec) -> dict[str, Any]:
     }
 
 
-def state_machine_role_statements(
-    *,
-    region: str,
-    account: str,
-    cluster_name: str,
-    families: Sequence[str],
-    pass_role_arns: Sequence[str],
-    topic_arn: str,
-    topic_key_arn: str,
-) -> list[dict[str, Any]]:
-    """The state machine role's permissions: run these tasks, follow them, report, log, trace.
-
-    Sources: Step Functions Developer Guide, "IAM policies for Amazon ECS/AWS Fargate" (RunTask on
-    the task definitions; StopTask/DescribeTasks; the events actions on the managed rule), "IAM
-    policies for Amazon SNS", "Logging using CloudWatch Logs" and "AWS X-Ray and Step Functions".
-    The guide grants StopTask/DescribeTasks on "*" because task ids are unknown in advance; the
-    Service Authorization Reference lets both take a `task` resource
-    (`arn:aws:ecs:REGION:ACCOUNT:task/CLUSTER/ID`), so they are limited to this cluster's tasks.
-    """
-    if not families or not pass_role_arns:
-        raise ValueError("the state machine role needs task definition families and roles to pass")
-    for role in pass_role_arns:
-        if not re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+", role):
-            raise ValueError(f"{role!r} is not an IAM role ARN")
-    task_definitions = [
-        arn for family in families for arn in task_definition_arn_patterns(region, account, family)
-    ]
-    return [
-        {
-            "Sid": "RunPipelineTasks",
-            "Effect": "Allow",
-            "Action": "ecs:RunTask",
-            "Resource": task_definitions,
-            "Condition": {
-                "ArnEquals": {
-                    "ecs:cluster": f"arn:aws:ecs:{region}:{account}:cluster/{cluster_name}"
-                }
-            },
-        },
-        {
-            "Sid": "FollowPipelineTasks",
-            "Effect": "Allow",
-            "Action": ["ecs:DescribeTasks", "ecs:StopTask"],
-            "Resource": f"arn:aws:ecs:{region}:{account}:task/{cluster_name}/*",
-        },
-        {
-            "Sid": "PassTaskRoles",
-            "Effect": "Allow",
-            "Action": "iam:PassRole",
-            "Resource": sorted(set(pass_role_arns)),
-            "Condition": {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}},
-        },
-        {
-            "Sid": "SyncEcsTaskEvents",
-            "Effect": "Allow",
-            "Action": ["events:PutTargets", "events:PutRule", "events:DescribeRule"],
-            "Resource": f"arn:aws:events:{region}:{account}:rule/{ECS_EVENTS_RULE}",
-        },
-        # The failure topic is the alarm topic: Publish, plus its key when it has a CMK.
-        *alarm_publisher_statements(topic_arn, topic_key_arn),
-        {
-            # Documented exception: the CloudWatch Logs vended-log delivery actions take no
-            # resource ARN, Resource must be "*" (Step Functions Developer Guide, "Logging using
-            # CloudWatch Logs": IAM policy for logging to CloudWatch Logs).
-            "Sid": "DeliverExecutionLogs",
-            "Effect": "Allow",
-            "Action": [
-                "logs:CreateLogDelivery",
-                "logs:GetLogDelivery",
-                "logs:UpdateLogDelivery",
-                "logs:DeleteLogDelivery",
-                "logs:ListLogDeliveries",
-                "logs:PutResourcePolicy",
-                "logs:DescribeResourcePolicies",
-                "logs:DescribeLogGroups",
-            ],
-            "Resource": "*",
-        },
-        {
-            # Documented exception: X-Ray trace and sampling actions take no resource ARN
-            # (Step Functions Developer Guide, "AWS X-Ray and Step Functions": IAM policy).
-            "Sid": "TraceExecutions",
-            "Effect": "Allow",
-            "Action": [
-                "xray:PutTraceSegments",
-                "xray:PutTelemetryRecords",
-                "xray:GetSamplingRules",
-                "xray:GetSamplingTargets",
-            ],
-            "Resource": "*",
-        },
-    ]
-
-
 STAR_RESOURCE_SIDS = (
     "DeliverExecutionLogs",
     "TraceExecutions",
@@ -449,50 +411,3 @@ STAR_RESOURCE_SIDS = (
     "DescribeEverywhere",
 )
 """Statements AWS documents as needing `Resource: "*"`; every other statement names its ARNs."""
-
-
-def execution_role_statements(
-    repository_arn: str, log_group_arns: Sequence[str]
-) -> list[dict[str, Any]]:
-    """A task execution role: pull this repository's images and write these log groups.
-
-    Narrower than the managed AmazonECSTaskExecutionRolePolicy (ECR and Logs on "*"); the
-    actions are the ones that policy grants for image pulls and awslogs (ECS Developer Guide,
-    "Amazon ECS task execution IAM role"). The repository uses the AWS-managed `aws/ecr` key,
-    which ECR uses through its own grants, so pulling needs no KMS permission (ECR User Guide,
-    "Encryption at rest").
-    """
-    if ":ecr:" not in repository_arn or ":repository/" not in repository_arn:
-        raise ValueError(f"{repository_arn!r} is not an ECR repository ARN")
-    if not log_group_arns:
-        raise ValueError("the execution role needs at least one log group ARN")
-    for arn in log_group_arns:
-        if ":logs:" not in arn or ":log-group:" not in arn:
-            raise ValueError(f"{arn!r} is not a CloudWatch Logs log group ARN")
-    streams = sorted({f"{arn.removesuffix(':*')}:log-stream:*" for arn in log_group_arns})
-    return [
-        {
-            # Documented exception: GetAuthorizationToken is account-wide and takes no resource
-            # ARN (Service Authorization Reference, Amazon ECR).
-            "Sid": "PullImagesToken",
-            "Effect": "Allow",
-            "Action": "ecr:GetAuthorizationToken",
-            "Resource": "*",
-        },
-        {
-            "Sid": "PullImages",
-            "Effect": "Allow",
-            "Action": [
-                "ecr:BatchCheckLayerAvailability",
-                "ecr:BatchGetImage",
-                "ecr:GetDownloadUrlForLayer",
-            ],
-            "Resource": repository_arn,
-        },
-        {
-            "Sid": "WriteTaskLogs",
-            "Effect": "Allow",
-            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-            "Resource": streams[0] if len(streams) == 1 else streams,
-        },
-    ]

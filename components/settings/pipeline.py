@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -17,13 +16,6 @@ class Capacity(StrEnum):
     FARGATE = "fargate"
     FARGATE_SPOT = "fargate-spot"
     GPU_EC2 = "gpu-ec2"
-
-
-HTTPS_URL = re.compile(r"https://[A-Za-z0-9.-]+(:\d+)?(/[^\s]*)?")
-
-
-NOAA_WEEKLY_URL = "https://gml.noaa.gov/webdata/ccgg/trends/co2/co2_weekly_mlo.txt"
-"""The default ingest source (app/ingest.py `NOAA_WEEKLY_URL`)."""
 
 
 @dataclass(frozen=True)
@@ -44,18 +36,15 @@ class TrainingSettings:
 
 @dataclass(frozen=True)
 class MonitoringSettings:
-    """The closed loop: the scheduled ingest task and the monitor's thresholds."""
+    """The closed loop: when the workload's job runs, and the monitor's thresholds (its
+    environment, `MONITOR_*`)."""
 
     ingest_schedule: str = "cron(0 6 ? * MON *)"
-    """When the ingest task runs (EventBridge cron or rate); "" = never."""
-    source: str = NOAA_WEEKLY_URL
-    """The weekly file ingested (https only): NOAA GML's weekly Mauna Loa CO2."""
+    """When the workload's scheduled job runs (EventBridge cron or rate); "" = never."""
     error_tolerance: float = 2.5
-    """Forecast-error check: trips above this multiple of the backtest band's 95th percentile."""
+    """Prediction-error check: trips above this multiple of the backtest band's 95th percentile."""
     drift_p_value: float = 0.001
     """Input-drift check: significance level of the Mann-Whitney U test."""
-    drift_min_shift_ppm: float = 2.0
-    """Input-drift check: smallest shift of the median annual change that counts (ppm)."""
     cooldown_weeks: int = 8
     """Weeks of new data after a drift event before the next one may be sent."""
 
@@ -115,14 +104,9 @@ def parse_monitoring(raw: Any) -> MonitoringSettings:
     schedule = s.str("ingest_schedule")
     if schedule:
         cron(s.key("ingest_schedule"), schedule)
-    source = s.str("source")
-    if not HTTPS_URL.fullmatch(source):
-        raise fail(s.key("source"), source, "it must be an https:// URL of NOAA's weekly format")
     return MonitoringSettings(
         ingest_schedule=schedule,
-        source=source,
         error_tolerance=s.number("error_tolerance", 1.0, 100.0),
         drift_p_value=s.number("drift_p_value", 1e-12, 0.5),
-        drift_min_shift_ppm=s.number("drift_min_shift_ppm", 0.0, 50.0),
         cooldown_weeks=s.int("cooldown_weeks", lo=0, hi=520),
     )

@@ -80,7 +80,7 @@ class InferenceSettings:
     waf: bool = False
     access_logs: bool = False
     dashboard: bool = True
-    forecast_interval_seconds: int = 10
+    """false leaves out the workload's sidecars served under a path (the web UIs)."""
     gpu: GpuServingSettings = field(default_factory=GpuServingSettings)
 
 
@@ -219,5 +219,4 @@ def parse_inference(raw: Any) -> InferenceSettings:
         waf=s.bool("waf"),
         access_logs=s.bool("access_logs"),
         dashboard=s.bool("dashboard"),
-        forecast_interval_seconds=s.int("forecast_interval_seconds", lo=1, hi=3600),
     )

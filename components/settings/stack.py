@@ -19,6 +19,7 @@ from typing import Any
 import pulumi
 
 from components.settings._section import PROJECT, fail
+from components.settings.legacy import apply_deprecated, pop_deprecated
 from components.settings.pipeline import (
     Capacity,
     MonitoringSettings,
@@ -42,6 +43,7 @@ from components.settings.platform import (
     parse_store,
 )
 from components.settings.serving import InferenceSettings, ServingCapacity, parse_inference
+from components.settings.workload import SidecarSpec, WorkloadSpec, parse_workload
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class Settings:
     observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
     ci: CiSettings = field(default_factory=CiSettings)
     protection: ProtectionSettings = field(default_factory=ProtectionSettings)
+    workload: WorkloadSpec = field(default_factory=lambda: parse_workload(None))
 
     # The decisions that span sections, made here once; components take their answers as
     # arguments and never read `capacity` themselves.
@@ -75,8 +78,19 @@ class Settings:
 
     @property
     def serving_gpu(self) -> bool:
-        """The service runs on its GPU EC2 capacity (`inference.capacity: gpu-ec2`)."""
-        return self.inference.capacity is ServingCapacity.GPU_EC2
+        """The service runs on its GPU EC2 capacity (`inference.capacity: gpu-ec2`); a
+        training-only workload (`workload.serving: null`) has no service."""
+        return (
+            self.inference.capacity is ServingCapacity.GPU_EC2 and self.workload.serving is not None
+        )
+
+    @property
+    def sidecars(self) -> tuple[SidecarSpec, ...]:
+        """The workload's sidecars deployed: `inference.dashboard: false` leaves out those
+        served under a path (the web UIs behind the load balancer)."""
+        return tuple(
+            c for c in self.workload.sidecars if self.inference.dashboard or c.path is None
+        )
 
     @property
     def image_flavours(self) -> tuple[str, ...]:
@@ -95,6 +109,7 @@ SECTIONS: dict[str, type] = {
     "observability": ObservabilitySettings,
     "ci": CiSettings,
     "protection": ProtectionSettings,
+    "workload": WorkloadSpec,
 }
 
 
@@ -121,7 +136,9 @@ def parse(raw: Mapping[str, Any], stack: str = "dev", region: str = "us-east-1")
                 f"{PROJECT}:{section}: unknown config key; {hint}known keys: "
                 + ", ".join(f"{PROJECT}:{s}" for s in SECTIONS)
             )
+    raw, moved = pop_deprecated(raw)
     values = {name: parser(raw.get(name)) for name, parser in _PARSERS.items()}
+    values["workload"] = apply_deprecated(parse_workload(raw.get("workload")), moved)
     values["protection"] = _old_protect(raw, values["protection"])
     settings = Settings(stack=stack, region=region, **values)
     if settings.training_gpu and settings.network.egress is Egress.PUBLIC_IP:
@@ -143,6 +160,12 @@ def parse(raw: Mapping[str, Any], stack: str = "dev", region: str = "us-east-1")
             "public IP, so they reach ECR and CloudWatch through NAT), got public-ip",
         )
     _check_pins(settings)
+    if settings.workload.image.location and settings.image.pin:
+        raise fail(
+            "image.pin",
+            settings.image.pin,
+            'workload.image.location already names the image by digest; leave image.pin ""',
+        )
     if settings.protection.require_https and not settings.https:
         raise pulumi.RunError(
             f"{PROJECT}:inference.domain: '' and {PROJECT}:inference.certificate_arn: '' are not "

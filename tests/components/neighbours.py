@@ -115,6 +115,8 @@ def load_balancer(s: Settings, net: Network) -> LoadBalancer:
             vpc_cidr=s.network.cidr,
             log_retention_days=s.observability.log_retention_days,
             retain_on_destroy=s.protection.retain_on_destroy,
+            serving=s.workload.serving,
+            sidecars=s.sidecars,
         ),
     )
 
@@ -136,11 +138,14 @@ def inference_service(s: Settings) -> InferenceService:
             load_balancer=load_balancer(s, net),
             alarm_topic=alarm_topic(s),
             image_ref=images.image_ref("gpu" if s.serving_gpu else "cpu"),
-            repository_arn=images.repository_arn,
+            repository_arns=[images.repository_arn],
             log_retention_days=s.observability.log_retention_days,
             container_insights=s.observability.container_insights,
             cloudwatch_dashboard=s.observability.cloudwatch_dashboard,
             rollback_on_alarm=s.protection.rollback_on_alarm,
+            serving=s.workload.serving,
+            sidecars=s.sidecars,
+            security=s.workload.security,
         ),
     )
 
@@ -162,6 +167,9 @@ def training_task(s: Settings) -> TrainingTask:
             store=shared,
             image_repo=images,
             alarm_topic=alarm_topic(s),
+            train=s.workload.training,
+            steps=s.workload.steps,
+            security=s.workload.security,
         ),
     )
     images.release(after=training.image_triggers)
@@ -183,6 +191,9 @@ def monitoring(s: Settings) -> Monitoring:
             cluster=cluster(s, net, shared),
             store=shared,
             image_repo=images,
+            job=s.workload.job,
+            security=s.workload.security,
+            repository_arns=[images.repository_arn],
         ),
     )
 

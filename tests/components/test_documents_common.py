@@ -31,7 +31,7 @@ def spec(**overrides) -> ContainerSpec:
         log_group="/mlops/api",
         region="us-east-1",
         port=8080,
-        health_path="/health",
+        health_command=["CMD-SHELL", "wget -qO- http://127.0.0.1:8080/ping || exit 1"],
     )
     values.update(overrides)
     return ContainerSpec(**values)
@@ -56,15 +56,28 @@ def test_container_is_hardened_and_serializable():
     ]
 
 
-def test_health_check_uses_python_not_curl_and_waits_for_start():
+def test_health_check_is_the_workloads_own_command_and_waits_for_start():
     check = container_definition(spec(health_start_period=90))["healthCheck"]
-    assert check["command"][:2] == ["CMD", "python"]
-    assert "http://127.0.0.1:8080/health" in check["command"][-1]
+    assert check["command"] == ["CMD-SHELL", "wget -qO- http://127.0.0.1:8080/ping || exit 1"]
     assert check["startPeriod"] == 90
+    # ECS healthCheck.command starts with CMD or CMD-SHELL (ECS API, HealthCheck).
+    with pytest.raises(ValueError, match="CMD"):
+        container_definition(spec(health_command=["curl", "x"]))
+
+
+def test_depends_on_and_extra_mounts_become_ecs_fields():
+    definition = container_definition(
+        spec(depends_on=[("stage", "SUCCESS")], mounts={"ml": "/opt/ml"}, store=False)
+    )
+    assert definition["dependsOn"] == [{"containerName": "stage", "condition": "SUCCESS"}]
+    mounts = {m["containerPath"]: m["sourceVolume"] for m in definition["mountPoints"]}
+    assert mounts == {"/tmp": "scratch", "/opt/ml": "ml"}
+    with pytest.raises(ValueError, match="dependsOn condition"):
+        container_definition(spec(depends_on=[("stage", "DONE")]))
 
 
 def test_gpu_request_becomes_a_resource_requirement():
-    definition = container_definition(spec(gpus=2, port=None, health_path=None))
+    definition = container_definition(spec(gpus=2, port=None, health_command=None))
     assert definition["resourceRequirements"] == [{"type": "GPU", "value": "2"}]
     assert "portMappings" not in definition and "healthCheck" not in definition
 
@@ -84,7 +97,6 @@ def test_cpu_and_memory_stay_integers_inside_a_container():
         ({"name": "api server"}, "container name"),
         ({"command": []}, "command is empty"),
         ({"port": 70000}, "port 70000"),
-        ({"port": None}, "needs a port"),
     ],
 )
 def test_bad_container_input_is_refused(overrides, message):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
+import yaml
 
 from app.settings import AppSettings
 from components.documents.common import STORE_WAIT_SECONDS, looks_secret
@@ -15,17 +17,33 @@ from components.documents.inference import (
     inference_containers,
     inference_dashboard,
 )
+from components.settings.stack import parse
+from components.settings.workload import SecuritySpec, ServingSpec
+from preflight.offline import ROOT
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/mlops@sha256:" + "a" * 64
+FORECASTER = yaml.safe_load((ROOT / "workloads" / "forecaster.yaml").read_text())
 GROUPS = {"api": "/mlops/api", "dashboard": "/mlops/dashboard", "forecaster": "/mlops/forecaster"}
 ACCOUNT = "123456789012"
 ALB = "app/inference-alb-1234/50dc6c495c0c9188"
 TG = "targetgroup/inference-api-1234/6d0ecf831eec9f09"
 
 
+def _reference(dashboard: bool = True, interval: int = 10) -> dict:
+    """The reference workload's serving parts, as a stack with these settings deploys them."""
+    workload = copy.deepcopy(FORECASTER)
+    workload["sidecars"][1]["environment"]["FORECAST_INTERVAL_SECONDS"] = str(interval)
+    settings = parse({"workload": workload, "inference": {"dashboard": dashboard}})
+    return {
+        "serving": settings.workload.serving,
+        "sidecars": settings.sidecars,
+        "security": settings.workload.security,
+    }
+
+
 def _containers(dashboard: bool = True, interval: int = 10) -> dict[str, dict]:
     definitions = inference_containers(
-        IMAGE, GROUPS, "us-east-1", dashboard=dashboard, forecast_interval_seconds=interval
+        IMAGE, GROUPS, "us-east-1", **_reference(dashboard, interval)
     )
     return {d["name"]: d for d in json.loads(json.dumps(definitions))}
 
@@ -114,20 +132,31 @@ def test_environment_sets_what_the_app_reads_and_nothing_secret():
 
 def test_a_container_without_a_log_group_is_refused():
     with pytest.raises(ValueError, match="dashboard"):
-        inference_containers(
-            IMAGE,
-            {"api": "/a", "forecaster": "/f"},
-            "us-east-1",
-            dashboard=True,
-            forecast_interval_seconds=10,
-        )
+        inference_containers(IMAGE, {"api": "/a", "forecaster": "/f"}, "us-east-1", **_reference())
 
 
 def test_a_mutable_image_tag_is_refused():
     with pytest.raises(ValueError, match="sha256"):
-        inference_containers(
-            "repo:latest", GROUPS, "us-east-1", dashboard=True, forecast_interval_seconds=10
-        )
+        inference_containers("repo:latest", GROUPS, "us-east-1", **_reference())
+
+
+def test_a_byoc_server_gets_no_container_health_check_and_runs_as_given():
+    """SageMaker BYOC images need not ship python or curl: the load balancer checks /ping, and
+    no container health check is invented. Root is the documented opt-out."""
+    (server,) = inference_containers(
+        IMAGE,
+        {"api": "/a"},
+        "us-east-1",
+        serving=ServingSpec(),
+        sidecars=(),
+        security=SecuritySpec(user="0", read_only_root=False, run_as_root=True),
+        store=False,
+    )
+    assert server["command"] == ["serve"] and "healthCheck" not in server
+    assert [p["containerPort"] for p in server["portMappings"]] == [8080]
+    assert server["user"] == "0:0" and server["readonlyRootFilesystem"] is False
+    assert "/mnt/store" not in [m["containerPath"] for m in server["mountPoints"]]
+    assert "STORE_DIR" not in {e["name"] for e in server["environment"]}
 
 
 # ---------------------------------------------------------------------- capacity strategy

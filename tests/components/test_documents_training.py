@@ -11,6 +11,7 @@ import pytest
 
 from app.settings import AppSettings
 from components.documents.common import policy_document
+from components.documents.execution import execution_role_statements
 from components.documents.gpu import gpu_user_data
 from components.documents.training import (
     FARGATE,
@@ -19,7 +20,6 @@ from components.documents.training import (
     STEP_TIMEOUT_SECONDS,
     TRAINING_STEPS,
     PipelineSpec,
-    execution_role_statements,
     state_machine_role_statements,
     training_container,
     training_state_machine,
@@ -83,6 +83,8 @@ def spec(capacity: str = FARGATE_SPOT, public_ip: bool = True, gpu: bool = False
         train_capacity=capacity,
         topic_arn=TOPIC,
         gpu_train=gpu,
+        # The reference workload's `steps.await_image` (workloads/forecaster.yaml).
+        await_command=("check-image",),
     )
 
 
@@ -412,7 +414,8 @@ def test_every_next_names_a_state():
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"families": {"validate": "v", "train": "t"}}, "families"),
+        ({"families": {"validate": "v", "gate": "g"}}, "families"),
+        ({"families": {"train": "t", "deploy": "d"}}, "families"),
         ({"subnets": []}, "subnet"),
         ({"topic_arn": "alarms"}, "SNS"),
         ({"step_capacity": FARGATE_SPOT}, "on-demand"),
@@ -423,6 +426,21 @@ def test_bad_pipeline_specs_are_rejected(change, message):
     values = {**spec().__dict__, **change}
     with pytest.raises(ValueError, match=message):
         training_state_machine(PipelineSpec(**values))
+
+
+def test_a_workload_with_only_train_runs_train_then_succeeds():
+    """No validate, gate or await_image step (a BYOC image): Prepare goes straight to Train and
+    Train to Succeeded; the train timeout is the workload's."""
+    values = {
+        **spec(FARGATE).__dict__,
+        "families": {"train": "t"},
+        "await_command": (),
+        "train_timeout_seconds": 3600,
+    }
+    states = training_state_machine(PipelineSpec(**values))["States"]
+    assert set(states) == {"Defaults", "Prepare", "Train", "NotifyFailure", "Failed", "Succeeded"}
+    assert states["Prepare"]["Next"] == "Train" and states["Train"]["Next"] == "Succeeded"
+    assert states["Train"]["TimeoutSeconds"] == 3600
 
 
 # --------------------------------------------------------------------------- the containers

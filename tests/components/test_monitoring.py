@@ -20,14 +20,15 @@ from components.documents.common import (
 from components.documents.monitoring import (
     MonitorThresholds,
     default_event_bus_arn,
-    ingest_container,
+    job_container,
     publish_drift_statements,
     run_scheduled_task_statements,
 )
-from components.settings.pipeline import NOAA_WEEKLY_URL, MonitoringSettings
+from components.settings.pipeline import MonitoringSettings
 from components.settings.stack import parse
+from components.settings.workload import JobSpec, SecuritySpec
 from preflight.costs import estimate_cost
-from preflight.offline import ACCOUNT, REGION, Plan
+from preflight.offline import ACCOUNT, REGION, ROOT, Plan
 
 RULE = "aws:cloudwatch/eventRule:EventRule"
 TARGET = "aws:cloudwatch/eventTarget:EventTarget"
@@ -54,11 +55,10 @@ def statements(plan: Plan, name: str) -> list[dict[str, Any]]:
 # --- settings ----------------------------------------------------------------------------------
 
 
-def test_monitoring_defaults_are_a_weekly_ingest_of_noaa():
+def test_monitoring_defaults_are_a_weekly_job():
     settings = parse({}).monitoring
     assert settings == MonitoringSettings()
     assert settings.ingest_schedule == "cron(0 6 ? * MON *)"
-    assert settings.source == NOAA_WEEKLY_URL
     assert (settings.error_tolerance, settings.drift_p_value) == (2.5, 0.001)
 
 
@@ -67,11 +67,8 @@ def test_monitoring_defaults_are_a_weekly_ingest_of_noaa():
     [
         ("ingest_schedule", "cron(0 6 * * MON *)", "exactly one of day-of-month"),
         ("ingest_schedule", "weekly", "cron("),
-        ("source", "http://gml.noaa.gov/co2_weekly_mlo.txt", "https:// URL"),
-        ("source", 7, "it must be a string"),
         ("error_tolerance", 0.5, "at least 1.0"),
         ("drift_p_value", 0.9, "below 0.5"),
-        ("drift_min_shift_ppm", -1, "at least 0.0"),
         ("cooldown_weeks", 1000, "from 0 to 520"),
         ("cooldown_weeks", 2.5, "integer"),
     ],
@@ -96,13 +93,15 @@ def test_empty_ingest_schedule_is_allowed():
 # --- documents ---------------------------------------------------------------------------------
 
 
-def test_ingest_container_runs_ingest_then_monitor_publishing_to_eventbridge():
-    container = ingest_container(
-        IMAGE, "logs", "eu-west-1", source=NOAA_WEEKLY_URL, thresholds=MonitorThresholds()
+def test_the_reference_job_runs_ingest_then_monitor_publishing_to_eventbridge():
+    job = parse({}).workload.job
+    container = job_container(
+        IMAGE, "logs", "eu-west-1", job=job, thresholds=MonitorThresholds(), security=SecuritySpec()
     )
     assert container["command"] == ["ingest", "--monitor"]
     environment = {item["name"]: item["value"] for item in container["environment"]}
-    assert environment["INGEST_SOURCE"] == NOAA_WEEKLY_URL
+    # app/ingest.py's default source and app/monitor.py's variable names.
+    assert environment["INGEST_SOURCE"] in (ROOT / "app" / "ingest.py").read_text()
     assert environment["MONITOR_ON_DRIFT"] == "eventbridge"
     assert environment["EVENT_BUS_NAME"] == "default"
     assert environment["AWS_REGION"] == "eu-west-1"
@@ -110,9 +109,14 @@ def test_ingest_container_runs_ingest_then_monitor_publishing_to_eventbridge():
     assert container["readonlyRootFilesystem"] and container["user"] == "10001:10001"
 
 
-def test_ingest_container_refuses_a_plain_http_source():
-    with pytest.raises(ValueError, match="must be an https:// URL"):
-        ingest_container(IMAGE, "logs", REGION, source="http://x/y", thresholds=MonitorThresholds())
+def test_a_job_that_emits_no_drift_gets_no_event_bus():
+    job = JobSpec(command=("refresh",), environment={"SOURCE": "https://example.org"})
+    container = job_container(
+        IMAGE, "logs", REGION, job=job, thresholds=MonitorThresholds(), security=SecuritySpec()
+    )
+    environment = {item["name"]: item["value"] for item in container["environment"]}
+    assert container["command"] == ["refresh"] and environment["SOURCE"] == "https://example.org"
+    assert "EVENT_BUS_NAME" not in environment
 
 
 def test_the_task_may_put_only_drift_events_on_the_default_bus():

@@ -204,6 +204,13 @@ CASES: list[tuple[str, str, dict[str, Any], dict[str, Any], str]] = [
     ("container-non-root", TD, task([container()]), task([container(user="0:0")]), "root"),
     ("container-non-root", TD, task([container()]), task([container(user=None)]), "no user"),
     (
+        "workload-runs-as-root",
+        TD,
+        task([container()]),
+        task([container(user="0:0", dockerLabels={checks.LABEL_ROOT_OPT_OUT: "true"})]),
+        "run_as_root",
+    ),
+    (
         "container-not-privileged",
         TD,
         task([container()]),
@@ -442,7 +449,12 @@ def test_unknown_preview_values_reach_the_sdk() -> None:
 
 def test_pack_has_at_least_14_mandatory_policies(pack: dict[str, Any]) -> None:
     assert len(pack) >= 14
-    assert all(p.enforcement_level is EnforcementLevel.MANDATORY for p in pack.values())
+    advisory = {
+        name for name, p in pack.items() if p.enforcement_level is EnforcementLevel.ADVISORY
+    }
+    assert advisory == {"workload-runs-as-root"}
+    mandatory = [p for p in pack.values() if p.enforcement_level is EnforcementLevel.MANDATORY]
+    assert len(mandatory) == len(pack) - 1 >= 14
     assert all(p.description for p in pack.values())
 
 
@@ -551,3 +563,35 @@ def test_pack_serves_the_engine_like_crossguard_runs_it() -> None:
     finally:
         server.kill()
         server.wait(timeout=10)
+
+
+# --- the workload's opt-outs (mlops:workload) -----------------------------------------------------
+
+
+def test_the_root_opt_out_is_advisory_and_anything_else_as_root_is_refused():
+    opted_out = container(
+        user="0:0",
+        readonlyRootFilesystem=False,
+        dockerLabels={checks.LABEL_ROOT_OPT_OUT: "true"},
+    )
+    props = task([opted_out])
+    assert checks.container_non_root(TD, props) == []
+    assert checks.container_read_only_root(TD, props) == []
+    assert checks.workload_runs_as_root(TD, props)
+    by_name = {check.name: check for check in checks.RESOURCE_CHECKS}
+    assert by_name["workload-runs-as-root"].advisory
+    assert not by_name["container-non-root"].advisory
+    # A staging container (root, to hand files to the workload's uid) keeps a read-only root;
+    # with a writable one, or unlabelled, root is refused.
+    staging = {"dockerLabels": {checks.LABEL_STAGING: "true"}, "user": "0:0"}
+    assert checks.container_non_root(TD, task([container(**staging)])) == []
+    writable = container(**staging, readonlyRootFilesystem=False)
+    assert checks.container_non_root(TD, task([writable]))
+    assert checks.container_non_root(TD, task([container(user="0:0")]))
+
+
+def test_a_server_checked_by_its_target_group_needs_no_container_health_check():
+    bare = {k: v for k, v in container().items() if k != "healthCheck"}
+    assert checks.container_health_check(TD, task([bare]))
+    labelled = {**bare, "dockerLabels": {checks.LABEL_HEALTH: "load-balancer"}}
+    assert checks.container_health_check(TD, task([labelled])) == []

@@ -1,0 +1,478 @@
+"""`mlops:workload`: what the image does (commands, ports, health, steps, sidecars, job, user).
+
+Sizes, capacity, GPUs and schedules stay in `mlops:training`, `mlops:inference` and
+`mlops:monitoring`; this section says what runs, those say where and how big. Without the section
+the bundled reference workload (`default_workload` in `workloads/defaults.yaml`) is read, so a
+stack file that
+never declares a workload deploys what it deployed before. Keys of the old config that became
+workload environment (`deprecated_keys` there) are still read, with a warning.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from components.settings._section import PROJECT, Section, fail
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKLOADS = ROOT / "workloads"
+DEFAULTS = WORKLOADS / "defaults.yaml"
+"""`default_workload`: the file read when a stack declares no `mlops:workload` (the reference
+workload, app/); `deprecated_keys`: settings/legacy.py."""
+
+ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+RESERVED_ENV = (
+    "RUN_ID",
+    "RUN_DATE",
+    "TRIGGER",
+    "IMAGE_DIGEST",
+    "TRIGGER_IMAGE_DIGEST",
+    "STORE_DIR",
+)
+RESERVED_ENV_PREFIXES = ("SM_", "MLOPS_")
+"""Set by the platform in the workload's containers (docs/workload-contract.md)."""
+CONTAINER_NAME = re.compile(r"[a-z][a-z0-9-]{0,30}")
+PLATFORM_CONTAINERS = ("api", "stage-training", "collect-training", "stage-serving", "gate")
+"""Names the platform gives its own containers; a sidecar cannot take them."""
+IMAGE_LOCATION = re.compile(
+    r"(?P<registry>[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?)/(?P<repository>[a-z0-9]"
+    r"[a-z0-9._/-]{0,254})@sha256:[0-9a-f]{64}"
+)
+ECR_REGISTRY = re.compile(r"(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com")
+HEALTH_PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@/%-]{0,1023}")
+USER = re.compile(r"(?P<uid>\d{1,10})(:(?P<gid>\d{1,10}))?")
+STEPS = ("validate", "gate", "await_image")
+
+
+class Contract(StrEnum):
+    """How the platform runs the image."""
+
+    PLATFORM = "platform"  # the image's own commands; the store mounted at /mnt/store, STORE_DIR
+    SAGEMAKER = "sagemaker"  # SageMaker BYOC: /opt/ml staged by the platform's containers
+
+
+class Direction(StrEnum):
+    MAXIMIZE = "maximize"
+    MINIMIZE = "minimize"
+
+
+@dataclass(frozen=True)
+class ImageBuild:
+    context: str = "app"
+    """Repo-relative directory."""
+    dockerfile: str = "Dockerfile"
+    """Relative to `context`."""
+    args: Mapping[str, str] = field(default_factory=dict)
+    """Build args of both flavours."""
+    gpu_args: Mapping[str, str] = field(default_factory=dict)
+    """Extra build args of the gpu flavour."""
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    build: ImageBuild | None = field(default_factory=ImageBuild)
+    location: str = ""
+    """`<registry>/<repository>@sha256:<64 hex>`: an image built elsewhere, by digest."""
+
+    @property
+    def ecr_repository_arn(self) -> str:
+        """The ECR repository `location` names ("" for another registry): the one the execution
+        role may pull."""
+        if not self.location:
+            return ""
+        match = IMAGE_LOCATION.fullmatch(self.location)
+        registry = ECR_REGISTRY.fullmatch(match["registry"]) if match else None
+        if not match or not registry:
+            return ""
+        return (
+            f"arn:aws:ecr:{registry['region']}:{registry['account']}:repository/"
+            f"{match['repository']}"
+        )
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    command: tuple[str, ...] = ("train",)
+    environment: Mapping[str, str] = field(default_factory=dict)
+    hyperparameters: Mapping[str, Any] = field(default_factory=dict)
+    """sagemaker: written to /opt/ml/input/config/hyperparameters.json as strings."""
+    channels: Mapping[str, str] = field(default_factory=dict)
+    """sagemaker: channel -> store-relative directory staged into /opt/ml/input/data/<channel>."""
+    timeout_minutes: int = 60
+
+
+@dataclass(frozen=True)
+class ServingSpec:
+    command: tuple[str, ...] = ("serve",)
+    port: int = 8080
+    health_path: str = "/ping"
+    """The load balancer target group's check."""
+    health_command: tuple[str, ...] | None = None
+    """An ECS container health check (`CMD ...` or `CMD-SHELL ...`); none when absent."""
+    start_period_seconds: int = 60
+    environment: Mapping[str, str] = field(default_factory=dict)
+    internal_port: int | None = None
+    """A second port reachable from the VPC only, never through the load balancer."""
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    command: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Objective:
+    file: str = "metrics.json"
+    key: str = ""
+    direction: Direction = Direction.MAXIMIZE
+    margin: float = 0.0
+
+
+@dataclass(frozen=True)
+class SidecarSpec:
+    name: str
+    command: tuple[str, ...]
+    port: int | None = None
+    path: str | None = None
+    """Served through the load balancer under this path (its own target group)."""
+    environment: Mapping[str, str] = field(default_factory=dict)
+    health_command: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    command: tuple[str, ...] = ()
+    environment: Mapping[str, str] = field(default_factory=dict)
+    emits_drift: bool = False
+    """May put the drift event on the default bus (the only use of events:PutEvents)."""
+
+
+@dataclass(frozen=True)
+class SecuritySpec:
+    user: str = "10001"
+    read_only_root: bool = True
+    run_as_root: bool = False
+    """The documented opt-out: user 0 and a writable root (the policy pack reports it)."""
+
+    @property
+    def container_user(self) -> str:
+        """`uid:gid` as ECS takes it."""
+        match = USER.fullmatch(self.user)
+        assert match, self.user  # the parser checked it
+        return f"{match['uid']}:{match['gid'] or match['uid']}"
+
+    @property
+    def uid(self) -> int:
+        return int(self.container_user.split(":")[0])
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    contract: Contract = Contract.PLATFORM
+    image: ImageSpec = field(default_factory=ImageSpec)
+    training: TrainingSpec = field(default_factory=TrainingSpec)
+    serving: ServingSpec | None = field(default_factory=ServingSpec)
+    """None: a training-only workload (no service, no load balancer)."""
+    steps: Mapping[str, StepSpec] = field(default_factory=dict)
+    objective: Objective | None = None
+    sidecars: tuple[SidecarSpec, ...] = ()
+    job: JobSpec | None = None
+    security: SecuritySpec = field(default_factory=SecuritySpec)
+
+
+# -- readers of one value, each naming its key ------------------------------------------------
+
+
+def _map(key: str, raw: Any) -> Mapping[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise fail(key, raw, "it must be a map")
+    return raw
+
+
+def _command(key: str, raw: Any) -> tuple[str, ...]:
+    if (
+        not isinstance(raw, list | tuple)
+        or not raw
+        or not all(isinstance(a, str) and a for a in raw)
+    ):
+        raise fail(key, raw, "it must be a non-empty list of strings, e.g. [train]")
+    return tuple(raw)
+
+
+def _environment(key: str, raw: Any) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for name, value in _map(key, raw).items():
+        if not isinstance(name, str) or not ENV_NAME.fullmatch(name):
+            raise fail(f"{key}.{name}", name, "a variable name is [A-Z_][A-Z0-9_]*")
+        if name in RESERVED_ENV or name.startswith(RESERVED_ENV_PREFIXES):
+            raise fail(
+                f"{key}.{name}",
+                name,
+                "the platform sets it: "
+                + ", ".join([*RESERVED_ENV, *(p + "*" for p in RESERVED_ENV_PREFIXES)]),
+            )
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise fail(f"{key}.{name}", value, "a value is a string or a number (no secrets)")
+        env[name] = str(value)
+    return env
+
+
+def _port(key: str, raw: Any) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= 65535:
+        raise fail(key, raw, "it must be a TCP port 1..65535")
+    return raw
+
+
+def _health_command(key: str, raw: Any) -> tuple[str, ...] | None:
+    if raw is None:
+        return None
+    command = _command(key, raw)
+    if command[0] not in ("CMD", "CMD-SHELL") or len(command) < 2:
+        raise fail(key, raw, 'an ECS health check: ["CMD", "prog", "arg"...] or ["CMD-SHELL", "…"]')
+    return command
+
+
+def _health_path(key: str, raw: Any) -> str:
+    if not isinstance(raw, str) or not HEALTH_PATH.fullmatch(raw):
+        raise fail(key, raw, "an HTTP path starting with /, e.g. /ping")
+    return raw
+
+
+def _store_dir(key: str, raw: Any) -> str:
+    parts = raw.split("/") if isinstance(raw, str) else []
+    if not parts or raw.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise fail(key, raw, "a directory relative to the store, e.g. datasets/train")
+    return raw
+
+
+def _repo_dir(key: str, raw: Any, base: Path) -> str:
+    parts = raw.split("/") if isinstance(raw, str) else []
+    if not parts or raw.startswith("/") or ".." in parts:
+        raise fail(key, raw, "a path relative to the repository, without '..'")
+    return raw
+
+
+# -- the sections ------------------------------------------------------------------------------
+
+
+def _image(raw: Any) -> ImageSpec:
+    s = Section("workload.image", raw, ImageSpec)
+    if s.has("build") == s.has("location"):
+        raise fail("workload.image", dict(s.raw), "give exactly one of build or location")
+    if s.has("location"):
+        location = s.raw["location"]
+        if not isinstance(location, str) or not IMAGE_LOCATION.fullmatch(location):
+            raise fail(
+                "workload.image.location",
+                location,
+                "an image by digest: <registry>/<repository>@sha256:<64 hex digits>",
+            )
+        return ImageSpec(build=None, location=location)
+    b = Section("workload.image.build", s.raw["build"], ImageBuild)
+    context = _repo_dir(b.key("context"), b.str("context"), ROOT)
+    if not (ROOT / context).is_dir():
+        raise fail(b.key("context"), context, f"a directory of the repository ({ROOT})")
+    dockerfile = _repo_dir(b.key("dockerfile"), b.str("dockerfile"), ROOT / context)
+    if not (ROOT / context / dockerfile).is_file():
+        raise fail(b.key("dockerfile"), dockerfile, f"a file inside {context}/")
+    args = {}
+    for name in ("args", "gpu_args"):
+        values = _map(b.key(name), b.raw.get(name))
+        for arg, value in values.items():
+            if not isinstance(arg, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", arg):
+                raise fail(f"{b.key(name)}.{arg}", arg, "a build arg name")
+            if isinstance(value, bool) or not isinstance(value, str | int | float):
+                raise fail(f"{b.key(name)}.{arg}", value, "a string or a number")
+        args[name] = {k: str(v) for k, v in values.items()}
+    return ImageSpec(
+        build=ImageBuild(
+            context=context, dockerfile=dockerfile, args=args["args"], gpu_args=args["gpu_args"]
+        )
+    )
+
+
+def _training(raw: Any) -> TrainingSpec:
+    s = Section("workload.training", raw, TrainingSpec)
+    hyperparameters = dict(_map(s.key("hyperparameters"), s.raw.get("hyperparameters")))
+    for name, value in hyperparameters.items():
+        if not isinstance(name, str) or value is None or isinstance(value, Mapping | list):
+            raise fail(f"{s.key('hyperparameters')}.{name}", value, "a string, number or bool")
+    channels = {}
+    for name, value in _map(s.key("channels"), s.raw.get("channels")).items():
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
+            raise fail(f"{s.key('channels')}.{name}", name, "a channel name like train")
+        channels[name] = _store_dir(f"{s.key('channels')}.{name}", value)
+    return TrainingSpec(
+        command=_command(s.key("command"), s.raw.get("command", ["train"])),
+        environment=_environment(s.key("environment"), s.raw.get("environment")),
+        hyperparameters=hyperparameters,
+        channels=channels,
+        timeout_minutes=s.int("timeout_minutes", lo=1, hi=7 * 24 * 60),
+    )
+
+
+def _serving(raw: Any) -> ServingSpec:
+    s = Section("workload.serving", raw, ServingSpec)
+    port = _port(s.key("port"), s.raw.get("port", 8080))
+    internal = s.raw.get("internal_port")
+    if internal is not None and _port(s.key("internal_port"), internal) == port:
+        raise fail(s.key("internal_port"), internal, f"it must differ from port ({port})")
+    return ServingSpec(
+        command=_command(s.key("command"), s.raw.get("command", ["serve"])),
+        port=port,
+        health_path=_health_path(s.key("health_path"), s.raw.get("health_path", "/ping")),
+        health_command=_health_command(s.key("health_command"), s.raw.get("health_command")),
+        start_period_seconds=s.int("start_period_seconds", lo=0, hi=300),
+        environment=_environment(s.key("environment"), s.raw.get("environment")),
+        internal_port=internal,
+    )
+
+
+def _steps(raw: Any) -> dict[str, StepSpec]:
+    steps = {}
+    for name, value in _map("workload.steps", raw).items():
+        if name not in STEPS:
+            raise fail(f"workload.steps.{name}", name, f"allowed steps: {', '.join(STEPS)}")
+        s = Section(f"workload.steps.{name}", value, StepSpec)
+        if not s.has("command"):
+            raise fail(s.key("command"), None, "a step needs its command, e.g. [validate]")
+        steps[name] = StepSpec(command=_command(s.key("command"), s.raw["command"]))
+    return steps
+
+
+def _objective(raw: Any) -> Objective:
+    s = Section("workload.objective", raw, Objective)
+    path = s.str("file")
+    if not path or path.startswith("/") or ".." in path.split("/"):
+        raise fail(s.key("file"), path, "a file inside the model directory, e.g. metrics.json")
+    key = s.str("key")
+    if not key:
+        raise fail(s.key("key"), key, "the metric's key in the file, e.g. accuracy")
+    margin = s.raw.get("margin", 0.0)
+    if isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 <= margin < 1e9:
+        raise fail(s.key("margin"), margin, "a number from 0 up")
+    return Objective(file=path, key=key, direction=s.enum("direction", Direction), margin=margin)
+
+
+def _sidecar(key: str, raw: Any) -> SidecarSpec:
+    s = Section(key.removeprefix(f"{PROJECT}:"), raw, SidecarSpec)
+    name = s.raw.get("name")
+    if not isinstance(name, str) or not CONTAINER_NAME.fullmatch(name):
+        raise fail(s.key("name"), name, "lowercase letters, digits and '-', at most 31")
+    if name in PLATFORM_CONTAINERS:
+        raise fail(s.key("name"), name, f"the platform's own: {', '.join(PLATFORM_CONTAINERS)}")
+    port = s.raw.get("port")
+    if port is not None:
+        _port(s.key("port"), port)
+    path = s.raw.get("path")
+    if path is not None:
+        _health_path(s.key("path"), path)
+        if port is None:
+            raise fail(s.key("path"), path, "a sidecar served under a path needs its port")
+    if "command" not in s.raw:
+        raise fail(s.key("command"), None, "a sidecar needs its command")
+    return SidecarSpec(
+        name=name,
+        command=_command(s.key("command"), s.raw["command"]),
+        port=port,
+        path=path,
+        environment=_environment(s.key("environment"), s.raw.get("environment")),
+        health_command=_health_command(s.key("health_command"), s.raw.get("health_command")),
+    )
+
+
+def _job(raw: Any) -> JobSpec:
+    s = Section("workload.job", raw, JobSpec)
+    if "command" not in s.raw:
+        raise fail(s.key("command"), None, "a job needs its command, e.g. [monitor]")
+    return JobSpec(
+        command=_command(s.key("command"), s.raw["command"]),
+        environment=_environment(s.key("environment"), s.raw.get("environment")),
+        emits_drift=s.bool("emits_drift"),
+    )
+
+
+def _security(raw: Any) -> SecuritySpec:
+    s = Section("workload.security", raw, SecuritySpec)
+    root = s.bool("run_as_root")
+    user = s.raw.get("user", "0" if root else "10001")
+    if isinstance(user, int) and not isinstance(user, bool):
+        user = str(user)
+    match = USER.fullmatch(user) if isinstance(user, str) else None
+    if not match:
+        raise fail(s.key("user"), user, 'a numeric "uid" or "uid:gid", e.g. "10001"')
+    read_only = s.raw.get("read_only_root", not root)
+    if not isinstance(read_only, bool):
+        raise fail(s.key("read_only_root"), read_only, "it must be true or false")
+    if root and (match["uid"] != "0" or read_only):
+        raise fail(
+            s.key("run_as_root"),
+            True,
+            'it runs as user "0" with a writable root; leave user and read_only_root out',
+        )
+    if not root and match["uid"] == "0":
+        raise fail(s.key("user"), user, "root is the documented opt-out: set run_as_root: true")
+    return SecuritySpec(user=user, read_only_root=read_only, run_as_root=root)
+
+
+def parse_workload(raw: Any) -> WorkloadSpec:
+    """`mlops:workload`, or the reference workload's file when `raw` is None."""
+    if raw is None:
+        raw = default_workload_raw()
+    s = Section("workload", raw, WorkloadSpec)
+    contract = s.enum("contract", Contract)
+    training = _training(s.raw.get("training"))
+    if contract is Contract.PLATFORM and (training.channels or training.hyperparameters):
+        key = "channels" if training.channels else "hyperparameters"
+        raise fail(
+            f"workload.training.{key}",
+            dict(getattr(training, key)),
+            "only the sagemaker contract stages channels and hyperparameters",
+        )
+    steps = _steps(s.raw.get("steps"))
+    objective = _objective(s.raw["objective"]) if s.raw.get("objective") is not None else None
+    if "gate" not in steps and objective is None:
+        raise fail(
+            "workload.objective",
+            None,
+            "without a gate step the platform gate needs an objective {file, key, direction}",
+        )
+    sidecars = s.list("sidecars", _sidecar) if s.raw.get("sidecars") is not None else ()
+    names = [c.name for c in sidecars]
+    if len(set(names)) != len(names):
+        raise fail("workload.sidecars", names, "sidecar names must be unique")
+    serving = _serving(s.raw.get("serving", {})) if s.raw.get("serving", {}) is not None else None
+    if serving is None and sidecars:
+        raise fail("workload.sidecars", names, "sidecars run beside the server: declare serving")
+    if serving is not None:
+        taken = {serving.port, serving.internal_port}
+        for car in sidecars:
+            if car.port in taken:
+                raise fail(f"workload.sidecars.{car.name}.port", car.port, "a port not yet used")
+            taken.add(car.port)
+    image = _image(s.raw.get("image", {"build": {}}))
+    return WorkloadSpec(
+        contract=contract,
+        image=image,
+        training=training,
+        serving=serving,
+        steps=steps,
+        objective=objective,
+        sidecars=sidecars,
+        job=_job(s.raw["job"]) if s.raw.get("job") is not None else None,
+        security=_security(s.raw.get("security")),
+    )
+
+
+def default_workload_raw() -> Any:
+    name = yaml.safe_load(DEFAULTS.read_text())["default_workload"]
+    return yaml.safe_load((WORKLOADS / name).read_text())

@@ -1,0 +1,130 @@
+"""The digits stack (Pulumi.digits.yaml): the second reference workload, a SageMaker BYOC image
+(examples/digits), deployed with no forecaster, dashboard, ingest or monitor resources; the
+platform stages /opt/ml around it, gates on its accuracy and rolls the service after the gate."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from typing import Any
+
+import pytest
+
+from preflight import plan as plan_cli
+from preflight.offline import ACCOUNT, REGION, Plan, run_stack
+
+TASK_DEFINITION = "aws:ecs/taskDefinition:TaskDefinition"
+STATE_MACHINE = "aws:sfn/stateMachine:StateMachine"
+POLICY = "aws:iam/rolePolicy:RolePolicy"
+
+
+@pytest.fixture(scope="module")
+def digits() -> Plan:
+    return run_stack("digits")
+
+
+def _containers(plan: Plan, name: str) -> dict[str, dict[str, Any]]:
+    raw = plan.one(TASK_DEFINITION, name).inputs["containerDefinitions"]
+    return {c["name"]: c for c in (json.loads(raw) if isinstance(raw, str) else raw)}
+
+
+def test_the_plan_command_prints_the_stack_and_its_cost_without_the_forecasters_parts():
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert plan_cli.main(["digits"]) == 0
+    text = out.getvalue()
+    assert text.startswith("mlops digits: ") and "TOTAL digits: $" in text
+    tree = text.split("Monthly cost estimate")[0].lower()
+    for word in ("dashboard", "ingest", "monitor", "forecast"):
+        assert word not in tree, word
+
+
+def test_no_job_dashboard_or_sidecar_resources(digits: Plan):
+    names = [r.name for r in digits.resources]
+    assert not [n for n in names if n.startswith("monitoring")]
+    assert not [n for n in names if "dashboard" in n or "ingest" in n]
+    assert "ingest_task_definition_arn" not in digits.exports
+    assert list(_containers(digits, "inference-task")) == ["api", "stage-serving"]
+
+
+def test_training_is_staged_in_one_task_around_the_byoc_image(digits: Plan):
+    containers = _containers(digits, "training-train")
+    assert list(containers) == ["stage-training", "train", "collect-training"]
+    stage, train, collect = containers.values()
+    # ECS dependsOn: stage SUCCESS -> train (non-essential) COMPLETE -> collect (essential).
+    assert train["dependsOn"] == [{"containerName": "stage-training", "condition": "SUCCESS"}]
+    assert collect["dependsOn"] == [{"containerName": "train", "condition": "COMPLETE"}]
+    assert [c["essential"] for c in containers.values()] == [False, False, True]
+    assert "restartPolicy" not in stage and "restartPolicy" not in train
+    # The workload sees /opt/ml (a task volume, not EFS) and never the store.
+    volumes = digits.one(TASK_DEFINITION, "training-train").inputs["volumes"]
+    ml = [v for v in volumes if v["name"] == "ml"]
+    assert ml and "efsVolumeConfiguration" not in ml[0]
+    mounts = {m["containerPath"] for m in train["mountPoints"]}
+    assert "/opt/ml" in mounts and "/mnt/store" not in mounts
+    for platform in (stage, collect):
+        assert {"/opt/ml", "/mnt/store"} <= {m["containerPath"] for m in platform["mountPoints"]}
+    assert train["command"] == ["train"]
+    env = {e["name"]: e["value"] for e in stage["environment"]}
+    assert json.loads(env["MLOPS_CHANNELS"]) == {"train": "datasets/digits"}
+    assert env["MLOPS_WORKLOAD_UID"] == "10001"
+    train_env = {e["name"]: e["value"] for e in train["environment"]}
+    assert train_env["SM_CHANNEL_TRAIN"] == "/opt/ml/input/data/train"
+
+
+def test_serving_stages_the_promoted_model_before_the_server(digits: Plan):
+    api, stage = _containers(digits, "inference-task").values()
+    assert api["command"] == ["serve"] and "healthCheck" not in api
+    assert api["dependsOn"] == [{"containerName": "stage-serving", "condition": "SUCCESS"}]
+    assert stage["essential"] is False and "restartPolicy" not in stage
+    target_group = digits.one("aws:lb/targetGroup:TargetGroup", "inference-api")
+    assert target_group.inputs["healthCheck"]["path"] == "/ping"
+
+
+def test_the_pipeline_gates_on_accuracy_then_rolls_exactly_its_service(digits: Plan):
+    definition = json.loads(digits.one(STATE_MACHINE, "training-pipeline").inputs["definition"])
+    states = definition["States"]
+    assert "Validate" not in states and "AwaitImage" not in states
+    assert states["Train"]["Next"] == "Gate" and states["Gate"]["Next"] == "RollService"
+    roll = states["RollService"]
+    assert roll["Resource"] == "arn:aws:states:::aws-sdk:ecs:updateService"
+    assert roll["Parameters"]["ForceNewDeployment"] is True
+    service = roll["Parameters"]["Service"]
+    overrides = states["Train"]["Parameters"]["Overrides"]["ContainerOverrides"]
+    assert [o["Name"] for o in overrides] == ["train", "stage-training", "collect-training"]
+    (gate,) = _containers(digits, "training-gate").values()
+    env = {e["name"]: e["value"] for e in gate["environment"]}
+    assert gate["command"] == ["gate"]
+    assert (env["MLOPS_OBJECTIVE_KEY"], env["MLOPS_OBJECTIVE_DIRECTION"]) == (
+        "accuracy",
+        "maximize",
+    )
+    statements = json.loads(digits.one(POLICY, "training-sfn-policy").inputs["policy"])
+    (update,) = [s for s in statements["Statement"] if "ecs:UpdateService" in str(s["Action"])]
+    assert update["Resource"].startswith(f"arn:aws:ecs:{REGION}:{ACCOUNT}:service/")
+    assert update["Resource"].endswith(f"/{service}")
+    service_inputs = digits.one("aws:ecs/service:Service", "inference-service").inputs
+    assert service_inputs["name"] == service
+    assert service_inputs["deploymentCircuitBreaker"] == {"enable": True, "rollback": True}
+
+
+def test_execution_roles_pull_the_workload_and_platform_repositories_only(digits: Plan):
+    policy = json.loads(digits.one(POLICY, "training-execution-policy").inputs["policy"])
+    (pull,) = [s for s in policy["Statement"] if s["Sid"] == "PullImages"]
+    assert sorted(r.rsplit("/", 1)[1] for r in pull["Resource"]) == [
+        "mlops-digits",
+        "mlops-digits-platform",
+    ]
+
+
+def test_a_training_only_workload_has_no_service_load_balancer_or_rollout():
+    plan = run_stack("digits", {"workload": {"serving": None}})
+    types = {r.type for r in plan.resources}
+    assert "aws:ecs/service:Service" not in types
+    assert not types & {"aws:lb/loadBalancer:LoadBalancer", "aws:lb/targetGroup:TargetGroup"}
+    assert not [r for r in plan.resources if r.type == "aws:cloudwatch/metricAlarm:MetricAlarm"]
+    definition = json.loads(plan.one(STATE_MACHINE, "training-pipeline").inputs["definition"])
+    assert "RollService" not in definition["States"]
+    assert definition["States"]["Gate"]["Next"] == "Succeeded"
+    assert "url" not in plan.exports
