@@ -156,24 +156,29 @@ class StackView:
     """By family."""
     access_point: AccessPoint
     images: dict[str, Resource]
-    """The release docker.Image per flavour."""
+    """The release docker.Image of the workload, per flavour."""
     inference_family: str
     checks: list[TargetCheck]
     state_machine: dict[str, Any]
+    others: dict[str, Resource] = field(default_factory=dict)
+    """Other images the stack builds (the platform's staging image), by the reference its task
+    definitions name."""
 
 
 def read_stack(plan: Plan) -> StackView:
+    built = [r for r in plan.of_type(IMAGE) if not r.name.endswith("-cache")]
+    # The platform's own image (ImageRepo's "platform-" children) stages /opt/ml around a
+    # SageMaker workload; the rest are the workload's flavours.
     images = {
-        r.inputs["build"]["args"]["FLAVOUR"]: r
-        for r in plan.of_type(IMAGE)
-        if not r.name.endswith("-cache")
+        r.inputs["build"]["args"]["FLAVOUR"]: r for r in built if not r.name.startswith("platform-")
     }
+    others = {r.outputs.get("repoDigest"): r for r in built if r.name.startswith("platform-")}
     flavour_of = {r.outputs.get("repoDigest"): flavour for flavour, r in images.items()}
     tasks = {}
     for resource in plan.of_type(TASK_DEFINITION):
         inputs = resource.inputs
         containers = json.loads(inputs["containerDefinitions"])
-        refs = {c["image"] for c in containers}
+        refs = {c["image"] for c in containers} - set(others)
         flavours = {flavour_of.get(ref) for ref in refs}
         if None in flavours and images:
             raise RunLocalError(f"{inputs['family']}: an image this stack does not build")
@@ -183,7 +188,7 @@ def read_stack(plan: Plan) -> StackView:
             memory=_int(inputs.get("memory", 2048)),
             containers=containers,
             volumes=list(inputs.get("volumes") or []),
-            flavour=(flavours.pop() if images else "cpu") or "cpu",
+            flavour=(flavours.pop() if flavours and images else "cpu") or "cpu",
         )
     ap = plan.one(ACCESS_POINT).inputs
     info = ap["rootDirectory"]["creationInfo"]
@@ -218,7 +223,7 @@ def read_stack(plan: Plan) -> StackView:
             )
         )
     machine = json.loads(plan.one(STATE_MACHINE).inputs["definition"])
-    return StackView(plan, tasks, access_point, images, inference, checks, machine)
+    return StackView(plan, tasks, access_point, images, inference, checks, machine, others)
 
 
 # --- the image ------------------------------------------------------------------------------------
@@ -234,10 +239,18 @@ def build_image(
             f"the stack builds no {flavour} image (image.pin deploys a pushed digest): unset "
             "mlops:image.pin, or pass --image with a local image"
         )
-    resource = view.images[flavour]
+    return build_resource(view.images[flavour], "mlops-local", base_image, rebuild)
+
+
+def build_resource(
+    resource: Resource, repository: str, base_image: str | None = None, rebuild: bool = False
+) -> str:
+    """Build one docker.Image resource of the plan as Pulumi would, tagged
+    `<repository>:<content tag>`; reused when already built from the same context and base."""
     build = resource.inputs["build"]
     content_tag = resource.inputs["imageName"].rsplit(":", 1)[-1]
-    tag = f"mlops-local:{content_tag}"
+    tag = f"{repository}:{content_tag}"
+    flavour = build.get("args", {}).get("FLAVOUR", "cpu")
     base = base_image or ""
     if not rebuild:
         found = docker("image", "inspect", tag, "--format", "{{json .Config.Labels}}", check=False)
@@ -245,7 +258,9 @@ def build_image(
             return tag
     args = dict(build.get("args") or {})
     if base_image:
-        args.update(PYTHON_IMAGE=base_image, CUDA_IMAGE=base_image)
+        # The forecaster's Dockerfile names its bases PYTHON_IMAGE and CUDA_IMAGE; the platform
+        # image and examples/digits take BASE_IMAGE, as most user Dockerfiles would.
+        args.update(PYTHON_IMAGE=base_image, CUDA_IMAGE=base_image, BASE_IMAGE=base_image)
     command = ["build", "-t", tag, "--label", f"mlops.base={base}"]
     if build.get("platform"):
         command += ["--platform", build["platform"]]
@@ -324,6 +339,8 @@ class LocalTask:
     commands: Mapping[str, list[str]] = field(default_factory=dict)
     """Per container: a command override (RunTask's containerOverrides.command)."""
     out: Callable[[str], None] = print
+    container_images: Mapping[str, str] = field(default_factory=dict)
+    """Per container whose image is not `image` (the platform's staging containers): its tag."""
     containers: dict[str, ContainerState] = field(default_factory=dict)
     holder: str = ""
     ports: dict[int, int] = field(default_factory=dict)
@@ -475,6 +492,7 @@ class LocalTask:
         """`docker run` arguments for one container definition (ECS API names)."""
         d = state.definition
         name = d["name"]
+        image = self.container_images.get(name, self.image)
         args = ["--label", self.label, "--name", f"{self.prefix}-{name}"]
         args += ["--network", f"container:{self.holder}"]
         if d.get("user"):
@@ -503,7 +521,7 @@ class LocalTask:
             source = self.volumes[mount["sourceVolume"]]
             kind = "bind" if source.startswith("/") else "volume"
             spec = f"type={kind},src={source},dst={mount['containerPath']}"
-            if kind == "volume" and mount["containerPath"] not in image_volumes(self.image):
+            if kind == "volume" and mount["containerPath"] not in image_volumes(image):
                 spec += ",volume-nocopy"  # Fargate copies image content only for a VOLUME
             if mount.get("readOnly"):
                 spec += ",readonly"
@@ -537,7 +555,7 @@ class LocalTask:
         if entry:
             args += ["--entrypoint", entry[0]]
             command = [*entry[1:], *command]
-        return [*args, self.image, *command]
+        return [*args, image, *command]
 
     def _start_container(self, state: ContainerState) -> None:
         since = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -737,6 +755,15 @@ class Session:
     out: Callable[[str], None] = print
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     _images: dict[str, str] = field(default_factory=dict)
+    _others: dict[str, str] = field(default_factory=dict)
+
+    def other_image(self, reference: str) -> str:
+        """The local tag of a platform image the task definitions name by `reference`."""
+        if reference not in self._others:
+            self._others[reference] = build_resource(
+                self.view.others[reference], "mlops-platform-local", self.base_image, self.rebuild
+            )
+        return self._others[reference]
 
     def image_for(self, flavour: str) -> str:
         if self.image:
@@ -752,9 +779,17 @@ class Session:
         commands: Mapping[str, list[str]] | None = None,
     ) -> LocalTask:
         spec = self.view.tasks[family]
+        staging = {
+            c["name"]: self.other_image(c["image"])
+            for c in spec.containers
+            if c["image"] in self.view.others
+        }
+        workload = [c for c in spec.containers if c["name"] not in staging]
         return LocalTask(
             spec=spec,
-            image=self.image_for(spec.flavour),
+            # A task of the platform's containers only (the platform gate) runs on their image.
+            image=self.image_for(spec.flavour) if workload else next(iter(staging.values())),
+            container_images=staging,
             store=self.store,
             access_point=self.view.access_point,
             session=self.id,

@@ -1,0 +1,198 @@
+"""Any workload under `preflight.run_local`, as its stack declares it: the digits stack
+(examples/digits, SageMaker contract) and a BYOC image a user writes outside the repository
+(tests/containers/byoc_sample.py: nginx + gunicorn as root, a JSON model of its own), configured
+only through a stack file's `mlops:workload`. Each runs the stack's own pipeline from an empty
+store (the platform image's stage-training -> the workload's train -> collect-training, then the
+platform gate), then the inference task (stage-serving -> the server) behind its target-group
+check, and answers a prediction through /invocations."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from preflight.offline import ROOT, run_stack
+from preflight.run_local import (
+    LocalTask,
+    Session,
+    StackView,
+    TargetProbe,
+    read_stack,
+    remove_session,
+    walk_state_machine,
+)
+from tests.containers import byoc_sample
+from tests.containers.conftest import Lines
+
+pytestmark = pytest.mark.containers
+
+
+def _channel_dir(view: StackView, store: Path, relative: str) -> Path:
+    """A channel's directory in the store, made as a user would before the first run (the
+    access point's root as EFS creates it, owned by its POSIX user)."""
+    ap = view.access_point
+    root = store / ap.root.strip("/")
+    path = root / relative
+    path.mkdir(parents=True, exist_ok=True)
+    for part in [root, *reversed(path.relative_to(root).parents[:-1]), path]:
+        target = part if part.is_absolute() else root / part
+        subprocess.run(["chown", f"{ap.uid}:{ap.gid}", str(target)], check=True)
+    return path
+
+
+def _pipeline_then_serve(
+    view: StackView, store: Path, base: str, body: Any, image: str | None = None
+) -> tuple[int, str, dict[str, Any]]:
+    """The stack's pipeline from this store, then its inference task behind the target-group
+    probes until one prediction went through /invocations. Returns the pipeline's exit code,
+    the session's log and what the service answered."""
+    out = Lines()
+    session = Session(
+        view=view, store=store, base_image=base, image=image, publish_ephemeral=True, out=out
+    )
+    seen: dict[str, Any] = {}
+    try:
+        code = walk_state_machine(session)
+        if code != 0:
+            return code, out.text(), seen
+        task = session.task(view.inference_family)
+        task.start()
+        stop = threading.Event()
+        probes = [TargetProbe(check, task.ports[check.port], out) for check in view.checks]
+        for probe in probes:
+            threading.Thread(target=probe.run, args=(stop,), daemon=True).start()
+        try:
+            seen.update(_exercise(task, probes, body))
+        finally:
+            stop.set()
+            task.stop()
+    finally:
+        remove_session(session.id)
+    return code, out.text(), seen
+
+
+def _exercise(task: LocalTask, probes: list[TargetProbe], body: Any) -> dict[str, Any]:
+    deadline = time.monotonic() + 180
+    while not all(probe.state == "healthy" for probe in probes):
+        task.poll()
+        assert not task.stopping, f"the task stopped: {task.stopped_reason}"
+        assert time.monotonic() < deadline, [probe.describe() for probe in probes]
+        time.sleep(1)
+    port = task.ports[probes[0].check.port]
+    response = httpx.post(f"http://127.0.0.1:{port}/invocations", timeout=30, **body)
+    return {
+        "probes": [probe.describe() for probe in probes],
+        "status": response.status_code,
+        "answer": response.text,
+    }
+
+
+def _decision(store: Path, view: StackView) -> dict[str, Any]:
+    models = store / view.access_point.root.strip("/") / "models"
+    current = (models / "CURRENT").read_text().strip()
+    return json.loads((models / current / "decision.json").read_text())
+
+
+def test_digits_trains_from_an_empty_store_gates_and_serves(
+    base: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from sklearn.datasets import load_digits
+
+    view = read_stack(run_stack("digits"))
+    store = tmp_path_factory.mktemp("digits-store")
+    _channel_dir(view, store, "datasets/digits")  # empty: the image trains on its bundled data
+    digits = load_digits()
+    body = {"json": {"instances": digits.data[:20].tolist()}}
+    code, log, seen = _pipeline_then_serve(view, store, base, body)
+    assert code == 0, log
+    assert "[stage-training] staged run" in log and "[collect-training] collected run" in log
+    decision = _decision(store, view)
+    assert decision["promoted"] is True and decision["key"] == "accuracy", decision
+    assert decision["objective"] > 0.9, decision
+    assert "RollService: arn:aws:states:::aws-sdk:ecs:updateService" in log
+    assert "[stage-serving] staged model of run" in log, log
+    assert seen["status"] == 200, seen
+    assert all("/ping" in text and ": healthy" in text for text in seen["probes"]), seen
+    classes = [p["class"] for p in json.loads(seen["answer"])["predictions"]]
+    right = sum(c == t for c, t in zip(classes, digits.target[:20].tolist(), strict=True))
+    assert right >= 17, (classes, digits.target[:20].tolist())
+
+
+@pytest.fixture
+def byoc_stack(base: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """The sample written to a temporary folder and built there, as a user builds their image,
+    and a stack file whose only workload settings are its `mlops:workload` (the image by
+    digest, as a user's CI would push it). Yields the stack name and the local image tag."""
+    folder = byoc_sample.write(tmp_path_factory.mktemp("byoc"))
+    tag = f"byoc-user:{secrets.token_hex(4)}"
+    subprocess.run(
+        ["docker", "build", "-q", "--build-arg", f"BASE_IMAGE={base}", "-t", tag, str(folder)],
+        check=True,
+        capture_output=True,
+        timeout=900,
+    )
+    image_id = subprocess.run(
+        ["docker", "image", "inspect", tag, "--format", "{{.Id}}"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    config = yaml.safe_load((ROOT / "Pulumi.digits.yaml").read_text())
+    config["config"]["mlops:workload"] = {
+        "contract": "sagemaker",
+        "image": {"location": f"registry.example.com/team/iris@{image_id}"},
+        "training": {
+            "command": ["train"],
+            "channels": {byoc_sample.CHANNEL: "datasets/iris"},
+            "timeout_minutes": 30,
+        },
+        "serving": {
+            "command": ["serve"],
+            "port": byoc_sample.PORT,
+            "health_path": byoc_sample.HEALTH_PATH,
+            "start_period_seconds": 60,
+        },
+        "objective": {
+            "file": byoc_sample.OBJECTIVE_FILE,
+            "key": byoc_sample.OBJECTIVE_KEY,
+            "direction": byoc_sample.OBJECTIVE_DIRECTION,
+        },
+        "security": {"run_as_root": True},
+    }
+    stack = f"byoc-{secrets.token_hex(3)}"
+    path = ROOT / f"Pulumi.{stack}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    try:
+        yield stack, tag
+    finally:
+        path.unlink(missing_ok=True)
+        subprocess.run(["docker", "image", "rm", "-f", tag], capture_output=True, check=False)
+
+
+def test_a_users_byoc_image_runs_through_mlops_workload_alone(
+    byoc_stack: tuple[str, str], base: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    stack, tag = byoc_stack
+    view = read_stack(run_stack(stack))
+    store = tmp_path_factory.mktemp("byoc-store")
+    byoc_sample.write_dataset(_channel_dir(view, store, "datasets/iris"))
+    rows = byoc_sample.dataset_rows(rows_per_class=5, seed=7)
+    csv = "".join(",".join(map(str, features)) + "\n" for _, features in rows)
+    body = {"content": csv, "headers": {"Content-Type": "text/csv"}}
+    code, log, seen = _pipeline_then_serve(view, store, base, body, image=tag)
+    assert code == 0, log
+    decision = _decision(store, view)
+    assert decision["promoted"] is True and decision["objective"] > 0.9, decision
+    assert seen["status"] == 200, seen
+    assert all(": healthy" in text for text in seen["probes"]), seen
+    assert seen["answer"].split() == [label for label, _ in rows], seen
