@@ -73,6 +73,7 @@ ACCESS_POINT = "aws:efs/accessPoint:AccessPoint"
 IMAGE = "docker:index/image:Image"
 STATE_MACHINE = "aws:sfn/stateMachine:StateMachine"
 ECS_RUN_TASK = "arn:aws:states:::ecs:runTask"
+ECS_UPDATE_SERVICE = "arn:aws:states:::aws-sdk:ecs:updateService"
 LABEL = "mlops.run-local"
 TASK_CHOICES = ("inference", "validate", "train", "gate", "pipeline")
 DEFAULT_STORE = ROOT / ".run-local-store"
@@ -756,6 +757,9 @@ class Session:
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     _images: dict[str, str] = field(default_factory=dict)
     _others: dict[str, str] = field(default_factory=dict)
+    service: LocalService | None = None
+    """The inference service running in this session, if any: what the pipeline's
+    ecs:updateService (forceNewDeployment) replaces."""
 
     def other_image(self, reference: str) -> str:
         """The local tag of a platform image the task definitions name by `reference`."""
@@ -828,6 +832,69 @@ def _overrides(
     return environments, commands
 
 
+@dataclass
+class LocalService:
+    """The stack's inference service as ECS runs it: one task behind the target-group probes.
+    `roll()` is what `UpdateService` with `forceNewDeployment` does under the deployment circuit
+    breaker: start a new task (which stages the model now promoted), wait for its target checks,
+    then stop the old one; a new task that never turns healthy is stopped and the old one keeps
+    serving (the rollback)."""
+
+    session: Session
+    task: LocalTask | None = None
+    probes: list[TargetProbe] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> LocalTask:
+        self.task, self.probes, self._stop = self._launch()
+        self.session.service = self
+        return self.task
+
+    def _launch(self) -> tuple[LocalTask, list[TargetProbe], threading.Event]:
+        view = self.session.view
+        task = self.session.task(view.inference_family)
+        task.start()
+        stop = threading.Event()
+        probes = [TargetProbe(c, task.ports[c.port], self.session.out) for c in view.checks]
+        for probe in probes:
+            threading.Thread(target=probe.run, args=(stop,), daemon=True).start()
+        return task, probes, stop
+
+    @staticmethod
+    def wait_healthy(task: LocalTask, probes: list[TargetProbe], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            task.poll()
+            if task.stopping:
+                return False
+            if all(probe.state == "healthy" for probe in probes):
+                return True
+            if any(probe.state == "unhealthy" for probe in probes):
+                return False
+            time.sleep(1)
+        return False
+
+    def roll(self, timeout: float = 300) -> bool:
+        assert self.task is not None
+        task, probes, stop = self._launch()
+        if self.wait_healthy(task, probes, timeout):
+            old, old_stop = self.task, self._stop
+            self.task, self.probes, self._stop = task, probes, stop
+            old_stop.set()
+            old.stop()
+            return True
+        stop.set()
+        task.stop()
+        return False
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.task is not None:
+            self.task.stop()
+        if self.session.service is self:
+            self.session.service = None
+
+
 def walk_state_machine(
     session: Session, only: str | None = None, execution_input: Any = None
 ) -> int:
@@ -873,7 +940,17 @@ def walk_state_machine(
             )
         elif kind == "Task":
             resource = state["Resource"]
-            if not resource.startswith(ECS_RUN_TASK):
+            if resource == ECS_UPDATE_SERVICE and session.service is not None:
+                session.out(f"[pipeline] {state_name}: ecs:updateService, a new deployment")
+                if session.service.roll():
+                    session.out(f"[pipeline] {state_name}: the new task passed its target checks")
+                else:
+                    session.out(
+                        f"[pipeline] {state_name}: the new task failed its target checks: "
+                        "rolled back, the previous task still serves"
+                    )
+                data = asl.state_output(state, data, None, context)
+            elif not resource.startswith(ECS_RUN_TASK):
                 session.out(f"[pipeline] {state_name}: {resource} exists only on AWS, skipped")
             else:
                 parameters = asl.state_input(state, data, context)

@@ -23,6 +23,7 @@ import yaml
 
 from preflight.offline import ROOT, run_stack
 from preflight.run_local import (
+    LocalService,
     LocalTask,
     Session,
     StackView,
@@ -103,29 +104,65 @@ def _decision(store: Path, view: StackView) -> dict[str, Any]:
     return json.loads((models / current / "decision.json").read_text())
 
 
-def test_digits_trains_from_an_empty_store_gates_and_serves(
+def _accuracy(task: LocalTask, port: int, images: Any, labels: list[int]) -> float:
+    url = f"http://127.0.0.1:{task.ports[port]}/invocations"
+    response = httpx.post(url, json={"instances": images.tolist()}, timeout=30)
+    assert response.status_code == 200, response.text
+    classes = [p["class"] for p in response.json()["predictions"]]
+    return sum(c == t for c, t in zip(classes, labels, strict=True)) / len(labels)
+
+
+def test_digits_from_an_empty_store_then_a_better_model_rolls_the_service(
     base: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
+    """The digits stack's pipeline from an empty store with a deliberately weak recipe (one
+    boosting round of depth 1), the service behind its /ping check answering /invocations; then
+    the stack's own recipe trains, the platform gate promotes it on accuracy and the pipeline's
+    ecs:updateService replaces the serving task, which stages the new model: the same requests
+    are answered better, with no restart by hand."""
     from sklearn.datasets import load_digits
 
+    weak = read_stack(
+        run_stack(
+            "digits",
+            overrides={
+                "workload": {"training": {"hyperparameters": {"num_round": 1, "max_depth": 1}}}
+            },
+        )
+    )
     view = read_stack(run_stack("digits"))
     store = tmp_path_factory.mktemp("digits-store")
     _channel_dir(view, store, "datasets/digits")  # empty: the image trains on its bundled data
     digits = load_digits()
-    body = {"json": {"instances": digits.data[:20].tolist()}}
-    code, log, seen = _pipeline_then_serve(view, store, base, body)
-    assert code == 0, log
-    assert "[stage-training] staged run" in log and "[collect-training] collected run" in log
-    decision = _decision(store, view)
-    assert decision["promoted"] is True and decision["key"] == "accuracy", decision
-    assert decision["objective"] > 0.9, decision
-    assert "RollService: arn:aws:states:::aws-sdk:ecs:updateService" in log
-    assert "[stage-serving] staged model of run" in log, log
-    assert seen["status"] == 200, seen
-    assert all("/ping" in text and ": healthy" in text for text in seen["probes"]), seen
-    classes = [p["class"] for p in json.loads(seen["answer"])["predictions"]]
-    right = sum(c == t for c, t in zip(classes, digits.target[:20].tolist(), strict=True))
-    assert right >= 17, (classes, digits.target[:20].tolist())
+    images, labels = digits.data[-300:], digits.target[-300:].tolist()
+    out = Lines()
+    first = Session(view=weak, store=store, base_image=base, publish_ephemeral=True, out=out)
+    session = Session(view=view, store=store, base_image=base, publish_ephemeral=True, out=out)
+    service = LocalService(session)
+    try:
+        assert walk_state_machine(first) == 0, out.text()
+        assert "[stage-training] staged run" in out.text()
+        assert "[collect-training] collected run" in out.text()
+        weak_decision = _decision(store, view)
+        assert weak_decision["promoted"] is True and weak_decision["key"] == "accuracy"
+        port = view.checks[0].port
+        task = service.start()
+        assert LocalService.wait_healthy(task, service.probes, 180), out.text()
+        assert all("/ping" in probe.describe() for probe in service.probes)
+        before = _accuracy(task, port, images, labels)
+
+        assert walk_state_machine(session) == 0, out.text()
+        decision = _decision(store, view)
+        assert decision["promoted"] is True, decision
+        assert decision["objective"] > weak_decision["objective"], decision
+        assert "RollService: the new task passed its target checks" in out.text(), out.text()
+        assert service.task is not task and task.stopping
+        after = _accuracy(service.task, port, images, labels)
+        assert after > 0.9 and after > before + 0.2, (before, after)
+    finally:
+        service.stop()
+        for each in (first, session):
+            remove_session(each.id)
 
 
 @pytest.fixture
