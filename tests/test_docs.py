@@ -98,8 +98,7 @@ def test_readme_links_every_docs_page() -> None:
         for _, target in links(README)
         if not target.startswith("#")
     }
-    # docs/_*.md are sections another page includes (docs/_platform-containers.md goes into
-    # docs/workload-contract.md), not pages of their own.
+    # docs/_*.md would be sections another page includes, not pages of their own.
     missing = [
         p.name
         for p in DOCS.glob("*.md")

@@ -6,7 +6,7 @@ hyperparameters.json` (strings), and takes the model from `/opt/ml/model/` and a
 from `/opt/ml/output/failure` (SageMaker Developer Guide, "your-algorithms-training-algo"); it
 serves with `<image> serve` on port 8080, `GET /ping` and `POST /invocations`, the model in
 `/opt/ml/model/` ("your-algorithms-inference-code"). Here the platform's own small image
-(`platform/`, `python -m mlops_platform <command>`, docs/_platform-containers.md) stages that
+(`platform/`, `python -m mlops_platform <command>`, docs/workload-contract.md) stages that
 layout in the same task, on one task-scoped volume mounted at `/opt/ml`:
 
 - training: `stage-training` (SUCCESS) → the workload's `train` (non-essential) COMPLETE →
