@@ -46,6 +46,15 @@ def base() -> str:
     return base_image.build()
 
 
+@pytest.fixture
+def volumes() -> Iterator[list[str]]:
+    """Names of Docker volumes a test creates (`test_byoc_sample.volume`); removed after it."""
+    made: list[str] = []
+    yield made
+    for name in made:
+        subprocess.run(["docker", "volume", "rm", "-f", name], capture_output=True, check=False)
+
+
 @pytest.fixture(scope="session")
 def views() -> dict[str, StackView]:
     return {stack: read_stack(run_stack(stack)) for stack in ("dev", "prod")}

@@ -42,14 +42,6 @@ def images(base: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tupl
     docker("image", "rm", "-f", platform, sample, check=False)
 
 
-@pytest.fixture
-def volumes() -> Iterator[list[str]]:
-    made: list[str] = []
-    yield made
-    for volume in made:
-        docker("volume", "rm", "-f", volume, check=False)
-
-
 def volume(made: list[str]) -> str:
     name = f"byoc-ml-{secrets.token_hex(4)}"
     docker("volume", "create", name)

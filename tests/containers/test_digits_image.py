@@ -32,14 +32,6 @@ def images(base: str) -> Iterator[tuple[str, str]]:
     docker("image", "rm", "-f", platform, digits, check=False)
 
 
-@pytest.fixture
-def volumes() -> Iterator[list[str]]:
-    made: list[str] = []
-    yield made
-    for name in made:
-        docker("volume", "rm", "-f", name, check=False)
-
-
 def test_digits_trains_and_serves_non_root_read_only(
     images: tuple[str, str], tmp_path: Path, volumes: list[str]
 ) -> None:

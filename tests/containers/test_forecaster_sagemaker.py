@@ -32,14 +32,6 @@ def images(base: str, views: dict[str, StackView]) -> Iterator[tuple[str, str]]:
     docker("image", "rm", "-f", platform, check=False)
 
 
-@pytest.fixture
-def volumes() -> Iterator[list[str]]:
-    made: list[str] = []
-    yield made
-    for name in made:
-        docker("volume", "rm", "-f", name, check=False)
-
-
 def test_the_forecaster_image_trains_and_serves_in_the_sagemaker_layout(
     images: tuple[str, str], tmp_path: Path, volumes: list[str]
 ) -> None:
