@@ -49,6 +49,23 @@ def volume(made: list[str]) -> str:
     return name
 
 
+def wait_for_ping(name: str, port: int = 8080, path: str = "/ping") -> str:
+    """The base URL of container `name`'s published `port`, once `path` answers 200 (the
+    container's logs in the failure after 120 s)."""
+    host_port = docker("port", name, str(port)).stdout.strip().rsplit(":", 1)[1]
+    url = f"http://127.0.0.1:{host_port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(url + path, timeout=5).status_code == 200:
+                return url
+        except httpx.TransportError:
+            pass
+        logs = docker("logs", name, check=False)
+        assert time.monotonic() < deadline, logs.stdout + logs.stderr
+        time.sleep(0.5)
+
+
 def platform_run(
     image: str, command: str, store: Path, ml: str, check: bool = True, **env: str
 ) -> subprocess.CompletedProcess:
@@ -95,17 +112,7 @@ def test_a_user_byoc_image_trains_and_serves_with_platform_staging(
     docker("run", "-d", "--name", name, "-p", f"127.0.0.1::{byoc_sample.PORT}",
            "-v", f"{serve_ml}:/opt/ml", sample, "serve")
     try:
-        port = docker("port", name, str(byoc_sample.PORT)).stdout.strip().rsplit(":", 1)[1]
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(url + byoc_sample.HEALTH_PATH, timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, docker("logs", name, check=False).stderr
-            time.sleep(0.5)
+        url = wait_for_ping(name, byoc_sample.PORT, byoc_sample.HEALTH_PATH)
         rows = byoc_sample.dataset_rows(rows_per_class=10, seed=99)  # unseen rows
         body = "\n".join(",".join(map(str, values)) for _, values in rows) + "\n"
         answer = httpx.post(url + byoc_sample.INVOCATIONS_PATH, content=body,

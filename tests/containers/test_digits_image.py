@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import httpx
 import pytest
 from sklearn.datasets import load_digits
 
-from tests.containers.test_byoc_sample import docker, platform_run, volume
+from tests.containers.test_byoc_sample import docker, platform_run, volume, wait_for_ping
 
 pytestmark = pytest.mark.containers
 
@@ -56,17 +55,7 @@ def test_digits_trains_and_serves_non_root_read_only(
     docker("run", "-d", "--name", name, *WORKLOAD, "-p", "127.0.0.1::8080",
            "-v", f"{serve_ml}:/opt/ml", digits, "serve")
     try:
-        port = docker("port", name, "8080").stdout.strip().rsplit(":", 1)[1]
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(url + "/ping", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, docker("logs", name, check=False).stdout
-            time.sleep(0.5)
+        url = wait_for_ping(name)
         sample = load_digits()
         answer = httpx.post(url + "/invocations", json={"instances": sample.data[:50].tolist()},
                             timeout=30)

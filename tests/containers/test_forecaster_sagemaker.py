@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 
 from preflight.run_local import StackView, build_image
 from tests.app.helpers import predict_body
-from tests.containers.test_byoc_sample import docker, platform_run, volume
+from tests.containers.test_byoc_sample import docker, platform_run, volume, wait_for_ping
 
 pytestmark = pytest.mark.containers
 
@@ -53,17 +52,7 @@ def test_the_forecaster_image_trains_and_serves_in_the_sagemaker_layout(
     docker("run", "-d", "--name", name, "--read-only", "-p", "127.0.0.1::8080",
            "-v", f"{ml}:/opt/ml", app, "serve")
     try:
-        port = docker("port", name, "8080").stdout.strip().rsplit(":", 1)[1]
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(url + "/ping", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, docker("logs", name, check=False).stderr
-            time.sleep(0.5)
+        url = wait_for_ping(name)
         assert httpx.get(url + "/ping").json() == {"status": "ready", "model": "sm-1"}
         answer = httpx.post(url + "/invocations", json=predict_body(horizon=4), timeout=30)
         assert answer.status_code == 200, answer.text
