@@ -58,6 +58,7 @@ from app.model import (
 )
 from app.model_check import history_range, model_file_record
 from app.series import from_metrics
+from app.settings import AppSettings
 from app.store import SHIPPED_DATASET, Store
 
 log = logging.getLogger(__name__)
@@ -392,6 +393,23 @@ def train(
     return metrics
 
 
+def _train_as_configured(
+    store: Store, run_id: str, settings: AppSettings, stop: threading.Event
+) -> dict[str, Any]:
+    """`train` with the command's settings (TRAIN_ROUNDS, MODEL_FAMILY, ...): the same for the
+    store layout and the SageMaker one."""
+    return train(
+        store,
+        run_id,
+        rounds=settings.train_rounds,
+        log_every=settings.train_log_every,
+        run_date=settings.run_date,
+        stop=stop,
+        threads=settings.train_threads,
+        family=settings.model_family,
+    )
+
+
 def model_card(metrics: dict[str, Any]) -> str:
     card = metrics["backtest"]
     dataset = metrics["dataset"]
@@ -560,16 +578,7 @@ def sagemaker_main(argv: list[str]) -> int:
             shutil.copyfile(store.report_path(run_id), output_data / "validation.json")
             if not report["ok"]:
                 raise DatasetError(report["problems"])
-            metrics = train(
-                store,
-                run_id,
-                rounds=settings.train_rounds,
-                log_every=settings.train_log_every,
-                run_date=settings.run_date,
-                stop=stop,
-                threads=settings.train_threads,
-                family=settings.model_family,
-            )
+            metrics = _train_as_configured(store, run_id, settings, stop)
             model_dir = root / "model"
             model_dir.mkdir(parents=True, exist_ok=True)
             for path in sorted(store.run_dir(run_id).iterdir()):
@@ -616,16 +625,7 @@ def main(argv: list[str]) -> int:
         store.clean_stale()
         run_id = settings.run_id_or_new()
         log.info("training run %s (%d rounds)", run_id, settings.train_rounds)
-        metrics = train(
-            store,
-            run_id,
-            rounds=settings.train_rounds,
-            log_every=settings.train_log_every,
-            run_date=settings.run_date,
-            stop=stop,
-            threads=settings.train_threads,
-            family=settings.model_family,
-        )
+        metrics = _train_as_configured(store, run_id, settings, stop)
     except TrainingInterrupted as exc:
         log.warning("%s", exc)
         return EXIT_INTERRUPTED
