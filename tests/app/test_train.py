@@ -264,3 +264,16 @@ def test_a_many_harmonic_setting_asks_for_more_history() -> None:
     assert min_history({"family": "harmonic", "params": HARMONIC_PARAMS}) == MIN_HISTORY
     twenty = {**HARMONIC_PARAMS, "harmonics": 20}
     assert min_history({"family": "harmonic", "params": twenty}) == 84  # 42 coefficients
+
+
+def test_the_held_out_level_is_relaxed_for_bounds_pooled_from_one_more_fold() -> None:
+    from app.backtest import _pooled_level
+
+    # A level that was right with no raise stays nominal; a raise measured with m - 1 folds
+    # pooled shrinks toward the nominal level for m folds, less so as folds grow, never past it.
+    assert _pooled_level(80, 80, 5) == pytest.approx(80)
+    relaxed = [_pooled_level(80, 88, folds) for folds in (3, 5, 50, 5000)]
+    assert all(80 < r < 88 for r in relaxed)
+    assert relaxed == sorted(relaxed)
+    assert relaxed[-1] == pytest.approx(88, abs=0.01)
+    assert _pooled_level(80, 84, 5) < _pooled_level(80, 88, 5) < _pooled_level(90, 97, 5)
