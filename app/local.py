@@ -32,7 +32,7 @@ from pathlib import Path
 from app._procs import PARENT_ENV, Child, LinePrinter, stop_all
 from app.replay import LocalReplay, ReplayError, add_replay_arguments
 from app.settings import new_run_id
-from app.store import Store
+from app.store import DamagedFileError, Store
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 """The directory holding the `app` package, put on the children's PYTHONPATH."""
@@ -105,7 +105,14 @@ class Local:
     def prepare_model(self) -> int:
         """validate → train → gate unless a model is promoted already; 0 or the failing status."""
         store = Store(self.store_dir)
-        current = store.current_run_id()
+        try:
+            current = store.current_run_id()
+        except DamagedFileError as exc:
+            # The gate refuses to guess what is served, so training now could promote nothing.
+            promoted = store.promoted_runs()
+            last = f" (the last promoted run is {promoted[0]})" if promoted else ""
+            self.say(f"{exc}: repair it first with `python -m app promote RUN_ID`{last}")
+            return 2
         if current is not None and not self.args.retrain:
             self.say(f"model {current} is already promoted; skipping training (--retrain to train)")
             return 0

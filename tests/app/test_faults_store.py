@@ -6,6 +6,7 @@ models/CURRENT`, and its empty and oversized variants.
 
 from __future__ import annotations
 
+import logging
 import os
 import resource
 import shutil
@@ -17,10 +18,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.forecast import Ticker
 from app.gate import GateError, decide, promote
+from app.settings import AppSettings
 from app.store import DamagedFileError, Store
 from tests.app.conftest import FIRST_RUN
-from tests.app.helpers import REPO_ROOT, ServerProcess, app_env, run_app
+from tests.app.helpers import PATIENCE, REPO_ROOT, ServerProcess, app_env, free_port, run_app
 
 DAMAGE = {
     "undecodable": b"\xff\xfe garbage\n",
@@ -91,6 +94,47 @@ def test_gate_refuses_a_damaged_current_and_promote_repairs_it(store_copy: Store
     assert "models/CURRENT is damaged" in result.stderr
     assert promote(store_copy, FIRST_RUN)["previous"] is None
     assert store_copy.current_run_id() == FIRST_RUN
+
+
+def test_the_ticker_keeps_forecasting_through_a_damaged_current(
+    store_copy: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    ticker = Ticker(store_copy, AppSettings(store_dir=store_copy.root), identity="test:1")
+    try:
+        assert ticker.tick()["run_id"] == FIRST_RUN
+        store_copy.current_path.write_bytes(DAMAGE["empty"])
+        with caplog.at_level(logging.INFO, logger="app.forecast"):
+            for _ in range(3):
+                assert ticker.tick()["run_id"] == FIRST_RUN  # the model it had, no traceback
+            store_copy.set_current(FIRST_RUN)
+            ticker.tick()
+    finally:
+        ticker.lock.release()
+    text = caplog.text
+    assert text.count("models/CURRENT is damaged") == 1, text
+    assert "python -m app promote RUN_ID" in text
+    assert text.count("models/CURRENT is readable again") == 1, text
+
+
+def test_app_local_on_a_damaged_current_names_the_repair_and_starts_nothing(
+    store_copy: Store,
+) -> None:
+    store_copy.current_path.write_bytes(DAMAGE["undecodable"])
+    ports = ["--api-port", str(free_port()), "--dashboard-port", str(free_port())]
+    result = subprocess.run(
+        [sys.executable, "-m", "app", "local", "--store", str(store_copy.root), *ports],
+        cwd=REPO_ROOT,
+        env=app_env(store_copy.root),
+        capture_output=True,
+        text=True,
+        timeout=PATIENCE,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "models/CURRENT is damaged" in result.stdout
+    assert f"python -m app promote RUN_ID` (the last promoted run is {FIRST_RUN})" in result.stdout
+    assert "step 1/3" not in result.stdout
+    assert store_copy.current_path.read_bytes() == DAMAGE["undecodable"]
 
 
 def run_with_file_limit(
