@@ -51,6 +51,11 @@ def test_no_section_is_the_reference_workload_and_matches_the_app():
     assert workload.job.emits_drift and workload.job.command == ("ingest", "--monitor")
     app_ingest = (ROOT / "app" / "ingest.py").read_text()
     assert workload.job.environment["INGEST_SOURCE"] in app_ingest
+    # The drift floor is in the series' units: the monitor reads it from the series descriptor
+    # in the store (app/series.py), so a stack pointed at another series must not pin CO2's.
+    assert not {"MONITOR_DRIFT_MIN_SHIFT", "MONITOR_DRIFT_MIN_SHIFT_PPM"} & set(
+        workload.job.environment
+    )
     assert workload.security.container_user == "10001:10001"
     assert not workload.security.run_as_root and workload.security.read_only_root
 
