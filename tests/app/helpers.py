@@ -90,6 +90,14 @@ def predict_body(instances: int = 1, horizon: int = 4, length: int = 60) -> dict
     return {"instances": [{"history": history, "horizon": horizon}] * instances}
 
 
+def wait_for(condition, timeout: float = PATIENCE, interval: float = 0.05) -> None:
+    """Wait until `condition()` is true (the event a test needs), failing after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(interval)
+
+
 class ServerProcess:
     """`python -m app serve` as a child process on a free port; stopped on exit."""
 

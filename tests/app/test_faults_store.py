@@ -23,7 +23,15 @@ from app.gate import GateError, decide, promote
 from app.settings import AppSettings
 from app.store import DamagedFileError, Store
 from tests.app.conftest import FIRST_RUN
-from tests.app.helpers import PATIENCE, REPO_ROOT, ServerProcess, app_env, free_port, run_app
+from tests.app.helpers import (
+    PATIENCE,
+    REPO_ROOT,
+    ServerProcess,
+    app_env,
+    free_port,
+    run_app,
+    wait_for,
+)
 
 DAMAGE = {
     "undecodable": b"\xff\xfe garbage\n",
@@ -60,9 +68,9 @@ def test_a_server_starting_on_undecodable_current_serves_the_last_good_run(
 ) -> None:
     store_copy.current_path.write_bytes(DAMAGE["undecodable"])
     with ServerProcess(store_copy.root) as server:
-        server.wait_ready(timeout=30)
+        server.wait_ready()
         assert httpx.get(server.url + "/ready").json() == {"status": "ready", "model": FIRST_RUN}
-        time.sleep(1.0)  # five polls of a still damaged CURRENT
+        time.sleep(1.0)  # five polls of a still damaged CURRENT: none logs it again
         log = server.log()
     assert "Traceback" not in log
     assert log.count("models/CURRENT is damaged") == 1, log
@@ -71,11 +79,13 @@ def test_a_server_starting_on_undecodable_current_serves_the_last_good_run(
 
 def test_a_running_server_logs_damage_once_and_its_repair_once(store_copy: Store) -> None:
     with ServerProcess(store_copy.root) as server:
-        server.wait_ready(timeout=30)
+        server.wait_ready()
         store_copy.current_path.write_bytes(DAMAGE["undecodable"])
-        time.sleep(1.0)
+        wait_for(lambda: "models/CURRENT is damaged" in server.log())
+        time.sleep(1.0)  # five more polls of the still damaged CURRENT: none logs it again
         assert httpx.get(server.url + "/ready").json()["model"] == FIRST_RUN
         store_copy.set_current(FIRST_RUN)
+        wait_for(lambda: "models/CURRENT is readable again" in server.log())
         time.sleep(0.6)
         log = server.log()
     assert "Traceback" not in log

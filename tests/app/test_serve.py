@@ -31,6 +31,7 @@ from tests.app.helpers import (
     replace_model,
     run_app,
     shipped_history,
+    wait_for,
 )
 
 
@@ -70,13 +71,6 @@ def _accepts(port: int) -> bool:
     except OSError:
         return False
     return True
-
-
-def wait_for(condition, timeout: float = PATIENCE, interval: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(interval)
 
 
 # --- the contract -------------------------------------------------------------------------------
