@@ -19,7 +19,7 @@ from app.model import read_series
 from app.replay import Replay
 from app.store import SHIPPED_DATASET, Store
 from tests.app.conftest import FIRST_RUN
-from tests.app.helpers import REPO_ROOT, app_env, run_app
+from tests.app.helpers import PATIENCE, REPO_ROOT, app_env, run_app
 from tests.app.test_gate import clone_run, current_mae
 
 
@@ -97,7 +97,7 @@ def test_a_killed_promote_leaves_no_orphaned_probe(store_copy: Store) -> None:
     )
     probes: list[int] = []
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + PATIENCE
         while not probes and time.monotonic() < deadline:
             time.sleep(0.05)
             probes = children_of(promote.pid)
@@ -105,7 +105,7 @@ def test_a_killed_promote_leaves_no_orphaned_probe(store_copy: Store) -> None:
         time.sleep(0.5)  # the probe is past its start, blocked on the FIFO
         promote.kill()
         promote.wait()
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + PATIENCE
         while any(alive(pid) for pid in probes) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not any(alive(pid) for pid in probes), "the probe outlived the killed promote"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
 import select
 import shutil
@@ -687,16 +689,27 @@ def test_missing_store_at_start_waits_then_fails_clearly(tmp_path: Path) -> None
     assert "Traceback" not in result.stderr
 
 
+def _open_sockets(pid: int) -> int:
+    """How many sockets the process holds open (its listening and accepted ones)."""
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # closed between the listing and the readlink
+            count += os.readlink(fd).startswith("socket:")
+    return count
+
+
 def test_sigterm_lets_in_flight_requests_finish(server: ServerProcess) -> None:
     body = orjson.dumps(predict_body(horizon=6))
     head = (
         f"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode()
+    before = _open_sockets(server.process.pid)
     clients = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(3)]
     for client in clients:
         client.sendall(head + body[: len(body) // 2])  # the request is in flight, half sent
-    time.sleep(0.3)
+    # The server has accepted all three (three more sockets in its fd table), then SIGTERM.
+    wait_for(lambda: _open_sockets(server.process.pid) >= before + 3)
     server.terminate()
     wait_for(lambda: not _accepts(server.port))  # no longer accepting new connections
     for client in clients:
