@@ -19,6 +19,7 @@ minutes: the replay trains a model for every drift retrain. `--keep-store DIR` k
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import queue
 import shutil
@@ -97,6 +98,23 @@ def wait_for_line(lines: queue.Queue[str | None], marker: str, timeout: float) -
             log(line.rstrip())
         if line.startswith(marker):
             return line
+
+
+def wait_for_live_forecast(store: Path, timeout: float) -> None:
+    """Wait until the ticker's latest forecast starts from the store's last week: the replay's
+    last line can come up to one forecast interval (10 s) before the ticker's next tick."""
+    last_week = (store / "datasets" / "co2_weekly.csv").read_text().rstrip().rsplit("\n", 1)[1]
+    last_week = last_week.split(",", 1)[0]
+    latest = store / "forecasts" / "latest.json"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if json.loads(latest.read_text()).get("last_observed") == last_week:
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"error: {latest} did not reach {last_week} within {timeout:.0f}s")
 
 
 def stop(process: subprocess.Popen[str]) -> None:
@@ -190,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         try:
             wait_for_line(lines, DONE, args.timeout)
+            wait_for_live_forecast(store, timeout=120)
             url = f"http://127.0.0.1:{dashboard_port}/dashboard/"
             log(f"replay done in {time.monotonic() - started:.0f}s; photographing {url}")
             shoot(url, args.output, args.width, timeout=60)
