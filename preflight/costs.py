@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from components.aws_facts import GPU_INSTANCES, tasks_per_instance
+from components.documents.staging import COLLECT_TRAINING, STAGE_SERVING, STAGE_TRAINING
 from policy import checks
 from preflight import prices
 from preflight.offline import Plan, Resource
@@ -341,6 +342,13 @@ def _ecs_steps(definition: Any) -> list[tuple[str, Mapping[str, Any]]]:
 
 
 # --- the estimate --------------------------------------------------------------------------------
+
+
+SHORT_CONTAINERS = frozenset({STAGE_TRAINING, STAGE_SERVING, COLLECT_TRAINING})
+"""The platform's own containers that copy a run in or out and exit (components/documents/
+staging.py): they log a few lines per task start, not for the task's hours, so their log lines
+carry no container-hours. `dependsOn` alone cannot tell them from the workload's container
+(ECS orders both with SUCCESS/COMPLETE conditions)."""
 
 
 @dataclass
@@ -902,15 +910,21 @@ class _Model:
         for group in self.of_type(LOG_GROUP):
             name = group.outputs.get("name") or group.inputs.get("name")
             container_hours = 0.0
-            used = False
+            used = staging_only = False
             for td in definitions:
                 for container in checks.containers(td.inputs):
-                    if get_path(container, "logConfiguration.options.awslogs-group") == name:
-                        used = True
+                    if get_path(container, "logConfiguration.options.awslogs-group") != name:
+                        continue
+                    used = True
+                    if container.get("name") in SHORT_CONTAINERS:
+                        staging_only = True  # seconds per task: a few lines, priced at none
+                    else:
                         container_hours += self.task_hours.get(td.urn, 0.0)
             if used:
                 ingest = container_hours * self.assume("log_gb_per_container_hour")
                 note = f"{container_hours:.1f} container-hours a month"
+                if staging_only and not container_hours:
+                    note = "only the platform's staging containers, seconds per task start"
             else:
                 ingest = self.assume("log_gb_per_unused_group")
                 note = "no task definition logs here"

@@ -128,3 +128,17 @@ def test_a_training_only_workload_has_no_service_load_balancer_or_rollout():
     assert "RollService" not in definition["States"]
     assert definition["States"]["Gate"]["Next"] == "Succeeded"
     assert "url" not in plan.exports
+
+
+def test_the_staging_containers_logs_are_not_billed_for_the_tasks_hours(digits: Plan):
+    from preflight.costs import estimate_cost
+
+    ingest = {
+        line.resource: line for line in estimate_cost(digits).lines if line.item == "log ingestion"
+    }
+    # stage-serving exits before the api starts (dependsOn SUCCESS): a few lines per task start.
+    assert ingest["inference-logs-stage-serving"].monthly_usd == 0
+    assert "staging containers" in ingest["inference-logs-stage-serving"].note
+    # The api runs for the service's hours: its group carries them.
+    assert ingest["inference-logs-api"].monthly_usd > 0
+    assert "container-hours" in ingest["inference-logs-api"].note
