@@ -50,7 +50,7 @@ from app.model_check import load_checked
 from app.settings import AppSettings
 from app.store import INGEST_PENDING_NAME as PENDING_NAME
 from app.store import INGEST_STATE_NAME as STATE_NAME
-from app.store import DamagedFileError, Store
+from app.store import CurrentWatch, Store
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class Ticker:
         self._retry_gap = 0
         self._ticks_until_retry = 0
         self._waiting_logged = False
-        self._current_damaged = False
+        self.current = CurrentWatch(store, log)
         self._series_key: tuple | None = None
         self._series: tuple[np.ndarray, np.ndarray] | None = None
         self._series_report: dict[str, Any] | None = None
@@ -188,22 +188,14 @@ class Ticker:
 
         A run that fails to load is retried on the next tick (on EFS, a newly promoted run's
         files can lag behind CURRENT), then with growing gaps while it keeps failing."""
-        try:
-            run_id = self.store.current_run_id()
-        except DamagedFileError as exc:
-            # One line when the damage appears, one when it is repaired; until then the ticker
-            # keeps forecasting from the model it has (as the api serves the last good run).
-            if not self._current_damaged:
-                self._current_damaged = True
-                log.error(
-                    "%s; keeping model %s until it is repaired (python -m app promote RUN_ID)",
-                    exc,
-                    self._loaded_run_id or "none",
-                )
+        # While CURRENT is damaged the ticker keeps forecasting from the model it has (as the
+        # api serves the last good run).
+        kept = self._loaded_run_id or "none"
+        readable, run_id = self.current.read(
+            f"keeping model {kept} until it is repaired (python -m app promote RUN_ID)"
+        )
+        if not readable:
             return self.model
-        if self._current_damaged:
-            self._current_damaged = False
-            log.info("models/CURRENT is readable again: it names %s", run_id or "no run")
         if run_id is None:
             if self.model is None and not self._waiting_logged:
                 self._waiting_logged = True

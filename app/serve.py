@@ -89,7 +89,7 @@ from app.payload import (
 )
 from app.series import from_metrics
 from app.settings import AppSettings
-from app.store import DamagedFileError, Store
+from app.store import CurrentWatch, Store
 
 log = logging.getLogger(__name__)
 
@@ -237,11 +237,10 @@ class ModelSlot:
     openapi_bodies: dict[bool, bytes] = field(default_factory=dict)
     served_key: tuple | None = None
     failed_key: tuple | None = None
-    damaged: str | None = None
-    """Why models/CURRENT is damaged, while it is (logged once per change)."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
+        self.current = CurrentWatch(self.store, log)
         self._describe(None)
 
     def _describe(self, forecaster: Forecaster | None) -> None:
@@ -301,18 +300,9 @@ class ModelSlot:
     def _candidate(self) -> tuple[str, tuple] | None:
         """CURRENT's run id and key, when it differs from what is served. A damaged CURRENT
         (DamagedFileError) is logged once per change of state and reads as "no change"."""
-        try:
-            run_id = self.store.current_run_id()
-        except DamagedFileError as exc:
-            if self.damaged != str(exc):
-                self.damaged = str(exc)
-                serving = self.forecaster.run_id if self.forecaster else "no model"
-                log.error("%s; still serving %s until a run is promoted", exc, serving)
-            return None
-        if self.damaged is not None:
-            self.damaged = None
-            log.info("models/CURRENT is readable again (run %s)", run_id)
-        if run_id is None or (self.served_key and self.served_key[0] == run_id):
+        serving = self.forecaster.run_id if self.forecaster else "no model"
+        readable, run_id = self.current.read(f"still serving {serving} until a run is promoted")
+        if not readable or run_id is None or (self.served_key and self.served_key[0] == run_id):
             return None
         return run_id, self._key(run_id)
 
@@ -334,7 +324,7 @@ class ModelSlot:
         be served, or is damaged, fall back to the most recently promoted run that can, or stay
         not ready."""
         candidate = self._candidate()
-        if candidate is None and self.damaged is None:
+        if candidate is None and self.current.damaged is None:
             log.info("no promoted model yet (models/CURRENT); /ready answers 503 until one is")
             return
         if candidate is not None:
@@ -372,9 +362,10 @@ class ModelSlot:
 
     async def reload_if_changed(self) -> None:
         async with self.lock:
-            was_damaged = self.damaged
+            was_damaged = self.current.damaged
             candidate = await asyncio.to_thread(self._candidate)
-            if candidate is None and self.damaged and not was_damaged and not self.forecaster:
+            newly_damaged = self.current.damaged and not was_damaged
+            if candidate is None and newly_damaged and not self.forecaster:
                 await asyncio.to_thread(self._fall_back, "is damaged", None)
             if candidate is None or candidate[1] == self.failed_key:
                 return

@@ -497,3 +497,30 @@ class Store:
             return orjson.loads(data)
         except orjson.JSONDecodeError as exc:
             raise DamagedFileError(path, f"not JSON ({exc})") from None
+
+
+@dataclass
+class CurrentWatch:
+    """models/CURRENT for a process that polls it for as long as it runs (the api, the ticker):
+    a damaged CURRENT is logged once when the damage appears or changes, and once when it reads
+    again, in the caller's logger."""
+
+    store: Store
+    log: logging.Logger
+    damaged: str | None = None
+    """Why models/CURRENT is damaged, while it is."""
+
+    def read(self, keeping: str) -> tuple[bool, str | None]:
+        """(whether CURRENT reads, the run id it names or None); `keeping` says what the caller
+        does while it is damaged."""
+        try:
+            run_id = self.store.current_run_id()
+        except DamagedFileError as exc:
+            if self.damaged != str(exc):
+                self.damaged = str(exc)
+                self.log.error("%s; %s", exc, keeping)
+            return False, None
+        if self.damaged is not None:
+            self.damaged = None
+            self.log.info("models/CURRENT is readable again (run %s)", run_id or "none")
+        return True, run_id
