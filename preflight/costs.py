@@ -910,20 +910,20 @@ class _Model:
         for group in self.of_type(LOG_GROUP):
             name = group.outputs.get("name") or group.inputs.get("name")
             container_hours = 0.0
-            used = staging_only = False
+            used = staged = False
             for td in definitions:
                 for container in checks.containers(td.inputs):
                     if get_path(container, "logConfiguration.options.awslogs-group") != name:
                         continue
                     used = True
                     if container.get("name") in SHORT_CONTAINERS:
-                        staging_only = True  # seconds per task: a few lines, priced at none
+                        staged = True  # seconds per task: a few lines, priced at none
                     else:
                         container_hours += self.task_hours.get(td.urn, 0.0)
             if used:
                 ingest = container_hours * self.assume("log_gb_per_container_hour")
                 note = f"{container_hours:.1f} container-hours a month"
-                if staging_only and not container_hours:
+                if staged and not container_hours:
                     note = "only the platform's staging containers, seconds per task start"
             else:
                 ingest = self.assume("log_gb_per_unused_group")
