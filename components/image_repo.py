@@ -54,6 +54,11 @@ from components.settings.platform import ImageSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 APP_DIR = PROJECT_ROOT / "app"
+PLATFORM_DIR = PROJECT_ROOT / "platform"
+CONTRACT = PROJECT_ROOT / "mlops_contract.py"
+"""The container contract (one module); the contexts in `CONTRACT_CONTEXTS` carry a copy."""
+CONTRACT_CONTEXTS = (APP_DIR, PLATFORM_DIR)
+"""The project's own images: the reference workload's and the platform's staging image."""
 PLATFORM = "linux/amd64"
 """ECS GPU AMIs and Fargate tasks here are x86_64 (aws_facts.GPU_INSTANCES excludes Graviton)."""
 # Files Docker always sends with the context, even when .dockerignore lists them.
@@ -142,6 +147,20 @@ def context_files(context: Path) -> Iterator[tuple[str, Path]]:
                 yield relative, Path(directory) / name
 
 
+def ship_contract(context: Path) -> None:
+    """Put the container contract (`mlops_contract.py`) into one of the project's own build
+    contexts, which Docker sends without anything outside it (a symlink to the repository's
+    file would arrive dangling). Every build of those images comes through here first: the
+    release tag's hash (`context_tag`), run_local and the container tests, which build from the
+    plan or call this. The copy is ignored by git; the repository's file is the one to edit."""
+    if Path(context).resolve() not in CONTRACT_CONTEXTS:
+        return
+    target = Path(context) / CONTRACT.name
+    data = CONTRACT.read_bytes()
+    if not target.is_file() or target.read_bytes() != data:
+        target.write_bytes(data)
+
+
 def context_tag(
     context: Path, flavour: str, build_args: Mapping[str, str] | None = None, dockerfile: str = ""
 ) -> str:
@@ -149,6 +168,7 @@ def context_tag(
     platform (and the workload's build args and Dockerfile name, when it gives them). The same
     context gives the same tag on any machine; any change gives a new one.
     """
+    ship_contract(context)
     digest = hashlib.sha256(f"{flavour}\0{PLATFORM}\0".encode())
     if build_args or dockerfile not in ("", "Dockerfile"):
         digest.update(json.dumps([dockerfile, dict(build_args or {})], sort_keys=True).encode())
@@ -428,3 +448,15 @@ def _checked_digest_ref(ref: str | None) -> str:
     if ref is None or not _DIGEST_REF.fullmatch(ref):
         raise ValueError(f"docker.Image returned {ref!r}, not a pushed repo@sha256 reference")
     return ref
+
+
+if __name__ == "__main__":
+    # `python -m components.image_repo ship`: the contract into the project's own contexts, for a
+    # `docker build` by hand.
+    import sys
+
+    if sys.argv[1:] != ["ship"]:
+        sys.exit("usage: python -m components.image_repo ship")
+    for directory in CONTRACT_CONTEXTS:
+        ship_contract(directory)
+        print(f"{CONTRACT.name} -> {directory.relative_to(PROJECT_ROOT)}/")

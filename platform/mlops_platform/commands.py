@@ -19,8 +19,6 @@ The store (STORE_DIR, the EFS mount):
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import math
@@ -34,15 +32,27 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-# Same rule as the forecaster's store (app/settings.py RUN_ID_PATTERN): a run id names a directory.
-RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+from mlops_contract import (
+    CURRENT,
+    DECISION_FILE,
+    MODELS,
+    RECORDS,
+    REPORT_FILE,
+    DamagedCurrent,
+    Env,
+    MlLayout,
+    atomic_write,
+    gate_lock,
+    is_run_id,
+    write_current,
+)
+from mlops_contract import read_current as read_current_file
+
 # SageMaker's channel names: [A-Za-z0-9\.\-_]+ (API_Channel.html); no leading dot here, since
 # the name becomes a directory.
 CHANNEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 FAILURE_LIMIT = 64 * 1024
 DEFAULT_UID = 10001
-# Files of the store's run directory that are the platform's records, not the model.
-RECORDS = frozenset({"report.json", "decision.json"})
 
 
 class Refused(Exception):
@@ -51,7 +61,7 @@ class Refused(Exception):
 
 # ------------------------------------------------------------------------------ environment
 def ml_root() -> Path:
-    return Path(os.environ.get("MLOPS_ML_ROOT") or "/opt/ml")
+    return Path(os.environ.get(Env.ML_ROOT) or MlLayout().root)
 
 
 def _env(name: str) -> str:
@@ -62,31 +72,31 @@ def _env(name: str) -> str:
 
 
 def store_dir() -> Path:
-    path = Path(_env("STORE_DIR"))
+    path = Path(_env(Env.STORE_DIR))
     if not path.is_dir():
-        raise Refused(f"STORE_DIR={path} is not a directory (is the store mounted?)")
+        raise Refused(f"{Env.STORE_DIR}={path} is not a directory (is the store mounted?)")
     return path
 
 
 def run_id() -> str:
-    value = _env("RUN_ID")
-    if not RUN_ID.match(value):
+    value = _env(Env.RUN_ID)
+    if not is_run_id(value):
         raise Refused(
-            f"RUN_ID={value!r} is not a run id: use letters, digits, '.', '_' and '-' "
+            f"{Env.RUN_ID}={value!r} is not a run id: use letters, digits, '.', '_' and '-' "
             "(at most 128 characters, not starting with '.')"
         )
     return value
 
 
 def workload_uid() -> int:
-    raw = os.environ.get("MLOPS_WORKLOAD_UID", "") or str(DEFAULT_UID)
+    raw = os.environ.get(Env.WORKLOAD_UID, "") or str(DEFAULT_UID)
     try:
         uid = int(raw)
     except ValueError:
         uid = -1
     if uid < 0 or uid > 2**31 - 1:
         raise Refused(
-            f"MLOPS_WORKLOAD_UID={raw!r} is not a numeric uid (0 for root, default 10001)"
+            f"{Env.WORKLOAD_UID}={raw!r} is not a numeric uid (0 for root, default 10001)"
         )
     return uid
 
@@ -175,28 +185,8 @@ def _chown_tree(root: Path, uid: int, gid: int) -> None:
         )
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_json(path: Path, obj: Any) -> None:
-    _atomic_write(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
 def _as_string(value: Any) -> str:
@@ -210,26 +200,26 @@ def stage_training() -> str:
     store = store_dir().resolve()
     rid = run_id()
     uid = workload_uid()
-    channels = _json_object("MLOPS_CHANNELS")
-    hyper = _json_object("MLOPS_HYPERPARAMETERS")
+    channels = _json_object(Env.CHANNELS)
+    hyper = _json_object(Env.HYPERPARAMETERS)
     sources: dict[str, Path] = {}
     for name, rel in channels.items():
         if not CHANNEL.match(name):
             raise Refused(
-                f"MLOPS_CHANNELS: channel name {name!r} is not allowed "
+                f"{Env.CHANNELS}: channel name {name!r} is not allowed "
                 "(letters, digits, '.', '_', '-'; not starting with '.')"
             )
         if not isinstance(rel, str) or not rel or rel.startswith("/"):
             raise Refused(
-                f"MLOPS_CHANNELS: channel {name!r} -> {rel!r}: "
+                f"{Env.CHANNELS}: channel {name!r} -> {rel!r}: "
                 "give a directory relative to the store"
             )
         source = (store / rel).resolve()
         if not _inside(source, store):
-            raise Refused(f"MLOPS_CHANNELS: channel {name!r} -> {rel!r} escapes the store {store}")
+            raise Refused(f"{Env.CHANNELS}: channel {name!r} -> {rel!r} escapes the store {store}")
         if not source.is_dir():
             raise Refused(
-                f"MLOPS_CHANNELS: channel {name!r} -> {rel!r}: "
+                f"{Env.CHANNELS}: channel {name!r} -> {rel!r}: "
                 f"no such directory in the store {store}"
             )
         sources[name] = source
@@ -272,13 +262,13 @@ def stage_training() -> str:
 
 # ------------------------------------------------------------------------------ collect-training
 def _training_exit() -> int | None:
-    raw = os.environ.get("MLOPS_TRAINING_EXIT", "")
+    raw = os.environ.get(Env.TRAINING_EXIT, "")
     if not raw:
         return None
     try:
         return int(raw)
     except ValueError:
-        raise Refused(f"MLOPS_TRAINING_EXIT={raw!r} is not an exit code") from None
+        raise Refused(f"{Env.TRAINING_EXIT}={raw!r} is not an exit code") from None
 
 
 def _failure_text(path: Path) -> str | None:
@@ -293,7 +283,7 @@ def collect_training() -> str:
     rid = run_id()
     code = _training_exit()
     root = ml_root()
-    models = store / "models"
+    models = store / MODELS
     if not models.is_dir():
         models.mkdir()
         if os.geteuid() == 0:  # the store's owner (the gate, the forecaster) writes here next
@@ -302,7 +292,7 @@ def collect_training() -> str:
     final = models / rid
     previous = _previous_report(final)
     if previous is not None and previous.get("status") == "trained" and (
-        read_current_quietly(models) == rid or (final / "decision.json").exists()
+        read_current_quietly(models) == rid or (final / DECISION_FILE).exists()
     ):
         raise Refused(f"models/{rid} is already trained and gated: a run id is collected once")
     model_dir = root / "model"
@@ -329,7 +319,7 @@ def collect_training() -> str:
             "files": files,
             "exit_code": code,
         }
-        _write_json(tmp / "report.json", report)
+        _write_json(tmp / REPORT_FILE, report)
         if os.geteuid() == 0:
             owner = store.stat()
             _chown_tree(tmp, owner.st_uid, owner.st_gid)
@@ -346,7 +336,7 @@ def collect_training() -> str:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if failure is not None:
-        print(f"collected failed run {rid} into models/{rid}/report.json", file=sys.stderr)
+        print(f"collected failed run {rid} into models/{rid}/{REPORT_FILE}", file=sys.stderr)
         raise Refused(" / ".join(line for line in failure.strip().splitlines() if line.strip())
                       or "training failed with an empty failure file")
     return f"collected run {rid}: {len(files)} file(s) into models/{rid}"
@@ -357,7 +347,7 @@ def _previous_report(run_dir: Path) -> dict[str, Any] | None:
     if not run_dir.exists():
         return None
     try:
-        report = json.loads((run_dir / "report.json").read_bytes())
+        report = json.loads((run_dir / REPORT_FILE).read_bytes())
     except (OSError, ValueError):
         return {}
     return report if isinstance(report, dict) else {}
@@ -372,22 +362,19 @@ def read_current_quietly(models: Path) -> str | None:
 
 
 def read_current(models: Path) -> str | None:
-    """The promoted run id, None when nothing is promoted; Refused when CURRENT is damaged."""
-    path = models / "CURRENT"
+    """The promoted run id, None when nothing is promoted; Refused when CURRENT is damaged or
+    names a run that is not in the store."""
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise Refused(f"models/CURRENT cannot be read: {exc.strerror}") from None
-    text = raw.decode("utf-8", errors="replace").strip()
-    if not RUN_ID.match(text):
+        text = read_current_file(models)
+    except DamagedCurrent as exc:
         raise Refused(
-            f"models/CURRENT is damaged: {text[:80]!r} is not a run id "
+            f"{MODELS}/{CURRENT} is damaged: {exc.problem} "
             "(write a promoted run id into it, or remove it)"
-        )
-    if not (models / text).is_dir():
-        raise Refused(f"models/CURRENT names run {text!r} but models/{text}/ does not exist")
+        ) from None
+    except OSError as exc:
+        raise Refused(f"{MODELS}/{CURRENT} cannot be read: {exc.strerror}") from None
+    if text is not None and not (models / text).is_dir():
+        raise Refused(f"{MODELS}/{CURRENT} names run {text!r} but {MODELS}/{text}/ does not exist")
     return text
 
 
@@ -410,32 +397,22 @@ def _objective(run_dir: Path, file: str, key: str) -> tuple[float | None, str]:
 
 
 def _gate_settings() -> tuple[str, str, str, float]:
-    file = os.environ.get("MLOPS_OBJECTIVE_FILE", "") or "metrics.json"
+    file = os.environ.get(Env.OBJECTIVE_FILE, "") or "metrics.json"
     parts = Path(file).parts
     if Path(file).is_absolute() or ".." in parts or not parts:
-        raise Refused(f"MLOPS_OBJECTIVE_FILE={file!r} must be a path inside the model directory")
-    key = _env("MLOPS_OBJECTIVE_KEY")
-    direction = os.environ.get("MLOPS_OBJECTIVE_DIRECTION", "")
+        raise Refused(f"{Env.OBJECTIVE_FILE}={file!r} must be a path inside the model directory")
+    key = _env(Env.OBJECTIVE_KEY)
+    direction = os.environ.get(Env.OBJECTIVE_DIRECTION, "")
     if direction not in ("maximize", "minimize"):
-        raise Refused(f"MLOPS_OBJECTIVE_DIRECTION={direction!r}: use 'maximize' or 'minimize'")
-    raw = os.environ.get("MLOPS_OBJECTIVE_MARGIN", "") or "0"
+        raise Refused(f"{Env.OBJECTIVE_DIRECTION}={direction!r}: use 'maximize' or 'minimize'")
+    raw = os.environ.get(Env.OBJECTIVE_MARGIN, "") or "0"
     try:
         margin = float(raw)
     except ValueError:
         margin = -1.0
     if not math.isfinite(margin) or margin < 0:
-        raise Refused(f"MLOPS_OBJECTIVE_MARGIN={raw!r} must be a number >= 0")
+        raise Refused(f"{Env.OBJECTIVE_MARGIN}={raw!r} must be a number >= 0")
     return file, key, direction, margin
-
-
-@contextlib.contextmanager
-def _gate_lock(models: Path) -> Iterator[None]:
-    with open(models / ".gate.lock", "a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _decide(models: Path, rid: str) -> dict[str, Any]:
@@ -446,7 +423,7 @@ def _decide(models: Path, rid: str) -> dict[str, Any]:
         "current_run": None, "key": key, "direction": direction, "margin": margin,
     }
     try:
-        report = json.loads((run_dir / "report.json").read_bytes())
+        report = json.loads((run_dir / REPORT_FILE).read_bytes())
     except (OSError, ValueError):
         report = None
     if isinstance(report, dict) and report.get("status") == "failed":
@@ -493,16 +470,16 @@ def _decide(models: Path, rid: str) -> dict[str, Any]:
 def gate() -> str:
     store = store_dir()
     rid = run_id()
-    models = store / "models"
+    models = store / MODELS
     if not (models / rid).is_dir():
         raise Refused(f"models/{rid}/ does not exist: collect-training has not stored this run")
-    with _gate_lock(models):
+    with gate_lock(models):
         decision = _decide(models, rid)
         # The decision is on disk before CURRENT moves: a crash in between leaves a record
         # saying "promoted" for a model that is not served, never a served model with no record.
-        _write_json(models / rid / "decision.json", decision)
+        _write_json(models / rid / DECISION_FILE, decision)
         if decision["promoted"]:
-            _atomic_write(models / "CURRENT", (rid + "\n").encode())
+            write_current(models, rid)
     verdict = "promoted" if decision["promoted"] else "refused"
     return f"{verdict} run {rid}: {decision['reason']}"
 
@@ -511,7 +488,7 @@ def gate() -> str:
 def stage_serving() -> str:
     store = store_dir()
     uid = workload_uid()
-    models = store / "models"
+    models = store / MODELS
     current = read_current(models) if models.is_dir() else None
     if current is None:
         raise Refused("no promoted model yet: run the pipeline first (models/CURRENT is absent)")

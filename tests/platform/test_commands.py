@@ -6,7 +6,6 @@ https://docs.aws.amazon.com/sagemaker/latest/dg/your-algorithms-training-algo.ht
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import subprocess
@@ -15,6 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from mlops_contract import GATE_LOCK, gate_lock
 
 PLATFORM = Path(__file__).resolve().parents[2] / "platform"
 
@@ -30,7 +31,9 @@ class Env:
     def environ(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
         env.update(
-            PYTHONPATH=str(PLATFORM), STORE_DIR=str(self.store), MLOPS_ML_ROOT=str(self.ml),
+            # The platform package and the contract beside it, as the image lays them out.
+            PYTHONPATH=os.pathsep.join([str(PLATFORM), str(PLATFORM.parent)]),
+            STORE_DIR=str(self.store), MLOPS_ML_ROOT=str(self.ml),
             MLOPS_WORKLOAD_UID=str(os.getuid()),
         )
         env.update(extra)
@@ -337,9 +340,10 @@ def test_concurrent_gates_serialise(env: Env) -> None:
     assert env.gate("r0").returncode == 0
     env.trained("r1", 0.95)
     env.trained("r2", 0.90)
-    lock = env.models / ".gate.lock"
-    with open(lock, "a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+    lock = env.models / GATE_LOCK
+    # Held as every gate holds it, the app's included (a POSIX record lock; an flock would not
+    # exclude it on a local file system).
+    with gate_lock(env.models):
         gates = [env.popen("gate", RUN_ID=run, MLOPS_OBJECTIVE_KEY="accuracy",
                            MLOPS_OBJECTIVE_DIRECTION="maximize") for run in ("r1", "r2")]
         deadline = time.monotonic() + 60
@@ -348,7 +352,6 @@ def test_concurrent_gates_serialise(env: Env) -> None:
             assert time.monotonic() < deadline, "the gates never waited for the lock"
             time.sleep(0.05)
         assert env.current() == "r0"
-        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
     for gate in gates:
         _, err = gate.communicate(timeout=60)
         assert gate.returncode == 0, err

@@ -1,0 +1,280 @@
+"""The container contract: what the platform, the images and the stack's task definitions agree on.
+
+One home for every name and rule that crosses the boundary between the Pulumi program
+(`components/`), the platform's staging image (`platform/`) and the reference workload's image
+(`app/`): the environment the platform sets, SageMaker's `/opt/ml` layout, the shared store's
+layout, the run-id rule, reading and replacing `models/CURRENT`, atomic writes and the gate lock.
+Modelled on AWS's sagemaker-training toolkit, which keeps every environment name in one module
+(`params.py`) and the `/opt/ml` layout in another (`environment.py`).
+
+Standard library only: it runs in the platform image, which installs nothing. The program imports
+it from the repository root; each image gets this file in its build context from
+`components/image_repo.py` (`ship_contract`), the one step every build goes through (`pulumi up`,
+run_local, the container tests, the image benchmark), since Docker sends nothing from outside a
+context. The images' Dockerfiles copy it next to their code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import stat
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+
+class Env:
+    """Environment variables the platform sets in a workload's or its own containers."""
+
+    STORE_DIR = "STORE_DIR"
+    """The shared store's mount (contract `platform`), `/mnt/store`."""
+    STORE_WAIT_SECONDS = "STORE_WAIT_SECONDS"
+    """How long a container waits at start for the store mount."""
+    LOG_LEVEL = "LOG_LEVEL"
+    RUN_ID = "RUN_ID"
+    """The pipeline run (`<start>-<execution name>`), the same on every retry of the run."""
+    RUN_DATE = "RUN_DATE"
+    """The run's as-of date (YYYY-MM-DD)."""
+    TRIGGER = "TRIGGER"
+    """Why the run started: `image-push`, `schedule`, `drift`, `manual`."""
+    TRIGGER_IMAGE_DIGEST = "TRIGGER_IMAGE_DIGEST"
+    """The pushed digest an image-push run must run (`deployed` otherwise)."""
+    IMAGE_DIGEST = "IMAGE_DIGEST"
+    PROMOTE_MARGIN = "PROMOTE_MARGIN"
+    """The workload's own gate: `training.promote_margin`."""
+    EVENT_BUS_NAME = "EVENT_BUS_NAME"
+    AWS_REGION = "AWS_REGION"
+    # The platform's staging containers (platform/), and what they read about the workload.
+    ML_ROOT = "MLOPS_ML_ROOT"
+    CHANNELS = "MLOPS_CHANNELS"
+    HYPERPARAMETERS = "MLOPS_HYPERPARAMETERS"
+    WORKLOAD_UID = "MLOPS_WORKLOAD_UID"
+    TRAINING_EXIT = "MLOPS_TRAINING_EXIT"
+    OBJECTIVE_FILE = "MLOPS_OBJECTIVE_FILE"
+    OBJECTIVE_KEY = "MLOPS_OBJECTIVE_KEY"
+    OBJECTIVE_DIRECTION = "MLOPS_OBJECTIVE_DIRECTION"
+    OBJECTIVE_MARGIN = "MLOPS_OBJECTIVE_MARGIN"
+    # SageMaker's own names, as its training toolkit reads them.
+    SM_MODEL_DIR = "SM_MODEL_DIR"
+    SM_CHANNEL_PREFIX = "SM_CHANNEL_"
+
+
+RESERVED_ENV = (
+    Env.RUN_ID,
+    Env.RUN_DATE,
+    Env.TRIGGER,
+    Env.IMAGE_DIGEST,
+    Env.TRIGGER_IMAGE_DIGEST,
+    Env.STORE_DIR,
+)
+RESERVED_ENV_PREFIXES = ("SM_", "MLOPS_")
+"""Set by the platform in the workload's containers; a workload may not set them itself."""
+
+
+# ------------------------------------------------------------------------------ /opt/ml
+ML_MOUNT = "/opt/ml"
+"""Where SageMaker's layout is (SageMaker Developer Guide, "your-algorithms-training-algo" and
+"your-algorithms-inference-code")."""
+
+
+@dataclass(frozen=True)
+class MlLayout:
+    """SageMaker's `/opt/ml` under `root`: what training reads and writes, what serving loads."""
+
+    root: Path = Path(ML_MOUNT)
+
+    @property
+    def input_data(self) -> Path:
+        """`input/data/<channel>/`: each channel's files (File mode)."""
+        return self.root / "input" / "data"
+
+    def channel(self, name: str) -> Path:
+        return self.input_data / name
+
+    @property
+    def config(self) -> Path:
+        return self.root / "input" / "config"
+
+    @property
+    def hyperparameters(self) -> Path:
+        """Every value a string."""
+        return self.config / "hyperparameters.json"
+
+    @property
+    def input_data_config(self) -> Path:
+        return self.config / "inputdataconfig.json"
+
+    @property
+    def resource_config(self) -> Path:
+        """`current_host`, `hosts`."""
+        return self.config / "resourceconfig.json"
+
+    @property
+    def model(self) -> Path:
+        """What training leaves here is the model; what serving loads."""
+        return self.root / "model"
+
+    @property
+    def output(self) -> Path:
+        return self.root / "output"
+
+    @property
+    def failure(self) -> Path:
+        """Why training failed (a non-zero exit is a failure either way)."""
+        return self.output / "failure"
+
+
+def sagemaker_environment(channels: Mapping[str, object] = ()) -> dict[str, str]:
+    """SageMaker's variables for the workload's training container: SM_MODEL_DIR and
+    SM_CHANNEL_<NAME> (upper-cased channel name) pointing into `/opt/ml`."""
+    layout = MlLayout()
+    return {
+        Env.SM_MODEL_DIR: str(layout.model),
+        **{
+            f"{Env.SM_CHANNEL_PREFIX}{name.upper()}": str(layout.channel(name)) for name in channels
+        },
+    }
+
+
+# ------------------------------------------------------------------------------ the store
+STORE_MOUNT = "/mnt/store"
+"""Where the shared store (EFS through its access point) is mounted in a container."""
+MODELS = "models"
+"""`models/<run_id>/`: one run's model files and the platform's records."""
+CURRENT = "CURRENT"
+"""`models/CURRENT`: the promoted run id, the only truth about which model serves."""
+REPORT_FILE = "report.json"
+"""The platform's record of a collected training run (`models/<run_id>/report.json`)."""
+DECISION_FILE = "decision.json"
+"""The gate's decision on a run (`models/<run_id>/decision.json`)."""
+RECORDS = frozenset({REPORT_FILE, DECISION_FILE})
+"""The platform's records in a run directory: never part of the model."""
+GATE_LOCK = ".gate.lock"
+"""`models/.gate.lock`: held while a gate compares and swaps CURRENT."""
+MAX_CURRENT_BYTES = 256
+"""models/CURRENT holds one run id (at most 128 characters) and a newline."""
+
+
+# ------------------------------------------------------------------------------ run ids
+RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+"""Run ids name directories in the store: no `/`, not starting with `.`, at most 128."""
+_RUN_ID = re.compile(RUN_ID_PATTERN)
+
+
+def is_run_id(value: str) -> bool:
+    return bool(_RUN_ID.match(value))
+
+
+def check_run_id(value: str) -> str:
+    """`value` when it is safe to use as a run directory's name, else ValueError saying why."""
+    if not _RUN_ID.match(value):
+        raise ValueError(
+            f"invalid run id {value!r}: use letters, digits, '.', '_' and '-' "
+            "(at most 128 characters, not starting with '.')"
+        )
+    return value
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """A sortable, timestamp-based run id such as `20261122T010203Z`."""
+    return (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+
+
+# ------------------------------------------------------------------------------ atomic writes
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in `directory` durable; not every file system lets a directory be opened."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Replace `path` with `data` so that a reader sees the old or the new content, never a
+    mix: a temp file `.<name>.<random>.tmp` in the same directory, fsynced, then renamed over
+    it. The temp file is removed on any error, which propagates as it was raised."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+# ------------------------------------------------------------------------------ CURRENT
+class DamagedCurrent(ValueError):
+    """models/CURRENT exists but does not hold one run id: damage from outside the platform."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path} is damaged: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+def read_current(models: Path) -> str | None:
+    """The run id models/CURRENT names, None when nothing is promoted yet; DamagedCurrent when
+    it is not a regular file, is empty, oversized or undecodable, or is not a run id."""
+    path = models / CURRENT
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise DamagedCurrent(path, "not a regular file")
+        data = handle.read(MAX_CURRENT_BYTES + 1)
+    if len(data) > MAX_CURRENT_BYTES:
+        raise DamagedCurrent(path, f"larger than {MAX_CURRENT_BYTES} bytes")
+    if not data.strip():
+        raise DamagedCurrent(path, "empty (it should hold a run id)")
+    try:
+        run_id = data.decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise DamagedCurrent(path, f"not a run id (undecodable bytes {data[:16]!r})") from None
+    if not _RUN_ID.match(run_id):
+        raise DamagedCurrent(path, f"not a run id ({run_id[:40]!r})")
+    return run_id
+
+
+def write_current(models: Path, run_id: str) -> None:
+    """Point models/CURRENT at `run_id`, atomically (servers and staging read it next)."""
+    atomic_write(models / CURRENT, (check_run_id(run_id) + "\n").encode())
+
+
+# ------------------------------------------------------------------------------ the gate lock
+_IN_PROCESS = threading.Lock()
+"""POSIX record locks belong to the process: threads of one process queue here first."""
+
+
+@contextlib.contextmanager
+def gate_lock(models: Path) -> Iterator[None]:
+    """Hold the store's exclusive gate lock while inside: a POSIX record lock (`lockf`) on
+    models/.gate.lock, which EFS honours across hosts (NFSv4.1 byte-range locks) and the kernel
+    drops when the holder dies. Every gate, the platform's and a workload's, takes this one."""
+    models.mkdir(parents=True, exist_ok=True)
+    with _IN_PROCESS:
+        fd = os.open(models / GATE_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.lockf(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
