@@ -1,10 +1,18 @@
-"""AWS facts the program checks config against and prices by: Fargate task sizes, CloudWatch Logs
-retention values, EFS transition days, GPU instance facts.
+"""AWS facts the program checks config against and prices by: Fargate's capacity providers and task
+sizes, CloudWatch Logs retention values, EFS transition days, GPU instance facts.
 
 Plain data with their sources; no Pulumi, no config parser, so the policy pack (policy/checks.py)
 and the cost model (preflight/costs.py) import them alone."""
 
 from __future__ import annotations
+
+# The capacity providers every ECS cluster can use for Fargate tasks, by their reserved names (ECS
+# Developer Guide, "Amazon ECS clusters for Fargate": FARGATE and FARGATE_SPOT "are reserved and
+# cannot be created"); EC2 capacity providers are the cluster's own and carry generated names.
+FARGATE = "FARGATE"
+FARGATE_SPOT = "FARGATE_SPOT"
+FARGATE_PROVIDERS = (FARGATE, FARGATE_SPOT)
+
 
 # Fargate task sizes: CPU units -> the memory values (MiB) AWS accepts with them.
 # Source: "Task CPU and memory" table, Amazon ECS Developer Guide (task_definition_parameters).
