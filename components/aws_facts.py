@@ -1,10 +1,13 @@
 """AWS facts the program checks config against and prices by: Fargate's capacity providers and task
 sizes, CloudWatch Logs retention values, EFS transition days, GPU instance facts.
 
-Plain data with their sources; no Pulumi, no config parser, so the policy pack (policy/checks.py)
-and the cost model (preflight/costs.py) import them alone."""
+Plain data with their sources; no Pulumi, no config parser, so the cost model (preflight/costs.py)
+imports them alone."""
 
 from __future__ import annotations
+
+# CloudWatch Logs retention values are the policy pack's list: the pack stands alone in policy/.
+from policy.checks import LOG_RETENTION_DAYS as LOG_RETENTION_DAYS
 
 # The capacity providers every ECS cluster can use for Fargate tasks, by their reserved names (ECS
 # Developer Guide, "Amazon ECS clusters for Fargate": FARGATE and FARGATE_SPOT "are reserved and
@@ -25,13 +28,6 @@ FARGATE_MEMORY: dict[int, tuple[int, ...]] = {
     8192: tuple(range(16384, 61440 + 1, 4096)),
     16384: tuple(range(32768, 122880 + 1, 8192)),
 }
-
-
-# CloudWatch Logs PutRetentionPolicy `retentionInDays` values.
-LOG_RETENTION_DAYS = (
-    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545,
-    731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
-)  # fmt: skip
 
 
 # EFS lifecycle `TransitionToIA` values (AFTER_N_DAYS), in days.

@@ -13,13 +13,10 @@ note; it runs during `up`, when the value is known.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# The pack runs from policy/; the shared helpers (`policy.checks`, `components.documents`) live
-# in the repository root.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
+# The analyzer runs this directory (`runpy.run_path(<pack directory>)`, pulumi/policy/__main__.py),
+# which puts it first on sys.path: `checks` is the module beside this file, with no import from
+# outside the pack.
+import checks
 from pulumi_policy import (
     EnforcementLevel,
     PolicyPack,
@@ -29,8 +26,6 @@ from pulumi_policy import (
     StackValidationArgs,
     StackValidationPolicy,
 )
-
-from policy import checks
 
 PACK_NAME = "mlops"
 

@@ -11,6 +11,12 @@ load balancer's listeners).
 
 Props are read only through `Mapping` / `Sequence` (CrossGuard wraps them in proxies that raise on
 values unknown during preview; the SDK reports such a policy as not run, and runs it at `up`).
+
+Standard library only and self-contained: CrossGuard runs the pack from this directory alone
+(`pulumi/policy/__main__.py` runs `runpy.run_path(<pack directory>)`, which puts the directory
+first on `sys.path`; a published pack is this directory and nothing else), so the rules the
+program shares with the pack (what looks like a secret, the Docker labels it reads, the log
+retention values) live here and the program imports them from here.
 """
 
 from __future__ import annotations
@@ -21,10 +27,56 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from components.aws_facts import LOG_RETENTION_DAYS
-from components.documents.common import looks_secret
-
 NFS_PORT = 2049
+
+# CloudWatch Logs PutRetentionPolicy `retentionInDays` values (CloudWatch Logs API Reference).
+LOG_RETENTION_DAYS = (
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545,
+    731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
+)  # fmt: skip
+
+# --- what looks like a secret ----------------------------------------------------------------
+
+_SECRET_NAME = re.compile(r"(SECRET|PASSWORD|PASSWD|TOKEN|API_?KEY|ACCESS_?KEY|CREDENTIAL|PRIVATE)")
+_SECRET_VALUE = re.compile(
+    # An AWS access key id anywhere in the value ("AKIA" long-term, "ASIA" temporary; IAM User
+    # Guide, "Unique identifiers": 20 characters), not only a value that is nothing else.
+    r"(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])"
+    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----"
+    # A URL that carries a password in its user information (RFC 3986 `user:password@host`).
+    r"|[A-Za-z][A-Za-z0-9+.-]*://[^\s/:@]+:[^\s/@]+@"
+)
+
+
+def secret_value(value: str) -> str | None:
+    """Why a value looks like a credential (an AWS access key id, a private key, a URL with a
+    password), or None. Never echoes the value."""
+    match = _SECRET_VALUE.search(value)
+    if match is None:
+        return None
+    found = match.group(0)
+    if found.startswith(("AKIA", "ASIA")):
+        return "it holds an AWS access key id"
+    if found.startswith("-----BEGIN"):
+        return "it holds a private key"
+    return "it holds a URL with a password"
+
+
+def looks_secret(name: str, value: str) -> bool:
+    """True for an environment variable that looks like a credential: by its name, by its
+    value, or (a JSON object, such as the staged hyperparameters) by any value inside it."""
+    return bool(_SECRET_NAME.search(name.upper()) or secret_value(value))
+
+
+# Docker labels the program sets on containers (components/documents/common.py) and reads here.
+LABEL_ROOT_OPT_OUT = "mlops.security.run-as-root"
+"""On a workload container run as root with a writable root (`workload.security.run_as_root`):
+the documented opt-out, which the pack reports as advisory instead of refusing."""
+LABEL_STAGING = "mlops.platform.staging"
+"""On the platform's staging containers: root (they give staged files to the workload's uid) on
+a read-only root file system."""
+LABEL_HEALTH = "mlops.health-check"
+"""`load-balancer` on a server with no container health check: its target group checks it."""
 
 SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup"
 SECURITY_GROUP_RULE = "aws:ec2/securityGroupRule:SecurityGroupRule"
@@ -278,10 +330,6 @@ def container_log_configuration(resource_type: str, props: Mapping[str, Any]) ->
     )
 
 
-LABEL_ROOT_OPT_OUT = "mlops.security.run-as-root"
-LABEL_STAGING = "mlops.platform.staging"
-LABEL_HEALTH = "mlops.health-check"
-"""Docker labels the program sets (components/documents/common.py, the same names)."""
 
 
 def _label(container: Mapping[str, Any], name: str) -> str:

@@ -31,8 +31,8 @@ from typing import Any
 import pulumi
 import yaml
 
-from components.documents.common import looks_secret
 from policy import checks
+from policy.checks import looks_secret
 from preflight import costs, prices
 from preflight.costs import (
     ASG,

@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from policy.checks import LABEL_HEALTH, LABEL_ROOT_OPT_OUT, LABEL_STAGING, looks_secret  # noqa: F401
+
 IAM_VERSION = "2012-10-17"
 
 APP_UID = 10001
@@ -22,8 +24,6 @@ FARGATE_MAX_STOP_TIMEOUT = 120
 
 _DIGEST_REF = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
 _CONTAINER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
-_SECRET_NAME = re.compile(r"(SECRET|PASSWORD|PASSWD|TOKEN|API_?KEY|ACCESS_?KEY|CREDENTIAL|PRIVATE)")
-_SECRET_VALUE = re.compile(r"^(AKIA|ASIA)[A-Z0-9]{16}$|-----BEGIN [A-Z ]*PRIVATE KEY-----")
 
 
 def policy_document(statements: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -64,11 +64,6 @@ def assume_role_policy(service: str, source_account: str | None = None) -> dict[
     if source_account:
         statement["Condition"] = {"StringEquals": {"aws:SourceAccount": source_account}}
     return {"Version": IAM_VERSION, "Statement": [statement]}
-
-
-def looks_secret(name: str, value: str) -> bool:
-    """True for an environment variable that looks like a credential (name or value)."""
-    return bool(_SECRET_NAME.search(name.upper()) or _SECRET_VALUE.search(value))
 
 
 @dataclass(frozen=True)
@@ -223,16 +218,6 @@ def scratch_volume() -> dict[str, Any]:
     In pulumi-aws Python input shape (`aws.ecs.TaskDefinitionVolumeArgs` as a dict).
     """
     return {"name": SCRATCH_VOLUME}
-
-
-LABEL_ROOT_OPT_OUT = "mlops.security.run-as-root"
-"""On a workload container run as root with a writable root (`workload.security.run_as_root`):
-the documented opt-out, which the policy pack reports as advisory instead of refusing."""
-LABEL_STAGING = "mlops.platform.staging"
-"""On the platform's staging containers: root (they give staged files to the workload's uid) on
-a read-only root file system."""
-LABEL_HEALTH = "mlops.health-check"
-"""`load-balancer` on a server with no container health check: its target group checks it."""
 
 
 def workload_labels(run_as_root: bool, health_by_load_balancer: bool = False) -> dict[str, str]:

@@ -8,6 +8,7 @@ stacks must pass every policy.
 from __future__ import annotations
 
 import json
+import os
 import runpy
 import subprocess
 import sys
@@ -384,7 +385,8 @@ def stack(resources: StackCase) -> list[checks.StackResource]:
 def pack() -> dict[str, Any]:
     """policy/__main__.py's policies, loaded without starting the analyzer server."""
     return {
-        p.name: p for p in runpy.run_path(str(PACK / "__main__.py"), run_name="pack")["POLICIES"]
+        # The directory, as the analyzer runs it (it goes first on sys.path, for `import checks`).
+        p.name: p for p in runpy.run_path(str(PACK), run_name="pack")["POLICIES"]
     }
 
 
@@ -527,16 +529,21 @@ def test_the_stack_passes_every_policy(plan: Plan) -> None:
     assert findings(plan) == []
 
 
-def test_pack_serves_the_engine_like_crossguard_runs_it() -> None:
+def test_pack_serves_the_engine_like_crossguard_runs_it(tmp_path: Path) -> None:
     """Start the pack the way the Python analyzer plugin does (`python -m pulumi.policy ENGINE
-    DIR`), then ask it over gRPC what the engine asks: its policies, and a resource's verdict."""
+    DIR`), then ask it over gRPC what the engine asks: its policies, and a resource's verdict.
+    The pack is a copy of policy/ alone, as `pulumi policy publish` uploads it: it must import
+    nothing from the repository around it."""
+    import shutil
+
     import grpc
     from google.protobuf import empty_pb2, struct_pb2
     from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 
     server = subprocess.Popen(
         [sys.executable, "-u", "-m", "pulumi.policy", "127.0.0.1:1", "."],
-        cwd=PACK,
+        cwd=shutil.copytree(PACK, tmp_path / "pack", ignore=shutil.ignore_patterns("__pycache__")),
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
