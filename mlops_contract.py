@@ -235,9 +235,10 @@ def read_current(models: Path) -> str | None:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise DamagedCurrent(path, "not a regular file")
     with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise DamagedCurrent(path, "not a regular file")
         data = handle.read(MAX_CURRENT_BYTES + 1)
     if len(data) > MAX_CURRENT_BYTES:
         raise DamagedCurrent(path, f"larger than {MAX_CURRENT_BYTES} bytes")

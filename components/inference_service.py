@@ -8,15 +8,13 @@ and instances, and alarms and dashboard widgets on the instances too.
 It is given the edge (`LoadBalancer`: security groups, ALB, target groups, listeners, certificate,
 WAF) and the alarm topic (`AlarmTopic`), and creates, as children of the component:
 
-- `<name>-logs-<container>`: a log group per container, with the stack's retention;
-- `<name>-execution-role` (+ `-execution-policy`: pull from this stack's repository, write these
-  log groups; `ecr:GetAuthorizationToken` is its only "*") and `<name>-task-role` (only the
-  shared store's client statements, inline);
-- `<name>-task`: the task definition (the workload's server `api` and its sidecars) and
-  `<name>-service`, its
-  tasks registered in the load balancer's target groups; with gpu-ec2 the network mode stays
-  awsvpc, so the target groups keep target type `ip` and the task keeps its own security group
-  (see `_task_definition` for the ENI arithmetic);
+- through the task block (components/task_block.py): `<name>-logs-<container>`, a log group per
+  container; `<name>-execution-role` and `<name>-task-role` (+ their policies); `<name>-task`,
+  the task definition (the workload's server `api`, its sidecars, and with the `sagemaker`
+  contract the platform's `stage-serving`);
+- `<name>-service`, its tasks registered in the load balancer's target groups; with gpu-ec2 the
+  network mode stays awsvpc, so the target groups keep target type `ip` and the task keeps its
+  own security group (see `_task` for the ENI arithmetic);
 - the `<name>-alarm-<role>` alarms on the alarm topic (with gpu-ec2 also `gpu-capacity-short`,
   `gpu-status-check` and `gpu-instances-below-min` on the instances); the deployment alarms roll
   a deployment back with `protection.rollback_on_alarm`;
@@ -38,7 +36,6 @@ import pulumi_aws as aws
 from components.alarm_topic import AlarmTopic
 from components.cluster import Cluster
 from components.documents.alerts import AlarmSpec
-from components.documents.common import STORE_VOLUME, scratch_volume
 from components.documents.gpu import SPREAD_ACROSS_AZS, gpu_capacity_alarms, gpu_capacity_widgets
 from components.documents.inference import (
     SERVER_CONTAINER,
@@ -47,21 +44,16 @@ from components.documents.inference import (
     inference_containers,
     inference_dashboard,
 )
-from components.documents.staging import (
-    ML_MOUNT,
-    ML_VOLUME,
-    STAGE_SERVING,
-    ml_volume,
-    sagemaker_environment,
-    stage_serving_spec,
-)
+from components.documents.staging import ML_VOLUME, STAGE_SERVING, stage_serving_spec
 from components.inference_scaling import declare_scaling
 from components.load_balancer import LoadBalancer
 from components.network import Network
+from components.settings.decisions import Placement
 from components.settings.serving import InferenceSettings
 from components.settings.workload import SecuritySpec, ServingSpec, SidecarSpec
 from components.shared_store import SharedStore
-from components.task_roles import TaskRoleSpec, ecs_task_roles
+from components.task_block import TaskBlock, TaskBlockArgs, TaskSpec
+from mlops_contract import ML_MOUNT, sagemaker_environment
 
 
 @dataclass
@@ -70,8 +62,9 @@ class InferenceServiceArgs:
     region: str
     inference: InferenceSettings
     """`mlops:inference`: sizes, capacity strategy, scaling, containers."""
-    gpu: bool
-    """The service runs on the cluster's serving GPU capacity (`Settings.serving_gpu`)."""
+    placement: Placement
+    """Where the service runs (the wiring's decision): Fargate, or the cluster's serving GPU
+    capacity reserving `inference.gpu.gpus` per task."""
     network: Network
     """Task subnets and public-IP mode for the tasks."""
     cluster: Cluster
@@ -104,9 +97,11 @@ class InferenceServiceArgs:
     """`workload.security`: the containers' user and root file system."""
     store_mounted: bool = True
     """The workload uses the shared store itself (contract `platform`)."""
-    platform_image: pulumi.Input[str] | None = None
-    """The `sagemaker` contract: the platform image whose `stage-serving` container stages the
+    staged: bool = False
+    """The `sagemaker` contract: the platform image's `stage-serving` container stages the
     promoted model into /opt/ml/model before the server starts (documents/staging.py)."""
+    platform_image: pulumi.Input[str] | None = None
+    """The platform image by digest (with `staged`)."""
 
 
 class InferenceService(pulumi.ComponentResource):
@@ -125,15 +120,35 @@ class InferenceService(pulumi.ComponentResource):
         self._child = pulumi.ResourceOptions(parent=self)
         inference = args.inference
         edge = args.load_balancer
-        if args.gpu and args.cluster.serving_capacity is None:
+        if args.placement.on_ec2 and args.cluster.serving_capacity is None:
             raise ValueError(f"InferenceService {name}: gpu-ec2 needs the cluster's serving GPUs")
+        if args.staged and args.platform_image is None:
+            raise ValueError(f"InferenceService {name}: staging needs the platform image")
         self._account = aws.get_caller_identity_output(
             opts=pulumi.InvokeOutputOptions(parent=self)
         ).account_id
 
-        log_groups = self._log_groups(args)
-        execution_role, task_role = self._roles(args, log_groups)
-        task_definition = self._task_definition(args, log_groups, execution_role, task_role)
+        block = TaskBlock(
+            name,
+            TaskBlockArgs(
+                region=args.region,
+                account=self._account,
+                store=args.store,
+                repository_arns=args.repository_arns,
+                log_retention_days=args.log_retention_days,
+                tasks=[self._task(args)],
+                execution_description=(
+                    "Pulls the image and writes container logs for the inference tasks"
+                ),
+                task_description=(
+                    "What the inference containers may do: mount and write the shared store"
+                ),
+                log_group_per_container=True,
+            ),
+            self._child,
+        )
+        log_groups = block.log_groups
+        task_definition = block.task_definitions["task"]
 
         topic_arn = args.alarm_topic.topic_arn
         alarm_specs = inference_alarms(
@@ -154,7 +169,7 @@ class InferenceService(pulumi.ComponentResource):
 
         # A staged (`sagemaker`) service is named up front: the pipeline that rolls it is
         # declared before the image its tasks run is built, so it cannot wait for the service.
-        fixed = f"{pulumi.get_project()}-{args.stack}-{name}" if args.platform_image else None
+        fixed = f"{pulumi.get_project()}-{args.stack}-{name}" if args.staged else None
         service = aws.ecs.Service(
             f"{name}-service",
             **({"name": fixed} if fixed else {}),
@@ -191,7 +206,7 @@ class InferenceService(pulumi.ComponentResource):
             network_configuration={
                 "subnets": args.network.task_subnet_ids,
                 # EC2 tasks cannot have one (settings require NAT egress with gpu-ec2).
-                "assign_public_ip": args.network.assign_public_ip and not args.gpu,
+                "assign_public_ip": args.network.assign_public_ip and not args.placement.on_ec2,
                 "security_groups": [
                     edge.task_security_group_id,
                     args.store.client_security_group_id,
@@ -218,7 +233,7 @@ class InferenceService(pulumi.ComponentResource):
                 dims = target_group_dims if spec.scope == "target_group" else service_dims
                 self._alarm(spec, dims, topic_arn)
 
-        if args.gpu:
+        if args.placement.on_ec2:
             self._gpu_alarms(args, topic_arn)
         declare_scaling(
             name,
@@ -249,8 +264,8 @@ class InferenceService(pulumi.ComponentResource):
         self.log_group_names = pulumi.Output.all(
             **{container: group.name for container, group in log_groups.items()}
         )
-        self.task_role_arn = task_role.arn
-        self.execution_role_arn = execution_role.arn
+        self.task_role_arn = block.task_role.arn
+        self.execution_role_arn = block.execution_role.arn
         self.task_security_group_id = edge.task_security_group_id
         self.register_outputs(
             {
@@ -265,112 +280,39 @@ class InferenceService(pulumi.ComponentResource):
 
     # ------------------------------------------------------------------------------ pieces
 
-    def _log_groups(self, args: InferenceServiceArgs) -> dict[str, aws.cloudwatch.LogGroup]:
-        containers = [SERVER_CONTAINER, *(c.name for c in args.sidecars)]
-        if args.platform_image is not None:
-            containers.append(STAGE_SERVING)
-        return {
-            container: aws.cloudwatch.LogGroup(
-                f"{self._name}-logs-{container}",
-                retention_in_days=args.log_retention_days,
-                opts=self._child,
-            )
-            for container in containers
-        }
+    def _task(self, args: InferenceServiceArgs) -> TaskSpec:
+        """The service's task: the workload's server and sidecars (and with the `sagemaker`
+        contract the platform's stage-serving before the server), sized by `inference`.
 
-    def _roles(
-        self, args: InferenceServiceArgs, log_groups: dict[str, aws.cloudwatch.LogGroup]
-    ) -> tuple[aws.iam.Role, aws.iam.Role]:
-        return ecs_task_roles(
-            TaskRoleSpec(
-                name=self._name,
-                account=self._account,
-                repository_arns=list(args.repository_arns),
-                log_group_arns=[group.arn for group in log_groups.values()],
-                store=args.store,
-                execution_description=(
-                    "Pulls the image and writes container logs for the inference tasks"
-                ),
-                task_description=(
-                    "What the inference containers may do: mount and write the shared store"
-                ),
-            ),
-            self._child,
-        )
-
-    def _task_definition(
-        self,
-        args: InferenceServiceArgs,
-        log_groups: dict[str, aws.cloudwatch.LogGroup],
-        execution_role: aws.iam.Role,
-        task_role: aws.iam.Role,
-    ) -> aws.ecs.TaskDefinition:
+        awsvpc on EC2 too. An instance holds ENIs - 1 such tasks (ENI trunking is an account
+        setting we do not own); settings/serving.py refuses instance types and counts that cannot
+        place `inference.max` tasks. With one GPU per task on the default xlarge types, the GPU
+        binds first (1 task per instance; g4dn.xlarge has 3 ENIs, g5/g6.xlarge 4), so bridge
+        mode and its dynamic host ports would buy nothing."""
         inference = args.inference
-        names = list(log_groups)
-        staged = args.platform_image is not None
-
-        def build(values: list[Any]) -> str:
-            groups = dict(zip(names, values[2:], strict=True))
-            extra = (
-                [stage_serving_spec(values[1], groups[STAGE_SERVING], args.region, args.security)]
-                if staged
-                else []
-            )
-            return json.dumps(
-                inference_containers(
-                    values[0],
-                    groups,
-                    args.region,
-                    serving=args.serving,
-                    sidecars=args.sidecars,
-                    security=args.security,
-                    store=args.store_mounted,
-                    server_gpus=inference.gpu.gpus if args.gpu else 0,
-                    extra=extra,
-                    server_mounts={ML_VOLUME: ML_MOUNT} if staged else None,
-                    server_depends_on=[(STAGE_SERVING, "SUCCESS")] if staged else (),
-                    server_environment=sagemaker_environment() if staged else None,
-                )
-            )
-
-        containers = pulumi.Output.all(
-            args.image_ref, args.platform_image or "", *(log_groups[n].name for n in names)
-        ).apply(build)
-        return aws.ecs.TaskDefinition(
-            f"{self._name}-task",
-            # `family` is required; one per project, stack and service.
+        placement = args.placement
+        staged = args.staged
+        containers = inference_containers(
+            args.image_ref,
+            serving=args.serving,
+            sidecars=args.sidecars,
+            security=args.security,
+            store=args.store_mounted,
+            server_gpus=placement.gpus,
+            extra=[stage_serving_spec(args.platform_image, args.security)] if staged else [],
+            server_mounts={ML_VOLUME: ML_MOUNT} if staged else None,
+            server_depends_on=[(STAGE_SERVING, "SUCCESS")] if staged else (),
+            server_environment=sagemaker_environment() if staged else None,
+        )
+        return TaskSpec(
+            suffix="task",
+            # One family per project, stack and service.
             family=f"{pulumi.get_project()}-{args.stack}-{self._name}",
-            # awsvpc on EC2 too: each task gets its own ENI, security group and private IP, the
-            # target groups stay `ip`, and the agent can block the instance metadata service
-            # (ECS_AWSVPC_BLOCK_IMDS). An instance holds ENIs - 1 such tasks (ENI trunking is an
-            # account setting we do not own); settings/serving.py refuses instance types and counts
-            # that cannot place `inference.max` tasks. With one GPU per task on the default
-            # xlarge types, the GPU binds first (1 task per instance; g4dn.xlarge has 3 ENIs,
-            # g5/g6.xlarge 4), so bridge mode and its dynamic host ports would buy nothing.
-            network_mode="awsvpc",
-            cpu=str(inference.cpu),
-            memory=str(inference.memory),
-            execution_role_arn=execution_role.arn,
-            task_role_arn=task_role.arn,
-            container_definitions=containers,
-            volumes=[
-                args.store.volume(STORE_VOLUME),
-                scratch_volume(),
-                *([ml_volume()] if staged else []),
-            ],
-            **(
-                # GPUs exist only on EC2 capacity: the serving GPU instances.
-                {"requires_compatibilities": ["EC2"]}
-                if args.gpu
-                else {
-                    "requires_compatibilities": ["FARGATE"],
-                    "runtime_platform": {
-                        "operating_system_family": "LINUX",
-                        "cpu_architecture": "X86_64",
-                    },
-                }
-            ),
-            opts=self._child,
+            cpu=inference.cpu,
+            memory=inference.memory,
+            placement=placement,
+            containers=containers,
+            volumes=[ML_VOLUME] if staged else [],
         )
 
     def _alarm(
@@ -445,7 +387,8 @@ def _service_strategy(
     strategy cannot mix Fargate and Auto Scaling group providers, and the on-demand/Spot split
     of the GPU instances is the group's own (`inference.gpu.on_demand_base`)."""
     cluster = args.cluster
-    if cluster.serving_capacity_provider_name is not None:
+    if args.placement.on_ec2:
+        assert cluster.serving_capacity_provider_name is not None  # checked at construction
         return cluster.serving_capacity_provider_name.apply(
             lambda name: [
                 aws.ecs.ServiceCapacityProviderStrategyArgs(
@@ -458,7 +401,7 @@ def _service_strategy(
 
 def _placement(args: InferenceServiceArgs) -> dict[str, Any]:
     """Fargate: the platform version (Fargate only). EC2: spread across AZs, then instances."""
-    if args.gpu:
+    if args.placement.on_ec2:
         return {"ordered_placement_strategies": SPREAD_ACROSS_AZS}
     return {"platform_version": "LATEST"}
 

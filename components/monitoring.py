@@ -8,16 +8,13 @@ TrainingTask's drift rule starts the pipeline.
 
 Creates, as children of the component:
 
-- `<name>-logs`: the task's log group, with the stack's retention;
-- `<name>-execution-role` (+ `-execution-policy`): pulls the workload's image and writes that
-  log group; `<name>-task-role` (+ `-task-store`, and with `emits_drift` `-task-events`): mounts
-  and writes the store, and `events:PutEvents` on the default bus ARN only, for that one source
-  and detail type;
-- `<name>-task-sg` (+ `-https-out`): HTTPS out only (the job's data sources, ECR, CloudWatch
-  Logs, EventBridge), nothing in; the task also attaches the store's client group for NFS.
-  Security groups filter addresses, not host names, so "egress to the source" is HTTPS out, the
-  rule the training tasks already have: nothing else new;
-- `<name>-ingest`: the task definition (cpu image, 0.25 vCPU / 1 GB, the workload's user);
+- through the task block (components/task_block.py): `<name>-logs`, `<name>-execution-role`,
+  `<name>-task-role` (+ their policies), `<name>-task-sg` (+ `-https-out`: HTTPS out only, to
+  the job's data sources, ECR, CloudWatch Logs and EventBridge; security groups filter
+  addresses, not host names, so "egress to the source" is HTTPS out), and `<name>-ingest`, the
+  task definition (cpu image, 0.25 vCPU / 1 GB, the workload's user);
+- with `emits_drift`, `<name>-task-events` on the task role: `events:PutEvents` on the default
+  bus ARN only, for that one source and detail type;
 - `<name>-events-role` (+ `-events-policy`), `<name>-schedule` (+ `-schedule-target`): the
   EventBridge schedule that runs the task on FARGATE_SPOT, when `ingest_schedule` is set. A Spot
   interruption loses one weekly run; the next one ingests the weeks it missed.
@@ -33,12 +30,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.cluster import Cluster
-from components.documents.common import (
-    STORE_VOLUME,
-    assume_role_policy,
-    policy_document,
-    scratch_volume,
-)
+from components.documents.common import assume_role_policy, policy_document
 from components.documents.monitoring import (
     JOB_CPU,
     JOB_MEMORY,
@@ -48,13 +40,13 @@ from components.documents.monitoring import (
     publish_drift_statements,
     run_scheduled_task_statements,
 )
-from components.documents.training import FARGATE_SPOT
 from components.image_repo import ImageRepo
-from components.network import Network, allow_https_out
+from components.network import Network
+from components.settings.decisions import SPOT
 from components.settings.pipeline import MonitoringSettings
 from components.settings.workload import JobSpec, SecuritySpec
 from components.shared_store import SharedStore
-from components.task_roles import TaskRoleSpec, ecs_task_roles
+from components.task_block import Egress, TaskBlock, TaskBlockArgs, TaskSpec
 
 EVENT_MAX_AGE_SECONDS = 3600
 """EventBridge retries a failed RunTask for an hour; the next week's run catches up after that."""
@@ -102,14 +94,33 @@ class Monitoring(pulumi.ComponentResource):
         ).account_id
         self._family = f"{pulumi.get_project()}-{args.stack}-{name}-ingest"
 
-        log_group = aws.cloudwatch.LogGroup(
-            f"{name}-logs",
-            retention_in_days=args.log_retention_days,
-            opts=self._child,
+        block = TaskBlock(
+            name,
+            TaskBlockArgs(
+                region=args.region,
+                account=self._account,
+                store=args.store,
+                repository_arns=args.repository_arns,
+                log_retention_days=args.log_retention_days,
+                tasks=[self._task(args)],
+                execution_description="Pulls the app image and writes the ingest task's logs",
+                task_description="What the ingest task may do: write the store, report data drift",
+                egress=Egress(
+                    vpc_id=args.network.vpc_id,
+                    description=(
+                        "Ingest task: HTTPS out to the data source and AWS APIs, nothing in"
+                    ),
+                    destinations="The job's data sources, ECR, CloudWatch Logs and EventBridge",
+                ),
+            ),
+            self._child,
         )
-        execution_role, task_role = self._task_roles(args, log_group)
-        task_group = self._task_security_group(args)
-        definition = self._task_definition(args, log_group, execution_role, task_role)
+        execution_role, task_role = block.execution_role, block.task_role
+        if args.job.emits_drift:
+            self._may_publish_drift(args, task_role)
+        definition = block.task_definitions["ingest"]
+        assert block.security_group is not None
+        task_group = block.security_group
         rule = None
         if args.monitoring.ingest_schedule:
             rule = self._schedule(args, definition, task_group, execution_role, task_role)
@@ -128,27 +139,10 @@ class Monitoring(pulumi.ComponentResource):
     def _trust(self, service: str) -> pulumi.Output[str]:
         return self._account.apply(lambda account: json.dumps(assume_role_policy(service, account)))
 
-    def _task_roles(
-        self, args: MonitoringArgs, log_group: aws.cloudwatch.LogGroup
-    ) -> tuple[aws.iam.Role, aws.iam.Role]:
-        name = self._name
-        execution_role, task_role = ecs_task_roles(
-            TaskRoleSpec(
-                name=name,
-                account=self._account,
-                repository_arns=list(args.repository_arns),
-                log_group_arns=[log_group.arn],
-                store=args.store,
-                execution_description="Pulls the app image and writes the ingest task's logs",
-                task_description="What the ingest task may do: write the store, report data drift",
-            ),
-            self._child,
-        )
+    def _may_publish_drift(self, args: MonitoringArgs, task_role: aws.iam.Role) -> None:
         region = args.region
-        if not args.job.emits_drift:
-            return execution_role, task_role
         aws.iam.RolePolicy(
-            f"{name}-task-events",
+            f"{self._name}-task-events",
             role=task_role.id,
             policy=self._account.apply(
                 lambda account: json.dumps(
@@ -159,64 +153,30 @@ class Monitoring(pulumi.ComponentResource):
             ),
             opts=self._child,
         )
-        return execution_role, task_role
 
-    def _task_security_group(self, args: MonitoringArgs) -> aws.ec2.SecurityGroup:
-        group = aws.ec2.SecurityGroup(
-            f"{self._name}-task-sg",
-            vpc_id=args.network.vpc_id,
-            description="Ingest task: HTTPS out to the data source and AWS APIs, nothing in",
-            opts=self._child,
-        )
-        allow_https_out(
-            f"{self._name}-https-out",
-            group,
-            "The job's data sources, ECR, CloudWatch Logs and EventBridge",
-            self._child,
-        )
-        return group
-
-    def _task_definition(
-        self,
-        args: MonitoringArgs,
-        log_group: aws.cloudwatch.LogGroup,
-        execution_role: aws.iam.Role,
-        task_role: aws.iam.Role,
-    ) -> aws.ecs.TaskDefinition:
+    def _task(self, args: MonitoringArgs) -> TaskSpec:
         monitoring = args.monitoring
         thresholds = MonitorThresholds(
             error_tolerance=monitoring.error_tolerance,
             drift_p_value=monitoring.drift_p_value,
             cooldown_weeks=monitoring.cooldown_weeks,
         )
-        containers = pulumi.Output.all(args.image_repo.image_ref("cpu"), log_group.name).apply(
-            lambda values: json.dumps(
-                [
-                    job_container(
-                        values[0],
-                        values[1],
-                        args.region,
-                        job=args.job,
-                        thresholds=thresholds,
-                        security=args.security,
-                        store=args.store_mounted,
-                    )
-                ]
-            )
-        )
-        return aws.ecs.TaskDefinition(
-            f"{self._name}-ingest",
+        return TaskSpec(
+            suffix="ingest",
             family=self._family,
-            network_mode="awsvpc",
-            cpu=str(JOB_CPU),
-            memory=str(JOB_MEMORY),
-            execution_role_arn=execution_role.arn,
-            task_role_arn=task_role.arn,
-            container_definitions=containers,
-            volumes=[args.store.volume(STORE_VOLUME), scratch_volume()],
-            requires_compatibilities=["FARGATE"],
-            runtime_platform={"operating_system_family": "LINUX", "cpu_architecture": "X86_64"},
-            opts=self._child,
+            cpu=JOB_CPU,
+            memory=JOB_MEMORY,
+            placement=SPOT,
+            containers=[
+                job_container(
+                    args.image_repo.image_ref(SPOT.flavour),
+                    args.region,
+                    job=args.job,
+                    thresholds=thresholds,
+                    security=args.security,
+                    store=args.store_mounted,
+                )
+            ],
         )
 
     def _schedule(
@@ -272,7 +232,7 @@ class Monitoring(pulumi.ComponentResource):
                 # A capacity provider strategy replaces the launch type (EventBridge API
                 # reference, "EcsParameters").
                 "capacity_provider_strategies": [
-                    {"capacity_provider": FARGATE_SPOT, "weight": 1, "base": 0}
+                    {"capacity_provider": SPOT.fargate_provider, "weight": 1, "base": 0}
                 ],
                 "network_configuration": {
                     "subnets": args.network.task_subnet_ids,

@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pulumi
@@ -42,6 +42,8 @@ import pulumi_aws as aws
 
 from components.documents.ci import CI_DEPLOY_SERVICES, ci_deploy_statements
 from components.documents.common import policy_document
+from components.documents.execution import secret_read_statements
+from components.settings.secrets import SecretRef
 
 ROLE_TYPE = "aws:iam/role:Role"
 
@@ -148,7 +150,9 @@ def _check_boundary_arn(arn: str) -> None:
         raise ValueError(f"{arn!r} is not a customer managed policy ARN")
 
 
-def boundary_document(account: str, region: str, policy_name: str) -> dict[str, Any]:
+def boundary_document(
+    account: str, region: str, policy_name: str, secrets: Sequence[SecretRef] = ()
+) -> dict[str, Any]:
     """The boundary policy. Allows the union of what the program's roles need (each role's own
     policy still narrows it: effective permissions are the intersection); denies, to every role
     that carries it, changing this policy, removing or swapping a boundary, and creating or
@@ -159,7 +163,9 @@ def boundary_document(account: str, region: str, policy_name: str) -> dict[str, 
     policy for reading. `iam:PassRole` in particular: a role that could pass any role of the
     account to ECS or EC2 could run a task or an instance as an administrator role.
     `ssm:GetParameter(s)` only on AWS's public parameters (the ECS GPU AMI), not the account's
-    own, which may hold secrets.
+    own, which may hold secrets; the secrets the workload names (`secrets`) are read by its task
+    execution roles, so exactly those are allowed (`secretsmanager:GetSecretValue` on the
+    secrets, `ssm:GetParameters` on the parameters, as documents/execution.py grants them).
     """
     arn = boundary_arn(account, policy_name)
     iam_resources: list[str] = []
@@ -187,6 +193,7 @@ def boundary_document(account: str, region: str, policy_name: str) -> dict[str, 
                 "Action": list(PUBLIC_PARAMETER_ACTIONS),
                 "Resource": f"arn:aws:ssm:{region}::parameter/aws/service/*",
             },
+            *secret_read_statements([replace(ref, kms_key="") for ref in secrets]),
             {
                 "Sid": "ProgramIam",
                 "Effect": "Allow",
@@ -293,6 +300,9 @@ class PermissionsBoundaryArgs:
     """The stack (`settings.stack`)."""
     region: str
     """The stack's Region (`settings.region`): two Regions of one stack name never share one."""
+    secrets: Sequence[SecretRef] = field(default_factory=tuple)
+    """Every secret the workload's containers name (`WorkloadSpec.secrets`): the only secrets
+    and parameters of the account a role of this stack may read."""
 
 
 class PermissionsBoundary(pulumi.ComponentResource):
@@ -316,7 +326,9 @@ class PermissionsBoundary(pulumi.ComponentResource):
                 "and the roles it creates may do"
             ),
             policy=account.account_id.apply(
-                lambda a: json.dumps(boundary_document(a, args.region, policy_name))
+                lambda a: json.dumps(
+                    boundary_document(a, args.region, policy_name, tuple(args.secrets))
+                )
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )

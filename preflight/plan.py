@@ -245,12 +245,13 @@ _CONTENT_TAG = re.compile(r"(:[a-z0-9]+-)[0-9a-f]{16}\b")
 REDACTED = "[secret]"
 
 
-def _clean(value: Any, key: str = "") -> Any:
-    """Stable, readable and secret-free: JSON strings decoded, secrets and volatile ids masked."""
+def reviewable(value: Any, key: str = "") -> Any:
+    """An input as the snapshot shows it: stable, readable and secret-free (JSON strings decoded,
+    secrets and volatile ids masked)."""
     if isinstance(value, str):
         document = json_document(value)
         if document is not None:
-            return _clean(document, key)
+            return reviewable(document, key)
         if key and looks_secret(key, value):
             return REDACTED
         value = value.replace(str(ROOT), "<repo>")
@@ -260,13 +261,13 @@ def _clean(value: Any, key: str = "") -> Any:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, list):
-        return [_clean(v, key) for v in value]
+        return [reviewable(v, key) for v in value]
     if isinstance(value, dict):
         # An environment entry {name, value}: judge the value by the variable's name.
         name, text = value.get("name"), value.get("value")
         if isinstance(name, str) and isinstance(text, str) and looks_secret(name, text):
             return {**value, "value": REDACTED}
-        return {k: _clean(v, k) for k, v in sorted(value.items())}
+        return {k: reviewable(v, k) for k, v in sorted(value.items())}
     return value
 
 
@@ -305,7 +306,7 @@ def snapshot(plan: Plan) -> dict[str, Any]:
             "name": resource.name,
             "parent": names.get(resource.parent),
             "inputs": {
-                key: REDACTED if key in resource.secret_inputs else _clean(value, key)
+                key: REDACTED if key in resource.secret_inputs else reviewable(value, key)
                 for key, value in sorted(resource.inputs.items())
             },
         }

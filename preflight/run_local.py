@@ -77,6 +77,10 @@ ECS_UPDATE_SERVICE = "arn:aws:states:::aws-sdk:ecs:updateService"
 LABEL = "mlops.run-local"
 TASK_CHOICES = ("inference", "validate", "train", "gate", "pipeline")
 DEFAULT_STORE = ROOT / ".run-local-store"
+DEFAULT_SECRETS = ROOT / ".run-local-secrets.env"
+"""Local values of the task definitions' `secrets`, `NAME=value` per line (git ignores it)."""
+SECRET_ENV_PREFIX = "RUN_LOCAL_SECRET_"
+"""Or `RUN_LOCAL_SECRET_<NAME>` in run_local's own environment, which wins over the file."""
 
 
 class RunLocalError(RuntimeError):
@@ -111,6 +115,34 @@ def builder_env() -> dict[str, str]:
 def _int(value: Any) -> int:
     """Numbers arrive from the mocks as floats (10001.0)."""
     return int(float(value))
+
+
+# --- secrets --------------------------------------------------------------------------------------
+
+
+def load_secrets(path: Path, environ: Mapping[str, str]) -> dict[str, str]:
+    """The local stand-ins for the `secrets` ECS would fetch from Secrets Manager or SSM: the
+    file's `NAME=value` lines (blank lines and `#` comments skipped; one pair of surrounding
+    quotes removed), then `RUN_LOCAL_SECRET_<NAME>` variables over them. run_local never asks
+    AWS, never prints a value and never writes one anywhere: Docker reads each from its own
+    environment (`docker run --env NAME`), so the values stay off command lines too."""
+    values: dict[str, str] = {}
+    if path.is_file():
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            text = line.strip()
+            if not text or text.startswith("#"):
+                continue
+            name, sep, value = text.partition("=")
+            name = name.strip().removeprefix("export ").strip()
+            if not sep or not name.isidentifier():
+                raise RunLocalError(f"{path}:{number}: not a NAME=value line (value not shown)")
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+                value = value[1:-1]
+            values[name] = value
+    for key, value in environ.items():
+        if key.startswith(SECRET_ENV_PREFIX) and key != SECRET_ENV_PREFIX:
+            values[key.removeprefix(SECRET_ENV_PREFIX)] = value
+    return values
 
 
 # --- what the stack declares ----------------------------------------------------------------------
@@ -342,6 +374,8 @@ class LocalTask:
     out: Callable[[str], None] = print
     container_images: Mapping[str, str] = field(default_factory=dict)
     """Per container whose image is not `image` (the platform's staging containers): its tag."""
+    secrets: Mapping[str, str] = field(default_factory=dict)
+    """Local values of the definitions' `secrets`, by variable name (`load_secrets`)."""
     containers: dict[str, ContainerState] = field(default_factory=dict)
     holder: str = ""
     ports: dict[int, int] = field(default_factory=dict)
@@ -518,6 +552,9 @@ class LocalTask:
         environment.update(self.overrides.get(name, {}))
         for key, value in sorted(environment.items()):
             args += ["--env", f"{key}={value}"]
+        # Secrets by name only: Docker takes each value from its own environment.
+        for key in sorted(self.secret_environment(d)):
+            args += ["--env", key]
         for mount in d.get("mountPoints", []):
             source = self.volumes[mount["sourceVolume"]]
             kind = "bind" if source.startswith("/") else "volume"
@@ -558,9 +595,30 @@ class LocalTask:
             command = [*entry[1:], *command]
         return [*args, image, *command]
 
+    def secret_environment(self, definition: Mapping[str, Any]) -> dict[str, str]:
+        """The container's `secrets`, each with its local value (as ECS injects them at start);
+        one missing is an error naming it and where to put it."""
+        values = {}
+        for item in definition.get("secrets") or []:
+            name = item["name"]
+            if name not in self.secrets:
+                raise RunLocalError(
+                    f"{definition['name']}: secret {name} ({item['valueFrom']}) has no local "
+                    f"value: add {name}=... to {DEFAULT_SECRETS.name} (or the file --secrets "
+                    f"names) or set {SECRET_ENV_PREFIX}{name}; run_local never reads AWS "
+                    "(docs/local-containers.md#secrets)"
+                )
+            values[name] = self.secrets[name]
+        return values
+
     def _start_container(self, state: ContainerState) -> None:
         since = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        state.id = docker("run", "-d", *self.docker_run_args(state))
+        state.id = docker(
+            "run",
+            "-d",
+            *self.docker_run_args(state),
+            env=self.secret_environment(state.definition),
+        )
         state.started = time.monotonic()
         self._follow(state, since)
 
@@ -754,6 +812,8 @@ class Session:
     publish_ephemeral: bool = False
     rebuild: bool = False
     out: Callable[[str], None] = print
+    secrets: Mapping[str, str] = field(default_factory=dict)
+    """Local values of the task definitions' `secrets` (`load_secrets`)."""
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     _images: dict[str, str] = field(default_factory=dict)
     _others: dict[str, str] = field(default_factory=dict)
@@ -794,6 +854,7 @@ class Session:
             # A task of the platform's containers only (the platform gate) runs on their image.
             image=self.image_for(spec.flavour) if workload else next(iter(staging.values())),
             container_images=staging,
+            secrets=self.secrets,
             store=self.store,
             access_point=self.view.access_point,
             session=self.id,
@@ -1071,6 +1132,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--ephemeral-ports", action="store_true", help="publish on free host ports, not the same"
     )
+    parser.add_argument(
+        "--secrets",
+        type=Path,
+        default=DEFAULT_SECRETS,
+        help=f"NAME=value lines standing in for the task definitions' secrets "
+        f"(default {DEFAULT_SECRETS.name}; {SECRET_ENV_PREFIX}<NAME> variables win)",
+    )
     return parser.parse_args(argv)
 
 
@@ -1083,6 +1151,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     store = (args.store or DEFAULT_STORE / args.stack).resolve()
     store.mkdir(parents=True, exist_ok=True)
+    try:
+        secrets = load_secrets(args.secrets, os.environ)
+    except RunLocalError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     session = Session(
         view=view,
         store=store,
@@ -1091,6 +1164,7 @@ def main(argv: list[str] | None = None) -> int:
         publish_ephemeral=args.ephemeral_ports,
         rebuild=args.rebuild,
         out=lambda line: print(line, flush=True),
+        secrets=secrets,
     )
     print(f"[run-local] stack {args.stack}, store {store}, session {session.id}", flush=True)
     try:

@@ -105,6 +105,11 @@ def prod_plan(build_once) -> Plan:
     return _shared_plan(build_once, "prod")
 
 
+@pytest.fixture(scope="session")
+def digits_plan(build_once) -> Plan:
+    return _shared_plan(build_once, "digits")
+
+
 @pytest.fixture(params=["dev", "prod"])
 def plan(request, dev_plan: Plan, prod_plan: Plan) -> Plan:
     """Each stack in turn, for assertions that hold on both."""

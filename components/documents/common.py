@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
+from components.settings.secrets import SecretRef
+from components.settings.workload import SecuritySpec
+from mlops_contract import STORE_MOUNT, Env
 from policy.checks import LABEL_HEALTH, LABEL_ROOT_OPT_OUT, LABEL_STAGING, looks_secret  # noqa: F401
 
 IAM_VERSION = "2012-10-17"
@@ -16,7 +19,6 @@ APP_UID = 10001
 """The default non-root user and group of a workload (`workload.security.user`; the EFS access
 point)."""
 STORE_VOLUME = "store"
-STORE_MOUNT = "/mnt/store"
 SCRATCH_VOLUME = "scratch"
 SCRATCH_MOUNT = "/tmp"
 FARGATE_MAX_STOP_TIMEOUT = 120
@@ -71,11 +73,14 @@ class ContainerSpec:
     """One container of a task definition; see `container_definition`."""
 
     name: str
-    image: str
-    """A digest reference `repo@sha256:...`, never a mutable tag."""
+    image: Any
+    """A digest reference `repo@sha256:...`, never a mutable tag (a `pulumi.Input[str]` until the
+    task block renders the definition)."""
     command: Sequence[str]
-    log_group: str
-    region: str
+    log_group: str = ""
+    """Filled by the task block (components/task_block.py): the log group it made for this
+    container."""
+    region: str = ""
     port: int | None = None
     internal_port: int | None = None
     """A second port, for callers inside the VPC only: no target group forwards to it."""
@@ -104,6 +109,9 @@ class ContainerSpec:
     restart: bool = True
     """A non-essential container restarted in place when it exits; False for one that runs
     once (a staging container, a train step beside its collector)."""
+    secrets: Mapping[str, SecretRef] = field(default_factory=dict)
+    """Environment name -> the secret ECS injects at start (`secrets[].valueFrom`); the task
+    block lets the execution role read exactly these."""
 
 
 def container_definition(spec: ContainerSpec) -> dict[str, Any]:
@@ -121,6 +129,8 @@ def container_definition(spec: ContainerSpec) -> dict[str, Any]:
         raise ValueError(f"container {spec.name}: image {spec.image!r} is not a repo@sha256 ref")
     if not spec.command:
         raise ValueError(f"container {spec.name}: command is empty")
+    if not spec.log_group or not spec.region:
+        raise ValueError(f"container {spec.name}: no log group or region to log to")
     if not 2 <= spec.stop_timeout <= FARGATE_MAX_STOP_TIMEOUT:
         raise ValueError(
             f"container {spec.name}: stopTimeout {spec.stop_timeout} must be 2..120 seconds"
@@ -155,7 +165,7 @@ def container_definition(spec: ContainerSpec) -> dict[str, Any]:
         "environment": [
             {"name": key, "value": value}
             for key, value in sorted(
-                {**spec.environment, **({"STORE_DIR": STORE_MOUNT} if spec.store else {})}.items()
+                {**spec.environment, **({Env.STORE_DIR: STORE_MOUNT} if spec.store else {})}.items()
             )
         ],
         "logConfiguration": {
@@ -172,6 +182,18 @@ def container_definition(spec: ContainerSpec) -> dict[str, Any]:
         # A sidecar that exits is restarted in place instead of replacing the whole task (ECS
         # "container restart policies"; restartAttemptPeriod is 60..1800 s).
         definition["restartPolicy"] = {"enabled": True, "restartAttemptPeriod": 60}
+    if spec.secrets:
+        clash = sorted(set(spec.secrets) & set(spec.environment))
+        if clash:
+            raise ValueError(
+                f"container {spec.name}: {', '.join(clash)} in environment and secrets"
+            )
+        # ECS injects each at container start from Secrets Manager or SSM (ECS Developer Guide,
+        # "Pass sensitive data to an Amazon ECS container"); the execution role reads them.
+        definition["secrets"] = [
+            {"name": name, "valueFrom": ref.value_from}
+            for name, ref in sorted(spec.secrets.items())
+        ]
     if spec.labels:
         definition["dockerLabels"] = dict(spec.labels)
     if spec.cpu:
@@ -212,6 +234,20 @@ def container_definition(spec: ContainerSpec) -> dict[str, Any]:
     return definition
 
 
+def render_containers(
+    specs: Sequence[ContainerSpec], region: str, log_groups: Mapping[str, str]
+) -> list[dict[str, Any]]:
+    """A task definition's `containerDefinitions`: each container logging to its group in
+    `log_groups` (container name -> log group name) in `region`, through `container_definition`."""
+    missing = [spec.name for spec in specs if not log_groups.get(spec.name)]
+    if missing:
+        raise ValueError(f"no log group for container(s) {', '.join(missing)}")
+    return [
+        container_definition(replace(spec, log_group=log_groups[spec.name], region=region))
+        for spec in specs
+    ]
+
+
 def scratch_volume() -> dict[str, Any]:
     """Task-level volume without a host path: task storage, writable under a read-only root.
 
@@ -227,13 +263,57 @@ def workload_labels(run_as_root: bool, health_by_load_balancer: bool = False) ->
     }
 
 
+class WorkloadSection(Protocol):
+    """What every part of `mlops:workload` that becomes a container declares (training, the
+    steps, serving, a sidecar, the job): its command, plain environment and secrets."""
+
+    @property
+    def command(self) -> Sequence[str]: ...
+
+    @property
+    def environment(self) -> Mapping[str, str]: ...
+
+    @property
+    def secrets(self) -> Mapping[str, SecretRef]: ...
+
+
+def workload_container(
+    name: str,
+    image: Any,
+    section: WorkloadSection,
+    *,
+    security: SecuritySpec,
+    store: bool,
+    platform_environment: Mapping[str, str] | None = None,
+    health_by_load_balancer: bool = False,
+    **extra: Any,
+) -> ContainerSpec:
+    """A container running the workload's own image and `section` of its config: its command,
+    its environment over the platform's (`platform_environment`), its secrets; as the workload's
+    user and root file system (`workload.security`), the store mounted only where the contract
+    gives it one (`store`), labelled for the policy pack; `extra` is the rest of its
+    `ContainerSpec` (ports, GPUs, mounts...)."""
+    return ContainerSpec(
+        name=name,
+        image=image,
+        command=list(section.command),
+        environment={**(platform_environment or {}), **section.environment},
+        secrets=dict(section.secrets),
+        user=security.container_user,
+        read_only_root=security.read_only_root,
+        store=store,
+        labels=workload_labels(security.run_as_root, health_by_load_balancer),
+        **extra,
+    )
+
+
 STORE_WAIT_SECONDS = 60
 """How long a container waits at start for the EFS mount (the app's `STORE_WAIT_SECONDS`)."""
 DEFAULT_TRIGGER = {"reason": "manual", "image_digest": "deployed"}
 """Merged under every execution input: a console or CLI start without input still runs."""
 DRIFT_SOURCE = "mlops.monitoring"
 DRIFT_DETAIL_TYPE = "DataDriftDetected"
-STEP_ENVIRONMENT = {"LOG_LEVEL": "INFO", "STORE_WAIT_SECONDS": str(STORE_WAIT_SECONDS)}
+STEP_ENVIRONMENT = {Env.LOG_LEVEL: "INFO", Env.STORE_WAIT_SECONDS: str(STORE_WAIT_SECONDS)}
 """Static settings of every step (app/settings.py); per-run values come as RunTask overrides."""
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from components.settings.secrets import SecretRef
+
 
 def execution_role_statements(
     repository_arns: str | Sequence[str], log_group_arns: Sequence[str]
@@ -58,3 +60,53 @@ def execution_role_statements(
             "Resource": streams[0] if len(streams) == 1 else streams,
         },
     ]
+
+
+def secret_read_statements(refs: Sequence[SecretRef]) -> list[dict[str, Any]]:
+    """What the execution role needs so ECS can inject these secrets at container start, and
+    nothing more: `secretsmanager:GetSecretValue` on exactly the secrets, `ssm:GetParameters` on
+    exactly the parameters, and `kms:Decrypt` on exactly the customer managed keys they name,
+    used only through those two services (ECS Developer Guide, "Amazon ECS task execution IAM
+    role", Secrets Manager or Systems Manager permissions: kms:Decrypt "only required if your
+    key uses a custom KMS key"; KMS Developer Guide, the `kms:ViaService` condition key)."""
+    secrets = sorted({ref.arn for ref in refs if not ref.is_parameter})
+    parameters = sorted({ref.arn for ref in refs if ref.is_parameter})
+    keys = sorted({ref.kms_key for ref in refs if ref.kms_key})
+    statements: list[dict[str, Any]] = []
+    if secrets:
+        statements.append(
+            {
+                "Sid": "ReadWorkloadSecrets",
+                "Effect": "Allow",
+                "Action": "secretsmanager:GetSecretValue",
+                "Resource": secrets[0] if len(secrets) == 1 else secrets,
+            }
+        )
+    if parameters:
+        statements.append(
+            {
+                "Sid": "ReadWorkloadParameters",
+                "Effect": "Allow",
+                "Action": "ssm:GetParameters",
+                "Resource": parameters[0] if len(parameters) == 1 else parameters,
+            }
+        )
+    if keys:
+        services = sorted(
+            {
+                f"{'ssm' if ref.is_parameter else 'secretsmanager'}.{ref.arn.split(':')[3]}"
+                ".amazonaws.com"
+                for ref in refs
+                if ref.kms_key
+            }
+        )
+        statements.append(
+            {
+                "Sid": "DecryptWorkloadSecrets",
+                "Effect": "Allow",
+                "Action": "kms:Decrypt",
+                "Resource": keys[0] if len(keys) == 1 else keys,
+                "Condition": {"StringEquals": {"kms:ViaService": services}},
+            }
+        )
+    return statements

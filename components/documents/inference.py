@@ -5,23 +5,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from components.aws_facts import FARGATE, FARGATE_SPOT
 from components.documents.alerts import AlarmSpec
-from components.documents.common import (
-    STORE_WAIT_SECONDS,
-    ContainerSpec,
-    container_definition,
-    workload_labels,
-)
+from components.documents.common import STORE_WAIT_SECONDS, ContainerSpec, workload_container
 from components.settings.workload import SecuritySpec, ServingSpec, SidecarSpec
+from mlops_contract import Env
 
 SERVER_CONTAINER = "api"
 """The workload's server: the container the load balancer forwards to."""
 
 
 def inference_containers(
-    image: str,
-    log_groups: Mapping[str, str],
-    region: str,
+    image: Any,
     *,
     serving: ServingSpec,
     sidecars: Sequence[SidecarSpec],
@@ -33,71 +28,52 @@ def inference_containers(
     server_mounts: Mapping[str, str] | None = None,
     server_depends_on: Sequence[tuple[str, str]] = (),
     server_environment: Mapping[str, str] | None = None,
-) -> list[dict[str, Any]]:
-    """The inference task's container definitions: the workload's server, then its sidecars
+) -> list[ContainerSpec]:
+    """The inference task's containers: the workload's server, then its sidecars
     (`workload.serving`, `workload.sidecars`), then `extra` platform containers.
 
     `server_gpus` (EC2 GPU capacity only) reserves GPUs for the server, the one container that
-    predicts with the model. `log_groups` maps each container name to its CloudWatch log group.
-    A container health check runs only where the workload gives `health_command` (the load
-    balancer checks `serving.health_path` either way): a health check that kills a task waiting
-    for its first model would replace every task of a new stack in a loop. Only the server is
-    essential: a sidecar that exits is restarted in place (container restart policy), so a crash
-    never costs serving capacity. `store`: the workload uses the shared store (contract
-    `platform`), mounted at /mnt/store with STORE_DIR set.
+    predicts with the model. A container health check runs only where the workload gives
+    `health_command` (the load balancer checks `serving.health_path` either way): a health check
+    that kills a task waiting for its first model would replace every task of a new stack in a
+    loop. Only the server is essential: a sidecar that exits is restarted in place (container
+    restart policy), so a crash never costs serving capacity. `store`: the workload uses the
+    shared store (contract `platform`), mounted at /mnt/store with STORE_DIR set.
     """
-    names = [SERVER_CONTAINER, *(c.name for c in sidecars), *(c.name for c in extra)]
-    missing = [n for n in names if not log_groups.get(n)]
-    if missing:
-        raise ValueError(f"no log group for container(s) {', '.join(missing)}")
-    common = {"LOG_LEVEL": log_level, "STORE_WAIT_SECONDS": str(STORE_WAIT_SECONDS)}
-    user = {
-        "user": security.container_user,
-        "read_only_root": security.read_only_root,
-        "store": store,
-    }
-    specs = [
-        ContainerSpec(
-            name=SERVER_CONTAINER,
-            image=image,
-            command=list(serving.command),
-            log_group=log_groups[SERVER_CONTAINER],
-            region=region,
-            port=serving.port,
-            internal_port=serving.internal_port,
-            health_command=serving.health_command,
-            health_start_period=serving.start_period_seconds,
-            environment={**common, **(server_environment or {}), **serving.environment},
-            gpus=server_gpus,
-            mounts=server_mounts or {},
-            depends_on=server_depends_on,
-            labels=workload_labels(security.run_as_root, serving.health_command is None),
-            **user,
-        )
-    ]
-    for car in sidecars:
-        specs.append(
-            ContainerSpec(
-                name=car.name,
-                image=image,
-                command=list(car.command),
-                log_group=log_groups[car.name],
-                region=region,
-                port=car.port,
-                health_command=car.health_command,
-                health_start_period=serving.start_period_seconds,
-                environment={**common, **car.environment},
-                essential=False,
-                labels=workload_labels(
-                    security.run_as_root, car.port is not None and car.health_command is None
-                ),
-                **user,
-            )
-        )
-    specs.extend(
-        ContainerSpec(**{**spec.__dict__, "log_group": log_groups[spec.name]}) for spec in extra
+    common = {Env.LOG_LEVEL: log_level, Env.STORE_WAIT_SECONDS: str(STORE_WAIT_SECONDS)}
+    server = workload_container(
+        SERVER_CONTAINER,
+        image,
+        serving,
+        security=security,
+        store=store,
+        platform_environment={**common, **(server_environment or {})},
+        health_by_load_balancer=serving.health_command is None,
+        port=serving.port,
+        internal_port=serving.internal_port,
+        health_command=serving.health_command,
+        health_start_period=serving.start_period_seconds,
+        gpus=server_gpus,
+        mounts=server_mounts or {},
+        depends_on=server_depends_on,
     )
-    return [container_definition(spec) for spec in specs]
+    cars = [
+        workload_container(
+            car.name,
+            image,
+            car,
+            security=security,
+            store=store,
+            platform_environment=common,
+            health_by_load_balancer=car.port is not None and car.health_command is None,
+            port=car.port,
+            health_command=car.health_command,
+            health_start_period=serving.start_period_seconds,
+            essential=False,
+        )
+        for car in sidecars
+    ]
+    return [server, *cars, *extra]
 
 
 def capacity_provider_strategy(
@@ -116,10 +92,10 @@ def capacity_provider_strategy(
     strategy: list[dict[str, Any]] = []
     if on_demand_base or on_demand_weight:
         strategy.append(
-            {"capacity_provider": "FARGATE", "base": on_demand_base, "weight": on_demand_weight}
+            {"capacity_provider": FARGATE, "base": on_demand_base, "weight": on_demand_weight}
         )
     if spot_weight:
-        strategy.append({"capacity_provider": "FARGATE_SPOT", "base": 0, "weight": spot_weight})
+        strategy.append({"capacity_provider": FARGATE_SPOT, "base": 0, "weight": spot_weight})
     return strategy
 
 

@@ -12,11 +12,11 @@ from components.documents.common import (
     DRIFT_SOURCE,
     STEP_ENVIRONMENT,
     ContainerSpec,
-    container_definition,
     task_definition_arn_patterns,
-    workload_labels,
+    workload_container,
 )
 from components.settings.workload import JobSpec, SecuritySpec
+from mlops_contract import Env
 
 JOB_CONTAINER = "ingest"
 """The scheduled job's container (its name predates `workload.job`)."""
@@ -36,15 +36,14 @@ class MonitorThresholds:
 
 
 def job_container(
-    image: str,
-    log_group: str,
+    image: Any,
     region: str,
     *,
     job: JobSpec,
     thresholds: MonitorThresholds,
     security: SecuritySpec,
     store: bool = True,
-) -> dict[str, Any]:
+) -> ContainerSpec:
     """The scheduled job's one container (`workload.job`).
 
     With `emits_drift` the job may publish `DataDriftDetected` to the default bus: it gets
@@ -56,23 +55,16 @@ def job_container(
         "MONITOR_ERROR_TOLERANCE": str(thresholds.error_tolerance),
         "MONITOR_DRIFT_P_VALUE": str(thresholds.drift_p_value),
         "MONITOR_COOLDOWN_WEEKS": str(thresholds.cooldown_weeks),
-        **job.environment,
     }
     if job.emits_drift:
-        environment |= {"EVENT_BUS_NAME": DEFAULT_EVENT_BUS, "AWS_REGION": region}
-    return container_definition(
-        ContainerSpec(
-            name=JOB_CONTAINER,
-            image=image,
-            command=list(job.command),
-            log_group=log_group,
-            region=region,
-            environment=environment,
-            user=security.container_user,
-            read_only_root=security.read_only_root,
-            store=store,
-            labels=workload_labels(security.run_as_root),
-        )
+        environment |= {Env.EVENT_BUS_NAME: DEFAULT_EVENT_BUS, Env.AWS_REGION: region}
+    return workload_container(
+        JOB_CONTAINER,
+        image,
+        job,
+        security=security,
+        store=store,
+        platform_environment=environment,
     )
 
 

@@ -21,19 +21,13 @@ as root, on a read-only root file system; the workload's containers never see th
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from typing import Any
 
-from components.documents.common import (
-    LABEL_STAGING,
-    ContainerSpec,
-    container_definition,
-    workload_labels,
-)
+from components.documents.common import LABEL_STAGING, ContainerSpec, workload_container
 from components.settings.workload import Objective, SecuritySpec, TrainingSpec
+from mlops_contract import ML_MOUNT, Env, sagemaker_environment
 
 ML_VOLUME = "ml"
-ML_MOUNT = "/opt/ml"
 STAGE_TRAINING = "stage-training"
 COLLECT_TRAINING = "collect-training"
 STAGE_SERVING = "stage-serving"
@@ -44,27 +38,11 @@ TRAINING_CONTAINERS = (STAGE_TRAINING, TRAIN_CONTAINER, COLLECT_TRAINING)
 """The training task's containers, in order; RunTask gives each the run's RUN_ID."""
 
 
-def ml_volume() -> dict[str, Any]:
-    """The task-scoped volume at /opt/ml (no host path, no EFS: it lives and dies with the task;
-    pulumi-aws `TaskDefinitionVolumeArgs` shape)."""
-    return {"name": ML_VOLUME}
-
-
-def sagemaker_environment(channels: Mapping[str, str] = ()) -> dict[str, str]:
-    """SageMaker's own variables for the workload: SM_MODEL_DIR and SM_CHANNEL_<NAME>."""
-    return {
-        "SM_MODEL_DIR": f"{ML_MOUNT}/model",
-        **{f"SM_CHANNEL_{name.upper()}": f"{ML_MOUNT}/input/data/{name}" for name in channels},
-    }
-
-
-def _platform(name: str, image: str, log_group: str, region: str, **extra: Any) -> ContainerSpec:
+def _platform(name: str, image: Any, **extra: Any) -> ContainerSpec:
     return ContainerSpec(
         name=name,
         image=image,
         command=[name],
-        log_group=log_group,
-        region=region,
         user=ROOT_USER,
         mounts={ML_VOLUME: ML_MOUNT},
         labels={LABEL_STAGING: "true"},
@@ -73,93 +51,71 @@ def _platform(name: str, image: str, log_group: str, region: str, **extra: Any) 
 
 
 def training_containers(
-    platform_image: str,
-    workload_image: str,
-    log_group: str,
-    region: str,
+    platform_image: Any,
+    workload_image: Any,
     *,
     training: TrainingSpec,
     security: SecuritySpec,
     gpus: int = 0,
-) -> list[dict[str, Any]]:
+) -> list[ContainerSpec]:
     """The training task of a `sagemaker` workload: stage, train, collect."""
     stage = _platform(
         STAGE_TRAINING,
         platform_image,
-        log_group,
-        region,
         environment={
-            "MLOPS_CHANNELS": json.dumps(dict(training.channels), sort_keys=True),
-            "MLOPS_HYPERPARAMETERS": json.dumps(dict(training.hyperparameters), sort_keys=True),
-            "MLOPS_WORKLOAD_UID": str(security.uid),
+            Env.CHANNELS: json.dumps(dict(training.channels), sort_keys=True),
+            Env.HYPERPARAMETERS: json.dumps(dict(training.hyperparameters), sort_keys=True),
+            Env.WORKLOAD_UID: str(security.uid),
         },
         essential=False,
         restart=False,
     )
-    train = ContainerSpec(
-        name=TRAIN_CONTAINER,
-        image=workload_image,
-        command=list(training.command),
-        log_group=log_group,
-        region=region,
-        environment={**sagemaker_environment(training.channels), **training.environment},
+    train = workload_container(
+        TRAIN_CONTAINER,
+        workload_image,
+        training,
+        security=security,
+        store=False,
+        platform_environment=sagemaker_environment(training.channels),
         # Its exit must not stop the task before collect-training has recorded the run.
         essential=False,
         restart=False,
         gpus=gpus,
-        user=security.container_user,
-        read_only_root=security.read_only_root,
-        store=False,
         mounts={ML_VOLUME: ML_MOUNT},
         depends_on=[(STAGE_TRAINING, "SUCCESS")],
-        labels=workload_labels(security.run_as_root),
     )
     collect = _platform(
-        COLLECT_TRAINING,
-        platform_image,
-        log_group,
-        region,
-        depends_on=[(TRAIN_CONTAINER, "COMPLETE")],
+        COLLECT_TRAINING, platform_image, depends_on=[(TRAIN_CONTAINER, "COMPLETE")]
     )
-    return [container_definition(spec) for spec in (stage, train, collect)]
+    return [stage, train, collect]
 
 
-def stage_serving_spec(
-    platform_image: str, log_group: str, region: str, security: SecuritySpec
-) -> ContainerSpec:
+def stage_serving_spec(platform_image: Any, security: SecuritySpec) -> ContainerSpec:
     """The serving task's staging container: the promoted model into /opt/ml/model, then exit
     (non-essential, never restarted); the server starts on its SUCCESS."""
     return _platform(
         STAGE_SERVING,
         platform_image,
-        log_group,
-        region,
-        environment={"MLOPS_WORKLOAD_UID": str(security.uid)},
+        environment={Env.WORKLOAD_UID: str(security.uid)},
         essential=False,
         restart=False,
     )
 
 
-def platform_gate_container(
-    platform_image: str, log_group: str, region: str, objective: Objective
-) -> dict[str, Any]:
+def platform_gate_container(platform_image: Any, objective: Objective) -> ContainerSpec:
     """The platform gate (no gate step of the workload's own): compares the run's objective
     with the current model's and promotes only a better one by the margin. Runs as the image's
     non-root user; needs the store only."""
-    return container_definition(
-        ContainerSpec(
-            name=PLATFORM_GATE,
-            image=platform_image,
-            command=[PLATFORM_GATE],
-            log_group=log_group,
-            region=region,
-            environment={
-                "MLOPS_OBJECTIVE_FILE": objective.file,
-                "MLOPS_OBJECTIVE_KEY": objective.key,
-                "MLOPS_OBJECTIVE_DIRECTION": objective.direction.value,
-                "MLOPS_OBJECTIVE_MARGIN": str(objective.margin),
-            },
-        )
+    return ContainerSpec(
+        name=PLATFORM_GATE,
+        image=platform_image,
+        command=[PLATFORM_GATE],
+        environment={
+            Env.OBJECTIVE_FILE: objective.file,
+            Env.OBJECTIVE_KEY: objective.key,
+            Env.OBJECTIVE_DIRECTION: objective.direction.value,
+            Env.OBJECTIVE_MARGIN: str(objective.margin),
+        },
     )
 
 

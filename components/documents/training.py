@@ -6,23 +6,24 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from components.aws_facts import FARGATE, FARGATE_SPOT
 from components.documents.common import (
     DEFAULT_TRIGGER,
     STEP_ENVIRONMENT,
     ContainerSpec,
-    container_definition,
-    workload_labels,
+    WorkloadSection,
+    workload_container,
 )
 from components.documents.pipeline_iam import (  # noqa: F401  (re-exported: the training builders)
     ECS_EVENTS_RULE,
     state_machine_role_statements,
 )
+from components.settings.workload import SecuritySpec
+from mlops_contract import Env
 
 TRAINING_STEPS = ("validate", "train", "gate")
 """The pipeline's ECS tasks, in order, those the workload has (train always); each is its own
 task definition family and container."""
-FARGATE = "FARGATE"
-FARGATE_SPOT = "FARGATE_SPOT"
 ECS_SYNC_RESOURCE = "arn:aws:states:::ecs:runTask.sync"
 SNS_PUBLISH_RESOURCE = "arn:aws:states:::sns:publish"
 IMAGE_CHECK_RETRY = {"interval": 30, "attempts": 8, "backoff": 1.5}
@@ -99,21 +100,19 @@ class PipelineSpec:
 
 def training_container(
     step: str,
-    image: str,
-    log_group: str,
-    region: str,
+    image: Any,
+    section: WorkloadSection,
     *,
-    command: Sequence[str] | None = None,
-    environment: Mapping[str, str] | None = None,
+    security: SecuritySpec,
+    store: bool = True,
     promote_margin: float = 0.0,
     gpus: int = 0,
-    security: ContainerSecurity | None = None,
-) -> dict[str, Any]:
-    """The one container of a pipeline step's task definition: the workload's command for the
-    step (`workload.training.command`, `workload.steps.<step>.command`; default `[<step>]`).
+) -> ContainerSpec:
+    """The one container of a pipeline step's task definition, running the workload's
+    `section` for the step (`workload.training` for train, `workload.steps.<step>`).
 
     Only `train` may reserve GPUs, and only on EC2 (the caller checks the capacity). The gate
-    gets `PROMOTE_MARGIN` (`training.promote_margin`); `environment` is the workload's own.
+    gets `PROMOTE_MARGIN` (`training.promote_margin`).
     """
     if step not in TRAINING_STEPS:
         raise ValueError(f"step {step!r}: use one of {', '.join(TRAINING_STEPS)}")
@@ -123,33 +122,16 @@ def training_container(
         raise ValueError(f"promote_margin {promote_margin!r} must be at least 0 and below 1")
     env = dict(STEP_ENVIRONMENT)
     if step == "gate":
-        env["PROMOTE_MARGIN"] = str(promote_margin)
-    security = security or ContainerSecurity()
-    return container_definition(
-        ContainerSpec(
-            name=step,
-            image=image,
-            command=list(command or [step]),
-            log_group=log_group,
-            region=region,
-            environment={**env, **(environment or {})},
-            gpus=gpus,
-            user=security.user,
-            read_only_root=security.read_only_root,
-            store=security.store,
-            labels=workload_labels(security.run_as_root),
-        )
+        env[Env.PROMOTE_MARGIN] = str(promote_margin)
+    return workload_container(
+        step,
+        image,
+        section,
+        security=security,
+        store=store,
+        platform_environment=env,
+        gpus=gpus,
     )
-
-
-@dataclass(frozen=True)
-class ContainerSecurity:
-    """The workload's user and root file system, and whether it mounts the store."""
-
-    user: str = "10001:10001"
-    read_only_root: bool = True
-    store: bool = True
-    run_as_root: bool = False
 
 
 def _retry(
@@ -184,9 +166,9 @@ def _run_task(
         "Environment": [
             # Fixed once per execution (Prepare): the same on every retry and on the
             # on-demand fallback, so train resumes from models/<RUN_ID>/checkpoint.
-            {"Name": "RUN_ID", "Value.$": "$.run.id"},
-            {"Name": "RUN_DATE", "Value.$": "$.run.date"},
-            {"Name": "TRIGGER", "Value.$": "$.trigger.reason"},
+            {"Name": Env.RUN_ID, "Value.$": "$.run.id"},
+            {"Name": Env.RUN_DATE, "Value.$": "$.run.date"},
+            {"Name": Env.TRIGGER, "Value.$": "$.trigger.reason"},
         ],
     }
     if step in spec.image_steps:
@@ -195,7 +177,7 @@ def _run_task(
         # "ContainerOverride" has no image field), so a run never records a digest it did not
         # run.
         container_override["Environment"].append(
-            {"Name": "TRIGGER_IMAGE_DIGEST", "Value.$": "$.trigger.image_digest"}
+            {"Name": Env.TRIGGER_IMAGE_DIGEST, "Value.$": "$.trigger.image_digest"}
         )
     if command:
         container_override["Command"] = list(command)

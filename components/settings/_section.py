@@ -103,6 +103,15 @@ class Section:
         return tuple(item(f"{self.key(key)}[{i}]", v) for i, v in enumerate(value))
 
 
+def as_map(key: str, raw: Any) -> Mapping[str, Any]:
+    """A map value (None: empty), refused naming its key otherwise."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise fail(key, raw, "it must be a map")
+    return raw
+
+
 def cidr_block(key: str, value: Any) -> str:
     try:
         return str(ipaddress.ip_network(value, strict=True))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from components.aws_facts import FARGATE, FARGATE_SPOT
 from components.settings.pipeline import Capacity
 from components.settings.serving import ServingCapacity
 from components.settings.workload import Contract, Objective
@@ -31,6 +32,14 @@ class Placement:
     def on_ec2(self) -> bool:
         """GPUs exist only on EC2 capacity (the cluster's GPU instances)."""
         return self.capacity is Capacity.GPU_EC2
+
+    @property
+    def fargate_provider(self) -> str:
+        """The cluster's Fargate capacity provider it runs on (EC2 capacity is the cluster's
+        own provider, named at deploy time)."""
+        if self.on_ec2:
+            raise ValueError("a GPU EC2 task runs on the cluster's own capacity provider")
+        return FARGATE_SPOT if self.capacity is Capacity.FARGATE_SPOT else FARGATE
 
     @property
     def flavour(self) -> str:

@@ -19,7 +19,9 @@ from typing import Any
 
 import yaml
 
-from components.settings._section import PROJECT, Section, fail
+from components.settings._section import PROJECT, Section, as_map, fail
+from components.settings.secrets import ENV_NAME, SecretRef, no_secret, parse_secrets
+from mlops_contract import RESERVED_ENV, RESERVED_ENV_PREFIXES
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKLOADS = ROOT / "workloads"
@@ -27,17 +29,6 @@ DEFAULTS = WORKLOADS / "defaults.yaml"
 """`default_workload`: the file read when a stack declares no `mlops:workload` (the reference
 workload, app/); `deprecated_keys`: settings/legacy.py."""
 
-ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
-RESERVED_ENV = (
-    "RUN_ID",
-    "RUN_DATE",
-    "TRIGGER",
-    "IMAGE_DIGEST",
-    "TRIGGER_IMAGE_DIGEST",
-    "STORE_DIR",
-)
-RESERVED_ENV_PREFIXES = ("SM_", "MLOPS_")
-"""Set by the platform in the workload's containers (docs/workload-contract.md)."""
 CONTAINER_NAME = re.compile(r"[a-z][a-z0-9-]{0,30}")
 PLATFORM_CONTAINERS = ("api", "stage-training", "collect-training", "stage-serving", "gate")
 """Names the platform gives its own containers; a sidecar cannot take them."""
@@ -106,6 +97,7 @@ class TrainingSpec:
     channels: Mapping[str, str] = field(default_factory=dict)
     """sagemaker: channel -> store-relative directory staged into /opt/ml/input/data/<channel>."""
     timeout_minutes: int = 60
+    secrets: Mapping[str, SecretRef] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -120,11 +112,14 @@ class ServingSpec:
     environment: Mapping[str, str] = field(default_factory=dict)
     internal_port: int | None = None
     """A second port reachable from the VPC only, never through the load balancer."""
+    secrets: Mapping[str, SecretRef] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class StepSpec:
     command: tuple[str, ...]
+    environment: Mapping[str, str] = field(default_factory=dict)
+    secrets: Mapping[str, SecretRef] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -144,6 +139,7 @@ class SidecarSpec:
     """Served through the load balancer under this path (its own target group)."""
     environment: Mapping[str, str] = field(default_factory=dict)
     health_command: tuple[str, ...] | None = None
+    secrets: Mapping[str, SecretRef] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -152,6 +148,7 @@ class JobSpec:
     environment: Mapping[str, str] = field(default_factory=dict)
     emits_drift: bool = False
     """May put the drift event on the default bus (the only use of events:PutEvents)."""
+    secrets: Mapping[str, SecretRef] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -186,16 +183,19 @@ class WorkloadSpec:
     job: JobSpec | None = None
     security: SecuritySpec = field(default_factory=SecuritySpec)
 
+    @property
+    def secrets(self) -> tuple[SecretRef, ...]:
+        """Every secret any of the workload's containers names, once each."""
+        found = [
+            *self.training.secrets.values(),
+            *(self.serving.secrets.values() if self.serving is not None else ()),
+            *(ref for car in self.sidecars for ref in car.secrets.values()),
+            *(self.job.secrets.values() if self.job is not None else ()),
+        ]
+        return tuple(dict.fromkeys(found))
+
 
 # -- readers of one value, each naming its key ------------------------------------------------
-
-
-def _map(key: str, raw: Any) -> Mapping[str, Any]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, Mapping):
-        raise fail(key, raw, "it must be a map")
-    return raw
 
 
 def _command(key: str, raw: Any) -> tuple[str, ...]:
@@ -210,7 +210,7 @@ def _command(key: str, raw: Any) -> tuple[str, ...]:
 
 def _environment(key: str, raw: Any) -> dict[str, str]:
     env: dict[str, str] = {}
-    for name, value in _map(key, raw).items():
+    for name, value in as_map(key, raw).items():
         if not isinstance(name, str) or not ENV_NAME.fullmatch(name):
             raise fail(f"{key}.{name}", name, "a variable name is [A-Z_][A-Z0-9_]*")
         if name in RESERVED_ENV or name.startswith(RESERVED_ENV_PREFIXES):
@@ -222,6 +222,7 @@ def _environment(key: str, raw: Any) -> dict[str, str]:
             )
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise fail(f"{key}.{name}", value, "a value is a string or a number (no secrets)")
+        no_secret(f"{key}.{name}", str(value))
         env[name] = str(value)
     return env
 
@@ -286,7 +287,7 @@ def _image(raw: Any) -> ImageSpec:
         raise fail(b.key("dockerfile"), dockerfile, f"a file inside {context}/")
     args = {}
     for name in ("args", "gpu_args"):
-        values = _map(b.key(name), b.raw.get(name))
+        values = as_map(b.key(name), b.raw.get(name))
         for arg, value in values.items():
             if not isinstance(arg, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", arg):
                 raise fail(f"{b.key(name)}.{arg}", arg, "a build arg name")
@@ -302,21 +303,24 @@ def _image(raw: Any) -> ImageSpec:
 
 def _training(raw: Any) -> TrainingSpec:
     s = Section("workload.training", raw, TrainingSpec)
-    hyperparameters = dict(_map(s.key("hyperparameters"), s.raw.get("hyperparameters")))
+    hyperparameters = dict(as_map(s.key("hyperparameters"), s.raw.get("hyperparameters")))
     for name, value in hyperparameters.items():
         if not isinstance(name, str) or value is None or isinstance(value, Mapping | list):
             raise fail(f"{s.key('hyperparameters')}.{name}", value, "a string, number or bool")
+        no_secret(f"{s.key('hyperparameters')}.{name}", str(value))
     channels = {}
-    for name, value in _map(s.key("channels"), s.raw.get("channels")).items():
+    for name, value in as_map(s.key("channels"), s.raw.get("channels")).items():
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
             raise fail(f"{s.key('channels')}.{name}", name, "a channel name like train")
         channels[name] = _store_dir(f"{s.key('channels')}.{name}", value)
+    environment = _environment(s.key("environment"), s.raw.get("environment"))
     return TrainingSpec(
         command=_command(s.key("command"), s.raw.get("command", ["train"])),
-        environment=_environment(s.key("environment"), s.raw.get("environment")),
+        environment=environment,
         hyperparameters=hyperparameters,
         channels=channels,
         timeout_minutes=s.int("timeout_minutes", lo=1, hi=7 * 24 * 60),
+        secrets=parse_secrets(s.key("secrets"), s.raw.get("secrets"), environment),
     )
 
 
@@ -326,26 +330,33 @@ def _serving(raw: Any) -> ServingSpec:
     internal = s.raw.get("internal_port")
     if internal is not None and _port(s.key("internal_port"), internal) == port:
         raise fail(s.key("internal_port"), internal, f"it must differ from port ({port})")
+    environment = _environment(s.key("environment"), s.raw.get("environment"))
     return ServingSpec(
         command=_command(s.key("command"), s.raw.get("command", ["serve"])),
         port=port,
         health_path=_health_path(s.key("health_path"), s.raw.get("health_path", "/ping")),
         health_command=_health_command(s.key("health_command"), s.raw.get("health_command")),
         start_period_seconds=s.int("start_period_seconds", lo=0, hi=300),
-        environment=_environment(s.key("environment"), s.raw.get("environment")),
+        environment=environment,
         internal_port=internal,
+        secrets=parse_secrets(s.key("secrets"), s.raw.get("secrets"), environment),
     )
 
 
 def _steps(raw: Any) -> dict[str, StepSpec]:
     steps = {}
-    for name, value in _map("workload.steps", raw).items():
+    for name, value in as_map("workload.steps", raw).items():
         if name not in STEPS:
             raise fail(f"workload.steps.{name}", name, f"allowed steps: {', '.join(STEPS)}")
         s = Section(f"workload.steps.{name}", value, StepSpec)
         if not s.has("command"):
             raise fail(s.key("command"), None, "a step needs its command, e.g. [validate]")
-        steps[name] = StepSpec(command=_command(s.key("command"), s.raw["command"]))
+        environment = _environment(s.key("environment"), s.raw.get("environment"))
+        steps[name] = StepSpec(
+            command=_command(s.key("command"), s.raw["command"]),
+            environment=environment,
+            secrets=parse_secrets(s.key("secrets"), s.raw.get("secrets"), environment),
+        )
     return steps
 
 
@@ -380,13 +391,15 @@ def _sidecar(key: str, raw: Any) -> SidecarSpec:
             raise fail(s.key("path"), path, "a sidecar served under a path needs its port")
     if "command" not in s.raw:
         raise fail(s.key("command"), None, "a sidecar needs its command")
+    environment = _environment(s.key("environment"), s.raw.get("environment"))
     return SidecarSpec(
         name=name,
         command=_command(s.key("command"), s.raw["command"]),
         port=port,
         path=path,
-        environment=_environment(s.key("environment"), s.raw.get("environment")),
+        environment=environment,
         health_command=_health_command(s.key("health_command"), s.raw.get("health_command")),
+        secrets=parse_secrets(s.key("secrets"), s.raw.get("secrets"), environment),
     )
 
 
@@ -394,10 +407,12 @@ def _job(raw: Any) -> JobSpec:
     s = Section("workload.job", raw, JobSpec)
     if "command" not in s.raw:
         raise fail(s.key("command"), None, "a job needs its command, e.g. [monitor]")
+    environment = _environment(s.key("environment"), s.raw.get("environment"))
     return JobSpec(
         command=_command(s.key("command"), s.raw["command"]),
-        environment=_environment(s.key("environment"), s.raw.get("environment")),
+        environment=environment,
         emits_drift=s.bool("emits_drift"),
+        secrets=parse_secrets(s.key("secrets"), s.raw.get("secrets"), environment),
     )
 
 

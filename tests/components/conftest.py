@@ -1,5 +1,6 @@
-"""Component tests: `build` declares ONE component with the neighbours its args name
-(tests/components/neighbours.py) under the recording mocks, not the whole program."""
+"""Component tests: `build` declares ONE component through the program's own wiring
+(components/wiring.py: `Wiring(settings).<component>`, then `finish()`), under the recording
+mocks: the component with exactly the neighbours it takes, not the whole program."""
 
 from __future__ import annotations
 
@@ -10,8 +11,40 @@ from typing import Any
 
 import pytest
 
-from preflight.offline import Plan, Resource, run_program
-from tests.components.neighbours import BUILDERS, settings_for
+from components.settings.stack import Settings, parse
+from components.wiring import Wiring
+from preflight.offline import Plan, Resource, run_program, stack_config
+
+COMPONENTS: dict[str, tuple[str, str, str]] = {
+    # key: (the component's type token, its name, the Wiring attribute that declares it)
+    "network": ("mlops:index:Network", "network", "network"),
+    "store": ("mlops:index:SharedStore", "store", "store"),
+    "cluster": ("mlops:index:Cluster", "cluster", "cluster"),
+    "image_repo": ("mlops:index:ImageRepo", "image", "images"),
+    "platform_image": ("mlops:index:ImageRepo", "platform-image", "platform_images"),
+    "alarm_topic": ("mlops:index:AlarmTopic", "inference-alarms", "alarms"),
+    "load_balancer": ("mlops:index:LoadBalancer", "inference", "edge"),
+    "inference_service": ("mlops:index:InferenceService", "inference", "inference"),
+    "training_task": ("mlops:index:TrainingTask", "training", "training"),
+    "monitoring": ("mlops:index:Monitoring", "monitoring", "monitoring"),
+    "ci_trust": ("mlops:index:CiTrust", "ci", "ci"),
+    "boundary": ("mlops:index:PermissionsBoundary", "boundary", "boundary"),
+}
+
+
+def settings_for(stack: str, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Settings:
+    """The stack file's `mlops:*` config with `overrides` merged key by key, parsed."""
+    config = stack_config(stack)
+    raw = {k.split(":", 1)[1]: v for k, v in config.items() if k.startswith("mlops:")}
+    for section, values in (overrides or {}).items():
+        raw[section] = _merged(raw.get(section) or {}, values)
+    return parse(raw, stack=stack, region=config["aws:region"])
+
+
+def _merged(base: Any, extra: Any) -> Any:
+    if isinstance(base, dict) and isinstance(extra, Mapping):
+        return {**base, **{k: _merged(base.get(k), v) for k, v in extra.items()}}
+    return extra
 
 
 @dataclass
@@ -43,9 +76,15 @@ def _build(
 ) -> Built:
     key = json.dumps([component, stack, overrides], sort_keys=True)
     if key not in _BUILT:
-        type_, name, declare = BUILDERS[component]
+        type_, name, attribute = COMPONENTS[component]
         settings = settings_for(stack, overrides)
-        plan = run_program(lambda: declare(settings), stack)
+
+        def declare() -> None:
+            wiring = Wiring(settings)
+            assert getattr(wiring, attribute) is not None, f"{stack} declares no {component}"
+            wiring.finish()
+
+        plan = run_program(declare, stack)
         _BUILT[key] = Built(plan=plan, component=plan.one(type_, name))
     return _BUILT[key]
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from app.settings import AppSettings
-from components.documents.common import STORE_WAIT_SECONDS, looks_secret
+from components.documents.common import STORE_WAIT_SECONDS, looks_secret, render_containers
 from components.documents.inference import (
     ALARM_SCOPES,
     capacity_provider_strategy,
@@ -42,8 +42,8 @@ def _reference(dashboard: bool = True, interval: int = 10) -> dict:
 
 
 def _containers(dashboard: bool = True, interval: int = 10) -> dict[str, dict]:
-    definitions = inference_containers(
-        IMAGE, GROUPS, "us-east-1", **_reference(dashboard, interval)
+    definitions = render_containers(
+        inference_containers(IMAGE, **_reference(dashboard, interval)), "us-east-1", GROUPS
     )
     return {d["name"]: d for d in json.loads(json.dumps(definitions))}
 
@@ -132,25 +132,31 @@ def test_environment_sets_what_the_app_reads_and_nothing_secret():
 
 def test_a_container_without_a_log_group_is_refused():
     with pytest.raises(ValueError, match="dashboard"):
-        inference_containers(IMAGE, {"api": "/a", "forecaster": "/f"}, "us-east-1", **_reference())
+        render_containers(
+            inference_containers(IMAGE, **_reference()),
+            "us-east-1",
+            {"api": "/a", "forecaster": "/f"},
+        )
 
 
 def test_a_mutable_image_tag_is_refused():
     with pytest.raises(ValueError, match="sha256"):
-        inference_containers("repo:latest", GROUPS, "us-east-1", **_reference())
+        render_containers(inference_containers("repo:latest", **_reference()), "us-east-1", GROUPS)
 
 
 def test_a_byoc_server_gets_no_container_health_check_and_runs_as_given():
     """SageMaker BYOC images need not ship python or curl: the load balancer checks /ping, and
     no container health check is invented. Root is the documented opt-out."""
-    (server,) = inference_containers(
-        IMAGE,
-        {"api": "/a"},
+    (server,) = render_containers(
+        inference_containers(
+            IMAGE,
+            serving=ServingSpec(),
+            sidecars=(),
+            security=SecuritySpec(user="0", read_only_root=False, run_as_root=True),
+            store=False,
+        ),
         "us-east-1",
-        serving=ServingSpec(),
-        sidecars=(),
-        security=SecuritySpec(user="0", read_only_root=False, run_as_root=True),
-        store=False,
+        {"api": "/a"},
     )
     assert server["command"] == ["serve"] and "healthCheck" not in server
     assert [p["containerPort"] for p in server["portMappings"]] == [8080]

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from app.settings import AppSettings
-from components.documents.common import policy_document
+from components.documents.common import ContainerSpec, policy_document, render_containers
 from components.documents.execution import execution_role_statements
 from components.documents.gpu import gpu_user_data
 from components.documents.training import (
@@ -33,6 +33,7 @@ from components.documents.triggers import (
     trigger_input,
     trigger_input_template,
 )
+from components.settings.workload import SecuritySpec, StepSpec, TrainingSpec
 
 REGION, ACCOUNT = "us-east-1", "123456789012"
 CLUSTER_ARN = f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/mlops"
@@ -445,10 +446,20 @@ def test_a_workload_with_only_train_runs_train_then_succeeds():
 
 # --------------------------------------------------------------------------- the containers
 
+SECURITY = SecuritySpec()
+GATE = StepSpec(("gate",))
+
+
+def _rendered(spec: ContainerSpec) -> dict:
+    (container,) = render_containers([spec], REGION, {spec.name: "/mlops/training"})
+    return container
+
 
 @pytest.mark.parametrize("step", TRAINING_STEPS)
 def test_each_step_runs_python_m_app_step_hardened(step):
-    container = training_container(step, IMAGE, "/mlops/training", REGION, promote_margin=0.01)
+    container = _rendered(
+        training_container(step, IMAGE, StepSpec((step,)), security=SECURITY, promote_margin=0.01)
+    )
     assert container["name"] == step
     assert container["command"] == [step]
     assert container["user"] == "10001:10001"
@@ -463,17 +474,19 @@ def test_each_step_runs_python_m_app_step_hardened(step):
 
 
 def test_gate_gets_the_promote_margin():
-    container = training_container("gate", IMAGE, "/g", REGION, promote_margin=0.01)
+    container = _rendered(
+        training_container("gate", IMAGE, GATE, security=SECURITY, promote_margin=0.01)
+    )
     assert {"name": "PROMOTE_MARGIN", "value": "0.01"} in container["environment"]
 
 
 def test_only_train_reserves_gpus():
-    train = training_container("train", IMAGE, "/g", REGION, gpus=2)
+    train = _rendered(training_container("train", IMAGE, TrainingSpec(), security=SECURITY, gpus=2))
     assert train["resourceRequirements"] == [{"type": "GPU", "value": "2"}]
     with pytest.raises(ValueError, match="GPU"):
-        training_container("validate", IMAGE, "/g", REGION, gpus=1)
+        training_container("validate", IMAGE, StepSpec(("validate",)), security=SECURITY, gpus=1)
     with pytest.raises(ValueError, match="step"):
-        training_container("serve", IMAGE, "/g", REGION)
+        training_container("serve", IMAGE, StepSpec(("serve",)), security=SECURITY)
 
 
 # ----------------------------------------------------------------------- events and inputs

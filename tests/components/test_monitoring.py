@@ -15,6 +15,8 @@ import pytest
 from components.documents.common import (
     DRIFT_DETAIL_TYPE,
     DRIFT_SOURCE,
+    ContainerSpec,
+    render_containers,
     task_definition_arn_patterns,
 )
 from components.documents.monitoring import (
@@ -93,10 +95,17 @@ def test_empty_ingest_schedule_is_allowed():
 # --- documents ---------------------------------------------------------------------------------
 
 
+def _rendered(spec: ContainerSpec) -> dict:
+    (container,) = render_containers([spec], REGION, {spec.name: "logs"})
+    return container
+
+
 def test_the_reference_job_runs_ingest_then_monitor_publishing_to_eventbridge():
     job = parse({}).workload.job
-    container = job_container(
-        IMAGE, "logs", "eu-west-1", job=job, thresholds=MonitorThresholds(), security=SecuritySpec()
+    container = _rendered(
+        job_container(
+            IMAGE, "eu-west-1", job=job, thresholds=MonitorThresholds(), security=SecuritySpec()
+        )
     )
     assert container["command"] == ["ingest", "--monitor"]
     environment = {item["name"]: item["value"] for item in container["environment"]}
@@ -111,8 +120,10 @@ def test_the_reference_job_runs_ingest_then_monitor_publishing_to_eventbridge():
 
 def test_a_job_that_emits_no_drift_gets_no_event_bus():
     job = JobSpec(command=("refresh",), environment={"SOURCE": "https://example.org"})
-    container = job_container(
-        IMAGE, "logs", REGION, job=job, thresholds=MonitorThresholds(), security=SecuritySpec()
+    container = _rendered(
+        job_container(
+            IMAGE, REGION, job=job, thresholds=MonitorThresholds(), security=SecuritySpec()
+        )
     )
     environment = {item["name"]: item["value"] for item in container["environment"]}
     assert container["command"] == ["refresh"] and environment["SOURCE"] == "https://example.org"

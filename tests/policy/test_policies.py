@@ -233,6 +233,35 @@ CASES: list[tuple[str, str, dict[str, Any], dict[str, Any], str]] = [
         "DB_PASSWORD",
     ),
     (
+        # The staging container's hyperparameters carry an AWS key id inside their JSON.
+        "container-env-no-secrets",
+        TD,
+        task([container(environment=[{"name": "MLOPS_HYPERPARAMETERS", "value": '{"eta": 0.1}'}])]),
+        task(
+            [
+                container(
+                    environment=[
+                        {
+                            "name": "MLOPS_HYPERPARAMETERS",
+                            "value": '{"eta": 0.1, "s3_key": "AKIA' + "ABCDEFGHIJKLMNOP" + '"}',
+                        }
+                    ]
+                )
+            ]
+        ),
+        "MLOPS_HYPERPARAMETERS",
+    ),
+    (
+        # A URL with a password under an innocent name; a URL with only a user name is fine.
+        "container-env-no-secrets",
+        TD,
+        task([container(environment=[{"name": "DB_URL", "value": "postgres://app@db/x"}])]),
+        task(
+            [container(environment=[{"name": "DB_URL", "value": "postgres://u:hunter2@host/db"}])]
+        ),
+        "DB_URL",
+    ),
+    (
         "iam-no-broad-managed-policies",
         "aws:iam/rolePolicyAttachment:RolePolicyAttachment",
         {"policyArn": "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"},
@@ -386,7 +415,8 @@ def pack() -> dict[str, Any]:
     """policy/__main__.py's policies, loaded without starting the analyzer server."""
     return {
         # The directory, as the analyzer runs it (it goes first on sys.path, for `import checks`).
-        p.name: p for p in runpy.run_path(str(PACK), run_name="pack")["POLICIES"]
+        p.name: p
+        for p in runpy.run_path(str(PACK), run_name="pack")["POLICIES"]
     }
 
 

@@ -95,3 +95,45 @@ def test_run_task_command_overrides_replace_the_container_command(view, tmp_path
                                                "Environment": [{"Name": "A", "Value": "1"}]}]}}
     )  # fmt: skip
     assert environments == {"validate": {"A": "1"}} and commands == {"validate": ["check-image"]}
+
+
+# --- secrets ------------------------------------------------------------------------------------
+
+ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-AbCdEf"
+
+
+def test_a_secret_reaches_docker_by_name_only(view, tmp_path, monkeypatch) -> None:
+    """As ECS injects a secret at start: the container sees the value; the `docker run` command
+    line (and so `ps` and the log) carries only the name."""
+    monkeypatch.setattr(run_local, "image_volumes", lambda image: frozenset({"/tmp"}))
+    task = _task(view, view.inference_family, tmp_path)
+    api = task.containers["api"]
+    api.definition = {**api.definition, "secrets": [{"name": "DB_PASSWORD", "valueFrom": ARN}]}
+    task.secrets = {"DB_PASSWORD": "hunter2"}
+    args = task.docker_run_args(api)
+    assert args[args.index("DB_PASSWORD") - 1] == "--env"
+    assert "hunter2" not in " ".join(args)
+    assert task.secret_environment(api.definition) == {"DB_PASSWORD": "hunter2"}
+
+
+def test_a_secret_without_a_local_value_names_it_and_where_to_put_it(view, tmp_path) -> None:
+    task = _task(view, view.inference_family, tmp_path)
+    definition = {"name": "api", "secrets": [{"name": "DB_PASSWORD", "valueFrom": ARN}]}
+    with pytest.raises(
+        RunLocalError,
+        match=r"DB_PASSWORD \(arn:aws:secretsmanager.*\).*"
+        r"\.run-local-secrets\.env.*RUN_LOCAL_SECRET_DB_PASSWORD",
+    ):
+        task.secret_environment(definition)
+
+
+def test_local_secret_values_come_from_the_file_then_the_environment(tmp_path) -> None:
+    path = tmp_path / "secrets.env"
+    path.write_text('# local stand-ins\n\nDB_PASSWORD="p w"\nexport API_TOKEN=abc=def\n')
+    values = run_local.load_secrets(path, {"RUN_LOCAL_SECRET_API_TOKEN": "from-env", "HOME": "/"})
+    assert values == {"DB_PASSWORD": "p w", "API_TOKEN": "from-env"}
+    assert run_local.load_secrets(tmp_path / "absent.env", {}) == {}
+    path.write_text("DB_PASSWORD hunter2\n")
+    with pytest.raises(RunLocalError, match=r"secrets\.env:1: not a NAME=value") as error:
+        run_local.load_secrets(path, {})
+    assert "hunter2" not in str(error.value)

@@ -56,11 +56,9 @@ def drift_report(stack: str, expected: str, current: str) -> str:
     return "\n".join(lines)
 
 
-@pytest.mark.parametrize("stack", ["dev", "prod"])
-def test_snapshot_matches_the_program(
-    stack: str, request: pytest.FixtureRequest, dev_plan: Plan, prod_plan: Plan
-) -> None:
-    current = render(snapshot(dev_plan if stack == "dev" else prod_plan))
+@pytest.mark.parametrize("stack", ["dev", "prod", "digits"])
+def test_snapshot_matches_the_program(stack: str, request: pytest.FixtureRequest) -> None:
+    current = render(snapshot(request.getfixturevalue(f"{stack}_plan")))
     path = SNAPSHOTS / f"{stack}.json"
     if request.config.getoption("--update-snapshots"):
         SNAPSHOTS.mkdir(exist_ok=True)

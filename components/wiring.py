@@ -1,0 +1,326 @@
+"""The stack's wiring: which components the parsed settings declare, and what each one takes.
+
+`wire(settings)` declares the whole stack (`__main__.py` calls it, then exports). A test asks a
+`Wiring` for one component (`Wiring(settings).training`) and gets it with exactly the neighbours
+it takes, each declared on first use, then calls `finish()`: the same code path as the program,
+so there is no second copy of the wiring to drift.
+
+The decisions that span sections (components/settings/decisions.py: what is staged, whether the
+workload mounts the store, who gates, where each task runs) are made once, in `Wiring.decisions`,
+and handed to the components as plain values.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import pulumi
+
+from components.alarm_topic import AlarmTopic, AlarmTopicArgs
+from components.ci_trust import CiTrust, CiTrustArgs
+from components.cluster import Cluster, ClusterArgs
+from components.image_repo import ImageRepo, ImageRepoArgs
+from components.inference_service import InferenceService, InferenceServiceArgs
+from components.load_balancer import LoadBalancer, LoadBalancerArgs
+from components.monitoring import Monitoring, MonitoringArgs
+from components.network import Network, NetworkArgs
+from components.permissions_boundary import PermissionsBoundary, PermissionsBoundaryArgs
+from components.settings.decisions import Decisions, decide
+from components.settings.platform import ImageSettings
+from components.settings.stack import Settings
+from components.settings.workload import ROOT
+from components.shared_store import SharedStore, SharedStoreArgs
+from components.training_task import RolledService, TrainingTask, TrainingTaskArgs
+
+
+class Wiring:
+    """The components of one stack, each declared on first use from the settings."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.decisions: Decisions = decide(settings)
+        # First: every role declared after this carries the stack's permissions boundary.
+        self.boundary = PermissionsBoundary(
+            "boundary",
+            PermissionsBoundaryArgs(
+                project=pulumi.get_project(),
+                stack=settings.stack,
+                region=settings.region,
+                secrets=settings.workload.secrets,
+            ),
+        )
+        self.boundary.attach_to_every_role()
+        self._finished = False
+
+    # ------------------------------------------------------------------------ the foundations
+
+    @cached_property
+    def network(self) -> Network:
+        return Network("network", NetworkArgs(settings=self.settings.network))
+
+    @cached_property
+    def images(self) -> ImageRepo:
+        s = self.settings
+        build = s.workload.image.build
+        return ImageRepo(
+            "image",
+            ImageRepoArgs(
+                stack=s.stack,
+                image=s.image,
+                flavours=s.image_flavours,
+                retain_on_destroy=s.protection.retain_on_destroy,
+                **(
+                    {
+                        "context": ROOT / build.context,
+                        "dockerfile": build.dockerfile,
+                        "build_args": build.args,
+                        "gpu_build_args": build.gpu_args,
+                    }
+                    if build is not None
+                    else {"location": s.workload.image.location}
+                ),
+            ),
+        )
+
+    @cached_property
+    def platform_images(self) -> ImageRepo | None:
+        """The platform's own image (platform/), built like the workload's into its own
+        repository, where it stages /opt/ml around the workload or gates."""
+        if not self.decisions.platform_image:
+            return None
+        s = self.settings
+        return ImageRepo(
+            "platform-image",
+            ImageRepoArgs(
+                stack=s.stack,
+                image=ImageSettings(keep_images=s.image.keep_images),
+                flavours=("cpu",),
+                retain_on_destroy=s.protection.retain_on_destroy,
+                context=ROOT / "platform",
+                suffix="-platform",
+            ),
+        )
+
+    @property
+    def platform_image(self) -> pulumi.Output[str] | None:
+        return self.platform_images.image_ref("cpu") if self.platform_images else None
+
+    @cached_property
+    def pull_from(self) -> list[pulumi.Input[str]]:
+        """The ECR repositories the execution roles pull from: the stack's repository, or the
+        repository `workload.image.location` names when it is in ECR (another registry needs no
+        IAM), and the platform's."""
+        workload = self.settings.workload
+        own = (
+            [self.images.repository_arn]
+            if workload.image.build is not None
+            else [arn for arn in [workload.image.ecr_repository_arn] if arn]
+        )
+        return own + ([self.platform_images.repository_arn] if self.platform_images else [])
+
+    @cached_property
+    def store(self) -> SharedStore:
+        s = self.settings
+        return SharedStore(
+            "store",
+            SharedStoreArgs(
+                settings=s.store,
+                vpc_id=self.network.vpc_id,
+                subnet_ids=self.network.task_subnet_ids,
+                subnet_count=s.network.azs,
+                retain_on_destroy=s.protection.retain_on_destroy,
+            ),
+        )
+
+    @cached_property
+    def cluster(self) -> Cluster:
+        s, d = self.settings, self.decisions
+        return Cluster(
+            "cluster",
+            ClusterArgs(
+                network=self.network,
+                gpu_instance_security_group_ids=[self.store.client_security_group_id],
+                container_insights=s.observability.container_insights,
+                gpu_training=s.training if d.train.on_ec2 else None,
+                gpu_serving=s.inference.gpu if d.serving and d.serving.on_ec2 else None,
+            ),
+        )
+
+    @cached_property
+    def alarms(self) -> AlarmTopic:
+        observability = self.settings.observability
+        return AlarmTopic(
+            "inference-alarms",
+            AlarmTopicArgs(
+                customer_managed_key=observability.alarm_topic_cmk,
+                email=observability.alarm_email,
+            ),
+        )
+
+    # ------------------------------------------------------------------------ the workload
+
+    @cached_property
+    def edge(self) -> LoadBalancer | None:
+        s = self.settings
+        if s.workload.serving is None:
+            return None
+        return LoadBalancer(
+            "inference",
+            LoadBalancerArgs(
+                inference=s.inference,
+                network=self.network,
+                https=s.https,
+                region=s.region,
+                vpc_cidr=s.network.cidr,
+                log_retention_days=s.observability.log_retention_days,
+                retain_on_destroy=s.protection.retain_on_destroy,
+                serving=s.workload.serving,
+                sidecars=s.sidecars,
+            ),
+        )
+
+    @cached_property
+    def inference(self) -> InferenceService | None:
+        s, d = self.settings, self.decisions
+        if self.edge is None or d.serving is None:
+            return None
+        return InferenceService(
+            "inference",
+            InferenceServiceArgs(
+                stack=s.stack,
+                region=s.region,
+                inference=s.inference,
+                placement=d.serving,
+                network=self.network,
+                cluster=self.cluster,
+                store=self.store,
+                load_balancer=self.edge,
+                alarm_topic=self.alarms,
+                image_ref=self.images.image_ref(d.serving.flavour),
+                repository_arns=self.pull_from,
+                log_retention_days=s.observability.log_retention_days,
+                container_insights=s.observability.container_insights,
+                cloudwatch_dashboard=s.observability.cloudwatch_dashboard,
+                rollback_on_alarm=s.protection.rollback_on_alarm,
+                serving=s.workload.serving,
+                sidecars=s.sidecars,
+                security=s.workload.security,
+                store_mounted=d.store_mounted,
+                staged=d.staged,
+                platform_image=self.platform_image if d.staged else None,
+            ),
+        )
+
+    @cached_property
+    def training(self) -> TrainingTask:
+        s, d = self.settings, self.decisions
+        workload = s.workload
+        # A served model is staged at task start: a promotion rolls the service.
+        service = self.inference if d.staged else None
+        return TrainingTask(
+            "training",
+            TrainingTaskArgs(
+                stack=s.stack,
+                region=s.region,
+                training=s.training,
+                placement=d.train,
+                steps=d.pipeline_steps,
+                log_retention_days=s.observability.log_retention_days,
+                network=self.network,
+                cluster=self.cluster,
+                store=self.store,
+                image_repo=self.images,
+                alarm_topic=self.alarms,
+                repository_arns=self.pull_from,
+                train=workload.training,
+                step_commands=workload.steps,
+                security=workload.security,
+                store_mounted=d.store_mounted,
+                staged=d.staged,
+                platform_image=self.platform_image,
+                objective=d.objective,
+                rolled_service=(
+                    RolledService(
+                        cluster_arn=self.cluster.cluster_arn,
+                        name=service.rolled_service_name,
+                        arn=service.service_arn,
+                    )
+                    if service is not None
+                    else None
+                ),
+            ),
+        )
+
+    @cached_property
+    def monitoring(self) -> Monitoring | None:
+        s, d = self.settings, self.decisions
+        if s.workload.job is None:
+            return None
+        return Monitoring(
+            "monitoring",
+            MonitoringArgs(
+                stack=s.stack,
+                region=s.region,
+                monitoring=s.monitoring,
+                log_retention_days=s.observability.log_retention_days,
+                network=self.network,
+                cluster=self.cluster,
+                store=self.store,
+                image_repo=self.images,
+                job=s.workload.job,
+                security=s.workload.security,
+                repository_arns=self.pull_from,
+                store_mounted=d.store_mounted,
+            ),
+        )
+
+    @cached_property
+    def ci(self) -> CiTrust | None:
+        s = self.settings
+        if not s.ci.repository:
+            return None
+        return CiTrust(
+            "ci",
+            CiTrustArgs(
+                ci=s.ci,
+                stack=s.stack,
+                region=s.region,
+                repository_arn=self.images.repository_arn,
+                permissions_boundary_arn=self.boundary.arn,
+            ),
+        )
+
+    # ------------------------------------------------------------------------ last
+
+    def _declared(self, name: str) -> bool:
+        return name in self.__dict__
+
+    def finish(self) -> None:
+        """What needs every other declared component: the store's file-system policy names the
+        task roles of its clients, and the images are pushed only once the push trigger exists
+        (a new stack's first push starts its first training run). Call once, last."""
+        if self._finished:
+            raise ValueError("Wiring.finish was already called")
+        self._finished = True
+        clients = [
+            component.task_role_arn
+            for name in ("inference", "training", "monitoring")
+            if self._declared(name) and (component := getattr(self, name)) is not None
+        ]
+        if self._declared("store") and clients:
+            self.store.authorize_clients(clients)
+        if self._declared("images"):
+            self.images.release(
+                after=self.training.image_triggers if self._declared("training") else []
+            )
+        if self._declared("platform_images") and self.platform_images is not None:
+            self.platform_images.release()
+
+
+def wire(settings: Settings) -> Wiring:
+    """Declare every component the settings call for, in dependency order, and finish."""
+    stack = Wiring(settings)
+    for name in ("inference", "training", "monitoring", "ci"):
+        getattr(stack, name)
+    stack.finish()
+    return stack
