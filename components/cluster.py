@@ -24,13 +24,11 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
+from components.aws_facts import FARGATE, FARGATE_PROVIDERS
 from components.gpu_capacity import GpuCapacity, GpuCapacityArgs
 from components.network import Network
 from components.settings.pipeline import TrainingSettings
 from components.settings.serving import GpuServingSettings
-
-FARGATE = "FARGATE"
-FARGATE_SPOT = "FARGATE_SPOT"
 
 
 @dataclass
@@ -75,7 +73,7 @@ class Cluster(pulumi.ComponentResource):
         )
 
         # Every provider the cluster offers; EC2 capacity providers are appended to this list.
-        providers: list[pulumi.Input[str]] = [FARGATE, FARGATE_SPOT]
+        providers: list[pulumi.Input[str]] = list(FARGATE_PROVIDERS)
         where = {
             "cluster_name": cluster.name,
             "vpc_id": args.network.vpc_id,
