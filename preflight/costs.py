@@ -35,7 +35,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from components.aws_facts import GPU_INSTANCES, tasks_per_instance
+from components.aws_facts import (
+    FARGATE,
+    FARGATE_PROVIDERS,
+    FARGATE_SPOT,
+    GPU_INSTANCES,
+    tasks_per_instance,
+)
 from components.documents.staging import COLLECT_TRAINING, STAGE_SERVING, STAGE_TRAINING
 from policy import checks
 from preflight import prices
@@ -50,7 +56,6 @@ MINUTES_PER_YEAR = 365 * 24 * 60
 MONTHS_PER_YEAR = 12
 
 COMPONENT_PREFIXES = ("mlops:", "pulumi:")
-FARGATE_PROVIDERS = ("FARGATE", "FARGATE_SPOT")
 
 # --- resource types ------------------------------------------------------------------------------
 
@@ -266,7 +271,7 @@ def split_tasks(count: float, strategy: Sequence[Provider]) -> dict[str, float]:
     """Expected tasks per capacity provider for `count` running tasks (ECS: base first, then
     the rest in proportion to the weights)."""
     if not strategy:
-        return {"FARGATE": count}
+        return {FARGATE: count}
     split = dict.fromkeys((p.name for p in strategy), 0.0)
     left = count
     for provider in strategy:
@@ -502,10 +507,10 @@ class _Model:
         for provider, task_hours in sorted(hours.items()):
             if task_hours <= 0:
                 continue
-            if provider == "FARGATE":
+            if provider == FARGATE:
                 self.add(resource, f"{what}: Fargate vCPU", task_hours * vcpu, "fargate_vcpu_hour")
                 self.add(resource, f"{what}: Fargate memory", task_hours * gb, "fargate_gb_hour")
-            elif provider == "FARGATE_SPOT":
+            elif provider == FARGATE_SPOT:
                 factor = 1 - self.assume("fargate_spot_discount")
                 note = f"{task_hours:.1f} task-hours of {size}"
                 self.add(
