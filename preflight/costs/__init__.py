@@ -32,7 +32,6 @@ import re
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from components.aws_facts import (
@@ -45,17 +44,64 @@ from components.aws_facts import (
 from components.documents.staging import COLLECT_TRAINING, STAGE_SERVING, STAGE_TRAINING
 from policy import checks
 from preflight import prices
-from preflight.offline import Plan, Resource
+from preflight.costs.core import (
+    COMPONENT_PREFIXES,
+    MONTHS_PER_YEAR,
+    CostLine,
+    Estimate,
+    Ledger,
+    as_list,
+    as_number,
+    get_path,
+    json_document,
+    resources_of,
+    verdicts,
+)
+from preflight.offline import ROOT, Plan, Resource
 
-IMAGE_SIZES = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "image.json"
+__all__ = [
+    "ASG",
+    "CLUSTER",
+    "CLUSTER_PROVIDERS",
+    "COMPONENT_PREFIXES",
+    "ECR_LIFECYCLE",
+    "ECR_REPOSITORY",
+    "EFS",
+    "EFS_BACKUP",
+    "EVENT_RULE",
+    "FREE_TYPES",
+    "LAUNCH_TEMPLATE",
+    "LOAD_BALANCERS",
+    "LOG_GROUP",
+    "SCALING_TARGET",
+    "SCHEDULED_ACTION",
+    "SERVICE",
+    "STATE_MACHINE",
+    "TASK_DEFINITION",
+    "VPC",
+    "CostLine",
+    "Estimate",
+    "Provider",
+    "as_list",
+    "as_number",
+    "ebs_gb",
+    "estimate_cost",
+    "get_path",
+    "instance_types",
+    "json_document",
+    "kept_images",
+    "main_path_states",
+    "schedule_fires",
+    "split_tasks",
+]
+
+IMAGE_SIZES = ROOT / "benchmarks" / "results" / "image.json"
 """Measured image sizes per flavour (the benchmarks' image footprint): ECR bills the compressed
 layers it stores."""
 REFERENCE_YEAR = 2027
 """Schedules are played over this (non-leap) year, in their own time zone, DST ignored."""
 MINUTES_PER_YEAR = 365 * 24 * 60
-MONTHS_PER_YEAR = 12
 
-COMPONENT_PREFIXES = ("mlops:", "pulumi:")
 
 # --- resource types ------------------------------------------------------------------------------
 
@@ -144,40 +190,31 @@ FREE_TYPES = frozenset(
 """Types with no charge of their own: compute, storage and requests are priced where they occur
 (a task definition's runs on its service or state machine, a launch template's instances on its
 Auto Scaling group, SNS alarm e-mails within the free tier)."""
-
-
-# --- small helpers -------------------------------------------------------------------------------
-
-
-def get_path(value: Any, path: str) -> Any:
-    for key in path.split("."):
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(key)
-    return value
-
-
-def as_list(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, list | tuple) else []
-
-
-def as_number(value: Any, default: float = 0.0) -> float:
-    if isinstance(value, bool) or value is None:
-        return default
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return default
-
-
-def json_document(value: Any) -> Any:
-    """A JSON document input (a string on the wire) as Python values; None if it is not one."""
-    if isinstance(value, str) and value[:1] in ("{", "["):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return None
-    return value if isinstance(value, dict | list) else None
+PRICED_TYPES = frozenset(
+    {
+        VPC,
+        SERVICE,
+        STATE_MACHINE,
+        ASG,
+        LOG_GROUP,
+        EFS,
+        EFS_BACKUP,
+        ECR_REPOSITORY,
+        CLUSTER,
+        *LOAD_BALANCERS,
+        *BUCKETS,
+        "aws:ec2/natGateway:NatGateway",
+        "aws:ec2/eip:Eip",
+        "aws:ec2/vpcEndpoint:VpcEndpoint",
+        "aws:kms/key:Key",
+        "aws:secretsmanager/secret:Secret",
+        "aws:sqs/queue:Queue",
+        "aws:wafv2/webAcl:WebAcl",
+        "aws:cloudwatch/metricAlarm:MetricAlarm",
+        "aws:cloudwatch/dashboard:Dashboard",
+    }
+)
+"""Types the model prices: a resource of one with no line (a VPC without NAT) costs nothing."""
 
 
 # --- schedules -----------------------------------------------------------------------------------
@@ -357,60 +394,9 @@ carry no container-hours. `dependsOn` alone cannot tell them from the workload's
 
 
 @dataclass
-class CostLine:
-    resource: str
-    type: str
-    item: str
-    quantity: float | None = None
-    unit: str = ""
-    unit_usd: float | None = None
-    monthly_usd: float | None = None
-    """None: unknown (no price in the table)."""
-    note: str = ""
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "resource": self.resource,
-            "type": self.type,
-            "item": self.item,
-            "quantity": None if self.quantity is None else round(self.quantity, 4),
-            "unit": self.unit,
-            "unit_usd": self.unit_usd,
-            "monthly_usd": None if self.monthly_usd is None else round(self.monthly_usd, 2),
-            "note": self.note,
-        }
-
-
-@dataclass
-class Estimate:
-    lines: list[CostLine]
-    assumptions: dict[str, dict[str, Any]]
-    pricing: dict[str, str]
-    """Resource URN -> "priced", "free" or "unknown"."""
-
-    @property
-    def total(self) -> float:
-        return round(sum(line.monthly_usd or 0.0 for line in self.lines), 2)
-
-    @property
-    def unknown(self) -> list[CostLine]:
-        return [line for line in self.lines if line.monthly_usd is None]
-
-    def of(self, resource: Resource) -> float | None:
-        mine = [line for line in self.lines if line.resource == resource.name]
-        mine = [line for line in mine if line.type == resource.type]
-        if any(line.monthly_usd is None for line in mine):
-            return None
-        return sum(line.monthly_usd or 0.0 for line in mine)
-
-
-@dataclass
 class _Model:
     plan: Plan
-    overrides: Mapping[str, float] = field(default_factory=dict)
-    """Assumption values given on the command line (`--assume key=value`)."""
-    lines: list[CostLine] = field(default_factory=list)
-    assumptions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ledger: Ledger
     task_hours: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     """Task definition URN -> expected task-hours a month (feeds the log estimate)."""
     ec2_hours: dict[str, float] = field(default_factory=lambda: defaultdict(float))
@@ -422,49 +408,7 @@ class _Model:
     serving_fraction: dict[str, float] = field(default_factory=dict)
     """Service name -> share of the month it runs at least one task (feeds ALB LCUs)."""
 
-    # -- bookkeeping
-
-    def assume(self, key: str) -> float:
-        assumption = prices.ASSUMPTIONS[key]
-        value = self.overrides.get(key, assumption.value)
-        note = assumption.note + (" [overridden]" if key in self.overrides else "")
-        self.assumptions[key] = {"value": value, "note": note}
-        return value
-
-    def derive(self, key: str, value: float, note: str) -> None:
-        self.assumptions[key] = {"value": round(value, 4), "note": note}
-
-    def add(
-        self,
-        resource: Resource,
-        item: str,
-        quantity: float,
-        price_key: str,
-        factor: float = 1.0,
-        note: str = "",
-    ) -> None:
-        price = prices.PRICES[price_key]
-        unit_usd = price.usd * factor
-        self.lines.append(
-            CostLine(
-                resource.name,
-                resource.type,
-                item,
-                quantity,
-                price.unit,
-                round(unit_usd, 6),
-                quantity * unit_usd,
-                note,
-            )
-        )
-
-    def unknown(self, resource: Resource, item: str, note: str) -> None:
-        self.lines.append(CostLine(resource.name, resource.type, item, note=note))
-
     # -- lookups
-
-    def of_type(self, *types: str) -> list[Resource]:
-        return [r for r in self.plan.resources if r.type in types]
 
     def _props(self, resource: Resource) -> dict[str, Any]:
         return {**resource.inputs, **resource.outputs}
@@ -472,7 +416,7 @@ class _Model:
     def task_definition(self, reference: Any) -> Resource | None:
         if not isinstance(reference, str) or not reference:
             return None
-        for td in self.of_type(TASK_DEFINITION):
+        for td in resources_of(self.plan, TASK_DEFINITION):
             props = self._props(td)
             family = props.get("family")
             candidates = {props.get("arn"), props.get("arnWithoutRevision"), family}
@@ -481,7 +425,7 @@ class _Model:
         return None
 
     def cluster_default_strategy(self) -> list[Provider]:
-        for providers in self.of_type(CLUSTER_PROVIDERS):
+        for providers in resources_of(self.plan, CLUSTER_PROVIDERS):
             strategy = _strategy(providers.inputs.get("defaultCapacityProviderStrategies"))
             if strategy:
                 return strategy
@@ -508,12 +452,16 @@ class _Model:
             if task_hours <= 0:
                 continue
             if provider == FARGATE:
-                self.add(resource, f"{what}: Fargate vCPU", task_hours * vcpu, "fargate_vcpu_hour")
-                self.add(resource, f"{what}: Fargate memory", task_hours * gb, "fargate_gb_hour")
+                self.ledger.add(
+                    resource, f"{what}: Fargate vCPU", task_hours * vcpu, "fargate_vcpu_hour"
+                )
+                self.ledger.add(
+                    resource, f"{what}: Fargate memory", task_hours * gb, "fargate_gb_hour"
+                )
             elif provider == FARGATE_SPOT:
-                factor = 1 - self.assume("fargate_spot_discount")
+                factor = 1 - self.ledger.assume("fargate_spot_discount")
                 note = f"{task_hours:.1f} task-hours of {size}"
-                self.add(
+                self.ledger.add(
                     resource,
                     f"{what}: Fargate Spot vCPU",
                     task_hours * vcpu,
@@ -521,7 +469,7 @@ class _Model:
                     factor,
                     note,
                 )
-                self.add(
+                self.ledger.add(
                     resource,
                     f"{what}: Fargate Spot memory",
                     task_hours * gb,
@@ -535,10 +483,10 @@ class _Model:
     # -- inference services
 
     def services(self) -> None:
-        for service in self.of_type(SERVICE):
+        for service in resources_of(self.plan, SERVICE):
             td = self.task_definition(service.inputs.get("taskDefinition"))
             if td is None:
-                self.unknown(service, "tasks", "its task definition is not in the plan")
+                self.ledger.unknown(service, "tasks", "its task definition is not in the plan")
                 continue
             strategy = _strategy(service.inputs.get("capacityProviderStrategies"))
             if not strategy and service.inputs.get("launchType") in (None, ""):
@@ -547,14 +495,14 @@ class _Model:
                 strategy = [Provider(str(service.inputs["launchType"]), 0, 1)]
             hours, average, note, up = self.service_hours(service, strategy)
             self.serving_fraction[service.name] = up
-            self.derive(f"{service.name}.tasks_running_average", average, note)
+            self.ledger.derive(f"{service.name}.tasks_running_average", average, note)
             self.task_hours[td.urn] += sum(hours.values())
             self.fargate(service, td, hours, "tasks")
             for provider in hours:
                 if provider not in FARGATE_PROVIDERS:
                     self.ec2_services[provider] = td
             if get_path(service.inputs, "networkConfiguration.assignPublicIp") is True:
-                self.add(
+                self.ledger.add(
                     service,
                     "public IPv4 per running task",
                     sum(hours.values()),
@@ -573,7 +521,7 @@ class _Model:
         target = next(
             (
                 t
-                for t in self.of_type(SCALING_TARGET)
+                for t in resources_of(self.plan, SCALING_TARGET)
                 if str(t.inputs.get("resourceId", "")).endswith(f"/{name}")
             ),
             None,
@@ -583,7 +531,7 @@ class _Model:
         events: list[tuple[int, float | None, float | None]] = []
         actions = [
             a
-            for a in self.of_type(SCHEDULED_ACTION)
+            for a in resources_of(self.plan, SCHEDULED_ACTION)
             if target is not None and a.inputs.get("resourceId") == target.inputs.get("resourceId")
         ]
         for action in actions:
@@ -623,18 +571,18 @@ class _Model:
 
     def runs_per_month(self, machine: Resource, machines: Sequence[Resource]) -> float:
         arn = machine.outputs.get("arn")
-        targets = self.of_type(EVENT_TARGET)
+        targets = resources_of(self.plan, EVENT_TARGET)
         linked_rules = {t.inputs.get("rule") for t in targets if t.inputs.get("arn") == arn}
         runs = 0.0
-        for rule in self.of_type(EVENT_RULE):
+        for rule in resources_of(self.plan, EVENT_RULE):
             rule_name = rule.outputs.get("name")
             if (targets or len(machines) > 1) and rule_name not in linked_rules:
                 continue
             runs += self.rule_runs(rule)
-        for schedule in self.of_type(SCHEDULER_SCHEDULE):
+        for schedule in resources_of(self.plan, SCHEDULER_SCHEDULE):
             if len(machines) == 1 or get_path(schedule.inputs, "target.arn") == arn:
                 runs += fires_per_month(str(schedule.inputs.get("scheduleExpression", "")))
-        self.derive(
+        self.ledger.derive(
             f"{machine.name}.runs_per_month",
             runs,
             "schedule fires a month plus the assumed image pushes and drift events",
@@ -649,21 +597,21 @@ class _Model:
         pattern = json_document(rule.inputs.get("eventPattern")) or {}
         sources = pattern.get("source") or []
         if "aws.ecr" in (sources if isinstance(sources, list) else [sources]):
-            return self.assume("image_pushes_per_month")
-        return self.assume("drift_events_per_month")
+            return self.ledger.assume("image_pushes_per_month")
+        return self.ledger.assume("drift_events_per_month")
 
     def training(self) -> None:
-        machines = self.of_type(STATE_MACHINE)
+        machines = resources_of(self.plan, STATE_MACHINE)
         service_tds = {
             td.urn
-            for s in self.of_type(SERVICE)
+            for s in resources_of(self.plan, SERVICE)
             if (td := self.task_definition(s.inputs.get("taskDefinition")))
         }
         for machine in machines:
             definition = json_document(machine.inputs.get("definition"))
             runs = self.runs_per_month(machine, machines)
             transitions = len(list(main_path_states(definition))) or 1
-            self.add(
+            self.ledger.add(
                 machine,
                 "state transitions",
                 runs * transitions / 1000,
@@ -681,7 +629,7 @@ class _Model:
                 # runs is taken to run once per execution.
                 found = [
                     (td.name.rsplit("-", 1)[-1], td, {})
-                    for td in self.of_type(TASK_DEFINITION)
+                    for td in resources_of(self.plan, TASK_DEFINITION)
                     if td.urn not in service_tds
                 ]
             for step, td, parameters in found:
@@ -692,7 +640,7 @@ class _Model:
     ) -> None:
         # The step's name says what it does (Validate, Train, Gate); only training runs long.
         key = "train_hours_per_run" if "train" in step.lower() else "step_hours_per_run"
-        hours = runs * self.assume(key)
+        hours = runs * self.ledger.assume(key)
         strategy = _strategy(parameters.get("CapacityProviderStrategy"))
         if not strategy and parameters.get("LaunchType"):
             strategy = [Provider(str(parameters["LaunchType"]), 0, 1)]
@@ -710,32 +658,35 @@ class _Model:
             if provider not in FARGATE_PROVIDERS:
                 self.ec2_runs[provider] += runs * share
         per_provider = {p: hours * share for p, share in split.items()}
-        self.fargate(td, td, per_provider, f"{runs:.1f} runs x {self.assumptions[key]['value']} h")
+        self.fargate(
+            td, td, per_provider, f"{runs:.1f} runs x {self.ledger.assumptions[key]['value']} h"
+        )
 
     # -- scheduled tasks: EventBridge rules that run an ECS task directly (the ingest task)
 
     def scheduled_tasks(self) -> None:
-        rules = {rule.outputs.get("name"): rule for rule in self.of_type(EVENT_RULE)}
-        for target in self.of_type(EVENT_TARGET):
+        rules = {rule.outputs.get("name"): rule for rule in resources_of(self.plan, EVENT_RULE)}
+        for target in resources_of(self.plan, EVENT_TARGET):
             ecs = target.inputs.get("ecsTarget")
             rule = rules.get(target.inputs.get("rule"))
             if not ecs or rule is None:
                 continue
             td = self.task_definition(get_path(ecs, "taskDefinitionArn"))
             if td is None:
-                self.unknown(target, "scheduled tasks", "its task definition is not in the plan")
+                self.ledger.unknown(
+                    target, "scheduled tasks", "its task definition is not in the plan"
+                )
                 continue
             runs = self.rule_runs(rule) * as_number(get_path(ecs, "taskCount"), 1.0)
-            hours = runs * self.assume("step_hours_per_run")
+            hours = runs * self.ledger.assume("step_hours_per_run")
             strategy = _strategy(get_path(ecs, "capacityProviderStrategies"))
             if not strategy and get_path(ecs, "launchType"):
                 strategy = [Provider(str(get_path(ecs, "launchType")), 0, 1)]
             split = split_tasks(1, strategy or self.cluster_default_strategy())
             self.task_hours[td.urn] += hours
             per_provider = {p: hours * share for p, share in split.items()}
-            note = (
-                f"{runs:.1f} scheduled runs x {self.assumptions['step_hours_per_run']['value']} h"
-            )
+            step_hours = self.ledger.assumptions["step_hours_per_run"]["value"]
+            note = f"{runs:.1f} scheduled runs x {step_hours} h"
             self.fargate(td, td, per_provider, note)
 
     def providers_of(self, group: Resource) -> set[str]:
@@ -743,13 +694,13 @@ class _Model:
         arn = group.outputs.get("arn")
         return {
             str(provider.outputs.get("name") or provider.name)
-            for provider in self.of_type(CAPACITY_PROVIDER)
+            for provider in resources_of(self.plan, CAPACITY_PROVIDER)
             if arn
             and get_path(provider.inputs, "autoScalingGroupProvider.autoScalingGroupArn") == arn
         }
 
     def auto_scaling_groups(self) -> None:
-        groups = self.of_type(ASG)
+        groups = resources_of(self.plan, ASG)
         demand = {group.urn: self.providers_of(group) for group in groups}
         known = set().union(*demand.values()) if demand else set()
         # Tasks on EC2 the plan cannot tie to a group (a bare EC2 launch type) go to the first
@@ -775,7 +726,7 @@ class _Model:
         note = f"minSize {minimum:g}: always on"
         if served:
             per = tasks_per_instance_of(served[0], instance)
-            burst = self.assume("gpu_serving_burst_instances")
+            burst = self.ledger.assume("gpu_serving_burst_instances")
             hours = max(hours, task_hours / per) + burst * prices.HOURS_PER_MONTH
             note = (
                 f"the larger of minSize {minimum:g} always on (the warm minimum) and "
@@ -783,7 +734,7 @@ class _Model:
                 f"{burst:g} instance(s) of load-driven scale-out on average"
             )
         elif task_hours or runs:
-            overhead = self.assume("gpu_instance_overhead_hours_per_run")
+            overhead = self.ledger.assume("gpu_instance_overhead_hours_per_run")
             hours += task_hours + runs * overhead
             note = (
                 f"minSize {minimum:g}: only the expected training hours "
@@ -793,12 +744,12 @@ class _Model:
             return
         price = prices.EC2_ON_DEMAND_HOUR.get(instance)
         if price is None:
-            self.unknown(group, f"EC2 {instance or '?'} instance-hours", "no price")
+            self.ledger.unknown(group, f"EC2 {instance or '?'} instance-hours", "no price")
         else:
             on_demand, spot = purchase_split(group.inputs, hours)
             first = f"first of {', '.join(types)}"
             if on_demand:
-                self.lines.append(
+                self.ledger.lines.append(
                     CostLine(
                         group.name,
                         group.type,
@@ -811,14 +762,14 @@ class _Model:
                     )
                 )
             if spot:
-                discount = self.assume("ec2_spot_discount")
+                discount = self.ledger.assume("ec2_spot_discount")
                 base = as_number(
                     get_path(
                         group.inputs,
                         "mixedInstancesPolicy.instancesDistribution.onDemandBaseCapacity",
                     )
                 )
-                self.lines.append(
+                self.ledger.lines.append(
                     CostLine(
                         group.name,
                         group.type,
@@ -832,21 +783,21 @@ class _Model:
                 )
         if template is not None and ebs_gb(template.inputs):
             gb_months = ebs_gb(template.inputs) * hours / prices.HOURS_PER_MONTH
-            self.add(group, "EBS gp3 root volumes", gb_months, "ebs_gp3_gb_month")
+            self.ledger.add(group, "EBS gp3 root volumes", gb_months, "ebs_gp3_gb_month")
 
     def launch_template(self, group: Resource) -> Resource | None:
         spec = group.inputs.get("launchTemplate") or get_path(
             group.inputs, "mixedInstancesPolicy.launchTemplate.launchTemplateSpecification"
         )
         ident = get_path(spec, "id") or get_path(spec, "launchTemplateId")
-        templates = self.of_type(LAUNCH_TEMPLATE)
+        templates = resources_of(self.plan, LAUNCH_TEMPLATE)
         found = [t for t in templates if t.id == ident]
         return found[0] if found else (templates[0] if len(templates) == 1 else None)
 
     # -- everything else, resource by resource
 
     def network(self) -> None:
-        for vpc in self.of_type(VPC):
+        for vpc in resources_of(self.plan, VPC):
             strategy = str(get_path(vpc.inputs, "natGateways.strategy") or "None")
             azs = int(
                 as_number(vpc.inputs.get("numberOfAvailabilityZones"))
@@ -857,41 +808,45 @@ class _Model:
             if not count:
                 continue
             note = f"natGateways.strategy {strategy} over {azs} AZs: {count} NAT gateway(s)"
-            self.add(vpc, "NAT gateway hours", count * prices.HOURS_PER_MONTH, "nat_gateway_hour")
-            self.add(
+            self.ledger.add(
+                vpc, "NAT gateway hours", count * prices.HOURS_PER_MONTH, "nat_gateway_hour"
+            )
+            self.ledger.add(
                 vpc,
                 "NAT gateway data processed",
-                self.assume("nat_gb_per_month"),
+                self.ledger.assume("nat_gb_per_month"),
                 "nat_gateway_gb",
                 note=note,
             )
-            self.add(
+            self.ledger.add(
                 vpc,
                 "public IPv4 (NAT gateway Elastic IPs)",
                 count * prices.HOURS_PER_MONTH,
                 "public_ipv4_hour",
             )
-        for nat in self.of_type("aws:ec2/natGateway:NatGateway"):
-            self.add(nat, "NAT gateway hours", prices.HOURS_PER_MONTH, "nat_gateway_hour")
-        for eip in self.of_type("aws:ec2/eip:Eip"):
-            self.add(eip, "public IPv4", prices.HOURS_PER_MONTH, "public_ipv4_hour")
-        for endpoint in self.of_type("aws:ec2/vpcEndpoint:VpcEndpoint"):
+        for nat in resources_of(self.plan, "aws:ec2/natGateway:NatGateway"):
+            self.ledger.add(nat, "NAT gateway hours", prices.HOURS_PER_MONTH, "nat_gateway_hour")
+        for eip in resources_of(self.plan, "aws:ec2/eip:Eip"):
+            self.ledger.add(eip, "public IPv4", prices.HOURS_PER_MONTH, "public_ipv4_hour")
+        for endpoint in resources_of(self.plan, "aws:ec2/vpcEndpoint:VpcEndpoint"):
             if endpoint.inputs.get("vpcEndpointType") == "Interface":
                 zones = len(as_list(endpoint.inputs.get("subnetIds"))) or 1
                 hours = zones * prices.HOURS_PER_MONTH
-                self.add(endpoint, "interface endpoint AZ-hours", hours, "vpc_endpoint_hour")
+                self.ledger.add(endpoint, "interface endpoint AZ-hours", hours, "vpc_endpoint_hour")
 
     def load_balancers(self) -> None:
-        for lb in self.of_type(*LOAD_BALANCERS):
+        for lb in resources_of(self.plan, *LOAD_BALANCERS):
             if lb.inputs.get("loadBalancerType", "application") != "application":
-                self.unknown(lb, f"{lb.inputs['loadBalancerType']} load balancer", "no price")
+                self.ledger.unknown(
+                    lb, f"{lb.inputs['loadBalancerType']} load balancer", "no price"
+                )
                 continue
-            self.add(lb, "ALB hours", prices.HOURS_PER_MONTH, "alb_hour")
-            lcus = self.assume("alb_lcus")
+            self.ledger.add(lb, "ALB hours", prices.HOURS_PER_MONTH, "alb_hour")
+            lcus = self.ledger.assume("alb_lcus")
             # LCUs are billed for traffic processed: a service scaled to zero (dev at night and
             # at weekends) serves none. With no service in the plan, the whole month counts.
             serving = max(self.serving_fraction.values(), default=1.0)
-            self.add(
+            self.ledger.add(
                 lb,
                 "ALB LCUs",
                 lcus * prices.HOURS_PER_MONTH * serving,
@@ -902,7 +857,7 @@ class _Model:
                 nodes = len(
                     as_list(lb.inputs.get("subnets")) or as_list(lb.inputs.get("subnetMappings"))
                 )
-                self.add(
+                self.ledger.add(
                     lb,
                     "public IPv4 (one per ALB node)",
                     max(nodes, 1) * prices.HOURS_PER_MONTH,
@@ -911,8 +866,8 @@ class _Model:
                 )
 
     def log_groups(self) -> None:
-        definitions = self.of_type(TASK_DEFINITION)
-        for group in self.of_type(LOG_GROUP):
+        definitions = resources_of(self.plan, TASK_DEFINITION)
+        for group in resources_of(self.plan, LOG_GROUP):
             name = group.outputs.get("name") or group.inputs.get("name")
             container_hours = 0.0
             used = staged = False
@@ -926,18 +881,18 @@ class _Model:
                     else:
                         container_hours += self.task_hours.get(td.urn, 0.0)
             if used:
-                ingest = container_hours * self.assume("log_gb_per_container_hour")
+                ingest = container_hours * self.ledger.assume("log_gb_per_container_hour")
                 note = f"{container_hours:.1f} container-hours a month"
                 if staged and not container_hours:
                     note = "only the platform's staging containers, seconds per task start"
             else:
-                ingest = self.assume("log_gb_per_unused_group")
+                ingest = self.ledger.assume("log_gb_per_unused_group")
                 note = "no task definition logs here"
-            self.add(group, "log ingestion", ingest, "logs_ingest_gb", note=note)
+            self.ledger.add(group, "log ingestion", ingest, "logs_ingest_gb", note=note)
             days = as_number(group.inputs.get("retentionInDays"))
             kept_months = (days or 365) / (365 / MONTHS_PER_YEAR)
-            stored = ingest * self.assume("log_compression") * kept_months
-            self.add(
+            stored = ingest * self.ledger.assume("log_compression") * kept_months
+            self.ledger.add(
                 group,
                 "log storage",
                 stored,
@@ -946,31 +901,35 @@ class _Model:
             )
 
     def storage(self) -> None:
-        for fs in self.of_type(EFS):
-            stored = self.assume("efs_stored_gb")
+        for fs in resources_of(self.plan, EFS):
+            stored = self.ledger.assume("efs_stored_gb")
             transitions = [p for p in as_list(fs.inputs.get("lifecyclePolicies")) if p]
             to_ia = any(get_path(p, "transitionToIa") for p in transitions)
-            share = self.assume("efs_ia_share") if to_ia else 0.0
-            self.add(fs, "EFS Standard storage", stored * (1 - share), "efs_standard_gb_month")
+            share = self.ledger.assume("efs_ia_share") if to_ia else 0.0
+            self.ledger.add(
+                fs, "EFS Standard storage", stored * (1 - share), "efs_standard_gb_month"
+            )
             if share:
-                self.add(fs, "EFS Infrequent Access storage", stored * share, "efs_ia_gb_month")
+                self.ledger.add(
+                    fs, "EFS Infrequent Access storage", stored * share, "efs_ia_gb_month"
+                )
             mode = fs.inputs.get("throughputMode", "bursting")
             if mode == "elastic":
-                reads = self.assume("efs_read_gb_per_month")
-                writes = self.assume("efs_write_gb_per_month")
-                self.add(fs, "EFS Elastic Throughput reads", reads, "efs_elastic_read_gb")
-                self.add(fs, "EFS Elastic Throughput writes", writes, "efs_elastic_write_gb")
+                reads = self.ledger.assume("efs_read_gb_per_month")
+                writes = self.ledger.assume("efs_write_gb_per_month")
+                self.ledger.add(fs, "EFS Elastic Throughput reads", reads, "efs_elastic_read_gb")
+                self.ledger.add(fs, "EFS Elastic Throughput writes", writes, "efs_elastic_write_gb")
             elif mode == "provisioned":
-                self.unknown(fs, "EFS provisioned throughput", "no price")
-        for backup in self.of_type(EFS_BACKUP):
+                self.ledger.unknown(fs, "EFS provisioned throughput", "no price")
+        for backup in resources_of(self.plan, EFS_BACKUP):
             if get_path(backup.inputs, "backupPolicy.status") == "ENABLED":
-                gb = self.assume("efs_stored_gb")
-                self.add(backup, "EFS backups (AWS Backup warm)", gb, "efs_backup_gb_month")
-        for repo in self.of_type(ECR_REPOSITORY):
+                gb = self.ledger.assume("efs_stored_gb")
+                self.ledger.add(backup, "EFS backups (AWS Backup warm)", gb, "efs_backup_gb_month")
+        for repo in resources_of(self.plan, ECR_REPOSITORY):
             name = repo.outputs.get("name")
             kept = [
                 item
-                for policy in self.of_type(ECR_LIFECYCLE)
+                for policy in resources_of(self.plan, ECR_LIFECYCLE)
                 if policy.inputs.get("repository") == name
                 for item in kept_images(policy.inputs)
             ]
@@ -978,7 +937,7 @@ class _Model:
             # without GPU training); with no builds (a pinned image) every rule counts.
             tags = [
                 str(image.inputs.get("imageName", "")).rsplit(":", 1)[-1]
-                for image in self.of_type("docker:index/image:Image")
+                for image in resources_of(self.plan, "docker:index/image:Image")
                 if str(image.inputs.get("imageName", "")).startswith(
                     str(repo.outputs.get("repositoryUrl", "-"))
                 )
@@ -992,21 +951,22 @@ class _Model:
                 gb += count * size
                 notes.append(f"{count} {prefix}* x {size:.3g} GB")
             if not kept:
-                count = self.assume("image_pushes_per_month") * MONTHS_PER_YEAR
+                count = self.ledger.assume("image_pushes_per_month") * MONTHS_PER_YEAR
                 gb = count * self.image_gb("cpu")
                 notes.append("no count-based lifecycle rule: a year of pushes")
-            self.add(repo, "ECR image storage", gb, "ecr_gb_month", note="; ".join(notes))
+            self.ledger.add(repo, "ECR image storage", gb, "ecr_gb_month", note="; ".join(notes))
         access_log_buckets = {
-            get_path(lb.inputs, "accessLogs.bucket") for lb in self.of_type(*LOAD_BALANCERS)
+            get_path(lb.inputs, "accessLogs.bucket")
+            for lb in resources_of(self.plan, *LOAD_BALANCERS)
         }
-        for bucket in self.of_type(*BUCKETS):
+        for bucket in resources_of(self.plan, *BUCKETS):
             if bucket.outputs.get("bucket") in access_log_buckets:
-                gb = self.assume("access_log_gb_month")
-                self.add(
+                gb = self.ledger.assume("access_log_gb_month")
+                self.ledger.add(
                     bucket, "S3 Standard storage (ALB access logs)", gb, "s3_standard_gb_month"
                 )
             else:
-                self.unknown(bucket, "S3 storage", "no usage assumption for this bucket")
+                self.ledger.unknown(bucket, "S3 storage", "no usage assumption for this bucket")
 
     def image_gb(self, flavour: str) -> float:
         """GB ECR stores per image of `flavour`: the measured compressed size."""
@@ -1014,7 +974,7 @@ class _Model:
         if flavour not in sizes:
             raise ValueError(f"{IMAGE_SIZES}: no size for the {flavour} image flavour")
         gb = sizes[flavour] / 1e9
-        self.derive(
+        self.ledger.derive(
             f"{flavour}_image_gb",
             gb,
             f"GB per stored {flavour} image, compressed as ECR bills it "
@@ -1023,83 +983,43 @@ class _Model:
         return gb
 
     def per_resource(self) -> None:
-        services = len(self.of_type(SERVICE))
-        for cluster in self.of_type(CLUSTER):
+        services = len(resources_of(self.plan, SERVICE))
+        for cluster in resources_of(self.plan, CLUSTER):
             insights = {
                 get_path(s, "value")
                 for s in as_list(cluster.inputs.get("settings"))
                 if get_path(s, "name") == "containerInsights"
             }
             if insights & {"enabled", "enhanced"}:
-                metrics = self.assume("container_insights_metrics_per_cluster")
-                metrics += services * self.assume("container_insights_metrics_per_service")
-                self.add(
+                metrics = self.ledger.assume("container_insights_metrics_per_cluster")
+                metrics += services * self.ledger.assume("container_insights_metrics_per_service")
+                self.ledger.add(
                     cluster,
                     "Container Insights metrics",
                     metrics,
                     "custom_metric_month",
                     note=f"{services} service(s); enhanced observability would cost more",
                 )
-        for key in self.of_type("aws:kms/key:Key"):
-            self.add(key, "KMS customer managed key", 1, "kms_key_month")
-        for queue in self.of_type("aws:sqs/queue:Queue"):
-            requests = self.assume("sqs_million_requests_per_month")
-            self.add(queue, "SQS requests", requests, "sqs_million_requests")
-        for secret in self.of_type("aws:secretsmanager/secret:Secret"):
-            self.add(secret, "secret", 1, "secret_month")
-        for acl in self.of_type("aws:wafv2/webAcl:WebAcl"):
-            self.add(acl, "WAF web ACL", 1, "waf_web_acl_month")
+        for key in resources_of(self.plan, "aws:kms/key:Key"):
+            self.ledger.add(key, "KMS customer managed key", 1, "kms_key_month")
+        for queue in resources_of(self.plan, "aws:sqs/queue:Queue"):
+            requests = self.ledger.assume("sqs_million_requests_per_month")
+            self.ledger.add(queue, "SQS requests", requests, "sqs_million_requests")
+        for secret in resources_of(self.plan, "aws:secretsmanager/secret:Secret"):
+            self.ledger.add(secret, "secret", 1, "secret_month")
+        for acl in resources_of(self.plan, "aws:wafv2/webAcl:WebAcl"):
+            self.ledger.add(acl, "WAF web ACL", 1, "waf_web_acl_month")
             rules = len(as_list(acl.inputs.get("rules")))
             if rules:
-                self.add(acl, "WAF rules", rules, "waf_rule_month")
-            requests = self.assume("waf_million_requests_per_month")
-            self.add(acl, "WAF requests", requests, "waf_million_requests")
-        for alarm in self.of_type("aws:cloudwatch/metricAlarm:MetricAlarm"):
-            self.add(alarm, "metric alarm", 1, "alarm_month")
-        for dashboard in self.of_type("aws:cloudwatch/dashboard:Dashboard"):
-            self.add(dashboard, "dashboard", 1, "dashboard_month", note="free tier not applied")
-
-    def unpriced(self) -> dict[str, str]:
-        handled = {
-            VPC,
-            SERVICE,
-            STATE_MACHINE,
-            ASG,
-            LOG_GROUP,
-            EFS,
-            EFS_BACKUP,
-            ECR_REPOSITORY,
-            CLUSTER,
-            *LOAD_BALANCERS,
-            *BUCKETS,
-            "aws:ec2/natGateway:NatGateway",
-            "aws:ec2/eip:Eip",
-            "aws:ec2/vpcEndpoint:VpcEndpoint",
-            "aws:kms/key:Key",
-            "aws:secretsmanager/secret:Secret",
-            "aws:sqs/queue:Queue",
-            "aws:wafv2/webAcl:WebAcl",
-            "aws:cloudwatch/metricAlarm:MetricAlarm",
-            "aws:cloudwatch/dashboard:Dashboard",
-        }
-        with_lines = {(line.resource, line.type) for line in self.lines}
-        pricing = {}
-        for resource in self.plan.resources:
-            if resource.type.startswith(COMPONENT_PREFIXES):
-                continue
-            if (resource.name, resource.type) in with_lines:
-                unknown = any(
-                    line.monthly_usd is None
-                    for line in self.lines
-                    if (line.resource, line.type) == (resource.name, resource.type)
-                )
-                pricing[resource.urn] = "unknown" if unknown else "priced"
-            elif resource.type in FREE_TYPES or resource.type in handled:
-                pricing[resource.urn] = "free"
-            else:
-                self.unknown(resource, "no price in preflight/prices.py", "unknown type")
-                pricing[resource.urn] = "unknown"
-        return pricing
+                self.ledger.add(acl, "WAF rules", rules, "waf_rule_month")
+            requests = self.ledger.assume("waf_million_requests_per_month")
+            self.ledger.add(acl, "WAF requests", requests, "waf_million_requests")
+        for alarm in resources_of(self.plan, "aws:cloudwatch/metricAlarm:MetricAlarm"):
+            self.ledger.add(alarm, "metric alarm", 1, "alarm_month")
+        for dashboard in resources_of(self.plan, "aws:cloudwatch/dashboard:Dashboard"):
+            self.ledger.add(
+                dashboard, "dashboard", 1, "dashboard_month", note="free tier not applied"
+            )
 
 
 def purchase_split(inputs: Mapping[str, Any], hours: float) -> tuple[float, float]:
@@ -1200,8 +1120,8 @@ def estimate_cost(plan: Plan, overrides: Mapping[str, float] | None = None) -> E
     unknown = set(overrides or {}) - prices.ASSUMPTIONS.keys()
     if unknown:
         raise KeyError(f"no assumption {', '.join(sorted(unknown))}")
-    model = _Model(plan, dict(overrides or {}))
-    model.assume("fargate_spot_discount")  # always stated: it decides what Spot is worth
+    model = _Model(plan, Ledger(dict(overrides or {})))
+    model.ledger.assume("fargate_spot_discount")  # always stated: it decides what Spot is worth
     model.network()
     model.services()
     model.training()
@@ -1211,5 +1131,6 @@ def estimate_cost(plan: Plan, overrides: Mapping[str, float] | None = None) -> E
     model.log_groups()
     model.storage()
     model.per_resource()
-    pricing = model.unpriced()
-    return Estimate(model.lines, dict(sorted(model.assumptions.items())), pricing)
+    pricing = verdicts(plan, model.ledger, PRICED_TYPES, FREE_TYPES)
+    ledger = model.ledger
+    return Estimate(ledger.lines, dict(sorted(ledger.assumptions.items())), pricing)
