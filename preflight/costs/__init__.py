@@ -26,9 +26,7 @@ resource type it cannot price is reported as unknown, never as $0.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import re
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +54,14 @@ from preflight.costs.core import (
     json_document,
     resources_of,
     verdicts,
+)
+from preflight.costs.schedules import (
+    MINUTES_PER_YEAR,
+    REFERENCE_YEAR,
+    ScalingEvent,
+    fires_per_month,
+    scaled_spans,
+    schedule_fires,
 )
 from preflight.offline import ROOT, Plan, Resource
 
@@ -98,9 +104,6 @@ __all__ = [
 IMAGE_SIZES = ROOT / "benchmarks" / "results" / "image.json"
 """Measured image sizes per flavour (the benchmarks' image footprint): ECR bills the compressed
 layers it stores."""
-REFERENCE_YEAR = 2027
-"""Schedules are played over this (non-leap) year, in their own time zone, DST ignored."""
-MINUTES_PER_YEAR = 365 * 24 * 60
 
 
 # --- resource types ------------------------------------------------------------------------------
@@ -215,83 +218,6 @@ PRICED_TYPES = frozenset(
     }
 )
 """Types the model prices: a resource of one with no line (a VPC without NAT) costs nothing."""
-
-
-# --- schedules -----------------------------------------------------------------------------------
-
-_DAY_NAMES = {d: i for i, d in enumerate(["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"], 1)}
-_MONTH_NAMES = {
-    m: i
-    for i, m in enumerate(
-        ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"], 1
-    )
-}
-
-
-def _expand(text: str, lo: int, hi: int, names: Mapping[str, int]) -> set[int]:
-    if text in ("*", "?"):
-        return set(range(lo, hi + 1))
-    values: set[int] = set()
-    for part in text.split(","):
-        base, _, step = part.partition("/")
-        if base == "*":
-            start, end = lo, hi
-        else:
-            bounds = [names.get(b.upper(), None) or int(b) for b in base.split("-")]
-            start = bounds[0]
-            end = bounds[-1] if len(bounds) > 1 else (hi if step else bounds[0])
-        values.update(range(start, end + 1, int(step) if step else 1))
-    return values
-
-
-def _day_matches(day: dt.date, dom: str, dow: str) -> bool:
-    aws_dow = (day.isoweekday() % 7) + 1  # AWS: SUN=1 .. SAT=7
-    if dom != "?":
-        if dom == "L":
-            return (day + dt.timedelta(days=1)).month != day.month
-        if dom.endswith("W"):  # nearest weekday: close enough for a monthly estimate
-            return day.day == int(dom[:-1])
-        return day.day in _expand(dom, 1, 31, {})
-    if "#" in dow:
-        weekday, nth = dow.split("#")
-        target = _DAY_NAMES.get(weekday.upper()) or int(weekday)
-        return aws_dow == target and (day.day - 1) // 7 + 1 == int(nth)
-    if dow.endswith("L") and len(dow) > 1:
-        target = _DAY_NAMES.get(dow[:-1].upper()) or int(dow[:-1])
-        return aws_dow == target and (day + dt.timedelta(days=7)).month != day.month
-    return aws_dow in _expand(dow, 1, 7, _DAY_NAMES)
-
-
-def schedule_fires(expression: str) -> list[int]:
-    """Minutes from the start of the reference year at which a schedule expression fires.
-
-    `cron(min hour dom month dow year)` and `rate(N unit)` as EventBridge and Application Auto
-    Scaling read them; `at(...)` is a one-off and does not shape a monthly estimate.
-    """
-    rate = re.fullmatch(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)", expression or "")
-    if rate:
-        every = int(rate.group(1)) * {"m": 1, "h": 60, "d": 1440}[rate.group(2)[0]]
-        return list(range(0, MINUTES_PER_YEAR, max(every, 1)))
-    cron = re.fullmatch(r"cron\((.*)\)", expression or "")
-    if not cron or len(cron.group(1).split()) != 6:
-        return []
-    minute, hour, dom, month, dow, year = cron.group(1).split()
-    if year not in ("*", "?") and REFERENCE_YEAR not in _expand(year, 1970, 2199, {}):
-        return []
-    minutes = sorted(_expand(minute, 0, 59, {}))
-    hours = sorted(_expand(hour, 0, 23, {}))
-    months = _expand(month, 1, 12, _MONTH_NAMES)
-    fires = []
-    day = dt.date(REFERENCE_YEAR, 1, 1)
-    for index in range(365):
-        current = day + dt.timedelta(days=index)
-        if current.month in months and _day_matches(current, dom, dow):
-            fires += [index * 1440 + h * 60 + m for h in hours for m in minutes]
-    return fires
-
-
-def fires_per_month(expression: str) -> float:
-    return len(schedule_fires(expression)) / MONTHS_PER_YEAR
 
 
 # --- capacity ------------------------------------------------------------------------------------
@@ -528,7 +454,7 @@ class _Model:
         )
         low = as_number(target.inputs.get("minCapacity"), desired) if target else desired
         high = as_number(target.inputs.get("maxCapacity"), desired) if target else desired
-        events: list[tuple[int, float | None, float | None]] = []
+        events: list[ScalingEvent] = []
         actions = [
             a
             for a in resources_of(self.plan, SCHEDULED_ACTION)
@@ -539,24 +465,14 @@ class _Model:
             new_high = get_path(action.inputs, "scalableTargetAction.maxCapacity")
             for minute in schedule_fires(str(action.inputs.get("schedule", ""))):
                 events.append((minute, new_low, new_high))
-        events.sort(key=lambda e: e[0])
-        # The year repeats: before its first event the state is what the last one left.
-        for _, new_low, new_high in events:
-            low = as_number(new_low, low)
-            high = as_number(new_high, high)
         per_provider: dict[str, float] = defaultdict(float)
         task_minutes = 0.0
         up_minutes = 0.0
-        start = 0
-        for minute, new_low, new_high in [*events, (MINUTES_PER_YEAR, None, None)]:
-            running = min(max(desired, low), high)
+        for running, minutes in scaled_spans(desired, low, high, events):
             for provider, tasks in split_tasks(running, strategy).items():
-                per_provider[provider] += tasks * (minute - start)
-            task_minutes += running * (minute - start)
-            up_minutes += (minute - start) if running > 0 else 0
-            start = minute
-            low = as_number(new_low, low)
-            high = as_number(new_high, high)
+                per_provider[provider] += tasks * minutes
+            task_minutes += running * minutes
+            up_minutes += minutes if running > 0 else 0
         average = task_minutes / MINUTES_PER_YEAR
         month = {p: m / 60 / MONTHS_PER_YEAR for p, m in per_provider.items()}
         note = (
