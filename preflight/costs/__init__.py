@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +42,7 @@ from components.aws_facts import (
 from components.documents.staging import COLLECT_TRAINING, STAGE_SERVING, STAGE_TRAINING
 from policy import checks
 from preflight import prices
+from preflight.costs import orchestration
 from preflight.costs.core import (
     COMPONENT_PREFIXES,
     MONTHS_PER_YEAR,
@@ -55,11 +56,16 @@ from preflight.costs.core import (
     resources_of,
     verdicts,
 )
+from preflight.costs.orchestration import (
+    EVENT_RULE,
+    EVENT_TARGET,
+    STATE_MACHINE,
+    main_path_states,
+)
 from preflight.costs.schedules import (
     MINUTES_PER_YEAR,
     REFERENCE_YEAR,
     ScalingEvent,
-    fires_per_month,
     scaled_spans,
     schedule_fires,
 )
@@ -115,10 +121,6 @@ CLUSTER = "aws:ecs/cluster:Cluster"
 CLUSTER_PROVIDERS = "aws:ecs/clusterCapacityProviders:ClusterCapacityProviders"
 SCALING_TARGET = "aws:appautoscaling/target:Target"
 SCHEDULED_ACTION = "aws:appautoscaling/scheduledAction:ScheduledAction"
-STATE_MACHINE = "aws:sfn/stateMachine:StateMachine"
-EVENT_RULE = "aws:cloudwatch/eventRule:EventRule"
-EVENT_TARGET = "aws:cloudwatch/eventTarget:EventTarget"
-SCHEDULER_SCHEDULE = "aws:scheduler/schedule:Schedule"
 ASG = "aws:autoscaling/group:Group"
 CAPACITY_PROVIDER = "aws:ecs/capacityProvider:CapacityProvider"
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
@@ -130,7 +132,7 @@ ECR_REPOSITORY = "aws:ecr/repository:Repository"
 ECR_LIFECYCLE = "aws:ecr/lifecyclePolicy:LifecyclePolicy"
 BUCKETS = ("aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2")
 
-FREE_TYPES = frozenset(
+FREE_TYPES = orchestration.FREE | frozenset(
     {
         # No charge of their own (compute, storage and requests are priced where they happen).
         "aws:iam/role:Role",
@@ -165,14 +167,7 @@ FREE_TYPES = frozenset(
         "aws:appautoscaling/target:Target",
         "aws:appautoscaling/policy:Policy",
         "aws:appautoscaling/scheduledAction:ScheduledAction",
-        "aws:cloudwatch/eventRule:EventRule",
-        "aws:cloudwatch/eventTarget:EventTarget",
         "aws:cloudwatch/logStream:LogStream",
-        "aws:scheduler/schedule:Schedule",
-        "aws:sns/topic:Topic",
-        "aws:sns/topicPolicy:TopicPolicy",
-        "aws:sns/topicSubscription:TopicSubscription",
-        "aws:sqs/queuePolicy:QueuePolicy",
         "aws:s3/bucketPolicy:BucketPolicy",
         "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
         "aws:s3/bucketOwnershipControls:BucketOwnershipControls",
@@ -193,11 +188,10 @@ FREE_TYPES = frozenset(
 """Types with no charge of their own: compute, storage and requests are priced where they occur
 (a task definition's runs on its service or state machine, a launch template's instances on its
 Auto Scaling group, SNS alarm e-mails within the free tier)."""
-PRICED_TYPES = frozenset(
+PRICED_TYPES = orchestration.PRICED | frozenset(
     {
         VPC,
         SERVICE,
-        STATE_MACHINE,
         ASG,
         LOG_GROUP,
         EFS,
@@ -211,7 +205,6 @@ PRICED_TYPES = frozenset(
         "aws:ec2/vpcEndpoint:VpcEndpoint",
         "aws:kms/key:Key",
         "aws:secretsmanager/secret:Secret",
-        "aws:sqs/queue:Queue",
         "aws:wafv2/webAcl:WebAcl",
         "aws:cloudwatch/metricAlarm:MetricAlarm",
         "aws:cloudwatch/dashboard:Dashboard",
@@ -263,49 +256,6 @@ def _strategy(items: Any) -> list[Provider]:
             ),
         )
         for i in as_list(items)
-    ]
-
-
-# --- state machines ------------------------------------------------------------------------------
-
-
-def main_path_states(definition: Any) -> Iterator[str]:
-    """State names on the main path of an ASL definition: from StartAt through Next, Default
-    and Choices, into Parallel branches and Map iterators; not into Catch handlers (fallbacks)."""
-    for name, _ in _main_path(definition):
-        yield name
-
-
-def _main_path(definition: Any) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    if not isinstance(definition, Mapping):
-        return
-    states = definition.get("States")
-    if not isinstance(states, Mapping):
-        return
-    queue = [definition.get("StartAt")]
-    seen: set[str] = set()
-    while queue:
-        name = queue.pop(0)
-        if not isinstance(name, str) or name in seen or name not in states:
-            continue
-        seen.add(name)
-        state = states[name]
-        yield name, state
-        for branch in as_list(state.get("Branches")):
-            yield from _main_path(branch)
-        for key in ("Iterator", "ItemProcessor"):
-            if isinstance(state.get(key), Mapping):
-                yield from _main_path(state[key])
-        queue += [state.get("Next"), state.get("Default")]
-        queue += [get_path(c, "Next") for c in as_list(state.get("Choices"))]
-
-
-def _ecs_steps(definition: Any) -> list[tuple[str, Mapping[str, Any]]]:
-    """(state name, `Parameters`) of every ECS RunTask state on the main path."""
-    return [
-        (name, state.get("Parameters") or {})
-        for name, state in _main_path(definition)
-        if str(state.get("Resource", "")).startswith("arn:aws:states:::ecs:runTask")
     ]
 
 
@@ -485,37 +435,6 @@ class _Model:
 
     # -- training: state machines, their task runs, GPU instances
 
-    def runs_per_month(self, machine: Resource, machines: Sequence[Resource]) -> float:
-        arn = machine.outputs.get("arn")
-        targets = resources_of(self.plan, EVENT_TARGET)
-        linked_rules = {t.inputs.get("rule") for t in targets if t.inputs.get("arn") == arn}
-        runs = 0.0
-        for rule in resources_of(self.plan, EVENT_RULE):
-            rule_name = rule.outputs.get("name")
-            if (targets or len(machines) > 1) and rule_name not in linked_rules:
-                continue
-            runs += self.rule_runs(rule)
-        for schedule in resources_of(self.plan, SCHEDULER_SCHEDULE):
-            if len(machines) == 1 or get_path(schedule.inputs, "target.arn") == arn:
-                runs += fires_per_month(str(schedule.inputs.get("scheduleExpression", "")))
-        self.ledger.derive(
-            f"{machine.name}.runs_per_month",
-            runs,
-            "schedule fires a month plus the assumed image pushes and drift events",
-        )
-        return runs
-
-    def rule_runs(self, rule: Resource) -> float:
-        if rule.inputs.get("state") == "DISABLED":
-            return 0.0
-        if rule.inputs.get("scheduleExpression"):
-            return fires_per_month(str(rule.inputs["scheduleExpression"]))
-        pattern = json_document(rule.inputs.get("eventPattern")) or {}
-        sources = pattern.get("source") or []
-        if "aws.ecr" in (sources if isinstance(sources, list) else [sources]):
-            return self.ledger.assume("image_pushes_per_month")
-        return self.ledger.assume("drift_events_per_month")
-
     def training(self) -> None:
         machines = resources_of(self.plan, STATE_MACHINE)
         service_tds = {
@@ -525,19 +444,11 @@ class _Model:
         }
         for machine in machines:
             definition = json_document(machine.inputs.get("definition"))
-            runs = self.runs_per_month(machine, machines)
-            transitions = len(list(main_path_states(definition))) or 1
-            self.ledger.add(
-                machine,
-                "state transitions",
-                runs * transitions / 1000,
-                "sfn_thousand_transitions",
-                note=f"{runs:.1f} runs x {transitions} states on the main path (retries and "
-                "fallbacks not counted)",
-            )
+            runs = orchestration.runs_per_month(self.plan, self.ledger, machine, machines)
+            orchestration.state_transitions(self.ledger, machine, definition, runs)
             steps = [
                 (name, self.task_definition(p.get("TaskDefinition")), p)
-                for name, p in _ecs_steps(definition)
+                for name, p in orchestration.ecs_steps(definition)
             ]
             found = [(name, td, p) for name, td, p in steps if td is not None]
             if not found:
@@ -593,7 +504,9 @@ class _Model:
                     target, "scheduled tasks", "its task definition is not in the plan"
                 )
                 continue
-            runs = self.rule_runs(rule) * as_number(get_path(ecs, "taskCount"), 1.0)
+            runs = orchestration.rule_runs(self.ledger, rule) * as_number(
+                get_path(ecs, "taskCount"), 1.0
+            )
             hours = runs * self.ledger.assume("step_hours_per_run")
             strategy = _strategy(get_path(ecs, "capacityProviderStrategies"))
             if not strategy and get_path(ecs, "launchType"):
@@ -918,9 +831,7 @@ class _Model:
                 )
         for key in resources_of(self.plan, "aws:kms/key:Key"):
             self.ledger.add(key, "KMS customer managed key", 1, "kms_key_month")
-        for queue in resources_of(self.plan, "aws:sqs/queue:Queue"):
-            requests = self.ledger.assume("sqs_million_requests_per_month")
-            self.ledger.add(queue, "SQS requests", requests, "sqs_million_requests")
+        orchestration.queues(self.plan, self.ledger)
         for secret in resources_of(self.plan, "aws:secretsmanager/secret:Secret"):
             self.ledger.add(secret, "secret", 1, "secret_month")
         for acl in resources_of(self.plan, "aws:wafv2/webAcl:WebAcl"):
