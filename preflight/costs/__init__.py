@@ -27,22 +27,24 @@ resource type it cannot price is reported as unknown, never as $0.
 from __future__ import annotations
 
 import json
-from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from components.aws_facts import (
-    FARGATE,
-    FARGATE_PROVIDERS,
-    FARGATE_SPOT,
-    GPU_INSTANCES,
-    tasks_per_instance,
-)
 from components.documents.staging import COLLECT_TRAINING, STAGE_SERVING, STAGE_TRAINING
 from policy import checks
 from preflight import prices
-from preflight.costs import orchestration
+from preflight.costs import compute, ec2, orchestration
+from preflight.costs.compute import (
+    CLUSTER_PROVIDERS,
+    SCALING_TARGET,
+    SCHEDULED_ACTION,
+    SERVICE,
+    TASK_DEFINITION,
+    Provider,
+    TaskUsage,
+    split_tasks,
+)
 from preflight.costs.core import (
     COMPONENT_PREFIXES,
     MONTHS_PER_YEAR,
@@ -56,20 +58,14 @@ from preflight.costs.core import (
     resources_of,
     verdicts,
 )
+from preflight.costs.ec2 import ASG, LAUNCH_TEMPLATE, ebs_gb, instance_types
 from preflight.costs.orchestration import (
     EVENT_RULE,
-    EVENT_TARGET,
     STATE_MACHINE,
     main_path_states,
 )
-from preflight.costs.schedules import (
-    MINUTES_PER_YEAR,
-    REFERENCE_YEAR,
-    ScalingEvent,
-    scaled_spans,
-    schedule_fires,
-)
-from preflight.offline import ROOT, Plan, Resource
+from preflight.costs.schedules import schedule_fires
+from preflight.offline import ROOT, Plan
 
 __all__ = [
     "ASG",
@@ -115,15 +111,7 @@ layers it stores."""
 # --- resource types ------------------------------------------------------------------------------
 
 VPC = "awsx:ec2:Vpc"
-SERVICE = "aws:ecs/service:Service"
-TASK_DEFINITION = "aws:ecs/taskDefinition:TaskDefinition"
 CLUSTER = "aws:ecs/cluster:Cluster"
-CLUSTER_PROVIDERS = "aws:ecs/clusterCapacityProviders:ClusterCapacityProviders"
-SCALING_TARGET = "aws:appautoscaling/target:Target"
-SCHEDULED_ACTION = "aws:appautoscaling/scheduledAction:ScheduledAction"
-ASG = "aws:autoscaling/group:Group"
-CAPACITY_PROVIDER = "aws:ecs/capacityProvider:CapacityProvider"
-LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
 LOAD_BALANCERS = ("aws:lb/loadBalancer:LoadBalancer", "aws:alb/loadBalancer:LoadBalancer")
 LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
 EFS = "aws:efs/fileSystem:FileSystem"
@@ -132,131 +120,86 @@ ECR_REPOSITORY = "aws:ecr/repository:Repository"
 ECR_LIFECYCLE = "aws:ecr/lifecyclePolicy:LifecyclePolicy"
 BUCKETS = ("aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2")
 
-FREE_TYPES = orchestration.FREE | frozenset(
-    {
-        # No charge of their own (compute, storage and requests are priced where they happen).
-        "aws:iam/role:Role",
-        "aws:iam/policy:Policy",
-        "aws:iam/rolePolicy:RolePolicy",
-        "aws:iam/rolePolicyAttachment:RolePolicyAttachment",
-        "aws:iam/instanceProfile:InstanceProfile",
-        "aws:iam/serviceLinkedRole:ServiceLinkedRole",
-        "aws:ec2/securityGroup:SecurityGroup",
-        "aws:ec2/securityGroupRule:SecurityGroupRule",
-        "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule",
-        "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule",
-        "aws:ec2/launchTemplate:LaunchTemplate",
-        "aws:ec2/subnet:Subnet",
-        "aws:ec2/routeTable:RouteTable",
-        "aws:ec2/route:Route",
-        "aws:ec2/routeTableAssociation:RouteTableAssociation",
-        "aws:ec2/internetGateway:InternetGateway",
-        "aws:ec2/vpc:Vpc",
-        "aws:efs/mountTarget:MountTarget",
-        "aws:efs/accessPoint:AccessPoint",
-        "aws:efs/fileSystemPolicy:FileSystemPolicy",
-        "aws:ecr/lifecyclePolicy:LifecyclePolicy",
-        "aws:ecr/repositoryPolicy:RepositoryPolicy",
-        "aws:ecs/taskDefinition:TaskDefinition",
-        "aws:ecs/capacityProvider:CapacityProvider",
-        "aws:ecs/clusterCapacityProviders:ClusterCapacityProviders",
-        "aws:lb/targetGroup:TargetGroup",
-        "aws:lb/listener:Listener",
-        "aws:lb/listenerRule:ListenerRule",
-        "aws:lb/listenerCertificate:ListenerCertificate",
-        "aws:appautoscaling/target:Target",
-        "aws:appautoscaling/policy:Policy",
-        "aws:appautoscaling/scheduledAction:ScheduledAction",
-        "aws:cloudwatch/logStream:LogStream",
-        "aws:s3/bucketPolicy:BucketPolicy",
-        "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
-        "aws:s3/bucketOwnershipControls:BucketOwnershipControls",
-        "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
-        "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration",
-        "aws:s3/bucketVersioning:BucketVersioning",
-        "aws:wafv2/webAclAssociation:WebAclAssociation",
-        "aws:kms/alias:Alias",
-        "docker:index/image:Image",
-        # Public ACM certificates are free; Route 53 bills the hosted zone (not declared here:
-        # it exists before the stack) and queries, and alias queries to an ELB are free.
-        "aws:acm/certificate:Certificate",
-        "aws:acm/certificateValidation:CertificateValidation",
-        "aws:route53/record:Record",
-        "aws:iam/openIdConnectProvider:OpenIdConnectProvider",
-    }
+FREE_TYPES = (
+    orchestration.FREE
+    | compute.FREE
+    | ec2.FREE
+    | frozenset(
+        {
+            # No charge of their own (compute, storage and requests are priced where they happen).
+            "aws:iam/role:Role",
+            "aws:iam/policy:Policy",
+            "aws:iam/rolePolicy:RolePolicy",
+            "aws:iam/rolePolicyAttachment:RolePolicyAttachment",
+            "aws:iam/instanceProfile:InstanceProfile",
+            "aws:iam/serviceLinkedRole:ServiceLinkedRole",
+            "aws:ec2/securityGroup:SecurityGroup",
+            "aws:ec2/securityGroupRule:SecurityGroupRule",
+            "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule",
+            "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule",
+            "aws:ec2/subnet:Subnet",
+            "aws:ec2/routeTable:RouteTable",
+            "aws:ec2/route:Route",
+            "aws:ec2/routeTableAssociation:RouteTableAssociation",
+            "aws:ec2/internetGateway:InternetGateway",
+            "aws:ec2/vpc:Vpc",
+            "aws:efs/mountTarget:MountTarget",
+            "aws:efs/accessPoint:AccessPoint",
+            "aws:efs/fileSystemPolicy:FileSystemPolicy",
+            "aws:ecr/lifecyclePolicy:LifecyclePolicy",
+            "aws:ecr/repositoryPolicy:RepositoryPolicy",
+            "aws:lb/targetGroup:TargetGroup",
+            "aws:lb/listener:Listener",
+            "aws:lb/listenerRule:ListenerRule",
+            "aws:lb/listenerCertificate:ListenerCertificate",
+            "aws:cloudwatch/logStream:LogStream",
+            "aws:s3/bucketPolicy:BucketPolicy",
+            "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
+            "aws:s3/bucketOwnershipControls:BucketOwnershipControls",
+            "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+            "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration",
+            "aws:s3/bucketVersioning:BucketVersioning",
+            "aws:wafv2/webAclAssociation:WebAclAssociation",
+            "aws:kms/alias:Alias",
+            "docker:index/image:Image",
+            # Public ACM certificates are free; Route 53 bills the hosted zone (not declared here:
+            # it exists before the stack) and queries, and alias queries to an ELB are free.
+            "aws:acm/certificate:Certificate",
+            "aws:acm/certificateValidation:CertificateValidation",
+            "aws:route53/record:Record",
+            "aws:iam/openIdConnectProvider:OpenIdConnectProvider",
+        }
+    )
 )
 """Types with no charge of their own: compute, storage and requests are priced where they occur
 (a task definition's runs on its service or state machine, a launch template's instances on its
 Auto Scaling group, SNS alarm e-mails within the free tier)."""
-PRICED_TYPES = orchestration.PRICED | frozenset(
-    {
-        VPC,
-        SERVICE,
-        ASG,
-        LOG_GROUP,
-        EFS,
-        EFS_BACKUP,
-        ECR_REPOSITORY,
-        CLUSTER,
-        *LOAD_BALANCERS,
-        *BUCKETS,
-        "aws:ec2/natGateway:NatGateway",
-        "aws:ec2/eip:Eip",
-        "aws:ec2/vpcEndpoint:VpcEndpoint",
-        "aws:kms/key:Key",
-        "aws:secretsmanager/secret:Secret",
-        "aws:wafv2/webAcl:WebAcl",
-        "aws:cloudwatch/metricAlarm:MetricAlarm",
-        "aws:cloudwatch/dashboard:Dashboard",
-    }
+PRICED_TYPES = (
+    orchestration.PRICED
+    | compute.PRICED
+    | ec2.PRICED
+    | frozenset(
+        {
+            VPC,
+            LOG_GROUP,
+            EFS,
+            EFS_BACKUP,
+            ECR_REPOSITORY,
+            CLUSTER,
+            *LOAD_BALANCERS,
+            *BUCKETS,
+            "aws:ec2/natGateway:NatGateway",
+            "aws:ec2/eip:Eip",
+            "aws:ec2/vpcEndpoint:VpcEndpoint",
+            "aws:kms/key:Key",
+            "aws:secretsmanager/secret:Secret",
+            "aws:wafv2/webAcl:WebAcl",
+            "aws:cloudwatch/metricAlarm:MetricAlarm",
+            "aws:cloudwatch/dashboard:Dashboard",
+        }
+    )
 )
 """Types the model prices: a resource of one with no line (a VPC without NAT) costs nothing."""
-
-
-# --- capacity ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Provider:
-    name: str
-    base: float
-    weight: float
-
-
-def split_tasks(count: float, strategy: Sequence[Provider]) -> dict[str, float]:
-    """Expected tasks per capacity provider for `count` running tasks (ECS: base first, then
-    the rest in proportion to the weights)."""
-    if not strategy:
-        return {FARGATE: count}
-    split = dict.fromkeys((p.name for p in strategy), 0.0)
-    left = count
-    for provider in strategy:
-        taken = min(left, provider.base)
-        split[provider.name] += taken
-        left -= taken
-    total_weight = sum(p.weight for p in strategy)
-    for provider in strategy:
-        if total_weight:
-            split[provider.name] += left * provider.weight / total_weight
-    return split
-
-
-def _strategy(items: Any) -> list[Provider]:
-    return [
-        Provider(
-            str(get_path(i, "capacityProvider") or get_path(i, "CapacityProvider")),
-            as_number(
-                get_path(i, "base") if get_path(i, "base") is not None else get_path(i, "Base")
-            ),
-            as_number(
-                get_path(i, "weight")
-                if get_path(i, "weight") is not None
-                else get_path(i, "Weight"),
-                1.0,
-            ),
-        )
-        for i in as_list(items)
-    ]
 
 
 # --- the estimate --------------------------------------------------------------------------------
@@ -273,355 +216,7 @@ carry no container-hours. `dependsOn` alone cannot tell them from the workload's
 class _Model:
     plan: Plan
     ledger: Ledger
-    task_hours: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-    """Task definition URN -> expected task-hours a month (feeds the log estimate)."""
-    ec2_hours: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-    """EC2 capacity provider -> expected task-hours a month on it (feeds its instances)."""
-    ec2_runs: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-    """EC2 capacity provider -> expected training runs a month that start an instance."""
-    ec2_services: dict[str, Resource] = field(default_factory=dict)
-    """EC2 capacity provider -> the task definition a service keeps running on it."""
-    serving_fraction: dict[str, float] = field(default_factory=dict)
-    """Service name -> share of the month it runs at least one task (feeds ALB LCUs)."""
-
-    # -- lookups
-
-    def _props(self, resource: Resource) -> dict[str, Any]:
-        return {**resource.inputs, **resource.outputs}
-
-    def task_definition(self, reference: Any) -> Resource | None:
-        if not isinstance(reference, str) or not reference:
-            return None
-        for td in resources_of(self.plan, TASK_DEFINITION):
-            props = self._props(td)
-            family = props.get("family")
-            candidates = {props.get("arn"), props.get("arnWithoutRevision"), family}
-            if reference in candidates or (family and reference.startswith(f"{family}:")):
-                return td
-        return None
-
-    def cluster_default_strategy(self) -> list[Provider]:
-        for providers in resources_of(self.plan, CLUSTER_PROVIDERS):
-            strategy = _strategy(providers.inputs.get("defaultCapacityProviderStrategies"))
-            if strategy:
-                return strategy
-        return []
-
-    @staticmethod
-    def task_size(td: Resource) -> tuple[float, float]:
-        """(vCPU, GB) of a task definition: task-level values, else the containers' sum."""
-        cpu, memory = as_number(td.inputs.get("cpu")), as_number(td.inputs.get("memory"))
-        containers = checks.containers(td.inputs)
-        if not cpu:
-            cpu = sum(as_number(c.get("cpu")) for c in containers)
-        if not memory:
-            memory = sum(
-                as_number(c.get("memory") or c.get("memoryReservation")) for c in containers
-            )
-        return cpu / 1024, memory / 1024
-
-    def fargate(self, resource: Resource, td: Resource, hours: dict[str, float], what: str) -> None:
-        """Fargate lines for expected task-hours per capacity provider."""
-        vcpu, gb = self.task_size(td)
-        size = f"{vcpu:g} vCPU / {gb:g} GB"
-        for provider, task_hours in sorted(hours.items()):
-            if task_hours <= 0:
-                continue
-            if provider == FARGATE:
-                self.ledger.add(
-                    resource, f"{what}: Fargate vCPU", task_hours * vcpu, "fargate_vcpu_hour"
-                )
-                self.ledger.add(
-                    resource, f"{what}: Fargate memory", task_hours * gb, "fargate_gb_hour"
-                )
-            elif provider == FARGATE_SPOT:
-                factor = 1 - self.ledger.assume("fargate_spot_discount")
-                note = f"{task_hours:.1f} task-hours of {size}"
-                self.ledger.add(
-                    resource,
-                    f"{what}: Fargate Spot vCPU",
-                    task_hours * vcpu,
-                    "fargate_vcpu_hour",
-                    factor,
-                    note,
-                )
-                self.ledger.add(
-                    resource,
-                    f"{what}: Fargate Spot memory",
-                    task_hours * gb,
-                    "fargate_gb_hour",
-                    factor,
-                    note,
-                )
-            else:
-                self.ec2_hours[provider] += task_hours
-
-    # -- inference services
-
-    def services(self) -> None:
-        for service in resources_of(self.plan, SERVICE):
-            td = self.task_definition(service.inputs.get("taskDefinition"))
-            if td is None:
-                self.ledger.unknown(service, "tasks", "its task definition is not in the plan")
-                continue
-            strategy = _strategy(service.inputs.get("capacityProviderStrategies"))
-            if not strategy and service.inputs.get("launchType") in (None, ""):
-                strategy = self.cluster_default_strategy()
-            elif not strategy:
-                strategy = [Provider(str(service.inputs["launchType"]), 0, 1)]
-            hours, average, note, up = self.service_hours(service, strategy)
-            self.serving_fraction[service.name] = up
-            self.ledger.derive(f"{service.name}.tasks_running_average", average, note)
-            self.task_hours[td.urn] += sum(hours.values())
-            self.fargate(service, td, hours, "tasks")
-            for provider in hours:
-                if provider not in FARGATE_PROVIDERS:
-                    self.ec2_services[provider] = td
-            if get_path(service.inputs, "networkConfiguration.assignPublicIp") is True:
-                self.ledger.add(
-                    service,
-                    "public IPv4 per running task",
-                    sum(hours.values()),
-                    "public_ipv4_hour",
-                    note="tasks in public subnets (no NAT) each hold a public address",
-                )
-
-    def service_hours(
-        self, service: Resource, strategy: Sequence[Provider]
-    ) -> tuple[dict[str, float], float, str, float]:
-        """Expected task-hours a month per capacity provider, from desiredCount, the scaling
-        target's min..max and the scheduled actions that move them; the average task count; a
-        note; and the share of the time at least one task runs."""
-        desired = as_number(service.inputs.get("desiredCount"), 1)
-        name = str(service.outputs.get("name") or service.name)
-        target = next(
-            (
-                t
-                for t in resources_of(self.plan, SCALING_TARGET)
-                if str(t.inputs.get("resourceId", "")).endswith(f"/{name}")
-            ),
-            None,
-        )
-        low = as_number(target.inputs.get("minCapacity"), desired) if target else desired
-        high = as_number(target.inputs.get("maxCapacity"), desired) if target else desired
-        events: list[ScalingEvent] = []
-        actions = [
-            a
-            for a in resources_of(self.plan, SCHEDULED_ACTION)
-            if target is not None and a.inputs.get("resourceId") == target.inputs.get("resourceId")
-        ]
-        for action in actions:
-            new_low = get_path(action.inputs, "scalableTargetAction.minCapacity")
-            new_high = get_path(action.inputs, "scalableTargetAction.maxCapacity")
-            for minute in schedule_fires(str(action.inputs.get("schedule", ""))):
-                events.append((minute, new_low, new_high))
-        per_provider: dict[str, float] = defaultdict(float)
-        task_minutes = 0.0
-        up_minutes = 0.0
-        for running, minutes in scaled_spans(desired, low, high, events):
-            for provider, tasks in split_tasks(running, strategy).items():
-                per_provider[provider] += tasks * minutes
-            task_minutes += running * minutes
-            up_minutes += minutes if running > 0 else 0
-        average = task_minutes / MINUTES_PER_YEAR
-        month = {p: m / 60 / MONTHS_PER_YEAR for p, m in per_provider.items()}
-        note = (
-            f"desiredCount {desired:g} clamped to the scaling range, moved by "
-            f"{len(actions)} scheduled action(s) over {REFERENCE_YEAR} (their time zone, DST "
-            f"ignored): {average * prices.HOURS_PER_MONTH:.1f} task-hours a month; "
-            "load-driven scale-out above that is not priced"
-        )
-        return month, average, note, up_minutes / MINUTES_PER_YEAR
-
-    # -- training: state machines, their task runs, GPU instances
-
-    def training(self) -> None:
-        machines = resources_of(self.plan, STATE_MACHINE)
-        service_tds = {
-            td.urn
-            for s in resources_of(self.plan, SERVICE)
-            if (td := self.task_definition(s.inputs.get("taskDefinition")))
-        }
-        for machine in machines:
-            definition = json_document(machine.inputs.get("definition"))
-            runs = orchestration.runs_per_month(self.plan, self.ledger, machine, machines)
-            orchestration.state_transitions(self.ledger, machine, definition, runs)
-            steps = [
-                (name, self.task_definition(p.get("TaskDefinition")), p)
-                for name, p in orchestration.ecs_steps(definition)
-            ]
-            found = [(name, td, p) for name, td, p in steps if td is not None]
-            if not found:
-                # The definition names its tasks dynamically: every task definition no service
-                # runs is taken to run once per execution.
-                found = [
-                    (td.name.rsplit("-", 1)[-1], td, {})
-                    for td in resources_of(self.plan, TASK_DEFINITION)
-                    if td.urn not in service_tds
-                ]
-            for step, td, parameters in found:
-                self.training_step(step, td, parameters, runs)
-
-    def training_step(
-        self, step: str, td: Resource, parameters: Mapping[str, Any], runs: float
-    ) -> None:
-        # The step's name says what it does (Validate, Train, Gate); only training runs long.
-        key = "train_hours_per_run" if "train" in step.lower() else "step_hours_per_run"
-        hours = runs * self.ledger.assume(key)
-        strategy = _strategy(parameters.get("CapacityProviderStrategy"))
-        if not strategy and parameters.get("LaunchType"):
-            strategy = [Provider(str(parameters["LaunchType"]), 0, 1)]
-        if not strategy:
-            compatibilities = as_list(td.inputs.get("requiresCompatibilities"))
-            strategy = (
-                [Provider("EC2", 0, 1)]
-                if compatibilities == ["EC2"]
-                else self.cluster_default_strategy()
-            )
-        split = split_tasks(1, strategy)
-        self.task_hours[td.urn] += hours
-        # Runs on an EC2 capacity provider each start (and later drain) an instance.
-        for provider, share in split.items():
-            if provider not in FARGATE_PROVIDERS:
-                self.ec2_runs[provider] += runs * share
-        per_provider = {p: hours * share for p, share in split.items()}
-        self.fargate(
-            td, td, per_provider, f"{runs:.1f} runs x {self.ledger.assumptions[key]['value']} h"
-        )
-
-    # -- scheduled tasks: EventBridge rules that run an ECS task directly (the ingest task)
-
-    def scheduled_tasks(self) -> None:
-        rules = {rule.outputs.get("name"): rule for rule in resources_of(self.plan, EVENT_RULE)}
-        for target in resources_of(self.plan, EVENT_TARGET):
-            ecs = target.inputs.get("ecsTarget")
-            rule = rules.get(target.inputs.get("rule"))
-            if not ecs or rule is None:
-                continue
-            td = self.task_definition(get_path(ecs, "taskDefinitionArn"))
-            if td is None:
-                self.ledger.unknown(
-                    target, "scheduled tasks", "its task definition is not in the plan"
-                )
-                continue
-            runs = orchestration.rule_runs(self.ledger, rule) * as_number(
-                get_path(ecs, "taskCount"), 1.0
-            )
-            hours = runs * self.ledger.assume("step_hours_per_run")
-            strategy = _strategy(get_path(ecs, "capacityProviderStrategies"))
-            if not strategy and get_path(ecs, "launchType"):
-                strategy = [Provider(str(get_path(ecs, "launchType")), 0, 1)]
-            split = split_tasks(1, strategy or self.cluster_default_strategy())
-            self.task_hours[td.urn] += hours
-            per_provider = {p: hours * share for p, share in split.items()}
-            step_hours = self.ledger.assumptions["step_hours_per_run"]["value"]
-            note = f"{runs:.1f} scheduled runs x {step_hours} h"
-            self.fargate(td, td, per_provider, note)
-
-    def providers_of(self, group: Resource) -> set[str]:
-        """Names of the ECS capacity providers over an Auto Scaling group."""
-        arn = group.outputs.get("arn")
-        return {
-            str(provider.outputs.get("name") or provider.name)
-            for provider in resources_of(self.plan, CAPACITY_PROVIDER)
-            if arn
-            and get_path(provider.inputs, "autoScalingGroupProvider.autoScalingGroupArn") == arn
-        }
-
-    def auto_scaling_groups(self) -> None:
-        groups = resources_of(self.plan, ASG)
-        demand = {group.urn: self.providers_of(group) for group in groups}
-        known = set().union(*demand.values()) if demand else set()
-        # Tasks on EC2 the plan cannot tie to a group (a bare EC2 launch type) go to the first
-        # group that scales from zero, as a training group does.
-        orphans = {p for p in [*self.ec2_hours, *self.ec2_runs] if p not in known}
-        from_zero = [g for g in groups if not as_number(g.inputs.get("minSize"))] or groups
-        if orphans and from_zero:
-            demand[from_zero[0].urn] = demand[from_zero[0].urn] | orphans
-        for group in groups:
-            self.auto_scaling_group(group, demand[group.urn])
-
-    def auto_scaling_group(self, group: Resource, providers: set[str]) -> None:
-        types = instance_types(group.inputs)
-        template = self.launch_template(group)
-        if not types and template is not None:
-            types = [str(template.inputs.get("instanceType"))]
-        instance = types[0] if types else ""
-        minimum = as_number(group.inputs.get("minSize"))
-        task_hours = sum(self.ec2_hours.get(p, 0.0) for p in providers)
-        runs = sum(self.ec2_runs.get(p, 0.0) for p in providers)
-        served = [self.ec2_services[p] for p in providers if p in self.ec2_services]
-        hours = minimum * prices.HOURS_PER_MONTH
-        note = f"minSize {minimum:g}: always on"
-        if served:
-            per = tasks_per_instance_of(served[0], instance)
-            burst = self.ledger.assume("gpu_serving_burst_instances")
-            hours = max(hours, task_hours / per) + burst * prices.HOURS_PER_MONTH
-            note = (
-                f"the larger of minSize {minimum:g} always on (the warm minimum) and "
-                f"{task_hours:.1f} service task-hours at {per:g} task(s) per {instance}, plus "
-                f"{burst:g} instance(s) of load-driven scale-out on average"
-            )
-        elif task_hours or runs:
-            overhead = self.ledger.assume("gpu_instance_overhead_hours_per_run")
-            hours += task_hours + runs * overhead
-            note = (
-                f"minSize {minimum:g}: only the expected training hours "
-                f"({task_hours:.1f} task-hours + {overhead} h boot and scale-in per run)"
-            )
-        if hours <= 0:
-            return
-        price = prices.EC2_ON_DEMAND_HOUR.get(instance)
-        if price is None:
-            self.ledger.unknown(group, f"EC2 {instance or '?'} instance-hours", "no price")
-        else:
-            on_demand, spot = purchase_split(group.inputs, hours)
-            first = f"first of {', '.join(types)}"
-            if on_demand:
-                self.ledger.lines.append(
-                    CostLine(
-                        group.name,
-                        group.type,
-                        f"EC2 {instance} on-demand ({first})",
-                        on_demand,
-                        "instance-hour",
-                        price,
-                        on_demand * price,
-                        note,
-                    )
-                )
-            if spot:
-                discount = self.ledger.assume("ec2_spot_discount")
-                base = as_number(
-                    get_path(
-                        group.inputs,
-                        "mixedInstancesPolicy.instancesDistribution.onDemandBaseCapacity",
-                    )
-                )
-                self.ledger.lines.append(
-                    CostLine(
-                        group.name,
-                        group.type,
-                        f"EC2 {instance} Spot above the on-demand base of {base:g} ({first})",
-                        spot,
-                        "instance-hour",
-                        round(price * (1 - discount), 6),
-                        spot * price * (1 - discount),
-                        note,
-                    )
-                )
-        if template is not None and ebs_gb(template.inputs):
-            gb_months = ebs_gb(template.inputs) * hours / prices.HOURS_PER_MONTH
-            self.ledger.add(group, "EBS gp3 root volumes", gb_months, "ebs_gp3_gb_month")
-
-    def launch_template(self, group: Resource) -> Resource | None:
-        spec = group.inputs.get("launchTemplate") or get_path(
-            group.inputs, "mixedInstancesPolicy.launchTemplate.launchTemplateSpecification"
-        )
-        ident = get_path(spec, "id") or get_path(spec, "launchTemplateId")
-        templates = resources_of(self.plan, LAUNCH_TEMPLATE)
-        found = [t for t in templates if t.id == ident]
-        return found[0] if found else (templates[0] if len(templates) == 1 else None)
+    usage: TaskUsage = field(default_factory=TaskUsage)
 
     # -- everything else, resource by resource
 
@@ -674,7 +269,7 @@ class _Model:
             lcus = self.ledger.assume("alb_lcus")
             # LCUs are billed for traffic processed: a service scaled to zero (dev at night and
             # at weekends) serves none. With no service in the plan, the whole month counts.
-            serving = max(self.serving_fraction.values(), default=1.0)
+            serving = max(self.usage.serving_fraction.values(), default=1.0)
             self.ledger.add(
                 lb,
                 "ALB LCUs",
@@ -708,7 +303,7 @@ class _Model:
                     if container.get("name") in SHORT_CONTAINERS:
                         staged = True  # seconds per task: a few lines, priced at none
                     else:
-                        container_hours += self.task_hours.get(td.urn, 0.0)
+                        container_hours += self.usage.task_hours.get(td.urn, 0.0)
             if used:
                 ingest = container_hours * self.ledger.assume("log_gb_per_container_hour")
                 note = f"{container_hours:.1f} container-hours a month"
@@ -849,50 +444,6 @@ class _Model:
             )
 
 
-def purchase_split(inputs: Mapping[str, Any], hours: float) -> tuple[float, float]:
-    """(on-demand, Spot) instance-hours of a group running `hours` a month: the first
-    `onDemandBaseCapacity` instances on-demand, `onDemandPercentageAboveBaseCapacity` percent of
-    the rest (EC2 Auto Scaling "instances distribution"); no mixed policy: all on-demand."""
-    distribution = get_path(inputs, "mixedInstancesPolicy.instancesDistribution")
-    if not isinstance(distribution, Mapping):
-        return hours, 0.0
-    instances = hours / prices.HOURS_PER_MONTH
-    base = as_number(distribution.get("onDemandBaseCapacity"))
-    percent = as_number(distribution.get("onDemandPercentageAboveBaseCapacity"), 100.0)
-    on_demand = min(instances, base) + max(instances - base, 0.0) * percent / 100
-    return on_demand * prices.HOURS_PER_MONTH, (instances - on_demand) * prices.HOURS_PER_MONTH
-
-
-def tasks_per_instance_of(td: Resource, instance: str) -> float:
-    """How many tasks of this definition one instance of the type holds (the program's own
-    placement arithmetic, `components.aws_facts.tasks_per_instance`); 1 for a type it lacks."""
-    if instance not in GPU_INSTANCES:
-        return 1.0
-    containers = checks.containers(td.inputs)
-    gpus = sum(
-        as_number(get_path(r, "value"))
-        for c in containers
-        for r in as_list(c.get("resourceRequirements"))
-        if get_path(r, "type") == "GPU"
-    )
-    vcpu, gb = _Model.task_size(td)
-    fits, _ = tasks_per_instance(
-        instance, int(gpus) or 1, max(int(vcpu * 1024), 1), max(int(gb * 1024), 1)
-    )
-    return float(max(fits, 1))
-
-
-def instance_types(inputs: Mapping[str, Any]) -> list[str]:
-    overrides = as_list(get_path(inputs, "mixedInstancesPolicy.launchTemplate.overrides"))
-    return [str(get_path(o, "instanceType")) for o in overrides if get_path(o, "instanceType")]
-
-
-def ebs_gb(inputs: Mapping[str, Any]) -> float:
-    return sum(
-        as_number(get_path(m, "ebs.volumeSize")) for m in as_list(inputs.get("blockDeviceMappings"))
-    )
-
-
 def kept_images(inputs: Mapping[str, Any]) -> list[tuple[str, int]]:
     """(tag prefix, images kept) for every count-based rule of an ECR lifecycle policy."""
     document = json_document(inputs.get("policy")) or {}
@@ -950,10 +501,8 @@ def estimate_cost(plan: Plan, overrides: Mapping[str, float] | None = None) -> E
     model = _Model(plan, Ledger(dict(overrides or {})))
     model.ledger.assume("fargate_spot_discount")  # always stated: it decides what Spot is worth
     model.network()
-    model.services()
-    model.training()
-    model.scheduled_tasks()
-    model.auto_scaling_groups()
+    model.usage = compute.tasks(plan, model.ledger)
+    ec2.auto_scaling_groups(plan, model.ledger, model.usage)
     model.load_balancers()
     model.log_groups()
     model.storage()
