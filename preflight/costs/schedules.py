@@ -2,10 +2,9 @@
 schedule expressions fire over a reference year, and what a service's scaling range is between
 its scheduled actions.
 
-Expressions as AWS reads them: `cron(minutes hours day-of-month month day-of-week year)` with
-exactly one of the day fields `?` (EventBridge User Guide, "Schedule expressions"; Application
-Auto Scaling User Guide, "Scheduled scaling"), and `rate(N unit)`. Prices nothing itself: the
-families turn fires into runs and spans into task-hours.
+Expressions as EventBridge and Application Auto Scaling read them: `cron(minutes hours
+day-of-month month day-of-week year)`, exactly one of the two day fields `?`, and `rate(N unit)`.
+Prices nothing itself: the families turn fires into runs and spans into task-hours.
 """
 
 from __future__ import annotations
