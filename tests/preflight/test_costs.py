@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from preflight import costs, prices
-from preflight.costs import CostLine, Provider, estimate_cost, schedule_fires, split_tasks
+from preflight import prices
+from preflight.costs import CostLine, Provider, estimate_cost, schedule_fires, split_tasks, storage
 from preflight.offline import Plan, Resource, run_stack
 from preflight.plan import Report, render
 
@@ -181,7 +181,7 @@ def test_a_missing_or_malformed_size_file_is_a_clear_error(
     path = tmp_path / "image.json"
     if content is not None:
         path.write_text(content)
-    monkeypatch.setattr(costs, "IMAGE_SIZES", path)
+    monkeypatch.setattr(storage, "IMAGE_SIZES", path)
     with pytest.raises(ValueError, match=re.escape(message)):
         estimate_cost(dev_plan)
 
