@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.load import machine
+from components.image_repo import ship_contract
 from preflight import base_image
 from preflight.offline import ROOT, run_stack
 from preflight.run_local import (
@@ -95,6 +96,7 @@ def uncompressed_size(tag: str) -> int:
 def build_figures(flavour: str, base: str) -> dict[str, Any]:
     tag = f"mlops-bench:{flavour}"
     context = ROOT / "app"
+    ship_contract(context)  # the copy below carries it too
     log(f"{flavour}: cold build (--no-cache)")
     cold = timed_build(context, flavour, base, tag, no_cache=True)
     log(f"{flavour}: cold {cold} s; cached build")

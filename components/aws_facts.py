@@ -1,7 +1,7 @@
 """AWS facts the program checks config against and prices by: Fargate's capacity providers and task
 sizes, CloudWatch Logs retention values, EFS transition days, GPU instance facts.
 
-Plain data with their sources; no Pulumi, no config parser, so the cost model (preflight/costs.py)
+Plain data with their sources; no Pulumi, no config parser, so the cost model (preflight/costs/)
 imports them alone."""
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from components.image_repo import ship_contract
 from preflight.run_local import StackView, build_image
 from tests.app.helpers import predict_body
 from tests.containers.test_byoc_sample import docker, platform_run, volume, wait_for_ping
@@ -25,6 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def images(base: str, views: dict[str, StackView]) -> Iterator[tuple[str, str]]:
     platform = f"mlops-platform-test:{secrets.token_hex(4)}"
+    ship_contract(REPO / "platform")
     docker("build", "-q", "--build-arg", f"BASE_IMAGE={base}", "-t", platform,
            str(REPO / "platform"))
     yield platform, build_image(views["dev"], "cpu", base)
