@@ -15,8 +15,9 @@ promotes only a candidate that
 4. loads: its model file matches the sha256 and size `train` recorded, and loads and predicts
    in a child process (`app.model_check`; the single call site `_check_servable`).
 
-Promotion is a compare-and-swap under an exclusive lock on `models/.gate.lock`: two overlapping
-gates (or a gate and a `promote`) run one after the other, and CURRENT changes only if it still
+Promotion is a compare-and-swap under the store's gate lock (`mlops_contract.gate_lock`, the one
+the platform's gate takes too): two overlapping gates (or a gate and a `promote`) run one after
+the other, and CURRENT changes only if it still
 names the run the decision compared against. Not promoting is a normal outcome (exit 0); the
 reason, naming the folds and the numbers, is in `models/<run_id>/decision.json`.
 
@@ -29,12 +30,9 @@ or does not load and predict in a child process (`app.model_check`).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import sys
-import threading
-from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -46,34 +44,17 @@ from app.cli import command_settings, open_store
 from app.lineage import file_sha256
 from app.model import METRICS_FILE, ModelLoadError, read_series
 from app.model_check import check_run, record_probe
-from app.store import DamagedFileError, Store, check_run_id
+from app.store import DamagedFileError, Store
+from mlops_contract import DECISION_FILE, check_run_id, gate_lock
 
 log = logging.getLogger(__name__)
 
 COVERAGE_TOLERANCE = 5.0
 """Largest allowed gap, in percentage points, between backtest coverage and a nominal level."""
-LOCK_NAME = ".gate.lock"
-_IN_PROCESS = threading.Lock()
-"""POSIX locks belong to the process: threads of one process queue here first."""
 
 
 class GateError(Exception):
     """The gate cannot decide (no such run, unreadable metrics, changed dataset)."""
-
-
-@contextlib.contextmanager
-def gate_lock(store: Store) -> Iterator[None]:
-    """Hold the store's exclusive gate lock (POSIX `lockf`, which EFS honours) while inside."""
-    store.models_dir.mkdir(parents=True, exist_ok=True)
-    with _IN_PROCESS:
-        fd = os.open(store.models_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            with contextlib.suppress(OSError):
-                fcntl.lockf(fd, fcntl.LOCK_UN)
-            os.close(fd)
 
 
 def _metrics(store: Store, run_id: str) -> dict[str, Any] | None:
@@ -274,7 +255,7 @@ def decide(store: Store, run_id: str, margin: float, slack: float = 1.0) -> dict
     metrics = store.read_json(metrics_path)
     if "backtest" not in metrics:
         raise GateError(f"run {run_id} has no backtest in {metrics_path} (trained by older code)")
-    with gate_lock(store):
+    with gate_lock(store.models_dir):
         previous = _current_or_refuse(store)
         promoted, reason, figures = _judge(store, run_id, metrics, previous, margin, slack)
         swap = promoted and previous != run_id
@@ -294,7 +275,7 @@ def decide(store: Store, run_id: str, margin: float, slack: float = 1.0) -> dict
         }
         # decision.json before CURRENT: a kill in between leaves a checked run recorded as
         # promoted (a fallback servers may use), never a CURRENT with no decision behind it.
-        decision_path = store.run_dir(run_id) / "decision.json"
+        decision_path = store.run_dir(run_id) / DECISION_FILE
         store.write_json(decision_path, decision)
         crash_point("gate:decided")
         if swap:
@@ -320,7 +301,7 @@ def promote(store: Store, run_id: str) -> dict[str, Any]:
             f"unknown run {run_id!r}: {store.run_dir(run_id)} does not exist (runs: {known})"
         )
     _check_servable(store, run_id)
-    with gate_lock(store):
+    with gate_lock(store.models_dir):
         try:
             previous = store.current_run_id()
         except DamagedFileError as exc:
@@ -334,7 +315,7 @@ def promote(store: Store, run_id: str) -> dict[str, Any]:
         "decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "previous": previous,
     }
-    store.write_json(store.run_dir(run_id) / "decision.json", decision)
+    store.write_json(store.run_dir(run_id) / DECISION_FILE, decision)
     return decision
 
 

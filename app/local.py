@@ -31,8 +31,8 @@ from pathlib import Path
 
 from app._procs import PARENT_ENV, Child, LinePrinter, stop_all
 from app.replay import LocalReplay, ReplayError, add_replay_arguments
-from app.settings import new_run_id
 from app.store import DamagedFileError, Store
+from mlops_contract import new_run_id
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 """The directory holding the `app` package, put on the children's PYTHONPATH."""

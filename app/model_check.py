@@ -178,9 +178,9 @@ def check_run(run_dir: Path, timeout: float = PROBE_TIMEOUT_SECONDS) -> dict[str
 
 def record_probe(run_dir: Path, verified: dict[str, Any]) -> None:
     """Write `probe.json` (atomically) from what `check_run` returned."""
-    from app.store import atomic_write_bytes
+    from app.store import write_file
 
-    atomic_write_bytes(Path(run_dir) / PROBE_FILE, json.dumps(verified, indent=1).encode())
+    write_file(Path(run_dir) / PROBE_FILE, json.dumps(verified, indent=1).encode())
 
 
 def _proven(run_dir: Path) -> bool:

@@ -57,8 +57,8 @@ from app.forecast import HISTORY_NAME, LATEST_NAME, forecast_dates
 from app.lineage import file_sha256
 from app.model import SEASON, Forecaster, ModelLoadError, fill_gaps, read_series
 from app.series import from_metrics
-from app.settings import new_run_id
 from app.store import Store
+from mlops_contract import new_run_id
 
 log = logging.getLogger(__name__)
 

@@ -37,8 +37,8 @@ from app.ingest import NOAA_SOURCE_NAME, IngestError, ingest, noaa_weekly_text, 
 from app.model import read_series
 from app.monitor import MonitorSettings, check, record_signal
 from app.series import load as load_series
-from app.settings import new_run_id
 from app.store import SHIPPED_DATASET, Store
+from mlops_contract import new_run_id
 
 log = logging.getLogger(__name__)
 

@@ -20,14 +20,14 @@ from pathlib import Path
 import orjson
 
 from app.model import METRICS_FILE, MODEL_FILES
-from app.settings import RUN_ID_PATTERN
 from app.store import Store
+from mlops_contract import ML_MOUNT, Env, is_run_id
 
 LAYOUTS = ("auto", "store", "sagemaker")
 
 
 def ml_root() -> Path:
-    return Path(os.environ.get("MLOPS_ML_ROOT") or "/opt/ml")
+    return Path(os.environ.get(Env.ML_ROOT) or ML_MOUNT)
 
 
 def use_sagemaker(marker: Path) -> bool:
@@ -49,8 +49,6 @@ def has_model(model_dir: Path) -> bool:
 def serving_store(model_dir: Path) -> Path:
     """A scratch store whose models/CURRENT names a run holding the files of /opt/ml/model, for
     the server's usual load, check and probe. Exits 1 naming the problem when there is no model."""
-    import re
-
     if not has_model(model_dir):
         print(
             f"error: no model in {model_dir} (expected one of {', '.join(MODEL_FILES.values())})",
@@ -60,7 +58,7 @@ def serving_store(model_dir: Path) -> Path:
     run_id = "sagemaker"
     try:
         metrics = orjson.loads((model_dir / METRICS_FILE).read_bytes())
-        if isinstance(metrics, dict) and re.match(RUN_ID_PATTERN, str(metrics.get("run_id"))):
+        if isinstance(metrics, dict) and is_run_id(str(metrics.get("run_id"))):
             run_id = metrics["run_id"]
     except (OSError, orjson.JSONDecodeError):
         pass  # the server's own check names a missing or damaged metrics.json

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import mlops_contract
 from app import gate
 from app.gate import GateError, decide, main, promote, promote_main
 from app.store import Store
@@ -220,7 +221,7 @@ def test_overlapping_gates_leave_the_better_run_current(
     clone_run(store_copy, "good", mae=current_mae(store_copy) * 0.9, extra_rounds=1)
     clone_run(store_copy, "best", mae=current_mae(store_copy) * 0.8, extra_rounds=2)
     lock = _WatchedLock()
-    monkeypatch.setattr(gate, "_IN_PROCESS", lock)
+    monkeypatch.setattr(mlops_contract, "_IN_PROCESS", lock)
     first_inside = threading.Event()
     judge = gate._judge
 
