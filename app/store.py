@@ -357,7 +357,8 @@ class Store:
         )
 
     def has_model(self, run_id: str) -> bool:
-        # Either family's model file (app.model.MODEL_FILES; not imported: it pulls in xgboost).
+        # Either family's model file (app.forecasting.model.MODEL_FILES; not imported: it pulls
+        # in xgboost).
         return any((self.run_dir(run_id) / name).is_file() for name in ("model.ubj", "model.json"))
 
     @contextlib.contextmanager

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.batcher import MicroBatcher
-from app.model import Forecaster
+from app.forecasting.model import Forecaster
+from app.serving.batcher import MicroBatcher
 from app.store import Store
 from tests.app.conftest import FIRST_RUN
 from tests.app.helpers import shipped_history

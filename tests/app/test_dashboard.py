@@ -15,8 +15,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from app.dashboard import create_app, read_snapshot
-from app.forecast import Ticker
+from app.dashboard.page import create_app, read_snapshot
+from app.loop.ticker import Ticker
 from app.settings import AppSettings
 from app.store import Store
 from tests.app.helpers import PATIENCE, REPO_ROOT, free_port
@@ -239,7 +239,7 @@ def test_a_forecast_behind_the_data_is_one_ordered_line_from_its_own_origin(
 ) -> None:
     import numpy as np
 
-    from app.dashboard import Snapshot, build_figure
+    from app.dashboard.page import Snapshot, build_figure
 
     dates = np.arange(np.datetime64("2001-01-06"), np.datetime64("2001-12-30"), 7)
     values = np.linspace(370.0, 372.0, len(dates))
@@ -258,7 +258,7 @@ def test_a_forecast_behind_the_data_is_one_ordered_line_from_its_own_origin(
 
 
 def test_empty_loop_charts_say_why(tmp_path: Path) -> None:
-    from app.dashboard_loop import error_band_figure, forecasts_vs_actuals_figure, read_loop
+    from app.dashboard.loop_section import error_band_figure, forecasts_vs_actuals_figure, read_loop
 
     loop = read_loop(Store(tmp_path))
     for figure in (forecasts_vs_actuals_figure(loop), error_band_figure(loop)):

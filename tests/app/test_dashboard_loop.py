@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from app.dashboard_loop import (
+from app.dashboard.loop_section import (
     drift_status,
     error_band_figure,
     forecasts_vs_actuals_figure,
@@ -13,7 +13,7 @@ from app.dashboard_loop import (
     read_loop,
     retrains_table,
 )
-from app.monitor import MonitorSettings, check, record_signal
+from app.loop.monitor import MonitorSettings, check, record_signal
 from app.store import Store
 from tests.app.test_monitor import Future
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from app.ingest import IngestError, ingest, read_rows, revisions_path
+from app.loop.ingest import IngestError, ingest, read_rows, revisions_path
 from app.store import Store
 from tests.app.helpers import REPO_ROOT, app_env, run_app
 from tests.app.test_ingest import FIRST_SUNDAY, HEADER, noaa_file, noaa_line, sha

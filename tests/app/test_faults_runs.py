@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.model import read_series
-from app.replay import Replay
+from app.forecasting.model import read_series
+from app.local.replay import Replay
 from app.store import SHIPPED_DATASET, Store
 from tests.app.conftest import FIRST_RUN
 from tests.app.helpers import PATIENCE, REPO_ROOT, app_env, run_app

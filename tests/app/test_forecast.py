@@ -15,11 +15,11 @@ import numpy as np
 import orjson
 import pytest
 
-from app.forecast import HISTORY_NAME, LATEST_NAME, Ticker
-from app.lineage import file_sha256
+from app.loop.ticker import HISTORY_NAME, LATEST_NAME, Ticker
+from app.pipeline.lineage import file_sha256
+from app.pipeline.validate import validate
 from app.settings import AppSettings
 from app.store import Store
-from app.validate import validate
 from tests.app.helpers import PATIENCE, REPO_ROOT
 
 INTERVAL = 0.2
@@ -253,8 +253,8 @@ def test_two_tickers_have_one_writer_and_the_standby_takes_over_when_it_dies(
 
 def _ingest_weeks(store: Store, tmp_path: Path, values: list[float]) -> dict:
     """Publish `values` as the weeks after the store's last one, in NOAA's format, and ingest."""
-    from app.ingest import ingest, noaa_weekly_text
-    from app.model import read_series
+    from app.forecasting.model import read_series
+    from app.loop.ingest import ingest, noaa_weekly_text
 
     last = read_series(store.dataset_path)[0][-1]
     dates = last + np.arange(1, len(values) + 1) * np.timedelta64(7, "D")
@@ -270,7 +270,7 @@ def test_the_forecast_starts_from_the_newest_week_ingest_accepted_without_warnin
     training run validated them, and every changed dataset logged a warning."""
     ticker = Ticker(store_copy, _settings(store_copy), identity="test:1")
     assert ticker.tick()["last_observed"] == "2001-12-29"
-    with caplog.at_level(logging.WARNING, logger="app.forecast"):
+    with caplog.at_level(logging.WARNING, logger="app.loop.ticker"):
         for week, value in enumerate([371.9, 372.1, 372.4], start=1):
             outcome = _ingest_weeks(store_copy, tmp_path, [value])
             assert outcome["changed"] and outcome["validated"]
@@ -281,7 +281,7 @@ def test_the_forecast_starts_from_the_newest_week_ingest_accepted_without_warnin
             ticker.tick()  # nothing new: the same forecast, no log line
     assert [r.getMessage() for r in caplog.records] == []
     # An ingest that finds nothing new leaves the dataset accepted, for a restarted ticker too.
-    from app.ingest import ingest
+    from app.loop.ingest import ingest
 
     again = ingest(store_copy, str(tmp_path / "co2_weekly_mlo.txt"))
     assert not again["changed"] and again["validated"]
@@ -298,7 +298,7 @@ def test_a_dataset_nobody_accepted_warns_once_not_every_tick(
     before = ticker.tick()
     lines = store_copy.dataset_path.read_text().splitlines()
     store_copy.dataset_path.write_text("\n".join([*lines, "2002-01-05,372.0"]) + "\n")
-    with caplog.at_level(logging.WARNING, logger="app.forecast"):
+    with caplog.at_level(logging.WARNING, logger="app.loop.ticker"):
         for _ in range(5):
             assert ticker.tick()["last_observed"] == before["last_observed"]
     ticker.lock.release()

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 import mlops_contract
-from app import gate
-from app.gate import GateError, decide, main, promote, promote_main
+from app.pipeline import gate
+from app.pipeline.gate import GateError, decide, main, promote, promote_main
+from app.pipeline.train import train
+from app.pipeline.validate import validate
 from app.store import Store
-from app.train import train
-from app.validate import validate
 from tests.app.conftest import FIRST_RUN
 from tests.app.helpers import PATIENCE, TEST_ROUNDS, replace_model
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from app.ingest import IngestError, ingest, parse_noaa_weekly, read_rows, revisions_path
+from app.loop.ingest import IngestError, ingest, parse_noaa_weekly, read_rows, revisions_path
 from app.store import Store
 from tests.app.helpers import run_app
 

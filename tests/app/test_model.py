@@ -10,8 +10,8 @@ import numpy as np
 import orjson
 import pytest
 
-from app import device
-from app.model import (
+from app.forecasting import device
+from app.forecasting.model import (
     HARMONIC_GRID,
     HARMONIC_PARAMS,
     Forecaster,
@@ -112,7 +112,7 @@ def test_a_model_that_cannot_reach_the_gpu_predicts_on_the_cpu_and_says_so(
     """The xgboost-cpu build has no CUDA: asked for "cuda", the load falls back with one line."""
     run_dir = Store(trained_store).run_dir(FIRST_RUN)
     cpu = Forecaster.load(run_dir)
-    with caplog.at_level(logging.WARNING, logger="app.model"):
+    with caplog.at_level(logging.WARNING, logger="app.forecasting.model"):
         fallback = Forecaster.load(run_dir, device="cuda")
     assert fallback.device == "cpu"
     assert [r.getMessage() for r in caplog.records if "predicting on CPU" in r.getMessage()]
@@ -124,7 +124,7 @@ def test_serving_device_is_the_cpu_without_a_visible_gpu(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(device.shutil, "which", lambda name: None)
-    with caplog.at_level(logging.INFO, logger="app.device"):
+    with caplog.at_level(logging.INFO, logger="app.forecasting.device"):
         assert device.serving_device() == "cpu"
     assert [r.getMessage() for r in caplog.records] == ["no GPU visible; predicting on CPU"]
 

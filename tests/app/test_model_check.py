@@ -1,4 +1,5 @@
-"""Model files are verified, then loaded where a crash cannot hurt (`app.model_check`)."""
+"""Model files are verified, then loaded where a crash cannot hurt
+(`app.forecasting.model_check`)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,17 @@ from pathlib import Path
 import orjson
 import pytest
 
-from app import model_check
-from app.model import Forecaster, ModelLoadError
-from app.model_check import PROBE_FILE, check_run, library_versions, load_checked, plausible_range
+from app.forecasting import model_check
+from app.forecasting.model import Forecaster, ModelLoadError
+from app.forecasting.model_check import (
+    PROBE_FILE,
+    check_run,
+    library_versions,
+    load_checked,
+    plausible_range,
+)
+from app.pipeline.train import train
 from app.store import Store
-from app.train import train
 from tests.app.conftest import FIRST_RUN
 from tests.app.helpers import PATIENCE, REPO_ROOT, replace_model
 
@@ -29,7 +36,7 @@ def run_dir(trained_store: Path, tmp_path: Path) -> Path:
 
 def load_in_a_subprocess(run_dir: Path) -> subprocess.CompletedProcess:
     """`Forecaster.load` in a process of its own, as every loader did before the check."""
-    code = "import sys; from app.model import Forecaster; Forecaster.load(sys.argv[1])"
+    code = "import sys; from app.forecasting.model import Forecaster; Forecaster.load(sys.argv[1])"
     return subprocess.run(
         [sys.executable, "-c", code, str(run_dir)],
         cwd=REPO_ROOT,

@@ -1,7 +1,7 @@
 """`python -m app monitor`: forecasts scored against what happened, both drift checks, the event.
 
 New weeks continue the shipped series the way it behaves (each week its value 52 weeks earlier
-plus a steady annual growth) and arrive through `app.ingest`, in NOAA's weekly format.
+plus a steady annual growth) and arrive through `app.loop.ingest`, in NOAA's weekly format.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from app.ingest import ingest
-from app.model import fill_gaps, read_series
-from app.monitor import (
+from app.forecasting.model import fill_gaps, read_series
+from app.local.replay import noaa_weekly_text
+from app.loop.ingest import ingest
+from app.loop.monitor import (
     EVENT_DETAIL_TYPE,
     EVENT_SOURCE,
     MonitorSettings,
@@ -25,7 +26,6 @@ from app.monitor import (
     events_client,
     publish_drift_event,
 )
-from app.replay import noaa_weekly_text
 from app.store import Store
 from components.documents.triggers import drift_pattern
 from preflight.offline import run_stack
@@ -227,8 +227,8 @@ def test_cli_monitor_rejects_a_bad_threshold(store_copy):
 
 
 def test_the_band_leaves_out_the_weeks_around_a_drift_signal() -> None:
-    from app.model import HARMONIC_PARAMS, Forecaster
-    from app.monitor import SIGNAL_EXCLUSION_WEEKS, backtest_band
+    from app.forecasting.model import HARMONIC_PARAMS, Forecaster
+    from app.loop.monitor import SIGNAL_EXCLUSION_WEEKS, backtest_band
     from app.store import SHIPPED_DATASET
 
     dates, values = read_series(SHIPPED_DATASET)

@@ -1,5 +1,5 @@
 """The forecaster answers SageMaker's "bring your own container" paths too, so the same image runs
-as a SageMaker training job and endpoint (app/sagemaker.py):
+as a SageMaker training job and endpoint (app/pipeline/sagemaker.py):
 https://docs.aws.amazon.com/sagemaker/latest/dg/your-algorithms-training-algo.html
 https://docs.aws.amazon.com/sagemaker/latest/dg/your-algorithms-inference-code.html
 Each command runs as a real child process; /opt/ml is a temporary directory (MLOPS_ML_ROOT).

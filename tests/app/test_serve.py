@@ -22,7 +22,7 @@ import numpy as np
 import orjson
 import pytest
 
-from app.model import Forecaster
+from app.forecasting.model import Forecaster
 from app.store import Store
 from tests.app.conftest import FIRST_RUN
 from tests.app.helpers import (

@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.backtest import backtest
-from app.lineage import file_sha256
-from app.model import HARMONIC_GRID, HARMONIC_PARAMS, Forecaster, read_series
+from app.forecasting.backtest import backtest
+from app.forecasting.model import HARMONIC_GRID, HARMONIC_PARAMS, Forecaster, read_series
+from app.pipeline.lineage import file_sha256
+from app.pipeline.train import train
+from app.pipeline.validate import DatasetError, validate
 from app.store import Store
-from app.train import train
-from app.validate import DatasetError, validate
 from tests.app.conftest import FIRST_RUN
 from tests.app.helpers import PATIENCE, REPO_ROOT, TEST_ROUNDS, app_env, run_app
 
@@ -68,7 +68,7 @@ def test_run_directory_holds_model_metrics_and_card(trained_store: Path) -> None
         "decision.json",
         "metrics.json",
         "model.ubj",
-        "probe.json",  # the gate's passed child-process probe (app.model_check)
+        "probe.json",  # the gate's passed child-process probe (app.forecasting.model_check)
     ]
     card = (run_dir / "card.md").read_text()
     assert "seasonal naive + drift MAE" in card and "| 4 | 1998-01-10..2000-01-01 |" in card
@@ -157,7 +157,7 @@ def test_bad_data_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
 
 
 def _shipped() -> tuple[np.ndarray, np.ndarray]:
-    from app.model import read_series
+    from app.forecasting.model import read_series
 
     return read_series(REPO_ROOT / "app" / "data" / "co2_weekly.csv")
 
@@ -219,7 +219,7 @@ def test_sigterm_checkpoints_and_a_rerun_resumes_from_the_checkpoint(tmp_path: P
 
 
 def test_interval_bounds_are_conformal_order_statistics_per_horizon_bucket() -> None:
-    from app.backtest import HORIZON_BUCKETS, fold_offsets
+    from app.forecasting.backtest import HORIZON_BUCKETS, fold_offsets
 
     # Two folds (too few to adjust the level): 9 errors per bucket, step scale 1 everywhere.
     # At 80 %, ranks floor(10 * 0.1) = 1 and ceil(10 * 0.9) = 9: the smallest and largest error,
@@ -238,7 +238,7 @@ def test_interval_bounds_are_conformal_order_statistics_per_horizon_bucket() -> 
 
 
 def test_intervals_cover_a_new_fold_when_folds_differ_in_scale() -> None:
-    from app.backtest import fold_offsets
+    from app.forecasting.backtest import fold_offsets
 
     # Six folds whose error scale differs fold to fold (as real eras do), 52 steps x 100 origins.
     rng = np.random.default_rng(7)
@@ -258,8 +258,8 @@ def test_intervals_cover_a_new_fold_when_folds_differ_in_scale() -> None:
 
 
 def test_a_many_harmonic_setting_asks_for_more_history() -> None:
-    from app.model import MIN_HISTORY
-    from app.train import min_history
+    from app.forecasting.model import MIN_HISTORY
+    from app.pipeline.train import min_history
 
     assert min_history({"family": "harmonic", "params": HARMONIC_PARAMS}) == MIN_HISTORY
     twenty = {**HARMONIC_PARAMS, "harmonics": 20}
@@ -267,7 +267,7 @@ def test_a_many_harmonic_setting_asks_for_more_history() -> None:
 
 
 def test_the_held_out_level_is_relaxed_for_bounds_pooled_from_one_more_fold() -> None:
-    from app.backtest import _pooled_level
+    from app.forecasting.backtest import _pooled_level
 
     # A level that was right with no raise stays nominal; a raise measured with m - 1 folds
     # pooled shrinks toward the nominal level for m folds, less so as folds grow, never past it.

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from app.pipeline.validate import validate
 from app.store import SHIPPED_DATASET, Store
-from app.validate import validate
 from tests.app.helpers import run_app
 
 Rows = list[list[str]]

@@ -1,8 +1,8 @@
 """The api's OpenAPI document, written out by hand (`GET /openapi.json`).
 
-`/predict` is checked by hand for speed (`app/payload.py`), so FastAPI cannot derive its schema;
-this module states the same limits the parser enforces, for the model being served. The tests
-run schemathesis against a live server with this document: no 5xx, no response off the schema,
+`/predict` is checked by hand for speed (`app/serving/payload.py`), so FastAPI cannot derive its
+schema; this module states the same limits the parser enforces, for the model being served. The
+tests run schemathesis against a live server with this document: no 5xx, no response off the schema,
 no valid request refused, no invalid one accepted.
 
 Compatibility: request objects are closed (`additionalProperties: false`, as the parser refuses

@@ -1,9 +1,9 @@
 """`python -m app gate` and `python -m app promote RUN_ID`: decide what `models/CURRENT` serves.
 
-The gate compares like with like. The candidate's rolling-origin backtest (`app.backtest`, from
-metrics.json) and the current model's recipe scored again on the candidate's very folds (same
-dataset, same weeks; reused from the current run's metrics when those were scored on them). It
-promotes only a candidate that
+The gate compares like with like. The candidate's rolling-origin backtest
+(`app.forecasting.backtest`, from metrics.json) and the current model's recipe scored again on the
+candidate's very folds (same dataset, same weeks; reused from the current run's metrics when those
+were scored on them). It promotes only a candidate that
 
 1. has calibrated intervals: at every level, backtest coverage within COVERAGE_TOLERANCE points
    of it, or no further off than the current model's coverage on the same folds plus
@@ -13,7 +13,7 @@ promotes only a candidate that
 3. beats the current model's mean MAE on the same folds by `PROMOTE_MARGIN` (a fraction); the
    same recipe scores the same by construction, so there newer data decides;
 4. loads: its model file matches the sha256 and size `train` recorded, and loads and predicts
-   in a child process (`app.model_check`; the single call site `_check_servable`).
+   in a child process (`app.forecasting.model_check`; the single call site `_check_servable`).
 
 Promotion is a compare-and-swap under the store's gate lock (`mlops_contract.gate_lock`, the one
 the platform's gate takes too): two overlapping gates (or a gate and a `promote`) run one after
@@ -24,7 +24,7 @@ reason, naming the folds and the numbers, is in `models/<run_id>/decision.json`.
 `promote RUN_ID` points CURRENT at any existing run that loads: the rollback.
 
 Both refuse (exit 1) a run whose model file does not match the sha256 and size `train` recorded,
-or does not load and predict in a child process (`app.model_check`).
+or does not load and predict in a child process (`app.forecasting.model_check`).
 """
 
 from __future__ import annotations
@@ -38,12 +38,12 @@ from typing import Any
 
 import numpy as np
 
-from app._procs import crash_point
-from app.backtest import backtest, same_folds
 from app.cli import command_settings, open_store
-from app.lineage import file_sha256
-from app.model import METRICS_FILE, ModelLoadError, read_series
-from app.model_check import check_run, record_probe
+from app.forecasting.backtest import backtest, same_folds
+from app.forecasting.model import METRICS_FILE, ModelLoadError, read_series
+from app.forecasting.model_check import check_run, record_probe
+from app.pipeline.lineage import file_sha256
+from app.processes import crash_point
 from app.store import DamagedFileError, Store
 from mlops_contract import DECISION_FILE, check_run_id, gate_lock
 
@@ -68,7 +68,7 @@ def _metrics(store: Store, run_id: str) -> dict[str, Any] | None:
 def _check_servable(store: Store, run_id: str) -> None:
     """GateError unless the run's model file (either family's) matches its record and loads and
     predicts in a child process: every promotion, by gate or by hand, passes here, and writes
-    the run's probe.json (app.model_check) when it does."""
+    the run's probe.json (app.forecasting.model_check) when it does."""
     try:
         verified = check_run(store.run_dir(run_id))
     except ModelLoadError as exc:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import orjson
 
-from app.model import METRICS_FILE, MODEL_FILES
+from app.forecasting.model import METRICS_FILE, MODEL_FILES
 from app.store import Store
 from mlops_contract import ML_MOUNT, Env, is_run_id
 

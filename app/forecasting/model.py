@@ -14,7 +14,7 @@ family (`MODEL_FAMILY=xgboost`) and serves the best; metrics.json says which (`f
   on first use only: a process serving the harmonic family never loads xgboost.
 
 Intervals (both families): offsets per horizon step from the backtest's errors, conformal per
-horizon bucket (`app.backtest.fold_offsets`), stored in metrics.json.
+horizon bucket (`app.forecasting.backtest.fold_offsets`), stored in metrics.json.
 
 XGBoost family: one training row per (forecast origin, horizon step h): the features describe the
 history up to the origin and h itself, and the target is the value h weeks ahead minus its seasonal
@@ -24,7 +24,7 @@ working as the series rises past the levels seen in training.
 
 Predicting a batch of requests is one `inplace_predict` call on one feature matrix; nothing is
 recursive. The server loads this module, so it needs numpy and xgboost only: no pandas (the
-server imports xgboost through `app._xgboost_import`, which keeps pandas out of it too).
+server imports xgboost through `app.forecasting._xgboost_import`, which keeps pandas out of it too).
 """
 
 from __future__ import annotations
@@ -375,8 +375,8 @@ class Forecaster:
     def load(cls, run_dir: Path, device: str = "cpu") -> Forecaster:
         """Load the model and metrics of one run; ModelLoadError says what is wrong.
 
-        `device` "cuda" predicts on the GPU (`app.device.serving_device`); if this model cannot
-        run there, the CPU serves it and the log says so once."""
+        `device` "cuda" predicts on the GPU (`app.forecasting.device.serving_device`); if this
+        model cannot run there, the CPU serves it and the log says so once."""
         run_dir = Path(run_dir)
         metrics_path = run_dir / METRICS_FILE
         if not run_dir.is_dir():

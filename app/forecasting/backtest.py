@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import xgboost as xgb
 
-from app.model import (
+from app.forecasting.model import (
     FEATURE_NAMES,
     HARMONIC_MIN_HISTORY,
     LEVELS,

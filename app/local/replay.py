@@ -3,19 +3,19 @@
 On a fresh store the replay holds back the last `--replay-years` of the shipped series: the first
 model trains on the rest. Then, every `--tick-seconds`, it releases the next `--weeks-per-tick`
 weeks the way NOAA publishes them (the whole weekly file so far, in NOAA's format, in
-`replay/<NOAA's file name>`) through the same `app.ingest` code, and runs `app.monitor`'s checks
-after each release. A check that trips runs validate -> train -> gate as child processes, where
-AWS would publish `DataDriftDetected` and the stack's rule would start the state machine; the
-api, the forecast ticker and the dashboard pick up the new observations and, when the gate
-promotes, the new model, as they do in AWS.
+`replay/<NOAA's file name>`) through the same `app.loop.ingest` code, and runs `app.loop.monitor`'s
+checks after each release. A check that trips runs validate -> train -> gate as child processes,
+where AWS would publish `DataDriftDetected` and the stack's rule would start the state machine; the
+api, the forecast ticker and the dashboard pick up the new observations and, when the gate promotes,
+the new model, as they do in AWS.
 
 `--inject-shift SIZE` adds a step of SIZE (in the series' units) to every week from the middle
 of the held-back years (`--shift-at` weeks into the replay), so a user can watch the drift
 detected, a retrain and a hot swap within a few minutes.
 
-`python -m app.replay measure [--years N] [--inject-shift SIZE]` replays without retraining and
-prints how often the checks trip on the shipped history (the false-alarm rate) and how many weeks
-after an injected shift they first trip (the detection delay).
+`python -m app.local.replay measure [--years N] [--inject-shift SIZE]` replays without retraining
+and prints how often the checks trip on the shipped history (the false-alarm rate) and how many
+weeks after an injected shift they first trip (the detection delay).
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from app._procs import Child, LinePrinter
-from app.ingest import NOAA_SOURCE_NAME, IngestError, ingest, noaa_weekly_text, render_rows
-from app.model import read_series
-from app.monitor import MonitorSettings, check, record_signal
+from app.forecasting.model import read_series
+from app.loop.ingest import NOAA_SOURCE_NAME, IngestError, ingest, noaa_weekly_text, render_rows
+from app.loop.monitor import MonitorSettings, check, record_signal
+from app.processes import Child, LinePrinter
 from app.series import load as load_series
 from app.store import SHIPPED_DATASET, Store
 from mlops_contract import new_run_id
@@ -225,8 +225,8 @@ def _non_negative(text: str) -> float:
 
 
 class ReplayHost(Protocol):
-    """What `LocalReplay` needs of `app local` (app/local.py `Local` satisfies it): its options
-    and store, its printer, and a way to run a step as a child and wait for it."""
+    """What `LocalReplay` needs of `app local` (app/local/supervisor.py `Local` satisfies it):
+    its options and store, its printer, and a way to run a step as a child and wait for it."""
 
     args: argparse.Namespace
     store_dir: Path
@@ -394,9 +394,9 @@ def measure(
     Returns the share of weekly checks that tripped before any shift (the false-alarm rate) and,
     with a shift, the weeks from the shift to the first trip of each check (the detection delay).
     """
-    from app.gate import decide
-    from app.train import train
-    from app.validate import validate
+    from app.pipeline.gate import decide
+    from app.pipeline.train import train
+    from app.pipeline.validate import validate
 
     with tempfile.TemporaryDirectory() as root:
         store = Store(Path(root))
@@ -433,7 +433,7 @@ def measure(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m app.replay")
+    parser = argparse.ArgumentParser(prog="python -m app.local.replay")
     sub = parser.add_subparsers(dest="command", required=True)
     measure_parser = sub.add_parser("measure", help="false-alarm rate and detection delay")
     measure_parser.add_argument("--years", type=float, default=DEFAULT_YEARS)

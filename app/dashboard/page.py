@@ -29,9 +29,9 @@ from flask import Response, redirect, request
 from gunicorn.app.base import BaseApplication
 
 from app.cli import command_settings
-from app.dashboard_loop import loop_section
-from app.forecast import LATEST_NAME
-from app.model import read_series
+from app.dashboard.loop_section import loop_section
+from app.forecasting.model import read_series
+from app.loop.ticker import LATEST_NAME
 from app.series import Series, SeriesError
 from app.store import Store
 

@@ -11,21 +11,21 @@ Contract (DESIGN.md, "The app"):
   "model": run_id}` (`levels` optional, default 80 and 95; bounds only for runs with calibrated
   intervals); 422 `{"detail": ...}` naming the field for anything else.
 * `GET /metrics` Prometheus text.
-* `GET /openapi.json` the OpenAPI document of all of the above (`app/openapi.py`).
+* `GET /openapi.json` the OpenAPI document of all of the above (`app/serving/openapi.py`).
 * SageMaker's serving paths, undocumented in /openapi.json so that document is unchanged:
   `GET /ping` is `/ready`, `POST /invocations` is `/predict`. Without STORE_DIR and with a
-  model in /opt/ml/model (SageMaker's layout, `app/sagemaker.py`) that model is served.
+  model in /opt/ml/model (SageMaker's layout, `app/pipeline/sagemaker.py`) that model is served.
 
 With `INTERNAL_PORT` set, `/metrics` and `/model` answer only on that port, which no load
 balancer forwards to; `PORT` answers 404 for them.
 
-Behaviour: waits for the store at start; polls `models/CURRENT` and swaps in a newly promoted
-model; every model is first checked, loaded and probed in a child process (`app.model_check`),
-so a damaged file costs a child, never the server. A promoted run that fails is logged and
-counted and the old model keeps serving; a server starting on a bad CURRENT serves the most
-recently promoted run that passes, or stays up and not ready. Micro-batches concurrent requests
-into one model call; on SIGTERM uvicorn stops accepting connections and drains in-flight
-requests before exiting.
+Behaviour: waits for the store at start; polls `models/CURRENT` and swaps in a newly promoted model;
+every model is first checked, loaded and probed in a child process (`app.forecasting.model_check`),
+so a damaged file costs a child, never the server. A promoted run that fails is logged and counted
+and the old model keeps serving; a server starting on a bad CURRENT serves the most recently
+promoted run that passes, or stays up and not ready. Micro-batches concurrent requests into one
+model call; on SIGTERM uvicorn stops accepting connections and drains in-flight requests before
+exiting.
 
 Hostile clients: a request's headers must arrive within HEADER_TIMEOUT_SECONDS of its first byte
 and its body within BODY_TIMEOUT_SECONDS of its headers (408 otherwise); at most MAX_CONCURRENCY
@@ -63,11 +63,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.routing import Route
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from app import _xgboost_import  # noqa: F401  (must precede app.model: see its docstring)
-from app.batcher import MicroBatcher
 from app.cli import command_settings, open_store
-from app.device import serving_device
-from app.model import (
+from app.forecasting import _xgboost_import  # noqa: F401  (before app.forecasting.model: see its docstring)
+from app.forecasting.device import serving_device
+from app.forecasting.model import (
     DEFAULT_LEVELS,
     METRICS_FILE,
     MIN_HISTORY,
@@ -75,10 +74,12 @@ from app.model import (
     Forecaster,
     ModelLoadError,
 )
-from app.model import MAX_HORIZON as DEFAULT_MAX_HORIZON
-from app.model_check import load_checked, plausible_range
-from app.openapi import openapi_document
-from app.payload import (
+from app.forecasting.model import MAX_HORIZON as DEFAULT_MAX_HORIZON
+from app.forecasting.model_check import load_checked, plausible_range
+from app.series import from_metrics
+from app.serving.batcher import MicroBatcher
+from app.serving.openapi import openapi_document
+from app.serving.payload import (
     MAX_BODY_BYTES,
     MAX_HISTORY,
     PayloadError,
@@ -87,7 +88,6 @@ from app.payload import (
     parse_predict,
     start_parser_process,
 )
-from app.series import from_metrics
 from app.settings import AppSettings
 from app.store import CurrentWatch, Store
 
@@ -230,7 +230,7 @@ class ModelSlot:
     metrics: Metrics
     settings: AppSettings
     device: str = "cpu"
-    """Where models predict (`app.device.serving_device`), chosen once at start."""
+    """Where models predict (`app.forecasting.device.serving_device`), chosen once at start."""
     forecaster: Forecaster | None = None
     history_range: tuple[float, float] = (-math.inf, math.inf)
     model_body: bytes = b""
@@ -581,7 +581,8 @@ def create_app(settings: AppSettings, store: Store) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
-        openapi_url=None,  # served by hand (app/openapi.py): /predict is not a FastAPI route
+        # Served by hand (app/serving/openapi.py): /predict is not a FastAPI route.
+        openapi_url=None,
         # Requests are measured by our own Prometheus middleware; FastAPI's OpenTelemetry
         # hooks would only add a per-request check.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
@@ -697,7 +698,7 @@ def _listen(host: str, port: int) -> socket.socket:
 
 def main(argv: list[str]) -> int:
     settings = command_settings("serve", argv)
-    from app import sagemaker
+    from app.pipeline import sagemaker
 
     model_dir = sagemaker.ml_root() / "model"
     if sagemaker.use_sagemaker(model_dir):

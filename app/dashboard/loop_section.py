@@ -1,9 +1,9 @@
 """The closed loop on the dashboard: ingest, forecast scoring, drift checks and drift retrains.
 
-Reads what `app.ingest` and `app.monitor` leave in the store (`datasets/ingest.json`,
+Reads what `app.loop.ingest` and `app.loop.monitor` leave in the store (`datasets/ingest.json`,
 `monitoring/status.json`, `history.jsonl`, `scores.json`, `signals.jsonl`) and the gate's
 `decision.json` of each drift retrain. Missing or half-written files render as "not yet", never
-as errors. `app.dashboard` puts `loop_section` under its main figure and refreshes it.
+as errors. `app.dashboard.page` puts `loop_section` under its main figure and refreshes it.
 """
 
 from __future__ import annotations

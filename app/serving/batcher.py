@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from app.model import Forecaster
+from app.forecasting.model import Forecaster
 
 log = logging.getLogger(__name__)
 

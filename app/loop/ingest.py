@@ -28,8 +28,8 @@ What an ingest does, under a lock so two ingests never interleave:
   ingested: then it is listed in `revisions_not_applied` and the newer value kept;
   weeks of the shipped base series are never compared, since NOAA's and Scripps' records of
   the same week are two programmes' measurements, not revisions of each other;
-* runs the training data's validation (`app.validate`, spikes included) on the dataset as it
-  would be;
+* runs the training data's validation (`app.pipeline.validate`, spikes included) on the dataset
+  as it would be;
 * writes its journal (`datasets/ingest.pending.json`: the records and outcome) before it
   replaces the dataset atomically, and only when a row changed: re-ingesting the same file
   writes nothing, so the dataset's sha256 changes exactly when its rows do; a journal a kill
@@ -62,8 +62,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from app._procs import crash_point
 from app.cli import command_settings, open_store
+from app.processes import crash_point
 from app.series import Series
 from app.series import load as load_series
 from app.store import (
@@ -290,7 +290,7 @@ def _limit(problems: list[str], shown: int = 10) -> list[str]:
 
 def read_rows(path: Path) -> list[tuple[date, float | None]]:
     """The dataset's rows (date, value or None); ValueError names the first bad line."""
-    from app.model import read_series
+    from app.forecasting.model import read_series
 
     dates, values = read_series(path)
     return [
@@ -366,7 +366,7 @@ def ingest_weeks(
     Raises IngestError, writing nothing to the dataset, when the merged dataset would not pass
     the training data's validation.
     """
-    from app.validate import check_dataset
+    from app.pipeline.validate import check_dataset
 
     source_date = source_date or datetime.now(UTC)
     with dataset_lock(store):
@@ -709,7 +709,7 @@ def main(argv: list[str]) -> int:
         outcome["sha256"][:12],
     )
     if args.monitor:
-        from app.monitor import main as monitor_main
+        from app.loop.monitor import main as monitor_main
 
         return monitor_main([])
     return 0

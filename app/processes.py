@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import TextIO
 
 _PROC = Path("/proc")
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+"""The directory holding the `app` package and `mlops_contract.py`: what a child process of
+`python -m app` needs on its PYTHONPATH."""
 PARENT_ENV = "MLOPS_DIE_WITH_PARENT"
 """Set by `app local` to its pid in each child's environment: the child dies with it."""
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>

@@ -29,13 +29,11 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from app._procs import PARENT_ENV, Child, LinePrinter, stop_all
-from app.replay import LocalReplay, ReplayError, add_replay_arguments
+from app.local.replay import LocalReplay, ReplayError, add_replay_arguments
+from app.processes import PACKAGE_ROOT, PARENT_ENV, Child, LinePrinter, stop_all
 from app.store import DamagedFileError, Store
 from mlops_contract import new_run_id
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-"""The directory holding the `app` package, put on the children's PYTHONPATH."""
 SERVICES = (("api", "serve"), ("forecast", "forecast"), ("dashboard", "dashboard"))
 """Long-running children: the name their output lines carry and their `python -m app` command."""
 HEARTBEAT_SECONDS = 15.0

@@ -10,8 +10,8 @@ loader (`serve`, the forecast ticker, `gate`,
 1. `train` records the model file's name (`model.ubj` or `model.json`, by family), sha256 and
    size (`model_file`) and the plausible range of history values (`history_range`) in
    `metrics.json`;
-2. a child process (`python -m app.model_check RUN_DIR`) checks the file against that record,
-   loads it and predicts with it; a crash there costs the child, not the caller;
+2. a child process (`python -m app.forecasting.model_check RUN_DIR`) checks the file against
+   that record, loads it and predicts with it; a crash there costs the child, not the caller;
 3. only then does the caller load the same run in its own process (checking the sha256 again).
 
 A probe that passed for `gate` or `promote` is recorded in `models/<run>/probe.json`: the
@@ -39,9 +39,16 @@ from typing import Any
 
 import numpy as np
 
-from app import _xgboost_import  # noqa: F401  (must precede app.model: see its docstring)
-from app._procs import child_env, die_with_parent_if_asked
-from app.model import METRICS_FILE, MODEL_FILE, MODEL_FILES, SEASON, Forecaster, ModelLoadError
+from app.forecasting import _xgboost_import  # noqa: F401  (before app.forecasting.model: see its docstring)
+from app.forecasting.model import (
+    METRICS_FILE,
+    MODEL_FILE,
+    MODEL_FILES,
+    SEASON,
+    Forecaster,
+    ModelLoadError,
+)
+from app.processes import PACKAGE_ROOT, child_env, die_with_parent_if_asked
 
 PROBE_TIMEOUT_SECONDS = 60.0
 """Longest the child may take: a cold start of Python, numpy and xgboost on a slow volume."""
@@ -50,7 +57,6 @@ RANGE_FACTOR = 2.0
 multiplied by it (`history_range`). The model reads only differences of the history, so it keeps
 working as a series rises past its training levels; values outside the range are typing or unit
 errors."""
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 PROBE_FILE = "probe.json"
 """Written into the run directory by `gate`/`promote` once the child's probe passed."""
 
@@ -59,7 +65,7 @@ log = logging.getLogger(__name__)
 
 def library_versions() -> dict[str, str]:
     """What decides how a model file loads: the interpreter and the libraries that parse it."""
-    import xgboost  # already imported, through app._xgboost_import (see above)
+    import xgboost  # already imported, through app.forecasting._xgboost_import (see above)
 
     return {
         "python": platform.python_version(),
@@ -135,7 +141,7 @@ def _probe(forecaster: Forecaster) -> None:
 def _child_command(run_dir: Path) -> list[str]:
     # The same interpreter and isolation as this process (the benchmarks run `python -S`).
     flags = ["-S"] if sys.flags.no_site else []
-    return [sys.executable, *flags, "-m", "app.model_check", str(run_dir)]
+    return [sys.executable, *flags, "-m", "app.forecasting.model_check", str(run_dir)]
 
 
 def check_run(run_dir: Path, timeout: float = PROBE_TIMEOUT_SECONDS) -> dict[str, Any]:
@@ -226,7 +232,7 @@ def load_checked(
 def main(argv: list[str]) -> int:
     """The child: exit 0 when the run loads and predicts; else its reason on stderr, exit 1."""
     if len(argv) != 1:
-        print("usage: python -m app.model_check RUN_DIR", file=sys.stderr)
+        print("usage: python -m app.forecasting.model_check RUN_DIR", file=sys.stderr)
         return 2
     try:
         forecaster = Forecaster.load(Path(argv[0]))

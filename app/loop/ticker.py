@@ -44,9 +44,9 @@ import numpy as np
 import orjson
 
 from app.cli import command_settings, open_store
-from app.lineage import file_sha256, passing_reports
-from app.model import DEFAULT_LEVELS, Forecaster, ModelLoadError, fill_gaps, read_series
-from app.model_check import load_checked
+from app.forecasting.model import DEFAULT_LEVELS, Forecaster, ModelLoadError, fill_gaps, read_series
+from app.forecasting.model_check import load_checked
+from app.pipeline.lineage import file_sha256, passing_reports
 from app.settings import AppSettings
 from app.store import INGEST_PENDING_NAME as PENDING_NAME
 from app.store import INGEST_STATE_NAME as STATE_NAME

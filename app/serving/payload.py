@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from app._procs import die_with
+from app.processes import die_with
 
 MAX_HISTORY = 10_000
 """Longest history accepted; only the last few dozen values are used anyway."""

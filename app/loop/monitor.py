@@ -51,11 +51,11 @@ import orjson
 from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.backtest import FOLD_WEEKS
 from app.cli import command_settings, open_store
-from app.forecast import HISTORY_NAME, LATEST_NAME, forecast_dates
-from app.lineage import file_sha256
-from app.model import SEASON, Forecaster, ModelLoadError, fill_gaps, read_series
+from app.forecasting.backtest import FOLD_WEEKS
+from app.forecasting.model import SEASON, Forecaster, ModelLoadError, fill_gaps, read_series
+from app.loop.ticker import HISTORY_NAME, LATEST_NAME, forecast_dates
+from app.pipeline.lineage import file_sha256
 from app.series import from_metrics
 from app.store import Store
 from mlops_contract import new_run_id
@@ -66,7 +66,8 @@ EVENT_SOURCE = "mlops.monitoring"
 EVENT_DETAIL_TYPE = "DataDriftDetected"
 """What the stack's drift rule matches (components/documents.py `drift_pattern`)."""
 HOLDOUT_WEEKS = FOLD_WEEKS
-"""The weeks the band comes from: the newest backtest fold's length (app/backtest.py)."""
+"""The weeks the band comes from: the newest backtest fold's length
+(app/forecasting/backtest.py)."""
 RECORD_HORIZON = 26
 """Steps of the forecast of record."""
 PIPELINE = ("validate", "train", "gate")

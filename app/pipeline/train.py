@@ -3,9 +3,9 @@
 * Lineage: refuses a dataset without a passing validation report for its exact sha256 (and the
   same `RUN_DATE` cut); metrics.json records the dataset's sha256, the report, the image digest
   (`TRIGGER_IMAGE_DIGEST`) when known, the parameters and the code version.
-* Report card: a rolling-origin backtest (`app.backtest`) of both model families on the same
-  folds: MAE, RMSE and skill against seasonal naive plus drift, per fold and on average, and the
-  coverage of the prediction intervals per level. The family with the lower mean MAE serves.
+* Report card: a rolling-origin backtest (`app.forecasting.backtest`) of both model families on the
+  same folds: MAE, RMSE and skill against seasonal naive plus drift, per fold and on average, and
+  the coverage of the prediction intervals per level. The family with the lower mean MAE serves.
 * The served model is the chosen recipe fitted on every week the run was given: for xgboost a
   booster trained on all of it; the harmonic family fits each history as it forecasts.
 * SIGTERM (a Spot interruption) stops boosting after the current round, saves the booster in
@@ -31,20 +31,18 @@ import numpy as np
 import orjson
 import xgboost as xgb
 
-from app import sagemaker
+import mlops_contract
 from app import series as series_module
-from app._procs import crash_point
-from app.backtest import (
+from app.cli import command_settings, open_store
+from app.forecasting.backtest import (
     BacktestError,
     backtest,
     fold_bounds,
     nested_backtest,
     training_split,
 )
-from app.cli import command_settings, open_store
-from app.device import gpu_visible
-from app.lineage import file_sha256, report_for
-from app.model import (
+from app.forecasting.device import gpu_visible
+from app.forecasting.model import (
     FEATURE_NAMES,
     FEATURE_VERSION,
     HARMONIC_GRID,
@@ -56,7 +54,10 @@ from app.model import (
     MODEL_FILES,
     read_series,
 )
-from app.model_check import history_range, model_file_record
+from app.forecasting.model_check import history_range, model_file_record
+from app.pipeline import sagemaker
+from app.pipeline.lineage import file_sha256, report_for
+from app.processes import PACKAGE_ROOT, crash_point
 from app.series import from_metrics
 from app.settings import AppSettings
 from app.store import SHIPPED_DATASET, Store
@@ -134,10 +135,19 @@ def _save_checkpoint(store: Store, run_id: str, booster: xgb.Booster, state: dic
 
 
 def code_version() -> str:
-    """A digest of the app's Python sources: the code that trained, backtested and serves."""
+    """A digest of the app's Python sources, every room of the package, and of the container
+    contract it imports: the code that trained, backtested and serves. (A copy of the contract
+    inside app/ is the image build's context, not code: the one imported counts.)"""
+    package = PACKAGE_ROOT / "app"
+    sources = [
+        (path.relative_to(package).as_posix(), path)
+        for path in sorted(package.rglob("*.py"))
+        if path != package / "mlops_contract.py"
+    ]
+    sources.append(("mlops_contract.py", Path(mlops_contract.__file__)))
     digest = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    for name, path in sources:
+        digest.update(name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -261,7 +271,7 @@ def train(
     """Check lineage, backtest, fit and write one run; returns its metrics.
 
     Raises DatasetError on bad or unvalidated data."""
-    from app.validate import DatasetError  # pandas: only train and validate
+    from app.pipeline.validate import DatasetError  # pandas: only train and validate
 
     stop = stop or threading.Event()
     run_dir = store.run_dir(run_id)
@@ -466,9 +476,10 @@ def model_card(metrics: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------- SageMaker layout
-# SageMaker's training contract (app/sagemaker.py): channels in /opt/ml/input/data/<channel>/,
-# hyperparameters (all strings) in /opt/ml/input/config/hyperparameters.json, the model to
-# /opt/ml/model/, the reason of a failure to /opt/ml/output/failure.
+# SageMaker's training contract (app/pipeline/sagemaker.py): channels in
+# /opt/ml/input/data/<channel>/, hyperparameters (all strings) in
+# /opt/ml/input/config/hyperparameters.json, the model to /opt/ml/model/, the reason of a failure to
+# /opt/ml/output/failure.
 SAGEMAKER_HYPERPARAMETERS = (
     "model_family",
     "run_date",
@@ -551,8 +562,8 @@ def sagemaker_main(argv: list[str]) -> int:
     """Train in SageMaker's layout: validate and train in a scratch store, copy the run out."""
     import tempfile
 
+    from app.pipeline.validate import DatasetError, validate
     from app.settings import SettingsError
-    from app.validate import DatasetError, validate
 
     root = sagemaker.ml_root()
     failure = root / "output" / "failure"
@@ -608,7 +619,7 @@ def sagemaker_main(argv: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    from app.validate import DatasetError
+    from app.pipeline.validate import DatasetError
 
     if sagemaker.use_sagemaker(sagemaker.ml_root() / "input" / "data"):
         return sagemaker_main(argv)

@@ -30,7 +30,7 @@ import pandas as pd
 import pandera.pandas as pa
 
 from app.cli import command_settings, open_store
-from app.lineage import file_sha256
+from app.pipeline.lineage import file_sha256
 from app.series import Series, SeriesError, shipped_name
 from app.settings import AppSettings
 from app.store import Store
