@@ -33,9 +33,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from app.forecasting.model import read_series
+from app.local.children import Child, LinePrinter
 from app.loop.ingest import NOAA_SOURCE_NAME, IngestError, ingest, noaa_weekly_text, render_rows
 from app.loop.monitor import MonitorSettings, check, record_signal
-from app.processes import Child, LinePrinter
 from app.series import load as load_series
 from app.store import SHIPPED_DATASET, Store
 from mlops_contract import new_run_id

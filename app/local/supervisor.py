@@ -29,8 +29,9 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from app.local.children import Child, LinePrinter, stop_all
 from app.local.replay import LocalReplay, ReplayError, add_replay_arguments
-from app.processes import PACKAGE_ROOT, PARENT_ENV, Child, LinePrinter, stop_all
+from app.processes import PACKAGE_ROOT, PARENT_ENV
 from app.store import DamagedFileError, Store
 from mlops_contract import new_run_id
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.local.children import LinePrinter
 from app.local.replay import LocalReplay
 from app.local.supervisor import Local, parse_args
-from app.processes import LinePrinter
 from app.store import Store
 from tests.app.helpers import PATIENCE, REPO_ROOT, app_env, free_port
 
