@@ -27,7 +27,7 @@ COMMANDS = {
     ),
     "serve": ("app.serving.server", "the inference API on PORT"),
     "forecast": ("app.loop.ticker", "write fresh forecasts to forecasts/ every few seconds"),
-    "dashboard": ("app.dashboard.page", "the Dash dashboard on DASHBOARD_PORT under /dashboard"),
+    "dashboard": ("app.dashboard.server", "the Dash dashboard on DASHBOARD_PORT under /dashboard"),
     "ingest": (
         "app.loop.ingest",
         "append new weekly observations (NOAA's file, or a CSV)",

@@ -1,2 +1,2 @@
-"""`python -m app dashboard`: the page, its figures and its gunicorn server (`page`), and the
-closed loop's section of it (`loop_section`)."""
+"""`python -m app dashboard`: the page and its figures (`page`), the closed loop's section of it
+(`loop_section`), served by gunicorn (`server`)."""
