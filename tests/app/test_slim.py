@@ -279,7 +279,7 @@ def test_strip_names_the_missing_tool(tmp_path):
 def test_serve_modules_are_the_ones_uvicorn_loads_for_the_api():
     from uvicorn.config import HTTP_PROTOCOLS, LIFESPAN, LOOP_FACTORIES
 
-    from app.serving.server import TimedHttpToolsProtocol
+    from app.serving.deadlines import TimedHttpToolsProtocol
 
     # app/serving/server.py runs uvicorn with loop="asyncio", lifespan="on" and a subclass of the
     # httptools protocol (read deadlines).
