@@ -18,7 +18,7 @@ import pytest
 from app.loop.ingest import IngestError, ingest, read_rows, revisions_path
 from app.store import Store
 from tests.app.helpers import REPO_ROOT, app_env, run_app
-from tests.app.test_ingest import FIRST_SUNDAY, HEADER, noaa_file, noaa_line, sha
+from tests.app.loop.test_ingest import FIRST_SUNDAY, HEADER, noaa_file, noaa_line, sha
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from app.dashboard.loop_section import (
 )
 from app.loop.monitor import MonitorSettings, check, record_signal
 from app.store import Store
-from tests.app.test_monitor import Future
+from tests.app.loop.test_monitor import Future
 
 SETTINGS = MonitorSettings(monitor_on_drift="log")
 

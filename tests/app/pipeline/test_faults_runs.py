@@ -20,7 +20,7 @@ from app.local.replay import Replay
 from app.store import SHIPPED_DATASET, Store
 from tests.app.conftest import FIRST_RUN
 from tests.app.helpers import PATIENCE, REPO_ROOT, app_env, run_app
-from tests.app.test_gate import clone_run, current_mae
+from tests.app.pipeline.test_gate import clone_run, current_mae
 
 
 def children_of(pid: int) -> list[int]:
