@@ -58,7 +58,7 @@ from app.loop.ticker import HISTORY_NAME, LATEST_NAME, forecast_dates
 from app.pipeline.lineage import file_sha256
 from app.series import from_metrics
 from app.store import Store
-from mlops_contract import new_run_id
+from mlops_contract import Env, new_run_id
 
 log = logging.getLogger(__name__)
 
@@ -506,7 +506,7 @@ def run_pipeline(store_root: Path, run_id: str) -> dict[str, Any] | None:
     """validate -> train -> gate as child processes; the gate's decision, or None on a failure."""
     import os
 
-    env = {**os.environ, "STORE_DIR": str(store_root), "RUN_ID": run_id}
+    env = {**os.environ, Env.STORE_DIR: str(store_root), Env.RUN_ID: run_id}
     for step in PIPELINE:
         log.info("drift retrain %s: %s", run_id, step)
         status = subprocess.run([sys.executable, "-m", "app", step], env=env, check=False)

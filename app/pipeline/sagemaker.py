@@ -21,13 +21,14 @@ import orjson
 
 from app.forecasting.model import METRICS_FILE, MODEL_FILES
 from app.store import Store
-from mlops_contract import ML_MOUNT, Env, is_run_id
+from mlops_contract import ML_MOUNT, Env, MlLayout, is_run_id
 
 LAYOUTS = ("auto", "store", "sagemaker")
 
 
-def ml_root() -> Path:
-    return Path(os.environ.get(Env.ML_ROOT) or ML_MOUNT)
+def ml_layout() -> MlLayout:
+    """SageMaker's `/opt/ml` (or MLOPS_ML_ROOT), laid out as the contract says."""
+    return MlLayout(Path(os.environ.get(Env.ML_ROOT) or ML_MOUNT))
 
 
 def use_sagemaker(marker: Path) -> bool:
@@ -38,7 +39,7 @@ def use_sagemaker(marker: Path) -> bool:
         raise SystemExit(2)
     if switch != "auto":
         return switch == "sagemaker"
-    store_set = any(key.upper() == "STORE_DIR" for key in os.environ)
+    store_set = any(key.upper() == Env.STORE_DIR for key in os.environ)
     return not store_set and marker.exists()
 
 

@@ -61,6 +61,7 @@ from app.processes import PACKAGE_ROOT, crash_point
 from app.series import from_metrics
 from app.settings import AppSettings
 from app.store import SHIPPED_DATASET, Store
+from mlops_contract import Env
 
 log = logging.getLogger(__name__)
 
@@ -386,7 +387,7 @@ def train(
             "last_date": str(dates[-1]),
             "run_date": run_date.isoformat() if run_date else None,
         },
-        "image_digest": os.environ.get("TRIGGER_IMAGE_DIGEST") or None,
+        "image_digest": os.environ.get(Env.TRIGGER_IMAGE_DIGEST) or None,
         "code_version": code_version(),
         "model_file": model_file_record(raw_model, model_name),
         "history_range": history_range(values, (series.minimum, series.maximum)),
@@ -565,12 +566,12 @@ def sagemaker_main(argv: list[str]) -> int:
     from app.pipeline.validate import DatasetError, validate
     from app.settings import SettingsError
 
-    root = sagemaker.ml_root()
-    failure = root / "output" / "failure"
+    layout = sagemaker.ml_layout()
+    failure = layout.failure
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     try:
-        hyper = _sagemaker_hyperparameters(root / "input" / "config" / "hyperparameters.json")
+        hyper = _sagemaker_hyperparameters(layout.hyperparameters)
         os.environ.update({key.upper(): value for key, value in hyper.items()})
         try:
             settings = command_settings("train", argv)
@@ -580,17 +581,17 @@ def sagemaker_main(argv: list[str]) -> int:
         run_id = settings.run_id_or_new()
         with tempfile.TemporaryDirectory(prefix="mlops-train-") as scratch:
             store = Store(Path(scratch))
-            source = _sagemaker_dataset(root / "input" / "data")
+            source = _sagemaker_dataset(layout.input_data)
             if source is not None:
                 _stage_sagemaker_dataset(store, source)
             report = validate(store, run_id, settings.run_date)
-            output_data = root / "output" / "data"
+            output_data = layout.output / "data"
             output_data.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(store.report_path(run_id), output_data / "validation.json")
             if not report["ok"]:
                 raise DatasetError(report["problems"])
             metrics = _train_as_configured(store, run_id, settings, stop)
-            model_dir = root / "model"
+            model_dir = layout.model
             model_dir.mkdir(parents=True, exist_ok=True)
             for path in sorted(store.run_dir(run_id).iterdir()):
                 if path.is_file():
@@ -621,7 +622,7 @@ def sagemaker_main(argv: list[str]) -> int:
 def main(argv: list[str]) -> int:
     from app.pipeline.validate import DatasetError
 
-    if sagemaker.use_sagemaker(sagemaker.ml_root() / "input" / "data"):
+    if sagemaker.use_sagemaker(sagemaker.ml_layout().input_data):
         return sagemaker_main(argv)
     settings = command_settings("train", argv)
     stop = threading.Event()

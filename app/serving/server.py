@@ -78,7 +78,7 @@ def main(argv: list[str]) -> int:
     settings = command_settings("serve", argv)
     from app.pipeline import sagemaker
 
-    model_dir = sagemaker.ml_root() / "model"
+    model_dir = sagemaker.ml_layout().model
     if sagemaker.use_sagemaker(model_dir):
         # SageMaker stages the model into /opt/ml/model: serve it through a scratch store.
         root = sagemaker.serving_store(model_dir)
