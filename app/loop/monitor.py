@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 
 EVENT_SOURCE = "mlops.monitoring"
 EVENT_DETAIL_TYPE = "DataDriftDetected"
-"""What the stack's drift rule matches (components/documents.py `drift_pattern`)."""
+"""What the stack's drift rule matches (components/documents/triggers.py `drift_pattern`)."""
 HOLDOUT_WEEKS = FOLD_WEEKS
 """The weeks the band comes from: the newest backtest fold's length
 (app/forecasting/backtest.py)."""
