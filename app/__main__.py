@@ -10,24 +10,33 @@ import sys
 # matrices, where OpenBLAS's thread start-up costs more than it saves on a shared 2-core task.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from app._procs import die_with_parent_if_asked
+from app.processes import die_with_parent_if_asked
 from app.series import SeriesError
 from app.store import StoreFullError, is_full
 
 COMMANDS = {
-    "validate": ("app.validate", "check the dataset in the store; exit 1 on anomalies"),
-    "train": ("app.train", "train a forecaster into models/<RUN_ID>/"),
-    "gate": ("app.gate", "promote the run to models/CURRENT if it beats the current model"),
-    "promote": ("app.gate", "promote RUN_ID: point models/CURRENT at an existing run (rollback)"),
-    "serve": ("app.serve", "the inference API on PORT"),
-    "forecast": ("app.forecast", "write fresh forecasts to forecasts/ every few seconds"),
-    "dashboard": ("app.dashboard", "the Dash dashboard on DASHBOARD_PORT under /dashboard"),
+    "validate": ("app.pipeline.validate", "check the dataset in the store; exit 1 on anomalies"),
+    "train": ("app.pipeline.train", "train a forecaster into models/<RUN_ID>/"),
+    "gate": (
+        "app.pipeline.gate",
+        "promote the run to models/CURRENT if it beats the current model",
+    ),
+    "promote": (
+        "app.pipeline.gate",
+        "promote RUN_ID: point models/CURRENT at an existing run (rollback)",
+    ),
+    "serve": ("app.serving.server", "the inference API on PORT"),
+    "forecast": ("app.loop.ticker", "write fresh forecasts to forecasts/ every few seconds"),
+    "dashboard": ("app.dashboard.server", "the Dash dashboard on DASHBOARD_PORT under /dashboard"),
     "ingest": (
-        "app.ingest",
+        "app.loop.ingest",
         "append new weekly observations (NOAA's file, or a CSV)",
     ),
-    "monitor": ("app.monitor", "score past forecasts, check for drift, signal DataDriftDetected"),
-    "local": ("app.local", "the whole pipeline on this machine with a local store"),
+    "monitor": (
+        "app.loop.monitor",
+        "score past forecasts, check for drift, signal DataDriftDetected",
+    ),
+    "local": ("app.local.supervisor", "the whole pipeline on this machine with a local store"),
     "check-image": ("app.provenance", "exit 1 unless this ECS task runs TRIGGER_IMAGE_DIGEST"),
 }
 

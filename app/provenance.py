@@ -27,8 +27,10 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 
+from mlops_contract import Env
+
 METADATA_ENV = "ECS_CONTAINER_METADATA_URI_V4"
-TRIGGER_ENV = "TRIGGER_IMAGE_DIGEST"
+TRIGGER_ENV = Env.TRIGGER_IMAGE_DIGEST
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 ATTEMPTS = 3
 """The metadata endpoint answers within milliseconds; three tries ride out a start-up blip."""

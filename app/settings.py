@@ -7,20 +7,14 @@ variable, its value and what is allowed (exit code 2), never a traceback.
 from __future__ import annotations
 
 import sys
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
-"""Run ids name directories in the shared store, so they may not contain `/` or start with `.`."""
-
-
-def new_run_id(now: datetime | None = None) -> str:
-    """A sortable, timestamp-based run id such as `20261122T010203Z`."""
-    return (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+from mlops_contract import RUN_ID_PATTERN, new_run_id
 
 
 class AppSettings(BaseSettings):

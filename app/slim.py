@@ -54,13 +54,13 @@ and `plotly.graph_objects` never load them (`plotly/package_data/plotly.min.js`,
 serves to the browser, stays)."""
 
 BOTOCORE_SERVICES = frozenset({"events"})
-"""The AWS service models the app uses (`app.monitor` publishes to EventBridge): botocore ships
+"""The AWS service models the app uses (`app.loop.monitor` publishes to EventBridge): botocore ships
 the models of every AWS service (28 MB of its 31 MB) and needs only these, next to its
 endpoint and partition files."""
 
 SERVE_MODULES = (
-    "app.serve",
-    # Imported by uvicorn.Config.load() for the options app.serve passes to it.
+    "app.serving.server",
+    # Imported by uvicorn.Config.load() for the options app.serving.server passes to it.
     "uvicorn.loops.asyncio",
     "uvicorn.protocols.http.httptools_impl",
     "uvicorn.lifespan.on",

@@ -15,10 +15,12 @@ Layout::
     forecasts/                         the forecast ticker's output
 
 Every write goes to a temp file in the same directory, is fsynced and then renamed over the target
-with `os.replace`, so readers (the server, the dashboard, other tasks) never see a torn file.
-Reads are bounded (`read_limited`): a file damaged from outside (undecodable, empty, oversized)
-is a DamagedFileError, and a write that finds no space a StoreFullError naming the path and the
-space it needed. `clean_stale` removes what killed writers left.
+(`mlops_contract.atomic_write`), so readers (the server, the dashboard, other tasks) never see a
+torn file; the run-id rule and reading and replacing models/CURRENT are the contract's too, shared
+with the platform's image. Reads are bounded (`read_limited`): a file damaged from outside
+(undecodable, empty, oversized) is a DamagedFileError, and a write that finds no space a
+StoreFullError naming the path and the space it needed. `clean_stale` removes what killed
+writers left.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ import errno
 import fcntl
 import logging
 import os
-import re
 import shutil
 import stat
 import tempfile
@@ -40,22 +41,20 @@ from typing import Any
 
 import orjson
 
+import mlops_contract
 from app import series as series_module
-from app.settings import RUN_ID_PATTERN
+from mlops_contract import CURRENT, DECISION_FILE, MODELS, check_run_id, is_run_id
 
 log = logging.getLogger(__name__)
 
 SHIPPED_DATASET = series_module.shipped_dataset()
 SHIPPED_DESCRIPTOR = series_module.shipped_descriptor()
-_RUN_ID = re.compile(RUN_ID_PATTERN)
 
 
 INGEST_STATE_NAME = "ingest.json"
 """`datasets/ingest.json`: ingest's record of its last run (the forecast ticker reads it)."""
 INGEST_PENDING_NAME = "ingest.pending.json"
 """`datasets/ingest.pending.json`: ingest's journal while it replaces the dataset."""
-MAX_CURRENT_BYTES = 256
-"""models/CURRENT holds one run id (at most 128 characters) and a newline."""
 MAX_JSON_BYTES = 16 * 1024 * 1024
 """The store's JSON files (metrics, decisions, reports) are kilobytes; far larger is damage."""
 
@@ -131,48 +130,23 @@ def read_limited(path: Path, limit: int) -> bytes:
     return data
 
 
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; not every filesystem allows opening a directory.
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see either the old or the new content, never a mix."""
+@contextlib.contextmanager
+def _full_as_store_error(path: Path, needed: int) -> Iterator[None]:
+    """Inside: an OSError that means no space (`is_full`) becomes a StoreFullError naming `path`
+    and the `needed` bytes; any other error propagates as it was raised."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        yield
     except OSError as exc:
         if is_full(exc):
-            raise StoreFullError(path, len(data), exc) from None
+            raise StoreFullError(path, needed, exc) from None
         raise
-    try:
-        with os.fdopen(fd, "wb") as tmp:
-            tmp.write(data)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp_name, path)
-    except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        if is_full(exc):
-            raise StoreFullError(path, len(data), exc) from None  # type: ignore[arg-type]
-        raise
-    _fsync_dir(path.parent)
 
 
-def check_run_id(run_id: str) -> str:
-    """Return `run_id` if it is safe to use as a directory name, else raise ValueError."""
-    if not _RUN_ID.match(run_id):
-        raise ValueError(
-            f"invalid run id {run_id!r}: use letters, digits, '.', '_' and '-' "
-            "(at most 128 characters, not starting with '.')"
-        )
-    return run_id
+def write_file(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` atomically (`mlops_contract.atomic_write`: readers see the old
+    or the new content, never a mix); StoreFullError when the store has no space for it."""
+    with _full_as_store_error(path, len(data)):
+        mlops_contract.atomic_write(path, data)
 
 
 def _probe_writable(root: Path) -> str | None:
@@ -303,7 +277,7 @@ class Store:
 
     @property
     def models_dir(self) -> Path:
-        return self.root / "models"
+        return self.root / MODELS
 
     @property
     def reports_dir(self) -> Path:
@@ -315,7 +289,7 @@ class Store:
 
     @property
     def current_path(self) -> Path:
-        return self.models_dir / "CURRENT"
+        return self.models_dir / CURRENT
 
     def run_dir(self, run_id: str) -> Path:
         return self.models_dir / check_run_id(run_id)
@@ -348,20 +322,9 @@ class Store:
         DamagedFileError when it exists but does not hold one valid run id (a store mutated from
         outside: `promote RUN_ID` repairs it)."""
         try:
-            data = read_limited(self.current_path, MAX_CURRENT_BYTES)
-        except FileNotFoundError:
-            return None
-        if not data.strip():
-            raise DamagedFileError(self.current_path, "empty (it should hold a run id)")
-        try:
-            run_id = data.decode("ascii").strip()
-        except UnicodeDecodeError:
-            raise DamagedFileError(
-                self.current_path, f"not a run id (undecodable bytes {data[:16]!r})"
-            ) from None
-        if not _RUN_ID.match(run_id):
-            raise DamagedFileError(self.current_path, f"not a run id ({run_id[:40]!r})")
-        return run_id
+            return mlops_contract.read_current(self.models_dir)
+        except mlops_contract.DamagedCurrent as exc:
+            raise DamagedFileError(exc.path, exc.problem) from None
 
     def promoted_runs(self, exclude: str | None = None) -> list[str]:
         """Runs that were promoted (their decision.json says so), newest decision first: where
@@ -371,7 +334,7 @@ class Store:
             if run_id == exclude:
                 continue
             try:
-                decision = self.read_json(self.run_dir(run_id) / "decision.json")
+                decision = self.read_json(self.run_dir(run_id) / DECISION_FILE)
             except (OSError, ValueError):
                 continue
             if isinstance(decision, dict) and decision.get("promoted") is True:
@@ -380,7 +343,8 @@ class Store:
 
     def set_current(self, run_id: str) -> None:
         """Point models/CURRENT at `run_id` (atomically; servers pick it up on their next poll)."""
-        self.write_text(self.current_path, check_run_id(run_id) + "\n")
+        with _full_as_store_error(self.current_path, len(run_id) + 1):
+            mlops_contract.write_current(self.models_dir, run_id)
 
     def list_runs(self) -> list[str]:
         """Ids of every run directory under models/, sorted (timestamp ids sort by time)."""
@@ -389,11 +353,12 @@ class Store:
         return sorted(
             entry.name
             for entry in self.models_dir.iterdir()
-            if entry.is_dir() and _RUN_ID.match(entry.name)
+            if entry.is_dir() and is_run_id(entry.name)
         )
 
     def has_model(self, run_id: str) -> bool:
-        # Either family's model file (app.model.MODEL_FILES; not imported: it pulls in xgboost).
+        # Either family's model file (app.forecasting.model.MODEL_FILES; not imported: it pulls
+        # in xgboost).
         return any((self.run_dir(run_id) / name).is_file() for name in ("model.ubj", "model.json"))
 
     @contextlib.contextmanager
@@ -402,15 +367,11 @@ class Store:
         `install_run` it. Its `.lock` is held while inside, so `clean_stale` removes only the
         staging directories of writers that died; left over on any error, it is removed."""
         check_run_id(run_id)
-        try:
+        with _full_as_store_error(self.models_dir / f".{run_id}.tmp", 4096):
             self.models_dir.mkdir(parents=True, exist_ok=True)
             path = Path(tempfile.mkdtemp(dir=self.models_dir, prefix=f".{run_id}.", suffix=".tmp"))
             path.chmod(0o755)  # what mkdir gave run directories; mkdtemp makes 0700
             fd = os.open(path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            if is_full(exc):
-                raise StoreFullError(self.models_dir / f".{run_id}.tmp", 4096, exc) from None
-            raise
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX)
             yield path
@@ -429,7 +390,7 @@ class Store:
             os.rename(target, aside)
         os.rename(staging, target)
         (target / ".lock").unlink(missing_ok=True)  # held until now: clean_stale keeps off
-        _fsync_dir(self.models_dir)
+        mlops_contract.fsync_dir(self.models_dir)
         if aside is not None:
             shutil.rmtree(aside, ignore_errors=True)
 
@@ -477,13 +438,13 @@ class Store:
     # --- atomic file operations ---------------------------------------------------------------
 
     def write_bytes(self, path: Path, data: bytes) -> None:
-        atomic_write_bytes(path, data)
+        write_file(path, data)
 
     def write_text(self, path: Path, text: str) -> None:
-        atomic_write_bytes(path, text.encode())
+        write_file(path, text.encode())
 
     def write_json(self, path: Path, obj: Any) -> None:
-        atomic_write_bytes(
+        write_file(
             path, orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY) + b"\n"
         )
 

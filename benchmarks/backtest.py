@@ -3,10 +3,10 @@
     python -m benchmarks.backtest --setup      # once: benchmarks/venv with statsforecast
     python -m benchmarks.backtest [--series co2,gasoline,chicago] [--refresh-reference]
 
-For each series (`benchmarks.series`: CO2 and two real weekly series that are not CO2), on the
-same rolling folds as `train` (`app.backtest`: the newest 5 folds of 104 weeks, each method
-fitted only on the weeks before its fold, forecasting up to 52 weeks ahead from every observed
-week of the fold), it prints the mean MAE of
+For each series (`benchmarks.series`: CO2 and two real weekly series that are not CO2), on the same
+rolling folds as `train` (`app.forecasting.backtest`: the newest 5 folds of 104 weeks, each method
+fitted only on the weeks before its fold, forecasting up to 52 weeks ahead from every observed week
+of the fold), it prints the mean MAE of
 
 * the served family: what `train` would serve on this series with `MODEL_FAMILY=auto`;
 * MSTL(52)+AutoETS and AutoARIMA(52) from statsforecast (`benchmarks.reference`, run in
@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from app.backtest import coverage_by_horizon, forecast_folds, summarize
-from app.train import served_recipe
+from app.forecasting.backtest import coverage_by_horizon, forecast_folds, summarize
+from app.pipeline.train import served_recipe
 from benchmarks.series import SERIES, load
 
 HERE = Path(__file__).resolve().parent

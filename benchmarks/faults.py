@@ -10,7 +10,8 @@ and a newer NOAA file. Prints one count per failure kind (each should be 0):
   datasets/revisions.jsonl (or two);
 * crash at start: models/CURRENT that a server cannot read (it raises) or names a run that is
   not whole;
-* orphaned probes: `app.model_check` processes of this store alive 3 s after their gate died;
+* orphaned probes: `app.forecasting.model_check` processes of this store alive 3 s after their gate
+  died;
 * rollbacks: concurrent rounds after which the older file's value is the one stored.
 
 `--app-root` runs another checkout's `python -m app` (for example the main branch's), with the
@@ -162,7 +163,8 @@ class Trials:
                 continue
             if state[state.rfind(")") + 2] == "Z":
                 continue
-            if b"app.model_check" in cmdline and any(str(store).encode() in a for a in cmdline):
+            probe = b"app.forecasting.model_check" in cmdline
+            if probe and any(str(store).encode() in a for a in cmdline):
                 found += 1
                 os.kill(int(entry.name), signal.SIGKILL)
         return found

@@ -615,8 +615,8 @@ def main(argv: list[str] | None = None) -> int:
         help="a checkout of the code before a change: its api measured side by side",
     )
     args = parser.parse_args(argv)
-    if args.before is not None and not (args.before / "app" / "serve.py").is_file():
-        print(f"error: --before {args.before}: no app/serve.py there", file=sys.stderr)
+    if args.before is not None and not (args.before / "app" / "__main__.py").is_file():
+        print(f"error: --before {args.before}: no app/__main__.py there", file=sys.stderr)
         return 2
     before = args.before.resolve() if args.before is not None else None
     for tool, package in (("wrk", "wrk"), ("strip", "binutils")):

@@ -6,10 +6,10 @@ statsforecast needs pandas<3 and numba, neither of which the app's venv or image
 `python -m benchmarks.backtest` runs this module in its own venv (`--setup` creates it from
 benchmarks/requirements.txt) and hands it the series and the folds as JSON.
 
-For each fold (the same `(start, end)` as `app.backtest.fold_bounds`) and each method, the model
-is fitted once on the weeks before the fold (gaps interpolated), then run forward with those
-parameters from every origin of the fold (`forward`: the fitted model applied to the history up
-to the origin, no re-estimation and no look-ahead), up to the same horizons as the app's
+For each fold (the same `(start, end)` as `app.forecasting.backtest.fold_bounds`) and each method,
+the model is fitted once on the weeks before the fold (gaps interpolated), then run forward with
+those parameters from every origin of the fold (`forward`: the fitted model applied to the history
+up to the origin, no re-estimation and no look-ahead), up to the same horizons as the app's
 backtest. Methods (statsforecast's documented names,
 https://nixtlaverse.nixtla.io/statsforecast/src/core/models.html):
 
@@ -33,7 +33,8 @@ import numpy as np
 
 
 def fill_past(values: np.ndarray) -> np.ndarray:
-    """Interpolate NaN weeks from the observed weeks (ends held), like `app.model.fill_gaps`."""
+    """Interpolate NaN weeks from the observed weeks (ends held), like
+    `app.forecasting.model.fill_gaps`."""
     missing = np.isnan(values)
     if not missing.any():
         return values.copy()

@@ -75,7 +75,7 @@ def load(name: str) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"unknown series {name!r}: use one of {', '.join(SERIES)}")
     series = SERIES[name]
     if name == "co2":
-        from app.model import read_series  # not in benchmarks/venv (no xgboost there)
+        from app.forecasting.model import read_series  # not in benchmarks/venv (no xgboost there)
 
         return read_series(series.path)
     dates, values = read_values(series.path)

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from app.gate import decide
+from app.pipeline.gate import decide
+from app.pipeline.train import train
+from app.pipeline.validate import validate
 from app.store import Store
-from app.train import train
-from app.validate import validate
 from tests.app.helpers import TEST_ROUNDS, ServerProcess
 
 FIRST_RUN = "run-a"

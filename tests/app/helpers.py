@@ -15,8 +15,8 @@ import httpx
 import numpy as np
 import orjson
 
-from app.model import MODEL_FILES, read_series
-from app.model_check import model_file_record
+from app.forecasting.model import MODEL_FILES, read_series
+from app.forecasting.model_check import model_file_record
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEST_ROUNDS = 60

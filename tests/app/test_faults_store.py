@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.forecast import Ticker
-from app.gate import GateError, decide, promote
+from app.loop.ticker import Ticker
+from app.pipeline.gate import GateError, decide, promote
 from app.settings import AppSettings
 from app.store import DamagedFileError, Store
 from tests.app.conftest import FIRST_RUN
@@ -113,7 +113,7 @@ def test_the_ticker_keeps_forecasting_through_a_damaged_current(
     try:
         assert ticker.tick()["run_id"] == FIRST_RUN
         store_copy.current_path.write_bytes(DAMAGE["empty"])
-        with caplog.at_level(logging.INFO, logger="app.forecast"):
+        with caplog.at_level(logging.INFO, logger="app.loop.ticker"):
             for _ in range(3):
                 assert ticker.tick()["run_id"] == FIRST_RUN  # the model it had, no traceback
             store_copy.set_current(FIRST_RUN)

@@ -17,11 +17,11 @@ import httpx
 import numpy as np
 import pytest
 
-from app.dashboard import build_figure, read_snapshot
-from app.model import read_series
+from app.dashboard.page import build_figure, read_snapshot
+from app.forecasting.model import read_series
+from app.pipeline.validate import validate
 from app.series import SeriesError, load
 from app.store import Store
-from app.validate import validate
 from tests.app.helpers import REPO_ROOT, ServerProcess, run_app
 
 GASOLINE = REPO_ROOT / "benchmarks" / "data" / "gasoline.csv"
@@ -48,7 +48,7 @@ def gasoline_store(root: Path, descriptor: dict | None = None) -> Store:
 
 # --- nothing in app/ names the shipped series ---------------------------------------------------
 
-ALLOWED = {"app/ingest.py"}
+ALLOWED = {"app/loop/ingest.py"}
 """NOAA's weekly CO2 format, which ingest reads (and the replay writes through it)."""
 ALLOWED_DIRS = ("app/data/",)
 """The shipped series itself: its CSV, its descriptor and its SOURCE.md."""
@@ -244,8 +244,8 @@ def test_switching_series_in_one_store_does_not_drift_check_against_the_other(
 
 
 def test_ingest_appends_a_date_value_csv_to_a_series_of_its_own(tmp_path: Path) -> None:
-    from app.forecast import Ticker
-    from app.ingest import IngestError, ingest
+    from app.loop.ingest import IngestError, ingest
+    from app.loop.ticker import Ticker
     from app.settings import AppSettings
 
     store = gasoline_store(tmp_path / "store", DESCRIPTOR)

@@ -95,7 +95,7 @@ def test_prune_works_on_a_pip_target_directory(tmp_path):
 PUBLISH_WITH_PRUNED_BOTOCORE = """
 import botocore.exceptions, botocore.session
 from botocore.stub import Stubber
-from app.monitor import publish_drift_event
+from app.loop.monitor import publish_drift_event
 session = botocore.session.get_session()
 client = session.create_client("events", region_name="eu-west-1")
 with Stubber(client) as stub:
@@ -279,13 +279,13 @@ def test_strip_names_the_missing_tool(tmp_path):
 def test_serve_modules_are_the_ones_uvicorn_loads_for_the_api():
     from uvicorn.config import HTTP_PROTOCOLS, LIFESPAN, LOOP_FACTORIES
 
-    from app.serve import TimedHttpToolsProtocol
+    from app.serving.deadlines import TimedHttpToolsProtocol
 
-    # app/serve.py runs uvicorn with loop="asyncio", lifespan="on" and a subclass of the
+    # app/serving/server.py runs uvicorn with loop="asyncio", lifespan="on" and a subclass of the
     # httptools protocol (read deadlines).
     chosen = {LOOP_FACTORIES["asyncio"], HTTP_PROTOCOLS["httptools"], LIFESPAN["on"]}
     assert {value.split(":")[0] for value in chosen} <= set(slim.SERVE_MODULES)
-    source = (REPO_ROOT / "app" / "serve.py").read_text()
+    source = (REPO_ROOT / "app" / "serving" / "server.py").read_text()
     for option in ('loop="asyncio"', 'lifespan="on"'):
         assert option in source
     assert TimedHttpToolsProtocol.__mro__[1].__module__ == HTTP_PROTOCOLS["httptools"].split(":")[0]

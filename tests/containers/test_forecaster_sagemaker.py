@@ -1,6 +1,6 @@
 """The forecaster's own image, unchanged, run as SageMaker runs a BYOC container: `train` with
 /opt/ml staged (here by the platform image) and no STORE_DIR, then `serve` from /opt/ml/model,
-answering /ping and /invocations (app/sagemaker.py, docs/api.md "SageMaker's paths")."""
+answering /ping and /invocations (app/pipeline/sagemaker.py, docs/api.md "SageMaker's paths")."""
 
 from __future__ import annotations
 

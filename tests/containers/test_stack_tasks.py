@@ -67,7 +67,7 @@ def test_gpu_image_carries_the_cuda_xgboost_and_trains_on_the_cpu_here(
     session = make_session(views["prod"], Path("/nonexistent"), base, Lines())
     image = session.image_for("gpu")
     probe = (
-        "import xgboost; from app.train import detect_device; "
+        "import xgboost; from app.pipeline.train import detect_device; "
         "print(xgboost.build_info()['USE_CUDA'], detect_device())"
     )
     out = subprocess.check_output(

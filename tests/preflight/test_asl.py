@@ -93,7 +93,7 @@ def test_parameters_result_path_and_choice() -> None:
 def test_the_declared_pipeline_renders_the_run_id_the_app_accepts(dev_plan: Plan) -> None:
     """Walk the program's own Defaults/Prepare states: the RUN_ID passed to every step is
     `<start>Z-<execution name>`, which app.settings accepts."""
-    from app.settings import RUN_ID_PATTERN
+    from mlops_contract import RUN_ID_PATTERN
 
     machine = json.loads(dev_plan.one("aws:sfn/stateMachine:StateMachine").inputs["definition"])
     data = {}
