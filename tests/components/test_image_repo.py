@@ -276,7 +276,7 @@ def test_a_changed_or_added_file_gives_a_new_tag(app_copy: Path):
 
 def test_renaming_a_file_gives_a_new_tag(app_copy: Path):
     before = context_tag(app_copy, "cpu")
-    (app_copy / "batcher.py").rename(app_copy / "batcher2.py")
+    (app_copy / "serving" / "batcher.py").rename(app_copy / "serving" / "batcher2.py")
     assert context_tag(app_copy, "cpu") != before
 
 

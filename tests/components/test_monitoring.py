@@ -109,8 +109,8 @@ def test_the_reference_job_runs_ingest_then_monitor_publishing_to_eventbridge():
     )
     assert container["command"] == ["ingest", "--monitor"]
     environment = {item["name"]: item["value"] for item in container["environment"]}
-    # app/ingest.py's default source and app/monitor.py's variable names.
-    assert environment["INGEST_SOURCE"] in (ROOT / "app" / "ingest.py").read_text()
+    # app/loop/ingest.py's default source and app/loop/monitor.py's variable names.
+    assert environment["INGEST_SOURCE"] in (ROOT / "app" / "loop" / "ingest.py").read_text()
     assert environment["MONITOR_ON_DRIFT"] == "eventbridge"
     assert environment["EVENT_BUS_NAME"] == "default"
     assert environment["AWS_REGION"] == "eu-west-1"

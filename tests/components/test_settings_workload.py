@@ -39,7 +39,8 @@ def test_no_section_is_the_reference_workload_and_matches_the_app():
     workload = parse({}).workload
     assert workload == parse_workload(FORECASTER)
     assert workload.contract is Contract.PLATFORM
-    # The app's commands (app/__main__.py) and its ports/paths (app/serve.py, app/dashboard.py).
+    # The app's commands (app/__main__.py) and its ports/paths (app/serving/server.py,
+    # app/dashboard/page.py).
     assert workload.training.command == ("train",)
     assert workload.serving.command == ("serve",) and workload.serving.port == 8080
     assert workload.serving.health_path == "/health"
@@ -49,7 +50,7 @@ def test_no_section_is_the_reference_workload_and_matches_the_app():
     ]
     assert set(workload.steps) == {"validate", "gate", "await_image"}
     assert workload.job.emits_drift and workload.job.command == ("ingest", "--monitor")
-    app_ingest = (ROOT / "app" / "ingest.py").read_text()
+    app_ingest = (ROOT / "app" / "loop" / "ingest.py").read_text()
     assert workload.job.environment["INGEST_SOURCE"] in app_ingest
     # The drift floor is in the series' units: the monitor reads it from the series descriptor
     # in the store (app/series.py), so a stack pointed at another series must not pin CO2's.

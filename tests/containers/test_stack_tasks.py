@@ -114,7 +114,7 @@ def test_dashboard_dies_on_a_root_owned_tmp_and_starts_on_the_image_volume(
 
     try:
         # Before the fix, as far as Fargate is concerned: the image declares no VOLUME at /tmp.
-        monkeypatch.setattr(run_local, "image_volumes", lambda image: frozenset())
+        monkeypatch.setattr(run_local.task, "image_volumes", lambda image: frozenset())
         task, status, logs = run_dashboard()
         state = task.inspect(task.containers["dashboard"])
         assert state["Status"] == "exited" and state["ExitCode"] != 0, logs

@@ -36,7 +36,7 @@ def test_reads_the_declared_tasks_checks_and_access_point(view: run_local.StackV
 
 
 def test_container_definition_becomes_fargate_like_docker_run(view, tmp_path, monkeypatch):
-    monkeypatch.setattr(run_local, "image_volumes", lambda image: frozenset({"/tmp"}))
+    monkeypatch.setattr(run_local.task, "image_volumes", lambda image: frozenset({"/tmp"}))
     task = _task(view, view.inference_family, tmp_path)
     args = task.docker_run_args(task.containers["api"])
     joined = " ".join(args)
@@ -55,14 +55,14 @@ def test_container_definition_becomes_fargate_like_docker_run(view, tmp_path, mo
 
 
 def test_an_undeclared_scratch_path_is_an_empty_volume(view, tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(run_local, "image_volumes", lambda image: frozenset())
+    monkeypatch.setattr(run_local.task, "image_volumes", lambda image: frozenset())
     task = _task(view, view.inference_family, tmp_path)
     joined = " ".join(task.docker_run_args(task.containers["api"]))
     assert "type=volume,src=vol-scratch,dst=/tmp,volume-nocopy" in joined
 
 
 def test_fargate_refuses_tmpfs_and_privileged(view, tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(run_local, "image_volumes", lambda image: frozenset())
+    monkeypatch.setattr(run_local.task, "image_volumes", lambda image: frozenset())
     task = _task(view, view.inference_family, tmp_path)
     task.containers["api"].definition["privileged"] = True
     with pytest.raises(RunLocalError, match="privileged"):
@@ -83,14 +83,14 @@ def test_target_group_matcher(matcher: str, status: int, accepted: bool) -> None
 
 
 def test_run_task_command_overrides_replace_the_container_command(view, tmp_path, monkeypatch):
-    monkeypatch.setattr(run_local, "image_volumes", lambda image: frozenset())
+    monkeypatch.setattr(run_local.task, "image_volumes", lambda image: frozenset())
     family = "mlops-dev-training-validate"
     task = _task(view, family, tmp_path)
     task.commands = {"validate": ["check-image"]}
     task.overrides = {"validate": {"RUN_ID": "r1"}}
     args = task.docker_run_args(task.containers["validate"])
     assert args[-2:] == ["img:1", "check-image"] and "RUN_ID=r1" in args
-    environments, commands = run_local._overrides(
+    environments, commands = run_local.pipeline._overrides(
         {"Overrides": {"ContainerOverrides": [{"Name": "validate", "Command": ["check-image"],
                                                "Environment": [{"Name": "A", "Value": "1"}]}]}}
     )  # fmt: skip
@@ -105,7 +105,7 @@ ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-AbCdEf"
 def test_a_secret_reaches_docker_by_name_only(view, tmp_path, monkeypatch) -> None:
     """As ECS injects a secret at start: the container sees the value; the `docker run` command
     line (and so `ps` and the log) carries only the name."""
-    monkeypatch.setattr(run_local, "image_volumes", lambda image: frozenset({"/tmp"}))
+    monkeypatch.setattr(run_local.task, "image_volumes", lambda image: frozenset({"/tmp"}))
     task = _task(view, view.inference_family, tmp_path)
     api = task.containers["api"]
     api.definition = {**api.definition, "secrets": [{"name": "DB_PASSWORD", "valueFrom": ARN}]}

@@ -1,0 +1,5 @@
+import sys
+
+from preflight.run_local.cli import main
+
+sys.exit(main())

@@ -1,0 +1,297 @@
+"""The stack's state machine, walked on this machine with Step Functions' semantics.
+
+Pass and Choice states are evaluated as Step Functions evaluates them (preflight/asl.py). Each
+`ecs:runTask` state runs its task locally with the overrides rendered from the definition and
+its `TimeoutSeconds`; the stopped task is the state's result (Step Functions' `.sync` returns the
+task description). The outcome follows the Amazon States Language specification
+(https://states-language.net/spec.html, "Errors", "Retrying after error", "Fallback states"):
+
+- the task fails with `States.TaskFailed` (an essential container exited non-zero, the task
+  stopped otherwise, or a simulated Spot interruption) or `States.Timeout` (past
+  `TimeoutSeconds`: Step Functions stops a `.sync` task, SIGTERM then SIGKILL after its
+  containers' stopTimeout);
+- the first Retrier whose `ErrorEquals` matches retries it after `IntervalSeconds` x
+  `BackoffRate`^(attempt - 1), capped by `MaxDelaySeconds`, with full jitter when
+  `JitterStrategy` is FULL, up to `MaxAttempts`; `States.ALL` matches every error and
+  `States.TaskFailed` every error but `States.Timeout`; the waits are scaled by the session's
+  `retry_scale` (1: as long as AWS waits);
+- then the first Catcher whose `ErrorEquals` matches sends the state's input with the error
+  (`{Error, Cause}`) at its `ResultPath` to its `Next` state; with none, the execution fails.
+
+The retried and caught runs keep the execution's RUN_ID (its `Prepare` state fixed it). SNS
+Publish is AWS-only: its rendered message is printed instead. ecs:updateService rolls the
+session's service (service.py).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from preflight import asl
+from preflight.run_local.docker import RunLocalError
+from preflight.run_local.session import Session
+
+ECS_RUN_TASK = "arn:aws:states:::ecs:runTask"
+ECS_UPDATE_SERVICE = "arn:aws:states:::aws-sdk:ecs:updateService"
+SNS_PUBLISH = "arn:aws:states:::sns:publish"
+TASK_FAILED = "States.TaskFailed"
+TIMEOUT = "States.Timeout"
+ALL = "States.ALL"
+DEFAULT_TIMEOUT = 99999999
+"""ASL: a Task state without TimeoutSeconds times out after 99999999 seconds."""
+
+
+class StateFailed(Exception):
+    """A state failed with an error name and cause, as Step Functions reports them."""
+
+    def __init__(self, error: str, cause: str) -> None:
+        super().__init__(f"{error}: {cause}")
+        self.error = error
+        self.cause = cause
+
+
+def matches(error_equals: Sequence[str], error: str) -> bool:
+    """Whether a Retrier's or Catcher's `ErrorEquals` matches `error`."""
+    for name in error_equals:
+        if name in (ALL, error):
+            return True
+        if name == TASK_FAILED and error != TIMEOUT:
+            return True
+    return False
+
+
+def retry_delay(retrier: Mapping[str, Any], attempt: int) -> float:
+    """Seconds before retry `attempt` (1-based) under one Retrier, before jitter."""
+    delay = retrier.get("IntervalSeconds", 1) * retrier.get("BackoffRate", 2.0) ** (attempt - 1)
+    if "MaxDelaySeconds" in retrier:
+        delay = min(delay, retrier["MaxDelaySeconds"])
+    return float(delay)
+
+
+def _overrides(
+    parameters: Mapping[str, Any],
+) -> tuple[dict[str, dict[str, str]], dict[str, list[str]]]:
+    """RunTask's containerOverrides: environment and command per container."""
+    environments: dict[str, dict[str, str]] = {}
+    commands: dict[str, list[str]] = {}
+    for override in (parameters.get("Overrides") or {}).get("ContainerOverrides", []):
+        environment = override.get("Environment", [])
+        environments[override["Name"]] = {e["Name"]: str(e["Value"]) for e in environment}
+        if override.get("Command"):
+            commands[override["Name"]] = [str(part) for part in override["Command"]]
+    return environments, commands
+
+
+class Walk:
+    """One execution of the state machine."""
+
+    def __init__(self, session: Session, only: str | None, execution_input: Any) -> None:
+        self.session = session
+        self.only = only
+        self.out = session.out
+        self.families = {f.rsplit("-", 1)[-1]: f for f in session.view.tasks}
+        self.ran_steps: list[str] = []
+        started = dt.datetime.now(dt.UTC)
+        name = f"local-{started.strftime('%Y%m%d%H%M%S')}-{session.id}"
+        self.context = {
+            "Execution": {
+                "Id": f"local:{name}",
+                "Name": name,
+                "StartTime": started.strftime("%Y-%m-%dT%H:%M:%S.")
+                + f"{started.microsecond // 1000:03d}Z",
+                "Input": execution_input or {},
+            }
+        }
+        self.data: Any = execution_input or {}
+        self.spot_left = list(session.spot_interruptions)
+
+    def run(self) -> int:
+        machine = self.session.view.state_machine
+        name = machine["StartAt"]
+        while True:
+            state = machine["States"][name]
+            kind = state["Type"]
+            if kind == "Choice":
+                following = next(
+                    (
+                        c["Next"]
+                        for c in state["Choices"]
+                        if asl.choice_matches(c, self.data, self.context)
+                    ),
+                    state.get("Default"),
+                )
+                if following is None:
+                    raise RunLocalError(f"Choice {name}: no rule matched and no Default")
+                name = following
+                continue
+            if kind == "Succeed":
+                self.out(f"[pipeline] {name}: succeeded ({', '.join(self.ran_steps)})")
+                return 0
+            if kind == "Fail":
+                error = self._optional(state.get("ErrorPath")) or state.get("Error", "")
+                cause = self._optional(state.get("CausePath")) or state.get("Cause", "")
+                self.out(f"[pipeline] {name}: failed ({error}: {_short(cause)})")
+                return 1
+            try:
+                done = self._execute(name, state)
+            except StateFailed as failure:
+                recovered, following = self._recover(name, state, failure)
+                if not recovered:
+                    self.out(f"[pipeline] {name} failed ({failure.error}): nothing catches it")
+                    return 1
+                if following is None:
+                    return 0
+                name = following
+                continue
+            if done or state.get("End"):
+                return 0
+            name = state["Next"]
+
+    def _optional(self, path: str | None) -> Any:
+        if not path:
+            return None
+        try:
+            return asl.read_path(path, self.data, self.context)
+        except asl.AslError:
+            return None
+
+    # --- states ---
+
+    def _execute(self, name: str, state: Mapping[str, Any]) -> bool:
+        """Run one state, updating the data; True when a single-step walk is done."""
+        kind = state["Type"]
+        if kind == "Pass":
+            effective = asl.state_input(state, self.data, self.context)
+            result = state.get("Result", effective)
+            self.data = asl.state_output(state, self.data, result, self.context)
+            return False
+        if kind == "Wait":
+            self.out(f"[pipeline] {name}: Wait {state.get('Seconds', '?')} s skipped locally")
+            self.data = asl.state_output(state, self.data, self.data, self.context)
+            return False
+        if kind != "Task":
+            raise RunLocalError(f"state {name}: type {kind} is not supported locally")
+        resource = state["Resource"]
+        parameters = asl.state_input(state, self.data, self.context)
+        if resource.startswith(ECS_RUN_TASK):
+            return self._run_task(name, state, parameters)
+        if resource == ECS_UPDATE_SERVICE and self.session.service is not None:
+            self._update_service(name)
+        elif resource == SNS_PUBLISH:
+            self.out(
+                f"[pipeline] {name}: sns:publish exists only on AWS; it would send to "
+                f"{parameters.get('TopicArn')}: {parameters.get('Subject')}: "
+                f"{_short(str(parameters.get('Message')), 600)}"
+            )
+        else:
+            self.out(f"[pipeline] {name}: {resource} exists only on AWS, skipped")
+        self.data = asl.state_output(state, self.data, None, self.context)
+        return False
+
+    def _run_task(self, name: str, state: Mapping[str, Any], parameters: Mapping[str, Any]) -> bool:
+        family = parameters["TaskDefinition"]
+        if family not in self.session.view.tasks:
+            raise RunLocalError(f"{name}: task definition {family} is not declared")
+        step = next((s for s, f in self.families.items() if f == family), family)
+        if self.only is not None and step != self.only:
+            self.data = asl.state_output(state, self.data, None, self.context)
+            return False
+        providers = [
+            entry.get("CapacityProvider")
+            for entry in parameters.get("CapacityProviderStrategy", [])
+        ]
+        self.out(f"[pipeline] {name}: ecs:runTask {family} ({', '.join(map(str, providers))})")
+        environments, commands = _overrides(parameters)
+        task = self.session.task(family, environments, commands)
+        timeout = float(state.get("TimeoutSeconds", DEFAULT_TIMEOUT))
+        task.start()
+        if "FARGATE_SPOT" in providers and self.spot_left:
+            task.interrupt_after(self.spot_left.pop(0))
+        outcome = task.wait(timeout)
+        self.ran_steps.append(step)
+        codes = ", ".join(f"{n} {c}" for n, c in outcome.exit_codes.items())
+        self.out(f"[pipeline] {name}: task stopped ({outcome.stop_code}; exit codes {codes})")
+        if outcome.timed_out:
+            raise StateFailed(TIMEOUT, f"State '{name}' has timed out after {timeout:g} s")
+        if outcome.failed:
+            raise StateFailed(TASK_FAILED, json.dumps(outcome.description()))
+        self.data = asl.state_output(state, self.data, outcome.description(), self.context)
+        return self.only is not None
+
+    def _update_service(self, name: str) -> None:
+        service = self.session.service
+        assert service is not None
+        self.out(f"[pipeline] {name}: ecs:updateService, a new deployment")
+        if service.roll():
+            self.out(f"[pipeline] {name}: the new task passed its target checks")
+        else:
+            self.out(
+                f"[pipeline] {name}: the new task failed its target checks: rolled back, the "
+                "previous task still serves"
+            )
+
+    # --- errors ---
+
+    def _recover(
+        self, name: str, state: Mapping[str, Any], failure: StateFailed
+    ) -> tuple[bool, str | None]:
+        """Retry the state while a Retrier allows, then try its Catchers: (recovered, the next
+        state or None at the end). Not recovered: the execution fails."""
+        attempts: dict[int, int] = {}
+        while True:
+            index, retrier = next(
+                (
+                    (i, r)
+                    for i, r in enumerate(state.get("Retry", []))
+                    if matches(r["ErrorEquals"], failure.error)
+                ),
+                (-1, None),
+            )
+            if retrier is None or attempts.get(index, 0) >= retrier.get("MaxAttempts", 3):
+                break
+            attempts[index] = attempts.get(index, 0) + 1
+            delay = retry_delay(retrier, attempts[index])
+            if retrier.get("JitterStrategy") == "FULL":
+                delay = random.uniform(0, delay)
+            wait = delay * self.session.retry_scale
+            self.out(
+                f"[pipeline] {name} failed ({failure.error}): retry {attempts[index]} of "
+                f"{retrier.get('MaxAttempts', 3)} in {delay:.0f} s"
+                + (f" (waiting {wait:.1f} s here)" if self.session.retry_scale != 1 else "")
+            )
+            time.sleep(wait)
+            try:
+                self._execute(name, state)
+            except StateFailed as again:
+                failure = again
+                continue
+            return True, None if state.get("End") else state["Next"]
+        for catcher in state.get("Catch", []):
+            if matches(catcher["ErrorEquals"], failure.error):
+                error = {"Error": failure.error, "Cause": failure.cause}
+                path = catcher.get("ResultPath", "$")
+                self.data = asl.state_output({"ResultPath": path}, self.data, error, self.context)
+                self.out(
+                    f"[pipeline] {name} failed ({failure.error}): caught, next {catcher['Next']}"
+                )
+                return True, catcher["Next"]
+        return False, None
+
+
+def _short(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def walk_state_machine(
+    session: Session, only: str | None = None, execution_input: Any = None
+) -> int:
+    """Walk the declared state machine, running each ECS task (or only the step `only`).
+
+    Returns 0 when it reaches a Succeed state, 1 when it fails."""
+    return Walk(session, only, execution_input).run()
