@@ -10,8 +10,9 @@ stack = wire(stack_settings.load())
 pulumi.export("vpc_id", stack.network.vpc_id)
 pulumi.export("task_subnet_ids", stack.network.task_subnet_ids)
 pulumi.export("file_system_id", stack.store.file_system_id)
-pulumi.export("repository_url", stack.images.repository_url)
-pulumi.export("image_ref", stack.images.image_ref("cpu"))
+if stack.images is not None:
+    pulumi.export("repository_url", stack.images.repository_url)
+pulumi.export("image_ref", stack.image_ref("cpu"))
 pulumi.export("cluster_name", stack.cluster.cluster_name)
 if stack.inference is not None:
     pulumi.export("url", stack.inference.url)

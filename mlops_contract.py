@@ -56,6 +56,8 @@ class Env:
     HYPERPARAMETERS = "MLOPS_HYPERPARAMETERS"
     WORKLOAD_UID = "MLOPS_WORKLOAD_UID"
     TRAINING_EXIT = "MLOPS_TRAINING_EXIT"
+    TRAINING_CONTAINER = "MLOPS_TRAINING_CONTAINER"
+    PROMOTION = "MLOPS_PROMOTION"
     OBJECTIVE_FILE = "MLOPS_OBJECTIVE_FILE"
     OBJECTIVE_KEY = "MLOPS_OBJECTIVE_KEY"
     OBJECTIVE_DIRECTION = "MLOPS_OBJECTIVE_DIRECTION"
@@ -63,6 +65,12 @@ class Env:
     # SageMaker's own names, as its training toolkit reads them.
     SM_MODEL_DIR = "SM_MODEL_DIR"
     SM_CHANNEL_PREFIX = "SM_CHANNEL_"
+    SM_OUTPUT_DATA_DIR = "SM_OUTPUT_DATA_DIR"
+    TRAINING_JOB_NAME = "TRAINING_JOB_NAME"
+    """SageMaker's name of the training job; here the run's id."""
+    # ECS's own, in every container of a task (ECS Developer Guide, "Amazon ECS task metadata
+    # endpoint version 4").
+    ECS_METADATA = "ECS_CONTAINER_METADATA_URI_V4"
 
 
 RESERVED_ENV = (
@@ -129,13 +137,39 @@ class MlLayout:
         """Why training failed (a non-zero exit is a failure either way)."""
         return self.output / "failure"
 
+    @property
+    def output_data(self) -> Path:
+        """What training leaves beside its model (`SM_OUTPUT_DATA_DIR`): kept with the run."""
+        return self.output / "data"
 
-def sagemaker_environment(channels: Mapping[str, object] = ()) -> dict[str, str]:
-    """SageMaker's variables for the workload's training container: SM_MODEL_DIR and
-    SM_CHANNEL_<NAME> (upper-cased channel name) pointing into `/opt/ml`."""
+    @property
+    def checkpoints(self) -> Path:
+        """Where training checkpoints (SageMaker syncs it and restores it on a Spot restart)."""
+        return self.root / "checkpoints"
+
+    @property
+    def code(self) -> Path:
+        """The image's own code (SageMaker's training toolkit runs the user script from here):
+        never a platform volume, so what the image ships stays visible."""
+        return self.root / "code"
+
+    @property
+    def platform_paths(self) -> tuple[Path, ...]:
+        """What the platform provides in a training task, each its own task volume; everything
+        else under /opt/ml is the image's."""
+        return (self.root / "input", self.model, self.output, self.checkpoints)
+
+
+def sagemaker_environment(channels: Mapping[str, object] | None = None) -> dict[str, str]:
+    """SageMaker's variables pointing into `/opt/ml`: SM_MODEL_DIR for a server; for a training
+    container (`channels` given) also SM_OUTPUT_DATA_DIR and SM_CHANNEL_<NAME> per channel
+    (upper-cased), as SageMaker's training toolkit sets them."""
     layout = MlLayout()
+    if channels is None:
+        return {Env.SM_MODEL_DIR: str(layout.model)}
     return {
         Env.SM_MODEL_DIR: str(layout.model),
+        Env.SM_OUTPUT_DATA_DIR: str(layout.output_data),
         **{
             f"{Env.SM_CHANNEL_PREFIX}{name.upper()}": str(layout.channel(name)) for name in channels
         },
@@ -155,6 +189,8 @@ DECISION_FILE = "decision.json"
 """The gate's decision on a run (`models/<run_id>/decision.json`)."""
 RECORDS = frozenset({REPORT_FILE, DECISION_FILE})
 """The platform's records in a run directory: never part of the model."""
+OUTPUTS = "outputs"
+"""`outputs/<run_id>/data/`: what the training left in /opt/ml/output/data, kept with the run."""
 GATE_LOCK = ".gate.lock"
 """`models/.gate.lock`: held while a gate compares and swaps CURRENT."""
 MAX_CURRENT_BYTES = 256

@@ -53,8 +53,9 @@ class CiTrustArgs:
     stack: str
     """The stack's name: the default deploy environment."""
     region: str
-    repository_arn: pulumi.Input[str]
-    """The release image repository: the preview looks release tags up there."""
+    repository_arn: pulumi.Input[str] | None
+    """The release image repository: the preview looks release tags up there (the platform's,
+    for a stack that builds no image of its own; None when the stack builds none at all)."""
     permissions_boundary_arn: pulumi.Input[str]
     """The stack's boundary: the deploy role changes only roles that carry it."""
 
@@ -102,7 +103,7 @@ class CiTrust(pulumi.ComponentResource):
         aws.iam.RolePolicy(
             f"{name}-preview-policy",
             role=roles["preview"].id,
-            policy=pulumi.Output.all(account.account_id, args.repository_arn).apply(
+            policy=pulumi.Output.all(account.account_id, args.repository_arn or "").apply(
                 lambda v: json.dumps(
                     policy_document(ci_preview_statements(args.region, v[0], v[1]))
                 )

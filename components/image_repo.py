@@ -204,9 +204,6 @@ class ImageRepoArgs:
     """`workload.image.build.gpu_args`, for the gpu flavour."""
     suffix: str = ""
     """Appended to the repository's name (`-platform`: the platform image's own repository)."""
-    location: str = ""
-    """`workload.image.location`: an image built elsewhere, by digest; nothing is built and every
-    flavour runs it."""
 
 
 class ImageRepo(pulumi.ComponentResource):
@@ -300,10 +297,6 @@ class ImageRepo(pulumi.ComponentResource):
         self._released = True
         image = self._args.image
         repo, cache = self._repo, self._cache
-        if self._args.location:
-            for flavour in self._flavours:
-                self._resolvers[flavour](pulumi.Output.from_input(self._args.location))
-            return
         if image.pin:
             # Rollback: no build. Each flavour deploys its own pushed digest; settings/stack.py
             # requires `gpu_pin` alongside `pin` on a gpu-ec2 stack.

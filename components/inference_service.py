@@ -44,7 +44,7 @@ from components.documents.inference import (
     inference_containers,
     inference_dashboard,
 )
-from components.documents.staging import ML_VOLUME, STAGE_SERVING, stage_serving_spec
+from components.documents.staging import SERVING_VOLUMES, STAGE_SERVING, stage_serving_spec
 from components.inference_scaling import declare_scaling
 from components.load_balancer import LoadBalancer
 from components.network import Network
@@ -53,7 +53,7 @@ from components.settings.serving import InferenceSettings
 from components.settings.workload import SecuritySpec, ServingSpec, SidecarSpec
 from components.shared_store import SharedStore
 from components.task_block import TaskBlock, TaskBlockArgs, TaskSpec
-from mlops_contract import ML_MOUNT, sagemaker_environment
+from mlops_contract import sagemaker_environment
 
 
 @dataclass
@@ -300,7 +300,7 @@ class InferenceService(pulumi.ComponentResource):
             store=args.store_mounted,
             server_gpus=placement.gpus,
             extra=[stage_serving_spec(args.platform_image, args.security)] if staged else [],
-            server_mounts={ML_VOLUME: ML_MOUNT} if staged else None,
+            server_mounts=SERVING_VOLUMES if staged else None,
             server_depends_on=[(STAGE_SERVING, "SUCCESS")] if staged else (),
             server_environment=sagemaker_environment() if staged else None,
         )
@@ -312,7 +312,7 @@ class InferenceService(pulumi.ComponentResource):
             memory=inference.memory,
             placement=placement,
             containers=containers,
-            volumes=[ML_VOLUME] if staged else [],
+            volumes=list(SERVING_VOLUMES) if staged else [],
         )
 
     def _alarm(

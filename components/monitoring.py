@@ -40,7 +40,6 @@ from components.documents.monitoring import (
     publish_drift_statements,
     run_scheduled_task_statements,
 )
-from components.image_repo import ImageRepo
 from components.network import Network
 from components.settings.decisions import SPOT
 from components.settings.pipeline import MonitoringSettings
@@ -67,8 +66,8 @@ class MonitoringArgs:
     """The ECS cluster the task runs in (its FARGATE_SPOT capacity provider)."""
     store: SharedStore
     """The shared EFS store the job reads and writes."""
-    image_repo: ImageRepo
-    """The image (`image_ref("cpu")`)."""
+    image_ref: pulumi.Input[str]
+    """The workload's cpu image by digest."""
     job: JobSpec
     """`workload.job`: its command, environment and whether it may emit the drift event."""
     security: SecuritySpec = field(default_factory=SecuritySpec)
@@ -169,7 +168,7 @@ class Monitoring(pulumi.ComponentResource):
             placement=SPOT,
             containers=[
                 job_container(
-                    args.image_repo.image_ref(SPOT.flavour),
+                    args.image_ref,
                     args.region,
                     job=args.job,
                     thresholds=thresholds,

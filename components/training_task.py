@@ -38,7 +38,7 @@ from components.alarm_topic import AlarmTopic
 from components.cluster import Cluster
 from components.documents.common import ContainerSpec, assume_role_policy, policy_document
 from components.documents.staging import (
-    ML_VOLUME,
+    ML_VOLUMES,
     TRAINING_CONTAINERS,
     platform_gate_container,
     roll_service_state,
@@ -50,11 +50,16 @@ from components.documents.training import (
     training_container,
     training_state_machine,
 )
-from components.image_repo import ImageRepo
 from components.network import Network
 from components.settings.decisions import ON_DEMAND, Placement
 from components.settings.pipeline import TrainingSettings
-from components.settings.workload import Objective, SecuritySpec, StepSpec, TrainingSpec
+from components.settings.workload import (
+    Objective,
+    Promotion,
+    SecuritySpec,
+    StepSpec,
+    TrainingSpec,
+)
 from components.shared_store import SharedStore
 from components.task_block import Egress, TaskBlock, TaskBlockArgs, TaskSpec
 from components.training_triggers import TriggerSpec, declare_triggers
@@ -62,6 +67,14 @@ from components.training_triggers import TriggerSpec, declare_triggers
 STEP_CPU = 512
 STEP_MEMORY = 1024
 """validate and gate: a small Fargate size (MiB); the dataset is a few thousand rows."""
+
+
+@dataclass(frozen=True)
+class PlatformGate:
+    """The platform's gate: the objective it compares, or every trained run promoted."""
+
+    objective: Objective | None
+    promotion: Promotion
 
 
 @dataclass(frozen=True)
@@ -91,8 +104,11 @@ class TrainingTaskArgs:
     """The ECS cluster; its GPU capacity provider when train runs on GPU EC2."""
     store: SharedStore
     """The shared EFS store every step mounts."""
-    image_repo: ImageRepo
-    """The image (`image_ref("cpu"|"gpu")`) and the repository whose pushes trigger retraining."""
+    image_refs: Mapping[str, pulumi.Input[str]]
+    """The workload's image by digest, per flavour (cpu, and gpu when something runs there)."""
+    push_repository: pulumi.Input[str] | None
+    """The ECR repository whose release pushes start a run (the stack's own); None when the
+    stack builds nothing (an image by `location`): no push rule."""
     alarm_topic: AlarmTopic
     """The stack's alarm topic failed runs are reported to (and its key, when it has one)."""
     repository_arns: Sequence[pulumi.Input[str]]
@@ -108,8 +124,8 @@ class TrainingTaskArgs:
     """The `sagemaker` contract: train is stage-training, the workload's train, collect-training."""
     platform_image: pulumi.Input[str] | None = None
     """The platform image by digest, where it stages or gates."""
-    objective: Objective | None = None
-    """The platform gate's objective; None when the workload gates itself."""
+    platform_gate: PlatformGate | None = None
+    """How the platform gate decides; None when the workload gates itself."""
     rolled_service: RolledService | None = None
     """The service rolled after the gate; None when nothing is."""
 
@@ -130,7 +146,7 @@ class TrainingTask(pulumi.ComponentResource):
         self._child = pulumi.ResourceOptions(parent=self)
         if args.placement.on_ec2 and args.cluster.gpu_capacity_provider_name is None:
             raise ValueError(f"TrainingTask {name}: gpu-ec2 needs the cluster's GPU capacity")
-        if (args.staged or args.objective is not None) and args.platform_image is None:
+        if (args.staged or args.platform_gate is not None) and args.platform_image is None:
             raise ValueError(f"TrainingTask {name}: staging and the platform gate need its image")
         self._account = aws.get_caller_identity_output(
             opts=pulumi.InvokeOutputOptions(parent=self)
@@ -167,7 +183,7 @@ class TrainingTask(pulumi.ComponentResource):
                 name=name,
                 training=args.training,
                 gpu=args.placement.on_ec2,
-                repository_name=args.image_repo.repository_name,
+                repository_name=args.push_repository,
                 trust=self._trust("events.amazonaws.com"),
             ),
             state_machine,
@@ -203,7 +219,7 @@ class TrainingTask(pulumi.ComponentResource):
         """One step's task: what runs in it, how big, where."""
         is_train = step == "train"
         placement = args.placement if is_train else ON_DEMAND
-        image = args.image_repo.image_ref(placement.flavour)
+        image = args.image_refs[placement.flavour]
         containers: list[ContainerSpec]
         if is_train and args.staged:
             containers = training_containers(
@@ -213,8 +229,11 @@ class TrainingTask(pulumi.ComponentResource):
                 security=args.security,
                 gpus=placement.gpus,
             )
-        elif step == "gate" and args.objective is not None:
-            containers = [platform_gate_container(args.platform_image, args.objective)]
+        elif step == "gate" and args.platform_gate is not None:
+            gate = args.platform_gate
+            containers = [
+                platform_gate_container(args.platform_image, gate.objective, gate.promotion)
+            ]
         else:
             containers = [
                 training_container(
@@ -234,7 +253,7 @@ class TrainingTask(pulumi.ComponentResource):
             memory=args.training.memory if is_train else STEP_MEMORY,
             placement=placement,
             containers=containers,
-            volumes=[ML_VOLUME] if is_train and args.staged else [],
+            volumes=list(ML_VOLUMES) if is_train and args.staged else [],
         )
 
     def _state_machine(
@@ -322,6 +341,7 @@ class TrainingTask(pulumi.ComponentResource):
                             else {}
                         ),
                         rollout=roll_service_state(v[6], v[7]) if rolled else None,
+                        sagemaker=args.staged,
                     )
                 )
             )

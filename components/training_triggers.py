@@ -37,7 +37,8 @@ class TriggerSpec:
     """`mlops:training`: on_image_push, schedule, on_drift_event."""
     gpu: bool
     """The train step runs the gpu image: its pushes trigger runs."""
-    repository_name: pulumi.Input[str]
+    repository_name: pulumi.Input[str] | None
+    """The stack's release repository; None when it builds nothing (no push rule)."""
     trust: pulumi.Input[str]
     """The events role's trust policy."""
 
@@ -73,7 +74,7 @@ def declare_triggers(
 
     rules: list[aws.cloudwatch.EventRule] = []
     push_trigger: list[pulumi.Resource] = []
-    if training.on_image_push:
+    if training.on_image_push and spec.repository_name is not None:
         # The release tag of the image the train step runs (`<flavour>-<hash>`).
         flavour = "gpu" if spec.gpu else "cpu"
         pattern = pulumi.Output.from_input(spec.repository_name).apply(

@@ -25,12 +25,17 @@ from components.load_balancer import LoadBalancer, LoadBalancerArgs
 from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
 from components.permissions_boundary import PermissionsBoundary, PermissionsBoundaryArgs
-from components.settings.decisions import Decisions, decide
+from components.settings.decisions import Decisions, Gatekeeper, decide
 from components.settings.platform import ImageSettings
 from components.settings.stack import Settings
 from components.settings.workload import ROOT
 from components.shared_store import SharedStore, SharedStoreArgs
-from components.training_task import RolledService, TrainingTask, TrainingTaskArgs
+from components.training_task import (
+    PlatformGate,
+    RolledService,
+    TrainingTask,
+    TrainingTaskArgs,
+)
 
 
 class Wiring:
@@ -59,9 +64,13 @@ class Wiring:
         return Network("network", NetworkArgs(settings=self.settings.network))
 
     @cached_property
-    def images(self) -> ImageRepo:
+    def images(self) -> ImageRepo | None:
+        """The stack's own repository and the images it builds; None for an image built
+        elsewhere (`workload.image.location`): no repository, nothing pushed, no push rule."""
         s = self.settings
         build = s.workload.image.build
+        if build is None:
+            return None
         return ImageRepo(
             "image",
             ImageRepoArgs(
@@ -69,18 +78,18 @@ class Wiring:
                 image=s.image,
                 flavours=s.image_flavours,
                 retain_on_destroy=s.protection.retain_on_destroy,
-                **(
-                    {
-                        "context": ROOT / build.context,
-                        "dockerfile": build.dockerfile,
-                        "build_args": build.args,
-                        "gpu_build_args": build.gpu_args,
-                    }
-                    if build is not None
-                    else {"location": s.workload.image.location}
-                ),
+                context=ROOT / build.context,
+                dockerfile=build.dockerfile,
+                build_args=build.args,
+                gpu_build_args=build.gpu_args,
             ),
         )
+
+    def image_ref(self, flavour: str) -> pulumi.Input[str]:
+        """The workload's image by digest: the stack's release, or the one `location` names."""
+        if self.images is None:
+            return pulumi.Output.from_input(self.settings.workload.image.location)
+        return self.images.image_ref(flavour)
 
     @cached_property
     def platform_images(self) -> ImageRepo | None:
@@ -113,7 +122,7 @@ class Wiring:
         workload = self.settings.workload
         own = (
             [self.images.repository_arn]
-            if workload.image.build is not None
+            if self.images is not None
             else [arn for arn in [workload.image.ecr_repository_arn] if arn]
         )
         return own + ([self.platform_images.repository_arn] if self.platform_images else [])
@@ -196,7 +205,7 @@ class Wiring:
                 store=self.store,
                 load_balancer=self.edge,
                 alarm_topic=self.alarms,
-                image_ref=self.images.image_ref(d.serving.flavour),
+                image_ref=self.image_ref(d.serving.flavour),
                 repository_arns=self.pull_from,
                 log_retention_days=s.observability.log_retention_days,
                 container_insights=s.observability.container_insights,
@@ -229,7 +238,8 @@ class Wiring:
                 network=self.network,
                 cluster=self.cluster,
                 store=self.store,
-                image_repo=self.images,
+                image_refs={f: self.image_ref(f) for f in s.image_flavours},
+                push_repository=self._push_repository(),
                 alarm_topic=self.alarms,
                 repository_arns=self.pull_from,
                 train=workload.training,
@@ -238,7 +248,11 @@ class Wiring:
                 store_mounted=d.store_mounted,
                 staged=d.staged,
                 platform_image=self.platform_image,
-                objective=d.objective,
+                platform_gate=(
+                    PlatformGate(objective=d.objective, promotion=d.promotion)
+                    if d.gatekeeper is Gatekeeper.PLATFORM
+                    else None
+                ),
                 rolled_service=(
                     RolledService(
                         cluster_arn=self.cluster.cluster_arn,
@@ -250,6 +264,18 @@ class Wiring:
                 ),
             ),
         )
+
+    def _push_repository(self) -> pulumi.Input[str] | None:
+        if self.images is not None:
+            return self.images.repository_name
+        if self.settings.training.on_image_push:
+            pulumi.log.warn(
+                "mlops:training.on_image_push: the stack builds no image (workload.image."
+                "location names one built elsewhere), so nothing of its own is pushed and no "
+                "push rule is declared: runs start on training.schedule, on the drift event, or "
+                "by hand (docs/workload-contract.md#an-image-built-elsewhere)"
+            )
+        return None
 
     @cached_property
     def monitoring(self) -> Monitoring | None:
@@ -266,7 +292,7 @@ class Wiring:
                 network=self.network,
                 cluster=self.cluster,
                 store=self.store,
-                image_repo=self.images,
+                image_ref=self.image_ref("cpu"),
                 job=s.workload.job,
                 security=s.workload.security,
                 repository_arns=self.pull_from,
@@ -285,7 +311,13 @@ class Wiring:
                 ci=s.ci,
                 stack=s.stack,
                 region=s.region,
-                repository_arn=self.images.repository_arn,
+                repository_arn=(
+                    self.images.repository_arn
+                    if self.images is not None
+                    else self.platform_images.repository_arn
+                    if self.platform_images is not None
+                    else None
+                ),
                 permissions_boundary_arn=self.boundary.arn,
             ),
         )
@@ -309,7 +341,7 @@ class Wiring:
         ]
         if self._declared("store") and clients:
             self.store.authorize_clients(clients)
-        if self._declared("images"):
+        if self._declared("images") and self.images is not None:
             self.images.release(
                 after=self.training.image_triggers if self._declared("training") else []
             )

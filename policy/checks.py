@@ -77,6 +77,9 @@ LABEL_STAGING = "mlops.platform.staging"
 a read-only root file system."""
 LABEL_HEALTH = "mlops.health-check"
 """`load-balancer` on a server with no container health check: its target group checks it."""
+LABEL_PROMOTION = "mlops.promotion"
+"""`every-trained-run` on the platform gate of a workload that chose to promote every run that
+trained, with no objective compared (`workload.promotion`): reported as advisory."""
 
 SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup"
 SECURITY_GROUP_RULE = "aws:ec2/securityGroupRule:SecurityGroupRule"
@@ -403,6 +406,22 @@ def workload_runs_as_root(resource_type: str, props: Mapping[str, Any]) -> list[
     )
 
 
+def promotion_without_objective(resource_type: str, props: Mapping[str, Any]) -> list[str]:
+    """The workload chose to promote every run that trained, with no objective compared
+    (`workload.promotion: every-trained-run`): advisory, an image that writes no metrics (AWS's
+    scikit BYOC sample) has nothing to compare, as SageMaker deploys any trained model."""
+    return _each_container(
+        resource_type,
+        props,
+        lambda c: (
+            "promotes every run that trained, comparing no objective (workload.promotion: "
+            "every-trained-run)"
+            if _label(c, LABEL_PROMOTION) == "every-trained-run"
+            else None
+        ),
+    )
+
+
 def container_not_privileged(resource_type: str, props: Mapping[str, Any]) -> list[str]:
     """No container runs privileged (root on the host)."""
     return _each_container(
@@ -650,6 +669,7 @@ RESOURCE_CHECKS: tuple[Check, ...] = (
     Check("container-read-only-root", container_read_only_root),
     Check("container-non-root", container_non_root),
     Check("workload-runs-as-root", workload_runs_as_root, advisory=True),
+    Check("promotion-without-objective", promotion_without_objective, advisory=True),
     Check("container-not-privileged", container_not_privileged),
     Check("container-env-no-secrets", container_env_no_secrets),
     Check("iam-no-broad-managed-policies", iam_no_broad_managed_policies),

@@ -83,8 +83,10 @@ def test_the_gate_lock_excludes_another_process(tmp_path: Path):
 
 
 def test_sagemaker_environment_names_the_layout():
+    assert contract.sagemaker_environment() == {"SM_MODEL_DIR": "/opt/ml/model"}
     assert contract.sagemaker_environment({"train": "x", "test": "y"}) == {
         "SM_MODEL_DIR": "/opt/ml/model",
+        "SM_OUTPUT_DATA_DIR": "/opt/ml/output/data",
         "SM_CHANNEL_TRAIN": "/opt/ml/input/data/train",
         "SM_CHANNEL_TEST": "/opt/ml/input/data/test",
     }

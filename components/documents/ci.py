@@ -46,7 +46,9 @@ def github_oidc_trust_policy(provider_arn: str, repository: str, subject: str) -
     }
 
 
-def ci_preview_statements(region: str, account: str, repository_arn: str) -> list[dict[str, Any]]:
+def ci_preview_statements(
+    region: str, account: str, repository_arn: str = ""
+) -> list[dict[str, Any]]:
     """What `pulumi preview` of this program calls in AWS: the program's lookups, nothing else.
 
     A preview without `--refresh` reads no resource; it runs the program's invokes: caller
@@ -55,8 +57,18 @@ def ci_preview_statements(region: str, account: str, repository_arn: str) -> lis
     `inference.domain`. Describe/List actions and GetAuthorizationToken take no resource ARN
     (Service Authorization Reference), hence "*" there.
     """
-    if ":ecr:" not in repository_arn or ":repository/" not in repository_arn:
+    if repository_arn and (":ecr:" not in repository_arn or ":repository/" not in repository_arn):
         raise ValueError(f"{repository_arn!r} is not an ECR repository ARN")
+    lookup = [
+        {
+            # ImageRepo.release: ecr.get_repositories (DescribeRepositories without names: every
+            # repository of the Region) and ecr.get_images (ListImages on ours).
+            "Sid": "ReleaseTagLookup",
+            "Effect": "Allow",
+            "Action": ["ecr:DescribeRepositories", "ecr:ListImages", "ecr:DescribeImages"],
+            "Resource": [repository_arn, f"arn:aws:ecr:{region}:{account}:repository/*"],
+        }
+    ]
     return [
         {
             "Sid": "ProgramLookups",
@@ -69,14 +81,7 @@ def ci_preview_statements(region: str, account: str, repository_arn: str) -> lis
             ],
             "Resource": "*",
         },
-        {
-            # ImageRepo.release: ecr.get_repositories (DescribeRepositories without names: every
-            # repository of the Region) and ecr.get_images (ListImages on ours).
-            "Sid": "ReleaseTagLookup",
-            "Effect": "Allow",
-            "Action": ["ecr:DescribeRepositories", "ecr:ListImages", "ecr:DescribeImages"],
-            "Resource": [repository_arn, f"arn:aws:ecr:{region}:{account}:repository/*"],
-        },
+        *(lookup if repository_arn else []),
         {
             "Sid": "GpuAmiParameter",
             "Effect": "Allow",

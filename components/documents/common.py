@@ -11,7 +11,13 @@ from typing import Any, Protocol
 from components.settings.secrets import SecretRef
 from components.settings.workload import SecuritySpec
 from mlops_contract import STORE_MOUNT, Env
-from policy.checks import LABEL_HEALTH, LABEL_ROOT_OPT_OUT, LABEL_STAGING, looks_secret  # noqa: F401
+from policy.checks import (  # noqa: F401
+    LABEL_HEALTH,
+    LABEL_PROMOTION,
+    LABEL_ROOT_OPT_OUT,
+    LABEL_STAGING,
+    looks_secret,
+)
 
 IAM_VERSION = "2012-10-17"
 

@@ -23,11 +23,25 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from components.documents.common import LABEL_STAGING, ContainerSpec, workload_container
-from components.settings.workload import Objective, SecuritySpec, TrainingSpec
-from mlops_contract import ML_MOUNT, Env, sagemaker_environment
+from components.documents.common import (
+    LABEL_PROMOTION,
+    LABEL_STAGING,
+    ContainerSpec,
+    workload_container,
+)
+from components.settings.workload import Objective, Promotion, SecuritySpec, TrainingSpec
+from mlops_contract import Env, MlLayout, sagemaker_environment
 
-ML_VOLUME = "ml"
+ML_VOLUMES = {
+    f"ml-{path.name}": str(path) for path in MlLayout().platform_paths
+}  # ml-input, ml-model, ml-output, ml-checkpoints
+"""What the platform provides under /opt/ml, each a task volume of its own (SageMaker provides
+input, model, output and checkpoints and leaves the rest of the image's /opt/ml, its code/, in
+place). Task volumes without a host path: they live and die with the task."""
+MODEL_VOLUME = "ml-model"
+SERVING_VOLUMES = {MODEL_VOLUME: ML_VOLUMES[MODEL_VOLUME]}
+"""A server needs only the model the platform staged for it."""
+COLLECTED_VOLUMES = {v: ML_VOLUMES[v] for v in ("ml-model", "ml-output")}
 STAGE_TRAINING = "stage-training"
 COLLECT_TRAINING = "collect-training"
 STAGE_SERVING = "stage-serving"
@@ -38,13 +52,13 @@ TRAINING_CONTAINERS = (STAGE_TRAINING, TRAIN_CONTAINER, COLLECT_TRAINING)
 """The training task's containers, in order; RunTask gives each the run's RUN_ID."""
 
 
-def _platform(name: str, image: Any, **extra: Any) -> ContainerSpec:
+def _platform(name: str, image: Any, mounts: dict[str, str], **extra: Any) -> ContainerSpec:
     return ContainerSpec(
         name=name,
         image=image,
         command=[name],
         user=ROOT_USER,
-        mounts={ML_VOLUME: ML_MOUNT},
+        mounts=mounts,
         labels={LABEL_STAGING: "true"},
         **extra,
     )
@@ -62,6 +76,7 @@ def training_containers(
     stage = _platform(
         STAGE_TRAINING,
         platform_image,
+        ML_VOLUMES,
         environment={
             Env.CHANNELS: json.dumps(dict(training.channels), sort_keys=True),
             Env.HYPERPARAMETERS: json.dumps(dict(training.hyperparameters), sort_keys=True),
@@ -81,11 +96,14 @@ def training_containers(
         essential=False,
         restart=False,
         gpus=gpus,
-        mounts={ML_VOLUME: ML_MOUNT},
+        mounts=ML_VOLUMES,
         depends_on=[(STAGE_TRAINING, "SUCCESS")],
     )
     collect = _platform(
-        COLLECT_TRAINING, platform_image, depends_on=[(TRAIN_CONTAINER, "COMPLETE")]
+        COLLECT_TRAINING,
+        platform_image,
+        COLLECTED_VOLUMES,
+        depends_on=[(TRAIN_CONTAINER, "COMPLETE")],
     )
     return [stage, train, collect]
 
@@ -96,26 +114,38 @@ def stage_serving_spec(platform_image: Any, security: SecuritySpec) -> Container
     return _platform(
         STAGE_SERVING,
         platform_image,
+        SERVING_VOLUMES,
         environment={Env.WORKLOAD_UID: str(security.uid)},
         essential=False,
         restart=False,
     )
 
 
-def platform_gate_container(platform_image: Any, objective: Objective) -> ContainerSpec:
+def platform_gate_container(
+    platform_image: Any, objective: Objective | None, promotion: Promotion = Promotion.OBJECTIVE
+) -> ContainerSpec:
     """The platform gate (no gate step of the workload's own): compares the run's objective
-    with the current model's and promotes only a better one by the margin. Runs as the image's
-    non-root user; needs the store only."""
-    return ContainerSpec(
-        name=PLATFORM_GATE,
-        image=platform_image,
-        command=[PLATFORM_GATE],
-        environment={
+    with the current model's and promotes only a better one by the margin; or, with promotion
+    every-trained-run, promotes every run that trained (labelled for the policy pack). Runs as
+    the image's non-root user; needs the store only."""
+    if (objective is None) != (promotion is Promotion.EVERY_TRAINED_RUN):
+        raise ValueError("the platform gate compares an objective, or promotes every trained run")
+    environment = (
+        {Env.PROMOTION: promotion.value}
+        if objective is None
+        else {
             Env.OBJECTIVE_FILE: objective.file,
             Env.OBJECTIVE_KEY: objective.key,
             Env.OBJECTIVE_DIRECTION: objective.direction.value,
             Env.OBJECTIVE_MARGIN: str(objective.margin),
-        },
+        }
+    )
+    return ContainerSpec(
+        name=PLATFORM_GATE,
+        image=platform_image,
+        command=[PLATFORM_GATE],
+        environment=environment,
+        labels={LABEL_PROMOTION: promotion.value} if objective is None else {},
     )
 
 

@@ -85,6 +85,9 @@ class PipelineSpec:
     """`workload.training.timeout_minutes`."""
     companions: Mapping[str, Sequence[str]] = field(default_factory=dict)
     """Per step, the other containers of its task that get the run's RUN_ID (staging)."""
+    sagemaker: bool = False
+    """The `sagemaker` contract: the train container also gets TRAINING_JOB_NAME, the run's id,
+    as SageMaker names its training job there (the training toolkit reads it)."""
     rollout: Mapping[str, Any] | None = None
     """A Task state run after Gate (documents/staging.py `roll_service_state`), or None."""
 
@@ -171,6 +174,10 @@ def _run_task(
             {"Name": Env.TRIGGER, "Value.$": "$.trigger.reason"},
         ],
     }
+    if spec.sagemaker and step == "train":
+        container_override["Environment"].append(
+            {"Name": Env.TRAINING_JOB_NAME, "Value.$": "$.run.id"}
+        )
     if step in spec.image_steps:
         # The task compares it with the image it runs (app/provenance.py) and fails when they
         # differ: RunTask overrides cannot change a container's image (ECS API

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from components.aws_facts import FARGATE, FARGATE_SPOT
 from components.settings.pipeline import Capacity
 from components.settings.serving import ServingCapacity
-from components.settings.workload import Contract, Objective
+from components.settings.workload import Contract, Objective, Promotion
 
 if TYPE_CHECKING:
     from components.settings.stack import Settings
@@ -69,7 +69,9 @@ class Decisions:
     """The workload's own containers mount the store at /mnt/store (the `platform` contract)."""
     gatekeeper: Gatekeeper
     objective: Objective | None
-    """What the platform gate compares (None when the workload gates itself)."""
+    """What the platform gate compares (None when the workload gates itself, or promotes every
+    trained run)."""
+    promotion: Promotion
     train: Placement
     serving: Placement | None
     """None: a training-only workload (no service)."""
@@ -106,6 +108,7 @@ def decide(settings: Settings) -> Decisions:
         store_mounted=not staged,
         gatekeeper=gatekeeper,
         objective=workload.objective if gatekeeper is Gatekeeper.PLATFORM else None,
+        promotion=workload.promotion,
         train=train,
         serving=serving,
         pipeline_steps=steps,

@@ -14,16 +14,15 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from components.settings._section import PROJECT, Section, as_map, fail
 from components.settings.secrets import ENV_NAME, SecretRef, no_secret, parse_secrets
+from components.settings.workload_image import ROOT, ImageSpec, parse_workload_image
 from mlops_contract import RESERVED_ENV, RESERVED_ENV_PREFIXES
 
-ROOT = Path(__file__).resolve().parents[2]
 WORKLOADS = ROOT / "workloads"
 DEFAULTS = WORKLOADS / "defaults.yaml"
 """`default_workload`: the file read when a stack declares no `mlops:workload` (the reference
@@ -32,11 +31,6 @@ workload, app/); `deprecated_keys`: settings/legacy.py."""
 CONTAINER_NAME = re.compile(r"[a-z][a-z0-9-]{0,30}")
 PLATFORM_CONTAINERS = ("api", "stage-training", "collect-training", "stage-serving", "gate")
 """Names the platform gives its own containers; a sidecar cannot take them."""
-IMAGE_LOCATION = re.compile(
-    r"(?P<registry>[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?)/(?P<repository>[a-z0-9]"
-    r"[a-z0-9._/-]{0,254})@sha256:[0-9a-f]{64}"
-)
-ECR_REGISTRY = re.compile(r"(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com")
 HEALTH_PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@/%-]{0,1023}")
 USER = re.compile(r"(?P<uid>\d{1,10})(:(?P<gid>\d{1,10}))?")
 STEPS = ("validate", "gate", "await_image")
@@ -49,43 +43,16 @@ class Contract(StrEnum):
     SAGEMAKER = "sagemaker"  # SageMaker BYOC: /opt/ml staged by the platform's containers
 
 
+class Promotion(StrEnum):
+    """How the platform gate decides (a workload with its own gate step decides itself)."""
+
+    OBJECTIVE = "objective"  # compare `objective` with the current model's; promote the better
+    EVERY_TRAINED_RUN = "every-trained-run"  # no metrics: every run that trained is promoted
+
+
 class Direction(StrEnum):
     MAXIMIZE = "maximize"
     MINIMIZE = "minimize"
-
-
-@dataclass(frozen=True)
-class ImageBuild:
-    context: str = "app"
-    """Repo-relative directory."""
-    dockerfile: str = "Dockerfile"
-    """Relative to `context`."""
-    args: Mapping[str, str] = field(default_factory=dict)
-    """Build args of both flavours."""
-    gpu_args: Mapping[str, str] = field(default_factory=dict)
-    """Extra build args of the gpu flavour."""
-
-
-@dataclass(frozen=True)
-class ImageSpec:
-    build: ImageBuild | None = field(default_factory=ImageBuild)
-    location: str = ""
-    """`<registry>/<repository>@sha256:<64 hex>`: an image built elsewhere, by digest."""
-
-    @property
-    def ecr_repository_arn(self) -> str:
-        """The ECR repository `location` names ("" for another registry): the one the execution
-        role may pull."""
-        if not self.location:
-            return ""
-        match = IMAGE_LOCATION.fullmatch(self.location)
-        registry = ECR_REGISTRY.fullmatch(match["registry"]) if match else None
-        if not match or not registry:
-            return ""
-        return (
-            f"arn:aws:ecr:{registry['region']}:{registry['account']}:repository/"
-            f"{match['repository']}"
-        )
 
 
 @dataclass(frozen=True)
@@ -179,6 +146,9 @@ class WorkloadSpec:
     """None: a training-only workload (no service, no load balancer)."""
     steps: Mapping[str, StepSpec] = field(default_factory=dict)
     objective: Objective | None = None
+    promotion: Promotion = Promotion.OBJECTIVE
+    """`every-trained-run`: the documented choice for images that write no metrics; the policy
+    pack reports it as advisory."""
     sidecars: tuple[SidecarSpec, ...] = ()
     job: JobSpec | None = None
     security: SecuritySpec = field(default_factory=SecuritySpec)
@@ -253,52 +223,6 @@ def _store_dir(key: str, raw: Any) -> str:
     if not parts or raw.startswith("/") or any(p in ("", ".", "..") for p in parts):
         raise fail(key, raw, "a directory relative to the store, e.g. datasets/train")
     return raw
-
-
-def _repo_dir(key: str, raw: Any, base: Path) -> str:
-    parts = raw.split("/") if isinstance(raw, str) else []
-    if not parts or raw.startswith("/") or ".." in parts:
-        raise fail(key, raw, "a path relative to the repository, without '..'")
-    return raw
-
-
-# -- the sections ------------------------------------------------------------------------------
-
-
-def _image(raw: Any) -> ImageSpec:
-    s = Section("workload.image", raw, ImageSpec)
-    if s.has("build") == s.has("location"):
-        raise fail("workload.image", dict(s.raw), "give exactly one of build or location")
-    if s.has("location"):
-        location = s.raw["location"]
-        if not isinstance(location, str) or not IMAGE_LOCATION.fullmatch(location):
-            raise fail(
-                "workload.image.location",
-                location,
-                "an image by digest: <registry>/<repository>@sha256:<64 hex digits>",
-            )
-        return ImageSpec(build=None, location=location)
-    b = Section("workload.image.build", s.raw["build"], ImageBuild)
-    context = _repo_dir(b.key("context"), b.str("context"), ROOT)
-    if not (ROOT / context).is_dir():
-        raise fail(b.key("context"), context, f"a directory of the repository ({ROOT})")
-    dockerfile = _repo_dir(b.key("dockerfile"), b.str("dockerfile"), ROOT / context)
-    if not (ROOT / context / dockerfile).is_file():
-        raise fail(b.key("dockerfile"), dockerfile, f"a file inside {context}/")
-    args = {}
-    for name in ("args", "gpu_args"):
-        values = as_map(b.key(name), b.raw.get(name))
-        for arg, value in values.items():
-            if not isinstance(arg, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", arg):
-                raise fail(f"{b.key(name)}.{arg}", arg, "a build arg name")
-            if isinstance(value, bool) or not isinstance(value, str | int | float):
-                raise fail(f"{b.key(name)}.{arg}", value, "a string or a number")
-        args[name] = {k: str(v) for k, v in values.items()}
-    return ImageSpec(
-        build=ImageBuild(
-            context=context, dockerfile=dockerfile, args=args["args"], gpu_args=args["gpu_args"]
-        )
-    )
 
 
 def _training(raw: Any) -> TrainingSpec:
@@ -455,11 +379,20 @@ def parse_workload(raw: Any) -> WorkloadSpec:
         )
     steps = _steps(s.raw.get("steps"))
     objective = _objective(s.raw["objective"]) if s.raw.get("objective") is not None else None
-    if "gate" not in steps and objective is None:
+    promotion = s.enum("promotion", Promotion)
+    if promotion is Promotion.EVERY_TRAINED_RUN and ("gate" in steps or objective is not None):
+        raise fail(
+            "workload.promotion",
+            promotion.value,
+            "every-trained-run is the platform gate's choice for a workload with no objective: "
+            "leave out the objective and the gate step, or promotion",
+        )
+    if "gate" not in steps and objective is None and promotion is Promotion.OBJECTIVE:
         raise fail(
             "workload.objective",
             None,
-            "without a gate step the platform gate needs an objective {file, key, direction}",
+            "without a gate step the platform gate needs an objective {file, key, direction}, "
+            "or promotion: every-trained-run for an image that writes no metrics",
         )
     sidecars = s.list("sidecars", _sidecar) if s.raw.get("sidecars") is not None else ()
     names = [c.name for c in sidecars]
@@ -474,7 +407,7 @@ def parse_workload(raw: Any) -> WorkloadSpec:
             if car.port in taken:
                 raise fail(f"workload.sidecars.{car.name}.port", car.port, "a port not yet used")
             taken.add(car.port)
-    image = _image(s.raw.get("image", {"build": {}}))
+    image = parse_workload_image(s.raw.get("image", {"build": {}}))
     return WorkloadSpec(
         contract=contract,
         image=image,
@@ -482,6 +415,7 @@ def parse_workload(raw: Any) -> WorkloadSpec:
         serving=serving,
         steps=steps,
         objective=objective,
+        promotion=promotion,
         sidecars=sidecars,
         job=_job(s.raw["job"]) if s.raw.get("job") is not None else None,
         security=_security(s.raw.get("security")),

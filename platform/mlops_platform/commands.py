@@ -26,8 +26,10 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import stat
 import sys
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,7 @@ from mlops_contract import (
     CURRENT,
     DECISION_FILE,
     MODELS,
+    OUTPUTS,
     RECORDS,
     REPORT_FILE,
     DamagedCurrent,
@@ -148,7 +151,10 @@ def _walk_files(root: Path, what: str, allowed: Path | None = None) -> Iterator[
 
 
 def _copy_tree(
-    src: Path, dst: Path, what: str, allowed: Path | None = None,
+    src: Path,
+    dst: Path,
+    what: str,
+    allowed: Path | None = None,
     skip: Callable[[Path], bool] = lambda _: False,
 ) -> dict[str, str]:
     """Copy the regular files of `src` into `dst`; return {relative posix name: sha256}."""
@@ -196,6 +202,22 @@ def _as_string(value: Any) -> str:
 
 
 # ------------------------------------------------------------------------------ stage-training
+def task_host() -> tuple[str, str]:
+    """The name `resourceconfig.json` gives this host, and a note when it had to fall back.
+
+    The task's own hostname, as SageMaker's training toolkit names the host when it lays out
+    /opt/ml itself (`environment.py`: `socket.gethostname()`): every container of an awsvpc task
+    shares the task's network namespace and its hostname, which resolves there. The toolkit
+    resolves every host before it runs the user script and retries for 15 minutes, so a name that
+    does not resolve is replaced by `localhost`, which always does."""
+    name = socket.gethostname()
+    try:
+        socket.gethostbyname(name)
+    except OSError as exc:
+        return "localhost", f"the task's hostname {name!r} does not resolve ({exc})"
+    return name, ""
+
+
 def stage_training() -> str:
     store = store_dir().resolve()
     rid = run_id()
@@ -224,18 +246,20 @@ def stage_training() -> str:
             )
         sources[name] = source
 
-    root = ml_root()
-    data = root / "input" / "data"
-    config = root / "input" / "config"
-    # A re-staged volume must not hand training a previous attempt's model or failure.
-    for directory in (data, config, root / "model", root / "output"):
+    layout = MlLayout(ml_root())
+    # Each of /opt/ml/input, model, output and checkpoints is a task volume of its own; the rest
+    # of /opt/ml (the image's code/) is the image's and is left alone. A re-staged volume must not
+    # hand training an earlier attempt's inputs, model or failure.
+    for directory in (layout.input_data, layout.config, layout.model, layout.output):
         _clear(directory)
+    layout.output_data.mkdir()
+    layout.checkpoints.mkdir(parents=True, exist_ok=True)
     files = 0
     for name, source in sources.items():
-        files += len(_copy_tree(source, data / name, f"channel {name!r}", allowed=store))
-    _write_json(config / "hyperparameters.json", {k: _as_string(v) for k, v in hyper.items()})
+        files += len(_copy_tree(source, layout.channel(name), f"channel {name!r}", allowed=store))
+    _write_json(layout.hyperparameters, {k: _as_string(v) for k, v in hyper.items()})
     _write_json(
-        config / "inputdataconfig.json",
+        layout.input_data_config,
         {
             name: {
                 "ContentType": "application/octet-stream",
@@ -246,29 +270,56 @@ def stage_training() -> str:
             for name in sources
         },
     )
+    host, fallback = task_host()
     _write_json(
-        config / "resourceconfig.json",
-        {"current_host": "algo-1", "hosts": ["algo-1"], "network_interface_name": "eth0"},
+        layout.resource_config,
+        {"current_host": host, "hosts": [host], "network_interface_name": "eth0"},
     )
-    for path in (root, root / "input", data, config, *data.iterdir()):
+    for path in (
+        layout.root / "input",
+        layout.input_data,
+        layout.config,
+        *layout.input_data.iterdir(),
+    ):
         os.chmod(path, 0o755)
-    _chown_tree(root / "model", uid, uid)
-    _chown_tree(root / "output", uid, uid)
+    # The workload's own writable directories, whatever uid it runs as.
+    for directory in (layout.model, layout.output, layout.checkpoints):
+        _chown_tree(directory, uid, uid)
+    note = f"; {fallback}, so resourceconfig.json names localhost" if fallback else ""
     return (
         f"staged run {rid}: {len(sources)} channel(s), {files} file(s), "
-        f"{len(hyper)} hyperparameter(s) into {root}; model and output for uid {uid}"
+        f"{len(hyper)} hyperparameter(s) into {layout.root}; host {host}{note}; model, output "
+        f"and checkpoints for uid {uid}"
     )
 
 
 # ------------------------------------------------------------------------------ collect-training
-def _training_exit() -> int | None:
+def _training_exit() -> tuple[int | None, str]:
+    """The training container's exit code and where it was read: `MLOPS_TRAINING_EXIT` when
+    set, else the task metadata endpoint (v4 `/task`: the container's `ExitCode`, present once it
+    stopped), which ECS gives every container of a task; (None, why) when neither says."""
     raw = os.environ.get(Env.TRAINING_EXIT, "")
-    if not raw:
-        return None
+    if raw:
+        try:
+            return int(raw), Env.TRAINING_EXIT
+        except ValueError:
+            raise Refused(f"{Env.TRAINING_EXIT}={raw!r} is not an exit code") from None
+    uri = os.environ.get(Env.ECS_METADATA, "")
+    if not uri:
+        return None, f"no {Env.ECS_METADATA} and no {Env.TRAINING_EXIT}"
+    container = os.environ.get(Env.TRAINING_CONTAINER, "") or "train"
     try:
-        return int(raw)
-    except ValueError:
-        raise Refused(f"{Env.TRAINING_EXIT}={raw!r} is not an exit code") from None
+        with urllib.request.urlopen(f"{uri}/task", timeout=10) as response:
+            task = json.loads(response.read(1 << 20))
+    except (OSError, ValueError) as exc:
+        return None, f"the task metadata endpoint did not answer ({exc})"
+    for entry in task.get("Containers", []) if isinstance(task, dict) else []:
+        if isinstance(entry, dict) and entry.get("Name") == container:
+            code = entry.get("ExitCode")
+            if isinstance(code, int) and not isinstance(code, bool):
+                return code, "the task metadata endpoint"
+            return None, f"the task metadata endpoint gives {container} no exit code yet"
+    return None, f"the task metadata endpoint names no container {container!r}"
 
 
 def _failure_text(path: Path) -> str | None:
@@ -278,46 +329,74 @@ def _failure_text(path: Path) -> str | None:
         return handle.read(FAILURE_LIMIT).decode("utf-8", errors="replace")
 
 
+def _keep_output_data(store: Path, rid: str, source: Path) -> dict[str, str]:
+    """What the training left in /opt/ml/output/data, into `outputs/<RUN_ID>/data/` (replacing
+    an earlier attempt's); {relative name: sha256}."""
+    target = store / OUTPUTS / rid
+    if not source.is_dir() or not any(source.iterdir()):
+        shutil.rmtree(target, ignore_errors=True)
+        return {}
+    staging = store / OUTPUTS / f".{rid}.{secrets.token_hex(4)}.tmp"
+    try:
+        files = _copy_tree(source, staging / "data", str(source))
+        if os.geteuid() == 0:
+            owner = store.stat()
+            _chown_tree(staging, owner.st_uid, owner.st_gid)
+        shutil.rmtree(target, ignore_errors=True)
+        os.rename(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return files
+
+
 def collect_training() -> str:
     store = store_dir()
     rid = run_id()
-    code = _training_exit()
-    root = ml_root()
+    code, code_source = _training_exit()
+    layout = MlLayout(ml_root())
     models = store / MODELS
-    if not models.is_dir():
-        models.mkdir()
-        if os.geteuid() == 0:  # the store's owner (the gate, the forecaster) writes here next
-            owner = store.stat()
-            os.chown(models, owner.st_uid, owner.st_gid)
+    for directory in (models, store / OUTPUTS):
+        if not directory.is_dir():
+            directory.mkdir()
+            if os.geteuid() == 0:  # the store's owner (the gate, the forecaster) writes here next
+                owner = store.stat()
+                os.chown(directory, owner.st_uid, owner.st_gid)
     final = models / rid
     previous = _previous_report(final)
-    if previous is not None and previous.get("status") == "trained" and (
-        read_current_quietly(models) == rid or (final / DECISION_FILE).exists()
+    if (
+        previous is not None
+        and previous.get("status") == "trained"
+        and (read_current_quietly(models) == rid or (final / DECISION_FILE).exists())
     ):
         raise Refused(f"models/{rid} is already trained and gated: a run id is collected once")
-    model_dir = root / "model"
-    failure = _failure_text(root / "output" / "failure")
+    failure = _failure_text(layout.failure)
     tmp = models / f".{rid}.{secrets.token_hex(4)}.tmp"
     try:
         files: dict[str, str] = {}
-        if model_dir.is_dir():
+        if layout.model.is_dir():
             try:
-                files = _copy_tree(model_dir, tmp, str(model_dir))
+                files = _copy_tree(layout.model, tmp, str(layout.model))
             except Refused as exc:
                 failure = (failure + "\n" if failure else "") + str(exc)
                 files = {}
                 shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(exist_ok=True)
         if failure is None and code not in (None, 0):
-            failure = f"training exited with code {code} and wrote no {root}/output/failure"
+            failure = f"training exited with code {code} and wrote no {layout.failure}"
         if failure is None and not files:
-            failure = f"training wrote no files to {model_dir}"
+            failure = f"training wrote no files to {layout.model}"
+        outputs = _keep_output_data(store, rid, layout.output_data)
         report = {
             "run_id": rid,
             "status": "failed" if failure is not None else "trained",
             "failure": failure,
             "files": files,
             "exit_code": code,
+            "exit_code_from": code_source,
+            "output_data": {
+                f"{OUTPUTS}/{rid}/data/{name}": digest for name, digest in outputs.items()
+            },
         }
         _write_json(tmp / REPORT_FILE, report)
         if os.geteuid() == 0:
@@ -337,9 +416,12 @@ def collect_training() -> str:
         raise
     if failure is not None:
         print(f"collected failed run {rid} into models/{rid}/{REPORT_FILE}", file=sys.stderr)
-        raise Refused(" / ".join(line for line in failure.strip().splitlines() if line.strip())
-                      or "training failed with an empty failure file")
-    return f"collected run {rid}: {len(files)} file(s) into models/{rid}"
+        raise Refused(
+            " / ".join(line for line in failure.strip().splitlines() if line.strip())
+            or "training failed with an empty failure file"
+        )
+    extra = f", {len(outputs)} output file(s) into {OUTPUTS}/{rid}" if outputs else ""
+    return f"collected run {rid}: {len(files)} file(s) into models/{rid}{extra} (exit code {code})"
 
 
 def _previous_report(run_dir: Path) -> dict[str, Any] | None:
@@ -396,6 +478,18 @@ def _objective(run_dir: Path, file: str, key: str) -> tuple[float | None, str]:
     return float(value), ""
 
 
+PROMOTIONS = ("objective", "every-trained-run")
+"""`workload.promotion`: compare the objective, or promote every run that trained (for images
+that write no metrics: the user chose it; the policy pack reports it)."""
+
+
+def _promotion() -> str:
+    value = os.environ.get(Env.PROMOTION, "") or "objective"
+    if value not in PROMOTIONS:
+        raise Refused(f"{Env.PROMOTION}={value!r}: use {' or '.join(PROMOTIONS)}")
+    return value
+
+
 def _gate_settings() -> tuple[str, str, str, float]:
     file = os.environ.get(Env.OBJECTIVE_FILE, "") or "metrics.json"
     parts = Path(file).parts
@@ -415,12 +509,39 @@ def _gate_settings() -> tuple[str, str, str, float]:
     return file, key, direction, margin
 
 
+def _decide_every_trained_run(models: Path, rid: str, report: Any) -> dict[str, Any]:
+    decision: dict[str, Any] = {"run_id": rid, "promoted": False, "promotion": "every-trained-run"}
+    decision["current_run"] = read_current(models)
+    if not isinstance(report, dict) or report.get("status") != "trained":
+        status = report.get("status") if isinstance(report, dict) else None
+        decision["reason"] = f"run {rid} did not train (its report says {status!r})"
+        return decision
+    decision.update(
+        promoted=True,
+        reason=f"run {rid} trained (exit code {report.get('exit_code')}); promotion is "
+        "every-trained-run: no objective compared",
+    )
+    return decision
+
+
 def _decide(models: Path, rid: str) -> dict[str, Any]:
-    file, key, direction, margin = _gate_settings()
     run_dir = models / rid
+    if _promotion() == "every-trained-run":
+        try:
+            report = json.loads((run_dir / REPORT_FILE).read_bytes())
+        except (OSError, ValueError):
+            report = None
+        return _decide_every_trained_run(models, rid, report)
+    file, key, direction, margin = _gate_settings()
     decision: dict[str, Any] = {
-        "run_id": rid, "promoted": False, "objective": None, "current_objective": None,
-        "current_run": None, "key": key, "direction": direction, "margin": margin,
+        "run_id": rid,
+        "promoted": False,
+        "objective": None,
+        "current_objective": None,
+        "current_run": None,
+        "key": key,
+        "direction": direction,
+        "margin": margin,
     }
     try:
         report = json.loads((run_dir / REPORT_FILE).read_bytes())
@@ -495,7 +616,10 @@ def stage_serving() -> str:
     target = ml_root() / "model"
     _clear(target)
     files = _copy_tree(
-        models / current, target, f"models/{current}", allowed=store.resolve(),
+        models / current,
+        target,
+        f"models/{current}",
+        allowed=store.resolve(),
         skip=lambda rel: rel.as_posix() in RECORDS,
     )
     if not files:

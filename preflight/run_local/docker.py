@@ -4,6 +4,7 @@ paths an image declares as VOLUME, following a container's log, removing a sessi
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
 import os
 import subprocess
@@ -54,13 +55,15 @@ def image_exists(reference: str) -> bool:
 @functools.cache
 def bridge_gateway() -> str:
     """The host's address on Docker's default bridge: what a task's containers reach the host
-    on (run_local serves the task metadata endpoint there)."""
-    gateway = docker(
-        "network", "inspect", "bridge", "--format", "{{(index .IPAM.Config 0).Gateway}}"
-    )
-    if not gateway:
-        raise RunLocalError("Docker's bridge network has no gateway address")
-    return gateway
+    on (run_local serves the task metadata endpoint there). Its IPAM config names it, or, on
+    daemons that leave it out, it is the subnet's first address (the bridge's own, `--bip`)."""
+    config = json.loads(docker("network", "inspect", "bridge", "--format", "{{json .IPAM.Config}}"))
+    for entry in config or []:
+        if entry.get("Gateway"):
+            return entry["Gateway"]
+        if entry.get("Subnet") and ":" not in entry["Subnet"]:
+            return str(next(ipaddress.ip_network(entry["Subnet"]).hosts()))
+    raise RunLocalError("Docker's bridge network has no IPv4 gateway or subnet")
 
 
 class LogPump(threading.Thread):

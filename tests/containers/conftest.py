@@ -19,7 +19,14 @@ import pytest
 
 from preflight import base_image
 from preflight.offline import run_stack
-from preflight.run_local import Session, StackView, read_stack, remove_session, walk_state_machine
+from preflight.run_local import (
+    Session,
+    StackView,
+    build_resource,
+    read_stack,
+    remove_session,
+    walk_state_machine,
+)
 
 
 def _docker_ready() -> bool:
@@ -44,6 +51,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def base() -> str:
     return base_image.build()
+
+
+@pytest.fixture(scope="session")
+def platform_image(base: str) -> str:
+    """The platform's staging image, built once per run as the digits stack declares it (the
+    same tag run_local's sessions use, so they reuse it)."""
+    (resource,) = read_stack(run_stack("digits")).others.values()
+    return build_resource(resource, "mlops-platform-local", base)
 
 
 @pytest.fixture

@@ -32,14 +32,14 @@ def docker(*args: str, timeout: float = 900, check: bool = True) -> subprocess.C
 
 
 @pytest.fixture(scope="module")
-def images(base: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    tag = secrets.token_hex(4)
-    platform, sample = f"mlops-platform-test:{tag}", f"byoc-sample-test:{tag}"
+def images(
+    base: str, platform_image: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str]]:
+    sample = f"byoc-sample-test:{secrets.token_hex(4)}"
     context = byoc_sample.write(tmp_path_factory.mktemp("byoc"))
-    for image, folder in ((platform, REPO / "platform"), (sample, context)):
-        docker("build", "-q", "--build-arg", f"BASE_IMAGE={base}", "-t", image, str(folder))
-    yield platform, sample
-    docker("image", "rm", "-f", platform, sample, check=False)
+    docker("build", "-q", "--build-arg", f"BASE_IMAGE={base}", "-t", sample, str(context))
+    yield platform_image, sample
+    docker("image", "rm", "-f", sample, check=False)
 
 
 def volume(made: list[str]) -> str:

@@ -22,13 +22,12 @@ WORKLOAD = ["--user", "10001", "--read-only", "--tmpfs", "/tmp"]
 
 
 @pytest.fixture(scope="module")
-def images(base: str) -> Iterator[tuple[str, str]]:
-    tag = secrets.token_hex(4)
-    platform, digits = f"mlops-platform-test:{tag}", f"digits-test:{tag}"
-    for image, folder in ((platform, REPO / "platform"), (digits, REPO / "examples" / "digits")):
-        docker("build", "-q", "--build-arg", f"BASE_IMAGE={base}", "-t", image, str(folder))
-    yield platform, digits
-    docker("image", "rm", "-f", platform, digits, check=False)
+def images(base: str, platform_image: str) -> Iterator[tuple[str, str]]:
+    digits = f"digits-test:{secrets.token_hex(4)}"
+    docker("build", "-q", "--build-arg", f"BASE_IMAGE={base}", "-t", digits,
+           str(REPO / "examples" / "digits"))
+    yield platform_image, digits
+    docker("image", "rm", "-f", digits, check=False)
 
 
 def test_digits_trains_and_serves_non_root_read_only(

@@ -7,13 +7,11 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from components.image_repo import ship_contract
 from preflight.run_local import StackView, build_image
 from tests.app.helpers import predict_body
 from tests.containers.test_byoc_sample import docker, platform_run, volume, wait_for_ping
@@ -24,13 +22,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def images(base: str, views: dict[str, StackView]) -> Iterator[tuple[str, str]]:
-    platform = f"mlops-platform-test:{secrets.token_hex(4)}"
-    ship_contract(REPO / "platform")
-    docker("build", "-q", "--build-arg", f"BASE_IMAGE={base}", "-t", platform,
-           str(REPO / "platform"))
-    yield platform, build_image(views["dev"], "cpu", base)
-    docker("image", "rm", "-f", platform, check=False)
+def images(base: str, platform_image: str, views: dict[str, StackView]) -> tuple[str, str]:
+    return platform_image, build_image(views["dev"], "cpu", base)
 
 
 def test_the_forecaster_image_trains_and_serves_in_the_sagemaker_layout(

@@ -405,3 +405,107 @@ def test_a_non_root_stager_refuses_to_hand_files_to_another_uid(env: Env) -> Non
     result = env.run("stage-training", RUN_ID="r1", MLOPS_WORKLOAD_UID=str(os.getuid() + 1))
     assert result.returncode == 1
     assert "not root" in result.stderr
+
+
+# ------------------------------------------------------------------------------ SageMaker's layout
+def test_staging_leaves_the_images_own_code_and_gives_the_workload_its_directories(
+    env: Env,
+) -> None:
+    """SageMaker provides input, model, output (with output/data) and checkpoints and leaves the
+    rest of the image's /opt/ml (its code/) in place (SageMaker Developer Guide, "How Amazon
+    SageMaker AI Runs Your Training Image")."""
+    (env.ml / "code").mkdir()
+    (env.ml / "code" / "train.py").write_text("print('user code')\n")
+    result = env.run("stage-training", RUN_ID="r1")
+    assert result.returncode == 0, result.stderr
+    assert (env.ml / "code" / "train.py").read_text() == "print('user code')\n"
+    for path in ("model", "output", "output/data", "checkpoints"):
+        assert (env.ml / path).is_dir(), path
+        assert (env.ml / path).stat().st_uid == os.getuid(), path  # the workload's uid
+
+
+def test_resourceconfig_names_a_host_that_resolves_here(env: Env) -> None:
+    """SageMaker's training toolkit resolves every host in resourceconfig.json before it runs
+    the user script (retrying for 15 minutes): the name must resolve inside the task."""
+    import socket
+
+    assert env.run("stage-training", RUN_ID="r1").returncode == 0
+    config = json.loads((env.ml / "input" / "config" / "resourceconfig.json").read_text())
+    assert config["hosts"] == [config["current_host"]]
+    socket.gethostbyname(config["current_host"])  # raises if it does not resolve
+    assert config["current_host"] in (socket.gethostname(), "localhost")
+
+
+def test_output_data_is_kept_with_the_run(env: Env) -> None:
+    env.train("r1", {"model.json": b"{}"})
+    (env.ml / "output" / "data").mkdir(parents=True, exist_ok=True)
+    (env.ml / "output" / "data" / "eval.csv").write_text("y,yhat\n1,1\n")
+    result = env.collect("r1", MLOPS_TRAINING_EXIT="0")
+    assert result.returncode == 0, result.stderr
+    assert (env.store / "outputs" / "r1" / "data" / "eval.csv").read_text() == "y,yhat\n1,1\n"
+    report = json.loads((env.models / "r1" / "report.json").read_text())
+    assert list(report["output_data"]) == ["outputs/r1/data/eval.csv"]
+    assert not (env.models / "r1" / "eval.csv").exists()  # never part of the model
+
+
+class _Metadata:
+    """A task metadata endpoint v4 stand-in: `/task` as ECS documents it (containers with Name,
+    KnownStatus and, once stopped, ExitCode)."""
+
+    def __init__(self, containers: list[dict]) -> None:
+        import http.server
+        import threading
+
+        body = json.dumps({"Family": "t", "Containers": containers}).encode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                ok = self.path.endswith("/task")
+                self.send_response(200 if ok else 404)
+                self.end_headers()
+                self.wfile.write(body if ok else b"{}")
+
+            def log_message(self, *_args) -> None:
+                return
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.uri = f"http://127.0.0.1:{self.server.server_address[1]}/v4/abc/collect-training"
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def test_collect_reads_the_training_exit_code_from_the_task_metadata(env: Env) -> None:
+    """A training that crashed after writing its metrics is a failed run: the exit code comes
+    from the task metadata endpoint ECS gives every container."""
+    env.train("r1", {"model.json": b"{}", "metrics.json": b'{"accuracy": 0.99}'})
+    metadata = _Metadata(
+        [
+            {"Name": "stage-training", "KnownStatus": "STOPPED", "ExitCode": 0},
+            {"Name": "train", "KnownStatus": "STOPPED", "ExitCode": 137},
+            {"Name": "collect-training", "KnownStatus": "RUNNING"},
+        ]
+    )
+    try:
+        result = env.collect("r1", ECS_CONTAINER_METADATA_URI_V4=metadata.uri)
+    finally:
+        metadata.close()
+    assert result.returncode == 1
+    assert "training exited with code 137" in result.stderr
+    report = json.loads((env.models / "r1" / "report.json").read_text())
+    assert (report["status"], report["exit_code"]) == ("failed", 137)
+    assert report["exit_code_from"] == "the task metadata endpoint"
+
+
+def test_every_trained_run_is_promoted_without_an_objective(env: Env) -> None:
+    env.train("r1", {"model.json": b"{}"})  # no metrics file at all
+    assert env.collect("r1", MLOPS_TRAINING_EXIT="0").returncode == 0
+    gated = env.run("gate", RUN_ID="r1", MLOPS_PROMOTION="every-trained-run")
+    assert gated.returncode == 0, gated.stderr
+    assert gated.stdout.startswith("promoted run r1")
+    assert env.current() == "r1"
+    env.train("r2", {"model.json": b"{}"}, failure="boom")
+    env.collect("r2")
+    gated = env.run("gate", RUN_ID="r2", MLOPS_PROMOTION="every-trained-run")
+    assert gated.stdout.startswith("refused run r2") and env.current() == "r1"

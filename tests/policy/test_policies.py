@@ -212,6 +212,13 @@ CASES: list[tuple[str, str, dict[str, Any], dict[str, Any], str]] = [
         "run_as_root",
     ),
     (
+        "promotion-without-objective",
+        TD,
+        task([container(environment=[{"name": "MLOPS_OBJECTIVE_KEY", "value": "accuracy"}])]),
+        task([container(dockerLabels={checks.LABEL_PROMOTION: "every-trained-run"})]),
+        "every-trained-run",
+    ),
+    (
         "container-not-privileged",
         TD,
         task([container()]),
@@ -484,9 +491,9 @@ def test_pack_has_at_least_14_mandatory_policies(pack: dict[str, Any]) -> None:
     advisory = {
         name for name, p in pack.items() if p.enforcement_level is EnforcementLevel.ADVISORY
     }
-    assert advisory == {"workload-runs-as-root"}
+    assert advisory == {"workload-runs-as-root", "promotion-without-objective"}
     mandatory = [p for p in pack.values() if p.enforcement_level is EnforcementLevel.MANDATORY]
-    assert len(mandatory) == len(pack) - 1 >= 14
+    assert len(mandatory) == len(pack) - 2 >= 14
     assert all(p.description for p in pack.values())
 
 

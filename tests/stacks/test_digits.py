@@ -57,20 +57,38 @@ def test_training_is_staged_in_one_task_around_the_byoc_image(digits: Plan):
     assert collect["dependsOn"] == [{"containerName": "train", "condition": "COMPLETE"}]
     assert [c["essential"] for c in containers.values()] == [False, False, True]
     assert "restartPolicy" not in stage and "restartPolicy" not in train
-    # The workload sees /opt/ml (a task volume, not EFS) and never the store.
+    # SageMaker's layout: input, model, output and checkpoints, each a task volume (not EFS),
+    # and nothing over /opt/ml itself, so the image's own /opt/ml/code stays visible
+    # (SageMaker Developer Guide, "your-algorithms-training-algo-running-container").
     volumes = digits.one(TASK_DEFINITION, "training-train").inputs["volumes"]
-    ml = [v for v in volumes if v["name"] == "ml"]
-    assert ml and "efsVolumeConfiguration" not in ml[0]
+    ml = {v["name"]: v for v in volumes if v["name"].startswith("ml-")}
+    assert sorted(ml) == ["ml-checkpoints", "ml-input", "ml-model", "ml-output"]
+    assert not any("efsVolumeConfiguration" in v for v in ml.values())
     mounts = {m["containerPath"] for m in train["mountPoints"]}
-    assert "/opt/ml" in mounts and "/mnt/store" not in mounts
-    for platform in (stage, collect):
-        assert {"/opt/ml", "/mnt/store"} <= {m["containerPath"] for m in platform["mountPoints"]}
+    layout = {"/opt/ml/input", "/opt/ml/model", "/opt/ml/output", "/opt/ml/checkpoints"}
+    assert layout <= mounts and "/opt/ml" not in mounts and "/mnt/store" not in mounts
+    assert not any(m.startswith("/opt/ml/code") for m in mounts)
+    assert {"/opt/ml/input", "/opt/ml/checkpoints", "/mnt/store"} <= {
+        m["containerPath"] for m in stage["mountPoints"]
+    }
+    assert {"/opt/ml/model", "/opt/ml/output", "/mnt/store"} <= {
+        m["containerPath"] for m in collect["mountPoints"]
+    }
     assert train["command"] == ["train"]
     env = {e["name"]: e["value"] for e in stage["environment"]}
     assert json.loads(env["MLOPS_CHANNELS"]) == {"train": "datasets/digits"}
     assert env["MLOPS_WORKLOAD_UID"] == "10001"
     train_env = {e["name"]: e["value"] for e in train["environment"]}
     assert train_env["SM_CHANNEL_TRAIN"] == "/opt/ml/input/data/train"
+    assert train_env["SM_OUTPUT_DATA_DIR"] == "/opt/ml/output/data"
+    # SageMaker's name of the job, the run's id, as the training toolkit reads it.
+    definition = json.loads(digits.one(STATE_MACHINE, "training-pipeline").inputs["definition"])
+    (override,) = [
+        o
+        for o in definition["States"]["Train"]["Parameters"]["Overrides"]["ContainerOverrides"]
+        if o["Name"] == "train"
+    ]
+    assert {"Name": "TRAINING_JOB_NAME", "Value.$": "$.run.id"} in override["Environment"]
 
 
 def test_serving_stages_the_promoted_model_before_the_server(digits: Plan):
