@@ -205,6 +205,7 @@ def serve_inference(
     finally:
         report(session, task, service.probes)
         service.stop()
+        task.wait_stopped(300)
     return 1 if task.stopped_reason and task.stop_code != "UserInitiated" else 0
 
 

@@ -158,6 +158,7 @@ class LocalTask:
     task_id: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
     _pumps: list[LogPump] = field(default_factory=list)
     _lock: threading.RLock = field(default_factory=threading.RLock)
+    _stopped: threading.Event = field(default_factory=threading.Event)
 
     @property
     def label(self) -> str:
@@ -612,11 +613,17 @@ class LocalTask:
             thread.join()
         for state in self.containers.values():
             if state.status == RUNNING:
-                current = self.inspect(state)
-                state.status, state.exit_code = STOPPED, current["ExitCode"]
+                found = docker("inspect", state.id, "--format", "{{.State.ExitCode}}", check=False)
+                state.status = STOPPED
+                state.exit_code = int(found) if found.lstrip("-").isdigit() else None
                 state.finished_at = _now()
         if self.metadata is not None:
             self.metadata.forget(self.task_id)
+        self._stopped.set()
+
+    def wait_stopped(self, timeout: float | None = None) -> bool:
+        """Wait for a stop in progress (another thread's) to finish."""
+        return self._stopped.wait(timeout)
 
     def exit_codes(self) -> dict[str, int]:
         return {n: self.inspect(s)["ExitCode"] for n, s in self.containers.items() if s.id}

@@ -15,7 +15,9 @@ tests use (`--build-arg BASE_IMAGE=mlops-base:bookworm`, preflight/base_image.py
 the first column as in AWS's sample) for the `training` channel.
 
 What the platform needs to know about it (the `mlops:workload` a user would write):
-CHANNEL, HEALTH_PATH, PORT, OBJECTIVE_FILE/KEY/DIRECTION, and that it runs as root.
+CHANNEL, HEALTH_PATH, PORT, that it writes no metrics file (as AWS's sample: it prints its
+accuracy, so the platform gate has nothing to compare: `promotion: every-trained-run`) and that it
+runs as root.
 """
 
 from __future__ import annotations
@@ -27,9 +29,7 @@ CHANNEL = "training"
 PORT = 8080
 HEALTH_PATH = "/ping"
 INVOCATIONS_PATH = "/invocations"
-OBJECTIVE_FILE = "metrics.json"
-OBJECTIVE_KEY = "accuracy"
-OBJECTIVE_DIRECTION = "maximize"
+PROMOTION = "every-trained-run"
 USER = "0"  # root, as AWS's samples run
 CLASSES = ("setosa", "versicolor", "virginica")
 # Per class: the mean of each of the four features (iris's sepal/petal length/width, roughly).
@@ -51,7 +51,7 @@ RUN chmod 0755 /opt/program/train /opt/program/serve
 WORKDIR /opt/program
 """
 
-TRAIN = '''\
+TRAIN = """\
 #!/usr/bin/env python3
 # Nearest-centroid training: CSV rows "label,f1,f2,f3,f4" from the training channel; the model is
 # a JSON file of its own: {"classes": [...], "centroids": [[...], ...], "features": 4}.
@@ -100,8 +100,6 @@ def main():
     accuracy = sum(predict(v) == label for label, v in test) / max(len(test), 1)
     with open(os.path.join(model_path, "model.json"), "w") as f:
         json.dump({"classes": classes, "centroids": centroids, "features": width}, f)
-    with open(os.path.join(model_path, "metrics.json"), "w") as f:
-        json.dump({"accuracy": accuracy, "train_rows": len(train), "test_rows": len(test)}, f)
     print("Training complete: accuracy {:.4f} on {} held-out rows.".format(accuracy, len(test)))
 
 
@@ -115,9 +113,9 @@ if __name__ == "__main__":
         print("Exception during training: " + str(e) + "\\n" + trc, file=sys.stderr)
         sys.exit(255)
     sys.exit(0)
-'''
+"""
 
-SERVE = '''\
+SERVE = """\
 #!/usr/bin/env python3
 # nginx on 8080 in front of gunicorn on a unix socket, as in AWS's sample; SIGTERM stops both.
 import multiprocessing
@@ -161,7 +159,7 @@ def start_server():
 
 if __name__ == "__main__":
     start_server()
-'''
+"""
 
 NGINX_CONF = """\
 worker_processes 1;
@@ -203,7 +201,7 @@ http {
 }
 """
 
-WSGI = '''\
+WSGI = """\
 # The predictor: GET /ping, POST /invocations with text/csv rows of features; answers CSV labels.
 import json
 import os
@@ -254,7 +252,7 @@ def app(environ, start_response):
         return [out]
     start_response("404 Not Found", [("Content-Type", "text/plain")])
     return [b"not found"]
-'''
+"""
 
 
 def write(folder: Path) -> Path:
@@ -287,7 +285,8 @@ def write_dataset(folder: Path, rows_per_class: int = 50, seed: int = 0) -> Path
     """Write `iris.csv` (label first, no header) into `folder`; returns the file."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "iris.csv"
-    lines = [",".join([label, *map(str, values)]) for label, values in dataset_rows(
-        rows_per_class, seed)]
+    lines = [
+        ",".join([label, *map(str, values)]) for label, values in dataset_rows(rows_per_class, seed)
+    ]
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -11,14 +11,17 @@ The base image comes from Debian packages (`preflight.base_image`): no registry 
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from preflight import base_image
-from preflight.offline import run_stack
+from preflight.offline import ROOT, run_stack
 from preflight.run_local import (
     Session,
     StackView,
@@ -59,6 +62,15 @@ def platform_image(base: str) -> str:
     same tag run_local's sessions use, so they reuse it)."""
     (resource,) = read_stack(run_stack("digits")).others.values()
     return build_resource(resource, "mlops-platform-local", base)
+
+
+@pytest.fixture(scope="session")
+def peer_image(base: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The SageMaker peers' image (tests/containers/peers: AWS's training toolkit and MLflow's
+    scoring server), `mlops-peers:<hash of its content>`; kept so the next run reuses it."""
+    from tests.containers import peers
+
+    return peers.build(base, tmp_path_factory.mktemp("peers-context"))
 
 
 @pytest.fixture
@@ -112,3 +124,46 @@ def trained(
     finally:
         for session_id in sessions:
             remove_session(session_id)
+
+
+@pytest.fixture
+def user_stack() -> Iterator[Callable[[dict[str, Any]], str]]:
+    """`user_stack(workload)`: a stack file as a user writes one for their own image (the digits
+    stack's cheap settings, this `mlops:workload`), named `user-<random>`; removed afterwards."""
+    made: list[Path] = []
+
+    def write(workload: dict[str, Any], **sections: Any) -> str:
+        config = yaml.safe_load((ROOT / "Pulumi.digits.yaml").read_text())
+        config["config"]["mlops:workload"] = workload
+        for section, values in sections.items():
+            config["config"][f"mlops:{section}"] = {
+                **config["config"].get(f"mlops:{section}", {}),
+                **values,
+            }
+        name = f"user-{secrets.token_hex(3)}"
+        path = ROOT / f"Pulumi.{name}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        made.append(path)
+        return name
+
+    yield write
+    for path in made:
+        path.unlink(missing_ok=True)
+
+
+def channel_dir(view: StackView, store: Path, relative: str) -> Path:
+    """A channel's directory in the store, made as a user would before the first run (the
+    access point's root as EFS creates it, owned by its POSIX user)."""
+    ap = view.access_point
+    root = store / ap.root.strip("/")
+    path = root / relative
+    path.mkdir(parents=True, exist_ok=True)
+    for part in [root, *reversed(path.relative_to(root).parents[:-1]), path]:
+        target = part if part.is_absolute() else root / part
+        subprocess.run(["chown", f"{ap.uid}:{ap.gid}", str(target)], check=True)
+    return path
+
+
+def store_root(view: StackView, store: Path) -> Path:
+    """The store as the tasks see it (the access point's root directory)."""
+    return store / view.access_point.root.strip("/")

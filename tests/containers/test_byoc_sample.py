@@ -74,8 +74,19 @@ def platform_run(
     for key, value in env.items():
         flags += ["-e", f"{key}={value}"]
     return docker(
-        "run", "--rm", "--user", "0", "--read-only", "-v", f"{store}:/mnt/store",
-        "-v", f"{ml}:/opt/ml", *flags, image, command, check=check,
+        "run",
+        "--rm",
+        "--user",
+        "0",
+        "--read-only",
+        "-v",
+        f"{store}:/mnt/store",
+        "-v",
+        f"{ml}:/opt/ml",
+        *flags,
+        image,
+        command,
+        check=check,
     )
 
 
@@ -87,42 +98,66 @@ def test_a_user_byoc_image_trains_and_serves_with_platform_staging(
     byoc_sample.write_dataset(store / "datasets" / "iris")
     train_ml = volume(volumes)
     staged = platform_run(
-        platform, "stage-training", store, train_ml, RUN_ID="r1",
+        platform,
+        "stage-training",
+        store,
+        train_ml,
+        RUN_ID="r1",
         MLOPS_CHANNELS=json.dumps({byoc_sample.CHANNEL: "datasets/iris"}),
         MLOPS_HYPERPARAMETERS=json.dumps({"holdout": 0.3, "seed": 1}),
     )
     assert "1 channel(s), 1 file(s)" in staged.stdout
     trained = docker("run", "--rm", "-v", f"{train_ml}:/opt/ml", sample, "train", check=False)
     assert trained.returncode == 0, trained.stderr
-    platform_run(platform, "collect-training", store, train_ml, RUN_ID="r1",
-                 MLOPS_TRAINING_EXIT=str(trained.returncode))
+    platform_run(
+        platform,
+        "collect-training",
+        store,
+        train_ml,
+        RUN_ID="r1",
+        MLOPS_TRAINING_EXIT=str(trained.returncode),
+    )
     model = json.loads((store / "models" / "r1" / "model.json").read_text())
     assert model["classes"] == list(byoc_sample.CLASSES)
+    assert not (store / "models" / "r1" / "metrics.json").exists()  # as AWS's sample: none
     gated = platform_run(
-        platform, "gate", store, train_ml, RUN_ID="r1",
-        MLOPS_OBJECTIVE_FILE=byoc_sample.OBJECTIVE_FILE,
-        MLOPS_OBJECTIVE_KEY=byoc_sample.OBJECTIVE_KEY,
-        MLOPS_OBJECTIVE_DIRECTION=byoc_sample.OBJECTIVE_DIRECTION,
+        platform, "gate", store, train_ml, RUN_ID="r1", MLOPS_PROMOTION=byoc_sample.PROMOTION
     )
-    assert gated.stdout.startswith("promoted run r1: first model")
+    assert gated.stdout.startswith("promoted run r1: run r1 trained")
     serve_ml = volume(volumes)
     platform_run(platform, "stage-serving", store, serve_ml)
 
     name = f"byoc-serve-{secrets.token_hex(4)}"
-    docker("run", "-d", "--name", name, "-p", f"127.0.0.1::{byoc_sample.PORT}",
-           "-v", f"{serve_ml}:/opt/ml", sample, "serve")
+    docker(
+        "run",
+        "-d",
+        "--name",
+        name,
+        "-p",
+        f"127.0.0.1::{byoc_sample.PORT}",
+        "-v",
+        f"{serve_ml}:/opt/ml",
+        sample,
+        "serve",
+    )
     try:
         url = wait_for_ping(name, byoc_sample.PORT, byoc_sample.HEALTH_PATH)
         rows = byoc_sample.dataset_rows(rows_per_class=10, seed=99)  # unseen rows
         body = "\n".join(",".join(map(str, values)) for _, values in rows) + "\n"
-        answer = httpx.post(url + byoc_sample.INVOCATIONS_PATH, content=body,
-                            headers={"Content-Type": "text/csv"}, timeout=30)
+        answer = httpx.post(
+            url + byoc_sample.INVOCATIONS_PATH,
+            content=body,
+            headers={"Content-Type": "text/csv"},
+            timeout=30,
+        )
         assert answer.status_code == 200, answer.text
         predicted = answer.text.split()
 
         def nearest(values: list[float]) -> str:  # the model file, read by the test itself
-            d = [sum((a - b) ** 2 for a, b in zip(values, m, strict=True))
-                 for m in model["centroids"]]
+            d = [
+                sum((a - b) ** 2 for a, b in zip(values, m, strict=True))
+                for m in model["centroids"]
+            ]
             return model["classes"][d.index(min(d))]
 
         assert predicted == [nearest(values) for _, values in rows]
@@ -142,14 +177,29 @@ def test_a_failed_byoc_training_reaches_collect_training(
     store = tmp_path / "store"
     (store / "datasets" / "empty").mkdir(parents=True)
     ml = volume(volumes)
-    platform_run(platform, "stage-training", store, ml, RUN_ID="bad",
-                 MLOPS_CHANNELS=json.dumps({byoc_sample.CHANNEL: "datasets/empty"}))
+    platform_run(
+        platform,
+        "stage-training",
+        store,
+        ml,
+        RUN_ID="bad",
+        MLOPS_CHANNELS=json.dumps({byoc_sample.CHANNEL: "datasets/empty"}),
+    )
     trained = docker("run", "--rm", "-v", f"{ml}:/opt/ml", sample, "train", check=False)
     assert trained.returncode == 255
-    collected = platform_run(platform, "collect-training", store, ml, check=False, RUN_ID="bad",
-                             MLOPS_TRAINING_EXIT=str(trained.returncode))
+    collected = platform_run(
+        platform,
+        "collect-training",
+        store,
+        ml,
+        check=False,
+        RUN_ID="bad",
+        MLOPS_TRAINING_EXIT=str(trained.returncode),
+    )
     assert collected.returncode == 1
-    assert "Exception during training: There are no rows in /opt/ml/input/data/training." in (
-        collected.stderr.strip().splitlines()[-1])
+    assert (
+        "Exception during training: There are no rows in /opt/ml/input/data/training."
+        in (collected.stderr.strip().splitlines()[-1])
+    )
     report = json.loads((store / "models" / "bad" / "report.json").read_text())
     assert (report["status"], report["exit_code"]) == ("failed", 255)

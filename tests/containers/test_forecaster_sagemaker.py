@@ -35,17 +35,43 @@ def test_the_forecaster_image_trains_and_serves_in_the_sagemaker_layout(
     shutil.copyfile(REPO / "app" / "data" / "co2_weekly.csv", store / "weekly" / "co2.csv")
     ml = volume(volumes)
     platform_run(
-        platform, "stage-training", store, ml, RUN_ID="sm-1", MLOPS_WORKLOAD_UID="10001",
+        platform,
+        "stage-training",
+        store,
+        ml,
+        RUN_ID="sm-1",
+        MLOPS_WORKLOAD_UID="10001",
         MLOPS_CHANNELS=json.dumps({"train": "weekly"}),
         MLOPS_HYPERPARAMETERS=json.dumps({"train_rounds": 60, "model_family": "harmonic"}),
     )
     # As the image's own user, on a read-only root: no STORE_DIR, so /opt/ml is the layout.
-    trained = docker("run", "--rm", "--read-only", "-e", "RUN_ID=sm-1", "-v", f"{ml}:/opt/ml",
-                     app, "train", check=False)
+    trained = docker(
+        "run",
+        "--rm",
+        "--read-only",
+        "-e",
+        "RUN_ID=sm-1",
+        "-v",
+        f"{ml}:/opt/ml",
+        app,
+        "train",
+        check=False,
+    )
     assert trained.returncode == 0, trained.stderr
     name = f"forecaster-sm-{secrets.token_hex(4)}"
-    docker("run", "-d", "--name", name, "--read-only", "-p", "127.0.0.1::8080",
-           "-v", f"{ml}:/opt/ml", app, "serve")
+    docker(
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--read-only",
+        "-p",
+        "127.0.0.1::8080",
+        "-v",
+        f"{ml}:/opt/ml",
+        app,
+        "serve",
+    )
     try:
         url = wait_for_ping(name)
         assert httpx.get(url + "/ping").json() == {"status": "ready", "model": "sm-1"}
