@@ -96,18 +96,20 @@ class TaskOutcome:
     exit_codes: dict[str, int | None]
     stop_code: str
     stopped_reason: str
-    essential: tuple[str, ...]
     timed_out: bool = False
 
     @property
     def failed(self) -> bool:
-        """What fails a `runTask.sync` state: an essential container exited non-zero or never
-        ran, or the task stopped for another reason than its essential containers exiting (a
-        timeout, StopTask, a Spot interruption). A non-essential container's exit code alone
-        does not (documents/training.py: the error names)."""
+        """What fails a `runTask.sync` state: any container that exited non-zero, essential or
+        not, or a task that stopped for another reason than its essential containers exiting (a
+        timeout, StopTask, a Spot interruption, a container that never started). Step Functions
+        documents only the Failures field ("Manage Amazon ECS or Fargate tasks with Step
+        Functions"); the exit-code rule is what executions show: a non-essential log router
+        killed with 137 after the app exited 0 failed the state with States.TaskFailed
+        (wellcomecollection/catalogue-pipeline#3377, an execution's task description quoted)."""
         if self.timed_out or self.stop_code != ESSENTIAL_EXITED:
             return True
-        return any(self.exit_codes.get(name) != 0 for name in self.essential)
+        return any(code not in (0, None) for code in self.exit_codes.values())
 
     def description(self) -> dict[str, Any]:
         """The stopped task as Step Functions passes it on (PascalCase DescribeTasks fields)."""
@@ -525,7 +527,6 @@ class LocalTask:
             exit_codes={name: s.exit_code for name, s in self.containers.items()},
             stop_code=self.stop_code,
             stopped_reason=self.stopped_reason,
-            essential=tuple(name for name, s in self.containers.items() if s.essential),
             timed_out=timed_out,
         )
 

@@ -137,3 +137,42 @@ def test_local_secret_values_come_from_the_file_then_the_environment(tmp_path) -
     with pytest.raises(RunLocalError, match=r"secrets\.env:1: not a NAME=value") as error:
         run_local.load_secrets(path, {})
     assert "hunter2" not in str(error.value)
+
+
+# --- Step Functions' error handling --------------------------------------------------------
+
+
+def test_error_names_match_as_the_states_language_says() -> None:
+    """States.ALL matches every error; States.TaskFailed every error but States.Timeout
+    (https://states-language.net/spec.html, "Errors")."""
+    matches = run_local.pipeline.matches
+    assert matches(["States.ALL"], "States.Timeout")
+    assert matches(["States.TaskFailed"], "ECS.AmazonECSException")
+    assert not matches(["States.TaskFailed"], "States.Timeout")
+    assert matches(["ECS.AmazonECSException"], "ECS.AmazonECSException")
+    assert not matches(["ECS.AmazonECSException"], "States.TaskFailed")
+
+
+def test_retry_intervals_grow_by_the_backoff_rate_up_to_the_cap() -> None:
+    delay = run_local.pipeline.retry_delay
+    retrier = {"IntervalSeconds": 30, "BackoffRate": 2.0}
+    assert [delay(retrier, n) for n in (1, 2, 3, 4)] == [30, 60, 120, 240]
+    assert delay({**retrier, "MaxDelaySeconds": 100}, 4) == 100
+    assert delay({}, 1) == 1.0  # the defaults: 1 s, rate 2.0
+
+
+def test_a_state_fails_on_any_non_zero_exit_or_a_stop_of_another_kind() -> None:
+    outcome = run_local.TaskOutcome
+    ok = outcome("f", {"stage": 0, "train": 0, "collect": 0}, "EssentialContainerExited", "")
+    assert not ok.failed
+    # A non-essential container's non-zero exit fails the state too.
+    assert outcome(
+        "f", {"stage": 0, "train": 1, "collect": 0}, "EssentialContainerExited", ""
+    ).failed
+    assert outcome(
+        "f", {"train": None}, "SpotInterruption", "Your Spot Task was interrupted."
+    ).failed
+    assert outcome("f", {"train": 0}, "EssentialContainerExited", "", timed_out=True).failed
+    description = ok.description()
+    assert description["StopCode"] == "EssentialContainerExited"
+    assert {c["Name"]: c["ExitCode"] for c in description["Containers"]}["train"] == 0
