@@ -62,6 +62,22 @@ class Env:
     OBJECTIVE_KEY = "MLOPS_OBJECTIVE_KEY"
     OBJECTIVE_DIRECTION = "MLOPS_OBJECTIVE_DIRECTION"
     OBJECTIVE_MARGIN = "MLOPS_OBJECTIVE_MARGIN"
+    MODEL_MAX_BYTES = "MLOPS_MODEL_MAX_BYTES"
+    """collect-training: the most a model (or output/data) may hold, apparent size in bytes."""
+    ROLLOUT = "MLOPS_ROLLOUT"
+    """gate: `1` when the service rolls out each promoted model; the gate then makes the run the
+    candidate and `finish-rollout` makes it current once its rollout succeeded."""
+    SERVE_RUN = "MLOPS_SERVE_RUN"
+    """stage-serving: the run this task definition revision serves (a rollout's pinned revision);
+    unset, the run models/CURRENT names."""
+    ROLLOUT_STATUS = "MLOPS_ROLLOUT_STATUS"
+    """finish-rollout: `succeeded` or `failed`."""
+    ROLLOUT_REASON = "MLOPS_ROLLOUT_REASON"
+    SERVICE_DEPLOYMENT = "MLOPS_SERVICE_DEPLOYMENT"
+    """finish-rollout: the ECS service deployment's ARN, for the record."""
+    TASK_STOP = "MLOPS_TASK_STOP"
+    """record-failure: how the failed task stopped, JSON {stop_code, stopped_reason, exit_codes}."""
+    FAILED_STEP = "MLOPS_FAILED_STEP"
     # SageMaker's own names, as its training toolkit reads them.
     SM_MODEL_DIR = "SM_MODEL_DIR"
     SM_CHANNEL_PREFIX = "SM_CHANNEL_"
@@ -194,6 +210,10 @@ OUTPUTS = "outputs"
 GATE_LOCK = ".gate.lock"
 """`models/.gate.lock`: held while a gate compares and swaps CURRENT."""
 MAX_CURRENT_BYTES = 256
+KEPT_EXIT = 3
+"""The platform gate's exit code when it decided and kept the current model (0: promoted; any
+other: no decision). Step Functions fails an ECS task on any non-zero exit, so the pipeline tells
+the two apart by this code in the failure's cause."""
 """models/CURRENT holds one run id (at most 128 characters) and a newline."""
 
 
