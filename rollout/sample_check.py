@@ -20,7 +20,9 @@ deployments", https://docs.aws.amazon.com/AmazonECS/latest/developerguide/lambda
   `callBackDelay` (seconds before ECS invokes again after IN_PROGRESS; 30 by default) and
   `hookDetails` (merged into the next invocation's). A missing or invalid `hookStatus`, or a
   function error, rolls the deployment back. This hook answers SUCCEEDED or FAILED in one
-  invocation: ECS invokes it synchronously and the samples take seconds.
+  invocation: the samples take seconds, and ECS waits for the function's answer (hooks are
+  "synchronous AWS Lambda functions": AWS Containers Blog, "Extending deployment pipelines with
+  Amazon ECS blue green deployments and lifecycle hooks", 2025-09-11).
 `hookDetails` has no size limit in the ECS API Reference (DeploymentLifecycleHook: "JSON value")
 or the guide; the bound that does apply is Lambda's 6 MB synchronous invocation payload (Lambda
 API Reference, Invoke). Keep samples small: they are requests, not data sets.
