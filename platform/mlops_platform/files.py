@@ -1,0 +1,122 @@
+"""Files in the store and under /opt/ml: copying without following a link out, owners, the
+platform's JSON records and models/CURRENT."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from mlops_contract import CURRENT, MODELS, DamagedCurrent, atomic_write
+from mlops_contract import read_current as read_current_file
+
+from .inputs import Refused
+
+
+def inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def clear(directory: Path) -> None:
+    """Empty `directory` (creating it if absent) without following symlinks out of it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for entry in directory.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def walk_files(root: Path, what: str, allowed: Path | None = None) -> Iterator[Path]:
+    """Regular files under `root`, sorted. A symlink is refused unless it resolves to a regular
+    file inside `allowed` (the store: a link must not pull /etc/shadow into a model)."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        base = Path(dirpath)
+        for name in list(dirnames):
+            if (base / name).is_symlink():
+                raise Refused(f"{what} contains a symlinked directory: {base / name}")
+        for name in sorted(filenames):
+            path = base / name
+            if path.is_symlink():
+                target = path.resolve()
+                if allowed is None or not inside(target, allowed) or not target.is_file():
+                    raise Refused(f"{what} contains a symlink the platform will not follow: {path}")
+            elif not stat.S_ISREG(path.lstat().st_mode):
+                raise Refused(f"{what} contains something that is not a regular file: {path}")
+            yield path
+
+
+def copy_tree(
+    src: Path,
+    dst: Path,
+    what: str,
+    allowed: Path | None = None,
+    skip: Callable[[Path], bool] = lambda _: False,
+) -> dict[str, str]:
+    """Copy the regular files of `src` into `dst`; return {relative posix name: sha256}."""
+    digests: dict[str, str] = {}
+    dst.mkdir(parents=True, exist_ok=True)
+    for path in walk_files(src, what, allowed):
+        rel = path.relative_to(src)
+        if skip(rel):
+            continue
+        target = dst / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        with open(path, "rb") as fin, open(target, "wb") as fout:
+            while chunk := fin.read(1 << 20):
+                digest.update(chunk)
+                fout.write(chunk)
+            fout.flush()
+            os.fsync(fout.fileno())
+        os.chmod(target, 0o644)
+        digests[rel.as_posix()] = digest.hexdigest()
+    return digests
+
+
+def chown_tree(root: Path, uid: int, gid: int) -> None:
+    if os.geteuid() == 0:
+        for dirpath, _, filenames in os.walk(root):
+            os.chown(dirpath, uid, gid)
+            for name in filenames:
+                os.chown(os.path.join(dirpath, name), uid, gid)
+    elif uid != os.geteuid():
+        raise Refused(
+            f"cannot give {root} to uid {uid}: this command runs as uid {os.geteuid()}, "
+            "not root (run the staging container as root, or MLOPS_WORKLOAD_UID as its own uid)"
+        )
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+# ------------------------------------------------------------------------------ CURRENT
+def read_current_quietly(models: Path) -> str | None:
+    try:
+        return read_current(models)
+    except Refused:
+        return None
+
+
+def read_current(models: Path) -> str | None:
+    """The promoted run id, None when nothing is promoted; Refused when CURRENT is damaged or
+    names a run that is not in the store."""
+    try:
+        text = read_current_file(models)
+    except DamagedCurrent as exc:
+        raise Refused(
+            f"{MODELS}/{CURRENT} is damaged: {exc.problem} "
+            "(write a promoted run id into it, or remove it)"
+        ) from None
+    except OSError as exc:
+        raise Refused(f"{MODELS}/{CURRENT} cannot be read: {exc.strerror}") from None
+    if text is not None and not (models / text).is_dir():
+        raise Refused(f"{MODELS}/{CURRENT} names run {text!r} but {MODELS}/{text}/ does not exist")
+    return text
