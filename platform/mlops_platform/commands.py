@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable
 
 from .gate import gate
-from .inputs import Outcome, Refused
+from .inputs import Outcome, Refused, one_line
 from .serving import stage_serving
 from .training import collect_training, stage_training
 
@@ -39,15 +39,17 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1 or argv[0] not in COMMANDS:
         print(f"usage: python -m mlops_platform {{{','.join(COMMANDS)}}}", file=sys.stderr)
         return 2
+    # Every line is made one printable line here too: messages carry names and text a workload
+    # chose (file names, failure text), which must not reach a terminal or a log as escapes.
     try:
         result = COMMANDS[argv[0]]()
     except Refused as exc:
-        print(f"{argv[0]}: {exc}", file=sys.stderr, flush=True)
+        print(f"{argv[0]}: {one_line(str(exc))}", file=sys.stderr, flush=True)
         return 1
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"{argv[0]}: {where}{exc.strerror or exc}", file=sys.stderr, flush=True)
+        print(f"{argv[0]}: {one_line(where + (exc.strerror or str(exc)))}", file=sys.stderr)
         return 1
     outcome = result if isinstance(result, Outcome) else Outcome(result)
-    print(outcome.line, flush=True)
+    print(one_line(outcome.line), flush=True)
     return outcome.exit_code

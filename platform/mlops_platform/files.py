@@ -3,6 +3,7 @@ platform's JSON records and models/CURRENT."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -15,7 +16,10 @@ from typing import Any
 from mlops_contract import CURRENT, MODELS, DamagedCurrent, atomic_write
 from mlops_contract import read_current as read_current_file
 
-from .inputs import Refused
+from .inputs import Refused, parse_json, size_text
+
+RECORD_MAX_BYTES = 1 << 20
+"""The most the platform reads of a record or a metrics file."""
 
 
 def inside(path: Path, root: Path) -> bool:
@@ -95,6 +99,45 @@ def chown_tree(root: Path, uid: int, gid: int) -> None:
 
 def write_json(path: Path, obj: Any) -> None:
     atomic_write(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_bounded(path: Path, what: str, limit: int, within: Path | None = None) -> bytes:
+    """The content of the regular file `path`, which may hold at most `limit` bytes (reading
+    `limit + 1` at most). Refused, naming `what`, for a symlink (also any directory between
+    `within` and the file), anything but a regular file, or more bytes; FileNotFoundError when
+    there is nothing there."""
+    if within is not None:
+        for parent in reversed(path.relative_to(within).parents[:-1]):
+            if (within / parent).is_symlink():
+                raise Refused(f"{what}: {parent} is a symlink, which the platform does not follow")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise Refused(f"{what} is a symlink; only a regular file is read") from None
+        if exc.errno == errno.ENOTDIR:
+            raise FileNotFoundError(errno.ENOENT, "no such file", str(path)) from None
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise Refused(f"{what} is not a regular file")
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise Refused(f"{what} is larger than {size_text(limit)}, the limit")
+    return data
+
+
+def read_record(path: Path, what: str) -> dict[str, Any] | None:
+    """A platform record (report.json, decision.json): None when absent, Refused when it is not a
+    JSON object within the bounds the platform reads."""
+    try:
+        data = read_bounded(path, what, RECORD_MAX_BYTES)
+    except FileNotFoundError:
+        return None
+    record = parse_json(data, what)
+    if not isinstance(record, dict):
+        raise Refused(f"{what} is not a JSON object")
+    return record
 
 
 # ------------------------------------------------------------------------------ CURRENT
