@@ -7,6 +7,7 @@ import errno
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import stat
 from collections.abc import Callable, Iterator
@@ -97,8 +98,53 @@ def chown_tree(root: Path, uid: int, gid: int) -> None:
         )
 
 
+def apparent_size(root: Path, what: str) -> int:
+    """The bytes the regular files under `root` hold by their length (`st_size`), not by the
+    blocks they use: a copy writes a sparse file in full, so 8 KiB on disk can be 2 GiB in the
+    store. Refused as `walk_files` refuses."""
+    return sum(path.lstat().st_size for path in walk_files(root, what))
+
+
 def write_json(path: Path, obj: Any) -> None:
     atomic_write(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+# ------------------------------------------------------------------------------ the store's runs
+def give_to_store_owner(path: Path, store: Path) -> None:
+    """Run as root, hand `path` (and what is under it) to the store's owner: the gate and the
+    forecaster, running as that uid, write next to it."""
+    if os.geteuid() == 0:
+        owner = store.stat()
+        chown_tree(path, owner.st_uid, owner.st_gid)
+
+
+def store_directory(store: Path, name: str) -> Path:
+    """`store/name` (models/, outputs/), created owned by the store's owner when absent."""
+    directory = store / name
+    if not directory.is_dir():
+        directory.mkdir()
+        give_to_store_owner(directory, store)
+    return directory
+
+
+def new_run_directory(models: Path, rid: str) -> Path:
+    """A temporary directory beside models/<rid>, to fill and then `install_run_directory`."""
+    tmp = models / f".{rid}.{secrets.token_hex(4)}.tmp"
+    tmp.mkdir()
+    return tmp
+
+
+def install_run_directory(models: Path, rid: str, tmp: Path) -> None:
+    """Make the filled `tmp` models/<rid> by renames, replacing an earlier attempt's directory:
+    a reader sees the old run or the new one, never half of either."""
+    final = models / rid
+    if final.exists():
+        old = models / f".{rid}.{secrets.token_hex(4)}.old"
+        os.rename(final, old)
+        os.rename(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, final)
 
 
 def read_bounded(path: Path, what: str, limit: int, within: Path | None = None) -> bytes:

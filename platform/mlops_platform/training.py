@@ -12,15 +12,40 @@ import re
 import secrets
 import shutil
 import socket
+import stat
 import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from mlops_contract import DECISION_FILE, MODELS, OUTPUTS, REPORT_FILE, Env, MlLayout
+from mlops_contract import DECISION_FILE, MODELS, OUTPUTS, RECORDS, REPORT_FILE, Env, MlLayout
 
-from .files import chown_tree, clear, copy_tree, inside, read_current_quietly, write_json
-from .inputs import Refused, json_object, ml_root, run_id, store_dir, workload_uid
+from .files import (
+    apparent_size,
+    chown_tree,
+    clear,
+    copy_tree,
+    give_to_store_owner,
+    inside,
+    install_run_directory,
+    new_run_directory,
+    read_current_quietly,
+    read_record,
+    store_directory,
+    write_json,
+)
+from .inputs import (
+    Refused,
+    json_object,
+    ml_root,
+    one_line,
+    parse_json,
+    printable,
+    run_id,
+    size_text,
+    store_dir,
+    workload_uid,
+)
 
 # SageMaker's channel names: [A-Za-z0-9\.\-_]+ (API_Channel.html); no leading dot here, since
 # the name becomes a directory.
@@ -143,8 +168,8 @@ def _training_exit() -> tuple[int | None, str]:
     container = os.environ.get(Env.TRAINING_CONTAINER, "") or "train"
     try:
         with urllib.request.urlopen(f"{uri}/task", timeout=10) as response:
-            task = json.loads(response.read(1 << 20))
-    except (OSError, ValueError) as exc:
+            task = parse_json(response.read(1 << 20), "the task metadata")
+    except (OSError, Refused) as exc:
         return None, f"the task metadata endpoint did not answer ({exc})"
     for entry in task.get("Containers", []) if isinstance(task, dict) else []:
         if isinstance(entry, dict) and entry.get("Name") == container:
@@ -155,46 +180,96 @@ def _training_exit() -> tuple[int | None, str]:
     return None, f"the task metadata endpoint names no container {container!r}"
 
 
+DEFAULT_MODEL_MAX_BYTES = 10 << 30
+
+
+def _model_max_bytes() -> int:
+    raw = os.environ.get(Env.MODEL_MAX_BYTES, "")
+    if not raw:
+        return DEFAULT_MODEL_MAX_BYTES
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 20 and int(raw) > 0):
+        raise Refused(
+            f"{Env.MODEL_MAX_BYTES}={raw[:40]!r} must be a positive whole number of bytes "
+            f"(default {DEFAULT_MODEL_MAX_BYTES}, 10 GiB)"
+        )
+    return int(raw)
+
+
 def _failure_text(path: Path) -> str | None:
-    if not path.is_file() or path.is_symlink():
+    """The start of what the training wrote to output/failure, printable; None without one."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
         return None
-    with open(path, "rb") as handle:
-        return handle.read(FAILURE_LIMIT).decode("utf-8", errors="replace")
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return None
+        return printable(handle.read(FAILURE_LIMIT).decode("utf-8", errors="replace"))
 
 
-def _keep_output_data(store: Path, rid: str, source: Path) -> dict[str, str]:
+def _over_limit(directory: Path, limit: int) -> str | None:
+    """Why `directory` may not be copied for its size, measured before anything is copied."""
+    size = apparent_size(directory, str(directory))
+    if size <= limit:
+        return None
+    return (
+        f"{directory} holds {size_text(size)}, more than {Env.MODEL_MAX_BYTES}={limit} "
+        f"({size_text(limit)}); a sparse file counts at its full size, since a copy writes it "
+        "in full: nothing of it was kept"
+    )
+
+
+def _collect_model(model: Path, tmp: Path, limit: int) -> tuple[dict[str, str], str | None]:
+    """The model's files copied into `tmp` ({relative name: sha256}), or none and why not."""
+    if not model.is_dir():
+        return {}, None
+    planted = sorted(name for name in RECORDS if os.path.lexists(model / name))
+    if planted:
+        return {}, "; ".join(
+            f"{model / name}: a name the platform keeps for its own records "
+            f"({', '.join(sorted(RECORDS))}), so the model was not kept"
+            for name in planted
+        )
+    try:
+        why = _over_limit(model, limit)
+        return ({}, why) if why else (copy_tree(model, tmp, str(model)), None)
+    except Refused as exc:
+        clear(tmp)
+        return {}, str(exc)
+
+
+def _keep_output_data(
+    store: Path, rid: str, source: Path, limit: int
+) -> tuple[dict[str, str], str | None]:
     """What the training left in /opt/ml/output/data, into `outputs/<RUN_ID>/data/` (replacing
-    an earlier attempt's); {relative name: sha256}."""
+    an earlier attempt's): {relative name: sha256}, or none and why not."""
     target = store / OUTPUTS / rid
+    shutil.rmtree(target, ignore_errors=True)
     if not source.is_dir() or not any(source.iterdir()):
-        shutil.rmtree(target, ignore_errors=True)
-        return {}
+        return {}, None
     staging = store / OUTPUTS / f".{rid}.{secrets.token_hex(4)}.tmp"
     try:
+        why = _over_limit(source, limit)
+        if why:
+            return {}, why
         files = copy_tree(source, staging / "data", str(source))
-        if os.geteuid() == 0:
-            owner = store.stat()
-            chown_tree(staging, owner.st_uid, owner.st_gid)
-        shutil.rmtree(target, ignore_errors=True)
+        give_to_store_owner(staging, store)
         os.rename(staging, target)
-    except BaseException:
+    except Refused as exc:
+        return {}, str(exc)
+    finally:
         shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return files
+    return files, None
 
 
 def collect_training() -> str:
     store = store_dir()
     rid = run_id()
+    limit = _model_max_bytes()
     code, code_source = _training_exit()
     layout = MlLayout(ml_root())
-    models = store / MODELS
-    for directory in (models, store / OUTPUTS):
-        if not directory.is_dir():
-            directory.mkdir()
-            if os.geteuid() == 0:  # the store's owner (the gate, the forecaster) writes here next
-                owner = store.stat()
-                os.chown(directory, owner.st_uid, owner.st_gid)
+    models = store_directory(store, MODELS)
+    store_directory(store, OUTPUTS)
     final = models / rid
     previous = _previous_report(final)
     if (
@@ -203,23 +278,19 @@ def collect_training() -> str:
         and (read_current_quietly(models) == rid or (final / DECISION_FILE).exists())
     ):
         raise Refused(f"models/{rid} is already trained and gated: a run id is collected once")
-    failure = _failure_text(layout.failure)
-    tmp = models / f".{rid}.{secrets.token_hex(4)}.tmp"
+    failure_file = _failure_text(layout.failure)
+    tmp = new_run_directory(models, rid)
     try:
-        files: dict[str, str] = {}
-        if layout.model.is_dir():
-            try:
-                files = copy_tree(layout.model, tmp, str(layout.model))
-            except Refused as exc:
-                failure = (failure + "\n" if failure else "") + str(exc)
-                files = {}
-                shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(exist_ok=True)
-        if failure is None and code not in (None, 0):
-            failure = f"training exited with code {code} and wrote no {layout.failure}"
-        if failure is None and not files:
-            failure = f"training wrote no files to {layout.model}"
-        outputs = _keep_output_data(store, rid, layout.output_data)
+        files, model_problem = _collect_model(layout.model, tmp, limit)
+        outputs, output_problem = _keep_output_data(store, rid, layout.output_data, limit)
+        parts = [] if failure_file is None else [failure_file]
+        if failure_file is None and code not in (None, 0):
+            parts.append(f"training exited with code {code} and wrote no {layout.failure}")
+        parts += [problem for problem in (model_problem, output_problem) if problem]
+        if not parts and not files:
+            parts.append(f"training wrote no files to {layout.model}")
+        # Printable: file names in the problems are the workload's too.
+        failure = printable("\n".join(parts)) if parts else None
         report = {
             "run_id": rid,
             "status": "failed" if failure is not None else "trained",
@@ -232,27 +303,16 @@ def collect_training() -> str:
             },
         }
         write_json(tmp / REPORT_FILE, report)
-        if os.geteuid() == 0:
-            owner = store.stat()
-            chown_tree(tmp, owner.st_uid, owner.st_gid)
-        if final.exists():
-            # A retried task (a Spot interruption, a step retry) collects the same run id again:
-            # the new attempt replaces the earlier one, which no gate has decided on.
-            old = models / f".{rid}.{secrets.token_hex(4)}.old"
-            os.rename(final, old)
-            os.rename(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, final)
+        give_to_store_owner(tmp, store)
+        # A retried task (a Spot interruption, a step retry) collects the same run id again:
+        # the new attempt replaces the earlier one, which no gate has decided on.
+        install_run_directory(models, rid, tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if failure is not None:
         print(f"collected failed run {rid} into models/{rid}/{REPORT_FILE}", file=sys.stderr)
-        raise Refused(
-            " / ".join(line for line in failure.strip().splitlines() if line.strip())
-            or "training failed with an empty failure file"
-        )
+        raise Refused(one_line(failure) or "training failed with an empty failure file")
     extra = f", {len(outputs)} output file(s) into {OUTPUTS}/{rid}" if outputs else ""
     return f"collected run {rid}: {len(files)} file(s) into models/{rid}{extra} (exit code {code})"
 
@@ -262,7 +322,6 @@ def _previous_report(run_dir: Path) -> dict[str, Any] | None:
     if not run_dir.exists():
         return None
     try:
-        report = json.loads((run_dir / REPORT_FILE).read_bytes())
-    except (OSError, ValueError):
+        return read_record(run_dir / REPORT_FILE, f"{MODELS}/{run_dir.name}/{REPORT_FILE}") or {}
+    except (OSError, Refused):
         return {}
-    return report if isinstance(report, dict) else {}

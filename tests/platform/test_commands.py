@@ -88,6 +88,7 @@ def test_stage_training_refuses_a_symlink_out_of_the_store_inside_a_channel(env:
         ({"RUN_ID": "../x"}, "RUN_ID"),
         ({"MLOPS_HYPERPARAMETERS": "[1]"}, "MLOPS_HYPERPARAMETERS must be a JSON object"),
         ({"MLOPS_CHANNELS": "{"}, "MLOPS_CHANNELS is not JSON"),
+        ({"MLOPS_HYPERPARAMETERS": "[" * 100_000}, "MLOPS_HYPERPARAMETERS nests more than 32"),
         ({"MLOPS_WORKLOAD_UID": "nobody"}, "MLOPS_WORKLOAD_UID"),
         ({"STORE_DIR": "/nonexistent/store"}, "STORE_DIR"),
     ],
