@@ -13,8 +13,13 @@ The SageMaker layout they fill and read (the root is MLOPS_ML_ROOT, default /opt
     model/                                 the model's files, staged before the server starts
 
 The store (STORE_DIR, the EFS mount):
-  models/<RUN_ID>/         the model files, report.json (collect-training), decision.json (gate)
-  models/CURRENT           the promoted run id: the only truth about which model serves
+  models/<RUN_ID>/         the model files, report.json (collect-training, record-failure),
+                           decision.json (gate, finish-rollout)
+  models/CURRENT           the run whose model serves: the only truth about it
+  outputs/<RUN_ID>/data/   what the training left in output/data
+
+A run's way: stage-training -> the workload's train -> collect-training -> gate (exit 0 promoted,
+3 kept) -> with a rollout, stage-serving (MLOPS_SERVE_RUN) in the new tasks -> finish-rollout.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from collections.abc import Callable
 
 from .gate import gate
 from .inputs import Outcome, Refused, one_line
+from .rollout import finish_rollout
 from .serving import stage_serving
 from .training import collect_training, stage_training
 
@@ -31,6 +37,7 @@ COMMANDS: dict[str, Callable[[], str | Outcome]] = {
     "stage-training": stage_training,
     "collect-training": collect_training,
     "gate": gate,
+    "finish-rollout": finish_rollout,
     "stage-serving": stage_serving,
 }
 

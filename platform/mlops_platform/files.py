@@ -3,6 +3,7 @@ platform's JSON records and models/CURRENT."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -14,7 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from mlops_contract import CURRENT, MODELS, DamagedCurrent, atomic_write
+from mlops_contract import CURRENT, GATE_LOCK, MODELS, DamagedCurrent, atomic_write, gate_lock
 from mlops_contract import read_current as read_current_file
 
 from .inputs import Refused, parse_json, size_text
@@ -115,7 +116,23 @@ def give_to_store_owner(path: Path, store: Path) -> None:
     forecaster, running as that uid, write next to it."""
     if os.geteuid() == 0:
         owner = store.stat()
-        chown_tree(path, owner.st_uid, owner.st_gid)
+        if path.is_dir():
+            chown_tree(path, owner.st_uid, owner.st_gid)
+        else:
+            os.chown(path, owner.st_uid, owner.st_gid)
+
+
+@contextlib.contextmanager
+def store_gate_lock(store: Path, models: Path) -> Iterator[None]:
+    """`mlops_contract.gate_lock` on models/, its lock file owned by the store's owner: a
+    command running as root must not leave a lock file the gate (uid 10001) cannot open."""
+    lock = models / GATE_LOCK
+    if not lock.exists():
+        models.mkdir(exist_ok=True)
+        os.close(os.open(lock, os.O_RDWR | os.O_CREAT, 0o644))
+        give_to_store_owner(lock, store)
+    with gate_lock(models):
+        yield
 
 
 def store_directory(store: Path, name: str) -> Path:
@@ -209,3 +226,12 @@ def read_current(models: Path) -> str | None:
     if text is not None and not (models / text).is_dir():
         raise Refused(f"{MODELS}/{CURRENT} names run {text!r} but {MODELS}/{text}/ does not exist")
     return text
+
+
+def still_current(models: Path) -> str:
+    """What models/CURRENT names, for a line saying a run did not replace it."""
+    try:
+        current = read_current(models)
+    except Refused as exc:
+        return str(exc)
+    return f"{MODELS}/{CURRENT} still names {current}" if current else "nothing is promoted yet"

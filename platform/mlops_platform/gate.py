@@ -18,17 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlops_contract import (
-    DECISION_FILE,
-    KEPT_EXIT,
-    MODELS,
-    REPORT_FILE,
-    Env,
-    gate_lock,
-    write_current,
-)
+from mlops_contract import DECISION_FILE, KEPT_EXIT, MODELS, REPORT_FILE, Env, write_current
 
-from .files import RECORD_MAX_BYTES, read_bounded, read_current, read_record, write_json
+from .files import (
+    RECORD_MAX_BYTES,
+    read_bounded,
+    read_current,
+    read_record,
+    still_current,
+    store_gate_lock,
+    write_json,
+)
 from .inputs import Outcome, Refused, one_line, parse_json, require_env, run_id, store_dir
 
 PROMOTIONS = ("objective", "every-trained-run")
@@ -216,20 +216,12 @@ def _finish_swap(models: Path, rid: str, decision: dict[str, Any]) -> bool:
     return True
 
 
-def _still_current(models: Path) -> str:
-    try:
-        current = read_current(models)
-    except Refused as exc:
-        return str(exc)
-    return f"models/CURRENT still names {current}" if current else "nothing is promoted yet"
-
-
 def _line(models: Path, rid: str, decision: dict[str, Any], note: str) -> str:
     reason = one_line(str(decision.get("reason")))
     rollout = decision.get("rollout")
     status = rollout.get("status") if isinstance(rollout, dict) else None
     if not decision["promoted"]:
-        return f"refused run {rid}{note}: {reason}; {_still_current(models)}"
+        return f"refused run {rid}{note}: {reason}; {still_current(models)}"
     if status == "pending":
         return (
             f"promoted run {rid} as the candidate{note}: {reason}; "
@@ -247,7 +239,7 @@ def gate() -> Outcome:
     models = store / MODELS
     if not (models / rid).is_dir():
         raise Refused(f"models/{rid}/ does not exist: collect-training has not stored this run")
-    with gate_lock(models):
+    with store_gate_lock(store, models):
         note = ""
         decision = _earlier_decision(models, rid)
         if decision is not None:  # a retried gate: the earlier decision stands
