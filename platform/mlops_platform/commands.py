@@ -19,7 +19,8 @@ The store (STORE_DIR, the EFS mount):
   outputs/<RUN_ID>/data/   what the training left in output/data
 
 A run's way: stage-training -> the workload's train -> collect-training -> gate (exit 0 promoted,
-3 kept) -> with a rollout, stage-serving (MLOPS_SERVE_RUN) in the new tasks -> finish-rollout.
+3 kept) -> with a rollout, stage-serving (MLOPS_SERVE_RUN) in the new tasks -> finish-rollout;
+a task that failed on the way -> record-failure.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
+from .failures import record_failure
 from .gate import gate
 from .inputs import Outcome, Refused, one_line
 from .rollout import finish_rollout
@@ -38,6 +40,7 @@ COMMANDS: dict[str, Callable[[], str | Outcome]] = {
     "collect-training": collect_training,
     "gate": gate,
     "finish-rollout": finish_rollout,
+    "record-failure": record_failure,
     "stage-serving": stage_serving,
 }
 
