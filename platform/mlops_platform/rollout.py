@@ -19,7 +19,7 @@ from mlops_contract import CURRENT, DECISION_FILE, MODELS, Env, write_current
 
 from .files import (
     give_to_store_owner,
-    read_current_quietly,
+    read_current,
     read_record,
     still_current,
     store_gate_lock,
@@ -58,10 +58,13 @@ def _retried(models: Path, rid: str, rollout: dict[str, Any]) -> str:
     success that stopped before CURRENT moved, when CURRENT still names the run it replaced."""
     status = rollout["status"]
     if status == "succeeded":
-        current = read_current_quietly(models)
+        current = read_current(models)
         if current != rid and current == rollout.get("previous_run"):
             write_current(models, rid)
-            return f"run {rid} is current: its rollout succeeded (recorded earlier; CURRENT now)"
+            return (
+                f"run {rid} is current: its rollout succeeded (recorded earlier; "
+                f"{MODELS}/{CURRENT} replaced now)"
+            )
     return f"run {rid}: its rollout already {status} (recorded {rollout.get('finished_at')})"
 
 
@@ -91,7 +94,8 @@ def finish_rollout() -> str:
         if status == "succeeded":
             # The decision first, CURRENT second: a retry finds `succeeded` and finishes the swap
             # if CURRENT still names the run it replaces.
-            finished["previous_run"] = read_current_quietly(models)
+            # A damaged CURRENT is refused here (exit 1), as the gate refuses it: left as it is.
+            finished["previous_run"] = read_current(models)
             decision["rollout"] = finished
             write_json(models / rid / DECISION_FILE, decision)
             give_to_store_owner(models / rid / DECISION_FILE, store)

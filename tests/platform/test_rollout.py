@@ -64,7 +64,18 @@ def test_a_retried_success_finishes_the_swap_it_did_not_get_to(candidate: Env) -
     (env.models / "CURRENT").write_text("r1\n")  # as if it had stopped before CURRENT moved
     retried = _finish(env, "succeeded")
     assert retried.returncode == 0
+    assert "(recorded earlier; models/CURRENT replaced now)" in retried.stdout
     assert env.current() == "r4"
+
+
+def test_a_damaged_current_is_left_as_it_is(candidate: Env) -> None:
+    env = candidate
+    (env.models / "CURRENT").write_text("../../etc\n")
+    result = _finish(env, "succeeded")
+    assert result.returncode == 1
+    assert "models/CURRENT is damaged" in result.stderr
+    assert (env.models / "CURRENT").read_text() == "../../etc\n"
+    assert env.decision("r4")["rollout"] == {"status": "pending"}
 
 
 def test_a_failed_rollout_is_recorded_and_current_stays(candidate: Env) -> None:
