@@ -1,4 +1,4 @@
-"""`python -m mlops_platform stage-training|collect-training|gate|stage-serving`."""
+"""`python -m mlops_platform <command>`: the commands are in `commands.py`."""
 
 import sys
 

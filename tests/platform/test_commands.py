@@ -8,84 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from mlops_contract import GATE_LOCK, gate_lock
-
-PLATFORM = Path(__file__).resolve().parents[2] / "platform"
-
-
-class Env:
-    def __init__(self, tmp_path: Path) -> None:
-        self.store = tmp_path / "store"
-        self.ml = tmp_path / "ml"
-        self.store.mkdir()
-        self.ml.mkdir()
-        self.models = self.store / "models"
-
-    def environ(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
-        env.update(
-            # The platform package and the contract beside it, as the image lays them out.
-            PYTHONPATH=os.pathsep.join([str(PLATFORM), str(PLATFORM.parent)]),
-            STORE_DIR=str(self.store), MLOPS_ML_ROOT=str(self.ml),
-            MLOPS_WORKLOAD_UID=str(os.getuid()),
-        )
-        env.update(extra)
-        return env
-
-    def popen(self, command: str, **extra: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "mlops_platform", command], env=self.environ(**extra),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-
-    def run(self, command: str, **extra: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "mlops_platform", command], env=self.environ(**extra),
-            capture_output=True, text=True, timeout=60, check=False,
-        )
-
-    def train(self, run_id: str, files: dict[str, bytes], failure: str | None = None) -> None:
-        """What a workload's `train` leaves in /opt/ml after stage-training."""
-        staged = self.run("stage-training", RUN_ID=run_id)
-        assert staged.returncode == 0, staged.stderr
-        for name, data in files.items():
-            (self.ml / "model" / name).parent.mkdir(parents=True, exist_ok=True)
-            (self.ml / "model" / name).write_bytes(data)
-        if failure is not None:
-            (self.ml / "output" / "failure").write_text(failure)
-
-    def collect(self, run_id: str, **extra: str) -> subprocess.CompletedProcess[str]:
-        return self.run("collect-training", RUN_ID=run_id, **extra)
-
-    def gate(self, run_id: str, **extra: str) -> subprocess.CompletedProcess[str]:
-        settings = {"MLOPS_OBJECTIVE_KEY": "accuracy", "MLOPS_OBJECTIVE_DIRECTION": "maximize"}
-        settings.update(extra)
-        return self.run("gate", RUN_ID=run_id, **settings)
-
-    def trained(self, run_id: str, accuracy: float) -> None:
-        self.train(run_id, {"model.json": b'{"w": 1}', "metrics.json":
-                            json.dumps({"accuracy": accuracy}).encode()})
-        collected = self.collect(run_id)
-        assert collected.returncode == 0, collected.stderr
-
-    def current(self) -> str | None:
-        path = self.models / "CURRENT"
-        return path.read_text().strip() if path.exists() else None
-
-    def decision(self, run_id: str) -> dict:
-        return json.loads((self.models / run_id / "decision.json").read_text())
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Env:
-    return Env(tmp_path)
+from tests.platform.conftest import Env
 
 
 # ------------------------------------------------------------------------------ stage-training
@@ -159,6 +88,7 @@ def test_stage_training_refuses_a_symlink_out_of_the_store_inside_a_channel(env:
         ({"RUN_ID": "../x"}, "RUN_ID"),
         ({"MLOPS_HYPERPARAMETERS": "[1]"}, "MLOPS_HYPERPARAMETERS must be a JSON object"),
         ({"MLOPS_CHANNELS": "{"}, "MLOPS_CHANNELS is not JSON"),
+        ({"MLOPS_HYPERPARAMETERS": "[" * 100_000}, "MLOPS_HYPERPARAMETERS nests more than 32"),
         ({"MLOPS_WORKLOAD_UID": "nobody"}, "MLOPS_WORKLOAD_UID"),
         ({"STORE_DIR": "/nonexistent/store"}, "STORE_DIR"),
     ],
@@ -203,7 +133,8 @@ def test_a_retried_task_replaces_an_ungated_attempt_never_a_gated_one(env: Env) 
     assert sorted(p.name for p in env.models.iterdir()) == ["r1"]
     assert env.gate("r1").stdout.startswith("promoted run r1")
     retried_gate = env.gate("r1")  # a retried gate step keeps the decision
-    assert retried_gate.stdout.startswith("promoted run r1: run r1 is already the promoted model")
+    assert retried_gate.returncode == 0
+    assert retried_gate.stdout.startswith("promoted run r1 (decided earlier): first model")
     assert env.decision("r1")["promoted"] is True
     again = env.collect("r1")
     assert again.returncode == 1
@@ -238,7 +169,7 @@ def test_empty_model_or_nonzero_exit_is_a_failure(
     assert message in result.stderr.strip().splitlines()[-1]
     assert json.loads((env.models / "r1" / "report.json").read_text())["status"] == "failed"
     refused = env.gate("r1")
-    assert refused.returncode == 0
+    assert refused.returncode == 3
     assert env.current() is None
     assert env.decision("r1")["promoted"] is False
 
@@ -254,8 +185,9 @@ def test_first_run_promotes_worse_refused_better_by_margin_promoted(env: Env) ->
 
     env.trained("r2", 0.85)
     worse = env.gate("r2", MLOPS_OBJECTIVE_MARGIN="0.01")
-    assert worse.returncode == 0
+    assert worse.returncode == 3  # KEPT_EXIT: decided, not promoted
     assert worse.stdout.startswith("refused run r2")
+    assert worse.stdout.rstrip().endswith("models/CURRENT still names r1")
     assert env.current() == "r1"
     decision = env.decision("r2")
     assert (decision["promoted"], decision["objective"], decision["current_objective"],
@@ -288,7 +220,7 @@ def test_damaged_objective_is_refused_with_reason(env: Env, metrics: bytes) -> N
     env.train("r1", {"model.json": b"{}", "metrics.json": metrics})
     assert env.collect("r1").returncode == 0
     result = env.gate("r1")
-    assert result.returncode == 0
+    assert result.returncode == 3
     assert result.stdout.startswith("refused run r1: no objective")
     assert env.current() is None
     assert env.decision("r1")["promoted"] is False
@@ -354,8 +286,10 @@ def test_concurrent_gates_serialise(env: Env) -> None:
         assert env.current() == "r0"
     for gate in gates:
         _, err = gate.communicate(timeout=60)
-        assert gate.returncode == 0, err
     decisions = {run: env.decision(run) for run in ("r1", "r2")}
+    # Each exits by its decision: 0 promoted, 3 kept.
+    assert [gate.returncode for gate in gates] == [
+        0 if decisions[run]["promoted"] else 3 for run in ("r1", "r2")], err
     # Whichever went first compared with r0; the second compared with what the first left.
     assert sorted(d["current_run"] for d in decisions.values()) in (["r0", "r1"], ["r0", "r2"])
     assert env.current() == "r1"
