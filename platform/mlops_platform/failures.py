@@ -31,6 +31,7 @@ from .inputs import Refused, one_line, parse_json, printable, require_env, run_i
 
 TASK_STOP_MAX_BYTES = 8 * 1024
 TASK_STOP_KEYS = ("stop_code", "stopped_reason", "exit_codes")
+CONTAINERS_KEYS = ("stop_code", "stopped_reason", "containers")
 STEP = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 STOP_CODE = re.compile(r"^[A-Za-z0-9_.-]{0,64}$")
 # ECS container names: up to 255 letters, numbers, underscores and hyphens.
@@ -44,17 +45,35 @@ def _step() -> str:
     return step
 
 
+def _exit_codes(containers: Any, shape: str) -> dict[str, Any]:
+    """ECS's stopped containers ({"Name", "ExitCode"?, ...}, as Step Functions passes a stopped
+    task on: PascalCase DescribeTasks fields) as {name: exit code or None}."""
+    if not isinstance(containers, list):
+        raise Refused(shape)
+    exits: dict[str, Any] = {}
+    for entry in containers:
+        if not isinstance(entry, dict) or not isinstance(entry.get("Name"), str):
+            raise Refused(f"{shape}: each container needs its Name")
+        exits[entry["Name"]] = entry.get("ExitCode")
+    return exits
+
+
 def _task_stop() -> dict[str, Any]:
-    """MLOPS_TASK_STOP, exactly {stop_code: str, stopped_reason: str, exit_codes: {container:
-    int or null}}; anything else is refused."""
+    """MLOPS_TASK_STOP: {stop_code: str, stopped_reason: str} and either `exit_codes`
+    ({container: int or null}) or `containers` (ECS's stopped containers, as the pipeline passes
+    them: documents/task_outcome.py); anything else is refused."""
     raw = require_env(Env.TASK_STOP)
     if len(raw.encode(errors="replace")) > TASK_STOP_MAX_BYTES:
         raise Refused(f"{Env.TASK_STOP} is longer than {TASK_STOP_MAX_BYTES} bytes, the limit")
     stop = parse_json(raw, Env.TASK_STOP)
     shape = (
         f"{Env.TASK_STOP} must be a JSON object "
-        '{"stop_code": str, "stopped_reason": str, "exit_codes": {container: int or null}}'
+        '{"stop_code": str, "stopped_reason": str, "exit_codes": {container: int or null}} '
+        'or with "containers": [{"Name": str, "ExitCode": int}, ...] for exit_codes'
     )
+    if isinstance(stop, dict) and sorted(stop) == sorted(CONTAINERS_KEYS):
+        containers = stop.pop("containers")
+        stop["exit_codes"] = _exit_codes(containers, shape)
     if not isinstance(stop, dict) or sorted(stop) != sorted(TASK_STOP_KEYS):
         raise Refused(shape)
     code, reason, exits = (stop[key] for key in TASK_STOP_KEYS)

@@ -160,3 +160,30 @@ def test_a_stopped_reason_with_escapes_is_recorded_printable(env: Env) -> None:
     assert "\x1b" not in result.stdout
     assert _report(env)["task"]["stopped_reason"] == "OOM\\x1b[2J\\x00killed"
     assert "OOM\\x1b[2J\\x00killed" in _report(env)["failure"]
+
+
+def test_the_stopped_containers_as_step_functions_passes_them_are_read(env: Env) -> None:
+    # documents/task_outcome.py passes the stopped task's `Containers` (DescribeTasks fields in
+    # PascalCase, every other field of a container left in): exit codes by name, none when absent.
+    containers = [
+        {"Name": "stage-training", "ExitCode": 0, "LastStatus": "STOPPED", "Image": "p@sha256:1"},
+        {"Name": "train", "ExitCode": 1, "LastStatus": "STOPPED", "RuntimeId": "abc"},
+        {"Name": "collect-training", "LastStatus": "STOPPED"},
+    ]
+    stop = {
+        "stop_code": "EssentialContainerExited",
+        "stopped_reason": "Essential container in task exited",
+        "containers": containers,
+    }
+    result = _record(env, stop)
+    assert result.returncode == 0, result.stderr
+    report = _report(env)
+    assert report["exit_code"] == 1
+    assert report["task"]["exit_codes"] == {
+        "stage-training": 0,
+        "train": 1,
+        "collect-training": None,
+    }
+    assert "exit codes stage-training 0, train 1, collect-training none" in report["failure"]
+    refused = _record(env, {**stop, "containers": [{"ExitCode": 1}]}, RUN_ID="r2")
+    assert refused.returncode == 1 and "each container needs its Name" in refused.stderr
