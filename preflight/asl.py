@@ -10,8 +10,10 @@ ASL (JSONPath flavour) that walk needs:
 - the intrinsic functions `States.Format`, `States.StringSplit`, `States.ArrayGetItem`,
   `States.ArrayLength`, `States.JsonMerge`, `States.JsonToString`, `States.StringToJson`,
   `States.UUID`, `States.MathAdd` (Step Functions Developer Guide, "Intrinsic functions");
-- `Choice` rules with `Variable`, `StringEquals`, `NumericEquals`, `BooleanEquals`,
-  `IsPresent`, `And`, `Or`, `Not`.
+- `Choice` rules with `Variable`, `StringEquals`, `StringMatches`, `NumericEquals`,
+  `NumericGreaterThanEquals`, `NumericLessThan`, `BooleanEquals`, `IsPresent`, `And`, `Or`,
+  `Not`;
+- a Task's `ResultSelector`.
 
 Anything else raises `AslError` naming it: a definition this walk cannot follow fails loudly
 instead of running something Step Functions would not.
@@ -190,7 +192,10 @@ def state_input(state: Mapping[str, Any], data: Any, context: Mapping[str, Any])
 def state_output(
     state: Mapping[str, Any], raw_input: Any, result: Any, context: Mapping[str, Any]
 ) -> Any:
-    """What a state passes on: its result placed by `ResultPath`, then `OutputPath`."""
+    """What a state passes on: its result shaped by `ResultSelector`, placed by `ResultPath`,
+    then `OutputPath`."""
+    if "ResultSelector" in state and result is not None:
+        result = render(state["ResultSelector"], result, context)
     result_path = state.get("ResultPath", "$")
     output = raw_input if result_path is None else _write_path(result_path, raw_input, result)
     if "OutputPath" in state:
@@ -198,9 +203,34 @@ def state_output(
     return output
 
 
+def _string_matches(value: Any, pattern: str) -> bool:
+    """ASL `StringMatches`: `*` matches any run of characters (none included); `\\*` is a
+    literal asterisk and `\\\\` a backslash (Step Functions Developer Guide, "Choice workflow
+    state": "StringMatches")."""
+    if not isinstance(value, str):
+        return False
+    regex, index = [], 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\" and index + 1 < len(pattern):
+            regex.append(re.escape(pattern[index + 1]))
+            index += 2
+            continue
+        regex.append(".*" if char == "*" else re.escape(char))
+        index += 1
+    return re.fullmatch("".join(regex), value, flags=re.DOTALL) is not None
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 _COMPARISONS = {
     "StringEquals": lambda a, b: isinstance(a, str) and a == b,
-    "NumericEquals": lambda a, b: isinstance(a, int | float) and a == b,
+    "StringMatches": _string_matches,
+    "NumericEquals": lambda a, b: _number(a) and a == b,
+    "NumericGreaterThanEquals": lambda a, b: _number(a) and a >= b,
+    "NumericLessThan": lambda a, b: _number(a) and a < b,
     "BooleanEquals": lambda a, b: isinstance(a, bool) and a == b,
 }
 

@@ -73,7 +73,12 @@ class Plan:
         return [r for r in self.resources if r.type == type_]
 
     def one(self, type_: str, name_contains: str = "") -> Resource:
+        """The one resource of `type_` whose name contains `name_contains`, or, where several
+        do, the one named exactly that (`inference-api`, not `inference-api-alt`)."""
         found = [r for r in self.of_type(type_) if name_contains in r.name]
+        exact = [r for r in found if r.name == name_contains]
+        if len(found) > 1 and len(exact) == 1:
+            return exact[0]
         assert len(found) == 1, f"expected one {type_} ~{name_contains!r}, got {found!r}"
         return found[0]
 
@@ -298,6 +303,20 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 arn=f"arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT}:targetgroup/{rid}/6d0ecf831eec9f09",
                 arnSuffix=f"targetgroup/{rid}/6d0ecf831eec9f09",
             )
+        elif typ == "aws:lb/listener:Listener":
+            outputs["arn"] = (
+                f"arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT}:listener/app/{rid}/"
+                f"50dc6c495c0c9188/{_digest(name, 16)}"
+            )
+        elif typ == "aws:lb/listenerRule:ListenerRule":
+            outputs["arn"] = (
+                f"arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT}:listener-rule/app/{rid}/"
+                f"50dc6c495c0c9188/{_digest(name, 16)}/{_digest(name + 'rule', 16)}"
+            )
+        elif typ == "aws:lambda/function:Function":
+            function = inputs.get("name") or rid
+            arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{function}"
+            outputs.update(name=function, arn=arn)
         elif typ == "aws:sns/topic:Topic":
             outputs["arn"] = f"arn:aws:sns:{REGION}:{ACCOUNT}:{rid}"
         elif typ == "aws:sqs/queue:Queue":

@@ -19,8 +19,8 @@ task description). The outcome follows the Amazon States Language specification
   (`{Error, Cause}`) at its `ResultPath` to its `Next` state; with none, the execution fails.
 
 The retried and caught runs keep the execution's RUN_ID (its `Prepare` state fixed it). SNS
-Publish is AWS-only: its rendered message is printed instead. ecs:updateService rolls the
-session's service (service.py).
+Publish is AWS-only: its rendered message is printed instead. A Lambda state invoking the
+service's deploy function rolls the model out to the session's service (rollout.py).
 """
 
 from __future__ import annotations
@@ -34,10 +34,11 @@ from typing import Any
 
 from preflight import asl
 from preflight.run_local.docker import RunLocalError
+from preflight.run_local.rollout import LocalRollout, read_rollout
 from preflight.run_local.session import Session
 
 ECS_RUN_TASK = "arn:aws:states:::ecs:runTask"
-ECS_UPDATE_SERVICE = "arn:aws:states:::aws-sdk:ecs:updateService"
+LAMBDA_INVOKE = "arn:aws:states:::lambda:invoke"
 SNS_PUBLISH = "arn:aws:states:::sns:publish"
 TASK_FAILED = "States.TaskFailed"
 TIMEOUT = "States.Timeout"
@@ -109,6 +110,7 @@ class Walk:
         }
         self.data: Any = execution_input or {}
         self.spot_left = list(session.spot_interruptions)
+        self.rollout: LocalRollout | None = None
 
     def run(self) -> int:
         machine = self.session.view.state_machine
@@ -180,9 +182,11 @@ class Walk:
         parameters = asl.state_input(state, self.data, self.context)
         if resource.startswith(ECS_RUN_TASK):
             return self._run_task(name, state, parameters)
-        if resource == ECS_UPDATE_SERVICE and self.session.service is not None:
-            self._update_service(name)
-        elif resource == SNS_PUBLISH:
+        if resource == LAMBDA_INVOKE:
+            result = self._invoke(name, parameters)
+            self.data = asl.state_output(state, self.data, result, self.context)
+            return False
+        if resource == SNS_PUBLISH:
             self.out(
                 f"[pipeline] {name}: sns:publish exists only on AWS; it would send to "
                 f"{parameters.get('TopicArn')}: {parameters.get('Subject')}: "
@@ -219,21 +223,25 @@ class Walk:
         if outcome.timed_out:
             raise StateFailed(TIMEOUT, f"State '{name}' has timed out after {timeout:g} s")
         if outcome.failed:
-            raise StateFailed(TASK_FAILED, json.dumps(outcome.description()))
+            # Step Functions' cause: the stopped task as compact JSON.
+            raise StateFailed(
+                TASK_FAILED, json.dumps(outcome.description(), separators=(",", ":"))
+            )
         self.data = asl.state_output(state, self.data, outcome.description(), self.context)
         return self.only is not None
 
-    def _update_service(self, name: str) -> None:
-        service = self.session.service
-        assert service is not None
-        self.out(f"[pipeline] {name}: ecs:updateService, a new deployment")
-        if service.roll():
-            self.out(f"[pipeline] {name}: the new task passed its target checks")
-        else:
-            self.out(
-                f"[pipeline] {name}: the new task failed its target checks: rolled back, the "
-                "previous task still serves"
-            )
+    def _invoke(self, name: str, parameters: Mapping[str, Any]) -> dict[str, Any]:
+        """A Lambda state: the stack's function, run here (Step Functions' optimized integration
+        returns `{"Payload": <the function's result>, ...}`)."""
+        function = str(parameters.get("FunctionName"))
+        module = self.session.view.functions.get(function)
+        if module != "deploy":
+            raise RunLocalError(f"{name}: {function} is not a function this walk can run")
+        if self.rollout is None:
+            self.rollout = LocalRollout(self.session, read_rollout(self.session.view.service))
+        payload = parameters.get("Payload") or {}
+        self.out(f"[pipeline] {name}: lambda:invoke {module} {payload.get('action')}")
+        return {"Payload": self.rollout.invoke(payload), "StatusCode": 200}
 
     # --- errors ---
 

@@ -11,6 +11,9 @@ it the way the ALB's target group does, within the service's health-check grace 
 - `roll()` is UpdateService with forceNewDeployment under the deployment circuit breaker: a new
   task, its target checks, then the old one stops; a new task found unhealthy after its grace
   period, or one that stops, is stopped and the old one keeps serving (the rollback).
+- `deploy()` is a model's rollout (preflight/run_local/rollout.py): a new revision's task, its
+  target checks, the lifecycle hook, the bake; the revision then serves every task the service
+  starts (`scale_out`), or the old task and revision keep serving.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from preflight.run_local.rollout import wait
 from preflight.run_local.stack import TargetCheck
 from preflight.run_local.task import LocalTask
 
@@ -121,6 +125,9 @@ class LocalService:
     session: Session
     task: LocalTask | None = None
     probes: list[TargetProbe] = field(default_factory=list)
+    revision: dict[str, dict[str, str]] = field(default_factory=dict)
+    """The service's current revision, as environment per container over the declared task
+    definition (a rollout's revision pins MLOPS_SERVE_RUN): every task it starts runs it."""
     _stop: threading.Event = field(default_factory=threading.Event)
     _started: float = 0.0
 
@@ -129,10 +136,14 @@ class LocalService:
         self.session.service = self
         return self.task
 
-    def _launch(self) -> tuple[LocalTask, list[TargetProbe], threading.Event, float]:
+    def _launch(
+        self, revision: dict[str, dict[str, str]] | None = None
+    ) -> tuple[LocalTask, list[TargetProbe], threading.Event, float]:
         view = self.session.view
         assert view.inference_family is not None, "a training-only stack has no service"
-        task = self.session.task(view.inference_family)
+        task = self.session.task(
+            view.inference_family, self.revision if revision is None else revision
+        )
         task.start()
         started = time.monotonic()
         stop = threading.Event()
@@ -167,6 +178,57 @@ class LocalService:
         self.task.stop()
         self.task, self.probes, self._stop, self._started = old
         return False
+
+    def deploy(
+        self,
+        revision: dict[str, dict[str, str]],
+        check: Callable[[dict[int, int], int], list[str]],
+        bake_seconds: float,
+    ) -> tuple[bool, str]:
+        """A deployment of a new revision beside the serving task: its target checks, then
+        `check(ports, server port)` (the lifecycle hook after test traffic), then the bake, in
+        which it must stay running and healthy. (True, why) once it replaced the old task;
+        (False, why) after a rollback, the old task and revision still serving."""
+        assert self.task is not None
+        old = (self.task, self.probes, self._stop, self._started)
+        new = self._launch(revision)
+        self.task, self.probes, self._stop, self._started = new
+        task, probes = new[0], new[1]
+
+        def rollback(reason: str) -> tuple[bool, str]:
+            self._stop.set()
+            task.stop()
+            task.wait_stopped(120)
+            self.task, self.probes, self._stop, self._started = old
+            return False, reason
+
+        if not self.wait_healthy():
+            states = "; ".join(p.describe() for p in probes) or task.stopped_reason
+            return rollback(f"the new task failed its target checks ({states})")
+        server = self.session.view.checks[0].port
+        problems = check(task.ports, server)
+        if problems:
+            return rollback("the sample check failed: " + "; ".join(problems))
+        if bake_seconds > 0:
+            self.session.out(f"[rollout] baking {bake_seconds:g} s: the new task must stay healthy")
+
+        def still_good() -> bool:
+            return verdict(task, probes, 0.0, 0.0) != "unhealthy"
+
+        if not wait(bake_seconds, still_good):
+            return rollback("the new task turned unhealthy during the bake")
+        self.revision = revision
+        old[2].set()
+        old[0].stop()
+        old[0].wait_stopped(120)
+        return True, "the new task passed its target checks, the sample check and the bake"
+
+    def scale_out(self) -> LocalTask:
+        """One more task of the service's current revision, as ECS starts one on a scale-out or
+        to replace a stopped task."""
+        task = self.session.task(self.session.view.inference_family or "", self.revision)
+        task.start()
+        return task
 
     def stop(self) -> None:
         self._stop.set()

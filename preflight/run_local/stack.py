@@ -18,6 +18,7 @@ ACCESS_POINT = "aws:efs/accessPoint:AccessPoint"
 IMAGE = "docker:index/image:Image"
 ECR_REPOSITORY = "aws:ecr/repository:Repository"
 STATE_MACHINE = "aws:sfn/stateMachine:StateMachine"
+FUNCTION = "aws:lambda/function:Function"
 
 
 def as_int(value: Any) -> int:
@@ -101,6 +102,10 @@ class StackView:
     grace_period: int = 0
     """The service's `healthCheckGracePeriodSeconds`: target checks ignored that long."""
     source: ImageSource = field(default_factory=lambda: ImageSource("build"))
+    functions: dict[str, str] = field(default_factory=dict)
+    """The stack's Lambda functions: ARN -> the rollout/ module its handler names."""
+    service: dict[str, Any] = field(default_factory=dict)
+    """The inference service's inputs (its deployment configuration), {} without one."""
 
 
 def read_stack(plan: Plan) -> StackView:
@@ -147,7 +152,12 @@ def read_stack(plan: Plan) -> StackView:
         checks = _target_checks(plan, service)
         grace = as_int(service.inputs.get("healthCheckGracePeriodSeconds", 0))
     machine = json.loads(plan.one(STATE_MACHINE).inputs["definition"])
+    functions = {
+        r.outputs["arn"]: str(r.inputs["handler"]).split(".", 1)[0] for r in plan.of_type(FUNCTION)
+    }
     return StackView(
+        functions=functions,
+        service=dict(services[0].inputs) if services else {},
         plan=plan,
         tasks=tasks,
         access_point=access_point,
