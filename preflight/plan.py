@@ -20,12 +20,14 @@ on stderr).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 import sys
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -245,6 +247,14 @@ _CONTENT_TAG = re.compile(r"(:[a-z0-9]+-)[0-9a-f]{16}\b")
 REDACTED = "[secret]"
 
 
+def _file_digest(path: str) -> str:
+    """A shipped file's content, so a plan shows a function's code changing."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    except OSError:
+        return "<missing>"
+
+
 def reviewable(value: Any, key: str = "") -> Any:
     """An input as the snapshot shows it: stable, readable and secret-free (JSON strings decoded,
     secrets and volatile ids masked)."""
@@ -260,6 +270,10 @@ def reviewable(value: Any, key: str = "") -> Any:
         return _CONTENT_TAG.sub(r"\1<content-hash>", value)
     if isinstance(value, float) and value.is_integer():
         return int(value)
+    if isinstance(value, pulumi.FileAsset):
+        return {"file": reviewable(str(value.path)), "sha256": _file_digest(value.path)}
+    if isinstance(value, pulumi.AssetArchive):
+        return {"archive": {k: reviewable(v) for k, v in sorted(value.assets.items())}}
     if isinstance(value, list):
         return [reviewable(v, key) for v in value]
     if isinstance(value, dict):

@@ -97,6 +97,10 @@ PRICES: dict[str, Price] = {
     "sfn_thousand_transitions": Price(
         0.025, "1,000 state transitions", "aws.amazon.com/step-functions/pricing (Standard)"
     ),
+    "lambda_million_requests": Price(0.20, "million requests", "aws.amazon.com/lambda/pricing"),
+    "lambda_arm_gb_second": Price(
+        0.0000133334, "GB-second", "aws.amazon.com/lambda/pricing (Arm, first 7.5 billion)"
+    ),
 }
 
 EC2_ON_DEMAND_HOUR: dict[str, float] = {
@@ -164,6 +168,19 @@ ASSUMPTIONS: dict[str, Assumption] = {
     "gpu_instance_overhead_hours_per_run": Assumption(
         0.25,
         "extra GPU instance-hours per run: boot, ECS registration and managed-scaling scale-in",
+    ),
+    "deployments_per_month": Assumption(
+        4,
+        "deployments of the inference service a month besides model rollouts (image pushes "
+        "that reach it through pulumi up)",
+    ),
+    "deployment_start_minutes": Assumption(
+        10,
+        "minutes a deployment runs its new tasks beside the old ones before its bake: start, "
+        "target checks, the sample check",
+    ),
+    "lambda_seconds_per_invocation": Assumption(
+        1, "seconds a rollout function runs per invocation (ECS API calls, a few samples)"
     ),
     "alb_lcus": Assumption(1, "average LCUs the load balancer consumes while a task serves"),
     "waf_million_requests_per_month": Assumption(5, "million requests WAF inspects a month"),

@@ -28,6 +28,7 @@ from preflight.costs import (
     network,
     observability,
     orchestration,
+    rollout,
     security,
     storage,
 )
@@ -102,7 +103,7 @@ __all__ = [
     "split_tasks",
 ]
 
-FAMILIES = (compute, ec2, network, storage, observability, orchestration, security)
+FAMILIES = (compute, ec2, network, storage, observability, orchestration, security, rollout)
 
 PRICED_TYPES = frozenset().union(*(family.PRICED for family in FAMILIES))
 """Types a family prices: a resource of one that comes to no line (a VPC without NAT) is free."""
@@ -125,6 +126,7 @@ def estimate_cost(plan: Plan, overrides: Mapping[str, float] | None = None) -> E
     # The estimate's lines come out in this order (the plan prints them as they come).
     network.nat_and_addresses(plan, ledger)
     usage = compute.tasks(plan, ledger)
+    rollout.rollouts(plan, ledger, usage)
     ec2.auto_scaling_groups(plan, ledger, usage)
     network.load_balancers(plan, ledger, usage.serving_fraction)
     observability.log_groups(plan, ledger, usage.task_hours)
