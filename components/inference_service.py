@@ -16,8 +16,12 @@ WAF) and the alarm topic (`AlarmTopic`), and creates, as children of the compone
   network mode stays awsvpc, so the target groups keep target type `ip` and the task keeps its
   own security group (see `_task` for the ENI arithmetic);
 - the `<name>-alarm-<role>` alarms on the alarm topic (with gpu-ec2 also `gpu-capacity-short`,
-  `gpu-status-check` and `gpu-instances-below-min` on the instances); the deployment alarms roll
-  a deployment back with `protection.rollback_on_alarm`;
+  `gpu-status-check` and `gpu-instances-below-min` on the instances); the deployment alarms
+  (and `-alt`, the same on the alternate target group with traffic shifting) roll a deployment
+  back in every stack;
+- the rollout's parts (components/service_rollout.py): with `inference.rollout` blue-green,
+  canary or linear the role ECS shifts traffic with; with `workload.serving.samples` the
+  sample-check hook; with the `sagemaker` contract the deploy function the pipeline calls;
 - scaling (components/inference_scaling.py): `<name>-scaling-target`, CPU and request-count
   target tracking, one scheduled action per `inference.schedules` entry; and with
   `observability.cloudwatch_dashboard` the `<name>-dashboard-view` CloudWatch dashboard.
@@ -44,10 +48,12 @@ from components.documents.inference import (
     inference_containers,
     inference_dashboard,
 )
+from components.documents.rollout import deployment_configuration
 from components.documents.staging import SERVING_VOLUMES, STAGE_SERVING, stage_serving_spec
 from components.inference_scaling import declare_scaling
 from components.load_balancer import LoadBalancer
 from components.network import Network
+from components.service_rollout import RolloutArgs, declare_rollout
 from components.settings.decisions import Placement
 from components.settings.serving import InferenceSettings
 from components.settings.workload import SecuritySpec, ServingSpec, SidecarSpec
@@ -87,8 +93,6 @@ class InferenceServiceArgs:
     """`observability.container_insights`: the tasks-below-min alarm reads its metrics."""
     cloudwatch_dashboard: bool = False
     """`observability.cloudwatch_dashboard`: a CloudWatch dashboard of the service."""
-    rollback_on_alarm: bool = False
-    """`protection.rollback_on_alarm`: a deployment alarm rolls the deployment back."""
     serving: ServingSpec = field(default_factory=ServingSpec)
     """`workload.serving`: the server's command, ports, health and environment."""
     sidecars: Sequence[SidecarSpec] = ()
@@ -144,6 +148,9 @@ class InferenceService(pulumi.ComponentResource):
                     "What the inference containers may do: mount and write the shared store"
                 ),
                 log_group_per_container=True,
+                # A staged server's task only reads the store (stage-serving); the workload's
+                # own containers (contract `platform`) write there.
+                store_write=args.store_mounted,
             ),
             self._child,
         )
@@ -161,15 +168,78 @@ class InferenceService(pulumi.ComponentResource):
             "LoadBalancer": edge.arn_suffix,
             "TargetGroup": api_targets.arn_suffix,
         }
+        alternates = edge.traffic.alternate_target_groups if edge.traffic else {}
         deployment_alarms = [
             self._alarm(spec, target_group_dims, topic_arn)
             for spec in alarm_specs
             if spec.deployment
         ]
+        if alternates:
+            # The new revision starts behind the alternate group; the groups trade places on
+            # every deployment, so both are watched.
+            alternate_dims = {
+                "LoadBalancer": edge.arn_suffix,
+                "TargetGroup": alternates[SERVER_CONTAINER].arn_suffix,
+            }
+            deployment_alarms += [
+                self._alarm(spec, alternate_dims, topic_arn, suffix="-alt")
+                for spec in alarm_specs
+                if spec.deployment
+            ]
 
         # A staged (`sagemaker`) service is named up front: the pipeline that rolls it is
         # declared before the image its tasks run is built, so it cannot wait for the service.
         fixed = f"{pulumi.get_project()}-{args.stack}-{name}" if args.staged else None
+        family = f"{pulumi.get_project()}-{args.stack}-{name}"
+        rollout = inference.rollout
+        parts = declare_rollout(
+            name,
+            RolloutArgs(
+                stack=args.stack,
+                region=args.region,
+                account=self._account,
+                rollout=rollout,
+                samples=args.serving.samples,
+                base_url=edge.url,
+                traffic=edge.traffic,
+                target_group_arns=[
+                    group.arn for group in [*edge.target_groups.values(), *alternates.values()]
+                ],
+                log_retention_days=args.log_retention_days,
+                deploy=(
+                    {
+                        "cluster_name": args.cluster.cluster_name,
+                        "service_name": fixed,
+                        "family": family,
+                        "role_arns": [block.execution_role.arn, block.task_role.arn],
+                    }
+                    if fixed
+                    else None
+                ),
+            ),
+            self._child,
+        )
+        deployment = deployment_configuration(
+            rollout,
+            alarm_names=[alarm.name for alarm in deployment_alarms],
+            hook=parts.lifecycle_hook,
+        )
+
+        def balanced(container: str, port: int) -> dict[str, Any]:
+            entry: dict[str, Any] = {
+                "target_group_arn": edge.target_groups[container].arn,
+                "container_name": container,
+                "container_port": port,
+            }
+            if edge.traffic is not None:
+                entry["advanced_configuration"] = {
+                    "alternate_target_group_arn": alternates[container].arn,
+                    "production_listener_rule": edge.traffic.production_rules[container].arn,
+                    "test_listener_rule": edge.traffic.test_rules[container].arn,
+                    "role_arn": parts.load_balancer_role_arn,
+                }
+            return entry
+
         service = aws.ecs.Service(
             f"{name}-service",
             **({"name": fixed} if fixed else {}),
@@ -180,14 +250,10 @@ class InferenceService(pulumi.ComponentResource):
             **_placement(args),
             deployment_minimum_healthy_percent=100,
             deployment_maximum_percent=200,
-            deployment_circuit_breaker={"enable": True, "rollback": True},
-            # Deployment alarms always mark a bad deployment failed; they roll it back only with
-            # protection.rollback_on_alarm: dev leaves the failed deployment up to debug.
-            alarms={
-                "alarm_names": [alarm.name for alarm in deployment_alarms],
-                "enable": True,
-                "rollback": args.rollback_on_alarm,
-            },
+            # The strategy (inference.rollout), its hook, the circuit breaker and the deployment
+            # alarms: a failed check or an alarm rolls back, in every stack
+            # (documents/rollout.py).
+            **deployment,
             # Covers the container start period (store wait + model load) before the ALB's
             # failing health checks count against a new task.
             health_check_grace_period_seconds=args.serving.start_period_seconds,
@@ -195,14 +261,7 @@ class InferenceService(pulumi.ComponentResource):
             enable_execute_command=False,
             enable_ecs_managed_tags=True,
             propagate_tags="SERVICE",
-            load_balancers=[
-                {
-                    "target_group_arn": edge.target_groups[container].arn,
-                    "container_name": container,
-                    "container_port": port,
-                }
-                for container, port in edge.ports.items()
-            ],
+            load_balancers=[balanced(container, port) for container, port in edge.ports.items()],
             network_configuration={
                 "subnets": args.network.task_subnet_ids,
                 # EC2 tasks cannot have one (settings require NAT egress with gpu-ec2).
@@ -250,6 +309,8 @@ class InferenceService(pulumi.ComponentResource):
         self.service_name = service.name
         self.rolled_service_name = fixed or ""
         """The staged service's name, known before it exists ("" otherwise)."""
+        self.rollout_function_arn = parts.deploy_function_arn
+        """The function the pipeline rolls a promoted model out with (staged only)."""
         # ECS service ARN format: arn:aws:ecs:REGION:ACCOUNT:service/CLUSTER/SERVICE.
         self.service_arn = pulumi.Output.concat(
             "arn:aws:ecs:",
@@ -316,10 +377,14 @@ class InferenceService(pulumi.ComponentResource):
         )
 
     def _alarm(
-        self, spec: AlarmSpec, dimensions: dict[str, Any], topic_arn: pulumi.Input[str]
+        self,
+        spec: AlarmSpec,
+        dimensions: dict[str, Any],
+        topic_arn: pulumi.Input[str],
+        suffix: str = "",
     ) -> aws.cloudwatch.MetricAlarm:
         return aws.cloudwatch.MetricAlarm(
-            f"{self._name}-alarm-{spec.role}",
+            f"{self._name}-alarm-{spec.role}{suffix}",
             dimensions=dimensions,
             alarm_actions=[topic_arn],
             ok_actions=[topic_arn],

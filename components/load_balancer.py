@@ -14,7 +14,9 @@ InferenceService owned them; each carries an alias to that old parent, component
 - `<name>-alb` with target groups `<name>-api` (the workload's `serving.health_path`) and one per
   sidecar served under a path (`<name>-<sidecar>`, checked on that path), listener
   `<name>-http` (forward, or a 301 to HTTPS), `<name>-https` with the certificate, and a
-  `<name>-<sidecar>-rule` per such sidecar; with
+  `<name>-<sidecar>-rule` per such sidecar; with a traffic-shifting rollout
+  (`inference.rollout.strategy` blue-green, canary or linear) also `<name>-<container>-alt`, the
+  alternate group of each, and the production and test rules of components/traffic_shift.py; with
   `inference.waf`, `<name>-waf` and its association;
 - with `inference.domain`: `<name>-certificate` (ACM, DNS-validated through `<name>-cert-dns`
   records in the Route 53 zone, awaited by `<name>-cert-validation`) and `<name>-alias`, an A
@@ -41,6 +43,8 @@ from components.documents.load_balancer import ALB_LOG_PREFIX, alb_access_log_bu
 from components.network import HTTPS_PORT, Network, TcpRuleNames, allow_https_out, allow_tcp
 from components.settings.serving import InferenceSettings
 from components.settings.workload import ServingSpec, SidecarSpec
+from components.traffic_shift import TrafficShift, declare_traffic_shift
+from components.waf import declare_waf
 
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 """TLS 1.3 and 1.2: the ELB-recommended policy for HTTPS listeners."""
@@ -84,6 +88,9 @@ class LoadBalancer(pulumi.ComponentResource):
     listeners: list[pulumi.Resource]
     """The listeners and rules: the service waits for them before registering targets."""
     task_security_group_id: pulumi.Output[str]
+    traffic: TrafficShift | None
+    """With a traffic-shifting rollout: the alternate groups and the production and test rules
+    (components/traffic_shift.py)."""
 
     def __init__(
         self, name: str, args: LoadBalancerArgs, opts: pulumi.ResourceOptions | None = None
@@ -93,6 +100,7 @@ class LoadBalancer(pulumi.ComponentResource):
         self._moved = moved.from_inference_service()
         self._child = self._opts()
         self._zone: pulumi.Output[str] | None = None
+        self.traffic = None
         self._account = aws.get_caller_identity_output(
             opts=pulumi.InvokeOutputOptions(parent=self)
         ).account_id
@@ -108,7 +116,7 @@ class LoadBalancer(pulumi.ComponentResource):
         alb_group, task_group = self._security_groups(args, ports)
         alb, target_groups, listeners = self._load_balancer(args, alb_group, ports)
         if inference.waf:
-            self._waf(alb)
+            declare_waf(name, alb, self._child)
 
         if inference.domain:
             self.url = pulumi.Output.from_input(f"https://{inference.domain}")
@@ -302,9 +310,10 @@ class LoadBalancer(pulumi.ComponentResource):
         )
 
         health = self._health
-        target_groups = {
-            container: aws.lb.TargetGroup(
-                f"{name}-{container}",
+
+        def target_group(resource: str, container: str, port: int) -> aws.lb.TargetGroup:
+            return aws.lb.TargetGroup(
+                resource,
                 target_type="ip",
                 port=port,
                 protocol="HTTP",
@@ -322,8 +331,20 @@ class LoadBalancer(pulumi.ComponentResource):
                 },
                 opts=self._child,
             )
+
+        target_groups = {
+            container: target_group(f"{name}-{container}", container, port)
             for container, port in ports.items()
         }
+        # Traffic shifting: each container's alternate group, where a new revision starts.
+        alternates = (
+            {
+                container: target_group(f"{name}-{container}-alt", container, port)
+                for container, port in ports.items()
+            }
+            if inference.rollout.strategy.shifts_traffic
+            else {}
+        )
         forward_api = [{"type": "forward", "target_group_arn": target_groups[SERVER_CONTAINER].arn}]
 
         listeners: list[pulumi.Resource] = []
@@ -362,7 +383,17 @@ class LoadBalancer(pulumi.ComponentResource):
         listeners.append(http)
         if not args.https:
             front = http
-        for index, (container, path) in enumerate(self._paths.items()):
+        if alternates:
+            self.traffic = declare_traffic_shift(
+                name,
+                listener=front,
+                primary=target_groups,
+                alternate=alternates,
+                paths=self._paths,
+                opts=self._child,
+            )
+            listeners.extend(self.traffic.rules)
+        for index, (container, path) in enumerate({} if alternates else self._paths.items()):
             listeners.append(
                 aws.lb.ListenerRule(
                     f"{name}-{container}-rule",
@@ -436,51 +467,5 @@ class LoadBalancer(pulumi.ComponentResource):
             aliases=[
                 {"name": alb.dns_name, "zone_id": alb.zone_id, "evaluate_target_health": True}
             ],
-            opts=self._child,
-        )
-
-    def _waf(self, alb: aws.lb.LoadBalancer) -> None:
-        def visibility(metric: str) -> dict[str, Any]:
-            return {
-                "cloudwatch_metrics_enabled": True,
-                "metric_name": metric,
-                "sampled_requests_enabled": True,
-            }
-
-        def managed(
-            group: str, priority: int, overrides: list[dict[str, Any]] | None = None
-        ) -> dict[str, Any]:
-            statement: dict[str, Any] = {"vendor_name": "AWS", "name": group}
-            if overrides:
-                statement["rule_action_overrides"] = overrides
-            return {
-                "name": group,
-                "priority": priority,
-                "override_action": {"none": {}},
-                "statement": {"managed_rule_group_statement": statement},
-                "visibility_config": visibility(group),
-            }
-
-        acl = aws.wafv2.WebAcl(
-            f"{self._name}-waf",
-            scope="REGIONAL",
-            default_action={"allow": {}},
-            rules=[
-                # The common rule set blocks bodies over 8 KB (SizeRestrictions_BODY); a /predict
-                # batch of long histories is bigger, so that rule only counts.
-                managed(
-                    "AWSManagedRulesCommonRuleSet",
-                    0,
-                    [{"name": "SizeRestrictions_BODY", "action_to_use": {"count": {}}}],
-                ),
-                managed("AWSManagedRulesKnownBadInputsRuleSet", 1),
-            ],
-            visibility_config=visibility("inference-alb"),
-            opts=self._child,
-        )
-        aws.wafv2.WebAclAssociation(
-            f"{self._name}-waf-association",
-            resource_arn=alb.arn,
-            web_acl_arn=acl.arn,
             opts=self._child,
         )

@@ -224,8 +224,13 @@ class SharedStore(pulumi.ComponentResource):
             lambda statements: json.dumps(policy_document(statements))
         )
 
-    def authorize_clients(self, role_arns: Sequence[pulumi.Input[str]]) -> None:
-        """Declare the file system policy allowing exactly these task roles. Call it once.
+    def authorize_clients(
+        self,
+        role_arns: Sequence[pulumi.Input[str]],
+        readers: Sequence[pulumi.Input[str]] = (),
+    ) -> None:
+        """Declare the file system policy allowing exactly these task roles: `role_arns` to
+        mount and write, `readers` to mount only. Call it once.
 
         Per the EFS docs, a role named in the policy that is deleted and recreated under the
         same ARN is locked out; auto-named roles get a new ARN when replaced, which updates the
@@ -234,10 +239,17 @@ class SharedStore(pulumi.ComponentResource):
         """
         if self._policy is not None:
             raise ValueError(f"SharedStore {self._name}: authorize_clients was already called")
-        if not role_arns:
+        if not role_arns and not readers:
             raise ValueError(f"SharedStore {self._name}: authorize_clients needs a role ARN")
-        policy = pulumi.Output.all(self.file_system_arn, self.access_point_arn, *role_arns).apply(
-            lambda values: json.dumps(efs_file_system_policy(values[0], values[1], values[2:]))
+        count = len(role_arns)
+        policy = pulumi.Output.all(
+            self.file_system_arn, self.access_point_arn, *role_arns, *readers
+        ).apply(
+            lambda values: json.dumps(
+                efs_file_system_policy(
+                    values[0], values[1], values[2 : 2 + count], readers=values[2 + count :]
+                )
+            )
         )
         self._policy = aws.efs.FileSystemPolicy(
             f"{self._name}-policy",

@@ -89,6 +89,8 @@ class TaskBlockArgs:
     log_group_per_container: bool = False
     egress: Egress | None = None
     """None: the tasks use a group the component gets elsewhere (the load balancer's)."""
+    store_write: bool = True
+    """The task role may write the store (`ClientWrite`); False: mount it only, read-only."""
 
 
 class TaskBlock:
@@ -160,7 +162,7 @@ class TaskBlock:
         aws.iam.RolePolicy(
             f"{name}-task-store",
             role=task_role.id,
-            policy=args.store.client_policy(write=True),
+            policy=args.store.client_policy(write=args.store_write),
             opts=self._opts,
         )
         return execution_role, task_role

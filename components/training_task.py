@@ -41,11 +41,11 @@ from components.documents.staging import (
     ML_VOLUMES,
     TRAINING_CONTAINERS,
     platform_gate_container,
-    roll_service_state,
     training_containers,
 )
 from components.documents.training import (
     PipelineSpec,
+    RolloutSpec,
     state_machine_role_statements,
     training_container,
     training_state_machine,
@@ -78,12 +78,14 @@ class PlatformGate:
 
 
 @dataclass(frozen=True)
-class RolledService:
-    """The service a promotion rolls (`sagemaker` contract: its tasks stage the model at start)."""
+class ModelRollout:
+    """The service a promoted model is rolled out to before it becomes current (`sagemaker`
+    contract: its tasks stage the model at start), through its deploy function."""
 
     cluster_arn: pulumi.Input[str]
-    name: pulumi.Input[str]
-    arn: pulumi.Input[str]
+    service_name: pulumi.Input[str]
+    function_arn: pulumi.Input[str]
+    wait_minutes: int
 
 
 @dataclass
@@ -126,8 +128,8 @@ class TrainingTaskArgs:
     """The platform image by digest, where it stages or gates."""
     platform_gate: PlatformGate | None = None
     """How the platform gate decides; None when the workload gates itself."""
-    rolled_service: RolledService | None = None
-    """The service rolled after the gate; None when nothing is."""
+    rollout: ModelRollout | None = None
+    """Where a promoted model is rolled out after the gate; None when nothing is."""
 
 
 class TrainingTask(pulumi.ComponentResource):
@@ -232,7 +234,12 @@ class TrainingTask(pulumi.ComponentResource):
         elif step == "gate" and args.platform_gate is not None:
             gate = args.platform_gate
             containers = [
-                platform_gate_container(args.platform_image, gate.objective, gate.promotion)
+                platform_gate_container(
+                    args.platform_image,
+                    gate.objective,
+                    gate.promotion,
+                    rollout=args.rollout is not None,
+                )
             ]
         else:
             containers = [
@@ -279,7 +286,7 @@ class TrainingTask(pulumi.ComponentResource):
             description="Runs the training tasks, reports failures, delivers logs and traces",
             opts=self._child,
         )
-        rolled = args.rolled_service
+        rolled = args.rollout
         policy = aws.iam.RolePolicy(
             f"{name}-sfn-policy",
             role=role.id,
@@ -290,7 +297,7 @@ class TrainingTask(pulumi.ComponentResource):
                 task_role.arn,
                 args.alarm_topic.topic_arn,
                 args.alarm_topic.key_arn,
-                rolled.arn if rolled else "",
+                rolled.function_arn if rolled else "",
             ).apply(
                 lambda v: json.dumps(
                     policy_document(
@@ -302,7 +309,7 @@ class TrainingTask(pulumi.ComponentResource):
                             pass_role_arns=[v[2], v[3]],
                             topic_arn=v[4],
                             topic_key_arn=v[5],
-                            rolled_service_arn=v[6],
+                            rollout_function_arn=v[6],
                         )
                     )
                 )
@@ -316,7 +323,11 @@ class TrainingTask(pulumi.ComponentResource):
             args.store.client_security_group_id,
             self._train_capacity(args),
             args.alarm_topic.topic_arn,
-            *((rolled.cluster_arn, rolled.name) if rolled else ("", "")),
+            *(
+                (rolled.cluster_arn, rolled.service_name, rolled.function_arn)
+                if rolled
+                else ("", "", "")
+            ),
         ).apply(
             lambda v: json.dumps(
                 training_state_machine(
@@ -340,7 +351,17 @@ class TrainingTask(pulumi.ComponentResource):
                             if args.staged
                             else {}
                         ),
-                        rollout=roll_service_state(v[6], v[7]) if rolled else None,
+                        platform_gate=args.platform_gate is not None,
+                        rollout=(
+                            RolloutSpec(
+                                function_arn=v[8],
+                                cluster_arn=v[6],
+                                service_name=v[7],
+                                wait_minutes=rolled.wait_minutes,
+                            )
+                            if rolled
+                            else None
+                        ),
                         sagemaker=args.staged,
                     )
                 )

@@ -31,8 +31,8 @@ from components.settings.stack import Settings
 from components.settings.workload import ROOT
 from components.shared_store import SharedStore, SharedStoreArgs
 from components.training_task import (
+    ModelRollout,
     PlatformGate,
-    RolledService,
     TrainingTask,
     TrainingTaskArgs,
 )
@@ -210,7 +210,6 @@ class Wiring:
                 log_retention_days=s.observability.log_retention_days,
                 container_insights=s.observability.container_insights,
                 cloudwatch_dashboard=s.observability.cloudwatch_dashboard,
-                rollback_on_alarm=s.protection.rollback_on_alarm,
                 serving=s.workload.serving,
                 sidecars=s.sidecars,
                 security=s.workload.security,
@@ -253,13 +252,14 @@ class Wiring:
                     if d.gatekeeper is Gatekeeper.PLATFORM
                     else None
                 ),
-                rolled_service=(
-                    RolledService(
+                rollout=(
+                    ModelRollout(
                         cluster_arn=self.cluster.cluster_arn,
-                        name=service.rolled_service_name,
-                        arn=service.service_arn,
+                        service_name=service.rolled_service_name,
+                        function_arn=service.rollout_function_arn,
+                        wait_minutes=s.inference.rollout.wait_minutes,
                     )
-                    if service is not None
+                    if service is not None and service.rollout_function_arn is not None
                     else None
                 ),
             ),
@@ -339,8 +339,14 @@ class Wiring:
             for name in ("inference", "training", "monitoring")
             if self._declared(name) and (component := getattr(self, name)) is not None
         ]
-        if self._declared("store") and clients:
-            self.store.authorize_clients(clients)
+        # A staged server's task only reads the store: its role may mount it, not write.
+        readers = (
+            [clients.pop(0)]
+            if self._declared("inference") and self.inference is not None and self.decisions.staged
+            else []
+        )
+        if self._declared("store") and (clients or readers):
+            self.store.authorize_clients(clients, readers=readers)
         if self._declared("images") and self.images is not None:
             self.images.release(
                 after=self.training.image_triggers if self._declared("training") else []

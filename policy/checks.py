@@ -542,12 +542,23 @@ def gpu_only_on_ec2(resource_type: str, props: Mapping[str, Any]) -> list[str]:
 
 
 def ecs_service_circuit_breaker(resource_type: str, props: Mapping[str, Any]) -> list[str]:
-    """ECS services roll back a failing deployment (deployment circuit breaker with rollback)."""
+    """ECS services roll back a failing deployment: a rolling update with the deployment
+    circuit breaker and rollback on; a blue-green, canary or linear one (which the circuit
+    breaker does not judge: ECS API Reference, "DeploymentCircuitBreaker") with deployment
+    alarms that roll back."""
     if resource_type != ECS_SERVICE:
         return []
     controller = _map(props.get("deploymentController")).get("type", "ECS")
     if controller not in (None, "ECS"):
         return []  # the circuit breaker exists only for the rolling-update (ECS) controller
+    strategy = _map(props.get("deploymentConfiguration")).get("strategy") or "ROLLING"
+    if strategy != "ROLLING":
+        alarms = _map(props.get("alarms"))
+        if alarms.get("enable") is not True or alarms.get("rollback") is not True or not (
+            alarms.get("alarmNames")
+        ):
+            return [f"a {strategy} deployment needs alarms {{enable: true, rollback: true}}"]
+        return []
     breaker = _map(props.get("deploymentCircuitBreaker"))
     if breaker.get("enable") is not True or breaker.get("rollback") is not True:
         return ["set deploymentCircuitBreaker {enable: true, rollback: true}"]

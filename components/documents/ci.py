@@ -100,7 +100,7 @@ def ci_preview_statements(
 CI_DEPLOY_SERVICES = (
     "acm", "application-autoscaling", "autoscaling", "cloudwatch", "ec2", "ecr", "ecs",
     "elasticfilesystem", "elasticloadbalancing", "events", "kms", "logs", "route53", "s3",
-    "sns", "sqs", "states", "wafv2", "backup",
+    "sns", "sqs", "states", "wafv2", "backup", "lambda",
 )  # fmt: skip
 """Every AWS service the program declares resources in (besides IAM, scoped on its own)."""
 
@@ -207,6 +207,10 @@ def ci_deploy_statements(region: str, account: str) -> list[dict[str, Any]]:
                         "ec2.amazonaws.com",
                         "states.amazonaws.com",
                         "events.amazonaws.com",
+                        # The rollout functions' roles, and the roles ECS deploys the service
+                        # with (load balancer, lifecycle hook): components/service_rollout.py.
+                        "lambda.amazonaws.com",
+                        "ecs.amazonaws.com",
                     ]
                 }
             },

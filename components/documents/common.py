@@ -106,6 +106,8 @@ class ContainerSpec:
     read_only_root: bool = True
     store: bool = True
     """The shared store mounted at /mnt/store, with STORE_DIR set."""
+    store_read_only: bool = False
+    """The store mounted read-only (a container that only reads it, as stage-serving)."""
     mounts: Mapping[str, str] = field(default_factory=dict)
     """More task volumes: volume name -> container path (e.g. the /opt/ml task volume)."""
     depends_on: Sequence[tuple[str, str]] = ()
@@ -158,7 +160,13 @@ def container_definition(spec: ContainerSpec) -> dict[str, Any]:
         "linuxParameters": {"initProcessEnabled": True},
         "mountPoints": [
             *(
-                [{"sourceVolume": STORE_VOLUME, "containerPath": STORE_MOUNT, "readOnly": False}]
+                [
+                    {
+                        "sourceVolume": STORE_VOLUME,
+                        "containerPath": STORE_MOUNT,
+                        "readOnly": spec.store_read_only,
+                    }
+                ]
                 if spec.store
                 else []
             ),

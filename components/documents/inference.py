@@ -110,11 +110,12 @@ def inference_alarms(
 ) -> list[AlarmSpec]:
     """The service's alarms: target 5xx, unhealthy hosts, p99 latency, CPU, tasks below min.
 
-    The 5xx and unhealthy-host alarms double as deployment alarms; the load balancer's health
-    check is the workload's `health_path`. The tasks-below-min alarm reads Container Insights'
-    RunningTaskCount, so it exists only with Container Insights and when `min_tasks > 0` (pass
-    the lowest minimum any schedule sets, so a scheduled scale-to-zero does not page); missing
-    data there means no task reports at all, so it breaches.
+    The 5xx, unhealthy-host and p99-latency alarms double as deployment alarms (a new revision
+    that answers errors, fails its checks or answers slowly is rolled back); the load balancer's
+    health check is the workload's `health_path`. The tasks-below-min alarm reads Container
+    Insights' RunningTaskCount, so it exists only with Container Insights and when `min_tasks >
+    0` (pass the lowest minimum any schedule sets, so a scheduled scale-to-zero does not page);
+    missing data there means no task reports at all, so it breaches.
     """
     if min_tasks < 0:
         raise ValueError(f"min_tasks {min_tasks} must not be negative")
@@ -152,6 +153,7 @@ def inference_alarms(
             threshold=P99_LATENCY_SECONDS,
             evaluation_periods=5,
             datapoints_to_alarm=3,
+            deployment=True,
         ),
         AlarmSpec(
             role="cpu-high",

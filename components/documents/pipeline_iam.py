@@ -1,5 +1,5 @@
 """The training state machine's role: run the pipeline's tasks, follow them, report, log, trace;
-and, for a workload served from a staged model, roll its service."""
+and, for a workload served from a staged model, call the function that rolls its service out."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 from components.documents.alerts import alarm_publisher_statements
 from components.documents.common import task_definition_arn_patterns
+from components.documents.rollout import invoke_function_statements
 
 ECS_EVENTS_RULE = "StepFunctionsGetEventsForECSTaskRule"
 """The managed rule `.sync` ECS integrations create to learn when a task stops (Step Functions
@@ -24,7 +25,7 @@ def state_machine_role_statements(
     pass_role_arns: Sequence[str],
     topic_arn: str,
     topic_key_arn: str,
-    rolled_service_arn: str = "",
+    rollout_function_arn: str = "",
 ) -> list[dict[str, Any]]:
     """The state machine role's permissions: run these tasks, follow them, report, log, trace.
 
@@ -41,16 +42,10 @@ def state_machine_role_statements(
         if not re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+", role):
             raise ValueError(f"{role!r} is not an IAM role ARN")
     roll = (
-        [
-            {
-                # The pipeline's RollService state (documents/staging.py): exactly this service.
-                "Sid": "RollService",
-                "Effect": "Allow",
-                "Action": "ecs:UpdateService",
-                "Resource": rolled_service_arn,
-            }
-        ]
-        if rolled_service_arn
+        # The pipeline's Deploy, RolloutStatus and StopRollout states (documents/rollout.py):
+        # exactly the service's deploy function.
+        invoke_function_statements(rollout_function_arn, "InvokeRolloutFunction")
+        if rollout_function_arn
         else []
     )
     task_definitions = [

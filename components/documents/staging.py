@@ -12,7 +12,9 @@ layout in the same task, on one task-scoped volume mounted at `/opt/ml`:
 - training: `stage-training` (SUCCESS) → the workload's `train` (non-essential) COMPLETE →
   `collect-training` (essential: its exit is the task's), which moves `/opt/ml/model` into
   `models/<RUN_ID>/` and fails the run with the failure text;
-- serving: `stage-serving` (SUCCESS) → the workload's server.
+- serving: `stage-serving` (SUCCESS) → the workload's server. It stages the model
+  models/CURRENT names, or with `MLOPS_SERVE_RUN` (a rollout's revision, documents/rollout.py)
+  exactly that run.
 
 The staging containers change file owners (the staged files to the workload's uid), so they run
 as root, on a read-only root file system; the workload's containers never see the store.
@@ -118,16 +120,24 @@ def stage_serving_spec(platform_image: Any, security: SecuritySpec) -> Container
         environment={Env.WORKLOAD_UID: str(security.uid)},
         essential=False,
         restart=False,
+        # It only reads the store: the serving task can write nothing there.
+        store_read_only=True,
     )
 
 
 def platform_gate_container(
-    platform_image: Any, objective: Objective | None, promotion: Promotion = Promotion.OBJECTIVE
+    platform_image: Any,
+    objective: Objective | None,
+    promotion: Promotion = Promotion.OBJECTIVE,
+    *,
+    rollout: bool = False,
 ) -> ContainerSpec:
     """The platform gate (no gate step of the workload's own): compares the run's objective
     with the current model's and promotes only a better one by the margin; or, with promotion
-    every-trained-run, promotes every run that trained (labelled for the policy pack). Runs as
-    the image's non-root user; needs the store only."""
+    every-trained-run, promotes every run that trained (labelled for the policy pack). With
+    `rollout`, a promoted run becomes the candidate that the pipeline rolls out; the same task
+    definition runs `finish-rollout` and `record-failure` (command overrides). Runs as the
+    image's non-root user; needs the store only."""
     if (objective is None) != (promotion is Promotion.EVERY_TRAINED_RUN):
         raise ValueError("the platform gate compares an objective, or promotes every trained run")
     environment = (
@@ -140,6 +150,9 @@ def platform_gate_container(
             Env.OBJECTIVE_MARGIN: str(objective.margin),
         }
     )
+    if rollout:
+        # A promoted run is the candidate until its rollout succeeded (documents/rollout.py).
+        environment = {**environment, Env.ROLLOUT: "1"}
     return ContainerSpec(
         name=PLATFORM_GATE,
         image=platform_image,
@@ -147,40 +160,3 @@ def platform_gate_container(
         environment=environment,
         labels={LABEL_PROMOTION: promotion.value} if objective is None else {},
     )
-
-
-UPDATE_SERVICE_RESOURCE = "arn:aws:states:::aws-sdk:ecs:updateService"
-"""Step Functions' AWS SDK integration, `arn:aws:states:::aws-sdk:<service>:<apiAction>`, its
-parameters in PascalCase (Step Functions Developer Guide, "Learning to use AWS service SDK
-integrations in Step Functions",
-https://docs.aws.amazon.com/step-functions/latest/dg/supported-services-awssdk.html)."""
-
-
-def roll_service_state(cluster_arn: str, service_name: str) -> dict[str, Any]:
-    """After a gate: a new deployment of the service (ECS UpdateService, ForceNewDeployment), so
-    its tasks stage the model `models/CURRENT` names; a server that does not hot-reload serves it
-    only after a restart. The service's circuit breaker and deployment alarms judge the new
-    tasks and roll back to the previous ones when the new model fails its health check. When the
-    gate kept the current model the deployment restarts the same model: harmless."""
-    if not cluster_arn.startswith("arn:aws") or ":cluster/" not in cluster_arn:
-        raise ValueError(f"{cluster_arn!r} is not an ECS cluster ARN")
-    return {
-        "Type": "Task",
-        "Resource": UPDATE_SERVICE_RESOURCE,
-        "Parameters": {
-            "Cluster": cluster_arn,
-            "Service": service_name,
-            "ForceNewDeployment": True,
-        },
-        "ResultPath": None,
-        "TimeoutSeconds": 60,
-        "Retry": [
-            {
-                "ErrorEquals": ["States.TaskFailed"],
-                "IntervalSeconds": 5,
-                "MaxAttempts": 3,
-                "BackoffRate": 2.0,
-                "JitterStrategy": "FULL",
-            }
-        ],
-    }

@@ -27,38 +27,56 @@ def _check_file_system_arn(file_system_arn: str) -> None:
 
 
 def efs_file_system_policy(
-    file_system_arn: str, access_point_arn: str, client_role_arns: Sequence[str]
+    file_system_arn: str,
+    access_point_arn: str,
+    client_role_arns: Sequence[str],
+    readers: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The EFS file system policy: TLS only, and only the given roles, only via the access point.
 
     - Deny every action to everyone when `aws:SecureTransport` is false (EFS User Guide, "Using
       IAM to control access to file systems": the client condition keys).
-    - Allow `ClientMount` and `ClientWrite` to the roles, conditioned on the access point. No
-      `ClientRootAccess`: the access point forces uid/gid 10001, so nobody needs root.
+    - Allow `ClientMount` and `ClientWrite` to `client_role_arns`, and `ClientMount` alone (a
+      read-only mount) to `readers`, conditioned on the access point. No `ClientRootAccess`: the
+      access point forces uid/gid 10001, so nobody needs root. Within one account a resource
+      policy's allow is enough on its own (IAM User Guide, "Policy evaluation logic"), so a
+      reader is left out of the write statement, not only out of its own role's policy.
 
     Once a policy is set, the default policy (full access to any client that can reach a mount
     target) stops applying, so a client that is not named here cannot mount at all.
     """
     _check_file_system_arn(file_system_arn)
-    roles = sorted(set(client_role_arns))  # stable order: no diff when callers reorder
-    if not roles:
+    writers = sorted(set(client_role_arns))  # stable order: no diff when callers reorder
+    read_only = sorted(set(readers) - set(writers))
+    if not writers and not read_only:
         raise ValueError("the file system policy needs at least one client role ARN")
-    for role in roles:
+    for role in [*writers, *read_only]:
         if not re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+", role):
             raise ValueError(f"{role!r} is not an IAM role ARN")
-    return policy_document(
-        [
-            deny_insecure_transport("*", file_system_arn),
+    statements = [deny_insecure_transport("*", file_system_arn)]
+    if writers:
+        statements.append(
             {
                 "Sid": "AllowClientsThroughAccessPoint",
                 "Effect": "Allow",
-                "Principal": {"AWS": roles},
+                "Principal": {"AWS": writers},
                 "Action": [EFS_CLIENT_MOUNT, EFS_CLIENT_WRITE],
                 "Resource": file_system_arn,
                 "Condition": _through_access_point(access_point_arn),
-            },
-        ]
-    )
+            }
+        )
+    if read_only:
+        statements.append(
+            {
+                "Sid": "AllowReadersThroughAccessPoint",
+                "Effect": "Allow",
+                "Principal": {"AWS": read_only},
+                "Action": EFS_CLIENT_MOUNT,
+                "Resource": file_system_arn,
+                "Condition": _through_access_point(access_point_arn),
+            }
+        )
+    return policy_document(statements)
 
 
 def efs_client_statements(

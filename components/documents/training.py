@@ -18,6 +18,14 @@ from components.documents.pipeline_iam import (  # noqa: F401  (re-exported: the
     ECS_EVENTS_RULE,
     state_machine_role_statements,
 )
+from components.documents.rollout import rollout_states
+from components.documents.staging import STAGE_SERVING
+from components.documents.task_outcome import (
+    gate_states,
+    record_failure_environment,
+    spot_states,
+    train_failure_states,
+)
 from components.settings.workload import SecuritySpec
 from mlops_contract import Env
 
@@ -58,6 +66,16 @@ TASK_FAILED = "States.TaskFailed"
 
 
 @dataclass(frozen=True)
+class RolloutSpec:
+    """The service a promoted model is rolled out to, and how (documents/rollout.py)."""
+
+    function_arn: str
+    cluster_arn: str
+    service_name: str
+    wait_minutes: int
+
+
+@dataclass(frozen=True)
 class PipelineSpec:
     """What the training state machine needs, as plain values (see `training_state_machine`)."""
 
@@ -88,8 +106,11 @@ class PipelineSpec:
     sagemaker: bool = False
     """The `sagemaker` contract: the train container also gets TRAINING_JOB_NAME, the run's id,
     as SageMaker names its training job there (the training toolkit reads it)."""
-    rollout: Mapping[str, Any] | None = None
-    """A Task state run after Gate (documents/staging.py `roll_service_state`), or None."""
+    platform_gate: bool = False
+    """The gate is the platform's (platform/): it exits KEPT_EXIT when it decided to keep the
+    current model, which the pipeline tells from a failure by that code in the task's stop."""
+    rollout: RolloutSpec | None = None
+    """A promoted model rolls the service before it becomes current (documents/rollout.py)."""
 
     @property
     def steps(self) -> tuple[str, ...]:
@@ -157,6 +178,7 @@ def _run_task(
     retry: Sequence[Mapping[str, Any]],
     catch: Sequence[Mapping[str, Any]],
     command: Sequence[str] | None = None,
+    environment: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """One `ecs:runTask.sync` Task state (Step Functions parameters are PascalCase).
 
@@ -186,6 +208,7 @@ def _run_task(
         container_override["Environment"].append(
             {"Name": Env.TRIGGER_IMAGE_DIGEST, "Value.$": "$.trigger.image_digest"}
         )
+    container_override["Environment"].extend(dict(e) for e in environment)
     if command:
         container_override["Command"] = list(command)
     if capacity not in (FARGATE, FARGATE_SPOT) and spec.assign_public_ip:
@@ -322,10 +345,15 @@ def training_state_machine(spec: PipelineSpec) -> dict[str, Any]:
         states["Validate"] = _run_task(
             spec, "validate", spec.step_capacity, "Train", [ecs_retry], notify
         )
+    # A staged (`sagemaker`) train task's failure is recorded in the run's report (the
+    # platform's record-failure, in the gate's task definition) before it is reported.
+    record = spec.sagemaker and spec.platform_gate
+    failed_train = "TrainStopped" if record else "NotifyFailure"
+    train_failed = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": failed_train}]
     if spot:
         # Spot: capacity refusals (`ECS.AmazonECSException`) are retried with backoff first;
-        # still refused, or interrupted (`States.TaskFailed`), the run falls back to on-demand,
-        # once.
+        # still refused, or interrupted (stop code SpotInterruption), the run falls back to
+        # on-demand, once. A train that failed on its own is not run again.
         states["Train"] = _run_task(
             spec,
             "train",
@@ -333,16 +361,14 @@ def training_state_machine(spec: PipelineSpec) -> dict[str, Any]:
             after_train,
             [ecs_retry],
             [
-                {
-                    "ErrorEquals": [*ECS_ERRORS, TASK_FAILED],
-                    "ResultPath": "$.spot_error",
-                    "Next": "TrainOnDemand",
-                },
-                *notify,
+                {"ErrorEquals": ECS_ERRORS, "ResultPath": "$.spot_error", "Next": "TrainOnDemand"},
+                {"ErrorEquals": [TASK_FAILED], "ResultPath": "$.error", "Next": "SpotStopped"},
+                *train_failed,
             ],
         )
+        states.update(spot_states(on_demand="TrainOnDemand", failed=failed_train))
         states["TrainOnDemand"] = _run_task(
-            spec, "train", FARGATE, after_train, [ecs_retry], notify
+            spec, "train", FARGATE, after_train, [ecs_retry], train_failed
         )
     else:
         # On-demand Fargate or the GPU provider: a stopped task (host drained, container
@@ -353,15 +379,83 @@ def training_state_machine(spec: PipelineSpec) -> dict[str, Any]:
             spec.train_capacity,
             after_train,
             [ecs_retry, _retry([TASK_FAILED], interval=30, attempts=1)],
-            notify,
+            train_failed,
+        )
+    if record:
+        states.update(
+            train_failure_states(
+                record=_run_task(
+                    spec,
+                    "gate",
+                    spec.step_capacity,
+                    "NotifyFailure",
+                    [ecs_retry],
+                    notify,
+                    command=["record-failure"],
+                    environment=record_failure_environment("train"),
+                ),
+                notify="NotifyFailure",
+            )
         )
     if after_train == "Gate":
-        after_gate = "RollService" if spec.rollout else "Succeeded"
-        states["Gate"] = _run_task(
-            spec, "gate", spec.step_capacity, after_gate, [ecs_retry], notify
+        after_gate = "StartRollout" if spec.rollout else "Succeeded"
+        gate_catch = (
+            [
+                {
+                    "ErrorEquals": ["States.Timeout"],
+                    "ResultPath": "$.error",
+                    "Next": "NotifyFailure",
+                },
+                {"ErrorEquals": [TASK_FAILED], "ResultPath": "$.error", "Next": "GateStopped"},
+                *notify,
+            ]
+            if spec.platform_gate
+            else notify
         )
+        states["Gate"] = _run_task(
+            spec, "gate", spec.step_capacity, after_gate, [ecs_retry], gate_catch
+        )
+        if spec.platform_gate:
+            states.update(gate_states(kept="ModelKept", notify="NotifyFailure"))
     if spec.rollout:
-        states["RollService"] = {**spec.rollout, "Catch": notify, "Next": "Succeeded"}
+        if not spec.platform_gate:
+            raise ValueError("a model rollout follows the platform gate")
+        rollout = spec.rollout
+
+        def finish(status: str) -> dict[str, Any]:
+            environment: list[dict[str, Any]] = [
+                {"Name": Env.ROLLOUT_STATUS, "Value": status},
+                {"Name": Env.ROLLOUT_REASON, "Value.$": "$.rollout.status.value.reason"},
+                {"Name": Env.SERVICE_DEPLOYMENT, "Value.$": "$.rollout.deploy.value.deployment"},
+            ]
+            return _run_task(
+                spec,
+                "gate",
+                spec.step_capacity,
+                "Succeeded",
+                [ecs_retry],
+                notify,
+                command=["finish-rollout"],
+                environment=environment,
+            )
+
+        states["StartRollout"] = {
+            "Type": "Pass",
+            "Parameters": {"polls": {"count": 0}, "run_id.$": "$.run.id"},
+            "ResultPath": "$.rollout",
+            "Next": "Deploy",
+        }
+        states.update(
+            rollout_states(
+                function_arn=rollout.function_arn,
+                cluster_arn=rollout.cluster_arn,
+                service_name=rollout.service_name,
+                container=STAGE_SERVING,
+                wait_minutes=rollout.wait_minutes,
+                finish={"succeeded": finish("succeeded"), "failed": finish("failed")},
+                notify="NotifyFailure",
+            )
+        )
     states["NotifyFailure"] = {
         "Type": "Task",
         "Resource": SNS_PUBLISH_RESOURCE,

@@ -9,8 +9,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+import pulumi
+
 from components.aws_facts import EFS_IA_DAYS, LOG_RETENTION_DAYS
-from components.settings._section import Section, cidr_block, fail
+from components.settings._section import PROJECT, Section, cidr_block, fail
 
 
 class Egress(StrEnum):
@@ -85,8 +87,9 @@ class ProtectionSettings:
     force-destroyed, ALB deletion protection on."""
     require_https: bool = False
     """The stack is refused unless `inference.domain` or `inference.certificate_arn` is set."""
-    rollback_on_alarm: bool = False
-    """ECS deployments roll back when a deployment alarm fires (besides the circuit breaker)."""
+    rollback_on_alarm: bool = True
+    """Deprecated: deployment alarms roll a deployment back in every stack. `false` is refused,
+    since a failed deployment left up would keep serving a model nothing checked."""
 
 
 @dataclass(frozen=True)
@@ -154,8 +157,25 @@ def parse_protection(raw: Any) -> ProtectionSettings:
     return ProtectionSettings(
         retain_on_destroy=s.bool("retain_on_destroy"),
         require_https=s.bool("require_https"),
-        rollback_on_alarm=s.bool("rollback_on_alarm"),
+        rollback_on_alarm=_rollback_on_alarm(s),
     )
+
+
+def _rollback_on_alarm(s: Section) -> bool:
+    if not s.has("rollback_on_alarm"):
+        return True
+    if s.bool("rollback_on_alarm") is False:
+        raise fail(
+            s.key("rollback_on_alarm"),
+            False,
+            "deployment alarms roll every deployment back now (a failed rollout left up would "
+            "serve a model nothing checked); remove the key",
+        )
+    pulumi.log.warn(
+        f"{PROJECT}:{s.key('rollback_on_alarm')} is deprecated: deployment alarms roll back in "
+        "every stack; remove the key"
+    )
+    return True
 
 
 def parse_observability(raw: Any) -> ObservabilitySettings:

@@ -10,6 +10,7 @@ from typing import Any
 
 from components.aws_facts import GPU_INSTANCES, tasks_per_instance
 from components.settings._section import Section, cidr_block, cron, fail, fargate_size, gpu_type
+from components.settings.rollout import RolloutSettings, parse_rollout
 
 
 class ServingCapacity(StrEnum):
@@ -82,6 +83,8 @@ class InferenceSettings:
     dashboard: bool = True
     """false leaves out the workload's sidecars served under a path (the web UIs)."""
     gpu: GpuServingSettings = field(default_factory=GpuServingSettings)
+    rollout: RolloutSettings = field(default_factory=RolloutSettings)
+    """How a new revision takes traffic (`components/settings/rollout.py`)."""
 
 
 def _schedule(key: str, raw: Any) -> ScalingSchedule:
@@ -201,6 +204,7 @@ def parse_inference(raw: Any) -> InferenceSettings:
     return InferenceSettings(
         capacity=capacity,
         gpu=gpu,
+        rollout=parse_rollout(s.raw.get("rollout")),
         cpu=cpu,
         memory=memory,
         desired=desired,

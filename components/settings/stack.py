@@ -42,6 +42,7 @@ from components.settings.platform import (
     parse_protection,
     parse_store,
 )
+from components.settings.rollout import check_samples_need_test_traffic
 from components.settings.serving import InferenceSettings, ServingCapacity, parse_inference
 from components.settings.workload import SidecarSpec, WorkloadSpec, parse_workload
 
@@ -160,6 +161,20 @@ def parse(raw: Mapping[str, Any], stack: str = "dev", region: str = "us-east-1")
             "public IP, so they reach ECR and CloudWatch through NAT), got public-ip",
         )
     _check_pins(settings)
+    if settings.workload.serving is not None and settings.workload.serving.samples:
+        check_samples_need_test_traffic(
+            settings.inference.rollout, settings.workload.serving.samples
+        )
+        if settings.inference.certificate_arn and not settings.inference.domain:
+            # The hook calls the load balancer by its DNS name, which that certificate does not
+            # name: TLS verification would fail every sample.
+            raise fail(
+                "workload.serving.samples",
+                f"<{len(settings.workload.serving.samples)} sample(s)>",
+                "the sample check reaches the service at inference.domain; with "
+                "inference.certificate_arn alone it has no name the certificate covers: set "
+                "inference.domain too, or leave out the samples",
+            )
     if settings.workload.image.location and settings.image.pin:
         raise fail(
             "image.pin",
@@ -186,7 +201,7 @@ def _old_protect(raw: Mapping[str, Any], protection: ProtectionSettings) -> Prot
     old = store["protect"]  # a bool: parse_store checked it
     given = raw.get("protection") or {}
     for key, value in given.items():
-        if value != old:
+        if key != "rollback_on_alarm" and value != old:
             raise fail(
                 f"protection.{key}",
                 value,
@@ -194,11 +209,11 @@ def _old_protect(raw: Mapping[str, Any], protection: ProtectionSettings) -> Prot
                 "every protection key; remove store.protect and keep the protection keys",
             )
     pulumi.log.warn(
-        f"{PROJECT}:store.protect is deprecated: it sets {PROJECT}:protection.retain_on_destroy, "
-        f"require_https and rollback_on_alarm, all {str(old).lower()}; set those keys instead "
+        f"{PROJECT}:store.protect is deprecated: it sets {PROJECT}:protection.retain_on_destroy "
+        f"and require_https, both {str(old).lower()}; set those keys instead "
         "(docs/configuration.md#protection)"
     )
-    return ProtectionSettings(retain_on_destroy=old, require_https=old, rollback_on_alarm=old)
+    return ProtectionSettings(retain_on_destroy=old, require_https=old)
 
 
 def _check_pins(settings: Settings) -> None:

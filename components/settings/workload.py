@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from components.settings._section import PROJECT, Section, as_map, fail
+from components.settings.rollout import SampleRequest, parse_samples
 from components.settings.secrets import ENV_NAME, SecretRef, no_secret, parse_secrets
 from components.settings.workload_image import ROOT, ImageSpec, parse_workload_image
 from mlops_contract import RESERVED_ENV, RESERVED_ENV_PREFIXES
@@ -80,6 +81,9 @@ class ServingSpec:
     internal_port: int | None = None
     """A second port reachable from the VPC only, never through the load balancer."""
     secrets: Mapping[str, SecretRef] = field(default_factory=dict)
+    samples: tuple[SampleRequest, ...] = ()
+    """Requests a new revision must answer through the test listener before it takes production
+    traffic (`inference.rollout` blue-green, canary or linear)."""
 
 
 @dataclass(frozen=True)
@@ -264,6 +268,7 @@ def _serving(raw: Any) -> ServingSpec:
         environment=environment,
         internal_port=internal,
         secrets=parse_secrets(s.key("secrets"), s.raw.get("secrets"), environment),
+        samples=parse_samples(s.key("samples"), s.raw.get("samples")),
     )
 
 

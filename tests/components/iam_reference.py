@@ -5,7 +5,10 @@ condition keys for AWS services", one page per service prefix
 (https://docs.aws.amazon.com/service-authorization/latest/reference/reference_policies_actions-resources-contextkeys.html):
 IAM (list_identityandaccessmanagement.html), Amazon ECS (list_amazonelasticcontainerservice.html),
 Amazon EventBridge (list_amazoneventbridge.html), Amazon EFS (list_amazonelasticfilesystem.html),
-and the pages of the other prefixes below. Transcribed 2026-12-03 for the actions this program's
+and the pages of the other prefixes below. The rollout's rows (2026-12-07): ECS's service and
+service-deployment actions, Elastic Load Balancing V2's listener, rule and target actions (the
+managed policy AmazonECSInfrastructureRolePolicyForLoadBalancers names them), lambda:InvokeFunction.
+Transcribed 2026-12-03 for the actions this program's
 policies name. Every action name was checked against the machine-readable copy of the reference
 in github.com/iann0036/iam-dataset (2026-08-22: the actions its managed policies expand to), and
 the IAM rows' condition keys against its `aws/iam_definition.json`; the ECS, EventBridge and EFS
@@ -61,25 +64,44 @@ DOCUMENTED_ACTIONS: dict[str, frozenset[str]] = {
             "DeregisterContainerInstance",
             "DeregisterTaskDefinition",
             "DescribeClusters",
+            "DescribeServiceDeployments",
+            "DescribeServices",
+            "DescribeTaskDefinition",
             "DescribeTasks",
             "DiscoverPollEndpoint",
             "ListClusters",
+            "ListServiceDeployments",
             "ListTagsForResource",
             "Poll",
             "RegisterContainerInstance",
             "RegisterTaskDefinition",
             "RunTask",
             "StartTelemetrySession",
+            "StopServiceDeployment",
             "StopTask",
             "SubmitAttachmentStateChanges",
             "SubmitContainerStateChange",
             "SubmitTaskStateChange",
             "TagResource",
             "UpdateContainerInstancesState",
+            "UpdateService",
         }
     ),
     "elasticfilesystem": frozenset({"ClientMount", "ClientWrite", "CreateFileSystem"}),
-    "elasticloadbalancing": frozenset({"DescribeLoadBalancers", "CreateLoadBalancer"}),
+    "elasticloadbalancing": frozenset(
+        {
+            "CreateLoadBalancer",
+            "DeregisterTargets",
+            "DescribeListeners",
+            "DescribeLoadBalancers",
+            "DescribeRules",
+            "DescribeTargetGroups",
+            "DescribeTargetHealth",
+            "ModifyListener",
+            "ModifyRule",
+            "RegisterTargets",
+        }
+    ),
     "events": frozenset({"DescribeRule", "PutEvents", "PutRule", "PutTargets"}),
     "kms": frozenset(
         {
@@ -90,6 +112,7 @@ DOCUMENTED_ACTIONS: dict[str, frozenset[str]] = {
             "ListAliases",
         }
     ),
+    "lambda": frozenset({"CreateFunction", "InvokeFunction"}),
     "logs": frozenset(
         {
             "CreateLogDelivery",
@@ -199,8 +222,10 @@ ACTION_CONDITION_KEYS: dict[str, frozenset[str]] = {
     # IAM User Guide, "IAM and AWS STS condition context keys": iam:PassedToService and
     # iam:AssociatedResourceArn apply to PassRole only.
     "iam:PassRole": frozenset({"iam:PassedToService", "iam:AssociatedResourceArn"}),
-    # Amazon ECS: RunTask filters by the cluster the task runs in.
+    # Amazon ECS: RunTask filters by the cluster the task runs in; TagResource by the API
+    # action that creates the resource it tags.
     "ecs:RunTask": frozenset({"ecs:cluster"}),
+    "ecs:TagResource": frozenset({"ecs:CreateAction"}),
     # Amazon EventBridge: PutEvents filters by the event's source and detail-type.
     "events:PutEvents": frozenset({"events:source", "events:detail-type"}),
     # Amazon EFS: client access filters by the access point the mount uses.

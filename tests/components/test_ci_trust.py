@@ -103,6 +103,8 @@ def test_deploy_is_scoped_to_this_account_region_and_the_programs_roles(with_ci:
         "ec2.amazonaws.com",
         "states.amazonaws.com",
         "events.amazonaws.com",
+        "lambda.amazonaws.com",
+        "ecs.amazonaws.com",
     }
     assert not [a for s in statements.values() for a in docs_actions(s) if a in ("*", "iam:*")]
 

@@ -199,10 +199,14 @@ def test_an_unplaceable_strategy_is_refused(values):
 # -------------------------------------------------------------------------------- alarms
 
 
-def test_four_alarms_without_a_minimum_and_two_of_them_guard_deployments():
+def test_four_alarms_without_a_minimum_and_three_of_them_guard_deployments():
     alarms = {a.role: a for a in inference_alarms(0)}
     assert set(alarms) == {"target-5xx", "unhealthy-hosts", "p99-latency", "cpu-high"}
-    assert {r for r, a in alarms.items() if a.deployment} == {"target-5xx", "unhealthy-hosts"}
+    assert {r for r, a in alarms.items() if a.deployment} == {
+        "target-5xx",
+        "unhealthy-hosts",
+        "p99-latency",
+    }
     assert alarms["unhealthy-hosts"].args()["threshold"] == 0
     assert alarms["unhealthy-hosts"].args()["comparison_operator"] == "GreaterThanThreshold"
     assert alarms["p99-latency"].args()["extended_statistic"] == "p99"

@@ -34,6 +34,7 @@ from components.documents.triggers import (
     trigger_input_template,
 )
 from components.settings.workload import SecuritySpec, StepSpec, TrainingSpec
+from preflight import asl
 
 REGION, ACCOUNT = "us-east-1", "123456789012"
 CLUSTER_ARN = f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/mlops"
@@ -344,9 +345,22 @@ def test_spot_capacity_refusal_retries_with_backoff_then_falls_back_to_on_demand
     assert kind == "retry" and retrier["BackoffRate"] > 1 and retrier["MaxAttempts"] >= 2
     kind, where = handler(SPOT["Train"], CAPACITY_REFUSED, retries_spent=True)
     assert (kind, where["Next"]) == ("catch", "TrainOnDemand")
-    # A Spot interruption goes straight to on-demand.
+    # A stopped task is read: a Spot interruption goes to on-demand; a train that failed on
+    # its own is not run again (preflight/asl.py evaluates the Choice as Step Functions does).
     kind, where = handler(SPOT["Train"], "States.TaskFailed")
-    assert (kind, where["Next"]) == ("catch", "TrainOnDemand")
+    assert (kind, where["Next"], where["ResultPath"]) == ("catch", "SpotStopped", "$.error")
+
+    def after(stop_code: str) -> str:
+        cause = json.dumps({"StopCode": stop_code, "Containers": [{"Name": "train"}]})
+        data = {"error": {"Error": "States.TaskFailed", "Cause": cause}}
+        choice = SPOT["SpotStopped"]
+        return next(
+            (c["Next"] for c in choice["Choices"] if asl.choice_matches(c, data, {})),
+            choice["Default"],
+        )
+
+    assert after("SpotInterruption") == "TrainOnDemand"
+    assert after("EssentialContainerExited") == "NotifyFailure"
     assert SPOT["TrainOnDemand"]["Next"] == "Gate"
     # The fallback is the last one: on-demand capacity refusals retry, then report and fail.
     kind, retrier = handler(SPOT["TrainOnDemand"], CAPACITY_REFUSED)

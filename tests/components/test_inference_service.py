@@ -47,7 +47,11 @@ def dev_with_certificate(build) -> Plan:
     return build(
         "inference_service",
         "dev",
-        {"inference": {"certificate_arn": CERTIFICATE, "dashboard": False, "min": 1}},
+        {
+            "inference": {"certificate_arn": CERTIFICATE, "dashboard": False, "min": 1},
+            # The sample check reaches a service by its domain, which this one has not.
+            "workload": {"serving": {"samples": []}},
+        },
     ).plan
 
 
@@ -88,6 +92,12 @@ def _containers(plan: Plan) -> dict[str, dict[str, Any]]:
 
 def _by_id(plan: Plan, type_: str, id_: str) -> Resource:
     return next(r for r in plan.of_type(type_) if r.id == id_)
+
+
+def _group(plan: Plan, name: str) -> Resource:
+    """The target group named exactly `inference-<name>` (`-alt`: its alternate)."""
+    (group,) = [g for g in plan.of_type(TARGET_GROUP) if g.name == f"inference-{name}"]
+    return group
 
 
 def _listeners(plan: Plan) -> dict[int, Resource]:
@@ -158,8 +168,10 @@ def test_without_the_dashboard_there_is_no_container_target_group_or_rule(
     dev_with_certificate: Plan,
 ):
     assert list(_containers(dev_with_certificate)) == ["api", "forecaster"]
-    assert [t.name for t in dev_with_certificate.of_type(TARGET_GROUP)] == ["inference-api"]
-    assert dev_with_certificate.of_type(RULE) == []
+    groups = [t.name for t in dev_with_certificate.of_type(TARGET_GROUP)]
+    assert groups == ["inference-api", "inference-api-alt"]
+    rules = {r.name for r in dev_with_certificate.of_type(RULE)}
+    assert rules == {"inference-api-rule", "inference-api-test-rule"}
     groups = {g.name for g in dev_with_certificate.of_type(LOG_GROUP) if "inference-logs" in g.name}
     assert groups == {"inference-logs-api", "inference-logs-forecaster"}
 
@@ -179,7 +191,9 @@ def test_execution_role_pulls_only_this_repository_and_writes_only_its_log_group
     for action in ("ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"):
         assert by_action[action] == repository
     groups = sorted(
-        f"{g.outputs['arn']}:log-stream:*" for g in plan.of_type(LOG_GROUP) if "inference" in g.name
+        f"{g.outputs['arn']}:log-stream:*"
+        for g in plan.of_type(LOG_GROUP)
+        if g.name.startswith("inference-logs")
     )
     assert sorted(_as_list(by_action["logs:PutLogEvents"])) == groups
 
@@ -296,7 +310,13 @@ def test_alb_runs_in_the_public_subnets(plan: Plan):
 
 def test_target_groups_use_ip_targets_a_short_drain_and_their_health_paths(plan: Plan):
     groups = {t.name: t.inputs for t in plan.of_type(TARGET_GROUP)}
-    assert set(groups) == {"inference-api", "inference-dashboard"}
+    # Each with its alternate, where a blue-green or canary deployment starts the new tasks.
+    assert set(groups) == {
+        "inference-api",
+        "inference-dashboard",
+        "inference-api-alt",
+        "inference-dashboard-alt",
+    }
     for group in groups.values():
         assert group["targetType"] == "ip"
         assert int(group["deregistrationDelay"]) == 30
@@ -307,10 +327,11 @@ def test_target_groups_use_ip_targets_a_short_drain_and_their_health_paths(plan:
             3,
         )
     # A task waiting for its first model answers /health 200 and stays in rotation.
-    assert groups["inference-api"]["healthCheck"]["path"] == "/health"
-    assert int(groups["inference-api"]["port"]) == 8080
-    assert groups["inference-dashboard"]["healthCheck"]["path"] == "/dashboard/"
-    assert int(groups["inference-dashboard"]["port"]) == 8050
+    for suffix in ("", "-alt"):
+        assert groups[f"inference-api{suffix}"]["healthCheck"]["path"] == "/health"
+        assert int(groups[f"inference-api{suffix}"]["port"]) == 8080
+        assert groups[f"inference-dashboard{suffix}"]["healthCheck"]["path"] == "/dashboard/"
+        assert int(groups[f"inference-dashboard{suffix}"]["port"]) == 8050
 
 
 def _assert_https(plan: Plan, certificate: str) -> None:
@@ -320,9 +341,7 @@ def _assert_https(plan: Plan, certificate: str) -> None:
     assert https["protocol"] == "HTTPS"
     assert https["sslPolicy"] == TLS13_POLICY
     assert https["certificateArn"] == certificate
-    assert (
-        https["defaultActions"][0]["targetGroupArn"] == plan.one(TARGET_GROUP, "api").outputs["arn"]
-    )
+    assert https["defaultActions"][0]["targetGroupArn"] == _group(plan, "api").outputs["arn"]
     (redirect,) = listeners[80].inputs["defaultActions"]
     assert redirect["type"] == "redirect"
     assert redirect["redirect"] == {"port": "443", "protocol": "HTTPS", "statusCode": "HTTP_301"}
@@ -335,7 +354,7 @@ def _assert_http_forward(plan: Plan) -> None:
     assert set(listeners) == {80}
     (forward,) = listeners[80].inputs["defaultActions"]
     assert forward["type"] == "forward"
-    assert forward["targetGroupArn"] == plan.one(TARGET_GROUP, "api").outputs["arn"]
+    assert forward["targetGroupArn"] == _group(plan, "api").outputs["arn"]
     if "url" in plan.exports:  # a whole-program plan (a component built alone exports nothing)
         assert plan.exports["url"].startswith("http://")
 
@@ -377,13 +396,49 @@ def test_a_domain_gets_a_dns_validated_certificate_and_an_alias(prod_plan: Plan)
     assert prod_plan.exports["url"] == f"https://{settings.domain}"
 
 
-def test_dashboard_rule_routes_its_path_on_the_serving_listener(plan: Plan):
-    (rule,) = plan.of_type(RULE)
+def test_production_and_test_rules_route_each_path_to_both_groups(plan: Plan):
+    """ECS shifts traffic by the weights of these rules (components/traffic_shift.py): every
+    request matches one, test traffic first by its header; all on the serving listener."""
+    rules = {r.name: r.inputs for r in plan.of_type(RULE)}
     serving = _listeners(plan)[443 if plan.stack == "prod" else 80]
-    assert rule.inputs["listenerArn"] == serving.outputs["arn"]
-    assert rule.inputs["conditions"] == [{"pathPattern": {"values": ["/dashboard*"]}}]
-    target = plan.one(TARGET_GROUP, "dashboard").outputs["arn"]
-    assert rule.inputs["actions"] == [{"type": "forward", "targetGroupArn": target}]
+    assert set(rules) == {
+        "inference-api-rule",
+        "inference-api-test-rule",
+        "inference-dashboard-rule",
+        "inference-dashboard-test-rule",
+    }
+    for name, container, pattern in (
+        ("api", "api", "/*"),
+        ("dashboard", "dashboard", "/dashboard*"),
+    ):
+        weighted = [
+            {
+                "type": "forward",
+                "forward": {
+                    "targetGroups": [
+                        {"arn": _group(plan, container).outputs["arn"], "weight": 100},
+                        {"arn": _group(plan, f"{container}-alt").outputs["arn"], "weight": 0},
+                    ]
+                },
+            }
+        ]
+        production, test = rules[f"inference-{name}-rule"], rules[f"inference-{name}-test-rule"]
+        for rule in (production, test):
+            assert rule["listenerArn"] == serving.outputs["arn"]
+            assert rule["actions"] == weighted
+        assert production["conditions"] == [{"pathPattern": {"values": [pattern]}}]
+        assert test["conditions"] == [
+            {"pathPattern": {"values": [pattern]}},
+            {"httpHeader": {"httpHeaderName": "X-Mlops-Test-Traffic", "values": ["candidate"]}},
+        ]
+    # Tests first, the path rules before the server's catch-all.
+    priority = {name: int(rule["priority"]) for name, rule in rules.items()}
+    assert max(v for k, v in priority.items() if "test" in k) < min(
+        v for k, v in priority.items() if "test" not in k
+    )
+    assert priority["inference-dashboard-rule"] < priority["inference-api-rule"]
+    for rule in plan.of_type(RULE):
+        assert rule.ignore_changes == ["actions"]  # ECS moves the weights
 
 
 def test_access_logs_go_to_a_private_sse_s3_bucket_the_elb_account_may_write(prod_plan: Plan):
@@ -470,7 +525,10 @@ def test_dev_runs_spot_only_and_prod_keeps_an_on_demand_base(dev_plan: Plan, pro
 
 def test_deployments_are_safe(plan: Plan):
     service = plan.one(SERVICE).inputs
-    assert service["deploymentCircuitBreaker"] == {"enable": True, "rollback": True}
+    strategy = service["deploymentConfiguration"]["strategy"]
+    assert strategy == ("CANARY" if plan.stack == "prod" else "BLUE_GREEN")
+    # The circuit breaker judges rolling updates only; these are judged by hook and alarms.
+    assert "deploymentCircuitBreaker" not in service
     assert int(service["deploymentMinimumHealthyPercent"]) == 100
     assert int(service["deploymentMaximumPercent"]) == 200
     assert service["healthCheckGracePeriodSeconds"] >= 60
@@ -481,17 +539,21 @@ def test_deployments_are_safe(plan: Plan):
     assert service["cluster"] == plan.one("aws:ecs/cluster:Cluster").outputs["arn"]
 
 
-def test_deployment_alarms_watch_5xx_and_unhealthy_hosts_and_roll_back_when_protected(
-    plan: Plan,
-):
+def test_deployment_alarms_watch_both_groups_and_roll_back_in_every_stack(plan: Plan):
     alarms = plan.one(SERVICE).inputs["alarms"]
     names = {a.name: a.outputs["name"] for a in plan.of_type(ALARM)}
+    roles = ("target-5xx", "unhealthy-hosts", "p99-latency")
     assert alarms["alarmNames"] == [
-        names["inference-alarm-target-5xx"],
-        names["inference-alarm-unhealthy-hosts"],
+        names[f"inference-alarm-{role}{suffix}"] for suffix in ("", "-alt") for role in roles
     ]
+    by_name = {a.name: a.inputs for a in plan.of_type(ALARM)}
+    for role in roles:
+        assert (
+            by_name[f"inference-alarm-{role}-alt"]["dimensions"]["TargetGroup"]
+            == (_group(plan, "api-alt").outputs["arnSuffix"])
+        )
     assert alarms["enable"] is True
-    assert alarms["rollback"] is (plan.stack == "prod")
+    assert alarms["rollback"] is True
 
 
 def test_tasks_run_in_the_task_subnets_with_their_groups(plan: Plan):
@@ -503,14 +565,24 @@ def test_tasks_run_in_the_task_subnets_with_their_groups(plan: Plan):
 
 
 def test_service_registers_each_container_with_its_target_group(plan: Plan):
+    balancers = plan.one(SERVICE).inputs["loadBalancers"]
     registered = {
-        (lb["containerName"], int(lb["containerPort"]), lb["targetGroupArn"])
-        for lb in plan.one(SERVICE).inputs["loadBalancers"]
+        (lb["containerName"], int(lb["containerPort"]), lb["targetGroupArn"]) for lb in balancers
     }
     assert registered == {
-        ("api", 8080, plan.one(TARGET_GROUP, "api").outputs["arn"]),
-        ("dashboard", 8050, plan.one(TARGET_GROUP, "dashboard").outputs["arn"]),
+        ("api", 8080, _group(plan, "api").outputs["arn"]),
+        ("dashboard", 8050, _group(plan, "dashboard").outputs["arn"]),
     }
+    rules = {r.name: r.outputs["arn"] for r in plan.of_type(RULE)}
+    role = plan.one(ROLE, "inference-lb-role").outputs["arn"]
+    for lb in balancers:
+        name = lb["containerName"]
+        assert lb["advancedConfiguration"] == {
+            "alternateTargetGroupArn": _group(plan, f"{name}-alt").outputs["arn"],
+            "productionListenerRule": rules[f"inference-{name}-rule"],
+            "testListenerRule": rules[f"inference-{name}-test-rule"],
+            "roleArn": role,
+        }
 
 
 def test_service_waits_for_mount_targets_and_listeners_and_leaves_desired_count_to_scaling(
@@ -554,7 +626,7 @@ def test_target_tracking_on_cpu_and_requests_per_target(plan: Plan):
     metric = requests["predefinedMetricSpecification"]
     assert metric["predefinedMetricType"] == "ALBRequestCountPerTarget"
     alb = plan.one(ALB, "inference").outputs["arnSuffix"]
-    api = plan.one(TARGET_GROUP, "api").outputs["arnSuffix"]
+    api = _group(plan, "api").outputs["arnSuffix"]
     assert metric["resourceLabel"] == f"{alb}/{api}"
     assert metric["resourceLabel"].startswith("app/") and "/targetgroup/" in metric["resourceLabel"]
 
@@ -598,7 +670,9 @@ def test_alarms_notify_a_topic_under_a_cmk_where_the_stack_pays_for_one(plan: Pl
 
 def test_the_five_alarms_with_tasks_below_min_only_when_min_is_positive(plan: Plan):
     alarms = {a.name.removeprefix("inference-alarm-"): a.inputs for a in plan.of_type(ALARM)}
+    # The deployment alarms watch the alternate group too.
     expected = {"target-5xx", "unhealthy-hosts", "p99-latency", "cpu-high"}
+    expected |= {"target-5xx-alt", "unhealthy-hosts-alt", "p99-latency-alt"}
     if plan.stack == "prod":
         expected.add("tasks-below-min")
         assert alarms["tasks-below-min"]["threshold"] == 2
@@ -609,7 +683,7 @@ def test_the_five_alarms_with_tasks_below_min_only_when_min_is_positive(plan: Pl
     alb = plan.one(ALB, "inference").outputs["arnSuffix"]
     assert alarms["target-5xx"]["dimensions"] == {
         "LoadBalancer": alb,
-        "TargetGroup": plan.one(TARGET_GROUP, "api").outputs["arnSuffix"],
+        "TargetGroup": _group(plan, "api").outputs["arnSuffix"],
     }
     assert alarms["unhealthy-hosts"]["metricName"] == "UnHealthyHostCount"
     assert alarms["p99-latency"]["extendedStatistic"] == "p99"
@@ -643,5 +717,7 @@ def test_exports_name_what_a_user_needs(plan: Plan):
     domain = _settings(plan).inference.domain
     assert plan.exports["url"] == (f"https://{domain}" if domain else f"http://{dns}")
     assert plan.exports["service_name"] == plan.one(SERVICE).outputs["name"]
-    groups = {g.outputs["name"] for g in plan.of_type(LOG_GROUP) if "inference" in g.name}
+    groups = {
+        g.outputs["name"] for g in plan.of_type(LOG_GROUP) if g.name.startswith("inference-logs")
+    }
     assert set(plan.exports["inference_log_groups"].values()) == groups

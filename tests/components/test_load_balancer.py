@@ -46,9 +46,12 @@ def test_the_service_registers_in_its_target_groups_behind_its_task_group(build)
     target_groups = {r.name: r for r in edge_children if r.type == TARGET_GROUP}
     task_group = next(r for r in edge_children if r.name == "inference-task-sg")
     service = built.one(SERVICE, "inference").inputs
-    assert {lb["targetGroupArn"] for lb in service["loadBalancers"]} == {
-        t.outputs["arn"] for t in target_groups.values()
-    }
+    # Each container in its group, its alternate group where a new revision starts.
+    assert {
+        arn
+        for lb in service["loadBalancers"]
+        for arn in (lb["targetGroupArn"], lb["advancedConfiguration"]["alternateTargetGroupArn"])
+    } == {t.outputs["arn"] for t in target_groups.values()}
     assert task_group.id in service["networkConfiguration"]["securityGroups"]
     # The service waits for the listeners, so ECS never registers into an unattached group.
     listeners = {r.urn for r in edge_children if r.type == LISTENER}

@@ -1,5 +1,7 @@
 """`mlops:protection`: each key switches what docs/configuration.md#protection says, and only
-that; `store.protect`, the old spelling, still sets all three, with a deprecation message."""
+that; `store.protect`, the old spelling, still sets retain_on_destroy and require_https, with a
+deprecation message. `rollback_on_alarm` is deprecated: deployment alarms roll back in every
+stack, so `false` is refused naming the key."""
 
 from __future__ import annotations
 
@@ -31,10 +33,10 @@ def test_store_protect_sets_every_protection_key_and_says_it_is_deprecated(old, 
     del raw["protection"]
     raw["store"]["protect"] = old
     settings = parse(raw, stack="prod")
-    assert settings.protection == ProtectionSettings(old, old, old)
+    assert settings.protection == ProtectionSettings(old, old, True)
     assert len(warnings) == 1
     assert "mlops:store.protect is deprecated" in warnings[0]
-    assert "protection.retain_on_destroy, require_https and rollback_on_alarm" in warnings[0]
+    assert "protection.retain_on_destroy and require_https" in warnings[0]
 
 
 def test_the_new_keys_alone_say_nothing(warnings):
@@ -51,13 +53,30 @@ def test_store_protect_agreeing_with_the_protection_keys_is_accepted(warnings):
 def test_store_protect_disagreeing_with_a_protection_key_is_refused_naming_both():
     raw = stack_raw("prod")
     raw["store"]["protect"] = True
-    raw["protection"]["rollback_on_alarm"] = False
+    raw["protection"]["retain_on_destroy"] = False
     with pytest.raises(
         pulumi.RunError,
-        match=r"mlops:protection\.rollback_on_alarm: False is not allowed; it disagrees with the "
+        match=r"mlops:protection\.retain_on_destroy: False is not allowed; it disagrees with the "
         r"deprecated store\.protect: true",
     ):
         parse(raw, stack="prod")
+
+
+def test_rollback_on_alarm_false_is_refused_and_true_is_deprecated(warnings):
+    raw = stack_raw("dev")
+    raw["protection"] = {"rollback_on_alarm": False}
+    with pytest.raises(
+        pulumi.RunError,
+        match=r"mlops:protection\.rollback_on_alarm: False is not allowed; deployment alarms "
+        r"roll every deployment back now",
+    ):
+        parse(raw)
+    raw["protection"] = {"rollback_on_alarm": True}
+    assert parse(raw).protection.rollback_on_alarm is True
+    assert warnings == [
+        "mlops:protection.rollback_on_alarm is deprecated: deployment alarms roll back in every "
+        "stack; remove the key"
+    ]
 
 
 def test_require_https_alone_refuses_a_plain_http_stack():
@@ -65,8 +84,8 @@ def test_require_https_alone_refuses_a_plain_http_stack():
     raw["protection"] = {"require_https": True}
     with pytest.raises(pulumi.RunError, match=r"protection\.require_https: true"):
         parse(raw)
-    raw["protection"] = {"retain_on_destroy": True, "rollback_on_alarm": True}
-    assert not parse(raw).https  # the other two keys do not ask for HTTPS
+    raw["protection"] = {"retain_on_destroy": True}
+    assert not parse(raw).https  # the other key does not ask for HTTPS
 
 
 def test_a_protection_key_must_be_a_bool():
@@ -85,9 +104,9 @@ def retain_only(build) -> Plan:
 
 
 @pytest.fixture
-def rollback_only(build) -> Plan:
-    """The same with only `rollback_on_alarm`."""
-    overrides = {"protection": {"rollback_on_alarm": True}, "inference": {"access_logs": True}}
+def unprotected(build) -> Plan:
+    """The same with no protection key at all."""
+    overrides = {"protection": {}, "inference": {"access_logs": True}}
     return build("inference_service", "dev", overrides).plan
 
 
@@ -96,12 +115,11 @@ def test_retain_on_destroy_keeps_the_data_and_the_edge_and_nothing_else(retain_o
     assert retain_only.one(REPO, "image-repo").inputs["forceDelete"] is False
     assert retain_only.one(BUCKET, "access-logs").inputs["forceDestroy"] is False
     assert retain_only.one(ALB, "alb").inputs["enableDeletionProtection"] is True
-    assert retain_only.one(SERVICE).inputs["alarms"]["rollback"] is False
 
 
-def test_rollback_on_alarm_rolls_deployments_back_and_retains_nothing(rollback_only: Plan):
-    assert rollback_only.one(SERVICE).inputs["alarms"]["rollback"] is True
-    assert rollback_only.one(FS, "store-fs").protect is False
-    assert rollback_only.one(REPO, "image-repo").inputs["forceDelete"] is True
-    assert rollback_only.one(BUCKET, "access-logs").inputs["forceDestroy"] is True
-    assert rollback_only.one(ALB, "alb").inputs["enableDeletionProtection"] is False
+def test_without_protection_nothing_is_retained_and_alarms_still_roll_back(unprotected: Plan):
+    assert unprotected.one(SERVICE).inputs["alarms"]["rollback"] is True
+    assert unprotected.one(FS, "store-fs").protect is False
+    assert unprotected.one(REPO, "image-repo").inputs["forceDelete"] is True
+    assert unprotected.one(BUCKET, "access-logs").inputs["forceDestroy"] is True
+    assert unprotected.one(ALB, "alb").inputs["enableDeletionProtection"] is False

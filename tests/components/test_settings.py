@@ -37,7 +37,7 @@ def test_dev_stack_file_loads_cheap_settings():
     assert settings.training.capacity is Capacity.FARGATE_SPOT
     assert settings.training.gpus == 0
     assert settings.observability.log_retention_days == 7
-    assert settings.protection == ProtectionSettings(False, False, False)
+    assert settings.protection == ProtectionSettings(False, False, True)
 
 
 def test_prod_stack_file_loads_safe_settings():

@@ -1,6 +1,7 @@
 """The digits stack (Pulumi.digits.yaml): the second reference workload, a SageMaker BYOC image
 (examples/digits), deployed with no forecaster, dashboard, ingest or monitor resources; the
-platform stages /opt/ml around it, gates on its accuracy and rolls the service after the gate."""
+platform stages /opt/ml around it, gates on its accuracy and rolls a promoted model out to the
+service before it becomes current."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from preflight import asl
 from preflight import plan as plan_cli
 from preflight.offline import ACCOUNT, REGION, Plan, run_stack
 
@@ -100,15 +102,20 @@ def test_serving_stages_the_promoted_model_before_the_server(digits: Plan):
     assert target_group.inputs["healthCheck"]["path"] == "/ping"
 
 
-def test_the_pipeline_gates_on_accuracy_then_rolls_exactly_its_service(digits: Plan):
+def _next(state: dict, data: dict) -> str:
+    """Where a Choice state goes with `data`, as Step Functions evaluates it (preflight/asl.py)."""
+    return next(
+        (c["Next"] for c in state["Choices"] if asl.choice_matches(c, data, {})), state["Default"]
+    )
+
+
+def test_the_pipeline_gates_on_accuracy_then_rolls_the_model_out_before_it_is_current(
+    digits: Plan,
+):
     definition = json.loads(digits.one(STATE_MACHINE, "training-pipeline").inputs["definition"])
     states = definition["States"]
     assert "Validate" not in states and "AwaitImage" not in states
-    assert states["Train"]["Next"] == "Gate" and states["Gate"]["Next"] == "RollService"
-    roll = states["RollService"]
-    assert roll["Resource"] == "arn:aws:states:::aws-sdk:ecs:updateService"
-    assert roll["Parameters"]["ForceNewDeployment"] is True
-    service = roll["Parameters"]["Service"]
+    assert states["Train"]["Next"] == "Gate" and states["Gate"]["Next"] == "StartRollout"
     overrides = states["Train"]["Parameters"]["Overrides"]["ContainerOverrides"]
     assert [o["Name"] for o in overrides] == ["train", "stage-training", "collect-training"]
     (gate,) = _containers(digits, "training-gate").values()
@@ -118,13 +125,114 @@ def test_the_pipeline_gates_on_accuracy_then_rolls_exactly_its_service(digits: P
         "accuracy",
         "maximize",
     )
+    # A promoted run is the candidate: models/CURRENT changes when its rollout succeeds.
+    assert env["MLOPS_ROLLOUT"] == "1"
+
+    # The gate's exit 3 is a decision to keep the current model: the run ends there.
+    def stopped(code: int) -> dict:
+        task = {
+            "StopCode": "EssentialContainerExited",
+            "Containers": [{"Name": "gate", "ExitCode": code}],
+        }
+        return {
+            "error": {
+                "Error": "States.TaskFailed",
+                "Cause": json.dumps(task, separators=(",", ":")),
+            }
+        }
+
+    (caught,) = [c for c in states["Gate"]["Catch"] if c["ErrorEquals"] == ["States.TaskFailed"]]
+    assert caught["Next"] == "GateStopped"
+    kept, crashed = stopped(3), stopped(1)
+    for data in (kept, crashed):
+        assert _next(states["GateStopped"], data) == "ReadGateStop"
+        data["gate_stop"] = {"task": json.loads(data["error"]["Cause"])}
+    assert _next(states["GateKept"], kept) == "ModelKept"
+    assert states["ModelKept"]["Type"] == "Succeed"
+    assert _next(states["GateKept"], crashed) == "NotifyFailure"
+    not_a_task = {"error": {"Error": "States.TaskFailed", "Cause": "ECS.AccessDeniedException"}}
+    assert _next(states["GateStopped"], not_a_task) == "NotifyFailure"
+
+    # Deploy: the service's deploy function rolls the candidate out; the pipeline polls the
+    # deployment, commits on success, records the rollback and fails otherwise.
+    function = digits.one("aws:lambda/function:Function", "inference-deploy")
+    deploy = states["Deploy"]
+    assert deploy["Resource"] == "arn:aws:states:::lambda:invoke"
+    assert deploy["Parameters"]["FunctionName"] == function.outputs["arn"]
+    payload = deploy["Parameters"]["Payload"]
+    service = digits.one("aws:ecs/service:Service", "inference-service").inputs
+    assert (payload["action"], payload["service"], payload["container"]) == (
+        "deploy",
+        service["name"],
+        "stage-serving",
+    )
+    assert payload["run_id.$"] == "$.run.id"
+    outcome = states["RolloutOutcome"]
+    running = {"rollout": {"status": {"value": {"status": "IN_PROGRESS"}}, "polls": {"count": 1}}}
+    assert _next(outcome, running) == "CountPoll"
+    running["rollout"]["polls"]["count"] = 60  # 30 minutes of 30-second polls
+    assert _next(outcome, running) == "StopRollout"
+    for status, following in (("SUCCEEDED", "CommitModel"), ("FAILED", "RecordRollback")):
+        data = {"rollout": {"status": {"value": {"status": status}}, "polls": {"count": 1}}}
+        assert _next(outcome, data) == following
+    commit = states["CommitModel"]["Parameters"]["Overrides"]["ContainerOverrides"][0]
+    assert commit["Command"] == ["finish-rollout"]
+    assert {"Name": "MLOPS_ROLLOUT_STATUS", "Value": "succeeded"} in commit["Environment"]
+    assert states["RecordRollback"]["Next"] == "RolloutFailed"
+    assert states["RolloutFailed"]["Next"] == "NotifyFailure"
+
+    # The state machine may invoke exactly that function, and nothing in ECS directly.
     statements = json.loads(digits.one(POLICY, "training-sfn-policy").inputs["policy"])
-    (update,) = [s for s in statements["Statement"] if "ecs:UpdateService" in str(s["Action"])]
-    assert update["Resource"].startswith(f"arn:aws:ecs:{REGION}:{ACCOUNT}:service/")
-    assert update["Resource"].endswith(f"/{service}")
-    service_inputs = digits.one("aws:ecs/service:Service", "inference-service").inputs
-    assert service_inputs["name"] == service
-    assert service_inputs["deploymentCircuitBreaker"] == {"enable": True, "rollback": True}
+    (invoke,) = [s for s in statements["Statement"] if s["Sid"] == "InvokeRolloutFunction"]
+    assert (invoke["Action"], invoke["Resource"]) == (
+        "lambda:InvokeFunction",
+        function.outputs["arn"],
+    )
+    assert "ecs:UpdateService" not in json.dumps(statements)
+    # The deploy function may roll exactly this service and revise exactly its family.
+    deploy_policy = json.loads(digits.one(POLICY, "inference-deploy-policy").inputs["policy"])
+    by_sid = {s["Sid"]: s for s in deploy_policy["Statement"]}
+    assert by_sid["RollTheService"]["Resource"] == (
+        f"arn:aws:ecs:{REGION}:{ACCOUNT}:service/"
+        f"{digits.one('aws:ecs/cluster:Cluster').outputs['name']}/{service['name']}"
+    )
+    assert by_sid["PassItsTaskRoles"]["Condition"] == {
+        "StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}
+    }
+
+
+def test_a_failed_train_is_recorded_in_the_run_then_reported(digits: Plan):
+    definition = json.loads(digits.one(STATE_MACHINE, "training-pipeline").inputs["definition"])
+    states = definition["States"]
+    # Spot: an interruption moves to on-demand; a crash is recorded, not run again.
+    task = {
+        "StopCode": "EssentialContainerExited",
+        "StoppedReason": "Essential container in task exited",
+        "Containers": [
+            {"Name": "train", "ExitCode": 1},
+            {"Name": "collect-training", "ExitCode": 1},
+        ],
+    }
+    data = {
+        "error": {"Error": "States.TaskFailed", "Cause": json.dumps(task, separators=(",", ":"))}
+    }
+    assert _next(states["SpotStopped"], data) == "TrainStopped"
+    spot = json.loads(
+        data["error"]["Cause"].replace("EssentialContainerExited", "SpotInterruption")
+    )
+    interrupted = {"error": {"Cause": json.dumps(spot, separators=(",", ":"))}}
+    assert _next(states["SpotStopped"], interrupted) == "TrainOnDemand"
+    assert _next(states["TrainStopped"], data) == "ReadTrainStop"
+    data["stopped"] = {"task": task}
+    assert _next(states["TrainStopComplete"], data) == "TrainStopRecord"
+    record = states["RecordFailure"]
+    override = record["Parameters"]["Overrides"]["ContainerOverrides"][0]
+    assert override["Command"] == ["record-failure"]
+    assert {"Name": "MLOPS_TASK_STOP", "Value.$": "States.JsonToString($.stopped.record)"} in (
+        override["Environment"]
+    )
+    assert record["Next"] == "NotifyFailure"
+    assert record["Catch"][0]["Next"] == "NotifyFailure"
 
 
 def test_execution_roles_pull_the_workload_and_platform_repositories_only(digits: Plan):
@@ -143,8 +251,9 @@ def test_a_training_only_workload_has_no_service_load_balancer_or_rollout():
     assert not types & {"aws:lb/loadBalancer:LoadBalancer", "aws:lb/targetGroup:TargetGroup"}
     assert not [r for r in plan.resources if r.type == "aws:cloudwatch/metricAlarm:MetricAlarm"]
     definition = json.loads(plan.one(STATE_MACHINE, "training-pipeline").inputs["definition"])
-    assert "RollService" not in definition["States"]
+    assert "Deploy" not in definition["States"]
     assert definition["States"]["Gate"]["Next"] == "Succeeded"
+    assert not plan.of_type("aws:lambda/function:Function")
     assert "url" not in plan.exports
 
 

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from preflight.offline import Plan, Resource
+from preflight.run_local.rollout import load_function
 from tests.app.helpers import ServerProcess, predict_body, run_app
 
 IMAGE = "docker:index/image:Image"
@@ -65,7 +66,8 @@ def test_tasks_without_a_model_stay_in_rotation(plan: Plan):
     service = plan.one(SERVICE).inputs
     # The grace period covers the container's start (store wait, imports).
     assert service["healthCheckGracePeriodSeconds"] >= 120
-    assert service["deploymentCircuitBreaker"] == {"enable": True, "rollback": True}
+    # Judged by its alarms and the sample check; the circuit breaker judges rolling updates only.
+    assert service["alarms"]["rollback"] is True
     containers = json.loads(
         plan.one("aws:ecs/taskDefinition:TaskDefinition", "inference").inputs[
             "containerDefinitions"
@@ -76,13 +78,14 @@ def test_tasks_without_a_model_stay_in_rotation(plan: Plan):
 
 
 def test_no_deployment_alarm_watches_something_a_model_less_task_trips(plan: Plan):
-    """The deployment alarms are UnHealthyHostCount (0 while /health answers) and target 5xx.
-    ALB health checks are not requests: they never count in HTTPCode_Target_5XX_Count (ELB
-    User Guide, "CloudWatch metrics for your Application Load Balancer": request metrics)."""
+    """The deployment alarms are UnHealthyHostCount (0 while /health answers), target 5xx and
+    p99 TargetResponseTime (a model-less task answers at once). ALB health checks are not
+    requests: they never count in HTTPCode_Target_5XX_Count or TargetResponseTime (ELB User
+    Guide, "CloudWatch metrics for your Application Load Balancer": request metrics)."""
     service = plan.one(SERVICE).inputs
     names = set(service["alarms"]["alarmNames"])
     watched = {a.inputs["metricName"] for a in plan.of_type(ALARM) if a.outputs["name"] in names}
-    assert watched == {"UnHealthyHostCount", "HTTPCode_Target_5XX_Count"}
+    assert watched == {"UnHealthyHostCount", "HTTPCode_Target_5XX_Count", "TargetResponseTime"}
 
 
 @pytest.mark.parametrize("stack", ["dev"])
@@ -95,6 +98,20 @@ def test_a_new_stack_serves_503_then_hot_reloads_its_first_model(stack, tmp_path
     with ServerProcess(store) as server:
         server.wait_ready(path)  # in rotation without a model
         assert httpx.get(server.url + "/ready").status_code == 503
+        # The stack's sample check passes without a model, so a new stack's first deployment
+        # is not rolled back for lacking one (rollout/sample_check.py, the stack's samples).
+        samples = json.loads(
+            plan.one(SERVICE).inputs["deploymentConfiguration"]["lifecycleHooks"][0]["hookDetails"]
+        )
+        problems = load_function("sample_check").check(
+            server.url,
+            samples["header"],
+            samples["header_value"],
+            samples["samples"],
+            samples["latency_budget_ms"],
+            samples["timeout_seconds"],
+        )
+        assert problems == []
         waiting = httpx.post(server.url + "/predict", json=predict_body())
         assert waiting.status_code == 503
         assert int(waiting.headers["Retry-After"]) > 0
