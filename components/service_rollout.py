@@ -38,7 +38,9 @@ from components.documents.rollout import (
 from components.settings.rollout import RolloutSettings, SampleRequest
 from components.traffic_shift import TrafficShift
 
-ROLLOUT_CODE = Path(__file__).resolve().parent.parent / "rollout"
+ROLLOUT_CODE = Path("rollout")
+"""Relative to the project directory, where Pulumi runs the program: the archive's path is the
+same on every machine (Pulumi compares an asset by its content's hash)."""
 RUNTIME = "python3.13"
 HOOK_TIMEOUT_SECONDS = 120
 """The hook function's own timeout; ECS waits for its answer (ECS Developer Guide, "Lambda hooks

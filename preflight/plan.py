@@ -27,7 +27,6 @@ import sys
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -250,7 +249,7 @@ REDACTED = "[secret]"
 def _file_digest(path: str) -> str:
     """A shipped file's content, so a plan shows a function's code changing."""
     try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+        return hashlib.sha256((ROOT / path).read_bytes()).hexdigest()[:16]
     except OSError:
         return "<missing>"
 

@@ -228,6 +228,13 @@ class LocalService:
         to replace a stopped task."""
         task = self.session.task(self.session.view.inference_family or "", self.revision)
         task.start()
+
+        def follow() -> None:  # starts its containers as their dependencies allow (dependsOn)
+            while not task.stopping:
+                task.poll()
+                time.sleep(1)
+
+        threading.Thread(target=follow, daemon=True).start()
         return task
 
     def stop(self) -> None:
