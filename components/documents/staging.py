@@ -105,6 +105,7 @@ def training_containers(
         COLLECT_TRAINING,
         platform_image,
         COLLECTED_VOLUMES,
+        environment={Env.MODEL_MAX_BYTES: str(training.model_limit_gib * 1024**3)},
         depends_on=[(TRAIN_CONTAINER, "COMPLETE")],
     )
     return [stage, train, collect]

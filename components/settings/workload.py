@@ -66,6 +66,9 @@ class TrainingSpec:
     """sagemaker: channel -> store-relative directory staged into /opt/ml/input/data/<channel>."""
     timeout_minutes: int = 60
     secrets: Mapping[str, SecretRef] = field(default_factory=dict)
+    model_limit_gib: int = 10
+    """sagemaker: the most a run's model (and its output/data) may hold, at full size (a sparse
+    file counts whole, as copying writes it); a bigger one fails the run."""
 
 
 @dataclass(frozen=True)
@@ -249,6 +252,7 @@ def _training(raw: Any) -> TrainingSpec:
         channels=channels,
         timeout_minutes=s.int("timeout_minutes", lo=1, hi=7 * 24 * 60),
         secrets=parse_secrets(s.key("secrets"), s.raw.get("secrets"), environment),
+        model_limit_gib=s.int("model_limit_gib", lo=1, hi=1024),
     )
 
 

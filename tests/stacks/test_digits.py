@@ -269,3 +269,29 @@ def test_the_staging_containers_logs_are_not_billed_for_the_tasks_hours(digits: 
     # The api runs for the service's hours: its group carries them.
     assert ingest["inference-logs-api"].monthly_usd > 0
     assert "container-hours" in ingest["inference-logs-api"].note
+
+
+def test_the_serving_task_of_a_staged_model_can_only_read_the_store(digits: Plan):
+    """stage-serving reads the promoted model; nothing in the serving task writes the store."""
+    containers = _containers(digits, "inference-task")
+    (store,) = [
+        m for m in containers["stage-serving"]["mountPoints"] if m["sourceVolume"] == "store"
+    ]
+    assert store["readOnly"] is True
+    assert not [m for m in containers["api"]["mountPoints"] if m["sourceVolume"] == "store"]
+    role = digits.one("aws:iam/role:Role", "inference-task-role").outputs["arn"]
+    policy = json.loads(digits.one(POLICY, "inference-task-store").inputs["policy"])
+    actions = {
+        a
+        for s in policy["Statement"]
+        for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+    }
+    assert actions == {"elasticfilesystem:ClientMount"}
+    # Within one account a resource policy's allow suffices alone: the file system policy must
+    # not grant the serving role ClientWrite either.
+    fs = json.loads(digits.one("aws:efs/fileSystemPolicy:FileSystemPolicy").inputs["policy"])
+    for statement in fs["Statement"]:
+        if statement["Effect"] == "Allow" and role in statement["Principal"]["AWS"]:
+            assert statement["Action"] == "elasticfilesystem:ClientMount"
+    writers = [s for s in fs["Statement"] if s.get("Sid") == "AllowClientsThroughAccessPoint"]
+    assert writers and role not in writers[0]["Principal"]["AWS"]
