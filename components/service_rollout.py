@@ -78,6 +78,24 @@ def _role(name: str, service: str, description: str, opts: pulumi.ResourceOption
     )
 
 
+def _ecs_role(
+    name: str,
+    description: str,
+    statements: pulumi.Output[list[dict[str, Any]]],
+    opts: pulumi.ResourceOptions,
+) -> aws.iam.Role:
+    """A role ECS assumes for the service's deployments (`<name>-role`), with exactly
+    `statements` (`<name>-policy`)."""
+    role = _role(f"{name}-role", "ecs.amazonaws.com", description, opts)
+    aws.iam.RolePolicy(
+        f"{name}-policy",
+        role=role.id,
+        policy=statements.apply(lambda s: json.dumps(policy_document(s))),
+        opts=opts,
+    )
+    return role
+
+
 def _function(
     name: str,
     function_name: str,
@@ -134,29 +152,19 @@ def declare_rollout(name: str, args: RolloutArgs, opts: pulumi.ResourceOptions) 
     lb_role_arn = None
     if args.traffic is not None:
         traffic = args.traffic
-        lb_role = _role(
-            f"{name}-lb-role",
-            "ecs.amazonaws.com",
+        lb_role = _ecs_role(
+            f"{name}-lb",
             "Lets ECS shift this service's load balancer rules during a deployment",
-            opts,
-        )
-        aws.iam.RolePolicy(
-            f"{name}-lb-policy",
-            role=lb_role.id,
-            policy=pulumi.Output.all(
+            pulumi.Output.all(
                 traffic.listener_arn,
                 [rule.arn for rule in traffic.rules],
                 list(args.target_group_arns),
             ).apply(
-                lambda v: json.dumps(
-                    policy_document(
-                        load_balancer_role_statements(
-                            listener_arn=v[0], rule_arns=v[1], target_group_arns=v[2]
-                        )
-                    )
+                lambda v: load_balancer_role_statements(
+                    listener_arn=v[0], rule_arns=v[1], target_group_arns=v[2]
                 )
             ),
-            opts=opts,
+            opts,
         )
         lb_role_arn = lb_role.arn
 
@@ -174,21 +182,11 @@ def declare_rollout(name: str, args: RolloutArgs, opts: pulumi.ResourceOptions) 
             opts,
             HOOK_TIMEOUT_SECONDS,
         )
-        hook_role = _role(
-            f"{name}-hook-role",
-            "ecs.amazonaws.com",
+        hook_role = _ecs_role(
+            f"{name}-hook",
             "Lets ECS invoke the sample-check hook of this service's deployments",
+            check.arn.apply(lambda arn: invoke_function_statements(arn, "InvokeSampleCheck")),
             opts,
-        )
-        aws.iam.RolePolicy(
-            f"{name}-hook-policy",
-            role=hook_role.id,
-            policy=check.arn.apply(
-                lambda arn: json.dumps(
-                    policy_document(invoke_function_statements(arn, "InvokeSampleCheck"))
-                )
-            ),
-            opts=opts,
         )
         samples, rollout = tuple(args.samples), args.rollout
         hook = pulumi.Output.all(check.arn, hook_role.arn, args.base_url).apply(

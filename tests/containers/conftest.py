@@ -73,6 +73,30 @@ def peer_image(base: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     return peers.build(base, tmp_path_factory.mktemp("peers-context"))
 
 
+def docker_build(context: Path, repository: str, base: str) -> str:
+    """Build a user's image from `context` on `base` (its Dockerfile's `BASE_IMAGE`), tagged
+    `repository:<random>`; remove it with `docker image rm` when done."""
+    tag = f"{repository}:{secrets.token_hex(4)}"
+    subprocess.run(
+        ["docker", "build", "-q", "--build-arg", f"BASE_IMAGE={base}", "-t", tag, str(context)],
+        check=True,
+        capture_output=True,
+        timeout=900,
+    )
+    return tag
+
+
+@pytest.fixture(scope="session")
+def byoc_image(base: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """AWS's scikit BYOC sample as a user builds it (tests/containers/byoc_sample.py), built once
+    per run for every test that runs it."""
+    from tests.containers import byoc_sample
+
+    tag = docker_build(byoc_sample.write(tmp_path_factory.mktemp("byoc")), "byoc-user", base)
+    yield tag
+    subprocess.run(["docker", "image", "rm", "-f", tag], capture_output=True, check=False)
+
+
 @pytest.fixture
 def volumes() -> Iterator[list[str]]:
     """Names of Docker volumes a test creates (`test_byoc_sample.volume`); removed after it."""

@@ -18,7 +18,6 @@ states, the service's blue-green deployment with its sample check and bake):
 from __future__ import annotations
 
 import json
-import secrets
 import subprocess
 import time
 import urllib.error
@@ -39,7 +38,7 @@ from preflight.run_local import (
 )
 from preflight.run_local.task import LocalTask
 from tests.containers import promotion_image
-from tests.containers.conftest import Lines, channel_dir, store_root
+from tests.containers.conftest import Lines, channel_dir, docker_build, store_root
 
 pytestmark = pytest.mark.containers
 
@@ -48,13 +47,8 @@ DIGEST = "sha256:" + "2" * 64
 
 @pytest.fixture(scope="module")
 def image(base: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    folder = promotion_image.write(tmp_path_factory.mktemp("promotion"))
-    tag = f"promotion-image:{secrets.token_hex(4)}"
-    subprocess.run(
-        ["docker", "build", "-q", "--build-arg", f"BASE_IMAGE={base}", "-t", tag, str(folder)],
-        check=True,
-        capture_output=True,
-        timeout=600,
+    tag = docker_build(
+        promotion_image.write(tmp_path_factory.mktemp("promotion")), "promotion", base
     )
     yield tag
     subprocess.run(["docker", "image", "rm", "-f", tag], capture_output=True, check=False)

@@ -153,18 +153,11 @@ def test_digits_from_an_empty_store_then_a_better_model_rolls_the_service(
 
 
 @pytest.fixture
-def byoc_stack(base: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """The sample written to a temporary folder and built there, as a user builds their image,
-    and a stack file whose only workload settings are its `mlops:workload` (the image by
-    digest, as a user's CI would push it). Yields the stack name and the local image tag."""
-    folder = byoc_sample.write(tmp_path_factory.mktemp("byoc"))
-    tag = f"byoc-user:{secrets.token_hex(4)}"
-    subprocess.run(
-        ["docker", "build", "-q", "--build-arg", f"BASE_IMAGE={base}", "-t", tag, str(folder)],
-        check=True,
-        capture_output=True,
-        timeout=900,
-    )
+def byoc_stack(byoc_image: str) -> Iterator[tuple[str, str]]:
+    """The sample built as a user builds their image (the session's `byoc_image`), and a stack
+    file whose only workload settings are its `mlops:workload` (the image by digest, as a user's
+    CI would push it). Yields the stack name and the local image tag."""
+    tag = byoc_image
     image_id = subprocess.run(
         ["docker", "image", "inspect", tag, "--format", "{{.Id}}"],
         check=True,
@@ -197,7 +190,6 @@ def byoc_stack(base: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         yield stack, tag
     finally:
         path.unlink(missing_ok=True)
-        subprocess.run(["docker", "image", "rm", "-f", tag], capture_output=True, check=False)
 
 
 def test_a_users_byoc_image_runs_through_mlops_workload_alone(
