@@ -15,7 +15,8 @@ Three readings:
 - a Fargate Spot train task stopped by an interruption (`StopCode` `SpotInterruption`) moves to
   on-demand; a train that failed on its own does not run again there (`spot_states`);
 - a failed train task's stop code, reason and exit codes go into the run's record (the
-  platform's `record-failure`) before the failure is reported (`train_failure_states`).
+  platform's `record-failure`) before the failure is reported, and so does a timeout
+  (`train_failure_states`).
 """
 
 from __future__ import annotations
@@ -101,8 +102,27 @@ def train_failure_states(
     return {
         "TrainStopped": {
             "Type": "Choice",
-            "Choices": [{**_is_task("$.error.Cause"), "Next": "ReadTrainStop"}],
+            "Choices": [
+                {
+                    "Variable": "$.error.Error",
+                    "StringEquals": "States.Timeout",
+                    "Next": "TrainTimedOut",
+                },
+                {**_is_task("$.error.Cause"), "Next": "ReadTrainStop"},
+            ],
             "Default": notify,
+        },
+        # Past TimeoutSeconds Step Functions stops the task (StopTask: stop code UserInitiated)
+        # and its cause names the timeout, not the task: the record says that much.
+        "TrainTimedOut": {
+            "Type": "Pass",
+            "Parameters": {
+                "stop_code": "UserInitiated",
+                "stopped_reason.$": "$.error.Cause",
+                "containers": [],
+            },
+            "ResultPath": "$.stopped.record",
+            "Next": recorded,
         },
         "ReadTrainStop": {
             "Type": "Pass",

@@ -21,7 +21,9 @@ as the first deployment of a service that runs no task would, and says so.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import json
 import math
 import sys
@@ -169,17 +171,22 @@ class LocalRollout:
         self.session.out(
             f"[hook] POST_TEST_TRAFFIC_SHIFT: {len(hook['samples'])} sample(s) to {base}"
         )
+        said = io.StringIO()  # the function's own log lines (CloudWatch Logs on AWS)
         try:
-            return check(
-                base,
-                hook["header"],
-                hook["header_value"],
-                hook["samples"],
-                hook["latency_budget_ms"],
-                hook["timeout_seconds"],
-            )
+            with contextlib.redirect_stdout(said):
+                return check(
+                    base,
+                    hook["header"],
+                    hook["header_value"],
+                    hook["samples"],
+                    hook["latency_budget_ms"],
+                    hook["timeout_seconds"],
+                )
         except ValueError as exc:
             return [f"the hook's details are malformed: {exc}"]
+        finally:
+            for line in said.getvalue().splitlines():
+                self.session.out(f"[hook] {line}")
 
 
 def _answer(registered: str, previous: str, deployment: str) -> dict[str, Any]:

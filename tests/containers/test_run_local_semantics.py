@@ -11,6 +11,7 @@ SageMaker image (tests/containers/byoc_sample.py, configured through `mlops:work
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -84,10 +85,16 @@ def test_a_training_past_its_timeout_is_stopped_and_fails_the_run(
         log = out.text()
         assert "Train: task stopped (UserInitiated; exit codes" in log, log
         assert re.search(r"train 143\b", log), log  # SIGTERM reached the training
-        assert "Train failed (States.Timeout): caught, next NotifyFailure" in log, log
+        assert "Train failed (States.Timeout): caught, next TrainStopped" in log, log
         assert "TrainOnDemand" not in log  # a timeout is not a Spot interruption
         assert "Failed: failed (States.Timeout" in log, log
-        assert not (store_root(session.view, tmp_path) / "models" / "CURRENT").exists()
+        models = store_root(session.view, tmp_path) / "models"
+        assert not (models / "CURRENT").exists()
+        # The run's record says why: the step's timeout, as Step Functions gave it.
+        (run,) = [p for p in models.iterdir() if not p.name.startswith(".")]
+        report = json.loads((run / "report.json").read_text())
+        assert report["status"] == "failed" and report["task"]["stop_code"] == "UserInitiated"
+        assert "State 'Train' has timed out after 60 s" in report["failure"]
     finally:
         remove_session(session.id)
 
@@ -104,7 +111,8 @@ def test_a_spot_interruption_retries_on_demand_with_the_same_run_id(
         assert "Train: ecs:runTask" in log and "(FARGATE_SPOT)" in log
         assert "Train: task stopped (SpotInterruption; exit codes" in log, log
         assert re.search(r"train 143\b", log), log
-        assert "Train failed (States.TaskFailed): caught, next TrainOnDemand" in log, log
+        # The stop code says it was an interruption (a crash would not run again on demand).
+        assert "Train failed (States.TaskFailed): caught, next SpotStopped" in log, log
         assert "TrainOnDemand: ecs:runTask" in log and "(FARGATE)" in log
         runs = re.findall(r"\[stage-training\] staged run (\S+):", log)
         assert len(runs) == 2 and runs[0] == runs[1], runs  # the same RUN_ID, staged again

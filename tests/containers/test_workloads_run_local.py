@@ -104,9 +104,10 @@ def test_digits_from_an_empty_store_then_a_better_model_rolls_the_service(
 ) -> None:
     """The digits stack's pipeline from an empty store with a deliberately weak recipe (one
     boosting round of depth 1), the service behind its /ping check answering /invocations; then
-    the stack's own recipe trains, the platform gate promotes it on accuracy and the pipeline's
-    ecs:updateService replaces the serving task, which stages the new model: the same requests
-    are answered better, with no restart by hand."""
+    the stack's own recipe trains, the platform gate makes it the candidate on accuracy, and the
+    pipeline rolls it out as the stack declares (a blue-green revision pinned to the run, its
+    target checks, the stack's own sample: a CSV row to /invocations) before it becomes current:
+    the same requests are answered better, with no restart by hand."""
     from sklearn.datasets import load_digits
 
     weak = read_stack(
@@ -132,6 +133,8 @@ def test_digits_from_an_empty_store_then_a_better_model_rolls_the_service(
         assert "[collect-training] collected run" in out.text()
         weak_decision = _decision(store, view)
         assert weak_decision["promoted"] is True and weak_decision["key"] == "accuracy"
+        # No service ran yet: nothing to roll, the candidate became current.
+        assert weak_decision["rollout"]["status"] == "succeeded"
         port = view.checks[0].port
         task = service.start()
         assert service.wait_healthy(180), out.text()
@@ -142,7 +145,10 @@ def test_digits_from_an_empty_store_then_a_better_model_rolls_the_service(
         decision = _decision(store, view)
         assert decision["promoted"] is True, decision
         assert decision["objective"] > weak_decision["objective"], decision
-        assert "RollService: the new task passed its target checks" in out.text(), out.text()
+        log = out.text()
+        assert "sample 1/1 POST /invocations: 200" in log, log
+        assert "[rollout] succeeded: the new task passed its target checks" in log, log
+        assert "is current: its rollout succeeded" in log, log
         assert service.task is not task and task.stopping
         after = _accuracy(service.task, port, images, labels)
         assert after > 0.9 and after > before + 0.2, (before, after)

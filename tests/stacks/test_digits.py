@@ -233,6 +233,10 @@ def test_a_failed_train_is_recorded_in_the_run_then_reported(digits: Plan):
     )
     assert record["Next"] == "NotifyFailure"
     assert record["Catch"][0]["Next"] == "NotifyFailure"
+    # A train past its TimeoutSeconds: no task in the cause, the timeout recorded all the same.
+    timeout = {"error": {"Error": "States.Timeout", "Cause": "State 'Train' has timed out"}}
+    assert _next(states["TrainStopped"], timeout) == "TrainTimedOut"
+    assert states["TrainTimedOut"]["Next"] == "RecordFailure"
 
 
 def test_execution_roles_pull_the_workload_and_platform_repositories_only(digits: Plan):
