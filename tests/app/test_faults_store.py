@@ -77,6 +77,7 @@ def test_a_server_starting_on_undecodable_current_serves_the_last_good_run(
     assert f"serving the last good promoted run {FIRST_RUN}" in log
 
 
+@pytest.mark.slow
 def test_a_running_server_logs_damage_once_and_its_repair_once(store_copy: Store) -> None:
     with ServerProcess(store_copy.root) as server:
         server.wait_ready()
@@ -175,6 +176,7 @@ def assert_one_line_naming(result: subprocess.CompletedProcess, path: str) -> No
     assert path in errors[0] and "needs" in errors[0] and "free" in errors[0], errors[0]
 
 
+@pytest.mark.slow
 def test_train_on_a_full_disk_fails_in_one_line_and_leaves_no_run_directory(
     store_copy: Store,
 ) -> None:
@@ -202,6 +204,7 @@ def test_validate_on_a_full_disk_fails_in_one_line(store_copy: Store) -> None:
     assert_one_line_naming(result, "validation.json")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a 2 MiB tmpfs needs root")
 def test_train_on_a_small_file_system_fails_in_one_line(store_copy: Store, tmp_path: Path) -> None:
     """A real full file system (ENOSPC), not a file size limit: a 1 MiB tmpfs that the

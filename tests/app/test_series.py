@@ -76,6 +76,7 @@ def test_nothing_in_app_names_co2_or_ppm_outside_its_descriptor_and_noaas_format
 # --- a plain date,value CSV: validate, train, gate, serve, dashboard ---------------------------
 
 
+@pytest.mark.slow
 def test_a_plain_gasoline_csv_validates_trains_gates_serves_and_shows_with_its_own_name(
     tmp_path: Path,
 ) -> None:
@@ -291,6 +292,7 @@ def test_ingest_appends_a_date_value_csv_to_a_series_of_its_own(tmp_path: Path) 
     assert store.dataset_path.read_bytes() == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["validate", "train", "monitor"])
 def test_a_store_with_two_series_and_no_series_name_stops_every_command_in_one_line(
     tmp_path: Path, command: str

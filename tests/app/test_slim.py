@@ -108,6 +108,7 @@ except botocore.exceptions.UnknownServiceError:
 """
 
 
+@pytest.mark.slow
 def test_prune_keeps_only_the_botocore_models_the_app_calls(tmp_path):
     import botocore
 

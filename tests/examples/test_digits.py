@@ -87,6 +87,7 @@ def server(trained: Path) -> Iterator[Server]:
         srv.stop()
 
 
+@pytest.mark.slow
 def test_train_writes_an_xgboost_json_model_and_an_honest_accuracy(trained: Path) -> None:
     model = trained / "model" / "model.json"
     assert "learner" in json.loads(model.read_text())  # XGBoost's JSON model format
@@ -110,6 +111,7 @@ def test_train_writes_an_xgboost_json_model_and_an_honest_accuracy(trained: Path
     assert accuracy > peer - 0.06
 
 
+@pytest.mark.slow
 def test_train_reads_the_train_channel_csv(tmp_path: Path) -> None:
     digits = load_digits()
     channel = tmp_path / "input" / "data" / "train"
@@ -130,6 +132,7 @@ def test_train_reads_the_train_channel_csv(tmp_path: Path) -> None:
     ({}, "1,2,3\n", "3 columns, expected 64 pixels and a label"),
     ({}, ",".join(["99"] * 64 + ["1"]) + "\n", "pixel values must be finite numbers in 0..16"),
 ])
+@pytest.mark.slow
 def test_train_failure_goes_to_the_failure_file(
     tmp_path: Path, hyper: dict, csv: str | None, message: str
 ) -> None:

@@ -265,6 +265,7 @@ def _waiting_on(lock: Path, pid: int) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_concurrent_gates_serialise(env: Env) -> None:
     """Two better runs gated at once: each must compare with what the other promoted. The test
     holds the gate's lock until both gates are blocked on it (seen in /proc/locks), then lets go."""

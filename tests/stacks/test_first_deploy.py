@@ -88,6 +88,7 @@ def test_no_deployment_alarm_watches_something_a_model_less_task_trips(plan: Pla
     assert watched == {"UnHealthyHostCount", "HTTPCode_Target_5XX_Count", "TargetResponseTime"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stack", ["dev"])
 def test_a_new_stack_serves_503_then_hot_reloads_its_first_model(stack, tmp_path, request):
     """The real app on an empty store, probed on the path the target group checks."""

@@ -36,6 +36,7 @@ def digest_of(plan: Plan) -> str:
     return plan.exports["image_ref"].split("@", 1)[1]
 
 
+@pytest.mark.slow
 def test_every_rollback_step_works_twice_in_a_row(app_version):
     ecr = EcrState()
     app_version("v1")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from app.dashboard.loop_section import (
     drift_status,
     error_band_figure,
@@ -31,6 +33,7 @@ def test_an_empty_store_says_not_yet(tmp_path):
     assert "No drift signal yet." in section
 
 
+@pytest.mark.slow
 def test_a_shift_shows_scores_band_drift_figures_and_the_retrain(store_copy):
     future = Future(store_copy)
     check(store_copy, SETTINGS)

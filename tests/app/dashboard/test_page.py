@@ -163,6 +163,7 @@ def dashboard_url(store: Store, tmp_path: Path):  # type: ignore[no-untyped-def]
 @pytest.mark.skipif(
     not CHROMIUM.exists(), reason=f"{CHROMIUM} is not installed (Debian package `chromium`)"
 )
+@pytest.mark.slow
 def test_dashboard_plots_the_series_and_forecast_in_a_real_browser(
     dashboard_url: str, store: Store, tmp_path: Path
 ) -> None:

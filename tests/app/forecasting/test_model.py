@@ -180,6 +180,7 @@ def _plain_harmonic(history: np.ndarray, h: int, params: dict) -> np.ndarray:
     return future @ coef + level + slope * steps
 
 
+@pytest.mark.slow
 def test_every_grid_setting_matches_a_plain_least_squares_fit() -> None:
     history = np.array(shipped_history(900))
     histories = [history, history[:-37], history[-300:]]

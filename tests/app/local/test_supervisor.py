@@ -174,6 +174,7 @@ def test_local_stops_before_training_when_validation_fails(
     assert store_copy.report_path("bad-data-run").exists()
 
 
+@pytest.mark.slow
 def test_local_killed_with_sigkill_takes_its_children_with_it(store_copy: Store) -> None:
     """The defect: SIGKILL leaves no chance to stop the children; they kept running and holding
     the ports, so the next `app local` failed with "port in use"."""

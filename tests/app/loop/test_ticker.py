@@ -217,6 +217,7 @@ def _writers(store: Store) -> list[str]:
     return writers
 
 
+@pytest.mark.slow
 def test_two_tickers_have_one_writer_and_the_standby_takes_over_when_it_dies(
     store_copy: Store, tmp_path: Path
 ) -> None:

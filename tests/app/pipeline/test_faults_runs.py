@@ -79,6 +79,7 @@ def test_a_replay_restarted_after_its_shift_week_keeps_shifting(tmp_path):
     assert set(step[after & ~np.isnan(step)]) == {3.0}
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
 def test_a_killed_promote_leaves_no_orphaned_probe(store_copy: Store) -> None:
     """The defect: a killed gate orphaned its model_check probe (2 of 15 kills). The probe here
@@ -118,6 +119,7 @@ def test_a_killed_promote_leaves_no_orphaned_probe(store_copy: Store) -> None:
     assert store_copy.current_run_id() == FIRST_RUN
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", ["train:staged", "gate:decided"])
 def test_a_kill_between_writes_leaves_a_whole_run_and_a_servable_current(
     store_copy: Store, point: str

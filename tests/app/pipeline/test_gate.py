@@ -157,6 +157,7 @@ def test_a_one_round_booster_is_refused(store_copy: Store) -> None:
     assert store_copy.current_run_id() == FIRST_RUN
 
 
+@pytest.mark.slow
 def test_the_gate_compares_both_models_on_the_candidates_folds(
     tmp_path: Path, trained_store: Path
 ) -> None:

@@ -81,6 +81,7 @@ def test_train_under_opt_ml_writes_the_model_to_opt_ml_model(sagemaker_trained: 
     assert (metrics["history_range"]["min"], metrics["history_range"]["max"]) == (250.0, 500.0)
 
 
+@pytest.mark.slow
 def test_train_under_opt_ml_on_a_plain_date_value_channel_trains_that_series(
     tmp_path: Path,
 ) -> None:
@@ -99,6 +100,7 @@ def test_train_under_opt_ml_on_a_plain_date_value_channel_trains_that_series(
     ({"train_rounds": "zero"}, None, "TRAIN_ROUNDS='zero'"),
     ({}, b"date,ppm\n2020-01-04,not-a-number\n", "cannot train on this dataset"),
 ])
+@pytest.mark.slow
 def test_train_failure_goes_to_opt_ml_output_failure(
     tmp_path: Path, hyper: dict, csv: bytes | None, message: str
 ) -> None:

@@ -87,6 +87,7 @@ def test_forecasts_follow_the_seasonal_cycle_and_the_trend(trained_store: Path) 
     assert np.mean(forecast - naive) > 0.5  # it learned that CO2 keeps rising
 
 
+@pytest.mark.slow
 def test_training_is_reproducible(store_copy: Store, trained_store: Path) -> None:
     metrics = train(
         store_copy, "again", rounds=TEST_ROUNDS, log_every=TEST_ROUNDS, threads=1, family="xgboost"
@@ -98,6 +99,7 @@ def test_training_is_reproducible(store_copy: Store, trained_store: Path) -> Non
     assert metrics["backtest"] == Store(trained_store).read_json(first / "metrics.json")["backtest"]
 
 
+@pytest.mark.slow
 def test_auto_serves_the_harmonic_setting_with_the_lowest_backtest_mae(store_copy: Store) -> None:
     metrics = train(store_copy, "auto", rounds=10, log_every=10, threads=2)
     assert set(metrics["selection"]) == {"harmonic"}  # xgboost only when asked for by name
@@ -162,6 +164,7 @@ def _shipped() -> tuple[np.ndarray, np.ndarray]:
     return read_series(REPO_ROOT / "app" / "data" / "co2_weekly.csv")
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_a_rerun_resumes_from_the_checkpoint(tmp_path: Path) -> None:
     store = Store(tmp_path)
     assert validate(store, "spot")["ok"]

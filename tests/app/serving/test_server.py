@@ -643,6 +643,7 @@ def test_slow_clients_are_cut_off_with_408(split_server: SplitServer) -> None:
     assert httpx.get(server.url + "/health").status_code == 200
 
 
+@pytest.mark.slow
 def test_schemathesis_finds_no_5xx_no_off_schema_response_and_no_refused_valid_request(
     split_server: SplitServer, tmp_path: Path
 ) -> None:
