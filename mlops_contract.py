@@ -64,6 +64,18 @@ class Env:
     OBJECTIVE_MARGIN = "MLOPS_OBJECTIVE_MARGIN"
     MODEL_MAX_BYTES = "MLOPS_MODEL_MAX_BYTES"
     """collect-training: the most a model (or output/data) may hold, apparent size in bytes."""
+    BASELINE_MAX_ROWS = "MLOPS_BASELINE_MAX_ROWS"
+    """stage-training: the most rows of a channel its baseline reads (default 1,000,000)."""
+    CAPTURE_PORT = "MLOPS_CAPTURE_PORT"
+    """capture-proxy: where it listens in the serving task."""
+    CAPTURE_UPSTREAM_PORT = "MLOPS_CAPTURE_UPSTREAM_PORT"
+    """capture-proxy: the workload's server on 127.0.0.1."""
+    CAPTURE_PERCENT = "MLOPS_CAPTURE_PERCENT"
+    """capture-proxy: the share of POST /invocations recorded, 0-100."""
+    CAPTURE_NAME = "MLOPS_CAPTURE_NAME"
+    """capture-proxy: its directory under capture/ (the endpoint's name in SageMaker's layout)."""
+    CAPTURE_MAX_BYTES = "MLOPS_CAPTURE_MAX_BYTES"
+    """capture-proxy: the largest body recorded, per side."""
     ROLLOUT = "MLOPS_ROLLOUT"
     """gate: `1` when the service rolls out each promoted model; the gate then makes the run the
     candidate and `finish-rollout` makes it current once its rollout succeeded."""
@@ -203,8 +215,16 @@ REPORT_FILE = "report.json"
 """The platform's record of a collected training run (`models/<run_id>/report.json`)."""
 DECISION_FILE = "decision.json"
 """The gate's decision on a run (`models/<run_id>/decision.json`)."""
-RECORDS = frozenset({REPORT_FILE, DECISION_FILE})
-"""The platform's records in a run directory: never part of the model."""
+BASELINE_DIR = "baseline"
+"""`models/<run_id>/baseline/<channel>/`: statistics.json and constraints.json of the training
+data (collect-training, from what stage-training staged)."""
+
+RECORDS = frozenset({REPORT_FILE, DECISION_FILE, BASELINE_DIR})
+"""The platform's records at the top of a run directory: never part of the model (a copy of
+the model skips a path whose first part is one of them)."""
+CAPTURE = "capture"
+"""`capture/<name>/AllTraffic/yyyy/mm/dd/hh/*.jsonl`: the serving task's recorded requests and
+responses (capture-proxy), in SageMaker's data-capture format."""
 OUTPUTS = "outputs"
 """`outputs/<run_id>/data/`: what the training left in /opt/ml/output/data, kept with the run."""
 GATE_LOCK = ".gate.lock"

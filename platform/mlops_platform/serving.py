@@ -64,7 +64,7 @@ def stage_serving() -> str:
         target,
         f"models/{served}",
         allowed=store.resolve(),
-        skip=lambda rel: rel.as_posix() in RECORDS,
+        skip=lambda rel: rel.parts[0] in RECORDS,
     )
     if not files:
         raise Refused(f"models/{served}/ ({source}) holds no model files")

@@ -1,6 +1,14 @@
 """stage-training and collect-training: a run's channels into SageMaker's /opt/ml, and what the
 training left there back into the store.
 
+The baseline of the training data (baseline.py) is computed by stage-training from the channels
+it staged, exactly what the training reads: collect-training has no /opt/ml/input (the training
+task mounts only the model and output volumes into it). stage-training leaves it in the store as
+`models/.<RUN_ID>.baseline/` (`baseline/<channel>/{statistics,constraints}.json` and its
+summary), hidden beside the run directories; collect-training moves it into the run directory as
+`models/<RUN_ID>/baseline/` when the run trained, and the summary into report.json. Neither
+command fails for it: what went wrong is the summary's `problem` or a channel's `skipped`.
+
 AWS: https://docs.aws.amazon.com/sagemaker/latest/dg/your-algorithms-training-algo.html
 """
 
@@ -18,8 +26,18 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from mlops_contract import DECISION_FILE, MODELS, OUTPUTS, RECORDS, REPORT_FILE, Env, MlLayout
+from mlops_contract import (
+    BASELINE_DIR,
+    DECISION_FILE,
+    MODELS,
+    OUTPUTS,
+    RECORDS,
+    REPORT_FILE,
+    Env,
+    MlLayout,
+)
 
+from . import baseline
 from .files import (
     apparent_size,
     chown_tree,
@@ -51,6 +69,7 @@ from .inputs import (
 # the name becomes a directory.
 CHANNEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 FAILURE_LIMIT = 64 * 1024
+BASELINE_SUMMARY = "summary.json"
 
 
 def as_string(value: Any) -> str:
@@ -144,11 +163,47 @@ def stage_training() -> str:
     for directory in (layout.model, layout.output, layout.checkpoints):
         chown_tree(directory, uid, uid)
     note = f"; {fallback}, so resourceconfig.json names localhost" if fallback else ""
+    described = _stage_baseline(store, rid, {name: layout.channel(name) for name in sources})
     return (
         f"staged run {rid}: {len(sources)} channel(s), {files} file(s), "
         f"{len(hyper)} hyperparameter(s) into {layout.root}; host {host}{note}; model, output "
-        f"and checkpoints for uid {uid}"
+        f"and checkpoints for uid {uid}; {described}"
     )
+
+
+def _staged_baseline(models: Path, rid: str) -> Path:
+    return models / f".{rid}.baseline"
+
+
+def _stage_baseline(store: Path, rid: str, channels: dict[str, Path]) -> str:
+    """The run's baseline into `models/.<RUN_ID>.baseline/`, replacing an earlier attempt's;
+    what the stage line says of it. Never raises for it: a store that refuses the write leaves no
+    baseline, which collect-training then reports."""
+    models = store / MODELS
+    building = models / f".{rid}.baseline.{secrets.token_hex(4)}.tmp"
+    try:
+        store_directory(store, MODELS)
+        try:
+            limit = baseline.max_rows()
+        except Refused as exc:
+            summary: dict[str, Any] = {"problem": str(exc)}
+        else:
+            described = baseline.write_baseline(channels, building / BASELINE_DIR, limit)
+            summary = {"max_rows": limit, "channels": described}
+        write_json(building / BASELINE_SUMMARY, summary)
+        give_to_store_owner(building, store)
+        staged = _staged_baseline(models, rid)
+        shutil.rmtree(staged, ignore_errors=True)
+        os.rename(building, staged)
+    except OSError as exc:
+        shutil.rmtree(building, ignore_errors=True)
+        return f"no baseline: {one_line(str(exc))}"
+    if "problem" in summary:
+        return f"no baseline: {summary['problem']}"
+    kept = {name: s for name, s in summary["channels"].items() if "skipped" not in s}
+    rows = sum(s["rows"] for s in kept.values())
+    skipped = len(summary["channels"]) - len(kept)
+    return f"baseline of {len(kept)} channel(s), {rows} row(s), {skipped} skipped"
 
 
 # ------------------------------------------------------------------------------ collect-training
@@ -291,6 +346,7 @@ def collect_training() -> str:
             parts.append(f"training wrote no files to {layout.model}")
         # Printable: file names in the problems are the workload's too.
         failure = printable("\n".join(parts)) if parts else None
+        kept_baseline = _collect_baseline(models, rid, tmp, trained=failure is None)
         report = {
             "run_id": rid,
             "status": "failed" if failure is not None else "trained",
@@ -301,6 +357,7 @@ def collect_training() -> str:
             "output_data": {
                 f"{OUTPUTS}/{rid}/data/{name}": digest for name, digest in outputs.items()
             },
+            "baseline": kept_baseline,
         }
         write_json(tmp / REPORT_FILE, report)
         give_to_store_owner(tmp, store)
@@ -315,6 +372,32 @@ def collect_training() -> str:
         raise Refused(one_line(failure) or "training failed with an empty failure file")
     extra = f", {len(outputs)} output file(s) into {OUTPUTS}/{rid}" if outputs else ""
     return f"collected run {rid}: {len(files)} file(s) into models/{rid}{extra} (exit code {code})"
+
+
+def _collect_baseline(
+    models: Path, rid: str, run_dir: Path, trained: bool
+) -> dict[str, Any] | None:
+    """What stage-training staged of the baseline, moved into the run directory being filled
+    when the run trained; its summary for report.json, None for a failed run (nothing of it is
+    kept). Never raises for it: what went wrong is the summary's `problem`."""
+    staged = _staged_baseline(models, rid)
+    where = f"{MODELS}/{staged.name}"
+    try:
+        if not trained:
+            return None
+        if not staged.is_dir():
+            return {"directory": None, "problem": f"stage-training left no baseline ({where}/)"}
+        summary = read_record(staged / BASELINE_SUMMARY, f"{where}/{BASELINE_SUMMARY}")
+        if summary is None:
+            return {"directory": None, "problem": f"{where}/ holds no {BASELINE_SUMMARY}"}
+        kept = (staged / BASELINE_DIR).is_dir()
+        if kept:
+            os.rename(staged / BASELINE_DIR, run_dir / BASELINE_DIR)
+        return {**summary, "directory": BASELINE_DIR if kept else None}
+    except (OSError, Refused) as exc:
+        return {"directory": None, "problem": f"the baseline was not kept: {one_line(str(exc))}"}
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
 
 
 def _previous_report(run_dir: Path) -> dict[str, Any] | None:
