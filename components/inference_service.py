@@ -40,13 +40,15 @@ import pulumi_aws as aws
 from components.alarm_topic import AlarmTopic
 from components.cluster import Cluster
 from components.documents.alerts import AlarmSpec
-from components.documents.gpu import SPREAD_ACROSS_AZS, gpu_capacity_alarms, gpu_capacity_widgets
+from components.documents.capture import CAPTURE_CONTAINER, CAPTURE_VOLUME, capture_proxy_spec
+from components.documents.gpu import gpu_capacity_alarms, gpu_capacity_widgets
 from components.documents.inference import (
     SERVER_CONTAINER,
     capacity_provider_strategy,
     inference_alarms,
     inference_containers,
     inference_dashboard,
+    service_placement,
 )
 from components.documents.rollout import deployment_configuration
 from components.documents.staging import SERVING_VOLUMES, STAGE_SERVING, stage_serving_spec
@@ -54,6 +56,7 @@ from components.inference_scaling import declare_scaling
 from components.load_balancer import LoadBalancer
 from components.network import Network
 from components.service_rollout import RolloutArgs, declare_rollout
+from components.settings.capture import CaptureSettings
 from components.settings.decisions import Placement
 from components.settings.serving import InferenceSettings
 from components.settings.workload import SecuritySpec, ServingSpec, SidecarSpec
@@ -105,7 +108,10 @@ class InferenceServiceArgs:
     """The `sagemaker` contract: the platform image's `stage-serving` container stages the
     promoted model into /opt/ml/model before the server starts (documents/staging.py)."""
     platform_image: pulumi.Input[str] | None = None
-    """The platform image by digest (with `staged`)."""
+    """The platform image by digest (with `staged` or `capture`)."""
+    capture: CaptureSettings | None = None
+    """`inference.capture` when on: the platform's proxy in front of the server records a share
+    of its requests to `capture/` (documents/capture.py)."""
 
 
 class InferenceService(pulumi.ComponentResource):
@@ -126,8 +132,8 @@ class InferenceService(pulumi.ComponentResource):
         edge = args.load_balancer
         if args.placement.on_ec2 and args.cluster.serving_capacity is None:
             raise ValueError(f"InferenceService {name}: gpu-ec2 needs the cluster's serving GPUs")
-        if args.staged and args.platform_image is None:
-            raise ValueError(f"InferenceService {name}: staging needs the platform image")
+        if (args.staged or args.capture) and args.platform_image is None:
+            raise ValueError(f"InferenceService {name}: staging or capture needs the platform")
         self._account = aws.get_caller_identity_output(
             opts=pulumi.InvokeOutputOptions(parent=self)
         ).account_id
@@ -156,6 +162,8 @@ class InferenceService(pulumi.ComponentResource):
         )
         log_groups = block.log_groups
         task_definition = block.task_definitions["task"]
+        if args.capture is not None:  # the proxy writes capture/, nothing else of the store
+            args.store.allow_capture(f"{name}-task-capture", block.task_role, self._child)
 
         topic_arn = args.alarm_topic.topic_arn
         alarm_specs = inference_alarms(
@@ -226,9 +234,12 @@ class InferenceService(pulumi.ComponentResource):
         )
 
         def balanced(container: str, port: int) -> dict[str, Any]:
+            # With capture the server's target group forwards to the proxy in front of it.
+            front = args.capture is not None and container == SERVER_CONTAINER
+            receiver = CAPTURE_CONTAINER if front else container
             entry: dict[str, Any] = {
                 "target_group_arn": edge.target_groups[container].arn,
-                "container_name": container,
+                "container_name": receiver,
                 "container_port": port,
             }
             if edge.traffic is not None:
@@ -247,7 +258,7 @@ class InferenceService(pulumi.ComponentResource):
             task_definition=task_definition.arn,
             desired_count=inference.desired,
             capacity_provider_strategies=_service_strategy(args),
-            **_placement(args),
+            **service_placement(args.placement.on_ec2),
             deployment_minimum_healthy_percent=100,
             deployment_maximum_percent=200,
             # The strategy (inference.rollout), its hook, the circuit breaker and the deployment
@@ -353,6 +364,11 @@ class InferenceService(pulumi.ComponentResource):
         inference = args.inference
         placement = args.placement
         staged = args.staged
+        extra = [stage_serving_spec(args.platform_image, args.security)] if staged else []
+        volumes: list[str | dict[str, Any]] = list(SERVING_VOLUMES) if staged else []
+        if args.capture is not None:
+            extra.append(capture_proxy_spec(args.platform_image, args.capture, args.serving.port))
+            volumes.append(args.store.capture_volume(CAPTURE_VOLUME))
         containers = inference_containers(
             args.image_ref,
             serving=args.serving,
@@ -360,7 +376,7 @@ class InferenceService(pulumi.ComponentResource):
             security=args.security,
             store=args.store_mounted,
             server_gpus=placement.gpus,
-            extra=[stage_serving_spec(args.platform_image, args.security)] if staged else [],
+            extra=extra,
             server_mounts=SERVING_VOLUMES if staged else None,
             server_depends_on=[(STAGE_SERVING, "SUCCESS")] if staged else (),
             server_environment=sagemaker_environment() if staged else None,
@@ -373,7 +389,7 @@ class InferenceService(pulumi.ComponentResource):
             memory=inference.memory,
             placement=placement,
             containers=containers,
-            volumes=list(SERVING_VOLUMES) if staged else [],
+            volumes=volumes,
         )
 
     def _alarm(
@@ -462,13 +478,6 @@ def _service_strategy(
             ]
         )
     return cluster.capacity_provider_names.apply(lambda names: _strategy(names, args))
-
-
-def _placement(args: InferenceServiceArgs) -> dict[str, Any]:
-    """Fargate: the platform version (Fargate only). EC2: spread across AZs, then instances."""
-    if args.placement.on_ec2:
-        return {"ordered_placement_strategies": SPREAD_ACROSS_AZS}
-    return {"platform_version": "LATEST"}
 
 
 def _strategy(

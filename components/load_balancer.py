@@ -74,6 +74,9 @@ class LoadBalancerArgs:
     """The workload's sidecars (`Settings.sidecars`); those with a path get a target group."""
     retain_on_destroy: bool = False
     """`protection.retain_on_destroy`: ALB deletion protection, the log bucket kept."""
+    capture_port: int | None = None
+    """`inference.capture`: the server's traffic reaches it through the capture proxy, which
+    listens on this port of the task (the server's target group forwards there)."""
 
 
 class LoadBalancer(pulumi.ComponentResource):
@@ -105,7 +108,7 @@ class LoadBalancer(pulumi.ComponentResource):
             opts=pulumi.InvokeOutputOptions(parent=self)
         ).account_id
         inference = args.inference
-        ports = {SERVER_CONTAINER: args.serving.port}
+        ports = {SERVER_CONTAINER: args.capture_port or args.serving.port}
         self._health = {SERVER_CONTAINER: args.serving.health_path}
         self._paths: dict[str, str] = {}
         for car in args.sidecars:

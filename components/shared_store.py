@@ -13,8 +13,11 @@ Creates, as children of the component:
 - `<name>-mount-<i>`: one mount target per task subnet (a task in a subnet without one fails with
   `ResourceInitializationError`);
 - `<name>-ap`: the access point every task mounts through: root `/mlops`, POSIX user 10001:10001;
+- with `capture`, `<name>-capture-ap`: root `/mlops/capture`, the same user: the only part of
+  the store the serving task's capture proxy may write (`inference.capture`), even where the
+  serving task reads the rest only;
 - `<name>-policy` (from `authorize_clients`): the file system policy, TLS only, named task roles
-  only, through the access point only.
+  only, through the access points only.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from components.settings.platform import StoreSettings
 NFS_PORT = 2049
 ROOT_DIRECTORY = "/mlops"
 ROOT_PERMISSIONS = "0750"
+CAPTURE_DIRECTORY = f"{ROOT_DIRECTORY}/capture"
+"""The capture access point's root: `capture/` in the store as every other task sees it."""
 
 
 def lifecycle_policies(infrequent_access_after_days: int) -> list[dict[str, str]]:
@@ -66,6 +71,8 @@ class SharedStoreArgs:
     targets are declared before the subnet ids resolve."""
     retain_on_destroy: bool = False
     """`protection.retain_on_destroy`: Pulumi refuses to delete or replace the file system."""
+    capture: bool = False
+    """A second access point rooted at `capture/`, for the serving task's capture proxy."""
 
 
 class SharedStore(pulumi.ComponentResource):
@@ -164,27 +171,19 @@ class SharedStore(pulumi.ComponentResource):
             for index in range(args.subnet_count)
         ]
 
-        access_point = aws.efs.AccessPoint(
-            f"{name}-ap",
-            file_system_id=file_system.id,
-            # Every NFS call through the access point runs as the image's user, whatever the
-            # client sends; the root directory is created owned by it on first mount.
-            posix_user={"uid": APP_UID, "gid": APP_UID},
-            root_directory={
-                "path": ROOT_DIRECTORY,
-                "creation_info": {
-                    "owner_uid": APP_UID,
-                    "owner_gid": APP_UID,
-                    "permissions": ROOT_PERMISSIONS,
-                },
-            },
-            opts=child,
+        access_point = self._access_point(f"{name}-ap", file_system.id, ROOT_DIRECTORY)
+        capture_point = (
+            self._access_point(f"{name}-capture-ap", file_system.id, CAPTURE_DIRECTORY)
+            if args.capture
+            else None
         )
 
         self.file_system_id = file_system.id
         self.file_system_arn = file_system.arn
         self.access_point_id = access_point.id
         self.access_point_arn = access_point.arn
+        self.capture_access_point = capture_point
+        """The capture access point (`args.capture`), else None."""
         self.client_security_group_id = client_group.id
         self.register_outputs(
             {
@@ -194,6 +193,26 @@ class SharedStore(pulumi.ComponentResource):
                 "access_point_arn": self.access_point_arn,
                 "client_security_group_id": self.client_security_group_id,
             }
+        )
+
+    def _access_point(
+        self, name: str, file_system_id: pulumi.Input[str], path: str
+    ) -> aws.efs.AccessPoint:
+        return aws.efs.AccessPoint(
+            name,
+            file_system_id=file_system_id,
+            # Every NFS call through the access point runs as the image's user, whatever the
+            # client sends; the root directory is created owned by it on first mount.
+            posix_user={"uid": APP_UID, "gid": APP_UID},
+            root_directory={
+                "path": path,
+                "creation_info": {
+                    "owner_uid": APP_UID,
+                    "owner_gid": APP_UID,
+                    "permissions": ROOT_PERMISSIONS,
+                },
+            },
+            opts=pulumi.ResourceOptions(parent=self),
         )
 
     def volume(self, name: str = STORE_VOLUME) -> dict[str, Any]:
@@ -212,6 +231,36 @@ class SharedStore(pulumi.ComponentResource):
             },
         }
 
+    def capture_volume(self, name: str) -> dict[str, Any]:
+        """The task-definition volume of `capture/` alone, through the capture access point."""
+        point = self._capture_point()
+        return {
+            "name": name,
+            "efs_volume_configuration": {
+                "file_system_id": self.file_system_id,
+                "transit_encryption": "ENABLED",
+                "authorization_config": {"access_point_id": point.id, "iam": "ENABLED"},
+            },
+        }
+
+    def allow_capture(
+        self, name: str, role: aws.iam.Role, opts: pulumi.ResourceOptions
+    ) -> aws.iam.RolePolicy:
+        """`name`: the task role's inline policy to mount and write `capture/` through its
+        access point, and nothing else of the store."""
+        point = self._capture_point()
+        policy = pulumi.Output.all(self.file_system_arn, point.arn).apply(
+            lambda arns: json.dumps(
+                policy_document(efs_client_statements(arns[0], arns[1], sid="MountCapture"))
+            )
+        )
+        return aws.iam.RolePolicy(name, role=role.id, policy=policy, opts=opts)
+
+    def _capture_point(self) -> aws.efs.AccessPoint:
+        if self.capture_access_point is None:
+            raise ValueError(f"SharedStore {self._name}: declared without a capture access point")
+        return self.capture_access_point
+
     def client_policy_statements(self, write: bool = True) -> pulumi.Output[list[dict[str, Any]]]:
         """IAM statements for a task role: mount (and, with `write`, write) via the access point."""
         return pulumi.Output.all(self.file_system_arn, self.access_point_arn).apply(
@@ -228,9 +277,11 @@ class SharedStore(pulumi.ComponentResource):
         self,
         role_arns: Sequence[pulumi.Input[str]],
         readers: Sequence[pulumi.Input[str]] = (),
+        capture_writers: Sequence[pulumi.Input[str]] = (),
     ) -> None:
         """Declare the file system policy allowing exactly these task roles: `role_arns` to
-        mount and write, `readers` to mount only. Call it once.
+        mount and write, `readers` to mount only, `capture_writers` to mount and write through
+        the capture access point. Call it once.
 
         Per the EFS docs, a role named in the policy that is deleted and recreated under the
         same ARN is locked out; auto-named roles get a new ARN when replaced, which updates the
@@ -241,13 +292,27 @@ class SharedStore(pulumi.ComponentResource):
             raise ValueError(f"SharedStore {self._name}: authorize_clients was already called")
         if not role_arns and not readers:
             raise ValueError(f"SharedStore {self._name}: authorize_clients needs a role ARN")
-        count = len(role_arns)
+        count, read = len(role_arns), len(readers)
+        capture = [self._capture_point().arn] if capture_writers else []
         policy = pulumi.Output.all(
-            self.file_system_arn, self.access_point_arn, *role_arns, *readers
+            self.file_system_arn,
+            self.access_point_arn,
+            *role_arns,
+            *readers,
+            *capture,
+            *capture_writers,
         ).apply(
             lambda values: json.dumps(
                 efs_file_system_policy(
-                    values[0], values[1], values[2 : 2 + count], readers=values[2 + count :]
+                    values[0],
+                    values[1],
+                    values[2 : 2 + count],
+                    readers=values[2 + count : 2 + count + read],
+                    capture=(
+                        (values[2 + count + read], values[3 + count + read :])
+                        if capture_writers
+                        else None
+                    ),
                 )
             )
         )

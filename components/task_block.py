@@ -60,8 +60,9 @@ class TaskSpec:
     memory: int
     placement: Placement
     containers: Sequence[ContainerSpec]
-    volumes: Sequence[str] = ()
-    """Task-scoped volumes beside the store and /tmp (no host path: they live with the task)."""
+    volumes: Sequence[str | Mapping[str, Any]] = ()
+    """Volumes beside the store and /tmp: a name (task-scoped, no host path: it lives with the
+    task) or a whole volume (an EFS one, such as the store's capture access point)."""
 
 
 @dataclass(frozen=True)
@@ -210,7 +211,7 @@ class TaskBlock:
             volumes=[
                 self._args.store.volume(STORE_VOLUME),
                 scratch_volume(),
-                *({"name": volume} for volume in task.volumes),
+                *({"name": v} if isinstance(v, str) else dict(v) for v in task.volumes),
             ],
             **placement_args(task.placement),
             opts=self._opts,

@@ -25,6 +25,7 @@ from components.load_balancer import LoadBalancer, LoadBalancerArgs
 from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
 from components.permissions_boundary import PermissionsBoundary, PermissionsBoundaryArgs
+from components.settings.capture import CAPTURE_PORT
 from components.settings.decisions import Decisions, Gatekeeper, decide
 from components.settings.platform import ImageSettings
 from components.settings.stack import Settings
@@ -138,6 +139,7 @@ class Wiring:
                 subnet_ids=self.network.task_subnet_ids,
                 subnet_count=s.network.azs,
                 retain_on_destroy=s.protection.retain_on_destroy,
+                capture=self.decisions.capture is not None,
             ),
         )
 
@@ -185,6 +187,7 @@ class Wiring:
                 retain_on_destroy=s.protection.retain_on_destroy,
                 serving=s.workload.serving,
                 sidecars=s.sidecars,
+                capture_port=CAPTURE_PORT if self.decisions.capture is not None else None,
             ),
         )
 
@@ -215,7 +218,8 @@ class Wiring:
                 security=s.workload.security,
                 store_mounted=d.store_mounted,
                 staged=d.staged,
-                platform_image=self.platform_image if d.staged else None,
+                platform_image=self.platform_image if d.staged or d.capture else None,
+                capture=d.capture,
             ),
         )
 
@@ -345,8 +349,16 @@ class Wiring:
             if self._declared("inference") and self.inference is not None and self.decisions.staged
             else []
         )
+        # With capture the server's task writes capture/ through its own access point.
+        capturers = (
+            [self.inference.task_role_arn]
+            if self._declared("inference")
+            and self.inference is not None
+            and self.decisions.capture is not None
+            else []
+        )
         if self._declared("store") and (clients or readers):
-            self.store.authorize_clients(clients, readers=readers)
+            self.store.authorize_clients(clients, readers=readers, capture_writers=capturers)
         if self._declared("images") and self.images is not None:
             self.images.release(
                 after=self.training.image_triggers if self._declared("training") else []

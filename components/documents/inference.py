@@ -8,6 +8,7 @@ from typing import Any
 from components.aws_facts import FARGATE, FARGATE_SPOT
 from components.documents.alerts import AlarmSpec
 from components.documents.common import STORE_WAIT_SECONDS, ContainerSpec, workload_container
+from components.documents.gpu import SPREAD_ACROSS_AZS
 from components.settings.workload import SecuritySpec, ServingSpec, SidecarSpec
 from mlops_contract import Env
 
@@ -74,6 +75,14 @@ def inference_containers(
         for car in sidecars
     ]
     return [server, *cars, *extra]
+
+
+def service_placement(on_ec2: bool) -> dict[str, Any]:
+    """The service's placement arguments. Fargate: the platform version (Fargate only). EC2:
+    spread across AZs, then instances."""
+    if on_ec2:
+        return {"ordered_placement_strategies": SPREAD_ACROSS_AZS}
+    return {"platform_version": "LATEST"}
 
 
 def capacity_provider_strategy(

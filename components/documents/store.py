@@ -31,6 +31,7 @@ def efs_file_system_policy(
     access_point_arn: str,
     client_role_arns: Sequence[str],
     readers: Sequence[str] = (),
+    capture: tuple[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """The EFS file system policy: TLS only, and only the given roles, only via the access point.
 
@@ -42,15 +43,19 @@ def efs_file_system_policy(
       policy's allow is enough on its own (IAM User Guide, "Policy evaluation logic"), so a
       reader is left out of the write statement, not only out of its own role's policy.
 
+    - `capture`: (the capture access point's ARN, roles): `ClientMount` and `ClientWrite` to those
+      roles through that access point only (`capture/`, the serving task's capture proxy).
+
     Once a policy is set, the default policy (full access to any client that can reach a mount
     target) stops applying, so a client that is not named here cannot mount at all.
     """
     _check_file_system_arn(file_system_arn)
     writers = sorted(set(client_role_arns))  # stable order: no diff when callers reorder
     read_only = sorted(set(readers) - set(writers))
+    capturers = sorted(set(capture[1])) if capture else []
     if not writers and not read_only:
         raise ValueError("the file system policy needs at least one client role ARN")
-    for role in [*writers, *read_only]:
+    for role in [*writers, *read_only, *capturers]:
         if not re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+", role):
             raise ValueError(f"{role!r} is not an IAM role ARN")
     statements = [deny_insecure_transport("*", file_system_arn)]
@@ -76,11 +81,22 @@ def efs_file_system_policy(
                 "Condition": _through_access_point(access_point_arn),
             }
         )
+    if capture and capturers:
+        statements.append(
+            {
+                "Sid": "AllowCaptureThroughItsAccessPoint",
+                "Effect": "Allow",
+                "Principal": {"AWS": capturers},
+                "Action": [EFS_CLIENT_MOUNT, EFS_CLIENT_WRITE],
+                "Resource": file_system_arn,
+                "Condition": _through_access_point(capture[0]),
+            }
+        )
     return policy_document(statements)
 
 
 def efs_client_statements(
-    file_system_arn: str, access_point_arn: str, write: bool = True
+    file_system_arn: str, access_point_arn: str, write: bool = True, sid: str = "MountSharedStore"
 ) -> list[dict[str, Any]]:
     """The identity-policy statements a task role needs to mount the store with `iam: ENABLED`.
 
@@ -92,7 +108,7 @@ def efs_client_statements(
     actions = [EFS_CLIENT_MOUNT, EFS_CLIENT_WRITE] if write else [EFS_CLIENT_MOUNT]
     return [
         {
-            "Sid": "MountSharedStore",
+            "Sid": sid,
             "Effect": "Allow",
             "Action": actions,
             "Resource": file_system_arn,

@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from components.aws_facts import FARGATE, FARGATE_SPOT
+from components.settings.capture import CaptureSettings
 from components.settings.pipeline import Capacity
 from components.settings.serving import ServingCapacity
 from components.settings.workload import Contract, Objective, Promotion
@@ -77,11 +78,14 @@ class Decisions:
     """None: a training-only workload (no service)."""
     pipeline_steps: tuple[str, ...]
     """The pipeline's ECS tasks in order: validate (when the workload has it), train, gate."""
+    capture: CaptureSettings | None = None
+    """The serving task records a share of its requests (the platform's capture proxy in front
+    of the server); None: it does not (off, or no service)."""
 
     @property
     def platform_image(self) -> bool:
-        """The platform's own image is built: it stages (sagemaker) or it gates."""
-        return self.staged or self.gatekeeper is Gatekeeper.PLATFORM
+        """The platform's own image is built: it stages (sagemaker), gates or captures."""
+        return self.staged or self.gatekeeper is Gatekeeper.PLATFORM or self.capture is not None
 
 
 def decide(settings: Settings) -> Decisions:
@@ -112,4 +116,9 @@ def decide(settings: Settings) -> Decisions:
         train=train,
         serving=serving,
         pipeline_steps=steps,
+        capture=(
+            settings.inference.capture
+            if serving is not None and settings.inference.capture.on
+            else None
+        ),
     )

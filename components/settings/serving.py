@@ -10,6 +10,7 @@ from typing import Any
 
 from components.aws_facts import GPU_INSTANCES, tasks_per_instance
 from components.settings._section import Section, cidr_block, cron, fail, fargate_size, gpu_type
+from components.settings.capture import CaptureSettings, parse_capture
 from components.settings.rollout import RolloutSettings, parse_rollout
 
 
@@ -85,6 +86,8 @@ class InferenceSettings:
     gpu: GpuServingSettings = field(default_factory=GpuServingSettings)
     rollout: RolloutSettings = field(default_factory=RolloutSettings)
     """How a new revision takes traffic (`components/settings/rollout.py`)."""
+    capture: CaptureSettings = field(default_factory=CaptureSettings)
+    """A share of `/invocations` recorded to the store (`components/settings/capture.py`)."""
 
 
 def _schedule(key: str, raw: Any) -> ScalingSchedule:
@@ -205,6 +208,7 @@ def parse_inference(raw: Any) -> InferenceSettings:
         capacity=capacity,
         gpu=gpu,
         rollout=parse_rollout(s.raw.get("rollout")),
+        capture=parse_capture(s.raw.get("capture")),
         cpu=cpu,
         memory=memory,
         desired=desired,

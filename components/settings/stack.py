@@ -19,6 +19,7 @@ from typing import Any
 import pulumi
 
 from components.settings._section import PROJECT, fail
+from components.settings.capture import check_capture_port
 from components.settings.legacy import apply_deprecated, pop_deprecated
 from components.settings.pipeline import (
     Capacity,
@@ -175,6 +176,16 @@ def parse(raw: Mapping[str, Any], stack: str = "dev", region: str = "us-east-1")
                 "inference.certificate_arn alone it has no name the certificate covers: set "
                 "inference.domain too, or leave out the samples",
             )
+    serving = settings.workload.serving
+    if serving is not None:
+        check_capture_port(
+            settings.inference.capture,
+            {
+                "workload.serving.port": serving.port,
+                "workload.serving.internal_port": serving.internal_port,
+                **{f"workload.sidecars.{car.name}.port": car.port for car in settings.sidecars},
+            },
+        )
     if settings.workload.image.location and settings.image.pin:
         raise fail(
             "image.pin",

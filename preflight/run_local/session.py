@@ -86,6 +86,7 @@ class Session:
             secrets=self.secrets,
             store=self.store,
             access_point=self.view.access_point,
+            access_points=self.view.access_points,
             session=self.id,
             publish_ephemeral=self.publish_ephemeral,
             overrides=overrides or {},

@@ -91,6 +91,7 @@ class StackView:
     tasks: dict[str, TaskSpec]
     """By family."""
     access_point: AccessPoint
+    """The store's access point (every task's `store` volume)."""
     images: dict[str, Resource]
     """The release docker.Image of the workload, per flavour (empty unless `source` is build)."""
     inference_family: str | None
@@ -106,6 +107,19 @@ class StackView:
     """The stack's Lambda functions: ARN -> the rollout/ module its handler names."""
     service: dict[str, Any] = field(default_factory=dict)
     """The inference service's inputs (its deployment configuration), {} without one."""
+    access_points: dict[str, AccessPoint] = field(default_factory=dict)
+    """Every access point of the stack by id (the store's, and `capture/`'s with capture)."""
+
+
+def _access_point(resource: Resource) -> AccessPoint:
+    ap = resource.inputs
+    info = ap["rootDirectory"]["creationInfo"]
+    return AccessPoint(
+        uid=as_int(ap["posixUser"]["uid"]),
+        gid=as_int(ap["posixUser"]["gid"]),
+        root=ap["rootDirectory"]["path"],
+        permissions=int(str(info["permissions"]), 8),
+    )
 
 
 def read_stack(plan: Plan) -> StackView:
@@ -135,14 +149,8 @@ def read_stack(plan: Plan) -> StackView:
             volumes=list(inputs.get("volumes") or []),
             flavour=(flavours.pop() if flavours and images else "cpu") or "cpu",
         )
-    ap = plan.one(ACCESS_POINT).inputs
-    info = ap["rootDirectory"]["creationInfo"]
-    access_point = AccessPoint(
-        uid=as_int(ap["posixUser"]["uid"]),
-        gid=as_int(ap["posixUser"]["gid"]),
-        root=ap["rootDirectory"]["path"],
-        permissions=int(str(info["permissions"]), 8),
-    )
+    access_points = {r.id or r.name: _access_point(r) for r in plan.of_type(ACCESS_POINT)}
+    access_point = _access_point(plan.one(ACCESS_POINT, "store-ap"))
     services = plan.of_type(SERVICE)
     inference, checks, grace = None, [], 0
     if services:
@@ -161,6 +169,7 @@ def read_stack(plan: Plan) -> StackView:
         plan=plan,
         tasks=tasks,
         access_point=access_point,
+        access_points=access_points,
         images=images,
         inference_family=inference,
         checks=checks,

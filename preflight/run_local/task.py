@@ -137,11 +137,14 @@ class LocalTask:
     image: str
     store: Path
     access_point: AccessPoint
+    """The store's access point: an EFS volume that names no other."""
     session: str
     publish_ephemeral: bool = False
     overrides: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     """Per container: environment overrides (as RunTask's containerOverrides)."""
     commands: Mapping[str, list[str]] = field(default_factory=dict)
+    access_points: Mapping[str, AccessPoint] = field(default_factory=dict)
+    """Every access point of the stack by id: an EFS volume mounts the one it names."""
     """Per container: a command override (RunTask's containerOverrides.command)."""
     out: Callable[[str], None] = print
     container_images: Mapping[str, str] = field(default_factory=dict)
@@ -218,8 +221,13 @@ class LocalTask:
         }
         for volume in self.spec.volumes:
             name = volume["name"]
-            if volume.get("efsVolumeConfiguration"):
-                self.volumes[name] = str(self._access_point_root())
+            efs = volume.get("efsVolumeConfiguration")
+            if efs:
+                point = (efs.get("authorizationConfig") or {}).get("accessPointId")
+                ap = self.access_points.get(point, self.access_point)
+                # The store's root first: EFS creates a nested root (capture/) inside it.
+                self._access_point_root(self.access_point)
+                self.volumes[name] = str(self._access_point_root(ap))
             elif volume.get("host") or volume.get("dockerVolumeConfiguration"):
                 raise RunLocalError(f"volume {name}: Fargate tasks have no host or Docker volumes")
             else:
@@ -233,9 +241,8 @@ class LocalTask:
                         "(the image declares no VOLUME there)"
                     )
 
-    def _access_point_root(self) -> Path:
+    def _access_point_root(self, ap: AccessPoint) -> Path:
         """The access point's root directory in the local store, created as EFS creates it."""
-        ap = self.access_point
         root = self.store / ap.root.strip("/")
         if not root.exists():
             root.mkdir(parents=True)

@@ -33,7 +33,7 @@ from preflight.run_local import (
     walk_state_machine,
 )
 from tests.containers import byoc_sample
-from tests.containers.conftest import Lines, channel_dir
+from tests.containers.conftest import Lines, channel_dir, store_root
 
 pytestmark = pytest.mark.containers
 
@@ -99,6 +99,39 @@ def _accuracy(task: LocalTask, port: int, images: Any, labels: list[int]) -> flo
     return sum(c == t for c, t in zip(classes, labels, strict=True)) / len(labels)
 
 
+def _assert_captured(task: LocalTask, port: int, store: Path, image: Any) -> None:
+    """One CSV request through the service's port (the capture proxy's): its record, in
+    SageMaker's format, under the event id the response carried."""
+    row = ",".join(str(int(v)) for v in image)
+    url = f"http://127.0.0.1:{task.ports[port]}/invocations"
+    response = httpx.post(url, content=row, headers={"Content-Type": "text/csv"}, timeout=30)
+    assert response.status_code == 200, response.text
+    event = response.headers["X-Mlops-Event-Id"]
+    deadline = time.monotonic() + 10
+    while True:
+        records = [
+            json.loads(line)
+            for path in sorted((store / "capture" / "inference" / "AllTraffic").rglob("*.jsonl"))
+            for line in path.read_text().splitlines()
+        ]
+        mine = [r for r in records if r["eventMetadata"]["eventId"] == event]
+        if mine or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert len(mine) == 1, records[-3:]
+    data = mine[0]["captureData"]
+    assert data["endpointInput"] == {
+        "observedContentType": "text/csv",
+        "mode": "INPUT",
+        "data": row,
+        "encoding": "CSV",
+    }
+    assert data["endpointOutput"]["data"] == response.text
+    assert data["endpointOutput"]["mode"] == "OUTPUT"
+    # The JSON requests before it were captured too (100 %).
+    assert len(records) >= 2, records
+
+
 def test_digits_from_an_empty_store_then_a_better_model_rolls_the_service(
     base: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -107,7 +140,9 @@ def test_digits_from_an_empty_store_then_a_better_model_rolls_the_service(
     the stack's own recipe trains, the platform gate makes it the candidate on accuracy, and the
     pipeline rolls it out as the stack declares (a blue-green revision pinned to the run, its
     target checks, the stack's own sample: a CSV row to /invocations) before it becomes current:
-    the same requests are answered better, with no restart by hand."""
+    the same requests are answered better, with no restart by hand. With `inference.capture`
+    at 100 %, the platform's proxy in front of the unchanged image records each /invocations
+    exchange in the store, in SageMaker's data-capture format, under the id the client got."""
     from sklearn.datasets import load_digits
 
     weak = read_stack(
@@ -118,7 +153,7 @@ def test_digits_from_an_empty_store_then_a_better_model_rolls_the_service(
             },
         )
     )
-    view = read_stack(run_stack("digits"))
+    view = read_stack(run_stack("digits", {"inference": {"capture": {"percent": 100}}}))
     store = tmp_path_factory.mktemp("digits-store")
     channel_dir(view, store, "datasets/digits")  # empty: the image trains on its bundled data
     digits = load_digits()
@@ -140,6 +175,7 @@ def test_digits_from_an_empty_store_then_a_better_model_rolls_the_service(
         assert service.wait_healthy(180), out.text()
         assert all("/ping" in probe.describe() for probe in service.probes)
         before = _accuracy(task, port, images, labels)
+        _assert_captured(task, port, store_root(view, store), images[0])
 
         assert walk_state_machine(session) == 0, out.text()
         decision = _decision(store, view)
