@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.load import free_port, log, machine, spawn, summarize, wait_for
+from benchmarks.load import wrk as load_wrk
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DIGITS = REPO_ROOT / "examples" / "digits"
@@ -52,26 +53,6 @@ most 2 ms."""
 SERVER_ENV = {"MODEL_SERVER_WORKERS": "2", "OMP_NUM_THREADS": "1"}
 """One OpenMP thread per gunicorn worker: with XGBoost's default (every core in each worker) two
 workers on two cores spin against each other and serve about 100 req/s instead of 1,600."""
-
-WRK_LUA = """\
--- POSTs the file named by WRK_BODY with the type in WRK_CONTENT_TYPE and prints one line:
---   WRK_RESULT {"requests": ..., "duration_us": ..., "non2xx": ..., "p50_us": ..., ...}
-local file = assert(io.open(os.getenv("WRK_BODY"), "rb"))
-wrk.method = "POST"
-wrk.body = file:read("*a")
-wrk.headers["Content-Type"] = os.getenv("WRK_CONTENT_TYPE")
-file:close()
-
-function done(summary, latency, requests)
-  local errors = summary.errors
-  io.write(string.format(
-    'WRK_RESULT {"requests": %d, "duration_us": %d, "non2xx": %d, "connect": %d, "read": %d, '
-      .. '"write": %d, "timeout": %d, "p50_us": %d, "p90_us": %d, "p99_us": %d, "max_us": %d}\\n',
-    summary.requests, summary.duration, errors.status, errors.connect, errors.read,
-    errors.write, errors.timeout, latency:percentile(50), latency:percentile(90),
-    latency:percentile(99), latency.max))
-end
-"""
 
 
 @dataclass(frozen=True)
@@ -147,29 +128,16 @@ def cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])
 
 
-def wrk(url: str, script: Path, body: Path, seconds: int, load: Load) -> dict[str, Any]:
-    env = {**os.environ, "WRK_BODY": str(body), "WRK_CONTENT_TYPE": "text/csv"}
-    args = [
-        *("wrk", f"-t{load.threads}", f"-c{load.connections}", f"-d{seconds}s"),
-        *("--timeout", "5s", "-s", str(script), url),
-    ]
-    load_before = os.getloadavg()[0]
-    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=seconds + 60)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("WRK_RESULT ")]
-    if done.returncode != 0 or not lines:
-        raise SystemExit(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    raw = json.loads(lines[-1].removeprefix("WRK_RESULT "))
-    errors = sum(raw[key] for key in ("non2xx", "connect", "read", "write", "timeout"))
-    return {
-        "rps": round(raw["requests"] / (raw["duration_us"] / 1e6), 1),
-        "p50_ms": round(raw["p50_us"] / 1000, 2),
-        "p90_ms": round(raw["p90_us"] / 1000, 2),
-        "p99_ms": round(raw["p99_us"] / 1000, 2),
-        "max_ms": round(raw["max_us"] / 1000, 2),
-        "requests": raw["requests"],
-        "errors": errors,
-        "loadavg_1m_before": round(load_before, 2),
-    }
+def wrk(url: str, body: Path, seconds: int, load: Load) -> dict[str, Any]:
+    """benchmarks/load.py's wrk run, posting the CSV row at `load`."""
+    return load_wrk(
+        url,
+        body,
+        seconds,
+        threads=load.threads,
+        connections=load.connections,
+        content_type="text/csv",
+    )
 
 
 def proxy_env(store: Path, port: int, upstream: int, percent: int) -> dict[str, str]:
@@ -231,8 +199,6 @@ def figures(runs: list[dict[str, Any]], direct: list[dict[str, Any]], ticks: int
 def measure(root: Path, plan: Plan) -> tuple[dict[str, Any], dict[str, Any]]:
     ml = train(root)
     body = csv_row(root)
-    script = root / "wrk_capture.lua"
-    script.write_text(WRK_LUA)
     server_port = free_port()
     scenarios = [Scenario("direct", "direct (clients hit the server)", server_port)]
     scenarios += [
@@ -262,7 +228,7 @@ def measure(root: Path, plan: Plan) -> tuple[dict[str, Any], dict[str, Any]]:
             scenario.pid = proxy.pid
         for scenario in scenarios:
             url = f"http://127.0.0.1:{scenario.port}/invocations"
-            warm = wrk(url, script, body, plan.warmup_s, LOADS[0])
+            warm = wrk(url, body, plan.warmup_s, LOADS[0])
             log(f"warm-up {scenario.key}: {warm['rps']:.0f} req/s, {warm['errors']} errors")
         for repeat in range(plan.repeats):
             turn = scenarios[repeat % len(scenarios) :] + scenarios[: repeat % len(scenarios)]
@@ -271,7 +237,7 @@ def measure(root: Path, plan: Plan) -> tuple[dict[str, Any], dict[str, Any]]:
                 for scenario in turn:
                     url = f"http://127.0.0.1:{scenario.port}/invocations"
                     before = cpu_ticks(scenario.pid) if scenario.pid else 0
-                    result = wrk(url, script, body, seconds, load)
+                    result = wrk(url, body, seconds, load)
                     if scenario.pid:
                         ticks[load.key, scenario.key] += cpu_ticks(scenario.pid) - before
                     runs[load.key, scenario.key].append(result)

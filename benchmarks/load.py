@@ -324,11 +324,24 @@ def rss_mb(pid: int) -> dict[str, float]:
     }
 
 
-def wrk(url: str, body: Path | None, seconds: int) -> dict[str, Any]:
-    """One wrk run; its requests/s, latency percentiles (ms) and errors."""
-    env = {**os.environ, "WRK_BODY": str(body) if body else ""}
+def wrk(
+    url: str,
+    body: Path | None,
+    seconds: int,
+    *,
+    threads: int = WRK_THREADS,
+    connections: int = CONNECTIONS,
+    content_type: str = "",
+) -> dict[str, Any]:
+    """One wrk run; its requests/s, latency percentiles (ms) and errors. `body`: POSTed as
+    `content_type` (application/json by default), else a GET."""
+    env = {
+        **os.environ,
+        "WRK_BODY": str(body) if body else "",
+        "WRK_CONTENT_TYPE": content_type,
+    }
     args = [
-        *("wrk", f"-t{WRK_THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s"),
+        *("wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s"),
         *("--timeout", "5s", "-s", str(WRK_SCRIPT), url),
     ]
     load_before = os.getloadavg()[0]

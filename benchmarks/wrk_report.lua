@@ -1,12 +1,17 @@
--- wrk script of the benchmark: sends the JSON body in the file named by WRK_BODY as a POST (a
--- plain GET when unset) and prints one parseable line when the run is done:
+-- wrk script of the benchmarks: sends the body in the file named by WRK_BODY as a POST (a plain
+-- GET when unset), of the type in WRK_CONTENT_TYPE (application/json when unset), and prints one
+-- parseable line when the run is done:
 --   WRK_RESULT {"requests": ..., "duration_us": ..., "non2xx": ..., "p50_us": ..., ...}
 local body_path = os.getenv("WRK_BODY")
 if body_path and body_path ~= "" then
   local file = assert(io.open(body_path, "rb"))
   wrk.method = "POST"
   wrk.body = file:read("*a")
-  wrk.headers["Content-Type"] = "application/json"
+  local content_type = os.getenv("WRK_CONTENT_TYPE")
+  if not content_type or content_type == "" then
+    content_type = "application/json"
+  end
+  wrk.headers["Content-Type"] = content_type
   file:close()
 end
 
