@@ -103,8 +103,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         type=_spot,
         default=(),
         metavar="SECONDS[,SECONDS...]",
-        help="pipeline: interrupt the first Fargate Spot task this long after it starts (then "
-        "the next, per value), as Fargate Spot does: SIGTERM, SIGKILL after stopTimeout",
+        help="pipeline: interrupt the first Fargate Spot task this long after its workload's "
+        "first container started (then the next, per value), as Fargate Spot does: SIGTERM, "
+        "SIGKILL after stopTimeout",
     )
     return parser.parse_args(argv)
 

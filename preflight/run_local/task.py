@@ -588,13 +588,31 @@ class LocalTask:
 
     # --- stop ---
 
-    def interrupt_after(self, seconds: float) -> threading.Timer:
-        """A Fargate Spot interruption `seconds` into the task: ECS stops it (SIGTERM, then
-        SIGKILL after stopTimeout) with stop code SpotInterruption."""
-        timer = threading.Timer(seconds, self.stop, args=(SPOT_INTERRUPTION, SPOT_REASON))
-        timer.daemon = True
-        timer.start()
-        return timer
+    def interrupt_after(self, seconds: float) -> threading.Thread:
+        """A Fargate Spot interruption `seconds` after the workload's first container started
+        (the platform's staging containers run before it): ECS stops the task (SIGTERM, then
+        SIGKILL after stopTimeout) with stop code SpotInterruption. AWS interrupts at any
+        moment; counting from the workload's start makes the local one interrupt the work, on
+        any machine, however long staging took."""
+
+        def interrupt() -> None:
+            while not self._workload_started():
+                if self.stopping:
+                    return
+                time.sleep(0.1)
+            if not self._stopped.wait(seconds):
+                self.stop(SPOT_INTERRUPTION, SPOT_REASON)
+
+        thread = threading.Thread(target=interrupt, daemon=True)
+        thread.start()
+        return thread
+
+    def _workload_started(self) -> bool:
+        return any(
+            state.status != PENDING
+            for name, state in self.containers.items()
+            if name not in self.container_images
+        )
 
     def stop(self, code: str = USER_INITIATED, reason: str = "stopped by run_local") -> None:
         """ECS stop: SIGTERM to every running container, SIGKILL after its stopTimeout."""

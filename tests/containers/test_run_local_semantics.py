@@ -102,11 +102,11 @@ def test_a_training_past_its_timeout_is_stopped_and_fails_the_run(
 def test_a_spot_interruption_retries_on_demand_with_the_same_run_id(
     sample: str, base: str, user_stack: Callable[..., str], tmp_path: Path
 ) -> None:
-    # The interruption comes 12 s into the task: stage-training has finished well before (about
-    # 2 s here, 7 s on a loaded machine) and train is still asleep, so it gets the SIGTERM.
-    stack = user_stack(_workload(["sh", "-c", "sleep 25 && exec train"], ["serve"]))
+    # The interruption comes 5 s after train started (run_local counts from the workload's
+    # start, after staging): train is still asleep, so it gets the SIGTERM.
+    stack = user_stack(_workload(["sh", "-c", "sleep 20 && exec train"], ["serve"]))
     out = Lines()
-    session = _session(stack, sample, base, tmp_path, out, spot_interruptions=(12.0,))
+    session = _session(stack, sample, base, tmp_path, out, spot_interruptions=(5.0,))
     try:
         assert walk_state_machine(session) == 0, out.text()
         log = out.text()
