@@ -58,40 +58,27 @@ def efs_file_system_policy(
     for role in [*writers, *read_only, *capturers]:
         if not re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+", role):
             raise ValueError(f"{role!r} is not an IAM role ARN")
+
+    def allow(sid: str, roles: list[str], actions: Any, point: str) -> dict[str, Any]:
+        return {
+            "Sid": sid,
+            "Effect": "Allow",
+            "Principal": {"AWS": roles},
+            "Action": actions,
+            "Resource": file_system_arn,
+            "Condition": _through_access_point(point),
+        }
+
+    write = [EFS_CLIENT_MOUNT, EFS_CLIENT_WRITE]
     statements = [deny_insecure_transport("*", file_system_arn)]
     if writers:
-        statements.append(
-            {
-                "Sid": "AllowClientsThroughAccessPoint",
-                "Effect": "Allow",
-                "Principal": {"AWS": writers},
-                "Action": [EFS_CLIENT_MOUNT, EFS_CLIENT_WRITE],
-                "Resource": file_system_arn,
-                "Condition": _through_access_point(access_point_arn),
-            }
-        )
+        statements.append(allow("AllowClientsThroughAccessPoint", writers, write, access_point_arn))
     if read_only:
         statements.append(
-            {
-                "Sid": "AllowReadersThroughAccessPoint",
-                "Effect": "Allow",
-                "Principal": {"AWS": read_only},
-                "Action": EFS_CLIENT_MOUNT,
-                "Resource": file_system_arn,
-                "Condition": _through_access_point(access_point_arn),
-            }
+            allow("AllowReadersThroughAccessPoint", read_only, EFS_CLIENT_MOUNT, access_point_arn)
         )
     if capture and capturers:
-        statements.append(
-            {
-                "Sid": "AllowCaptureThroughItsAccessPoint",
-                "Effect": "Allow",
-                "Principal": {"AWS": capturers},
-                "Action": [EFS_CLIENT_MOUNT, EFS_CLIENT_WRITE],
-                "Resource": file_system_arn,
-                "Condition": _through_access_point(capture[0]),
-            }
-        )
+        statements.append(allow("AllowCaptureThroughItsAccessPoint", capturers, write, capture[0]))
     return policy_document(statements)
 
 
