@@ -76,6 +76,29 @@ class Env:
     """capture-proxy: its directory under capture/ (the endpoint's name in SageMaker's layout)."""
     CAPTURE_MAX_BYTES = "MLOPS_CAPTURE_MAX_BYTES"
     """capture-proxy: the largest body recorded, per side."""
+    # The platform's model monitor (`monitor`, docs/monitoring.md): what it compares and when it
+    # reports drift. The objective it recomputes from ground truth is OBJECTIVE_KEY/DIRECTION.
+    STACK = "MLOPS_STACK"
+    """The stack's name: the `Stack` dimension of the monitor's CloudWatch metrics."""
+    MONITOR_CHANNEL = "MLOPS_MONITOR_CHANNEL"
+    """The training channel whose baseline requests are compared with (default: the first)."""
+    MONITOR_THRESHOLD = "MLOPS_MONITOR_THRESHOLD"
+    """A feature drifts past this distance from its baseline (default 0.1, as Model Monitor)."""
+    MONITOR_THRESHOLDS = "MLOPS_MONITOR_THRESHOLDS"
+    """JSON {feature: distance}: per-feature thresholds over MONITOR_THRESHOLD."""
+    MONITOR_MIN_ROWS = "MLOPS_MONITOR_MIN_ROWS"
+    """Fewer captured rows than this since the last check decide nothing (default 200)."""
+    MONITOR_OUTPUT = "MLOPS_MONITOR_OUTPUT"
+    """JSON {"field": ..., "baseline": ...}: the response field compared with a baseline feature
+    (the model's predicted class with the training label); unset, outputs are only counted."""
+    MONITOR_QUALITY_MARGIN = "MLOPS_MONITOR_QUALITY_MARGIN"
+    """The live objective (from ground truth) may fall this far short of the model's own."""
+    MONITOR_COOLDOWN_HOURS = "MLOPS_MONITOR_COOLDOWN_HOURS"
+    """After a drift event, the same model sends no other for this long (default 24)."""
+    CAPTURE_RETENTION_DAYS = "MLOPS_CAPTURE_RETENTION_DAYS"
+    """monitor: capture/ hours older than this many days are deleted (0: kept forever)."""
+    MONITOR_EVENTS = "MLOPS_MONITOR_EVENTS"
+    """`eventbridge`: put the drift event on EVENT_BUS_NAME; unset: report only."""
     ROLLOUT = "MLOPS_ROLLOUT"
     """gate: `1` when the service rolls out each promoted model; the gate then makes the run the
     candidate and `finish-rollout` makes it current once its rollout succeeded."""
@@ -225,6 +248,14 @@ the model skips a path whose first part is one of them)."""
 CAPTURE = "capture"
 """`capture/<name>/AllTraffic/yyyy/mm/dd/hh/*.jsonl`: the serving task's recorded requests and
 responses (capture-proxy), in SageMaker's data-capture format."""
+MONITORING = "monitoring"
+"""`monitoring/`: the monitors' records. The platform's model monitor keeps `monitoring/model/`:
+state.json (how far it read), history.jsonl (one line a check), reports/<time>.json."""
+MODEL_MONITOR = f"{MONITORING}/model"
+GROUND_TRUTH = "ground-truth"
+"""`ground-truth/**/*.jsonl`: labels for captured requests, in SageMaker Model Monitor's ground
+truth format ({"groundTruthData": {"data", "encoding"}, "eventMetadata": {"eventId"},
+"eventVersion": "0"}), joined with capture/ by event id."""
 OUTPUTS = "outputs"
 """`outputs/<run_id>/data/`: what the training left in /opt/ml/output/data, kept with the run."""
 GATE_LOCK = ".gate.lock"
