@@ -24,6 +24,9 @@ A run's way: stage-training -> the workload's train -> collect-training -> gate 
 3 kept) -> with a rollout, stage-serving (MLOPS_SERVE_RUN) in the new tasks -> finish-rollout;
 a task that failed on the way -> record-failure.
 
+`monitor` is the model monitor's scheduled check (monitor.py): capture/ since its last check
+against the current model's baseline, monitoring/model/ written, the drift event put.
+
 One command is a server: capture-proxy sits in front of the model server and writes a sample of
 its invocations to capture/ in the store (capture.py); it runs until SIGTERM and prints its final
 counts.
@@ -49,6 +52,8 @@ COMMANDS: dict[str, Callable[[], str | Outcome]] = {
     "record-failure": record_failure,
     "stage-serving": stage_serving,
     "capture-proxy": lambda: _capture_proxy(),
+    "page": lambda: __import__("mlops_platform.page", fromlist=["page"]).page(),
+    "monitor": lambda: _monitor(),
 }
 
 
@@ -57,6 +62,12 @@ def _capture_proxy() -> str:
     from .capture import capture_proxy
 
     return capture_proxy()
+
+
+def _monitor() -> Outcome:
+    from .monitor import monitor
+
+    return monitor()
 
 
 def main(argv: list[str]) -> int:
