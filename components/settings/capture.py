@@ -24,6 +24,8 @@ class CaptureSettings:
     """The share of `POST /invocations` exchanges recorded, 0 (off) to 100."""
     max_body_kib: int = 1024
     """A body larger than this (request or response) is not recorded (counted as dropped)."""
+    retention_days: int = 30
+    """The model monitor deletes capture hours older than this; 0 keeps them forever."""
 
     @property
     def on(self) -> bool:
@@ -37,8 +39,17 @@ def parse_capture(raw: Any) -> CaptureSettings:
         raise fail(
             s.key("percent"), percent, "it must be a number from 0 (off) to 100 (every request)"
         )
+    retention = s.raw.get("retention_days", CaptureSettings.retention_days)
+    if isinstance(retention, bool) or not isinstance(retention, int) or not 0 <= retention <= 3650:
+        raise fail(
+            s.key("retention_days"),
+            retention,
+            "it must be 0 (keep forever) or a whole number of days from 1 to 3650",
+        )
     return CaptureSettings(
-        percent=float(percent), max_body_kib=s.int("max_body_kib", lo=1, hi=64 * 1024)
+        percent=float(percent),
+        max_body_kib=s.int("max_body_kib", lo=1, hi=64 * 1024),
+        retention_days=retention,
     )
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from components.aws_facts import FARGATE, FARGATE_SPOT
 from components.settings.capture import CaptureSettings
+from components.settings.model_monitor import ModelMonitorSettings
 from components.settings.pipeline import Capacity
 from components.settings.serving import ServingCapacity
 from components.settings.workload import Contract, Objective, Promotion
@@ -54,6 +55,21 @@ SPOT = Placement(Capacity.FARGATE_SPOT)
 """The scheduled job: a Spot interruption loses one run; the next one catches up."""
 
 
+@dataclass(frozen=True)
+class ModelMonitor:
+    """The platform's model monitor of the served model (`monitoring.model_monitor`): what it
+    compares, how long the capture it reads is kept, and whether it reports drift to the
+    pipeline."""
+
+    settings: ModelMonitorSettings
+    retention_days: int
+    """`inference.capture.retention_days`: it deletes capture hours older than this (0: never)."""
+    publishes: bool
+    """`training.on_drift_event`: it puts the drift event on the default bus, which retrains."""
+    objective: Objective | None
+    """`workload.objective`: what it recomputes from ground truth, when labels arrive."""
+
+
 class Gatekeeper(StrEnum):
     """Who decides whether a trained run is promoted."""
 
@@ -81,6 +97,9 @@ class Decisions:
     capture: CaptureSettings | None = None
     """The serving task records a share of its requests (the platform's capture proxy in front
     of the server); None: it does not (off, or no service)."""
+    model_monitor: ModelMonitor | None = None
+    """The platform's model monitor runs on a schedule: only with capture on (a service that
+    records what it is asked) and `monitoring.model_monitor.schedule` set; None otherwise."""
 
     @property
     def platform_image(self) -> bool:
@@ -107,6 +126,10 @@ def decide(settings: Settings) -> Decisions:
     # The gate always runs: the workload's own, or the platform's on the objective (the parser
     # requires one of the two).
     steps = ("validate",) * ("validate" in workload.steps) + ("train", "gate")
+    capture = settings.inference.capture
+    if serving is None or not capture.on:
+        capture = None
+    monitor = settings.monitoring.model_monitor
     return Decisions(
         staged=staged,
         store_mounted=not staged,
@@ -116,9 +139,15 @@ def decide(settings: Settings) -> Decisions:
         train=train,
         serving=serving,
         pipeline_steps=steps,
-        capture=(
-            settings.inference.capture
-            if serving is not None and settings.inference.capture.on
+        capture=capture,
+        model_monitor=(
+            ModelMonitor(
+                settings=monitor,
+                retention_days=capture.retention_days,
+                publishes=settings.training.on_drift_event,
+                objective=workload.objective,
+            )
+            if capture is not None and monitor.schedule
             else None
         ),
     )

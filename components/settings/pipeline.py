@@ -1,13 +1,15 @@
-"""`mlops:training` and `mlops:monitoring`: the retraining pipeline and the closed loop's ingest."""
+"""`mlops:training` and `mlops:monitoring`: the retraining pipeline, the closed loop's ingest and
+the platform's model monitor (`monitoring.model_monitor`, components/settings/model_monitor.py)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from components.aws_facts import ECS_AGENT_RESERVED_MIB, GPU_INSTANCES
 from components.settings._section import Section, cron, fail, fargate_size, gpu_type
+from components.settings.model_monitor import ModelMonitorSettings, parse_model_monitor
 
 
 class Capacity(StrEnum):
@@ -47,6 +49,8 @@ class MonitoringSettings:
     """Input-drift check: significance level of the Mann-Whitney U test."""
     cooldown_weeks: int = 8
     """Weeks of new data after a drift event before the next one may be sent."""
+    model_monitor: ModelMonitorSettings = field(default_factory=ModelMonitorSettings)
+    """The platform's model monitor of the served model (`components/settings/model_monitor.py`)."""
 
 
 def parse_training(raw: Any) -> TrainingSettings:
@@ -109,4 +113,5 @@ def parse_monitoring(raw: Any) -> MonitoringSettings:
         error_tolerance=s.number("error_tolerance", 1.0, 100.0),
         drift_p_value=s.number("drift_p_value", 1e-12, 0.5),
         cooldown_weeks=s.int("cooldown_weeks", lo=0, hi=520),
+        model_monitor=parse_model_monitor(s.raw.get("model_monitor")),
     )

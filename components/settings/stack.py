@@ -21,6 +21,7 @@ import pulumi
 from components.settings._section import PROJECT, fail
 from components.settings.capture import check_capture_port
 from components.settings.legacy import apply_deprecated, pop_deprecated
+from components.settings.model_monitor import check_channel
 from components.settings.pipeline import (
     Capacity,
     MonitoringSettings,
@@ -186,6 +187,7 @@ def parse(raw: Mapping[str, Any], stack: str = "dev", region: str = "us-east-1")
                 **{f"workload.sidecars.{car.name}.port": car.port for car in settings.sidecars},
             },
         )
+    check_channel(settings.monitoring.model_monitor, settings.workload.training.channels)
     if settings.workload.image.location and settings.image.pin:
         raise fail(
             "image.pin",
