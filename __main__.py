@@ -23,6 +23,8 @@ for step, arn in stack.training.task_definition_arns.items():
     pulumi.export(f"{step}_task_definition_arn", arn)
 if stack.monitoring is not None:
     pulumi.export("ingest_task_definition_arn", stack.monitoring.task_definition_arn)
+if stack.model_monitor is not None:
+    pulumi.export("model_monitor_task_definition_arn", stack.model_monitor.task_definition_arn)
 if stack.ci is not None:
     pulumi.export("ci_preview_role_arn", stack.ci.preview_role_arn)
     pulumi.export("ci_deploy_role_arn", stack.ci.deploy_role_arn)

@@ -41,13 +41,13 @@ from components.alarm_topic import AlarmTopic
 from components.cluster import Cluster
 from components.documents.alerts import AlarmSpec
 from components.documents.capture import CAPTURE_CONTAINER, CAPTURE_VOLUME, capture_proxy_spec
-from components.documents.gpu import gpu_capacity_alarms, gpu_capacity_widgets
+from components.documents.gpu import gpu_capacity_alarms
 from components.documents.inference import (
     SERVER_CONTAINER,
     capacity_provider_strategy,
     inference_alarms,
     inference_containers,
-    inference_dashboard,
+    service_dashboard,
     service_placement,
 )
 from components.documents.rollout import deployment_configuration
@@ -112,6 +112,8 @@ class InferenceServiceArgs:
     capture: CaptureSettings | None = None
     """`inference.capture` when on: the platform's proxy in front of the server records a share
     of its requests to `capture/` (documents/capture.py)."""
+    model_monitor: bool = False
+    """The platform's model monitor runs: the dashboard shows its metrics."""
 
 
 class InferenceService(pulumi.ComponentResource):
@@ -436,14 +438,14 @@ class InferenceService(pulumi.ComponentResource):
         )
 
         def body_of(values: list[Any]) -> str:
-            region = args.region
-            body = inference_dashboard(region, *values[:4])
-            if gpu_names:
-                bottom = max(w["y"] + w["height"] for w in body["widgets"])
-                body["widgets"] += gpu_capacity_widgets(
-                    region, values[4], values[2], values[5], bottom
+            return json.dumps(
+                service_dashboard(
+                    args.region,
+                    *values[:4],
+                    gpu=(values[4], values[5]) if gpu_names else None,
+                    model_monitor_stack=args.stack if args.model_monitor else None,
                 )
-            return json.dumps(body)
+            )
 
         body = pulumi.Output.all(
             alb_arn_suffix,

@@ -1,23 +1,33 @@
-"""Monitoring: the workload's scheduled job (`workload.job`), which closes the loop.
+"""Monitoring: a scheduled task that closes the loop, one of two kinds (`MonitoringArgs.job`):
 
-Declared only when the workload has a job. On `monitoring.ingest_schedule` a small Fargate Spot
-task runs the job's command (the reference workload's ingests new observations into the store
-and checks its predictions and inputs for drift). A job with `emits_drift` may put a
-`DataDriftDetected` event (source `mlops.monitoring`) on the default event bus, where the
-TrainingTask's drift rule starts the pipeline.
+- the workload's own job (`workload.job`, the instance `monitoring`): declared only when the
+  workload has one; on `monitoring.ingest_schedule` it runs the job's command (the reference
+  workload's ingests new observations into the store and checks its predictions and inputs for
+  drift) from the workload's cpu image, as the workload's user;
+- the platform's model monitor (`monitoring.model_monitor`, the instance `model-monitor`):
+  declared only when the service captures requests (components/settings/decisions.py); on its
+  schedule the platform image's `monitor` compares the capture with the promoted model's
+  baseline and reports its metrics (components/documents/model_monitor.py).
+
+Either may put a `DataDriftDetected` event (source `mlops.monitoring`) on the default event bus,
+where the TrainingTask's drift rule starts the pipeline: a job with `emits_drift`, the model
+monitor with `training.on_drift_event`.
 
 Creates, as children of the component:
 
 - through the task block (components/task_block.py): `<name>-logs`, `<name>-execution-role`,
-  `<name>-task-role` (+ their policies), `<name>-task-sg` (+ `-https-out`: HTTPS out only, to
-  the job's data sources, ECR, CloudWatch Logs and EventBridge; security groups filter
-  addresses, not host names, so "egress to the source" is HTTPS out), and `<name>-ingest`, the
-  task definition (cpu image, 0.25 vCPU / 1 GB, the workload's user);
-- with `emits_drift`, `<name>-task-events` on the task role: `events:PutEvents` on the default
+  `<name>-task-role` (+ their policies: the store read-write through its main access point),
+  `<name>-task-sg` (+ `-https-out`: HTTPS out only, to the job's data sources, ECR, CloudWatch
+  Logs and EventBridge; security groups filter addresses, not host names, so "egress to the
+  source" is HTTPS out), and the task definition: `<name>-ingest` (family
+  `<project>-<stack>-<name>-ingest`; 0.25 vCPU / 1 GB) for the job, `<name>-monitor` (family
+  `<project>-<stack>-<name>`; 0.25 vCPU / 512 MiB, the platform's user 10001) for the monitor;
+- when it may publish, `<name>-task-events` on the task role: `events:PutEvents` on the default
   bus ARN only, for that one source and detail type;
 - `<name>-events-role` (+ `-events-policy`), `<name>-schedule` (+ `-schedule-target`): the
-  EventBridge schedule that runs the task on FARGATE_SPOT, when `ingest_schedule` is set. A Spot
-  interruption loses one weekly run; the next one ingests the weeks it missed.
+  EventBridge schedule that runs the task on FARGATE_SPOT, when its schedule is set. A Spot
+  interruption loses one run; the next one catches up (the job ingests the weeks it missed, the
+  monitor reads the capture since its last check).
 """
 
 from __future__ import annotations
@@ -31,6 +41,11 @@ import pulumi_aws as aws
 
 from components.cluster import Cluster
 from components.documents.common import assume_role_policy, policy_document
+from components.documents.model_monitor import (
+    MONITOR_CPU,
+    MONITOR_MEMORY,
+    model_monitor_container,
+)
 from components.documents.monitoring import (
     JOB_CPU,
     JOB_MEMORY,
@@ -41,7 +56,7 @@ from components.documents.monitoring import (
     run_scheduled_task_statements,
 )
 from components.network import Network
-from components.settings.decisions import SPOT
+from components.settings.decisions import SPOT, ModelMonitor
 from components.settings.pipeline import MonitoringSettings
 from components.settings.workload import JobSpec, SecuritySpec
 from components.shared_store import SharedStore
@@ -52,12 +67,51 @@ EVENT_MAX_AGE_SECONDS = 3600
 EVENT_MAX_RETRIES = 10
 
 
+@dataclass(frozen=True)
+class _Kind:
+    """What tells the two kinds of scheduled task apart in names and descriptions."""
+
+    suffix: str
+    """The task definition is `<name>-<suffix>`; the task's name in IAM statement ids."""
+    family_suffix: str
+    """The family is `<project>-<stack>-<name><family_suffix>`."""
+    execution: str
+    task: str
+    egress: str
+    destinations: str
+    events_role: str
+    rule: str
+
+
+_JOB = _Kind(
+    suffix="ingest",
+    family_suffix="-ingest",
+    execution="Pulls the app image and writes the ingest task's logs",
+    task="What the ingest task may do: write the store, report data drift",
+    egress="Ingest task: HTTPS out to the data source and AWS APIs, nothing in",
+    destinations="The job's data sources, ECR, CloudWatch Logs and EventBridge",
+    events_role="Lets the ingest schedule run the ingest task",
+    rule="Run the workload's scheduled job (workload.job)",
+)
+_MODEL_MONITOR = _Kind(
+    suffix="monitor",
+    # The instance's name (`model-monitor`) already says what the family holds.
+    family_suffix="",
+    execution="Pulls the platform image and writes the model monitor's logs",
+    task="What the model monitor may do: read capture and write its records, report data drift",
+    egress="Model monitor: HTTPS out to AWS APIs, nothing in",
+    destinations="ECR, CloudWatch Logs and EventBridge",
+    events_role="Lets the model monitor's schedule run it",
+    rule="Run the platform's model monitor (monitoring.model_monitor)",
+)
+
+
 @dataclass
 class MonitoringArgs:
     stack: str
     region: str
     monitoring: MonitoringSettings
-    """`mlops:monitoring`: the job's schedule, the monitor's thresholds."""
+    """`mlops:monitoring`: the job's schedule and thresholds."""
     log_retention_days: int
     """`observability.log_retention_days`."""
     network: Network
@@ -67,22 +121,37 @@ class MonitoringArgs:
     store: SharedStore
     """The shared EFS store the job reads and writes."""
     image_ref: pulumi.Input[str]
-    """The workload's cpu image by digest."""
-    job: JobSpec
-    """`workload.job`: its command, environment and whether it may emit the drift event."""
+    """The image by digest: the workload's cpu image for its job, the platform image for the
+    model monitor."""
+    job: JobSpec | ModelMonitor
+    """What runs: `workload.job` (its command, environment and whether it may emit the drift
+    event) or the platform's model monitor (the wiring's decision: its settings, whether it
+    publishes)."""
     security: SecuritySpec = field(default_factory=SecuritySpec)
-    """`workload.security`."""
+    """`workload.security` (the job's container)."""
     repository_arns: Sequence[pulumi.Input[str]] = ()
     """The ECR repositories the execution role may pull from (none for another registry)."""
     store_mounted: bool = True
-    """The workload uses the shared store itself (contract `platform`)."""
+    """The workload uses the shared store itself (contract `platform`; the job's container)."""
+
+    @property
+    def schedule(self) -> str:
+        if isinstance(self.job, ModelMonitor):
+            return self.job.settings.schedule
+        return self.monitoring.ingest_schedule
+
+    @property
+    def publishes_drift(self) -> bool:
+        if isinstance(self.job, ModelMonitor):
+            return self.job.publishes
+        return self.job.emits_drift
 
 
 class Monitoring(pulumi.ComponentResource):
     task_definition_arn: pulumi.Output[str]
     task_role_arn: pulumi.Output[str]
     schedule_rule_arn: pulumi.Output[str] | None
-    """None when `monitoring.ingest_schedule` is ""."""
+    """None when its schedule is "" (the job's `monitoring.ingest_schedule`)."""
 
     def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlops:index:Monitoring", name, None, opts)
@@ -91,7 +160,8 @@ class Monitoring(pulumi.ComponentResource):
         self._account = aws.get_caller_identity_output(
             opts=pulumi.InvokeOutputOptions(parent=self)
         ).account_id
-        self._family = f"{pulumi.get_project()}-{args.stack}-{name}-ingest"
+        kind = self._kind = _MODEL_MONITOR if isinstance(args.job, ModelMonitor) else _JOB
+        self._family = f"{pulumi.get_project()}-{args.stack}-{name}{kind.family_suffix}"
 
         block = TaskBlock(
             name,
@@ -102,26 +172,24 @@ class Monitoring(pulumi.ComponentResource):
                 repository_arns=args.repository_arns,
                 log_retention_days=args.log_retention_days,
                 tasks=[self._task(args)],
-                execution_description="Pulls the app image and writes the ingest task's logs",
-                task_description="What the ingest task may do: write the store, report data drift",
+                execution_description=kind.execution,
+                task_description=kind.task,
                 egress=Egress(
                     vpc_id=args.network.vpc_id,
-                    description=(
-                        "Ingest task: HTTPS out to the data source and AWS APIs, nothing in"
-                    ),
-                    destinations="The job's data sources, ECR, CloudWatch Logs and EventBridge",
+                    description=kind.egress,
+                    destinations=kind.destinations,
                 ),
             ),
             self._child,
         )
         execution_role, task_role = block.execution_role, block.task_role
-        if args.job.emits_drift:
+        if args.publishes_drift:
             self._may_publish_drift(args, task_role)
-        definition = block.task_definitions["ingest"]
+        definition = block.task_definitions[kind.suffix]
         assert block.security_group is not None
         task_group = block.security_group
         rule = None
-        if args.monitoring.ingest_schedule:
+        if args.schedule:
             rule = self._schedule(args, definition, task_group, execution_role, task_role)
 
         self.task_definition_arn = definition.arn
@@ -154,6 +222,16 @@ class Monitoring(pulumi.ComponentResource):
         )
 
     def _task(self, args: MonitoringArgs) -> TaskSpec:
+        if isinstance(args.job, ModelMonitor):
+            container = model_monitor_container(args.image_ref, args.region, args.stack, args.job)
+            return TaskSpec(
+                suffix=self._kind.suffix,
+                family=self._family,
+                cpu=MONITOR_CPU,
+                memory=MONITOR_MEMORY,
+                placement=SPOT,
+                containers=[container],
+            )
         monitoring = args.monitoring
         thresholds = MonitorThresholds(
             error_tolerance=monitoring.error_tolerance,
@@ -190,7 +268,7 @@ class Monitoring(pulumi.ComponentResource):
         role = aws.iam.Role(
             f"{name}-events-role",
             assume_role_policy=self._trust("events.amazonaws.com"),
-            description="Lets the ingest schedule run the ingest task",
+            description=self._kind.events_role,
             opts=self._child,
         )
         policy = aws.iam.RolePolicy(
@@ -207,6 +285,7 @@ class Monitoring(pulumi.ComponentResource):
                             cluster_name=v[1],
                             family=self._family,
                             pass_role_arns=[v[2], v[3]],
+                            task=self._kind.suffix.title(),
                         )
                     )
                 )
@@ -215,8 +294,8 @@ class Monitoring(pulumi.ComponentResource):
         )
         rule = aws.cloudwatch.EventRule(
             f"{name}-schedule",
-            description="Run the workload's scheduled job (workload.job)",
-            schedule_expression=args.monitoring.ingest_schedule,
+            description=self._kind.rule,
+            schedule_expression=args.schedule,
             # A run mounts the store: its mount targets must exist before the first one.
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.store.mount_targets)),
         )

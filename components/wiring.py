@@ -220,6 +220,7 @@ class Wiring:
                 staged=d.staged,
                 platform_image=self.platform_image if d.staged or d.capture else None,
                 capture=d.capture,
+                model_monitor=d.model_monitor is not None,
             ),
         )
 
@@ -305,6 +306,33 @@ class Wiring:
         )
 
     @cached_property
+    def model_monitor(self) -> Monitoring | None:
+        """The platform's model monitor of the served model: the platform image's `monitor` on
+        `monitoring.model_monitor.schedule`, reading the capture and the baselines through the
+        store's main access point (the decision: capture on, a service, a schedule)."""
+        s, d = self.settings, self.decisions
+        if d.model_monitor is None:
+            return None
+        platform = self.platform_images
+        assert platform is not None  # capture builds the platform image
+        return Monitoring(
+            "model-monitor",
+            MonitoringArgs(
+                stack=s.stack,
+                region=s.region,
+                monitoring=s.monitoring,
+                log_retention_days=s.observability.log_retention_days,
+                network=self.network,
+                cluster=self.cluster,
+                store=self.store,
+                image_ref=platform.image_ref("cpu"),
+                job=d.model_monitor,
+                # It runs the platform image only.
+                repository_arns=[platform.repository_arn],
+            ),
+        )
+
+    @cached_property
     def ci(self) -> CiTrust | None:
         s = self.settings
         if not s.ci.repository:
@@ -340,7 +368,7 @@ class Wiring:
         self._finished = True
         clients = [
             component.task_role_arn
-            for name in ("inference", "training", "monitoring")
+            for name in ("inference", "training", "monitoring", "model_monitor")
             if self._declared(name) and (component := getattr(self, name)) is not None
         ]
         # A staged server's task only reads the store: its role may mount it, not write.
@@ -370,7 +398,7 @@ class Wiring:
 def wire(settings: Settings) -> Wiring:
     """Declare every component the settings call for, in dependency order, and finish."""
     stack = Wiring(settings)
-    for name in ("inference", "training", "monitoring", "ci"):
+    for name in ("inference", "training", "monitoring", "model_monitor", "ci"):
         getattr(stack, name)
     stack.finish()
     return stack

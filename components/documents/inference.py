@@ -8,7 +8,8 @@ from typing import Any
 from components.aws_facts import FARGATE, FARGATE_SPOT
 from components.documents.alerts import AlarmSpec
 from components.documents.common import STORE_WAIT_SECONDS, ContainerSpec, workload_container
-from components.documents.gpu import SPREAD_ACROSS_AZS
+from components.documents.gpu import SPREAD_ACROSS_AZS, gpu_capacity_widgets
+from components.documents.model_monitor import model_monitor_widgets
 from components.settings.workload import SecuritySpec, ServingSpec, SidecarSpec
 from mlops_contract import Env
 
@@ -273,3 +274,29 @@ def inference_dashboard(
             ),
         ]
     }
+
+
+def service_dashboard(
+    region: str,
+    load_balancer: str,
+    target_group: str,
+    cluster_name: str,
+    service_name: str,
+    *,
+    gpu: tuple[str, str] | None = None,
+    model_monitor_stack: str | None = None,
+) -> dict[str, Any]:
+    """The service's whole dashboard: `inference_dashboard`, then each part below the last: the
+    serving GPU instances (`gpu`: their Auto Scaling group and capacity provider names) and the
+    model monitor's metrics (`model_monitor_stack`: the `Stack` dimension it reports under)."""
+    body = inference_dashboard(region, load_balancer, target_group, cluster_name, service_name)
+    widgets = body["widgets"]
+
+    def bottom() -> int:
+        return max(w["y"] + w["height"] for w in widgets)
+
+    if gpu is not None:
+        widgets += gpu_capacity_widgets(region, gpu[0], cluster_name, gpu[1], bottom())
+    if model_monitor_stack is not None:
+        widgets += model_monitor_widgets(region, model_monitor_stack, bottom())
+    return body

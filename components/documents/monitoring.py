@@ -109,8 +109,10 @@ def run_scheduled_task_statements(
     cluster_name: str,
     family: str,
     pass_role_arns: Sequence[str],
+    task: str = "Ingest",
 ) -> list[dict[str, Any]]:
-    """EventBridge's role for the ingest schedule: run this task family on this cluster.
+    """EventBridge's role for a scheduled task (`task`, in the statement ids: the ingest task,
+    the model monitor): run this task family on this cluster.
 
     The ECS target needs `ecs:RunTask` and `iam:PassRole` for the task's roles (EventBridge User
     Guide, "Amazon ECS targets": the managed `AmazonEC2ContainerServiceEventsRole` grants both on
@@ -121,7 +123,7 @@ def run_scheduled_task_statements(
             raise ValueError(f"{role!r} is not an IAM role ARN")
     return [
         {
-            "Sid": "RunIngestTask",
+            "Sid": f"Run{task}Task",
             "Effect": "Allow",
             "Action": "ecs:RunTask",
             "Resource": task_definition_arn_patterns(region, account, family),
@@ -132,7 +134,7 @@ def run_scheduled_task_statements(
             },
         },
         {
-            "Sid": "PassIngestTaskRoles",
+            "Sid": f"Pass{task}TaskRoles",
             "Effect": "Allow",
             "Action": "iam:PassRole",
             "Resource": sorted(set(pass_role_arns)),

@@ -27,6 +27,7 @@ COMPONENTS: dict[str, tuple[str, str, str]] = {
     "inference_service": ("mlops:index:InferenceService", "inference", "inference"),
     "training_task": ("mlops:index:TrainingTask", "training", "training"),
     "monitoring": ("mlops:index:Monitoring", "monitoring", "monitoring"),
+    "model_monitor": ("mlops:index:Monitoring", "model-monitor", "model_monitor"),
     "ci_trust": ("mlops:index:CiTrust", "ci", "ci"),
     "boundary": ("mlops:index:PermissionsBoundary", "boundary", "boundary"),
 }
