@@ -210,4 +210,12 @@ ASSUMPTIONS: dict[str, Assumption] = {
     "container_insights_metrics_per_service": Assumption(
         10, "Container Insights metrics per service and task family"
     ),
+    "model_monitor_minutes_per_run": Assumption(
+        1, "minutes a model monitor run takes (reading an hour of capture as JSON lines)"
+    ),
+    "model_monitor_features": Assumption(
+        10,
+        "features the model monitor reports drift for: one BaselineDrift metric each, per "
+        "feature of the training channel, which the plan cannot know (digits has 64)",
+    ),
 }

@@ -3,11 +3,12 @@
 `estimate_cost(plan)` reads what the program declares and prices it with `preflight/prices.py`,
 one resource family at a time; each module says what it prices and from which price source:
 
-- `compute`: ECS services, training runs and the scheduled job on Fargate and Fargate Spot;
+- `compute`: ECS services, training runs and the scheduled tasks on Fargate and Fargate Spot;
 - `ec2`: the GPU instances of Auto Scaling groups under ECS capacity providers, their volumes;
 - `network`: NAT gateways, public IPv4 addresses, VPC endpoints, the load balancer, WAF;
 - `storage`: EFS and its backups, ECR images, S3 buckets;
-- `observability`: CloudWatch Logs, alarms, dashboards, Container Insights;
+- `observability`: CloudWatch Logs, alarms, dashboards, Container Insights, the model monitor's
+  metrics;
 - `orchestration`: Step Functions transitions, the runs a month triggers start, SQS;
 - `security`: KMS keys and Secrets Manager secrets;
 - `core` (the cost line, the estimate, the ledger every family writes to, the verdict on each
@@ -140,5 +141,6 @@ def estimate_cost(plan: Plan, overrides: Mapping[str, float] | None = None) -> E
     network.waf(plan, ledger)
     observability.alarms(plan, ledger)
     observability.dashboards(plan, ledger)
+    observability.model_monitor_metrics(plan, ledger)
     pricing = verdicts(plan, ledger, PRICED_TYPES, FREE_TYPES)
     return Estimate(ledger.lines, dict(sorted(ledger.assumptions.items())), pricing)

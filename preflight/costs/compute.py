@@ -6,7 +6,9 @@
   task when tasks get public addresses;
 - training runs: per run of a state machine (`preflight.costs.orchestration` counts them), each
   ECS step of its main path on the capacity the step asks for;
-- the scheduled job: an EventBridge rule's ECS target, its fires a month x its task count.
+- the scheduled job and the model monitor: an EventBridge rule's ECS target, its fires a month
+  x its task count, each run `step_hours_per_run` long (the model monitor's
+  `model_monitor_minutes_per_run`).
 
 Tasks on an EC2 capacity provider are not priced here: their task-hours and runs are handed to
 `preflight.costs.ec2` (`TaskUsage`), which prices the instances under the provider.
@@ -14,8 +16,9 @@ Tasks on an EC2 capacity provider are not priced here: their task-hours and runs
 Prices (`preflight/prices.py`): `fargate_vcpu_hour` and `fargate_gb_hour`
 (aws.amazon.com/fargate/pricing, Linux/x86 on-demand), Fargate Spot at the
 `fargate_spot_discount` assumption off them; `public_ipv4_hour` (aws.amazon.com/vpc/pricing).
-Assumptions: `train_hours_per_run`, `step_hours_per_run`. Capacity provider names:
-`components.aws_facts`.
+Assumptions: `train_hours_per_run`, `step_hours_per_run`, `model_monitor_minutes_per_run`.
+Capacity provider names: `components.aws_facts`; the model monitor's container name:
+`components.documents.model_monitor`.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from components.aws_facts import FARGATE, FARGATE_PROVIDERS, FARGATE_SPOT
+from components.documents.model_monitor import MODEL_MONITOR_CONTAINER
 from policy import checks
 from preflight import prices
 from preflight.costs import orchestration
@@ -363,7 +367,13 @@ def _training_step(
     fargate(ledger, usage, td, td, per_provider, what)
 
 
-# -- the scheduled job: EventBridge rules that run an ECS task directly (the ingest task)
+# -- the scheduled tasks: EventBridge rules that run an ECS task directly (the ingest task, the
+# model monitor)
+
+
+def is_model_monitor(td: Resource) -> bool:
+    """The platform's model monitor's task definition (its one container's name)."""
+    return any(c.get("name") == MODEL_MONITOR_CONTAINER for c in checks.containers(td.inputs))
 
 
 def scheduled_job(plan: Plan, ledger: Ledger, usage: TaskUsage) -> None:
@@ -379,12 +389,16 @@ def scheduled_job(plan: Plan, ledger: Ledger, usage: TaskUsage) -> None:
             continue
         count = as_number(get_path(ecs, "taskCount"), 1.0)
         runs = orchestration.rule_runs(ledger, rule) * count
-        hours = runs * ledger.assume("step_hours_per_run")
+        if is_model_monitor(td):
+            minutes = ledger.assume("model_monitor_minutes_per_run")
+            hours, each = runs * minutes / 60, f"{minutes:g} min"
+        else:
+            step_hours = ledger.assume("step_hours_per_run")
+            hours, each = runs * step_hours, f"{step_hours} h"
         strategy = strategy_of(get_path(ecs, "capacityProviderStrategies"))
         if not strategy and get_path(ecs, "launchType"):
             strategy = [Provider(str(get_path(ecs, "launchType")), 0, 1)]
         split = split_tasks(1, strategy or cluster_default_strategy(plan))
         usage.task_hours[td.urn] += hours
         per_provider = {p: hours * share for p, share in split.items()}
-        step_hours = ledger.assumptions["step_hours_per_run"]["value"]
-        fargate(ledger, usage, td, td, per_provider, f"{runs:.1f} scheduled runs x {step_hours} h")
+        fargate(ledger, usage, td, td, per_provider, f"{runs:.1f} scheduled runs x {each}")

@@ -1,21 +1,24 @@
 """Observability: CloudWatch Logs (ingestion and storage per log group, from the container-hours
-that write to it), metric alarms, dashboards and Container Insights.
+that write to it), metric alarms, dashboards, Container Insights and the custom metrics the model
+monitor reports (Embedded Metric Format in its logs: 5 per stack and one per feature).
 
 Prices (`preflight/prices.py`): `logs_ingest_gb`, `logs_storage_gb_month`, `alarm_month`,
 `dashboard_month`, `custom_metric_month` (aws.amazon.com/cloudwatch/pricing; Container Insights
 bills its metrics as custom metrics; no free tier applied). Assumptions:
 `log_gb_per_container_hour`, `log_gb_per_unused_group`, `log_compression`,
-`container_insights_metrics_per_cluster`, `container_insights_metrics_per_service`. The
-container-hours come from the compute family (`compute.TaskUsage.task_hours`).
+`container_insights_metrics_per_cluster`, `container_insights_metrics_per_service`,
+`model_monitor_features`. The container-hours come from the compute family
+(`compute.TaskUsage.task_hours`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+from components.documents.model_monitor import STACK_METRICS
 from components.documents.staging import COLLECT_TRAINING, STAGE_SERVING, STAGE_TRAINING
 from policy import checks
-from preflight.costs.compute import SERVICE, TASK_DEFINITION
+from preflight.costs.compute import SERVICE, TASK_DEFINITION, is_model_monitor
 from preflight.costs.core import (
     MONTHS_PER_YEAR,
     Ledger,
@@ -108,3 +111,27 @@ def alarms(plan: Plan, ledger: Ledger) -> None:
 def dashboards(plan: Plan, ledger: Ledger) -> None:
     for dashboard in resources_of(plan, DASHBOARD):
         ledger.add(dashboard, "dashboard", 1, "dashboard_month", note="free tier not applied")
+
+
+def model_monitor_metrics(plan: Plan, ledger: Ledger) -> None:
+    """The custom metrics CloudWatch extracts from the model monitor's Embedded Metric Format
+    lines, priced on its task definition: its summary metrics by stack, and `BaselineDrift` per
+    feature of the channel it compares (unknown at plan time: `model_monitor_features`)."""
+    for td in resources_of(plan, TASK_DEFINITION):
+        if not is_model_monitor(td):
+            continue
+        ledger.add(
+            td,
+            "model monitor metrics, per stack",
+            len(STACK_METRICS),
+            "custom_metric_month",
+            note=", ".join(STACK_METRICS),
+        )
+        features = ledger.assume("model_monitor_features")
+        ledger.add(
+            td,
+            "model monitor metrics, per feature",
+            features,
+            "custom_metric_month",
+            note=f"BaselineDrift: one metric per feature, {features:g} assumed",
+        )
