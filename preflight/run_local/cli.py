@@ -19,9 +19,9 @@ from preflight.run_local.pipeline import walk_state_machine
 from preflight.run_local.service import serve_inference
 from preflight.run_local.session import Session
 from preflight.run_local.stack import read_stack
-from preflight.run_local.task import SECRET_ENV_PREFIX
+from preflight.run_local.task import SECRET_ENV_PREFIX, TaskOutcome
 
-TASK_CHOICES = ("inference", "validate", "train", "gate", "pipeline")
+TASK_CHOICES = ("inference", "validate", "train", "gate", "pipeline", "job")
 DEFAULT_STORE = ROOT / ".run-local-store"
 
 
@@ -54,6 +54,22 @@ def _spot(text: str) -> tuple[float, ...]:
     return values
 
 
+def run_job(session: Session, name: str | None) -> int:
+    """One run of a scheduled task, as its EventBridge schedule starts it: 0 when its essential
+    containers exited 0."""
+    jobs = session.view.scheduled
+    if name is None and len(jobs) == 1:
+        name = next(iter(jobs))
+    if name not in jobs:
+        have = ", ".join(sorted(jobs)) or "none"
+        raise RunLocalError(f"--job {name}: the stack's scheduled tasks are: {have}")
+    task = session.task(jobs[name])
+    task.start()
+    outcome: TaskOutcome = task.wait()
+    session.out(f"[run-local] {name}: exit codes {outcome.exit_codes}, {outcome.stopped_reason}")
+    return 1 if outcome.failed else 0
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m preflight.run_local",
@@ -81,6 +97,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         type=json.loads,
         default=None,
         help='pipeline: the execution input, e.g. \'{"reason": "schedule"}\' (default {})',
+    )
+    parser.add_argument(
+        "--job",
+        help="job: which scheduled task (`monitoring`: the workload's job, `model-monitor`: the "
+        "platform's model monitor); default the stack's only one",
     )
     parser.add_argument(
         "--ephemeral-ports", action="store_true", help="publish on free host ports, not the same"
@@ -143,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         with cleanup_on_exit(session):
             if args.task == "inference":
                 return serve_inference(session, args.duration)
+            if args.task == "job":
+                return run_job(session, args.job)
             only = None if args.task == "pipeline" else args.task
             return walk_state_machine(session, only, args.input)
     except KeyboardInterrupt:

@@ -19,6 +19,8 @@ IMAGE = "docker:index/image:Image"
 ECR_REPOSITORY = "aws:ecr/repository:Repository"
 STATE_MACHINE = "aws:sfn/stateMachine:StateMachine"
 FUNCTION = "aws:lambda/function:Function"
+EVENT_TARGET = "aws:cloudwatch/eventTarget:EventTarget"
+SCHEDULE_TARGET_SUFFIX = "-schedule-target"
 
 
 def as_int(value: Any) -> int:
@@ -109,6 +111,9 @@ class StackView:
     """The inference service's inputs (its deployment configuration), {} without one."""
     access_points: dict[str, AccessPoint] = field(default_factory=dict)
     """Every access point of the stack by id (the store's, and `capture/`'s with capture)."""
+    scheduled: dict[str, str] = field(default_factory=dict)
+    """The stack's scheduled ECS tasks (an EventBridge schedule's ECS target): the component's
+    name (`monitoring`: the workload's job, `model-monitor`: the platform's monitor) -> family."""
 
 
 def _access_point(resource: Resource) -> AccessPoint:
@@ -163,8 +168,17 @@ def read_stack(plan: Plan) -> StackView:
     functions = {
         r.outputs["arn"]: str(r.inputs["handler"]).split(".", 1)[0] for r in plan.of_type(FUNCTION)
     }
+    families = {r.outputs.get("arn"): r.inputs["family"] for r in plan.of_type(TASK_DEFINITION)}
+    scheduled = {
+        r.name.removesuffix(SCHEDULE_TARGET_SUFFIX): families[
+            r.inputs["ecsTarget"]["taskDefinitionArn"]
+        ]
+        for r in plan.of_type(EVENT_TARGET)
+        if r.name.endswith(SCHEDULE_TARGET_SUFFIX) and r.inputs.get("ecsTarget")
+    }
     return StackView(
         functions=functions,
+        scheduled=scheduled,
         service=dict(services[0].inputs) if services else {},
         plan=plan,
         tasks=tasks,
