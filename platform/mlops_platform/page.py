@@ -494,6 +494,14 @@ class Check:
         return isinstance(value, dict) and value.get("drift") is True
 
     @property
+    def sent(self) -> str | None:
+        """The id of the drift event this check sent; None when it sent none. The monitor records
+        an event it did not send too (`id` null, with a `note` or an `error`: events off, cooling
+        down, EventBridge refused)."""
+        event_id = (self.event or {}).get("id")
+        return event_id if isinstance(event_id, str) and event_id else None
+
+    @property
     def any_drift(self) -> bool:
         return bool(self.drifted) or self.flagged("output") or self.flagged("quality")
 
@@ -918,9 +926,8 @@ def drift_chart(checks: list[Check]) -> str:
         )
         if check.drifted:
             title += f"; drifted: {', '.join(check.drifted[:10])}"
-        event_id = ""
-        if check.event is not None:
-            event_id = str(check.event.get("id", ""))
+        event_id = check.sent
+        if event_id is not None:
             title += f"; drift event {event_id}"
             parts.append(
                 f'<circle class="event" data-event="{esc(event_id, 200)}" cx="{x:.1f}" '
@@ -1003,6 +1010,8 @@ def _figures(title: str, part: Any, keys: Iterable[str], element_id: str) -> str
         value = part[key]
         if key == "drift":
             shown = badge("drift", "bad") if value is True else "no" if value is False else "?"
+        elif key == "note":
+            shown = esc(value)
         elif isinstance(value, str):
             shown = f"<code>{esc(value, 100)}</code>"
         else:
@@ -1026,6 +1035,10 @@ def _last_check(check: Check, now: datetime) -> str:
         ("malformed records", num(raw.get("malformed"))),
         ("decided", "yes" if decided is True else "no" if decided is False else "?"),
     ]
+    if raw.get("since") or raw.get("until"):
+        facts.append(
+            ("capture read", f"{esc(raw.get('since'), 40)} to {esc(raw.get('until'), 40)}")
+        )
     if raw.get("note"):
         facts.append(("note", esc(raw.get("note"))))
     if raw.get("report"):
@@ -1082,47 +1095,59 @@ def section_drift(history: History, now: datetime) -> str:
         + _figures(
             "Output",
             last.raw.get("output"),
-            ("field", "baseline", "distance", "threshold", "drift"),
+            ("field", "baseline", "distance", "threshold", "drift", "note"),
             "drift-output",
         )
         + _figures(
             "Quality",
             last.raw.get("quality"),
-            ("key", "live", "model", "labels", "margin", "drift"),
+            ("key", "live", "model", "labels", "margin", "drift", "note"),
             "drift-quality",
         )
         + "</div></section>"
     )
 
 
+def _event_status(event: dict[str, Any], event_id: str | None) -> str:
+    if event_id is not None:
+        return f"<code>{esc(event_id, 200)}</code>"
+    why = event.get("error") or event.get("note") or "no event id recorded"
+    return f"{badge('not sent', 'bad' if event.get('error') else 'none')} {esc(why)}"
+
+
 def section_events(history: History, now: datetime) -> str:
+    """Each check that found a reason for a drift event, newest first: those sent with their id,
+    the others (events off, cooling down, a failed put) with why not."""
     head = '<section id="events"><h2>Drift events</h2>'
     if history.problem:
         return head + notice(history.problem, history.absent) + "</section>"
-    sent = [c for c in history.checks if c.event is not None][::-1]
-    if not sent:
+    found = [c for c in history.checks if c.event is not None][::-1]
+    if not found:
         return head + '<p class="empty">no drift event in the checks read</p></section>'
     rows = []
-    for check in sent[:MAX_EVENTS]:
+    for check in found[:MAX_EVENTS]:
         event = check.event or {}
         reasons = event.get("reasons")
         reasons = reasons if isinstance(reasons, list) else []
         items = "".join(f"<li>{esc(r)}</li>" for r in reasons[:MAX_REASONS])
         if len(reasons) > MAX_REASONS:
             items += f"<li class=dim>and {len(reasons) - MAX_REASONS} more</li>"
-        event_id = esc(event.get("id", ""), 200)
+        event_id = check.sent
         rows.append(
-            f'<tr data-event-id="{event_id}"><td>'
+            f'<tr data-event-id="{esc(event_id or "", 200)}" '
+            f'data-sent="{str(event_id is not None).lower()}"><td>'
             f"{when(check.at, now) if check.at else esc(check.raw.get('checked_at'), 40)}</td>"
             f"<td><code>{esc(check.raw.get('run_id'), 128)}</code></td>"
-            f"<td><ul>{items}</ul></td><td><code>{event_id}</code></td></tr>"
+            f"<td><ul>{items}</ul></td><td>{_event_status(event, event_id)}</td></tr>"
         )
-    more = (
-        f"<p class=dim>the newest {MAX_EVENTS} of {len(sent)}</p>" if len(sent) > MAX_EVENTS else ""
-    )
+    sent = sum(1 for c in found if c.sent is not None)
+    summary = f"{sent} sent, {len(found) - sent} not sent, in the checks read"
+    if len(found) > MAX_EVENTS:
+        summary += f"; the newest {MAX_EVENTS} of {len(found)} are listed"
     return (
-        f"{head}<table><thead><tr><th>when</th><th>model run</th><th>reasons</th>"
-        f"<th>event id</th></tr></thead><tbody>{''.join(rows)}</tbody></table>{more}</section>"
+        f'{head}<p class="dim">{summary}</p><table><thead><tr><th>when</th><th>model run</th>'
+        f"<th>reasons</th><th>event id</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        "</section>"
     )
 
 
