@@ -6,9 +6,10 @@ pipeline would, drift.py compares as `monitor` does, with its defaults: threshol
 1 %, at least 200 rows a decision).
 
 1. False alarms. Each trial splits the 1,797 digits at random (its own seed): 1,200 to train on,
-   whose baseline is computed; a window of W rows drawn without replacement from the other 597:
-   traffic from the training distribution (597: all of it). A trial is a false alarm when any of the 64 features
-   drifts. The rate, with its exact (Clopper-Pearson) 95 % interval, per window size.
+   whose baseline is computed; a window of W rows drawn without replacement from the other 597
+   (597: all of them): traffic from the training distribution. A trial is a false alarm when any
+   of the 64 features drifts. The rate, with its exact (Clopper-Pearson) 95 % interval, per
+   window size.
 2. Detection delay. The same split; from hour 0 the traffic is shifted; each hour R captured rows
    arrive and the hourly check decides once 200 rows are waiting (as `monitor` carries rows over).
    The delay is the hours until the first check that reports drift (capped at 48), over trials,
