@@ -99,6 +99,8 @@ class Env:
     """monitor: capture/ hours older than this many days are deleted (0: kept forever)."""
     MONITOR_EVENTS = "MLOPS_MONITOR_EVENTS"
     """`eventbridge`: put the drift event on EVENT_BUS_NAME; unset: report only."""
+    CHECKPOINT_SYNC_SECONDS = "MLOPS_CHECKPOINT_SYNC_SECONDS"
+    """sync-checkpoints: how often /opt/ml/checkpoints is copied to the store (default 10)."""
     ROLLOUT = "MLOPS_ROLLOUT"
     """gate: `1` when the service rolls out each promoted model; the gate then makes the run the
     candidate and `finish-rollout` makes it current once its rollout succeeded."""
@@ -248,6 +250,9 @@ the model skips a path whose first part is one of them)."""
 CAPTURE = "capture"
 """`capture/<name>/AllTraffic/yyyy/mm/dd/hh/*.jsonl`: the serving task's recorded requests and
 responses (capture-proxy), in SageMaker's data-capture format."""
+CHECKPOINTS = "checkpoints"
+"""`checkpoints/<run_id>/`: a training's /opt/ml/checkpoints, kept while the run trains so that a
+retried task of the same run resumes from it (sync-checkpoints, stage-training)."""
 MONITORING = "monitoring"
 """`monitoring/`: the monitors' records. The platform's model monitor keeps `monitoring/model/`:
 state.json (how far it read), history.jsonl (one line a check), reports/<time>.json."""

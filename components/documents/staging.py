@@ -9,9 +9,12 @@ serves with `<image> serve` on port 8080, `GET /ping` and `POST /invocations`, t
 (`platform/`, `python -m mlops_platform <command>`, docs/workload-contract.md) stages that
 layout in the same task, on one task-scoped volume mounted at `/opt/ml`:
 
-- training: `stage-training` (SUCCESS) → the workload's `train` (non-essential) COMPLETE →
-  `collect-training` (essential: its exit is the task's), which moves `/opt/ml/model` into
-  `models/<RUN_ID>/` and fails the run with the failure text;
+- training: `stage-training` (SUCCESS) → `sync-checkpoints` (START; non-essential: it copies
+  `/opt/ml/checkpoints` to `checkpoints/<RUN_ID>/` in the store while the run trains, so a
+  retried task of the run resumes; ECS stops it after `train`, the reverse of the start order)
+  → the workload's `train` (non-essential) COMPLETE → `collect-training` (essential: its exit is
+  the task's), which moves `/opt/ml/model` into `models/<RUN_ID>/` and fails the run with the
+  failure text;
 - serving: `stage-serving` (SUCCESS) → the workload's server. It stages the model
   models/CURRENT names, or with `MLOPS_SERVE_RUN` (a rollout's revision, documents/rollout.py)
   exactly that run.
@@ -46,11 +49,13 @@ SERVING_VOLUMES = {MODEL_VOLUME: ML_VOLUMES[MODEL_VOLUME]}
 COLLECTED_VOLUMES = {v: ML_VOLUMES[v] for v in ("ml-model", "ml-output")}
 STAGE_TRAINING = "stage-training"
 COLLECT_TRAINING = "collect-training"
+SYNC_CHECKPOINTS = "sync-checkpoints"
+CHECKPOINT_VOLUME = "ml-checkpoints"
 STAGE_SERVING = "stage-serving"
 PLATFORM_GATE = "gate"
 TRAIN_CONTAINER = "train"
 ROOT_USER = "0:0"
-TRAINING_CONTAINERS = (STAGE_TRAINING, TRAIN_CONTAINER, COLLECT_TRAINING)
+TRAINING_CONTAINERS = (STAGE_TRAINING, SYNC_CHECKPOINTS, TRAIN_CONTAINER, COLLECT_TRAINING)
 """The training task's containers, in order; RunTask gives each the run's RUN_ID."""
 
 
@@ -74,7 +79,7 @@ def training_containers(
     security: SecuritySpec,
     gpus: int = 0,
 ) -> list[ContainerSpec]:
-    """The training task of a `sagemaker` workload: stage, train, collect."""
+    """The training task of a `sagemaker` workload: stage, sync checkpoints, train, collect."""
     stage = _platform(
         STAGE_TRAINING,
         platform_image,
@@ -86,6 +91,14 @@ def training_containers(
         },
         essential=False,
         restart=False,
+    )
+    sync = _platform(
+        SYNC_CHECKPOINTS,
+        platform_image,
+        {CHECKPOINT_VOLUME: ML_VOLUMES[CHECKPOINT_VOLUME]},
+        essential=False,
+        restart=False,
+        depends_on=[(STAGE_TRAINING, "SUCCESS")],
     )
     train = workload_container(
         TRAIN_CONTAINER,
@@ -99,7 +112,11 @@ def training_containers(
         restart=False,
         gpus=gpus,
         mounts=ML_VOLUMES,
-        depends_on=[(STAGE_TRAINING, "SUCCESS")],
+        # START on the sync: ECS stops the training first and the sync after it, so the sync
+        # copies the checkpoint the training wrote on SIGTERM (API reference, ContainerDependency:
+        # "When a dependency is defined for container startup, for container shutdown it is
+        # reversed").
+        depends_on=[(STAGE_TRAINING, "SUCCESS"), (SYNC_CHECKPOINTS, "START")],
     )
     collect = _platform(
         COLLECT_TRAINING,
@@ -108,7 +125,7 @@ def training_containers(
         environment={Env.MODEL_MAX_BYTES: str(training.model_limit_gib * 1024**3)},
         depends_on=[(TRAIN_CONTAINER, "COMPLETE")],
     )
-    return [stage, train, collect]
+    return [stage, sync, train, collect]
 
 
 def stage_serving_spec(platform_image: Any, security: SecuritySpec) -> ContainerSpec:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
+from .checkpoints import sync_checkpoints
 from .failures import record_failure
 from .gate import gate
 from .inputs import Outcome, Refused, one_line
@@ -54,6 +55,7 @@ COMMANDS: dict[str, Callable[[], str | Outcome]] = {
     "capture-proxy": lambda: _capture_proxy(),
     "page": lambda: __import__("mlops_platform.page", fromlist=["page"]).page(),
     "monitor": lambda: _monitor(),
+    "sync-checkpoints": sync_checkpoints,
 }
 
 

@@ -38,6 +38,8 @@ from mlops_contract import (
 )
 
 from . import baseline
+from .checkpoints import forget as forget_checkpoints
+from .checkpoints import restore as restore_checkpoints
 from .files import (
     apparent_size,
     chown_tree,
@@ -163,6 +165,7 @@ def stage_training() -> str:
     for directory in (layout.model, layout.output, layout.checkpoints):
         chown_tree(directory, uid, uid)
     note = f"; {fallback}, so resourceconfig.json names localhost" if fallback else ""
+    note += "; " + restore_checkpoints(store, rid, layout.checkpoints, uid)
     described = _stage_baseline(store, rid, {name: layout.channel(name) for name in sources})
     return (
         f"staged run {rid}: {len(sources)} channel(s), {files} file(s), "
@@ -370,6 +373,7 @@ def collect_training() -> str:
     if failure is not None:
         print(f"collected failed run {rid} into models/{rid}/{REPORT_FILE}", file=sys.stderr)
         raise Refused(one_line(failure) or "training failed with an empty failure file")
+    forget_checkpoints(store, rid)
     extra = f", {len(outputs)} output file(s) into {OUTPUTS}/{rid}" if outputs else ""
     return f"collected run {rid}: {len(files)} file(s) into models/{rid}{extra} (exit code {code})"
 

@@ -526,6 +526,9 @@ class LocalTask:
                 self.stop(USER_INITIATED, f"the step's TimeoutSeconds ({timeout:g} s) passed")
                 break
             time.sleep(0.5)
+        # A stop another thread began (a Spot interruption) ends when every container has: the
+        # task is STOPPED, with its exit codes, only then (as `ecs:runTask.sync` returns it).
+        self._stopped.wait()
         return self.outcome(timed_out)
 
     def outcome(self, timed_out: bool = False) -> TaskOutcome:
@@ -614,29 +617,53 @@ class LocalTask:
             if name not in self.container_images
         )
 
+    def _stop_waves(self) -> list[list[ContainerState]]:
+        """The containers in the order ECS stops them: a container's dependents before it ("When
+        a dependency is defined for container startup, for container shutdown it is reversed",
+        ECS API reference, ContainerDependency); those with none left at once, together."""
+        remaining = dict(self.containers)
+        waves: list[list[ContainerState]] = []
+        while remaining:
+            depended_on = {
+                dependency["containerName"]
+                for state in remaining.values()
+                for dependency in state.definition.get("dependsOn", [])
+            }
+            wave = [state for name, state in remaining.items() if name not in depended_on]
+            if not wave:  # a cycle, which ECS refuses at registration: stop the rest together
+                wave = list(remaining.values())
+            waves.append(wave)
+            for state in wave:
+                remaining.pop(state.name)
+        return waves
+
     def stop(self, code: str = USER_INITIATED, reason: str = "stopped by run_local") -> None:
-        """ECS stop: SIGTERM to every running container, SIGKILL after its stopTimeout."""
+        """ECS stop: SIGTERM to the running containers, dependents before their dependencies,
+        each SIGKILLed after its stopTimeout."""
         with self._lock:
             if self.stopping:
                 return
             self.stopping, self.stop_code, self.stopped_reason = True, code, reason
         if code != ESSENTIAL_EXITED:
             self.out(f"[run-local] {self.spec.family}: stopping ({code}: {reason})")
-        threads = []
-        for state in reversed(list(self.containers.values())):
-            if state.status == PENDING:
-                state.note = state.note or "never started: the task stopped first"
-                continue
-            if not state.id:
-                continue
-            timeout = str(as_int(state.definition.get("stopTimeout", 30)))
-            thread = threading.Thread(
-                target=docker, args=("stop", "--time", timeout, state.id), kwargs={"check": False}
-            )
-            thread.start()
-            threads.append(thread)
-        for thread in threads:
-            thread.join()
+        for wave in self._stop_waves():
+            threads = []
+            for state in wave:
+                if state.status == PENDING:
+                    state.note = state.note or "never started: the task stopped first"
+                    continue
+                if not state.id:
+                    continue
+                timeout = str(as_int(state.definition.get("stopTimeout", 30)))
+                thread = threading.Thread(
+                    target=docker,
+                    args=("stop", "--time", timeout, state.id),
+                    kwargs={"check": False},
+                )
+                thread.start()
+                threads.append(thread)
+            for thread in threads:
+                thread.join()
         for state in self.containers.values():
             if state.status == RUNNING:
                 found = docker("inspect", state.id, "--format", "{{.State.ExitCode}}", check=False)

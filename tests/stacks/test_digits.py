@@ -52,13 +52,24 @@ def test_no_job_dashboard_or_sidecar_resources(digits: Plan):
 
 def test_training_is_staged_in_one_task_around_the_byoc_image(digits: Plan):
     containers = _containers(digits, "training-train")
-    assert list(containers) == ["stage-training", "train", "collect-training"]
-    stage, train, collect = containers.values()
-    # ECS dependsOn: stage SUCCESS -> train (non-essential) COMPLETE -> collect (essential).
-    assert train["dependsOn"] == [{"containerName": "stage-training", "condition": "SUCCESS"}]
+    assert list(containers) == ["stage-training", "sync-checkpoints", "train", "collect-training"]
+    stage, sync, train, collect = containers.values()
+    # ECS dependsOn: stage SUCCESS -> sync START -> train (non-essential) COMPLETE -> collect
+    # (essential). Shutdown reverses it: train gets SIGTERM before the sync that copies its
+    # last checkpoint.
+    assert train["dependsOn"] == [
+        {"containerName": "stage-training", "condition": "SUCCESS"},
+        {"containerName": "sync-checkpoints", "condition": "START"},
+    ]
+    assert sync["dependsOn"] == [{"containerName": "stage-training", "condition": "SUCCESS"}]
     assert collect["dependsOn"] == [{"containerName": "train", "condition": "COMPLETE"}]
-    assert [c["essential"] for c in containers.values()] == [False, False, True]
+    assert [c["essential"] for c in containers.values()] == [False, False, False, True]
     assert "restartPolicy" not in stage and "restartPolicy" not in train
+    assert sync["command"] == ["sync-checkpoints"] and sync["user"] == "0:0"
+    assert {m["containerPath"] for m in sync["mountPoints"]} >= {
+        "/opt/ml/checkpoints",
+        "/mnt/store",
+    }
     # SageMaker's layout: input, model, output and checkpoints, each a task volume (not EFS),
     # and nothing over /opt/ml itself, so the image's own /opt/ml/code stays visible
     # (SageMaker Developer Guide, "your-algorithms-training-algo-running-container").
@@ -117,7 +128,12 @@ def test_the_pipeline_gates_on_accuracy_then_rolls_the_model_out_before_it_is_cu
     assert "Validate" not in states and "AwaitImage" not in states
     assert states["Train"]["Next"] == "Gate" and states["Gate"]["Next"] == "StartRollout"
     overrides = states["Train"]["Parameters"]["Overrides"]["ContainerOverrides"]
-    assert [o["Name"] for o in overrides] == ["train", "stage-training", "collect-training"]
+    assert [o["Name"] for o in overrides] == [
+        "train",
+        "stage-training",
+        "sync-checkpoints",
+        "collect-training",
+    ]
     (gate,) = _containers(digits, "training-gate").values()
     env = {e["name"]: e["value"] for e in gate["environment"]}
     assert gate["command"] == ["gate"]
