@@ -131,8 +131,8 @@ def delay(x: np.ndarray, y: np.ndarray, shift: str, rate: int, trials: int) -> d
         "rows_per_hour": rate,
         "trials": trials,
         "detected": len(caught),
-        "median_hours": float(np.median(caught)) if caught else None,
-        "p95_hours": float(np.percentile(caught, 95)) if caught else None,
+        "median_hours": round(float(np.median(caught)), 1) if caught else None,
+        "p95_hours": round(float(np.percentile(caught, 95)), 1) if caught else None,
     }
 
 
