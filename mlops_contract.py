@@ -66,6 +66,14 @@ class Env:
     """collect-training: the most a model (or output/data) may hold, apparent size in bytes."""
     BASELINE_MAX_ROWS = "MLOPS_BASELINE_MAX_ROWS"
     """stage-training: the most rows of a channel its baseline reads (default 1,000,000)."""
+    CHANNEL_MAX_BYTES = "MLOPS_CHANNEL_MAX_BYTES"
+    """stage-training: the most the S3 channels of a run may hold together, in bytes (default
+    10 GiB); measured from the listing, before anything is downloaded."""
+    ARTIFACTS_BUCKET = "MLOPS_ARTIFACTS_BUCKET"
+    """gate, finish-rollout, export-model: the stack's artifact bucket, where each model made
+    current is exported as `models/<RUN_ID>/model.tar.gz`; unset: nothing is exported."""
+    ARTIFACTS_KEEP = "MLOPS_ARTIFACTS_KEEP"
+    """The newest runs kept under the bucket's models/ (default 10); older ones are deleted."""
     CAPTURE_PORT = "MLOPS_CAPTURE_PORT"
     """capture-proxy: where it listens in the serving task."""
     CAPTURE_UPSTREAM_PORT = "MLOPS_CAPTURE_UPSTREAM_PORT"
@@ -244,6 +252,10 @@ BASELINE_DIR = "baseline"
 """`models/<run_id>/baseline/<channel>/`: statistics.json and constraints.json of the training
 data (collect-training, from what stage-training staged)."""
 
+MODEL_ARCHIVE = "model.tar.gz"
+"""A run's model files as SageMaker keeps a model artifact (gzip tar, the files at its root), in
+the stack's artifact bucket at `models/<run_id>/model.tar.gz`, `report.json` and
+`decision.json` beside it."""
 RECORDS = frozenset({REPORT_FILE, DECISION_FILE, BASELINE_DIR})
 """The platform's records at the top of a run directory: never part of the model (a copy of
 the model skips a path whose first part is one of them)."""

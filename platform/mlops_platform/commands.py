@@ -24,6 +24,11 @@ A run's way: stage-training -> the workload's train -> collect-training -> gate 
 3 kept) -> with a rollout, stage-serving (MLOPS_SERVE_RUN) in the new tasks -> finish-rollout;
 a task that failed on the way -> record-failure.
 
+S3 (docs/s3.md): a channel `s3://bucket/prefix/` is staged by stage-training (s3.py); a model that
+becomes current (gate without a rollout, finish-rollout after one) is exported to the stack's
+artifact bucket as models/<RUN_ID>/model.tar.gz (artifacts.py); `export-model` exports the
+current run again.
+
 `monitor` is the model monitor's scheduled check (monitor.py): capture/ since its last check
 against the current model's baseline, monitoring/model/ written, the drift event put.
 
@@ -37,6 +42,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
+from .artifacts import export_model
 from .checkpoints import sync_checkpoints
 from .failures import record_failure
 from .gate import gate
@@ -52,6 +58,7 @@ COMMANDS: dict[str, Callable[[], str | Outcome]] = {
     "finish-rollout": finish_rollout,
     "record-failure": record_failure,
     "stage-serving": stage_serving,
+    "export-model": export_model,
     "capture-proxy": lambda: _capture_proxy(),
     "page": lambda: __import__("mlops_platform.page", fromlist=["page"]).page(),
     "monitor": lambda: _monitor(),

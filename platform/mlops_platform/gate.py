@@ -20,6 +20,7 @@ from typing import Any
 
 from mlops_contract import DECISION_FILE, KEPT_EXIT, MODELS, REPORT_FILE, Env, write_current
 
+from .artifacts import export_current
 from .files import (
     RECORD_MAX_BYTES,
     read_bounded,
@@ -257,4 +258,8 @@ def gate() -> Outcome:
             if decision["promoted"] and not settings.rollout:
                 write_current(models, rid)
         line = _line(models, rid, decision, note)
+    if read_current(models) == rid:
+        # Outside the lock: the export records itself under it, and a large upload must not
+        # hold up another gate.
+        line += export_current(store, rid, "gate")
     return Outcome(line, 0 if decision["promoted"] else KEPT_EXIT)

@@ -17,6 +17,7 @@ from typing import Any
 
 from mlops_contract import CURRENT, DECISION_FILE, MODELS, Env, write_current
 
+from .artifacts import export_current
 from .files import (
     give_to_store_owner,
     read_current,
@@ -71,6 +72,15 @@ def _retried(models: Path, rid: str, rollout: dict[str, Any]) -> str:
 def finish_rollout() -> str:
     store = store_dir()
     rid = run_id()
+    line = _finish(store, rid)
+    if read_current(store / MODELS) == rid:
+        # A run that became current is exported, outside the gate lock (export_current records
+        # itself under it).
+        line += export_current(store, rid, "finish-rollout")
+    return line
+
+
+def _finish(store: Path, rid: str) -> str:
     status, reason, deployment = _inputs()
     models = store / MODELS
     what = f"{MODELS}/{rid}/{DECISION_FILE}"

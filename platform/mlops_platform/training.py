@@ -37,7 +37,7 @@ from mlops_contract import (
     MlLayout,
 )
 
-from . import baseline
+from . import baseline, s3
 from .checkpoints import forget as forget_checkpoints
 from .checkpoints import restore as restore_checkpoints
 from .files import (
@@ -104,12 +104,16 @@ def stage_training() -> str:
     channels = json_object(Env.CHANNELS)
     hyper = json_object(Env.HYPERPARAMETERS)
     sources: dict[str, Path] = {}
+    remote: dict[str, str] = {}
     for name, rel in channels.items():
         if not CHANNEL.match(name):
             raise Refused(
                 f"{Env.CHANNELS}: channel name {name!r} is not allowed "
                 "(letters, digits, '.', '_', '-'; not starting with '.')"
             )
+        if s3.is_s3(rel):
+            remote[name] = rel
+            continue
         if not isinstance(rel, str) or not rel or rel.startswith("/"):
             raise Refused(
                 f"{Env.CHANNELS}: channel {name!r} -> {rel!r}: "
@@ -124,6 +128,8 @@ def stage_training() -> str:
                 f"no such directory in the store {store}"
             )
         sources[name] = source
+    # Listed before anything is cleared: a missing prefix or a denied read fails here.
+    listings = s3.list_channels(remote, s3.channel_max_bytes()) if remote else []
 
     layout = MlLayout(ml_root())
     # Each of /opt/ml/input, model, output and checkpoints is a task volume of its own; the rest
@@ -136,17 +142,20 @@ def stage_training() -> str:
     files = 0
     for name, source in sources.items():
         files += len(copy_tree(source, layout.channel(name), f"channel {name!r}", allowed=store))
+    files += s3.download(listings, layout) if listings else 0
     write_json(layout.hyperparameters, {k: as_string(v) for k, v in hyper.items()})
     write_json(
         layout.input_data_config,
         {
-            name: {
+            name: s3.INPUT_CONFIG
+            if name in remote
+            else {
                 "ContentType": "application/octet-stream",
                 "TrainingInputMode": "File",
                 "S3DistributionType": "FullyReplicated",
                 "RecordWrapperType": "None",
             }
-            for name in sources
+            for name in channels
         },
     )
     host, fallback = task_host()
@@ -166,9 +175,9 @@ def stage_training() -> str:
         chown_tree(directory, uid, uid)
     note = f"; {fallback}, so resourceconfig.json names localhost" if fallback else ""
     note += "; " + restore_checkpoints(store, rid, layout.checkpoints, uid)
-    described = _stage_baseline(store, rid, {name: layout.channel(name) for name in sources})
+    described = _stage_baseline(store, rid, {name: layout.channel(name) for name in channels})
     return (
-        f"staged run {rid}: {len(sources)} channel(s), {files} file(s), "
+        f"staged run {rid}: {len(channels)} channel(s), {files} file(s), "
         f"{len(hyper)} hyperparameter(s) into {layout.root}; host {host}{note}; model, output "
         f"and checkpoints for uid {uid}; {described}"
     )

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.platform.moto_s3 import enforcing_s3, s3  # noqa: F401  (the S3 tests' fixtures)
+
 PLATFORM = Path(__file__).resolve().parents[2] / "platform"
 
 
