@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from components.aws_facts import FARGATE, FARGATE_SPOT
+from components.settings.artifacts import ArtifactsSettings
 from components.settings.capture import CaptureSettings
 from components.settings.model_monitor import ModelMonitorSettings
 from components.settings.pipeline import Capacity
@@ -100,6 +101,9 @@ class Decisions:
     model_monitor: ModelMonitor | None = None
     """The platform's model monitor runs on a schedule: only with capture on (a service that
     records what it is asked) and `monitoring.model_monitor.schedule` set; None otherwise."""
+    artifacts: ArtifactsSettings | None = None
+    """The stack's artifact bucket, to which the platform exports each model it makes current:
+    `artifacts.export` on and the platform gates; None otherwise (a workload's own gate)."""
 
     @property
     def platform_image(self) -> bool:
@@ -148,6 +152,11 @@ def decide(settings: Settings) -> Decisions:
                 objective=workload.objective,
             )
             if capture is not None and monitor.schedule
+            else None
+        ),
+        artifacts=(
+            settings.artifacts
+            if settings.artifacts.export and gatekeeper is Gatekeeper.PLATFORM
             else None
         ),
     )

@@ -19,6 +19,7 @@ from typing import Any
 import pulumi
 
 from components.settings._section import PROJECT, fail
+from components.settings.artifacts import ArtifactsSettings, check_export, parse_artifacts
 from components.settings.capture import check_capture_port
 from components.settings.legacy import apply_deprecated, pop_deprecated
 from components.settings.model_monitor import check_channel
@@ -64,6 +65,7 @@ class Settings:
     observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
     ci: CiSettings = field(default_factory=CiSettings)
     protection: ProtectionSettings = field(default_factory=ProtectionSettings)
+    artifacts: ArtifactsSettings = field(default_factory=ArtifactsSettings)
     workload: WorkloadSpec = field(default_factory=lambda: parse_workload(None))
 
     # The decisions that span sections, made here once; components take their answers as
@@ -112,6 +114,7 @@ SECTIONS: dict[str, type] = {
     "observability": ObservabilitySettings,
     "ci": CiSettings,
     "protection": ProtectionSettings,
+    "artifacts": ArtifactsSettings,
     "workload": WorkloadSpec,
 }
 
@@ -126,6 +129,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "observability": parse_observability,
     "ci": parse_ci,
     "protection": parse_protection,
+    "artifacts": parse_artifacts,
 }
 
 
@@ -188,6 +192,7 @@ def parse(raw: Mapping[str, Any], stack: str = "dev", region: str = "us-east-1")
             },
         )
     check_channel(settings.monitoring.model_monitor, settings.workload.training.channels)
+    check_export(raw.get("artifacts"), workload_gates="gate" in settings.workload.steps)
     if settings.workload.image.location and settings.image.pin:
         raise fail(
             "image.pin",

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from components.settings._section import PROJECT, Section, as_map, fail
+from components.settings.channels import parse_channel, parse_kms_key
 from components.settings.rollout import SampleRequest, parse_samples
 from components.settings.secrets import ENV_NAME, SecretRef, no_secret, parse_secrets
 from components.settings.workload_image import ROOT, ImageSpec, parse_workload_image
@@ -63,7 +64,11 @@ class TrainingSpec:
     hyperparameters: Mapping[str, Any] = field(default_factory=dict)
     """sagemaker: written to /opt/ml/input/config/hyperparameters.json as strings."""
     channels: Mapping[str, str] = field(default_factory=dict)
-    """sagemaker: channel -> store-relative directory staged into /opt/ml/input/data/<channel>."""
+    """sagemaker: channel -> store-relative directory or `s3://bucket/prefix/` (settings/
+    channels.py), staged into /opt/ml/input/data/<channel>."""
+    channels_kms_key_arn: str = ""
+    """The KMS key the S3 channels' objects are encrypted with: the task role may decrypt with
+    it through S3; "" for none (SSE-S3 or unencrypted)."""
     timeout_minutes: int = 60
     secrets: Mapping[str, SecretRef] = field(default_factory=dict)
     model_limit_gib: int = 10
@@ -225,13 +230,6 @@ def _health_path(key: str, raw: Any) -> str:
     return raw
 
 
-def _store_dir(key: str, raw: Any) -> str:
-    parts = raw.split("/") if isinstance(raw, str) else []
-    if not parts or raw.startswith("/") or any(p in ("", ".", "..") for p in parts):
-        raise fail(key, raw, "a directory relative to the store, e.g. datasets/train")
-    return raw
-
-
 def _training(raw: Any) -> TrainingSpec:
     s = Section("workload.training", raw, TrainingSpec)
     hyperparameters = dict(as_map(s.key("hyperparameters"), s.raw.get("hyperparameters")))
@@ -243,13 +241,16 @@ def _training(raw: Any) -> TrainingSpec:
     for name, value in as_map(s.key("channels"), s.raw.get("channels")).items():
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
             raise fail(f"{s.key('channels')}.{name}", name, "a channel name like train")
-        channels[name] = _store_dir(f"{s.key('channels')}.{name}", value)
+        channels[name] = parse_channel(f"{s.key('channels')}.{name}", value)
     environment = _environment(s.key("environment"), s.raw.get("environment"))
     return TrainingSpec(
         command=_command(s.key("command"), s.raw.get("command", ["train"])),
         environment=environment,
         hyperparameters=hyperparameters,
         channels=channels,
+        channels_kms_key_arn=parse_kms_key(
+            s.key("channels_kms_key_arn"), s.raw.get("channels_kms_key_arn"), channels
+        ),
         timeout_minutes=s.int("timeout_minutes", lo=1, hi=7 * 24 * 60),
         secrets=parse_secrets(s.key("secrets"), s.raw.get("secrets"), environment),
         model_limit_gib=s.int("model_limit_gib", lo=1, hi=1024),
