@@ -210,6 +210,12 @@ ASSUMPTIONS: dict[str, Assumption] = {
     "container_insights_metrics_per_service": Assumption(
         10, "Container Insights metrics per service and task family"
     ),
+    "invocations_million_per_month": Assumption(
+        1, "million POST /invocations the service answers a month (data capture's volume)"
+    ),
+    "capture_record_kib": Assumption(
+        2, "KiB a captured exchange takes on the store (both bodies and the metadata)"
+    ),
     "model_monitor_minutes_per_run": Assumption(
         1, "minutes a model monitor run takes (reading an hour of capture as JSON lines)"
     ),

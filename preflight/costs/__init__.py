@@ -142,5 +142,6 @@ def estimate_cost(plan: Plan, overrides: Mapping[str, float] | None = None) -> E
     observability.alarms(plan, ledger)
     observability.dashboards(plan, ledger)
     observability.model_monitor_metrics(plan, ledger)
+    observability.capture_records(plan, ledger)
     pricing = verdicts(plan, ledger, PRICED_TYPES, FREE_TYPES)
     return Estimate(ledger.lines, dict(sorted(ledger.assumptions.items())), pricing)

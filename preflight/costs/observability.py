@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from components.documents.capture import CAPTURE_CONTAINER
 from components.documents.model_monitor import STACK_METRICS
 from components.documents.staging import COLLECT_TRAINING, STAGE_SERVING, STAGE_TRAINING
+from mlops_contract import Env
 from policy import checks
 from preflight.costs.compute import SERVICE, TASK_DEFINITION, is_model_monitor
 from preflight.costs.core import (
@@ -25,6 +27,7 @@ from preflight.costs.core import (
     as_list,
     as_number,
     get_path,
+    json_document,
     resources_of,
 )
 from preflight.offline import Plan
@@ -135,3 +138,52 @@ def model_monitor_metrics(plan: Plan, ledger: Ledger) -> None:
             "custom_metric_month",
             note=f"BaselineDrift: one metric per feature, {features:g} assumed",
         )
+
+
+def capture_records(plan: Plan, ledger: Ledger) -> None:
+    """What data capture keeps on the store (EFS Standard), priced on the serving task that
+    captures: a month's records are `invocations_million_per_month` x the captured percent x
+    `capture_record_kib` (both bodies and the metadata), kept `retention_days` (the model
+    monitor deletes older hours; without a monitor nothing does, priced as a year's growth), and
+    written once through Elastic Throughput."""
+    definitions = resources_of(plan, TASK_DEFINITION)
+    retention = None
+    for td in definitions:
+        for container in as_list(json_document(td.inputs.get("containerDefinitions"))):
+            env = {e["name"]: e["value"] for e in container.get("environment", [])}
+            if Env.CAPTURE_RETENTION_DAYS in env:
+                retention = float(env[Env.CAPTURE_RETENTION_DAYS])
+    elastic = any(
+        fs.inputs.get("throughputMode") == "elastic"
+        for fs in resources_of(plan, "aws:efs/fileSystem:FileSystem")
+    )
+    for td in definitions:
+        containers = as_list(json_document(td.inputs.get("containerDefinitions")))
+        proxy = [c for c in containers if c.get("name") == CAPTURE_CONTAINER]
+        if not proxy:
+            continue
+        env = {e["name"]: e["value"] for e in proxy[0].get("environment", [])}
+        percent = float(env.get(Env.CAPTURE_PERCENT, 0))
+        requests = ledger.assume("invocations_million_per_month") * 1e6
+        record_kib = ledger.assume("capture_record_kib")
+        monthly_gb = requests * percent / 100 * record_kib / 1024**2
+        months = retention / (365 / MONTHS_PER_YEAR) if retention else MONTHS_PER_YEAR
+        kept = (
+            f"{retention:g} days kept (the model monitor's retention)"
+            if retention
+            else "nothing deletes it: a year's growth"
+        )
+        ledger.add(
+            td,
+            "data capture records on EFS Standard",
+            monthly_gb * months,
+            "efs_standard_gb_month",
+            note=f"{percent:g} % of requests captured, {monthly_gb:.3g} GB a month, {kept}",
+        )
+        if elastic:
+            ledger.add(
+                td,
+                "data capture writes (EFS Elastic Throughput)",
+                monthly_gb,
+                "efs_elastic_write_gb",
+            )
