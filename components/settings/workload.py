@@ -22,6 +22,7 @@ from components.settings._section import PROJECT, Section, as_map, fail
 from components.settings.channels import parse_channel, parse_kms_key
 from components.settings.rollout import SampleRequest, parse_samples
 from components.settings.secrets import ENV_NAME, SecretRef, no_secret, parse_secrets
+from components.settings.sweep import Sweep, check_sweep, parse_sweep
 from components.settings.workload_image import ROOT, ImageSpec, parse_workload_image
 from mlops_contract import RESERVED_ENV, RESERVED_ENV_PREFIXES
 
@@ -74,6 +75,8 @@ class TrainingSpec:
     model_limit_gib: int = 10
     """sagemaker: the most a run's model (and its output/data) may hold, at full size (a sparse
     file counts whole, as copying writes it); a bigger one fails the run."""
+    sweep: Sweep | None = None
+    """sagemaker: a hyperparameter search, each trial a training run (settings/sweep.py)."""
 
 
 @dataclass(frozen=True)
@@ -254,6 +257,7 @@ def _training(raw: Any) -> TrainingSpec:
         timeout_minutes=s.int("timeout_minutes", lo=1, hi=7 * 24 * 60),
         secrets=parse_secrets(s.key("secrets"), s.raw.get("secrets"), environment),
         model_limit_gib=s.int("model_limit_gib", lo=1, hi=1024),
+        sweep=parse_sweep(s.raw.get("sweep"), hyperparameters),
     )
 
 
@@ -404,6 +408,12 @@ def parse_workload(raw: Any) -> WorkloadSpec:
             "without a gate step the platform gate needs an objective {file, key, direction}, "
             "or promotion: every-trained-run for an image that writes no metrics",
         )
+    check_sweep(
+        training.sweep,
+        sagemaker=contract is Contract.SAGEMAKER,
+        own_gate="gate" in steps,
+        objective=objective is not None,
+    )
     sidecars = s.list("sidecars", _sidecar) if s.raw.get("sidecars") is not None else ()
     names = [c.name for c in sidecars]
     if len(set(names)) != len(names):
