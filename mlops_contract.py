@@ -123,6 +123,10 @@ class Env:
     TASK_STOP = "MLOPS_TASK_STOP"
     """record-failure: how the failed task stopped, JSON {stop_code, stopped_reason, exit_codes}."""
     FAILED_STEP = "MLOPS_FAILED_STEP"
+    SWEEP = "MLOPS_SWEEP"
+    """pick-trial: the sweep's plan, JSON {trials: [{id, hyperparameters}], tolerated_failures}."""
+    TASK_TOKEN = "MLOPS_TASK_TOKEN"
+    """pick-trial: the Step Functions task token it returns the chosen trial with."""
     # SageMaker's own names, as its training toolkit reads them.
     SM_MODEL_DIR = "SM_MODEL_DIR"
     SM_CHANNEL_PREFIX = "SM_CHANNEL_"
@@ -248,6 +252,10 @@ REPORT_FILE = "report.json"
 """The platform's record of a collected training run (`models/<run_id>/report.json`)."""
 DECISION_FILE = "decision.json"
 """The gate's decision on a run (`models/<run_id>/decision.json`)."""
+SWEEP_FILE = "sweep.json"
+"""A sweep's record (`models/<the execution's run id>/sweep.json`, pick-trial): every trial with
+its hyperparameters and objective or failure, and the one chosen; the trials' own runs are
+`models/<the execution's run id>-<trial id>/`."""
 BASELINE_DIR = "baseline"
 """`models/<run_id>/baseline/<channel>/`: statistics.json and constraints.json of the training
 data (collect-training, from what stage-training staged)."""

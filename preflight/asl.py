@@ -13,7 +13,13 @@ ASL (JSONPath flavour) that walk needs:
 - `Choice` rules with `Variable`, `StringEquals`, `StringMatches`, `NumericEquals`,
   `NumericGreaterThanEquals`, `NumericLessThan`, `BooleanEquals`, `IsPresent`, `And`, `Or`,
   `Not`;
-- a Task's `ResultSelector`.
+- a Task's `ResultSelector`;
+- the context object's `$$.Map.Item.Index|Value` (a Map's ItemSelector) and `$$.Task.Token` (a
+  `.waitForTaskToken` task), which the walk puts in the context it evaluates with.
+
+`check_definition` checks a whole definition's shape (state types and their fields, Next/End,
+transitions, the Map's fields and limits, unique state names) as Step Functions validates it at
+CreateStateMachine, so a stack's definition is checked before any deploy.
 
 Anything else raises `AslError` naming it: a definition this walk cannot follow fails loudly
 instead of running something Step Functions would not.
@@ -256,3 +262,152 @@ def choice_matches(rule: Mapping[str, Any], data: Any, context: Mapping[str, Any
         if name in rule:
             return present and compare(value, rule[name])
     raise AslError(f"Choice rule {rule}: no supported comparison")
+
+
+# --- the definition's shape ----------------------------------------------------------------------
+
+_COMMON = {"Type", "Comment", "InputPath", "OutputPath"}
+_FLOW = {"Next", "End"}
+_RESULT = {"ResultPath", "ResultSelector", "Retry", "Catch"}
+STATE_FIELDS: dict[str, frozenset[str]] = {
+    "Pass": frozenset(_COMMON | _FLOW | {"Parameters", "Result", "ResultPath"}),
+    "Task": frozenset(
+        _COMMON
+        | _FLOW
+        | _RESULT
+        | {"Resource", "Parameters", "Credentials"}
+        | {"TimeoutSeconds", "TimeoutSecondsPath", "HeartbeatSeconds", "HeartbeatSecondsPath"}
+    ),
+    "Choice": frozenset(_COMMON | {"Choices", "Default"}),
+    "Wait": frozenset(_COMMON | _FLOW | {"Seconds", "Timestamp", "SecondsPath", "TimestampPath"}),
+    "Succeed": frozenset(_COMMON),
+    "Fail": frozenset({"Type", "Comment", "Error", "Cause", "ErrorPath", "CausePath"}),
+    "Parallel": frozenset(_COMMON | _FLOW | _RESULT | {"Branches", "Parameters"}),
+    "Map": frozenset(
+        _COMMON
+        | _FLOW
+        | _RESULT
+        | {"ItemProcessor", "Iterator", "ItemsPath", "ItemSelector", "Parameters"}
+        | {"ItemReader", "ItemBatcher", "ResultWriter", "Label"}
+        | {"MaxConcurrency", "MaxConcurrencyPath"}
+        | {"ToleratedFailureCount", "ToleratedFailureCountPath"}
+        | {"ToleratedFailurePercentage", "ToleratedFailurePercentagePath"}
+    ),
+}
+"""The fields of each state type in the JSONPath flavour of the States Language
+(https://states-language.net/spec.html, "State Types"; Step Functions Developer Guide, one page a
+state: state-pass.html, state-task.html, state-choice.html, state-wait.html, state-succeed.html,
+state-fail.html, state-parallel.html; the Map's: state-map-inline.html and
+state-map-distributed.html ("Distributed Map state fields"), input-output-itemspath.html,
+input-output-itemselector.html, maprun-fail-threshold.html)."""
+DISTRIBUTED_ONLY = frozenset(
+    {
+        "ItemReader",
+        "ItemBatcher",
+        "ResultWriter",
+        "Label",
+        "ToleratedFailureCount",
+        "ToleratedFailureCountPath",
+        "ToleratedFailurePercentage",
+        "ToleratedFailurePercentagePath",
+    }
+)
+"""Map fields of the Distributed mode only (state-map-distributed.html; an Inline Map has no
+failure threshold: state-map-inline.html lists none of them)."""
+TASK_TOKEN = "$$.Task.Token"
+
+
+def _whole(value: Any, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _check_map(where: str, state: Mapping[str, Any], problems: list[str]) -> None:
+    processor = state.get("ItemProcessor", state.get("Iterator"))
+    if not isinstance(processor, Mapping):
+        problems.append(f"{where}: a Map needs its ItemProcessor")
+        return
+    config = processor.get("ProcessorConfig") or {}
+    mode = config.get("Mode", "INLINE")
+    if mode not in ("INLINE", "DISTRIBUTED"):
+        problems.append(f"{where}: ProcessorConfig.Mode {mode!r}: INLINE or DISTRIBUTED")
+    if mode == "DISTRIBUTED" and config.get("ExecutionType") not in ("STANDARD", "EXPRESS"):
+        problems.append(f"{where}: a Distributed Map needs ExecutionType STANDARD or EXPRESS")
+    if mode == "INLINE":
+        problems += [
+            f"{where}: {name} exists only in Distributed mode"
+            for name in sorted(DISTRIBUTED_ONLY & set(state))
+        ]
+    # The ranges of botocore's Step Functions model for the same Map Run settings
+    # (UpdateMapRun: MaxConcurrency, ToleratedFailureCount >= 0; ToleratedFailurePercentage
+    # 0-100).
+    if "MaxConcurrency" in state and not _whole(state["MaxConcurrency"], 0):
+        problems.append(f"{where}: MaxConcurrency must be a whole number >= 0")
+    if "ToleratedFailureCount" in state and not _whole(state["ToleratedFailureCount"], 0):
+        problems.append(f"{where}: ToleratedFailureCount must be a whole number >= 0")
+    percentage = state.get("ToleratedFailurePercentage", 0)
+    if isinstance(percentage, bool) or not isinstance(percentage, int | float):
+        problems.append(f"{where}: ToleratedFailurePercentage must be a number")
+    elif not 0 <= percentage <= 100:
+        problems.append(f"{where}: ToleratedFailurePercentage must be 0 to 100")
+    if "ItemsPath" in state and not str(state["ItemsPath"]).startswith("$"):
+        problems.append(f"{where}: ItemsPath must be a reference path")
+    _check_machine(processor, f"{where}.ItemProcessor", problems)
+
+
+def _check_machine(machine: Mapping[str, Any], where: str, problems: list[str]) -> None:
+    """One scope's states (the machine's, a Map's ItemProcessor, a Parallel branch): every
+    transition names a state of the same scope."""
+    states = machine.get("States")
+    if not isinstance(states, Mapping) or machine.get("StartAt") not in states:
+        problems.append(f"{where}: StartAt must name one of its States")
+        return
+    for name, state in states.items():
+        here = f"{where}.{name}"
+        kind = state.get("Type")
+        if kind not in STATE_FIELDS:
+            problems.append(f"{here}: Type {kind!r} is not a state type")
+            continue
+        problems += [
+            f"{here}: {field} is not a field of a {kind} state"
+            for field in sorted(set(state) - STATE_FIELDS[kind])
+        ]
+        if "End" in STATE_FIELDS[kind] and ("Next" in state) == bool(state.get("End")):
+            problems.append(f"{here}: exactly one of Next and End")
+        targets = [state.get("Next"), state.get("Default")]
+        targets += [c.get("Next") for c in state.get("Choices", []) + state.get("Catch", [])]
+        problems += [
+            f"{here}: {target!r} is not a state here"
+            for target in targets
+            if target is not None and target not in states
+        ]
+        resource = str(state.get("Resource", ""))
+        if resource.endswith(".waitForTaskToken") and TASK_TOKEN not in json.dumps(
+            state.get("Parameters")
+        ):
+            problems.append(f"{here}: a .waitForTaskToken task must pass {TASK_TOKEN}")
+        if kind == "Map":
+            _check_map(here, state, problems)
+        for index, branch in enumerate(state.get("Branches", [])):
+            _check_machine(branch, f"{here}.Branches[{index}]", problems)
+
+
+def check_definition(definition: Mapping[str, Any]) -> list[str]:
+    """What in a definition the States Language does not allow, one line each (empty: none):
+    unknown state types and fields, Next/End, transitions to no state, Map fields and limits,
+    state names used twice anywhere in the machine, a callback task that passes no token."""
+    problems: list[str] = []
+    _check_machine(definition, "$", problems)
+    every: list[str] = []
+
+    def collect(machine: Mapping[str, Any]) -> None:
+        for name, state in (machine.get("States") or {}).items():
+            every.append(name)
+            inner = state.get("ItemProcessor", state.get("Iterator"))
+            for sub in [inner, *state.get("Branches", [])]:
+                if isinstance(sub, Mapping):
+                    collect(sub)
+
+    collect(definition)
+    twice = sorted(name for name in set(every) if every.count(name) > 1)
+    problems += [f"state name {name!r} is used twice" for name in twice]
+    return problems
