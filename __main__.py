@@ -19,6 +19,9 @@ if stack.inference is not None:
     pulumi.export("service_name", stack.inference.service_name)
     pulumi.export("inference_log_groups", stack.inference.log_group_names)
 pulumi.export("state_machine_arn", stack.training.state_machine_arn)
+if stack.artifacts is not None:
+    pulumi.export("artifacts_bucket", stack.artifacts.bucket_name)
+    pulumi.export("artifacts_uri", stack.artifacts.uri)
 for step, arn in stack.training.task_definition_arns.items():
     pulumi.export(f"{step}_task_definition_arn", arn)
 if stack.monitoring is not None:

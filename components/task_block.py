@@ -12,6 +12,10 @@ component and under the names the component has always given them:
   containers name, decrypting with exactly the keys those secrets name (documents/execution.py);
 - `<name>-task-role` (+ `-task-store`): what the containers may do: the shared store's client
   statements through its access point. The component attaches its own further inline policies;
+- for a task that may do what the block's other tasks may not (`TaskSpec.own_role`: the
+  pipeline's gate, which exports models), `<name>-<suffix>-task-role` (+ `-task-store`) instead:
+  every container of a task can use its role, so a permission given to the shared role would
+  reach the workload's own containers in the other tasks too;
 - optionally `<name>-task-sg` (+ `-https-out`): the tasks' group, HTTPS out only, nothing in (the
   tasks attach the store's client group for NFS beside it);
 - per task, `<name>-<suffix>`: the task definition: awsvpc, the containers rendered by
@@ -63,6 +67,9 @@ class TaskSpec:
     volumes: Sequence[str | Mapping[str, Any]] = ()
     """Volumes beside the store and /tmp: a name (task-scoped, no host path: it lives with the
     task) or a whole volume (an EFS one, such as the store's capture access point)."""
+    own_role: str = ""
+    """The description of a task role of its own (`<block>-<suffix>-task-role`), for a task
+    that may do more than the block's others; "" shares the block's task role."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,12 @@ class TaskBlock:
             shared = self._log_group(f"{name}-logs")
             self.log_groups = dict.fromkeys(containers, shared)
         self.execution_role, self.task_role = self._roles()
+        self.task_roles = {
+            task.suffix: self._task_role(f"{name}-{task.suffix}", task.own_role)
+            for task in args.tasks
+            if task.own_role
+        }
+        """The roles of the tasks with a role of their own, by suffix."""
         self.security_group = self._security_group(args.egress) if args.egress else None
         self.task_definitions = {task.suffix: self._task_definition(task) for task in args.tasks}
 
@@ -154,19 +167,23 @@ class TaskBlock:
             ),
             opts=self._opts,
         )
+        return execution_role, self._task_role(name, args.task_description)
+
+    def _task_role(self, name: str, description: str) -> aws.iam.Role:
+        """`<name>-task-role`, trusted by ECS tasks of this account, and its store access."""
+        trust = pulumi.Output.from_input(self._args.account).apply(
+            lambda account: json.dumps(assume_role_policy("ecs-tasks.amazonaws.com", account))
+        )
         task_role = aws.iam.Role(
-            f"{name}-task-role",
-            assume_role_policy=trust,
-            description=args.task_description,
-            opts=self._opts,
+            f"{name}-task-role", assume_role_policy=trust, description=description, opts=self._opts
         )
         aws.iam.RolePolicy(
             f"{name}-task-store",
             role=task_role.id,
-            policy=args.store.client_policy(write=args.store_write),
+            policy=self._args.store.client_policy(write=self._args.store_write),
             opts=self._opts,
         )
-        return execution_role, task_role
+        return task_role
 
     def _security_group(self, egress: Egress) -> aws.ec2.SecurityGroup:
         group = aws.ec2.SecurityGroup(
@@ -183,17 +200,30 @@ class TaskBlock:
         region = self._args.region
 
         def render(values: list[Any]) -> str:
-            images, groups = values[: len(specs)], values[len(specs) :]
+            count = len(specs)
+            images, groups, environments = (
+                values[:count],
+                values[count : 2 * count],
+                values[2 * count :],
+            )
             return json.dumps(
                 render_containers(
-                    [replace(spec, image=image) for spec, image in zip(specs, images, strict=True)],
+                    [
+                        replace(spec, image=image, environment=environment)
+                        for spec, image, environment in zip(
+                            specs, images, environments, strict=True
+                        )
+                    ],
                     region,
                     {spec.name: group for spec, group in zip(specs, groups, strict=True)},
                 )
             )
 
+        # A variable's value may be another resource's output (the artifact bucket's name).
         containers = pulumi.Output.all(
-            *(spec.image for spec in specs), *(self.log_groups[spec.name].name for spec in specs)
+            *(spec.image for spec in specs),
+            *(self.log_groups[spec.name].name for spec in specs),
+            *(pulumi.Output.from_input(dict(spec.environment)) for spec in specs),
         ).apply(render)
         return aws.ecs.TaskDefinition(
             f"{self._name}-{task.suffix}",
@@ -206,7 +236,7 @@ class TaskBlock:
             cpu=str(task.cpu),
             memory=str(task.memory),
             execution_role_arn=self.execution_role.arn,
-            task_role_arn=self.task_role.arn,
+            task_role_arn=self.task_roles.get(task.suffix, self.task_role).arn,
             container_definitions=containers,
             volumes=[
                 self._args.store.volume(STORE_VOLUME),

@@ -11,6 +11,10 @@ Creates, as children of the component:
   from the same image digest. validate and gate are small Fargate tasks on the cpu image; train
   runs where the wiring placed it: Fargate or Fargate Spot (cpu image, `training.cpu`/`.memory`)
   or the GPU instances (gpu image, EC2-only, reserving `training.gpus` GPUs);
+- with S3 channels, `<name>-task-channels`: the task role lists and reads exactly their prefixes;
+  with an artifact bucket, the gate task runs as `<name>-gate-task-role` of its own (+
+  `-gate-task-store`, `-gate-export`: it writes the bucket's models/), so the workload's train
+  task never can (components/training_s3.py);
 - `<name>-sfn-logs`, `<name>-sfn-role` (+ `-sfn-policy`), `<name>-pipeline`: the state machine
   (documents/training.py), logging ALL with execution data and traced with X-Ray;
 - `<name>-events-role` (+ `-events-policy`), `<name>-dlq` (+ `-dlq-policy`) and per enabled
@@ -29,7 +33,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pulumi
 import pulumi_aws as aws
@@ -62,6 +66,7 @@ from components.settings.workload import (
 )
 from components.shared_store import SharedStore
 from components.task_block import Egress, TaskBlock, TaskBlockArgs, TaskSpec
+from components.training_s3 import EXPORT_ROLE, ArtifactExport, grant_channels, grant_export
 from components.training_triggers import TriggerSpec, declare_triggers
 
 STEP_CPU = 512
@@ -130,6 +135,8 @@ class TrainingTaskArgs:
     """How the platform gate decides; None when the workload gates itself."""
     rollout: ModelRollout | None = None
     """Where a promoted model is rolled out after the gate; None when nothing is."""
+    artifacts: ArtifactExport | None = None
+    """Where the platform gate exports what it makes current; None: nowhere."""
 
 
 class TrainingTask(pulumi.ComponentResource):
@@ -177,8 +184,18 @@ class TrainingTask(pulumi.ComponentResource):
             self._child,
         )
         assert block.security_group is not None
+        grant_channels(name, args.train, block.task_role, self._child)
+        gate_role = block.task_roles.get("gate")
+        if gate_role is not None and args.artifacts is not None:
+            grant_export(name, args.artifacts, gate_role, self._child)
+        self.gate_role_arn = gate_role.arn if gate_role is not None else None
+        """The gate task's own role (it exports models); None when it shares the task role."""
         state_machine = self._state_machine(
-            args, block.security_group, block.execution_role, block.task_role
+            args,
+            block.security_group,
+            block.execution_role,
+            block.task_role,
+            gate_role,
         )
         dead_letter_queue, self._push_trigger = declare_triggers(
             TriggerSpec(
@@ -253,6 +270,10 @@ class TrainingTask(pulumi.ComponentResource):
                     gpus=placement.gpus,
                 )
             ]
+        export = args.artifacts if step == "gate" and args.platform_gate is not None else None
+        if export is not None:
+            extra = export.environment
+            containers = [replace(c, environment={**c.environment, **extra}) for c in containers]
         return TaskSpec(
             suffix=step,
             family=self._families[step],
@@ -261,6 +282,7 @@ class TrainingTask(pulumi.ComponentResource):
             placement=placement,
             containers=containers,
             volumes=list(ML_VOLUMES) if is_train and args.staged else [],
+            own_role=EXPORT_ROLE if export is not None else "",
         )
 
     def _state_machine(
@@ -269,6 +291,7 @@ class TrainingTask(pulumi.ComponentResource):
         task_group: aws.ec2.SecurityGroup,
         execution_role: aws.iam.Role,
         task_role: aws.iam.Role,
+        gate_role: aws.iam.Role | None = None,
     ) -> aws.sfn.StateMachine:
         name = self._name
         # The `/aws/vendedlogs/` prefix keeps the account's CloudWatch Logs resource policy under
@@ -298,6 +321,7 @@ class TrainingTask(pulumi.ComponentResource):
                 args.alarm_topic.topic_arn,
                 args.alarm_topic.key_arn,
                 rolled.function_arn if rolled else "",
+                *([gate_role.arn] if gate_role else []),
             ).apply(
                 lambda v: json.dumps(
                     policy_document(
@@ -306,7 +330,7 @@ class TrainingTask(pulumi.ComponentResource):
                             account=v[0],
                             cluster_name=v[1],
                             families=list(self._families.values()),
-                            pass_role_arns=[v[2], v[3]],
+                            pass_role_arns=[v[2], v[3], *v[7:]],
                             topic_arn=v[4],
                             topic_key_arn=v[5],
                             rollout_function_arn=v[6],

@@ -22,6 +22,7 @@ from components.cluster import Cluster, ClusterArgs
 from components.image_repo import ImageRepo, ImageRepoArgs
 from components.inference_service import InferenceService, InferenceServiceArgs
 from components.load_balancer import LoadBalancer, LoadBalancerArgs
+from components.model_artifacts import ModelArtifacts, ModelArtifactsArgs
 from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
 from components.permissions_boundary import PermissionsBoundary, PermissionsBoundaryArgs
@@ -31,6 +32,7 @@ from components.settings.platform import ImageSettings
 from components.settings.stack import Settings
 from components.settings.workload import ROOT
 from components.shared_store import SharedStore, SharedStoreArgs
+from components.training_s3 import ArtifactExport
 from components.training_task import (
     ModelRollout,
     PlatformGate,
@@ -168,6 +170,20 @@ class Wiring:
             ),
         )
 
+    @cached_property
+    def artifacts(self) -> ModelArtifacts | None:
+        """The bucket each model the platform makes current is exported to (the decision:
+        `artifacts.export` on and the platform gates)."""
+        settings = self.decisions.artifacts
+        if settings is None:
+            return None
+        return ModelArtifacts(
+            "artifacts",
+            ModelArtifactsArgs(
+                settings=settings, retain_on_destroy=self.settings.protection.retain_on_destroy
+            ),
+        )
+
     # ------------------------------------------------------------------------ the workload
 
     @cached_property
@@ -265,6 +281,15 @@ class Wiring:
                         wait_minutes=s.inference.rollout.wait_minutes,
                     )
                     if service is not None and service.rollout_function_arn is not None
+                    else None
+                ),
+                artifacts=(
+                    ArtifactExport(
+                        bucket_name=self.artifacts.bucket_name,
+                        bucket_arn=self.artifacts.bucket_arn,
+                        keep_last=d.artifacts.keep_last,
+                    )
+                    if self.artifacts is not None and d.artifacts is not None
                     else None
                 ),
             ),
@@ -371,6 +396,8 @@ class Wiring:
             for name in ("inference", "training", "monitoring", "model_monitor")
             if self._declared(name) and (component := getattr(self, name)) is not None
         ]
+        if self._declared("training") and self.training.gate_role_arn is not None:
+            clients.append(self.training.gate_role_arn)  # the gate task's own role
         # A staged server's task only reads the store: its role may mount it, not write.
         readers = (
             [clients.pop(0)]

@@ -9,8 +9,9 @@ lifecycle rule removes them for good.
 
 On by default wherever the platform promotes (a workload without a gate step of its own): a few
 models of a few MB cost cents a month, and a model that exists only on one file system is what
-the export is for. A workload with its own gate step (the forecaster) promotes by itself, so the
-platform has nothing to export there: no bucket, and `export: true` given explicitly is refused.
+the export is for. A workload with its own gate step (the reference workload) promotes by
+itself, so the platform has nothing to export there: no bucket, and `export: true` given
+explicitly is refused.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ COMPONENTS: dict[str, tuple[str, str, str]] = {
     "monitoring": ("mlops:index:Monitoring", "monitoring", "monitoring"),
     "model_monitor": ("mlops:index:Monitoring", "model-monitor", "model_monitor"),
     "ci_trust": ("mlops:index:CiTrust", "ci", "ci"),
+    "model_artifacts": ("mlops:index:ModelArtifacts", "artifacts", "artifacts"),
     "boundary": ("mlops:index:PermissionsBoundary", "boundary", "boundary"),
 }
 

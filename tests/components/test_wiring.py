@@ -45,6 +45,7 @@ def _children(plan: Plan, component: Resource) -> dict[tuple[str, str], Any]:
         "training_task",
         "monitoring",
         "boundary",
+        "model_artifacts",
     ],
 )
 def test_a_component_built_alone_is_the_programs(
