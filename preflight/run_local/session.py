@@ -29,6 +29,10 @@ class Session:
     out: Callable[[str], None] = print
     secrets: Mapping[str, str] = field(default_factory=dict)
     """Local values of the task definitions' `secrets` (`load_secrets`)."""
+    environment: Mapping[str, str] = field(default_factory=dict)
+    """Variables every container of the session gets, as ECS gives every container its own
+    (AWS_REGION, the task role's credentials): where a test points the AWS SDKs at a local
+    endpoint (AWS_ENDPOINT_URL_S3) with its keys. A task definition's own values win."""
     retry_scale: float = 1.0
     """Step Functions' retry intervals are waited this many times over (1: as AWS waits)."""
     spot_interruptions: tuple[float, ...] = ()
@@ -84,6 +88,7 @@ class Session:
             image=self.image_for(spec.flavour) if workload else next(iter(staging.values())),
             container_images=staging,
             secrets=self.secrets,
+            environment=self.environment,
             store=self.store,
             access_point=self.view.access_point,
             access_points=self.view.access_points,

@@ -151,6 +151,8 @@ class LocalTask:
     """Per container whose image is not `image` (the platform's staging containers): its tag."""
     secrets: Mapping[str, str] = field(default_factory=dict)
     """Local values of the definitions' `secrets`, by variable name (`load_secrets`)."""
+    environment: Mapping[str, str] = field(default_factory=dict)
+    """Variables every container gets beneath its definition's own (`Session.environment`)."""
     metadata: MetadataEndpoint | None = None
     containers: dict[str, ContainerState] = field(default_factory=dict)
     holder: str = ""
@@ -387,7 +389,10 @@ class LocalTask:
         # A task bigger than this machine gets all of its CPUs (Docker refuses more).
         cpus = min(self.spec.cpu / 1024, os.cpu_count() or 1)
         args += ["--memory", f"{memory}m", "--cpus", f"{cpus:g}"]
-        environment = {e["name"]: e["value"] for e in d.get("environment", [])}
+        environment = {
+            **self.environment,
+            **{e["name"]: e["value"] for e in d.get("environment", [])},
+        }
         environment.update(self.overrides.get(name, {}))
         if self.metadata is not None:
             environment["ECS_CONTAINER_METADATA_URI_V4"] = self.metadata.uri(self.task_id, name)
