@@ -29,6 +29,10 @@ becomes current (gate without a rollout, finish-rollout after one) is exported t
 artifact bucket as models/<RUN_ID>/model.tar.gz (artifacts.py); `export-model` exports the
 current run again.
 
+A sweep's way: the trials' runs `<RUN_ID>-t01`, ... each as above up to collect-training (or
+record-failure) -> pick-trial (sweep.py: the best by the objective, models/<RUN_ID>/sweep.json,
+the chosen run handed back to the state machine) -> gate on the chosen run.
+
 `monitor` is the model monitor's scheduled check (monitor.py): capture/ since its last check
 against the current model's baseline, monitoring/model/ written, the drift event put.
 
@@ -63,6 +67,7 @@ COMMANDS: dict[str, Callable[[], str | Outcome]] = {
     "page": lambda: __import__("mlops_platform.page", fromlist=["page"]).page(),
     "monitor": lambda: _monitor(),
     "sync-checkpoints": sync_checkpoints,
+    "pick-trial": lambda: _pick_trial(),
 }
 
 
@@ -71,6 +76,12 @@ def _capture_proxy() -> str:
     from .capture import capture_proxy
 
     return capture_proxy()
+
+
+def _pick_trial() -> Outcome:
+    from .sweep import pick_trial
+
+    return pick_trial()
 
 
 def _monitor() -> Outcome:
