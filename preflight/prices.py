@@ -66,6 +66,16 @@ PRICES: dict[str, Price] = {
     "s3_standard_gb_month": Price(
         0.023, "GB-month", "aws.amazon.com/s3/pricing (S3 Standard, first 50 TB)"
     ),
+    "s3_put_thousand": Price(
+        0.005,
+        "1,000 requests",
+        "aws.amazon.com/s3/pricing (S3 Standard: PUT, COPY, POST, LIST requests)",
+    ),
+    "s3_get_thousand": Price(
+        0.0004,
+        "1,000 requests",
+        "aws.amazon.com/s3/pricing (S3 Standard: GET, SELECT and all other requests)",
+    ),
     # Observability
     "logs_ingest_gb": Price(
         0.50, "GB ingested", "aws.amazon.com/cloudwatch/pricing (Logs, Standard class)"
@@ -215,6 +225,19 @@ ASSUMPTIONS: dict[str, Assumption] = {
     ),
     "capture_record_kib": Assumption(
         2, "KiB a captured exchange takes on the store (both bodies and the metadata)"
+    ),
+    "s3_channel_gb": Assumption(
+        1.0,
+        "GB each S3 training channel holds; every run reads it in full (File mode). The plan "
+        "cannot see a prefix; the bucket is taken to be in the stack's Region",
+    ),
+    "s3_channel_objects": Assumption(
+        1000, "objects each S3 training channel holds: a GET each, a LIST per 1,000"
+    ),
+    "model_artifact_gb": Assumption(
+        0.05,
+        "GB of one exported model.tar.gz (digits' is under 1 MB; 50 MB covers most tabular "
+        "and small neural models)",
     ),
     "model_monitor_minutes_per_run": Assumption(
         1, "minutes a model monitor run takes (reading an hour of capture as JSON lines)"

@@ -7,6 +7,7 @@ one resource family at a time; each module says what it prices and from which pr
 - `ec2`: the GPU instances of Auto Scaling groups under ECS capacity providers, their volumes;
 - `network`: NAT gateways, public IPv4 addresses, VPC endpoints, the load balancer, WAF;
 - `storage`: EFS and its backups, ECR images, S3 buckets;
+- `s3`: the reads of S3 training channels, and the artifact bucket of exported models;
 - `observability`: CloudWatch Logs, alarms, dashboards, Container Insights, the model monitor's
   metrics;
 - `orchestration`: Step Functions transitions, the runs a month triggers start, SQS;
@@ -30,6 +31,7 @@ from preflight.costs import (
     observability,
     orchestration,
     rollout,
+    s3,
     security,
     storage,
 )
@@ -104,7 +106,7 @@ __all__ = [
     "split_tasks",
 ]
 
-FAMILIES = (compute, ec2, network, storage, observability, orchestration, security, rollout)
+FAMILIES = (compute, ec2, network, storage, observability, orchestration, security, rollout, s3)
 
 PRICED_TYPES = frozenset().union(*(family.PRICED for family in FAMILIES))
 """Types a family prices: a resource of one that comes to no line (a VPC without NAT) is free."""
@@ -133,7 +135,9 @@ def estimate_cost(plan: Plan, overrides: Mapping[str, float] | None = None) -> E
     observability.log_groups(plan, ledger, usage.task_hours)
     storage.file_systems(plan, ledger)
     storage.repositories(plan, ledger)
-    storage.buckets(plan, ledger)
+    storage.buckets(plan, ledger, s3.artifact_bucket_names(plan))
+    s3.artifact_buckets(plan, ledger)
+    s3.channels(plan, ledger)
     observability.container_insights(plan, ledger)
     security.kms_keys(plan, ledger)
     orchestration.queues(plan, ledger)

@@ -14,7 +14,7 @@ measured, `benchmarks/results/image.json` (written by `benchmarks/image.py`). As
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from preflight.costs.core import (
@@ -118,13 +118,16 @@ def repositories(plan: Plan, ledger: Ledger) -> None:
         ledger.add(repo, "ECR image storage", gb, "ecr_gb_month", note="; ".join(notes))
 
 
-def buckets(plan: Plan, ledger: Ledger) -> None:
-    """S3 Standard storage of the buckets load balancers write access logs to; any other bucket
-    is unknown (no usage assumption for it)."""
+def buckets(plan: Plan, ledger: Ledger, priced_elsewhere: Collection[str] = ()) -> None:
+    """S3 Standard storage of the buckets load balancers write access logs to; the buckets
+    another family prices (`priced_elsewhere`, by name: the artifact bucket, preflight/costs/
+    s3.py) are left to it; any other bucket is unknown (no usage assumption for it)."""
     access_log_buckets = {
         get_path(lb.inputs, "accessLogs.bucket") for lb in resources_of(plan, *LOAD_BALANCERS)
     }
     for bucket in resources_of(plan, *BUCKETS):
+        if bucket.outputs.get("bucket") in priced_elsewhere:
+            continue
         if bucket.outputs.get("bucket") in access_log_buckets:
             gb = ledger.assume("access_log_gb_month")
             ledger.add(bucket, "S3 Standard storage (ALB access logs)", gb, "s3_standard_gb_month")
