@@ -17,6 +17,10 @@ Creates, as children of the component:
   task never can (components/training_s3.py);
 - `<name>-sfn-logs`, `<name>-sfn-role` (+ `-sfn-policy`), `<name>-pipeline`: the state machine
   (documents/training.py), logging ALL with execution data and traced with X-Ray;
+- with a sweep (`workload.training.sweep`, documents/sweep.py), `<name>-sfn-sweep-policy` (its
+  Distributed Map starts and follows this state machine's child executions) and, on the gate
+  task's own `<name>-gate-task-role`, `<name>-gate-task-sweep` (pick-trial's callback); the gate
+  task definition carries the planned trials;
 - `<name>-events-role` (+ `-events-policy`), `<name>-dlq` (+ `-dlq-policy`) and per enabled
   trigger `<name>-on-<push|schedule|drift>` with its target: an ECR push of a release image, the
   `training.schedule`, a `DataDriftDetected` event.
@@ -46,6 +50,13 @@ from components.documents.staging import (
     TRAINING_CONTAINERS,
     platform_gate_container,
     training_containers,
+)
+from components.documents.sweep import (
+    PICK_ROLE,
+    SweepRun,
+    callback_statements,
+    map_run_statements,
+    sweep_gate_environment,
 )
 from components.documents.training import (
     PipelineSpec,
@@ -153,6 +164,7 @@ class TrainingTask(pulumi.ComponentResource):
         super().__init__("mlops:index:TrainingTask", name, None, opts)
         self._name = name
         self._child = pulumi.ResourceOptions(parent=self)
+        self._sweep_policies: list[pulumi.Resource] = []
         if args.placement.on_ec2 and args.cluster.gpu_capacity_provider_name is None:
             raise ValueError(f"TrainingTask {name}: gpu-ec2 needs the cluster's GPU capacity")
         if (args.staged or args.platform_gate is not None) and args.platform_image is None:
@@ -189,7 +201,8 @@ class TrainingTask(pulumi.ComponentResource):
         if gate_role is not None and args.artifacts is not None:
             grant_export(name, args.artifacts, gate_role, self._child)
         self.gate_role_arn = gate_role.arn if gate_role is not None else None
-        """The gate task's own role (it exports models); None when it shares the task role."""
+        """The gate task's own role (it exports models, or returns a sweep's pick); None when it
+        shares the task role."""
         state_machine = self._state_machine(
             args,
             block.security_group,
@@ -209,9 +222,10 @@ class TrainingTask(pulumi.ComponentResource):
             self._child,
         )
 
-        self.image_triggers: list[pulumi.Resource] = list(self._push_trigger)
+        self.image_triggers: list[pulumi.Resource] = [*self._push_trigger, *self._sweep_policies]
         """What must exist before a release image is pushed: the push rule and its target (an
-        event reaches only the rules that exist when it is sent). Pass to `ImageRepo.release`."""
+        event reaches only the rules that exist when it is sent), and a sweep's policies (the run
+        it starts needs them). Pass to `ImageRepo.release`."""
         self.state_machine_arn = state_machine.arn
         self.task_definition_arns = {
             step: definition.arn for step, definition in block.task_definitions.items()
@@ -258,6 +272,12 @@ class TrainingTask(pulumi.ComponentResource):
                     rollout=args.rollout is not None,
                 )
             ]
+            if args.train.sweep is not None:
+                # pick-trial runs in this task definition: the planned trials, the Region.
+                sweep = sweep_gate_environment(SweepRun.of(args.train.sweep), args.region)
+                containers = [
+                    replace(c, environment={**c.environment, **sweep}) for c in containers
+                ]
         else:
             containers = [
                 training_container(
@@ -282,7 +302,13 @@ class TrainingTask(pulumi.ComponentResource):
             placement=placement,
             containers=containers,
             volumes=list(ML_VOLUMES) if is_train and args.staged else [],
-            own_role=EXPORT_ROLE if export is not None else "",
+            own_role=(
+                EXPORT_ROLE
+                if export is not None
+                else PICK_ROLE
+                if step == "gate" and args.train.sweep is not None
+                else ""
+            ),
         )
 
     def _state_machine(
@@ -387,11 +413,12 @@ class TrainingTask(pulumi.ComponentResource):
                             else None
                         ),
                         sagemaker=args.staged,
+                        sweep=SweepRun.of(args.train.sweep) if args.train.sweep else None,
                     )
                 )
             )
         )
-        return aws.sfn.StateMachine(
+        machine = aws.sfn.StateMachine(
             f"{name}-pipeline",
             role_arn=role.arn,
             definition=definition,
@@ -408,6 +435,36 @@ class TrainingTask(pulumi.ComponentResource):
                 parent=self, depends_on=[policy, *args.store.mount_targets]
             ),
         )
+        if args.train.sweep is not None:
+            # pick-trial runs in the gate task, which has a role of its own with a sweep.
+            assert gate_role is not None
+            self._sweep_policies = self._sweep_permissions(role, machine, gate_role)
+        return machine
+
+    def _sweep_permissions(
+        self, role: aws.iam.Role, machine: aws.sfn.StateMachine, gate_role: aws.iam.Role
+    ) -> list[pulumi.Resource]:
+        """A sweep's Distributed Map starts child executions of this very state machine, and
+        pick-trial returns the chosen trial with its task token (documents/sweep.py), from the
+        gate task's own role: the callback's `"*"` never reaches the workload's train task.
+        Declared after the machine, whose ARN the first names; runs wait for both
+        (`image_triggers`)."""
+        return [
+            aws.iam.RolePolicy(
+                f"{self._name}-sfn-sweep-policy",
+                role=role.id,
+                policy=machine.arn.apply(
+                    lambda arn: json.dumps(policy_document(map_run_statements(arn)))
+                ),
+                opts=self._child,
+            ),
+            aws.iam.RolePolicy(
+                f"{self._name}-gate-task-sweep",
+                role=gate_role.id,
+                policy=json.dumps(policy_document(callback_statements())),
+                opts=self._child,
+            ),
+        ]
 
     @staticmethod
     def _train_capacity(args: TrainingTaskArgs) -> pulumi.Input[str]:

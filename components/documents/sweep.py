@@ -245,6 +245,12 @@ def map_run_statements(state_machine_arn: str) -> list[dict[str, Any]]:
 
 
 CALLBACK_SID = "ReturnPickedTrial"
+PICK_ROLE = (
+    "The platform gate, finish-rollout and a sweep's pick-trial: mount and write the shared "
+    "store, return the picked trial to Step Functions"
+)
+"""The gate task's own role with a sweep: the callback's permission must not reach the workload's
+train task (components/task_block.py, `TaskSpec.own_role`)."""
 
 
 def callback_statements() -> list[dict[str, Any]]:

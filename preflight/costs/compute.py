@@ -318,20 +318,20 @@ def training_runs(plan: Plan, ledger: Ledger, usage: TaskUsage) -> None:
         runs = orchestration.runs_per_month(plan, ledger, machine, machines)
         orchestration.state_transitions(ledger, machine, definition, runs)
         steps = [
-            (name, task_definition(plan, p.get("TaskDefinition")), p)
-            for name, p in orchestration.ecs_steps(definition)
+            (name, task_definition(plan, p.get("TaskDefinition")), p, times)
+            for name, p, times in orchestration.ecs_steps(definition)
         ]
-        found = [(name, td, p) for name, td, p in steps if td is not None]
+        found = [(name, td, p, times) for name, td, p, times in steps if td is not None]
         if not found:
             # The definition names its tasks dynamically: every task definition no service
             # runs is taken to run once per execution.
             found = [
-                (td.name.rsplit("-", 1)[-1], td, {})
+                (td.name.rsplit("-", 1)[-1], td, {}, 1.0)
                 for td in resources_of(plan, TASK_DEFINITION)
                 if td.urn not in service_tds
             ]
-        for step, td, parameters in found:
-            _training_step(plan, ledger, usage, step, td, parameters, runs)
+        for step, td, parameters, times in found:
+            _training_step(plan, ledger, usage, step, td, parameters, runs, times)
 
 
 def _training_step(
@@ -342,10 +342,12 @@ def _training_step(
     td: Resource,
     parameters: Mapping[str, Any],
     runs: float,
+    times: float = 1.0,
 ) -> None:
+    """`times`: how often one run runs the step (a sweep's Map runs Train once per trial)."""
     # The step's name says what it does (Validate, Train, Gate); only training runs long.
     key = "train_hours_per_run" if "train" in step.lower() else "step_hours_per_run"
-    hours = runs * ledger.assume(key)
+    hours = runs * times * ledger.assume(key)
     strategy = strategy_of(parameters.get("CapacityProviderStrategy"))
     if not strategy and parameters.get("LaunchType"):
         strategy = [Provider(str(parameters["LaunchType"]), 0, 1)]
@@ -361,9 +363,10 @@ def _training_step(
     # Runs on an EC2 capacity provider each start (and later drain) an instance.
     for provider, share in split.items():
         if provider not in FARGATE_PROVIDERS:
-            usage.ec2_runs[provider] += runs * share
+            usage.ec2_runs[provider] += runs * times * share
     per_provider = {p: hours * share for p, share in split.items()}
-    what = f"{runs:.1f} runs x {ledger.assumptions[key]['value']} h"
+    each = f" x {times:g} Map iterations (a sweep's trials)" if times != 1 else ""
+    what = f"{runs:.1f} runs{each} x {ledger.assumptions[key]['value']} h"
     fargate(ledger, usage, td, td, per_provider, what)
 
 

@@ -46,16 +46,34 @@ FREE = frozenset(
 def main_path_states(definition: Any) -> Iterator[str]:
     """State names on the main path of an ASL definition: from StartAt through Next, Default
     and Choices, into Parallel branches and Map iterators; not into Catch handlers (fallbacks)."""
-    for name, _ in _main_path(definition):
+    for name, _, _ in _main_path(definition):
         yield name
 
 
-def _main_path(definition: Any) -> Iterator[tuple[str, Mapping[str, Any]]]:
+def _constant(path: Any, constants: Mapping[str, Any]) -> Any:
+    """The value at `path` ($.a.b) that a Pass state's constant `Result` put there, or None."""
+    if not isinstance(path, str):
+        return None
+    for where, value in constants.items():
+        if path == where or path.startswith(where + "."):
+            for key in path[len(where) :].split(".")[1:]:
+                value = value.get(key) if isinstance(value, Mapping) else None
+            return value
+    return None
+
+
+def _main_path(
+    definition: Any, times: float = 1.0, constants: dict[str, Any] | None = None
+) -> Iterator[tuple[str, Mapping[str, Any], float]]:
+    """(name, state, how many times a run passes it): a Map's iterations count once per item
+    when a Pass state on the main path put its items in the definition (a sweep's trials);
+    otherwise once."""
     if not isinstance(definition, Mapping):
         return
     states = definition.get("States")
     if not isinstance(states, Mapping):
         return
+    constants = {} if constants is None else constants
     queue = [definition.get("StartAt")]
     seen: set[str] = set()
     while queue:
@@ -64,34 +82,40 @@ def _main_path(definition: Any) -> Iterator[tuple[str, Mapping[str, Any]]]:
             continue
         seen.add(name)
         state = states[name]
-        yield name, state
+        yield name, state, times
+        if state.get("Type") == "Pass" and "Result" in state:
+            constants[str(state.get("ResultPath", "$"))] = state["Result"]
         for branch in as_list(state.get("Branches")):
-            yield from _main_path(branch)
+            yield from _main_path(branch, times, constants)
+        items = _constant(state.get("ItemsPath", "$"), constants)
+        each = len(items) if isinstance(items, list) else 1
         for key in ("Iterator", "ItemProcessor"):
             if isinstance(state.get(key), Mapping):
-                yield from _main_path(state[key])
+                yield from _main_path(state[key], times * each, constants)
         queue += [state.get("Next"), state.get("Default")]
         queue += [get_path(c, "Next") for c in as_list(state.get("Choices"))]
 
 
-def ecs_steps(definition: Any) -> list[tuple[str, Mapping[str, Any]]]:
-    """(state name, `Parameters`) of every ECS RunTask state on the main path."""
+def ecs_steps(definition: Any) -> list[tuple[str, Mapping[str, Any], float]]:
+    """(state name, `Parameters`, runs of it per execution) of every ECS RunTask state on the
+    main path: a Map's inner steps run once per item (a sweep's trials)."""
     return [
-        (name, state.get("Parameters") or {})
-        for name, state in _main_path(definition)
+        (name, state.get("Parameters") or {}, times)
+        for name, state, times in _main_path(definition)
         if str(state.get("Resource", "")).startswith("arn:aws:states:::ecs:runTask")
     ]
 
 
 def state_transitions(ledger: Ledger, machine: Resource, definition: Any, runs: float) -> None:
-    """The transitions of `runs` executions a month along the definition's main path."""
-    transitions = len(list(main_path_states(definition))) or 1
+    """The transitions of `runs` executions a month along the definition's main path (a Map's
+    inner states once per item)."""
+    transitions = sum(times for _, _, times in _main_path(definition)) or 1
     ledger.add(
         machine,
         "state transitions",
         runs * transitions / 1000,
         "sfn_thousand_transitions",
-        note=f"{runs:.1f} runs x {transitions} states on the main path (retries and "
+        note=f"{runs:.1f} runs x {transitions:g} states on the main path (retries and "
         "fallbacks not counted)",
     )
 

@@ -21,9 +21,13 @@ STATE_MACHINE = "aws:sfn/stateMachine:StateMachine"
 POLICY = "aws:iam/rolePolicy:RolePolicy"
 
 
+SINGLE = {"workload": {"training": {"sweep": None}}}
+"""The digits stack training once: its sweep's pipeline is tests/stacks/test_sweep_plan.py's."""
+
+
 @pytest.fixture(scope="module")
 def digits() -> Plan:
-    return run_stack("digits")
+    return run_stack("digits", SINGLE)
 
 
 def _containers(plan: Plan, name: str) -> dict[str, dict[str, Any]]:
