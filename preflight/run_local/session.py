@@ -3,12 +3,14 @@ secrets, the task metadata endpoint, and the service while one runs."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from preflight.run_local.callback import CallbackEndpoint
 from preflight.run_local.images import build_resource, workload_image
 from preflight.run_local.metadata import MetadataEndpoint
 from preflight.run_local.stack import StackView
@@ -42,18 +44,35 @@ class Session:
     _images: dict[str, str] = field(default_factory=dict)
     _others: dict[str, str] = field(default_factory=dict)
     _metadata: MetadataEndpoint | None = None
+    _callbacks: CallbackEndpoint | None = None
+    _building: threading.Lock = field(default_factory=threading.Lock)
+    """A sweep's trials start tasks from several threads: an image is built once, and each
+    endpoint made once."""
     service: LocalService | None = None
     """The inference service running in this session, if any: what the pipeline's
     ecs:updateService (forceNewDeployment) replaces."""
 
     @property
     def metadata(self) -> MetadataEndpoint:
-        if self._metadata is None:
-            self._metadata = MetadataEndpoint()
-        return self._metadata
+        with self._building:
+            if self._metadata is None:
+                self._metadata = MetadataEndpoint()
+            return self._metadata
+
+    @property
+    def callbacks(self) -> CallbackEndpoint:
+        """Where a `.waitForTaskToken` state's container calls back (callback.py)."""
+        with self._building:
+            if self._callbacks is None:
+                self._callbacks = CallbackEndpoint()
+            return self._callbacks
 
     def other_image(self, reference: str) -> str:
         """The local tag of a platform image the task definitions name by `reference`."""
+        with self._building:
+            return self._other_image(reference)
+
+    def _other_image(self, reference: str) -> str:
         if reference not in self._others:
             self._others[reference] = build_resource(
                 self.view.others[reference], "mlops-platform-local", self.base_image, self.rebuild
@@ -61,6 +80,10 @@ class Session:
         return self._others[reference]
 
     def image_for(self, flavour: str) -> str:
+        with self._building:
+            return self._image_for(flavour)
+
+    def _image_for(self, flavour: str) -> str:
         if self.image:
             return self.image
         if flavour not in self._images:
@@ -104,3 +127,6 @@ class Session:
         if self._metadata is not None:
             self._metadata.close()
             self._metadata = None
+        if self._callbacks is not None:
+            self._callbacks.close()
+            self._callbacks = None

@@ -45,6 +45,7 @@ OVERRIDES = {
     "inference": {"capture": {"percent": 100}},
     "training": {"on_drift_event": True},
     "monitoring": {"model_monitor": {"output": {"field": "class", "baseline": "_c64"}}},
+    "workload": {"training": {"sweep": None}},  # one training a run: test_sweep.py sweeps
 }
 AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 

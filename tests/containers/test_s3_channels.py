@@ -66,7 +66,9 @@ def s3() -> Iterator[tuple[str, Any]]:
 
 def _stack(prefix: str) -> StackView:
     channels = {"train": f"s3://{DATA}/{prefix}"}
-    return read_stack(run_stack("digits", {"workload": {"training": {"channels": channels}}}))
+    # One training a run (the stack's sweep is tests/containers/test_sweep.py's).
+    training = {"channels": channels, "sweep": None}
+    return read_stack(run_stack("digits", {"workload": {"training": training}}))
 
 
 def _artifact_bucket(view: StackView) -> str:

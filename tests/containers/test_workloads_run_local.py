@@ -149,11 +149,21 @@ def test_digits_from_an_empty_store_then_a_better_model_rolls_the_service(
         run_stack(
             "digits",
             overrides={
-                "workload": {"training": {"hyperparameters": {"num_round": 1, "max_depth": 1}}}
+                "workload": {
+                    "training": {
+                        "hyperparameters": {"num_round": 1, "max_depth": 1},
+                        "sweep": None,  # one training a run: tests/containers/test_sweep.py
+                    }
+                }
             },
         )
     )
-    view = read_stack(run_stack("digits", {"inference": {"capture": {"percent": 100}}}))
+    view = read_stack(
+        run_stack(
+            "digits",
+            {"inference": {"capture": {"percent": 100}}, "workload": {"training": {"sweep": None}}},
+        )
+    )
     store = tmp_path_factory.mktemp("digits-store")
     channel_dir(view, store, "datasets/digits")  # empty: the image trains on its bundled data
     digits = load_digits()
