@@ -13,6 +13,7 @@ and handed to the components as plain values.
 from __future__ import annotations
 
 from functools import cached_property
+from typing import Any
 
 import pulumi
 
@@ -312,8 +313,20 @@ class Wiring:
         s, d = self.settings, self.decisions
         if s.workload.job is None:
             return None
-        return Monitoring(
+        return self._scheduled(
             "monitoring",
+            image_ref=self.image_ref("cpu"),
+            job=s.workload.job,
+            security=s.workload.security,
+            repository_arns=self.pull_from,
+            store_mounted=d.store_mounted,
+        )
+
+    def _scheduled(self, name: str, **task: Any) -> Monitoring:
+        """A scheduled task of the stack (components/monitoring.py), `task` its own arguments."""
+        s = self.settings
+        return Monitoring(
+            name,
             MonitoringArgs(
                 stack=s.stack,
                 region=s.region,
@@ -322,11 +335,7 @@ class Wiring:
                 network=self.network,
                 cluster=self.cluster,
                 store=self.store,
-                image_ref=self.image_ref("cpu"),
-                job=s.workload.job,
-                security=s.workload.security,
-                repository_arns=self.pull_from,
-                store_mounted=d.store_mounted,
+                **task,
             ),
         )
 
@@ -335,26 +344,17 @@ class Wiring:
         """The platform's model monitor of the served model: the platform image's `monitor` on
         `monitoring.model_monitor.schedule`, reading the capture and the baselines through the
         store's main access point (the decision: capture on, a service, a schedule)."""
-        s, d = self.settings, self.decisions
+        d = self.decisions
         if d.model_monitor is None:
             return None
         platform = self.platform_images
         assert platform is not None  # capture builds the platform image
-        return Monitoring(
+        return self._scheduled(
             "model-monitor",
-            MonitoringArgs(
-                stack=s.stack,
-                region=s.region,
-                monitoring=s.monitoring,
-                log_retention_days=s.observability.log_retention_days,
-                network=self.network,
-                cluster=self.cluster,
-                store=self.store,
-                image_ref=platform.image_ref("cpu"),
-                job=d.model_monitor,
-                # It runs the platform image only.
-                repository_arns=[platform.repository_arn],
-            ),
+            image_ref=platform.image_ref("cpu"),
+            job=d.model_monitor,
+            # It runs the platform image only.
+            repository_arns=[platform.repository_arn],
         )
 
     @cached_property
