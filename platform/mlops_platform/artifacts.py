@@ -171,7 +171,7 @@ def _upload(client: Any, bucket: str, run_dir: Path, rid: str) -> dict[str, Any]
 
 def prune(client: Any, bucket: str, keep: int, rid: str) -> list[str]:
     """Delete the objects of every run under models/ but the newest `keep` (by their newest
-    object; `rid` is always kept); the runs deleted."""
+    object, then by run id; `rid` is always kept); the runs deleted."""
     latest: dict[str, Any] = {}
     keys: dict[str, list[str]] = {}
     token = None
@@ -187,7 +187,11 @@ def prune(client: Any, bucket: str, keep: int, rid: str) -> list[str]:
         token = page.get("NextContinuationToken")
         if not page.get("IsTruncated") or not token:
             break
-    order = sorted((run for run in latest if run != rid), key=latest.__getitem__, reverse=True)
+    # LastModified is to the second: runs exported within one second tie, and the run id (a
+    # pipeline's starts with its UTC start time) orders them.
+    order = sorted(
+        (run for run in latest if run != rid), key=lambda run: (latest[run], run), reverse=True
+    )
     old = order[keep - 1 :]
     doomed = [key for run in old for key in keys[run]]
     for start in range(0, len(doomed), DELETE_BATCH):
