@@ -18,6 +18,9 @@ import pytest
 from tests.platform.conftest import Env
 from tests.platform.moto_s3 import S3
 
+# slow: each test starts moto's S3 server and runs the platform's command in a child process
+pytestmark = pytest.mark.slow
+
 
 def _bucket(s3: S3, request: pytest.FixtureRequest) -> str:
     name = "artifacts-" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:12]

@@ -19,6 +19,9 @@ from tests.platform.moto_s3 import S3, client
 sys.path.insert(0, str(PLATFORM))
 from mlops_platform import s3 as platform_s3
 
+# slow: each test starts moto's S3 server and runs the platform's command in a child process
+pytestmark = pytest.mark.slow
+
 ROWS = "\n".join(
     ",".join(str((i * 7 + j) % 17) for j in range(64)) + f",{i % 10}" for i in range(40)
 )

@@ -14,6 +14,9 @@ import pytest
 from preflight.run_local.callback import CallbackEndpoint
 from tests.platform.conftest import Env
 
+# slow: each test runs pick-trial in a child process against a callback endpoint
+pytestmark = pytest.mark.slow
+
 RUN = "20261208T030000Z-exec"
 OBJECTIVE = {
     "MLOPS_OBJECTIVE_KEY": "accuracy",

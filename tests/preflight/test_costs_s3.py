@@ -13,6 +13,9 @@ from preflight import prices
 from preflight.costs import estimate_cost
 from preflight.offline import run_stack
 
+# slow: each test evaluates whole stacks under the mocks (4-8 s each)
+pytestmark = pytest.mark.slow
+
 S3_CHANNEL = {"workload": {"training": {"channels": {"train": "s3://user-data/digits/"}}}}
 
 
