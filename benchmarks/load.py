@@ -332,16 +332,13 @@ def wrk(
     threads: int = WRK_THREADS,
     connections: int = CONNECTIONS,
     content_type: str = "",
-    delay_ms: int = 0,
 ) -> dict[str, Any]:
     """One wrk run; its requests/s, latency percentiles (ms) and errors. `body`: POSTed as
-    `content_type` (application/json by default), else a GET; `delay_ms`: each connection's
-    pause before each request (not counted in the latency)."""
+    `content_type` (application/json by default), else a GET."""
     env = {
         **os.environ,
         "WRK_BODY": str(body) if body else "",
         "WRK_CONTENT_TYPE": content_type,
-        "WRK_DELAY_MS": str(delay_ms) if delay_ms else "",
     }
     args = [
         *("wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s"),

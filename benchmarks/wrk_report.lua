@@ -1,7 +1,6 @@
 -- wrk script of the benchmarks: sends the body in the file named by WRK_BODY as a POST (a plain
--- GET when unset), of the type in WRK_CONTENT_TYPE (application/json when unset), each
--- connection waiting WRK_DELAY_MS milliseconds before each request when that is set, and prints
--- one parseable line when the run is done:
+-- GET when unset), of the type in WRK_CONTENT_TYPE (application/json when unset), and prints one
+-- parseable line when the run is done:
 --   WRK_RESULT {"requests": ..., "duration_us": ..., "non2xx": ..., "p50_us": ..., ...}
 local body_path = os.getenv("WRK_BODY")
 if body_path and body_path ~= "" then
@@ -14,13 +13,6 @@ if body_path and body_path ~= "" then
   end
   wrk.headers["Content-Type"] = content_type
   file:close()
-end
-
-local delay_ms = tonumber(os.getenv("WRK_DELAY_MS") or "")
-if delay_ms and delay_ms > 0 then
-  function delay()
-    return delay_ms
-  end
 end
 
 function done(summary, latency, requests)

@@ -12,10 +12,8 @@ chunked body. `Expect: 100-continue` is answered by the proxy. The model server 
 one-line body; a malformed request: 400 (431 for a head over 64 KiB, 501 for a transfer coding
 other than chunked). No Via field is added: the proxy is part of the server's own task, and the
 server sees the request as the client sent it. A client idle or stalled for 75 s is disconnected.
-The proxy costs CPU on the server's cores: about 0.12 ms a request on the 2-core machine of
-benchmarks/README.md ("Data capture"), nearly half of it the kernel's for one more TCP hop, when
-the server keeps its connections alive; about 0.3 ms with a server that closes each connection
-(a new upstream connection a request).
+The proxy costs CPU on the server's cores (about 0.4 ms a request on a 2-core machine, mostly
+asyncio and one more TCP hop): figures in benchmarks/README.md, "Data capture".
 
 Settings (environment):
   MLOPS_CAPTURE_PORT           8081       where the proxy listens (all IPv4 interfaces)
@@ -77,19 +75,15 @@ import math
 import os
 import random
 import re
-import select
-import selectors
 import signal
 import socket
 import sys
 import threading
 import time
-import types
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from mlops_contract import CAPTURE, Env
 
@@ -146,18 +140,6 @@ _VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]")
 _STATUS_LINE = re.compile(rb"HTTP/1\.[01] [0-9]{3}( |$)")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _VISIBLE_ASCII = re.compile(rb"[\x21-\x7e]{1,1024}")
-_FIELD_LINES = rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\r\n]*\r\n)*\r\n"
-_PLAIN_REQUEST = re.compile(
-    rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+) ([^ \r\n]+) HTTP/1\.1\r\n" + _FIELD_LINES
-)
-_PLAIN_RESPONSE = re.compile(rb"HTTP/1\.1 [0-9]{3}(?: [^\r\n]*)?\r\n" + _FIELD_LINES)
-_NOTABLE_FIELD = re.compile(
-    rb"\n(content-length|content-type|host|x-amzn-sagemaker-inference-id|connection|close"
-    rb"|keep-alive|proxy-connection|te|transfer-encoding|upgrade|expect):([^\r]*)",
-    re.IGNORECASE,
-)
-"""In a head whose lines were checked: the fields the proxy reads, and those it removes."""
-_CONNECTION_LINE = re.compile(rb"\r\nconnection:[^\r]*", re.IGNORECASE)
 _REASONS = {
     400: b"Bad Request",
     417: b"Expectation Failed",
@@ -506,6 +488,10 @@ class ClientGone(Exception):
     getting broke off (then closing the connection is all that can tell it)."""
 
 
+class _StalePooled(Exception):
+    """A pooled upstream connection closed before any byte of the response came."""
+
+
 Fields = list[tuple[bytes, bytes, bytes]]
 """A head's field lines: (lower-case name, value, the line as it came)."""
 
@@ -623,60 +609,6 @@ class Request:
 def parse_request(head: bytes, upstream_host: bytes) -> Request:
     """The request in `head` (request line to empty line); HttpError when it cannot be
     forwarded as HTTP/1.1 without ambiguity about where its body ends."""
-    return _plain_request(head) or _any_request(head, upstream_host)
-
-
-def _plain_request(head: bytes) -> Request | None:
-    """The request in `head` when it is the usual kind, read with a few regular expressions:
-    HTTP/1.1, one Host, at most one plain Content-Length, no field the proxy removes but a
-    Connection field of `keep-alive` or `close`. None for any other head, which
-    `_any_request` reads (and answers the same for this kind: tests/platform/test_capture.py
-    compares the two)."""
-    match = _PLAIN_REQUEST.fullmatch(head)
-    if match is None:
-        return None
-    length = None
-    hosts = 0
-    connection = content_type = inference_id = b""
-    for name, value in _NOTABLE_FIELD.findall(head):
-        name = name.lower()
-        value = value.strip(b" \t")
-        if name == b"content-length":
-            if length is not None or not value.isdigit() or len(value) > 18:
-                return None
-            length = int(value)
-        elif name == b"host":
-            hosts += 1
-        elif name == b"content-type":
-            content_type = value
-        elif name == INFERENCE_ID_HEADER:
-            inference_id = value
-        elif name == b"connection" and not connection:
-            connection = value.lower()
-            if connection not in (b"keep-alive", b"close"):
-                return None
-        else:  # a field the proxy removes or rewrites, or several Connection fields
-            return None
-    if hosts != 1:
-        return None
-    if inference_id and not _VISIBLE_ASCII.fullmatch(inference_id):
-        inference_id = b""
-    method, target = match.group(1, 2)
-    return Request(
-        method=method,
-        http10=False,
-        keep_alive=connection != b"close",
-        length=length,
-        chunked=False,
-        expect_continue=False,
-        capturable=method == b"POST" and target.split(b"?", 1)[0] == INVOCATIONS,
-        content_type=content_type,
-        inference_id=inference_id,
-        upstream_head=_CONNECTION_LINE.sub(b"", head, 1) if connection else head,
-    )
-
-
-def _any_request(head: bytes, upstream_host: bytes) -> Request:
     request_line, fields, by_name = _head_fields(head, _bad_request)
     parts = request_line.split(b" ")
     if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]) or not parts[1]:
@@ -747,60 +679,9 @@ class Response:
     chunked: bool
     until_close: bool
     no_body: bool
-    plain_head: bytes | None = None
-    """The head as it came but for its Connection field and the CRLFs that end it, when the
-    proxy changes nothing else in it (`fields` is then empty)."""
 
 
 def parse_response(head: bytes, method: bytes) -> Response:
-    """The model server's response head; UpstreamBroke when it cannot be relayed."""
-    return _plain_response(head, method) or _any_response(head, method)
-
-
-def _plain_response(head: bytes, method: bytes) -> Response | None:
-    """The response in `head` when it is the usual kind (HTTP/1.1, a final status, at most one
-    plain Content-Length, no field the proxy removes but a Connection field of `keep-alive` or
-    `close`), else None: as `_plain_request`."""
-    if _PLAIN_RESPONSE.fullmatch(head) is None:
-        return None
-    length = None
-    connection = content_type = b""
-    for name, value in _NOTABLE_FIELD.findall(head):
-        name = name.lower()
-        value = value.strip(b" \t")
-        if name == b"content-length":
-            if length is not None or not value.isdigit() or len(value) > 18:
-                return None
-            length = int(value)
-        elif name == b"content-type":
-            content_type = value
-        elif name == b"connection" and not connection:
-            connection = value.lower()
-            if connection not in (b"keep-alive", b"close"):
-                return None
-        elif name != b"host" and name != INFERENCE_ID_HEADER:
-            return None
-    status = int(head[9:12])
-    if status < 200:
-        return None
-    no_body = method == b"HEAD" or status in (204, 304)
-    status_line = head[: head.index(b"\r\n")]
-    return Response(
-        status=status,
-        status_line=status_line,
-        fields=[],
-        content_type=content_type,
-        connection=[connection] if connection else [],
-        length=length,
-        plain_length=True,
-        chunked=False,
-        until_close=not no_body and length is None,
-        no_body=no_body,
-        plain_head=(_CONNECTION_LINE.sub(b"", head, 1) if connection else head)[:-4],
-    )
-
-
-def _any_response(head: bytes, method: bytes) -> Response:
     status_line, fields, by_name = _head_fields(head, _bad_response)
     if not _STATUS_LINE.match(status_line):
         raise _bad_response(f"status line {status_line[:80]!r}")
@@ -852,12 +733,12 @@ class _TooLong(Exception):
 
 
 class _Conn:
-    """A non-blocking TCP socket and what was read from it but not used yet. The callbacks read
-    it when the event loop reports it readable; the coroutines through the loop's sock_* calls.
-    No transports: a connection then costs a socket, not a protocol, a transport and a stream
-    pair (about 100 µs of CPU less when a server closes every connection)."""
+    """A non-blocking TCP socket and what was read from it but not used yet, driven by the
+    event loop's sock_* calls. No transports: an upstream connection per request (what a
+    gunicorn sync worker allows) then costs a socket and a connect, not a protocol, a transport
+    and a stream pair, about 100 µs of CPU less."""
 
-    __slots__ = ("buffer", "flight", "loop", "since", "sock")
+    __slots__ = ("buffer", "loop", "sock")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
         sock.setblocking(False)
@@ -865,10 +746,6 @@ class _Conn:
         self.loop = loop
         self.sock = sock
         self.buffer = bytearray()
-        self.flight: _Flight | None = None
-        """Upstream: the exchange the callbacks sent on it and await the response of."""
-        self.since = 0.0
-        """Upstream: when it went idle into the pool."""
 
     async def _fill(self) -> None:
         try:
@@ -916,181 +793,42 @@ class _Conn:
         """Sends all of `data`, waiting while the peer does not read (OSError once it is gone)."""
         await self.loop.sock_sendall(self.sock, data)
 
-    def send_now(self, data: bytes) -> int:
-        """Sends what the socket takes of `data` without waiting: how many bytes (OSError once
-        the peer is gone)."""
+    def idle_and_open(self) -> bool:
+        """Nothing unread, and the peer has not closed: an idle connection that may be reused."""
+        if self.buffer:
+            return False
         try:
-            return self.sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            return 0
-
-    def receive_now(self) -> bytes | None:
-        """One receive's bytes added to the buffer and returned; b"" once the peer closed or
-        reset, None when nothing was there after all."""
-        try:
-            data = self.sock.recv(PIECE)
-        except (BlockingIOError, InterruptedError):
-            return None
+            self.sock.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return True
         except OSError:
-            return b""
-        self.buffer += data
-        return data
+            return False
+        return False  # closed, or bytes nobody asked for
 
     def close(self) -> None:
         self.sock.close()
 
 
 class _Client:
-    __slots__ = ("busy", "conn", "deadline", "ended", "head_size", "reading", "request", "task")
+    __slots__ = ("busy", "conn", "deadline", "task")
 
     def __init__(self, conn: _Conn) -> None:
         self.conn = conn
         self.deadline: float | None = None
-        """When the connection is given up: set while the proxy waits on the client."""
+        """When the sweeper cancels the connection's task: set while the proxy waits on the
+        client."""
         self.busy = False
         """A request is in flight: shutdown lets it finish."""
         self.task: asyncio.Task[None] | None = None
-        """The coroutine serving the connection, while the callbacks do not."""
-        self.reading = False
-        """The selector calls the client callback when the socket is readable."""
-        self.request: Request | None = None
-        """The head in the buffer, parsed while its body is still coming, and its size."""
-        self.head_size = 0
-        self.ended = False
-        """The client shut its side while its request was in flight: the connection closes once
-        what it sent is answered."""
-
-
-class _Flight:
-    """A request the callbacks sent upstream, until its response is relayed."""
-
-    __slots__ = ("body", "client", "exchange", "head_size", "request", "response")
-
-    def __init__(
-        self, client: _Client, request: Request, exchange: Exchange | None, body: bytes
-    ) -> None:
-        self.client = client
-        self.request = request
-        self.exchange = exchange
-        self.body = body
-        """Kept to send it again on a new connection if the pooled one turns out closed."""
-        self.response: Response | None = None
-        self.head_size = 0
-
-
-class _Selector(selectors.BaseSelector):
-    """The event loop's selector (epoll, as asyncio's default on Linux), and besides what the
-    loop registers, the sockets the callbacks watch: a watched socket's callback runs as soon
-    as epoll reports it readable, from within select(), without the loop's bookkeeping for each
-    event (a selector key looked up, a handle queued and run), about 15 µs of CPU a request
-    on the machine of benchmarks/README.md. A callback must not raise."""
-
-    def __init__(self) -> None:
-        self._epoll = select.epoll()
-        self._keys: dict[int, selectors.SelectorKey] = {}
-        self._watched: dict[int, Callable[[], None]] = {}
-
-    @staticmethod
-    def _fd(fileobj: Any) -> int:
-        fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
-        if fd < 0:
-            raise ValueError(f"invalid file descriptor {fd}")
-        return fd
-
-    @staticmethod
-    def _mask(events: int) -> int:
-        if not events or events & ~(selectors.EVENT_READ | selectors.EVENT_WRITE):
-            raise ValueError(f"invalid events {events!r}")
-        read = select.EPOLLIN if events & selectors.EVENT_READ else 0
-        return read | (select.EPOLLOUT if events & selectors.EVENT_WRITE else 0)
-
-    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        fd = self._fd(fileobj)
-        if fd in self._keys or fd in self._watched:
-            raise KeyError(f"{fileobj!r} (FD {fd}) is already registered")
-        self._epoll.register(fd, self._mask(events))
-        key = selectors.SelectorKey(fileobj, fd, events, data)
-        self._keys[fd] = key
-        return key
-
-    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
-        key = self._keys.pop(self._fd(fileobj))
-        with contextlib.suppress(OSError):  # closed already
-            self._epoll.unregister(key.fd)
-        return key
-
-    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        fd = self._fd(fileobj)
-        key = self._keys.get(fd)
-        if key is None:
-            raise KeyError(f"{fileobj!r} is not registered")
-        if events != key.events:
-            self._epoll.modify(fd, self._mask(events))
-        key = key._replace(events=events, data=data)
-        self._keys[fd] = key
-        return key
-
-    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        # epoll waits in milliseconds: rounded up, as the selectors module does, so that the
-        # loop never wakes before its next timer is due and spins.
-        wait = -1.0 if timeout is None else math.ceil(max(timeout, 0) * 1e3) * 1e-3
-        try:
-            ready = self._epoll.poll(wait, max(len(self._keys) + len(self._watched), 1))
-        except InterruptedError:
-            return []
-        keys = []
-        for fd, mask in ready:
-            callback = self._watched.get(fd)
-            if callback is not None:
-                callback()
-                continue
-            key = self._keys.get(fd)
-            if key is not None:
-                events = selectors.EVENT_WRITE if mask & ~select.EPOLLIN else 0
-                events |= selectors.EVENT_READ if mask & ~select.EPOLLOUT else 0
-                keys.append((key, events & key.events))
-        return keys
-
-    def close(self) -> None:
-        self._epoll.close()
-        self._keys.clear()
-        self._watched.clear()
-
-    def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
-        return types.MappingProxyType(self._keys)
-
-    def watch(self, fd: int, callback: Callable[[], None]) -> None:
-        """Calls `callback` whenever `fd` is readable, until unwatch(fd)."""
-        self._epoll.register(fd, select.EPOLLIN)
-        self._watched[fd] = callback
-
-    def unwatch(self, fd: int) -> None:
-        if self._watched.pop(fd, None) is not None:
-            with contextlib.suppress(OSError):
-                self._epoll.unregister(fd)
 
 
 class CaptureProxy:
-    """The proxy's server. Most exchanges are one small request and one small response, each
-    with a Content-Length, on connections kept alive at both ends: callbacks relay them, on
-    sockets registered with the event loop for their whole life, a request and its response in
-    one send each, with no task, future or change to the loop's registrations per request.
-    Anything else (a chunked, large or `Expect: 100-continue` body, a head to answer with an
-    error, a 1xx or a response without a length, no idle upstream connection, a client that does
-    not take its answer at once) goes from where it is to a coroutine of the connection's own,
-    and the connection comes back to the callbacks after that exchange."""
+    """The proxy's server: one task per client connection, a pool of idle upstream
+    connections."""
 
     _loop: asyncio.AbstractEventLoop
 
-    def __init__(
-        self,
-        settings: Settings,
-        stats: Stats,
-        writer: CaptureWriter | None,
-        selector: _Selector,
-    ) -> None:
-        self._selector = selector
-        """The event loop's, whose watched sockets are the callbacks'."""
+    def __init__(self, settings: Settings, stats: Stats, writer: CaptureWriter | None) -> None:
         self._settings = settings
         self._stats = stats
         self._writer = writer
@@ -1099,8 +837,7 @@ class CaptureProxy:
         self._upstream = ("127.0.0.1", settings.upstream_port)
         self._upstream_name = f"127.0.0.1:{settings.upstream_port}"
         self._upstream_host = self._upstream_name.encode()
-        self._idle: list[_Conn] = []
-        """Idle upstream connections, newest last, each watched by the upstream callback."""
+        self._idle: list[tuple[_Conn, float]] = []
         self._clients: set[_Client] = set()
         self._stopping = False
 
@@ -1152,18 +889,19 @@ class CaptureProxy:
         await asyncio.gather(accepting, return_exceptions=True)
         listener.close()
         for client in list(self._clients):
-            if not client.busy:
-                self._give_up(client)
+            if not client.busy and client.task:
+                client.task.cancel()
         deadline = self._loop.time() + SHUTDOWN_GRACE_SECONDS
         while any(client.busy for client in self._clients) and self._loop.time() < deadline:
             await asyncio.sleep(0.01)
         tasks = [client.task for client in self._clients if client.task]
-        for client in list(self._clients):
-            self._give_up(client)
+        for task in tasks:
+            task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         ticker.cancel()
-        while self._idle:
-            self._discard(self._idle.pop())
+        for conn, _ in self._idle:
+            conn.close()
+        self._idle.clear()
 
     async def _accept(self, listener: socket.socket) -> None:
         while True:
@@ -1174,380 +912,54 @@ class CaptureProxy:
                 continue
             client = _Client(_Conn(self._loop, sock))
             self._clients.add(client)
-            self._watch(client)
+            client.task = self._loop.create_task(self._serve(client))
 
     async def _tick(self) -> None:
-        """Each second gives up clients past their deadline; every STATS_SECONDS prints the
+        """Each second cancels clients past their deadline; every STATS_SECONDS prints the
         counts."""
         next_stats = self._loop.time() + STATS_SECONDS
         while True:
             await asyncio.sleep(1.0)
             now = self._loop.time()
             for client in list(self._clients):
-                if client.deadline is not None and now > client.deadline:
-                    self._give_up(client)
+                if client.deadline is not None and now > client.deadline and client.task:
+                    client.task.cancel()
             if now >= next_stats:
                 next_stats = now + STATS_SECONDS
                 queued = self._writer.queued if self._writer else 0
                 print(self._stats.line("capture-stats", queued), flush=True)
 
-    def _give_up(self, client: _Client) -> None:
-        """Ends a client's connection now: its coroutine is cancelled, or it is closed."""
-        if client.task is not None:
-            client.task.cancel()
-        else:
-            self._close_client(client)
-
-    def _close_client(self, client: _Client) -> None:
-        if client.reading:
-            self._selector.unwatch(client.conn.sock.fileno())
-            client.reading = False
-        client.conn.close()
-        self._clients.discard(client)
-
-    def _internal_error(self, exc: BaseException) -> None:
-        print(
-            f"capture-proxy: internal error: {one_line(repr(exc), 300)}",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    def _sample(self, request: Request) -> Exchange | None:
-        """The pair to record of a request, when it is an invocation drawn into the sample."""
-        if not request.capturable:
-            return None
-        self._stats.invocations += 1
-        if self._percent and random.random() * 100 < self._percent:
-            return Exchange(
-                str(uuid.uuid4()), time.time(), request.content_type, request.inference_id
-            )
-        self._stats.sampled_out += 1
-        return None
-
-    def _record(self, exchange: Exchange, response_body: bytes) -> None:
-        """Hands a whole pair to the writer, or counts why not."""
-        exchange.response_body = response_body
-        if len(response_body) > self._max_bytes:
-            self._stats.dropped["too_large"] += 1
-        elif self._writer is None or not self._writer.offer(exchange):
-            self._stats.dropped["queue_full"] += 1
-
-    def _answer_head(
-        self, request: Request, response: Response, exchange: Exchange | None
-    ) -> tuple[bytes, bool, bool, Exchange | None]:
-        """The response head for the client; whether the client connection stays open; whether
-        the upstream one may be reused; the pair still to record (None when dropped here)."""
-        keep = request.keep_alive and not response.until_close and not self._stopping
-        if response.chunked and request.http10:
-            keep = False  # the body goes to it decoded, delimited by the close
-        extra = []
-        if exchange is not None:
-            if not response.no_body and (response.length or 0) > self._max_bytes:
-                self._stats.dropped["too_large"] += 1
-                exchange = None
-            else:
-                extra.append(EVENT_ID_HEADER + b": " + exchange.event_id.encode())
-                exchange.status = response.status
-                exchange.response_type = response.content_type
-        if response.chunked and not request.http10:
-            extra.append(b"Transfer-Encoding: chunked")
-        drop = HOP_BY_HOP
-        if response.plain_head is None:
-            drop = drop.union(response.connection)
-            if not response.plain_length:
-                drop = drop.union((b"content-length",))
-                if response.length is not None:
-                    extra.append(b"Content-Length: %d" % response.length)
-        if not keep:
-            extra.append(b"Connection: close")
-        elif request.http10:
-            extra.append(b"Connection: keep-alive")
-        reusable = (
-            not response.until_close
-            and b"close" not in response.connection
-            and response.status_line.startswith(b"HTTP/1.1")
-        )
-        if response.plain_head is None:
-            head = _response_head(response.status_line, response.fields, drop, extra)
-        elif extra:
-            head = b"\r\n".join((response.plain_head, *extra, b"\r\n"))
-        else:
-            head = response.plain_head + b"\r\n\r\n"
-        return head, keep, reusable, exchange
-
-    # -------------------------------------------------------------- callbacks: clients
-    def _watch(self, client: _Client) -> None:
-        """Serves the client from callbacks (again), starting with what it already sent."""
-        client.task = None
-        if not client.reading:
-            self._selector.watch(client.conn.sock.fileno(), lambda: self._client_readable(client))
-            client.reading = True
-        self._next_request(client)
-
-    def _to_coroutine(self, client: _Client, exchange: Awaitable[bool] | None = None) -> None:
-        """Serves the client from a coroutine: `exchange` (one the callbacks began), else the
-        one whose head is in its buffer; then from callbacks again."""
-        if client.reading:
-            self._selector.unwatch(client.conn.sock.fileno())
-            client.reading = False
-        client.request = None
-        client.busy = exchange is not None
-        client.task = self._loop.create_task(self._serve(client, exchange))
-
-    def _client_readable(self, client: _Client) -> None:
-        try:
-            data = client.conn.receive_now()
-            if data is None:
-                return
-            if not data:
-                self._selector.unwatch(client.conn.sock.fileno())
-                client.reading = False
-                if client.busy:
-                    client.ended = True  # it may still read its answer
-                else:
-                    self._close_client(client)
-            elif not client.busy:
-                self._next_request(client)
-            elif len(client.conn.buffer) > HEAD_LIMIT + SMALL_BODY:
-                self._selector.unwatch(client.conn.sock.fileno())  # read on once answered
-                client.reading = False
-        except Exception as exc:  # a bug must cost one connection, never the proxy
-            self._internal_error(exc)
-            self._close_client(client)
-
-    def _next_request(self, client: _Client) -> None:
-        """Starts the exchange whose request is in the client's buffer, once it is whole."""
-        buffer = client.conn.buffer
-        if self._stopping:
-            self._close_client(client)
-            return
-        request = client.request
-        if request is None:
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0 and len(buffer) <= HEAD_LIMIT:
-                client.deadline = self._loop.time() + CLIENT_TIMEOUT_SECONDS
-                return
-            # Over the limit (431) and empty lines before a request (skipped) are the
-            # coroutine's.
-            if end < 0 or end + 4 > HEAD_LIMIT or buffer[0] in b"\r\n":
-                self._to_coroutine(client)
-                return
-            try:
-                request = parse_request(bytes(buffer[: end + 4]), self._upstream_host)
-            except HttpError:
-                self._to_coroutine(client)  # answers it
-                return
-            if request.chunked or request.expect_continue or (request.length or 0) > SMALL_BODY:
-                self._to_coroutine(client)
-                return
-            client.request = request
-            client.head_size = end + 4
-        total = client.head_size + (request.length or 0)
-        if len(buffer) < total:
-            client.deadline = self._loop.time() + CLIENT_TIMEOUT_SECONDS
-            return
-        body = bytes(buffer[client.head_size : total])
-        del buffer[:total]
-        client.request = None
-        client.deadline = None
-        client.busy = True
-        self._stats.requests += 1
-        exchange = self._sample(request)
-        if exchange is not None:
-            exchange.request_body = body
-            if len(body) > self._max_bytes:
-                self._stats.dropped["too_large"] += 1
-                exchange = None
-        upstream = self._pooled()
-        if upstream is None:
-            self._to_coroutine(client, self._forward(client, request, exchange, body))
-            return
-        payload = request.upstream_head + body
-        try:
-            sent = upstream.send_now(payload)
-        except OSError:  # closed since: the coroutine sends it again on a new connection
-            self._discard(upstream)
-            self._to_coroutine(client, self._forward(client, request, exchange, body))
-            return
-        if sent < len(payload):
-            self._selector.unwatch(upstream.sock.fileno())
-            self._to_coroutine(
-                client, self._forward(client, request, exchange, body, upstream, payload[sent:])
-            )
-            return
-        upstream.flight = _Flight(client, request, exchange, body)
-
-    def _reply(self, client: _Client, data: bytes, keep: bool) -> None:
-        try:
-            sent = client.conn.send_now(data)
-        except OSError:
-            self._close_client(client)
-            return
-        if sent < len(data):
-            self._to_coroutine(client, self._reply_rest(client, data[sent:], keep))
-            return
-        client.busy = False
-        if keep and not self._over(client):
-            self._watch(client)
-        else:
-            self._close_client(client)
-
-    async def _reply_rest(self, client: _Client, data: bytes, keep: bool) -> bool:
-        try:
-            await self._to_client(client, data)
-        except ClientGone:
-            return False
-        return keep and not self._over(client)
-
-    @staticmethod
-    def _over(client: _Client) -> bool:
-        """The client shut its side and no request of its waits to be answered."""
-        return client.ended and not client.conn.buffer
-
-    # -------------------------------------------------------------- callbacks: upstream
-    def _pooled(self) -> _Conn | None:
-        """The newest idle upstream connection not idle too long."""
-        now = self._loop.time()
-        while self._idle:
-            conn = self._idle.pop()
-            if now - conn.since < UPSTREAM_IDLE_SECONDS:
-                return conn
-            self._discard(conn)
-        return None
-
-    def _pool(self, conn: _Conn) -> None:
-        """Keeps an upstream connection for reuse, watched: the server closing it or speaking
-        on it unasked closes it."""
-        if self._stopping or len(self._idle) >= POOL_SIZE or conn.buffer:
-            conn.close()
-            return
-        self._selector.watch(conn.sock.fileno(), lambda: self._upstream_readable(conn))
-        conn.since = self._loop.time()
-        self._idle.append(conn)
-
-    def _discard(self, conn: _Conn) -> None:
-        """Closes a watched upstream connection."""
-        self._selector.unwatch(conn.sock.fileno())
-        if conn in self._idle:
-            self._idle.remove(conn)
-        conn.close()
-
-    def _upstream_readable(self, upstream: _Conn) -> None:
-        flight = upstream.flight
-        try:
-            data = upstream.receive_now()
-            if data is None:
-                return
-            if flight is None:  # closed while idle, or bytes nobody asked for
-                self._discard(upstream)
-                return
-            if not data:
-                if upstream.buffer:  # closed in the middle of the response: a 502
-                    self._hand_over(upstream, flight)
-                else:  # a pooled connection closed before any answer: sent again on a new one
-                    upstream.flight = None
-                    self._discard(upstream)
-                    client = flight.client
-                    self._to_coroutine(
-                        client, self._forward(client, flight.request, flight.exchange, flight.body)
-                    )
-                return
-            self._relay_whole(upstream, flight)
-        except Exception as exc:  # a bug must cost one connection, never the proxy
-            self._internal_error(exc)
-            if flight is not None:
-                upstream.flight = None
-                self._close_client(flight.client)
-            self._discard(upstream)
-
-    def _relay_whole(self, upstream: _Conn, flight: _Flight) -> None:
-        """Relays the response to the client once it is whole, or hands the exchange to a
-        coroutine when the response is not one the callbacks relay."""
-        buffer = upstream.buffer
-        response = flight.response
-        if response is None:
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0 and len(buffer) <= HEAD_LIMIT:
-                return
-            try:
-                if end < 0 or end + 4 > HEAD_LIMIT:
-                    raise UpstreamBroke("the head is over the limit")
-                response = parse_response(bytes(buffer[: end + 4]), flight.request.method)
-            except UpstreamBroke:  # the coroutine answers 502
-                response = None
-            if (
-                response is None
-                or response.status < 200
-                or response.chunked
-                or response.until_close
-                or (response.length or 0) > SMALL_BODY
-            ):
-                self._hand_over(upstream, flight)
-                return
-            flight.response = response
-            flight.head_size = end + 4
-        total = flight.head_size + (0 if response.no_body else response.length or 0)
-        if len(buffer) < total:
-            return
-        body = bytes(buffer[flight.head_size : total])
-        del buffer[:total]
-        upstream.flight = None
-        head, keep, reusable, exchange = self._answer_head(
-            flight.request, response, flight.exchange
-        )
-        if reusable and not buffer and not self._stopping and len(self._idle) < POOL_SIZE:
-            upstream.since = self._loop.time()
-            self._idle.append(upstream)
-        else:
-            self._discard(upstream)
-        if exchange is not None:
-            self._record(exchange, body)
-        self._reply(flight.client, head + body, keep)
-
-    def _hand_over(self, upstream: _Conn, flight: _Flight) -> None:
-        """The rest of a flight's exchange to a coroutine: the response from its head on."""
-        upstream.flight = None
-        self._selector.unwatch(upstream.sock.fileno())
-        client = flight.client
-        self._to_coroutine(
-            client, self._forward(client, flight.request, flight.exchange, flight.body, upstream)
-        )
-
-    # -------------------------------------------------------------- coroutines: clients
-    async def _serve(self, client: _Client, exchange: Awaitable[bool] | None) -> None:
+    # -------------------------------------------------------------- clients
+    async def _serve(self, client: _Client) -> None:
         conn = client.conn
-        keep = False
         try:
-            if exchange is None:
+            keep = True
+            while keep and not self._stopping:
                 client.deadline = self._loop.time() + CLIENT_TIMEOUT_SECONDS
                 try:
                     head = await conn.read_until(b"\r\n\r\n", HEAD_LIMIT)
                 except _TooLong:
                     await conn.send(_error_response(431, "request head over 64 KiB", True))
-                    return
+                    break
                 except _Closed:
-                    return
+                    break
                 client.deadline = None
                 client.busy = True
-                exchange = self._exchange(client, head)
-            try:
-                keep = await exchange
-            finally:
-                client.busy = False
+                try:
+                    keep = await self._exchange(client, head)
+                finally:
+                    client.busy = False
         except (asyncio.CancelledError, OSError):
             pass  # stalled past its deadline, the proxy stopping, or the client gone
         except Exception as exc:  # a bug must cost one connection, never the proxy
-            self._internal_error(exc)
+            print(
+                f"capture-proxy: internal error: {one_line(repr(exc), 300)}",
+                file=sys.stderr,
+                flush=True,
+            )
         finally:
-            client.task = None
-            if keep and not self._stopping:
-                try:
-                    self._watch(client)
-                except Exception as exc:
-                    self._internal_error(exc)
-                    self._close_client(client)
-            else:
-                self._close_client(client)
+            conn.close()
+            self._clients.discard(client)
 
     async def _read_client(self, client: _Client, size: int, exact: bool) -> bytes:
         client.deadline = self._loop.time() + CLIENT_TIMEOUT_SECONDS
@@ -1581,67 +993,48 @@ class CaptureProxy:
         finally:
             client.deadline = None
 
-    # -------------------------------------------------------------- coroutines: one exchange
+    # -------------------------------------------------------------- one exchange
     async def _exchange(self, client: _Client, head: bytes) -> bool:
         """Forward one request and its response; whether the client connection stays open."""
         head = head.lstrip(b"\r\n")  # RFC 9112 §2.2: empty lines before a request are ignored
         if not head:
             return True
         self._stats.requests += 1
-        try:
-            request = parse_request(head, self._upstream_host)
-        except HttpError as exc:
-            await self._answer(client, exc.status, str(exc), b"")
-            return False
-        return await self._forward(client, request, self._sample(request))
-
-    async def _forward(
-        self,
-        client: _Client,
-        request: Request,
-        exchange: Exchange | None,
-        body: bytes | None = None,
-        upstream: _Conn | None = None,
-        unsent: bytes = b"",
-    ) -> bool:
-        """Forwards a parsed request and relays its response; whether the client connection
-        stays open. The callbacks hand over an exchange they began: its small body read
-        (`body`), or also sent on `upstream` but for `unsent`."""
-        method = request.method
+        method = b""
+        upstream: _Conn | None = None
         reusable = False
         answered = False
+        exchange: Exchange | None = None
         try:
-            if upstream is None:
-                if body is None and request.expect_continue and (request.chunked or request.length):
-                    await self._to_client(client, b"HTTP/1.1 100 Continue\r\n\r\n")
-                # A small body is read whole and goes with its head in one send, and may be sent
-                # again when a pooled connection turns out closed; larger ones stream.
-                length = request.length or 0
-                whole = not request.chunked and length <= SMALL_BODY
-                if body is None and whole and length:
-                    body = await self._read_client(client, length, exact=True)
-                if exchange is not None and whole:
-                    exchange.request_body = body or b""
-                sink: list[bytes] | None = [] if exchange is not None and not whole else None
-                upstream, response_head = await self._send(
-                    request.upstream_head + (body or b""),
-                    client,
-                    request.chunked,
-                    0 if whole else length,
-                    sink,
-                    pooled_ok=whole,
-                )
-                if exchange is not None and sink is not None:
-                    exchange.request_body = b"".join(sink)
-            else:
-                if unsent:
-                    try:
-                        await upstream.send(unsent)
-                    except OSError:
-                        raise UpstreamBroke(
-                            f"the model server at {self._upstream_name} stopped reading the request"
-                        ) from None
-                response_head = await self._upstream_head(upstream, False)
+            request = parse_request(head, self._upstream_host)
+            method = request.method
+            if request.capturable:
+                self._stats.invocations += 1
+                if self._percent and random.random() * 100 < self._percent:
+                    exchange = Exchange(
+                        str(uuid.uuid4()), time.time(), request.content_type, request.inference_id
+                    )
+                else:
+                    self._stats.sampled_out += 1
+            if request.expect_continue and (request.chunked or request.length):
+                await self._to_client(client, b"HTTP/1.1 100 Continue\r\n\r\n")
+
+            # A small body is read whole and goes with its head in one send, and may be sent
+            # again when a pooled connection turns out closed; larger ones stream.
+            length = request.length or 0
+            whole = not request.chunked and length <= SMALL_BODY
+            payload = request.upstream_head
+            if whole and length:
+                body = await self._read_client(client, length, exact=True)
+                payload += body
+                if exchange is not None:
+                    exchange.request_body = body
+            sink: list[bytes] | None = [] if exchange is not None and not whole else None
+            upstream, response_head = await self._send(
+                payload, client, request.chunked, 0 if whole else length, sink, pooled_ok=whole
+            )
+            if exchange is not None and sink is not None:
+                exchange.request_body = b"".join(sink)
             if exchange is not None and len(exchange.request_body) > self._max_bytes:
                 self._stats.dropped["too_large"] += 1
                 exchange = None
@@ -1655,7 +1048,31 @@ class CaptureProxy:
                     await self._to_client(client, interim)
                 response = parse_response(await self._upstream_head(upstream, False), method)
 
-            out_head, keep, reuse, exchange = self._answer_head(request, response, exchange)
+            keep = request.keep_alive and not response.until_close and not self._stopping
+            if response.chunked and request.http10:
+                keep = False  # the body goes to it decoded, delimited by the close
+            extra = []
+            if exchange is not None:
+                if not response.no_body and (response.length or 0) > self._max_bytes:
+                    self._stats.dropped["too_large"] += 1
+                    exchange = None
+                else:
+                    extra.append(EVENT_ID_HEADER + b": " + exchange.event_id.encode())
+                    exchange.status = response.status
+                    exchange.response_type = response.content_type
+            if response.chunked and not request.http10:
+                extra.append(b"Transfer-Encoding: chunked")
+            drop = HOP_BY_HOP.union(response.connection)
+            if not response.plain_length:
+                drop = drop.union((b"content-length",))
+                if response.length is not None:
+                    extra.append(b"Content-Length: %d" % response.length)
+            if not keep:
+                extra.append(b"Connection: close")
+            elif request.http10:
+                extra.append(b"Connection: keep-alive")
+            out_head = _response_head(response.status_line, response.fields, drop, extra)
+
             sink = [] if exchange is not None else None
             length = 0 if response.no_body else response.length or 0
             if response.no_body or (response.length is not None and length <= SMALL_BODY):
@@ -1673,9 +1090,17 @@ class CaptureProxy:
                     await self._relay_until_close(upstream, client, sink)
                 else:
                     await self._relay_response(upstream, client, length, sink)
-            reusable = reuse  # only once the whole response was read
+            reusable = (
+                not response.until_close
+                and b"close" not in response.connection
+                and response.status_line.startswith(b"HTTP/1.1")
+            )
             if exchange is not None:
-                self._record(exchange, b"".join(sink) if sink else b"")
+                exchange.response_body = b"".join(sink) if sink else b""
+                if len(exchange.response_body) > self._max_bytes:
+                    self._stats.dropped["too_large"] += 1
+                elif self._writer is None or not self._writer.offer(exchange):
+                    self._stats.dropped["queue_full"] += 1
                 exchange = None
             return keep
         except HttpError as exc:
@@ -1692,8 +1117,8 @@ class CaptureProxy:
             if exchange is not None:
                 self._stats.dropped["incomplete"] += 1
             if upstream is not None:
-                if reusable:
-                    self._pool(upstream)
+                if reusable and not self._stopping and len(self._idle) < POOL_SIZE:
+                    self._idle.append((upstream, self._loop.time()))
                 else:
                     upstream.close()
 
@@ -1702,13 +1127,17 @@ class CaptureProxy:
         with contextlib.suppress(ClientGone):
             await self._to_client(client, _error_response(status, message, method != b"HEAD"))
 
-    # -------------------------------------------------------------- coroutines: upstream
+    # -------------------------------------------------------------- upstream
     async def _connect(self, pooled_ok: bool) -> tuple[_Conn, bool]:
         """An upstream connection, and whether it came from the pool (the server may have
         closed it since, unseen)."""
-        if pooled_ok and (conn := self._pooled()) is not None:
-            self._selector.unwatch(conn.sock.fileno())  # read by the coroutine now
-            return conn, True
+        if pooled_ok:
+            now = self._loop.time()
+            while self._idle:
+                conn, since = self._idle.pop()
+                if now - since < UPSTREAM_IDLE_SECONDS and conn.idle_and_open():
+                    return conn, True
+                conn.close()
         conn = _Conn(self._loop, socket.socket(socket.AF_INET, socket.SOCK_STREAM))
         # On loopback the handshake is done when connect() returns (EINPROGRESS or not): the
         # request goes out at once instead of a loop iteration later, while a sync worker that
@@ -1892,9 +1321,7 @@ def capture_proxy() -> str:
         sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
         writer = CaptureWriter(settings.directory, settings.store, stats)
     try:
-        selector = _Selector()
-        with asyncio.Runner(loop_factory=lambda: asyncio.SelectorEventLoop(selector)) as runner:
-            runner.run(CaptureProxy(settings, stats, writer, selector).run())
+        asyncio.run(CaptureProxy(settings, stats, writer).run())
     finally:
         if writer is not None:
             writer.close(timeout=10.0)
